@@ -1,0 +1,2 @@
+//! The durable runtime of sluice.
+pub mod policy;

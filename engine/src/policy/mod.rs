@@ -1,0 +1,1 @@
+//! Message policies (FORMAT.md §8).

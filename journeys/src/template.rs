@@ -1,0 +1,225 @@
+//! Handlebars templates: compiled once at validation, rendered in strict
+//! mode by the engine. A missing variable at render time is an error that
+//! names the variable, never a blank.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use handlebars::template::{Parameter, TemplateElement};
+use handlebars::{Handlebars, Path, Template};
+
+/// A template text that parsed, with the variables it reads.
+#[derive(Clone)]
+pub struct Text {
+    /// The name it is registered under in a [`Renderer`].
+    pub name: String,
+    pub source: String,
+    /// Render with HTML escaping (email `html` bodies only).
+    pub html: bool,
+    /// Dotted paths read by the template outside `each`/`with` blocks,
+    /// e.g. `user.first_name`.
+    pub variables: BTreeSet<String>,
+    /// When the whole text is one `{{path}}`, the path: conditions compare
+    /// the referenced value itself, keeping its type.
+    pub sole_path: Option<String>,
+    compiled: Arc<Template>,
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Text")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source && self.html == other.html
+    }
+}
+
+/// A template that does not parse: the message and the 1-based line and
+/// column inside the template text.
+#[derive(Debug, Clone)]
+pub struct SyntaxError {
+    pub message: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Text {
+    pub fn compile(name: impl Into<String>, source: &str, html: bool) -> Result<Text, SyntaxError> {
+        let compiled = Template::compile(source).map_err(|e| {
+            let (line, column) = e.pos().unwrap_or((1, 1));
+            SyntaxError {
+                message: e.reason().to_string(),
+                line,
+                column,
+            }
+        })?;
+        let mut variables = BTreeSet::new();
+        collect(&compiled.elements, &mut variables);
+        let sole_path = match compiled.elements.as_slice() {
+            [TemplateElement::Expression(h)] | [TemplateElement::HtmlExpression(h)]
+                if h.params.is_empty() && h.hash.is_empty() =>
+            {
+                match &h.name {
+                    Parameter::Path(Path::Relative((_, raw))) => Some(raw.clone()),
+                    Parameter::Name(n) => Some(n.clone()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        Ok(Text {
+            name: name.into(),
+            source: source.to_owned(),
+            html,
+            variables,
+            sole_path,
+            compiled: Arc::new(compiled),
+        })
+    }
+
+    /// True when the text has no `{{…}}` at all.
+    pub fn is_literal(&self) -> bool {
+        self.compiled
+            .elements
+            .iter()
+            .all(|e| matches!(e, TemplateElement::RawString(_) | TemplateElement::Comment(_)))
+    }
+}
+
+fn param_var(p: &Parameter, out: &mut BTreeSet<String>) {
+    match p {
+        Parameter::Path(Path::Relative((_, raw))) => {
+            if raw != "this" && !raw.starts_with("this.") && !raw.starts_with("../") {
+                out.insert(raw.clone());
+            }
+        }
+        Parameter::Name(n) => {
+            if n.contains('.') {
+                out.insert(n.clone());
+            }
+        }
+        Parameter::Subexpression(sub) => collect(std::slice::from_ref(sub.as_element()), out),
+        _ => {}
+    }
+}
+
+fn collect(elements: &[TemplateElement], out: &mut BTreeSet<String>) {
+    for e in elements {
+        match e {
+            TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h) => {
+                if h.params.is_empty() && h.hash.is_empty() {
+                    param_var(&h.name, out);
+                }
+                for p in h.params.iter().chain(h.hash.values()) {
+                    param_var(p, out);
+                }
+            }
+            TemplateElement::HelperBlock(h) => {
+                for p in h.params.iter().chain(h.hash.values()) {
+                    param_var(p, out);
+                }
+                let scoped = matches!(&h.name, Parameter::Name(n) if n == "each" || n == "with");
+                if !scoped {
+                    if let Some(t) = &h.template {
+                        collect(&t.elements, out);
+                    }
+                }
+                if let Some(t) = &h.inverse {
+                    collect(&t.elements, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Why a render failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RenderError {
+    #[error("variable `{0}` is missing")]
+    MissingVariable(String),
+    #[error("template `{name}` failed: {message}")]
+    Failed { name: String, message: String },
+}
+
+/// Every compiled template text of a repository, ready to render.
+pub struct Renderer {
+    html: Handlebars<'static>,
+    plain: Handlebars<'static>,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        let mut html = Handlebars::new();
+        html.set_strict_mode(true);
+        let mut plain = Handlebars::new();
+        plain.set_strict_mode(true);
+        plain.register_escape_fn(handlebars::no_escape);
+        Renderer { html, plain }
+    }
+}
+
+impl Renderer {
+    pub fn register(&mut self, text: &Text) {
+        let registry = if text.html { &mut self.html } else { &mut self.plain };
+        registry.register_template(&text.name, (*text.compiled).clone());
+    }
+
+    /// Renders a registered text against a JSON context such as
+    /// `{"user": {...}, "entry": {...}, "journey": {...}}`.
+    pub fn render(&self, text: &Text, data: &serde_json::Value) -> Result<String, RenderError> {
+        if text.is_literal() {
+            return Ok(text.source.clone());
+        }
+        let registry = if text.html { &self.html } else { &self.plain };
+        registry.render(&text.name, data).map_err(|e| {
+            use handlebars::RenderErrorReason as R;
+            match e.reason() {
+                R::MissingVariable(Some(v)) => RenderError::MissingVariable(v.clone()),
+                other => {
+                    let msg = other.to_string();
+                    // Strict mode reports a missing path in helpers this way.
+                    match msg.split('"').nth(1) {
+                        Some(v) if msg.contains("not found in strict mode") => {
+                            RenderError::MissingVariable(v.to_owned())
+                        }
+                        _ => RenderError::Failed {
+                            name: text.name.clone(),
+                            message: msg,
+                        },
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_and_strict_render() {
+        let t = Text::compile("t", "Hi {{user.first_name}}, {{#if entry.x}}{{entry.x}}{{/if}}", false)
+            .expect("compiles");
+        assert_eq!(
+            t.variables.iter().cloned().collect::<Vec<_>>(),
+            vec!["entry.x".to_owned(), "user.first_name".to_owned()]
+        );
+        let mut r = Renderer::default();
+        r.register(&t);
+        let ok = r.render(&t, &serde_json::json!({"user": {"first_name": "Ana & Bo"}, "entry": {}}));
+        assert_eq!(ok.expect("renders"), "Hi Ana & Bo, ");
+        let err = r.render(&t, &serde_json::json!({"user": {}}));
+        assert!(matches!(err, Err(RenderError::MissingVariable(v)) if v == "user.first_name"));
+        let sole = Text::compile("s", "{{entry.cart_id}}", false).expect("compiles");
+        assert_eq!(sole.sole_path.as_deref(), Some("entry.cart_id"));
+        assert!(Text::compile("bad", "{{#if x}}", false).is_err());
+    }
+}
