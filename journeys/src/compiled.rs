@@ -18,7 +18,9 @@ use crate::template::{Renderer, Text};
 pub use crate::model::{EmailProvider, PolicyAction, PushProvider};
 
 /// A message channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Email,
@@ -344,7 +346,10 @@ pub struct PolicyScope {
 impl PolicyScope {
     /// Whether a message of this channel and category is subject to the policy.
     pub fn applies(&self, channel: Channel, category: &str) -> bool {
-        let channel_ok = self.channels.as_ref().is_none_or(|cs| cs.contains(&channel));
+        let channel_ok = self
+            .channels
+            .as_ref()
+            .is_none_or(|cs| cs.contains(&channel));
         let category_ok = match &self.categories {
             None => category != TRANSACTIONAL,
             Some(cats) => cats.iter().any(|c| c == category),
@@ -374,7 +379,8 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn applies(&self, channel: Channel, journey: &str) -> bool {
-        self.channel == channel && (self.journeys.is_empty() || self.journeys.iter().any(|j| j == journey))
+        self.channel == channel
+            && (self.journeys.is_empty() || self.journeys.iter().any(|j| j == journey))
     }
 }
 
@@ -455,7 +461,8 @@ impl Expectation {
     /// Whether a simulate output line (as JSON) matches every given key.
     pub fn matches(&self, line: &Value) -> bool {
         let field = |k: &str| line.get(k).and_then(Value::as_str);
-        let eq = |want: &Option<String>, k: &str| want.as_deref().is_none_or(|w| field(k) == Some(w));
+        let eq =
+            |want: &Option<String>, k: &str| want.as_deref().is_none_or(|w| field(k) == Some(w));
         let kind_ok = match &self.kind {
             Some(k) => field("kind") == Some(k.as_str()),
             None => {

@@ -81,7 +81,17 @@ pub enum Op {
 }
 
 pub const OPERATORS: &[&str] = &[
-    "eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "contains", "starts_with",
+    "eq",
+    "ne",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "in",
+    "not_in",
+    "exists",
+    "contains",
+    "starts_with",
 ];
 
 impl Op {
@@ -233,9 +243,15 @@ impl<'a> Parser<'a> {
             "any" => Some(Condition::Any(self.parse_list(key, value))),
             "not" => self.parse(value).map(|c| Condition::Not(Box::new(c))),
             "segment" => match &value.value {
-                Node::Scalar(s) => Some(Condition::Segment(Spanned::new(s.text.clone(), value.span))),
+                Node::Scalar(s) => {
+                    Some(Condition::Segment(Spanned::new(s.text.clone(), value.span)))
+                }
                 _ => {
-                    self.problem(Code::InvalidCondition, value.span, "`segment` takes a segment id");
+                    self.problem(
+                        Code::InvalidCondition,
+                        value.span,
+                        "`segment` takes a segment id",
+                    );
                     None
                 }
             },
@@ -274,7 +290,12 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn parse_comparisons(&mut self, path: Path, path_span: Span, value: &Spanned<Node>) -> Option<Condition> {
+    fn parse_comparisons(
+        &mut self,
+        path: Path,
+        path_span: Span,
+        value: &Spanned<Node>,
+    ) -> Option<Condition> {
         let Some(ops) = value.value.as_map() else {
             let operand = self.operand(value, Op::Eq)?;
             return Some(Condition::Compare(Box::new(Comparison {
@@ -326,14 +347,22 @@ impl<'a> Parser<'a> {
                 self.problem(
                     Code::InvalidCondition,
                     node.span,
-                    format!("`{}` takes a list, found {}", op.as_str(), node.value.type_name()),
+                    format!(
+                        "`{}` takes a list, found {}",
+                        op.as_str(),
+                        node.value.type_name()
+                    ),
                 );
                 None
             }
             (Node::Scalar(s), Op::Exists) => match s.resolve() {
                 Resolved::Bool(b) => Some(Operand::Value(Value::Bool(b))),
                 _ => {
-                    self.problem(Code::InvalidCondition, node.span, "`exists` takes true or false");
+                    self.problem(
+                        Code::InvalidCondition,
+                        node.span,
+                        "`exists` takes true or false",
+                    );
                     None
                 }
             },
@@ -369,7 +398,11 @@ impl<'a> Parser<'a> {
                 self.problem(
                     Code::InvalidCondition,
                     node.span,
-                    format!("`{}` takes a single value, found {}", op.as_str(), node.value.type_name()),
+                    format!(
+                        "`{}` takes a single value, found {}",
+                        op.as_str(),
+                        node.value.type_name()
+                    ),
                 );
                 None
             }
@@ -377,7 +410,9 @@ impl<'a> Parser<'a> {
     }
 
     fn check_root(&mut self, p: &Path, span: Span) {
-        if (p.root == Root::Event && !self.allowed.event) || (p.root == Root::Entry && !self.allowed.entry) {
+        if (p.root == Root::Event && !self.allowed.event)
+            || (p.root == Root::Entry && !self.allowed.entry)
+        {
             self.problem(
                 Code::UnknownVariable,
                 span,
@@ -388,7 +423,11 @@ impl<'a> Parser<'a> {
 
     fn parse_history(&mut self, node: &Spanned<Node>) -> Option<Condition> {
         let Some(entries) = node.value.as_map() else {
-            self.problem(Code::InvalidCondition, node.span, "`history` takes a mapping with `event`, `within`, `count`");
+            self.problem(
+                Code::InvalidCondition,
+                node.span,
+                "`history` takes a mapping with `event`, `within`, `count`",
+            );
             return None;
         };
         let mut event = None;
@@ -401,7 +440,11 @@ impl<'a> Parser<'a> {
                 "event" => match v.value.as_str() {
                     Some(e) => event = Some(Spanned::new(e.to_owned(), v.span)),
                     None => {
-                        self.problem(Code::InvalidCondition, v.span, "`event` takes an event name");
+                        self.problem(
+                            Code::InvalidCondition,
+                            v.span,
+                            "`event` takes an event name",
+                        );
                         ok = false;
                     }
                 },
@@ -465,17 +508,34 @@ impl<'a> Parser<'a> {
         }
         let ops = v.value.as_map().filter(|m| m.len() == 1);
         let Some([(op, n)]) = ops else {
-            self.problem(Code::InvalidCondition, v.span, "`count` takes a number or one comparison such as `{ gte: 3 }`");
+            self.problem(
+                Code::InvalidCondition,
+                v.span,
+                "`count` takes a number or one comparison such as `{ gte: 3 }`",
+            );
             return None;
         };
         match (Op::parse(&op.value), number(n)) {
-            (Some(o @ (Op::Eq | Op::Ne | Op::Gt | Op::Gte | Op::Lt | Op::Lte)), Some(n)) => Some((o, n)),
+            (Some(o @ (Op::Eq | Op::Ne | Op::Gt | Op::Gte | Op::Lt | Op::Lte)), Some(n)) => {
+                Some((o, n))
+            }
             (Some(_), Some(_)) | (None, _) => {
-                self.problem(Code::InvalidCondition, op.span, format!("`count` compares with eq, ne, gt, gte, lt or lte, not `{}`", op.value));
+                self.problem(
+                    Code::InvalidCondition,
+                    op.span,
+                    format!(
+                        "`count` compares with eq, ne, gt, gte, lt or lte, not `{}`",
+                        op.value
+                    ),
+                );
                 None
             }
             (_, None) => {
-                self.problem(Code::InvalidCondition, n.span, "`count` compares with a number");
+                self.problem(
+                    Code::InvalidCondition,
+                    n.span,
+                    "`count` compares with a number",
+                );
                 None
             }
         }
@@ -529,11 +589,17 @@ impl Condition {
     }
 }
 
-fn resolve_operand<'s>(o: &'s Operand, scope: &'s dyn Scope) -> Option<std::borrow::Cow<'s, Value>> {
+fn resolve_operand<'s>(
+    o: &'s Operand,
+    scope: &'s dyn Scope,
+) -> Option<std::borrow::Cow<'s, Value>> {
     use std::borrow::Cow;
     match o {
         Operand::Value(v) => Some(Cow::Borrowed(v)),
-        Operand::Path(p) => scope.root(p.root).and_then(|r| p.lookup(r)).map(Cow::Borrowed),
+        Operand::Path(p) => scope
+            .root(p.root)
+            .and_then(|r| p.lookup(r))
+            .map(Cow::Borrowed),
         Operand::Template(t) => scope.render(t).map(|s| Cow::Owned(Value::String(s))),
         Operand::List(_) => None,
     }
@@ -642,7 +708,13 @@ mod tests {
     fn cond(yaml: &str) -> (Option<Condition>, Vec<Problem>) {
         let idx = LineIndex::new(yaml);
         let docs = parse_documents(yaml, &idx).expect("yaml");
-        let mut p = Parser::new("t", Allowed { event: true, entry: true });
+        let mut p = Parser::new(
+            "t",
+            Allowed {
+                event: true,
+                entry: true,
+            },
+        );
         let c = p.parse(&docs[0]);
         (c, p.problems)
     }
@@ -662,14 +734,21 @@ mod tests {
         let (c, _) = cond("user.missing: { ne: 3 }");
         assert!(c.expect("parsed").eval(&scope));
         let (c, _) = cond("user.country: { gt: 3 }");
-        assert!(!c.expect("parsed").eval(&scope), "cross-type comparison is false");
+        assert!(
+            !c.expect("parsed").eval(&scope),
+            "cross-type comparison is false"
+        );
     }
 
     #[test]
     fn reports_every_problem() {
         let (_, problems) = cond("all:\n  - usr.plan: pro\n  - user.x: { gtee: 3 }\n");
         assert_eq!(problems.len(), 2);
-        assert!(problems[1].message.contains("did you mean `gte`"), "{:?}", problems[1]);
+        assert!(
+            problems[1].message.contains("did you mean `gte`"),
+            "{:?}",
+            problems[1]
+        );
         assert_eq!(problems[0].span.line, 2);
     }
 }

@@ -97,6 +97,16 @@ pub struct SourceFile {
     /// The path relative to the repository root, with `/` separators.
     pub name: String,
     pub text: String,
+    named: NamedSource<String>,
+}
+
+impl SourceFile {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        let name = name.into();
+        let text = text.into();
+        let named = NamedSource::new(name.clone(), text.clone()).with_language("yaml");
+        SourceFile { name, text, named }
+    }
 }
 
 /// One problem, at one place.
@@ -194,7 +204,9 @@ impl miette::Diagnostic for Diagnostic {
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        self.file.as_ref().map(|f| &f.text as &dyn miette::SourceCode)
+        self.file
+            .as_ref()
+            .map(|f| &f.named as &dyn miette::SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
@@ -222,15 +234,9 @@ fn short_label(code: Code) -> &'static str {
 }
 
 impl Diagnostic {
-    /// A miette report that names the file (for rendering).
+    /// A miette report (for rendering).
     pub fn to_report(&self) -> miette::Report {
-        let report = miette::Report::new(self.clone());
-        match &self.file {
-            Some(f) => report.with_source_code(
-                NamedSource::new(f.name.clone(), f.text.clone()).with_language("yaml"),
-            ),
-            None => report,
-        }
+        miette::Report::new(self.clone())
     }
 }
 
@@ -258,7 +264,9 @@ impl Diagnostics {
     }
 
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.items.iter().filter(|d| d.severity == Severity::Warning)
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
@@ -276,9 +284,8 @@ impl Diagnostics {
     /// Sorts by file, then line and column; drops exact duplicates.
     pub fn sort(&mut self) {
         self.items.sort_by_key(|d| d.sort_key());
-        self.items.dedup_by(|a, b| {
-            a.sort_key() == b.sort_key() && a.message == b.message
-        });
+        self.items
+            .dedup_by(|a, b| a.sort_key() == b.sort_key() && a.message == b.message);
     }
 
     /// The `validate --format json` document of CLI.md.
@@ -300,7 +307,10 @@ impl IntoIterator for Diagnostics {
 }
 
 /// The closest candidate to `word`, if one is close enough to suggest.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))

@@ -48,7 +48,8 @@ pub enum EventError {
 impl Event {
     /// Parses and checks one JSON event.
     pub fn from_json(value: Value) -> Result<Event, EventError> {
-        let e: Event = serde_json::from_value(value).map_err(|e| EventError::Shape(e.to_string()))?;
+        let e: Event =
+            serde_json::from_value(value).map_err(|e| EventError::Shape(e.to_string()))?;
         e.check()?;
         Ok(e)
     }

@@ -562,21 +562,11 @@ pub struct Expectation {
 #[derive(JsonSchema)]
 #[schemars(untagged)]
 pub enum Condition {
-    All {
-        all: Vec<Condition>,
-    },
-    Any {
-        any: Vec<Condition>,
-    },
-    Not {
-        not: Box<Condition>,
-    },
-    Segment {
-        segment: String,
-    },
-    History {
-        history: HistorySchema,
-    },
+    All { all: Vec<Condition> },
+    Any { any: Vec<Condition> },
+    Not { not: Box<Condition> },
+    Segment { segment: String },
+    History { history: HistorySchema },
     Compare(BTreeMap<String, serde_json::Value>),
 }
 

@@ -32,7 +32,13 @@ impl fmt::Display for Duration {
         if rest == 0 {
             return f.write_str("0s");
         }
-        for (unit, size) in [("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        for (unit, size) in [
+            ("w", 604_800),
+            ("d", 86_400),
+            ("h", 3_600),
+            ("m", 60),
+            ("s", 1),
+        ] {
             if rest >= size {
                 write!(f, "{}{unit}", rest / size)?;
                 rest %= size;
@@ -66,7 +72,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             _ => return Err(format!("invalid duration `{t}`: unexpected `{c}`; {help}")),
         };
         if digits.is_empty() {
-            return Err(format!("invalid duration `{t}`: unit `{c}` without a number; {help}"));
+            return Err(format!(
+                "invalid duration `{t}`: unit `{c}` without a number; {help}"
+            ));
         }
         if rank >= last_rank {
             return Err(format!(
@@ -84,7 +92,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         digits.clear();
     }
     if !digits.is_empty() {
-        return Err(format!("invalid duration `{t}`: `{digits}` has no unit; {help}"));
+        return Err(format!(
+            "invalid duration `{t}`: `{digits}` has no unit; {help}"
+        ));
     }
     Ok(Duration(total))
 }
@@ -112,9 +122,9 @@ impl fmt::Display for Percent {
 pub fn parse_percent(text: &str) -> Result<Percent, String> {
     let t = text.trim();
     let n = t.strip_suffix('%').unwrap_or(t).trim();
-    let v: f64 = n
-        .parse()
-        .map_err(|_| format!("invalid percentage `{t}`: expected a number from 0 to 100 with `%`, e.g. `10%`"))?;
+    let v: f64 = n.parse().map_err(|_| {
+        format!("invalid percentage `{t}`: expected a number from 0 to 100 with `%`, e.g. `10%`")
+    })?;
     if !(0.0..=100.0).contains(&v) || !v.is_finite() {
         return Err(format!("percentage `{t}` is outside 0–100%"));
     }
@@ -151,7 +161,8 @@ impl fmt::Display for TimeOfDay {
 /// Parses `HH:MM` (24 h).
 pub fn parse_time_of_day(text: &str) -> Result<TimeOfDay, String> {
     let t = text.trim();
-    let bad = || format!("invalid time of day `{t}`: expected `HH:MM` (24 h), e.g. `08:00` or `21:30`");
+    let bad =
+        || format!("invalid time of day `{t}`: expected `HH:MM` (24 h), e.g. `08:00` or `21:30`");
     let (h, m) = t.split_once(':').ok_or_else(bad)?;
     if h.is_empty() || h.len() > 2 || m.len() != 2 {
         return Err(bad());
@@ -291,7 +302,10 @@ pub fn parse_reentry(text: &str) -> Result<Reentry, String> {
 pub fn parse_weekday(text: &str) -> Result<Weekday, String> {
     Weekday::from_str(text.trim()).map_err(|_| {
         crate::diagnostic::with_suggestion(
-            format!("invalid day `{}`: expected one of Mon, Tue, Wed, Thu, Fri, Sat, Sun", text.trim()),
+            format!(
+                "invalid day `{}`: expected one of Mon, Tue, Wed, Thu, Fri, Sat, Sun",
+                text.trim()
+            ),
             text.trim(),
             ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
         )
@@ -324,7 +338,10 @@ mod tests {
 
     #[test]
     fn times_rates_zones() {
-        assert_eq!(parse_time_of_day("08:00"), Ok(TimeOfDay { hour: 8, minute: 0 }));
+        assert_eq!(
+            parse_time_of_day("08:00"),
+            Ok(TimeOfDay { hour: 8, minute: 0 })
+        );
         assert!(parse_time_of_day("24:00").is_err());
         assert!(parse_time_of_day("8").is_err());
         assert_eq!(parse_rate("2 per minute").map(|r| r.per), Ok(Duration(60)));
@@ -334,6 +351,9 @@ mod tests {
         assert!(e.contains("did you mean `Europe/Berlin`"), "{e}");
         assert!(parse_cron("0 0 9 * * Mon *").is_ok());
         assert!(parse_cron("0 9 * * Mon").is_err());
-        assert_eq!(parse_reentry("after 7d"), Ok(Reentry::After(Duration(604_800))));
+        assert_eq!(
+            parse_reentry("after 7d"),
+            Ok(Reentry::After(Duration(604_800)))
+        );
     }
 }

@@ -616,14 +616,22 @@ pub fn parse_documents(text: &str, index: &LineIndex) -> Result<Vec<Spanned<Node
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, true) {
         let m = e.marker();
-        let start = index.offset(text, m.line(), m.col());
+        let mut start = index.offset(text, m.line(), m.col());
+        let (mut line, mut column) = (m.line().max(1), m.col() + 1);
+        // At the end of the input, point at the last thing written instead.
+        if text[start.min(text.len())..].trim().is_empty() {
+            if let Some(last) = text.trim_end().char_indices().last().map(|(i, _)| i) {
+                start = last;
+                (line, column) = index.line_col(text, start);
+            }
+        }
         return Err(SyntaxError {
             message: e.info().to_owned(),
             span: Span {
                 start,
                 end: (start + 1).min(text.len()).max(start),
-                line: m.line().max(1),
-                column: m.col() + 1,
+                line,
+                column,
             },
         });
     }
@@ -815,7 +823,10 @@ struct KeyDe<'a> {
 
 impl<'de> MapAccess<'de> for MapDe<'de> {
     type Error = DeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         match self.iter.next() {
             None => Ok(None),
             Some((key, value)) => {
@@ -854,7 +865,10 @@ struct SpannedKeyDe<'a> {
 
 impl<'de> MapAccess<'de> for SpannedKeyDe<'de> {
     type Error = DeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         let name = match self.state {
             0 => SPANNED_SPAN,
             1 => SPANNED_VALUE,
@@ -878,7 +892,10 @@ impl<'de> MapAccess<'de> for SpannedKeyDe<'de> {
 
 impl<'de> MapAccess<'de> for SpannedDe<'de> {
     type Error = DeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         let name = match self.state {
             0 => SPANNED_SPAN,
             1 => SPANNED_VALUE,
@@ -1048,7 +1065,9 @@ impl<'de> Deserializer<'de> for NodeDeserializer<'de> {
 
     fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match self.scalar().map(Scalar::resolve) {
-            Some(Resolved::Int(i)) if i >= 0 => visitor.visit_u64(i as u64).map_err(at(self.node.span)),
+            Some(Resolved::Int(i)) if i >= 0 => {
+                visitor.visit_u64(i as u64).map_err(at(self.node.span))
+            }
             _ => Err(self.err_type(&"a non-negative integer")),
         }
     }
@@ -1063,9 +1082,9 @@ impl<'de> Deserializer<'de> for NodeDeserializer<'de> {
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.node.value {
-            Node::Scalar(s) if s.resolve() != Resolved::Null => {
-                visitor.visit_borrowed_str(&s.text).map_err(at(self.node.span))
-            }
+            Node::Scalar(s) if s.resolve() != Resolved::Null => visitor
+                .visit_borrowed_str(&s.text)
+                .map_err(at(self.node.span)),
             _ => Err(self.err_type(&"a string")),
         }
     }

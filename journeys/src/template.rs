@@ -85,10 +85,12 @@ impl Text {
 
     /// True when the text has no `{{…}}` at all.
     pub fn is_literal(&self) -> bool {
-        self.compiled
-            .elements
-            .iter()
-            .all(|e| matches!(e, TemplateElement::RawString(_) | TemplateElement::Comment(_)))
+        self.compiled.elements.iter().all(|e| {
+            matches!(
+                e,
+                TemplateElement::RawString(_) | TemplateElement::Comment(_)
+            )
+        })
     }
 }
 
@@ -167,7 +169,11 @@ impl Default for Renderer {
 
 impl Renderer {
     pub fn register(&mut self, text: &Text) {
-        let registry = if text.html { &mut self.html } else { &mut self.plain };
+        let registry = if text.html {
+            &mut self.html
+        } else {
+            &mut self.plain
+        };
         registry.register_template(&text.name, (*text.compiled).clone());
     }
 
@@ -206,15 +212,22 @@ mod tests {
 
     #[test]
     fn variables_and_strict_render() {
-        let t = Text::compile("t", "Hi {{user.first_name}}, {{#if entry.x}}{{entry.x}}{{/if}}", false)
-            .expect("compiles");
+        let t = Text::compile(
+            "t",
+            "Hi {{user.first_name}}, {{#if entry.x}}{{entry.x}}{{/if}}",
+            false,
+        )
+        .expect("compiles");
         assert_eq!(
             t.variables.iter().cloned().collect::<Vec<_>>(),
             vec!["entry.x".to_owned(), "user.first_name".to_owned()]
         );
         let mut r = Renderer::default();
         r.register(&t);
-        let ok = r.render(&t, &serde_json::json!({"user": {"first_name": "Ana & Bo"}, "entry": {}}));
+        let ok = r.render(
+            &t,
+            &serde_json::json!({"user": {"first_name": "Ana & Bo"}, "entry": {}}),
+        );
         assert_eq!(ok.expect("renders"), "Hi Ana & Bo, ");
         let err = r.render(&t, &serde_json::json!({"user": {}}));
         assert!(matches!(err, Err(RenderError::MissingVariable(v)) if v == "user.first_name"));

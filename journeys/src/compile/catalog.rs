@@ -1,0 +1,406 @@
+//! The optional Catalog: parsing its types, and checking conditions,
+//! template variables and event names against it.
+
+use serde_json::Value;
+
+use super::Ctx;
+use crate::compiled::{Catalog, FieldType};
+use crate::condition::{Comparison, Condition, Op, Operand, Root};
+use crate::diagnostic::{with_suggestion, Code};
+use crate::model;
+use crate::span::{Node, Span, Spanned};
+use crate::template::Text;
+
+const TYPE_NAMES: &[&str] = &["string", "number", "boolean", "list", "map", "timestamp"];
+
+fn parse_type(node: &Spanned<Node>, ctx: &mut Ctx<'_>) -> Option<FieldType> {
+    match &node.value {
+        Node::Scalar(s) => Some(match s.text.as_str() {
+            "string" => FieldType::String,
+            "number" | "integer" => FieldType::Number,
+            "boolean" | "bool" => FieldType::Boolean,
+            "list" => FieldType::List,
+            "map" => FieldType::Map,
+            "timestamp" => FieldType::Timestamp,
+            other => {
+                let message = with_suggestion(
+                    format!(
+                        "unknown type `{other}`, expected one of {} or `{{ enum: [...] }}`",
+                        TYPE_NAMES.join(", ")
+                    ),
+                    other,
+                    TYPE_NAMES.iter().copied(),
+                );
+                ctx.error(Code::InvalidValue, node.span, message);
+                return None;
+            }
+        }),
+        Node::Map(_) => match node.value.get("enum").and_then(|e| e.value.as_seq()) {
+            Some(items) if node.value.as_map().map(<[_]>::len) == Some(1) => Some(FieldType::Enum(
+                items.iter().map(|i| i.value.to_json()).collect(),
+            )),
+            _ => {
+                ctx.error(
+                    Code::InvalidValue,
+                    node.span,
+                    "a type is a name or `{ enum: [values...] }`",
+                );
+                None
+            }
+        },
+        Node::Seq(_) => {
+            ctx.error(
+                Code::InvalidValue,
+                node.span,
+                "a type is a name or `{ enum: [values...] }`",
+            );
+            None
+        }
+    }
+}
+
+pub(crate) fn parse(c: &model::Catalog, ctx: &mut Ctx<'_>) -> Catalog {
+    let mut out = Catalog::default();
+    if let Some(user) = &c.user {
+        match user.value.as_map() {
+            Some(entries) => {
+                for (k, v) in entries {
+                    if let Some(t) = parse_type(v, ctx) {
+                        out.user.insert(k.value.clone(), t);
+                    }
+                }
+            }
+            None if user.value.is_null() => {}
+            None => ctx.error(
+                Code::InvalidValue,
+                user.span,
+                "`user` maps attribute names to types",
+            ),
+        }
+    }
+    if let Some(events) = &c.events {
+        match events.value.as_map() {
+            Some(entries) => {
+                for (name, props) in entries {
+                    let mut fields = std::collections::BTreeMap::new();
+                    match props.value.as_map() {
+                        Some(ps) => {
+                            for (k, v) in ps {
+                                if let Some(t) = parse_type(v, ctx) {
+                                    fields.insert(k.value.clone(), t);
+                                }
+                            }
+                        }
+                        None if props.value.is_null() => {}
+                        None => ctx.error(
+                            Code::InvalidValue,
+                            props.span,
+                            "an event maps property names to types",
+                        ),
+                    }
+                    out.events.insert(name.value.clone(), fields);
+                }
+            }
+            None if events.value.is_null() => {}
+            None => ctx.error(
+                Code::InvalidValue,
+                events.span,
+                "`events` maps event names to their properties",
+            ),
+        }
+    }
+    out
+}
+
+/// What the Catalog says about one path.
+enum Lookup {
+    /// No Catalog, or a path below a `map`: nothing can be said.
+    Unchecked,
+    Known(FieldType),
+    Unknown(Vec<String>),
+}
+
+/// Type checks against an optional Catalog.
+pub(crate) struct TypeEnv<'a> {
+    catalog: Option<&'a Catalog>,
+}
+
+fn reserved(attr: &str) -> Option<FieldType> {
+    Some(match attr {
+        "id" | "email" | "timezone" => FieldType::String,
+        "push_tokens" => FieldType::List,
+        "subscriptions" => FieldType::Map,
+        _ => return None,
+    })
+}
+
+impl<'a> TypeEnv<'a> {
+    pub fn new(catalog: Option<&'a Catalog>) -> Self {
+        TypeEnv { catalog }
+    }
+
+    /// Reports an event name the Catalog does not declare.
+    pub fn check_event(&self, name: &Spanned<String>, ctx: &mut Ctx<'_>) {
+        let Some(cat) = self.catalog else { return };
+        if !cat.events.contains_key(&name.value) {
+            let message = with_suggestion(
+                format!("event `{}` is not declared in the Catalog", name.value),
+                &name.value,
+                cat.events.keys().map(String::as_str),
+            );
+            ctx.error(Code::UnknownReference, name.span, message);
+        }
+    }
+
+    fn lookup(
+        &self,
+        root: Root,
+        keys: &[String],
+        event: Option<&str>,
+        entry: Option<&str>,
+    ) -> Lookup {
+        let Some(cat) = self.catalog else {
+            return Lookup::Unchecked;
+        };
+        let Some(first) = keys.first() else {
+            return Lookup::Unchecked;
+        };
+        let (fields, reserved_type) = match root {
+            Root::User => (Some(&cat.user), reserved(first)),
+            Root::Event => (event.and_then(|e| cat.events.get(e)), None),
+            Root::Entry => (entry.and_then(|e| cat.events.get(e)), None),
+        };
+        let Some(fields) = fields else {
+            // The event itself is unknown (reported elsewhere) or not in scope.
+            return Lookup::Unchecked;
+        };
+        let t = match fields.get(first).cloned().or(reserved_type) {
+            Some(t) => t,
+            None => return Lookup::Unknown(fields.keys().cloned().collect()),
+        };
+        match (&t, keys.len()) {
+            (_, 1) => Lookup::Known(t),
+            (FieldType::Map, _) => Lookup::Unchecked,
+            _ => Lookup::Unknown(Vec::new()),
+        }
+    }
+
+    fn report_unknown(&self, path: &str, candidates: &[String], span: Span, ctx: &mut Ctx<'_>) {
+        let last = path.rsplit('.').next().unwrap_or(path);
+        let message = with_suggestion(
+            format!("`{path}` is not declared in the Catalog"),
+            last,
+            candidates.iter().map(String::as_str),
+        );
+        ctx.error(Code::UnknownVariable, span, message);
+    }
+
+    /// Checks every comparison of a condition: unknown attributes and
+    /// properties, and values of the wrong type.
+    pub fn check_condition(
+        &self,
+        c: &Condition,
+        event: Option<&str>,
+        entry: Option<&str>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        if self.catalog.is_none() {
+            return;
+        }
+        c.walk(&mut |node| match node {
+            Condition::Compare(cmp) => self.check_comparison(cmp, event, entry, ctx),
+            Condition::History(h) => {
+                self.check_event(&h.event, ctx);
+                if let Some(w) = &h.where_ {
+                    // `event.*` inside `where` is the historical event.
+                    self.check_condition(w, Some(&h.event.value), entry, ctx);
+                }
+            }
+            _ => {}
+        });
+    }
+
+    fn check_comparison(
+        &self,
+        cmp: &Comparison,
+        event: Option<&str>,
+        entry: Option<&str>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let t = match self.lookup(cmp.path.root, &cmp.path.keys, event, entry) {
+            Lookup::Unchecked => return,
+            Lookup::Unknown(candidates) => {
+                self.report_unknown(&cmp.path.dotted(), &candidates, cmp.path_span, ctx);
+                return;
+            }
+            Lookup::Known(t) => t,
+        };
+        if cmp.op == Op::Exists {
+            return;
+        }
+        let operands: Vec<&Operand> = match &cmp.operand {
+            Operand::List(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        for o in operands {
+            let found = match o {
+                Operand::Value(v) => {
+                    if let Some(problem) = value_mismatch(&t, cmp.op, v) {
+                        ctx.error(
+                            Code::TypeMismatch,
+                            cmp.operand_span,
+                            format!("`{}` is {problem}", cmp.path.dotted()),
+                        );
+                    }
+                    continue;
+                }
+                Operand::Path(p) => match self.lookup(p.root, &p.keys, event, entry) {
+                    Lookup::Known(other) => other,
+                    Lookup::Unknown(candidates) => {
+                        self.report_unknown(&p.dotted(), &candidates, cmp.operand_span, ctx);
+                        continue;
+                    }
+                    Lookup::Unchecked => continue,
+                },
+                Operand::Template(_) => FieldType::String,
+                Operand::List(_) => continue,
+            };
+            if !compatible(&t, &found, cmp.op) {
+                ctx.error(
+                    Code::TypeMismatch,
+                    cmp.operand_span,
+                    format!(
+                        "`{}` is a {} but is compared with a {}",
+                        cmp.path.dotted(),
+                        t.name(),
+                        found.name()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Checks the variables a template reads. `entry`: the entry event's
+    /// name (`None` for segment and schedule entries); `event`: the event
+    /// in scope, if any.
+    pub fn check_text(
+        &self,
+        text: &Text,
+        span: Span,
+        entry: Option<Option<&str>>,
+        event: Option<&str>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        for var in &text.variables {
+            let mut parts = var.split('.');
+            let root = parts.next().unwrap_or_default();
+            let keys: Vec<String> = parts.map(str::to_owned).collect();
+            match root {
+                "user" => {
+                    if keys.is_empty() {
+                        continue;
+                    }
+                    if let Lookup::Unknown(c) = self.lookup(Root::User, &keys, None, None) {
+                        self.report_unknown(var, &c, span, ctx);
+                    }
+                }
+                "entry" => match entry {
+                    Some(None) => ctx.error(
+                        Code::UnknownVariable,
+                        span,
+                        format!("`{var}`: this journey is not entered by an event, so `entry.*` is empty"),
+                    ),
+                    Some(Some(e)) => {
+                        if let Lookup::Unknown(c) = self.lookup(Root::Entry, &keys, None, Some(e)) {
+                            self.report_unknown(var, &c, span, ctx);
+                        }
+                    }
+                    None => {}
+                },
+                "event" => {
+                    if let Some(e) = event {
+                        if let Lookup::Unknown(c) = self.lookup(Root::Event, &keys, Some(e), None) {
+                            self.report_unknown(var, &c, span, ctx);
+                        }
+                    }
+                }
+                "journey" => {
+                    if !matches!(keys.as_slice(), [k] if k == "id" || k == "version" || k == "step") {
+                        ctx.error(
+                            Code::UnknownVariable,
+                            span,
+                            format!("unknown variable `{var}`: `journey` has `id`, `version` and `step`"),
+                        );
+                    }
+                }
+                "message" => {
+                    if !matches!(keys.as_slice(), [k] if k == "key" || k == "unsubscribe_url") {
+                        ctx.error(
+                            Code::UnknownVariable,
+                            span,
+                            format!("unknown variable `{var}`: `message` has `key` and `unsubscribe_url`"),
+                        );
+                    }
+                }
+                "@root" | "@index" | "@key" | "@first" | "@last" => {}
+                other => {
+                    let message = with_suggestion(
+                        format!("unknown variable `{var}`: variables start with user., entry., event., journey. or message."),
+                        other,
+                        ["user", "entry", "event", "journey", "message"],
+                    );
+                    ctx.error(Code::UnknownVariable, span, message);
+                }
+            }
+        }
+    }
+}
+
+/// Why a literal does not fit a declared type, if it does not.
+fn value_mismatch(t: &FieldType, op: Op, v: &Value) -> Option<String> {
+    let ok = match (t, v) {
+        (FieldType::Enum(values), v) => {
+            if values.contains(v) {
+                return None;
+            }
+            let list: Vec<String> = values
+                .iter()
+                .map(|x| x.to_string().trim_matches('"').to_owned())
+                .collect();
+            return Some(format!(
+                "one of {}, and {} is not",
+                list.join(", "),
+                v.to_string()
+            ));
+        }
+        (FieldType::Number, Value::Number(_)) => true,
+        (FieldType::String | FieldType::Timestamp, Value::String(_)) => true,
+        (FieldType::Boolean, Value::Bool(_)) => true,
+        (FieldType::List, _) => matches!(op, Op::Contains) || matches!(v, Value::Array(_)),
+        (FieldType::Map, _) => true,
+        _ => false,
+    };
+    (!ok).then(|| format!("a {} but is compared with {}", t.name(), describe(v)))
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("the string \"{s}\""),
+        Value::Number(n) => format!("the number {n}"),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Null => "null".into(),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a mapping".into(),
+    }
+}
+
+fn compatible(a: &FieldType, b: &FieldType, op: Op) -> bool {
+    use FieldType as T;
+    match (a, b) {
+        (T::Enum(_), T::String) | (T::String, T::Enum(_)) | (T::Enum(_), T::Enum(_)) => true,
+        (T::List, _) => matches!(op, Op::Contains),
+        (T::Map, _) | (_, T::Map) => true,
+        (T::Timestamp, T::String) | (T::String, T::Timestamp) => true,
+        _ => a == b,
+    }
+}

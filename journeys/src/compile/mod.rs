@@ -1,0 +1,568 @@
+//! Validation and compilation in one pass over the raw model: every check
+//! of FORMAT.md runs and reports into one [`Diagnostics`], and whatever is
+//! valid is compiled. The result is returned only when nothing is wrong.
+//!
+//! Passes, in order: ids, project, catalog, templates, segments (with
+//! cycles), policies, journeys (references, graph, types), tests.
+
+mod catalog;
+mod graph;
+mod journey;
+mod message;
+mod test;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::compiled::{self, Channel, Config, PolicyScope};
+use crate::condition::{self, Allowed, Condition};
+use crate::diagnostic::{with_suggestion, Code, Diagnostic, Diagnostics, SourceFile};
+use crate::load::Loaded;
+use crate::model::{self, Document};
+use crate::scalar;
+use crate::span::{Node, Span, Spanned};
+use crate::template::{Renderer, Text};
+
+pub(crate) use catalog::TypeEnv;
+
+/// Reports into the diagnostics of one file.
+pub(crate) struct Ctx<'a> {
+    pub file: &'a Arc<SourceFile>,
+    pub diags: &'a mut Diagnostics,
+}
+
+impl Ctx<'_> {
+    pub fn error(&mut self, code: Code, span: Span, message: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::error(code, message).at(self.file, span));
+    }
+
+    pub fn problems(&mut self, problems: Vec<condition::Problem>) {
+        for p in problems {
+            self.error(p.code, p.span, p.message);
+        }
+    }
+
+    /// Parses a spanned scalar with `parse`, reporting `code` on failure.
+    pub fn scalar<T>(
+        &mut self,
+        value: &Spanned<String>,
+        code: Code,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match parse(&value.value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error(code, value.span, e);
+                None
+            }
+        }
+    }
+
+    pub fn channel(&mut self, value: &Spanned<String>) -> Option<Channel> {
+        let c = Channel::parse(&value.value);
+        if c.is_none() {
+            let message = with_suggestion(
+                format!("unknown channel `{}`", value.value),
+                &value.value,
+                ["email", "push", "webhook"],
+            );
+            self.error(Code::UnknownReference, value.span, message);
+        }
+        c
+    }
+
+    pub fn condition(
+        &mut self,
+        node: &Spanned<Node>,
+        name: &str,
+        allowed: Allowed,
+    ) -> Option<(Condition, Vec<Text>)> {
+        let mut p = condition::Parser::new(name, allowed);
+        let c = p.parse(node);
+        let problems = std::mem::take(&mut p.problems);
+        let ok = problems.is_empty();
+        self.problems(problems);
+        c.filter(|_| ok).map(|c| (c, p.templates))
+    }
+}
+
+/// Ids by kind, with where each was defined.
+#[derive(Default)]
+pub(crate) struct Ids {
+    pub journeys: BTreeMap<String, Span>,
+    pub segments: BTreeMap<String, Span>,
+    pub templates: BTreeMap<String, Channel>,
+}
+
+fn valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// Validates and compiles loaded documents.
+pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Option<Config> {
+    // Ids: format and uniqueness per kind.
+    let mut seen: HashMap<(&'static str, String), ()> = HashMap::new();
+    let mut projects = 0;
+    for d in &docs {
+        let id = d.document.id();
+        let mut ctx = Ctx {
+            file: &d.file,
+            diags,
+        };
+        if !valid_id(&id.value) {
+            ctx.error(
+                Code::InvalidId,
+                id.span,
+                format!("invalid id `{}`: ids match [a-z0-9][a-z0-9_-]*", id.value),
+            );
+        }
+        if matches!(d.document, Document::Project(_)) {
+            projects += 1;
+            if projects > 1 {
+                ctx.error(
+                    Code::DuplicateId,
+                    id.span,
+                    "a repository has at most one Project",
+                );
+            }
+            continue;
+        }
+        if seen
+            .insert((d.document.kind(), id.value.clone()), ())
+            .is_some()
+        {
+            ctx.error(
+                Code::DuplicateId,
+                id.span,
+                format!("duplicate {} id `{}`", d.document.kind(), id.value),
+            );
+        }
+    }
+
+    let project = docs
+        .iter()
+        .find_map(|d| match &d.document {
+            Document::Project(p) => Some((d, p)),
+            _ => None,
+        })
+        .map(|(d, p)| {
+            project(
+                p,
+                &mut Ctx {
+                    file: &d.file,
+                    diags,
+                },
+            )
+        })
+        .unwrap_or_else(default_project);
+
+    // Catalog.
+    let mut catalog: Option<compiled::Catalog> = None;
+    for d in &docs {
+        if let Document::Catalog(c) = &d.document {
+            let parsed = catalog::parse(
+                c,
+                &mut Ctx {
+                    file: &d.file,
+                    diags,
+                },
+            );
+            match &mut catalog {
+                None => catalog = Some(parsed),
+                Some(existing) => {
+                    existing.user.extend(parsed.user);
+                    for (k, v) in parsed.events {
+                        existing.events.entry(k).or_default().extend(v);
+                    }
+                }
+            }
+        }
+    }
+    let types = TypeEnv::new(catalog.as_ref());
+
+    let mut ids = Ids::default();
+    for d in &docs {
+        match &d.document {
+            Document::Journey(j) => {
+                ids.journeys.entry(j.id.value.clone()).or_insert(j.id.span);
+            }
+            Document::Segment(s) => {
+                ids.segments.entry(s.id.value.clone()).or_insert(s.id.span);
+            }
+            Document::Template(t) => {
+                if let Some(c) = Channel::parse(&t.channel.value) {
+                    ids.templates.entry(t.id.value.clone()).or_insert(c);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let mut renderer = Renderer::default();
+    let mut templates = BTreeMap::new();
+    for d in &docs {
+        if let Document::Template(t) = &d.document {
+            let mut ctx = Ctx {
+                file: &d.file,
+                diags,
+            };
+            if let Some((tpl, texts)) = message::compile(root, t, &mut ctx, &types) {
+                for text in &texts {
+                    renderer.register(text);
+                }
+                templates.entry(tpl.id.clone()).or_insert(tpl);
+            }
+        }
+    }
+
+    // Segments.
+    let mut segments = Vec::new();
+    let mut segment_refs: BTreeMap<String, (Vec<Spanned<String>>, Arc<SourceFile>, Span)> =
+        BTreeMap::new();
+    for d in &docs {
+        if let Document::Segment(s) = &d.document {
+            let mut ctx = Ctx {
+                file: &d.file,
+                diags,
+            };
+            let name = format!("segment/{}", s.id.value);
+            let allowed = Allowed {
+                event: false,
+                entry: false,
+            };
+            if let Some((when, texts)) = ctx.condition(&s.when, &name, allowed) {
+                texts.iter().for_each(|t| renderer.register(t));
+                let refs = references(&when, &ids, &mut ctx);
+                types.check_condition(&when, None, None, &mut ctx);
+                segment_refs.insert(s.id.value.clone(), (refs, d.file.clone(), s.id.span));
+                segments.push(compiled::Segment {
+                    id: s.id.value.clone(),
+                    when,
+                });
+            }
+        }
+    }
+    let order = graph::segment_order(&segment_refs, diags);
+    segments.sort_by_key(|s| order.get(&s.id).copied().unwrap_or(usize::MAX));
+
+    // Policies.
+    let mut quiet_hours = Vec::new();
+    let mut throttles = Vec::new();
+    let mut frequency_caps = Vec::new();
+    for d in &docs {
+        let mut ctx = Ctx {
+            file: &d.file,
+            diags,
+        };
+        match &d.document {
+            Document::QuietHours(q) => {
+                let scope = policy_scope(q.channels.as_deref(), q.categories.as_deref(), &mut ctx);
+                let start = ctx.scalar(&q.start, Code::InvalidTimeOfDay, scalar::parse_time_of_day);
+                let end = ctx.scalar(&q.end, Code::InvalidTimeOfDay, scalar::parse_time_of_day);
+                let zone = match &q.timezone {
+                    Some(z) => ctx.scalar(z, Code::InvalidTimezone, scalar::parse_zone),
+                    None => Some(scalar::Zone::User),
+                };
+                if let (Some(scope), Some(start), Some(end), Some(zone)) = (scope, start, end, zone)
+                {
+                    quiet_hours.push(compiled::QuietHours {
+                        id: q.id.value.clone(),
+                        scope,
+                        start,
+                        end,
+                        zone,
+                        action: q
+                            .action
+                            .as_ref()
+                            .map(|a| a.value)
+                            .unwrap_or(model::PolicyAction::Delay),
+                    });
+                }
+            }
+            Document::Throttle(t) => {
+                let channel = ctx.channel(&t.channel);
+                let rate = ctx.scalar(&t.rate, Code::InvalidRate, scalar::parse_rate);
+                for j in &t.journeys {
+                    if !ids.journeys.contains_key(&j.value) {
+                        let message = with_suggestion(
+                            format!("journey `{}` is not defined", j.value),
+                            &j.value,
+                            ids.journeys.keys().map(String::as_str),
+                        );
+                        ctx.error(Code::UnknownReference, j.span, message);
+                    }
+                }
+                if let (Some(channel), Some(rate)) = (channel, rate) {
+                    throttles.push(compiled::Throttle {
+                        id: t.id.value.clone(),
+                        channel,
+                        rate,
+                        journeys: t.journeys.iter().map(|j| j.value.clone()).collect(),
+                    });
+                }
+            }
+            Document::FrequencyCap(c) => {
+                let scope = policy_scope(c.channels.as_deref(), c.categories.as_deref(), &mut ctx);
+                let per = ctx.scalar(&c.per, Code::InvalidDuration, scalar::parse_duration);
+                if c.limit.value == 0 {
+                    ctx.error(
+                        Code::InvalidValue,
+                        c.limit.span,
+                        "`limit` must be at least 1",
+                    );
+                }
+                if let (Some(scope), Some(per)) = (scope, per) {
+                    if per.0 == 0 {
+                        ctx.error(
+                            Code::InvalidDuration,
+                            c.per.span,
+                            "`per` must be longer than 0s",
+                        );
+                    }
+                    frequency_caps.push(compiled::FrequencyCap {
+                        id: c.id.value.clone(),
+                        scope,
+                        limit: c.limit.value,
+                        per,
+                        action: c
+                            .action
+                            .as_ref()
+                            .map(|a| a.value)
+                            .unwrap_or(model::PolicyAction::Drop),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Journeys.
+    let mut journeys = Vec::new();
+    for d in &docs {
+        if let Document::Journey(j) = &d.document {
+            let mut ctx = Ctx {
+                file: &d.file,
+                diags,
+            };
+            let env = journey::Env {
+                ids: &ids,
+                types: &types,
+                templates: &templates,
+                default_zone: project.default_timezone,
+            };
+            if let Some((journey, texts)) = journey::compile(j, &env, &mut ctx) {
+                texts.iter().for_each(|t| renderer.register(t));
+                journeys.push(Arc::new(journey));
+            }
+        }
+    }
+    journeys.sort_by(|a, b| a.id.cmp(&b.id));
+    journeys.dedup_by(|a, b| a.id == b.id);
+
+    // Tests.
+    let mut tests = Vec::new();
+    for d in &docs {
+        if let Document::JourneyTest(t) = &d.document {
+            let mut ctx = Ctx {
+                file: &d.file,
+                diags,
+            };
+            if let Some(t) = test::compile(t, &journeys, &mut ctx) {
+                tests.push(t);
+            }
+        }
+    }
+
+    diags.sort();
+    if diags.has_errors() {
+        return None;
+    }
+    Some(Config {
+        root: root.to_path_buf(),
+        project,
+        journeys,
+        segments,
+        templates,
+        quiet_hours,
+        throttles,
+        frequency_caps,
+        catalog,
+        tests,
+        renderer: Arc::new(renderer),
+    })
+}
+
+/// Segment ids a condition references; reports unknown ones.
+fn references(c: &Condition, ids: &Ids, ctx: &mut Ctx<'_>) -> Vec<Spanned<String>> {
+    let mut out = Vec::new();
+    c.walk(&mut |c| {
+        if let Condition::Segment(s) = c {
+            out.push(s.clone());
+        }
+    });
+    for s in &out {
+        if !ids.segments.contains_key(&s.value) {
+            let message = with_suggestion(
+                format!("segment `{}` is not defined", s.value),
+                &s.value,
+                ids.segments.keys().map(String::as_str),
+            );
+            ctx.error(Code::UnknownReference, s.span, message);
+        }
+    }
+    out
+}
+
+fn policy_scope(
+    channels: Option<&[Spanned<String>]>,
+    categories: Option<&[Spanned<String>]>,
+    ctx: &mut Ctx<'_>,
+) -> Option<PolicyScope> {
+    let channels = match channels {
+        None => None,
+        Some(cs) => {
+            let parsed: Vec<Option<Channel>> = cs.iter().map(|c| ctx.channel(c)).collect();
+            Some(parsed.into_iter().collect::<Option<Vec<_>>>()?)
+        }
+    };
+    Some(PolicyScope {
+        channels,
+        categories: categories.map(|cs| cs.iter().map(|c| c.value.clone()).collect()),
+    })
+}
+
+fn default_project() -> compiled::Project {
+    compiled::Project {
+        id: "default".into(),
+        default_timezone: chrono_tz::UTC,
+        store: PathBuf::from(".sluice/store"),
+        email: compiled::EmailSettings {
+            provider: model::EmailProvider::Maildir,
+            url: None,
+            from: "sluice <sluice@localhost>".into(),
+            username_env: None,
+            password_env: None,
+            path: PathBuf::from(".sluice/outbox/maildir"),
+        },
+        push: compiled::PushSettings {
+            provider: model::PushProvider::File,
+            project_id: None,
+            credentials_env: None,
+            endpoint: None,
+            topic: None,
+            path: PathBuf::from(".sluice/outbox/push.jsonl"),
+        },
+        webhook: compiled::WebhookSettings {
+            signing_secret_env: None,
+            timeout: scalar::Duration(5),
+        },
+        retry: compiled::RetryPolicy {
+            max_attempts: 8,
+            initial: scalar::Duration(1),
+            max: scalar::Duration(600),
+        },
+        history_retention: scalar::Duration(90 * 86_400),
+        history_limit: 500,
+        api: compiled::ApiSettings {
+            listen: "127.0.0.1:8080".into(),
+            ingest_token_env: "SLUICE_INGEST_TOKEN".into(),
+            admin_token_env: "SLUICE_ADMIN_TOKEN".into(),
+        },
+    }
+}
+
+fn project(p: &model::Project, ctx: &mut Ctx<'_>) -> compiled::Project {
+    let mut out = default_project();
+    out.id = p.id.value.clone();
+    if let Some(tz) = &p.default_timezone {
+        if let Some(tz) = ctx.scalar(tz, Code::InvalidTimezone, scalar::parse_timezone) {
+            out.default_timezone = tz;
+        }
+    }
+    if let Some(s) = &p.store {
+        out.store = PathBuf::from(&s.value);
+    }
+    let s = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.value.clone());
+    if let Some(ch) = &p.channels {
+        if let Some(e) = &ch.email {
+            if let Some(provider) = &e.provider {
+                out.email.provider = provider.value;
+            }
+            if out.email.provider == model::EmailProvider::Smtp && e.url.is_none() {
+                ctx.error(
+                    Code::MissingField,
+                    e.provider.as_ref().map(|p| p.span).unwrap_or_default(),
+                    "the smtp provider needs a `url` such as `smtp://localhost:2525`",
+                );
+            }
+            out.email.url = s(&e.url);
+            if let Some(from) = s(&e.from) {
+                out.email.from = from;
+            }
+            out.email.username_env = s(&e.username_env);
+            out.email.password_env = s(&e.password_env);
+            if let Some(path) = s(&e.path) {
+                out.email.path = PathBuf::from(path);
+            }
+        }
+        if let Some(push) = &ch.push {
+            if let Some(provider) = &push.provider {
+                out.push.provider = provider.value;
+            }
+            out.push.project_id = s(&push.project_id);
+            out.push.credentials_env = s(&push.credentials_env);
+            out.push.endpoint = s(&push.endpoint);
+            out.push.topic = s(&push.topic);
+            if let Some(path) = s(&push.path) {
+                out.push.path = PathBuf::from(path);
+            }
+        }
+        if let Some(w) = &ch.webhook {
+            out.webhook.signing_secret_env = s(&w.signing_secret_env);
+            if let Some(t) = &w.timeout {
+                if let Some(d) = ctx.scalar(t, Code::InvalidDuration, scalar::parse_duration) {
+                    out.webhook.timeout = d;
+                }
+            }
+        }
+    }
+    if let Some(r) = &p.retry {
+        if let Some(m) = &r.max_attempts {
+            out.retry.max_attempts = m.value.max(1);
+        }
+        if let Some(i) = &r.initial {
+            if let Some(d) = ctx.scalar(i, Code::InvalidDuration, scalar::parse_duration) {
+                out.retry.initial = d;
+            }
+        }
+        if let Some(m) = &r.max {
+            if let Some(d) = ctx.scalar(m, Code::InvalidDuration, scalar::parse_duration) {
+                out.retry.max = d;
+            }
+        }
+    }
+    if let Some(h) = &p.history_retention {
+        if let Some(d) = ctx.scalar(h, Code::InvalidDuration, scalar::parse_duration) {
+            out.history_retention = d;
+        }
+    }
+    if let Some(l) = &p.history_limit {
+        out.history_limit = l.value;
+    }
+    if let Some(api) = &p.api {
+        if let Some(l) = s(&api.listen) {
+            out.api.listen = l;
+        }
+        if let Some(t) = s(&api.ingest_token_env) {
+            out.api.ingest_token_env = t;
+        }
+        if let Some(t) = s(&api.admin_token_env) {
+            out.api.admin_token_env = t;
+        }
+    }
+    out
+}
