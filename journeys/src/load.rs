@@ -239,7 +239,14 @@ fn typed<T: DeserializeOwned>(
         match result {
             Ok(v) => return Some(v),
             Err(e) => {
-                let span = e.span.unwrap_or(doc.span);
+                let mut span = e.span.unwrap_or(doc.span);
+                if span == doc.span {
+                    // A field missing at the top: point at the document's id
+                    // (or kind), never at the document start.
+                    if let Some(anchor) = doc.value.get("id").or_else(|| doc.value.get("kind")) {
+                        span = anchor.span;
+                    }
+                }
                 let retry = matches!(e.kind, DeErrorKind::UnknownField { .. })
                     && doc.value.remove_key_at(span.start);
                 diags.push(de_diagnostic(file, &e, span));

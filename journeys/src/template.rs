@@ -52,12 +52,14 @@ pub struct SyntaxError {
 impl Text {
     pub fn compile(name: impl Into<String>, source: &str, html: bool) -> Result<Text, SyntaxError> {
         let compiled = Template::compile(source).map_err(|e| {
-            let (line, column) = e.pos().unwrap_or((1, 1));
-            SyntaxError {
-                message: e.reason().to_string(),
-                line,
-                column,
-            }
+            explain(source).unwrap_or_else(|| {
+                let (line, column) = e.pos().unwrap_or((1, 1));
+                SyntaxError {
+                    message: e.reason().to_string(),
+                    line,
+                    column,
+                }
+            })
         })?;
         let mut variables = BTreeSet::new();
         collect(&compiled.elements, &mut variables);
@@ -92,6 +94,79 @@ impl Text {
             )
         })
     }
+}
+
+/// A plain-words explanation of the two commonest mistakes, unclosed
+/// `{{` and unbalanced blocks, at the place they start.
+fn explain(source: &str) -> Option<SyntaxError> {
+    let pos = |offset: usize| {
+        let before = &source[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1;
+        (line, column)
+    };
+    let mut stack: Vec<(String, usize)> = Vec::new();
+    let mut rest = 0;
+    while let Some(i) = source[rest..].find("{{") {
+        let open = rest + i;
+        let Some(j) = source[open..].find("}}") else {
+            let (line, column) = pos(open);
+            return Some(SyntaxError {
+                message: "`{{` is never closed with `}}`".into(),
+                line,
+                column,
+            });
+        };
+        let inner = source[open + 2..open + j]
+            .trim_start_matches('{')
+            .trim_start_matches('~')
+            .trim();
+        if let Some(name) = inner.strip_prefix('#') {
+            let name = name
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            stack.push((name, open));
+        } else if let Some(name) = inner.strip_prefix('/') {
+            let name = name.trim();
+            match stack.pop() {
+                Some((open_name, _)) if open_name == name => {}
+                Some((open_name, at)) => {
+                    let (line, column) = pos(at);
+                    return Some(SyntaxError {
+                        message: format!(
+                            "block `{{{{#{open_name}}}}}` is closed by `{{{{/{name}}}}}`"
+                        ),
+                        line,
+                        column,
+                    });
+                }
+                None => {
+                    let (line, column) = pos(open);
+                    return Some(SyntaxError {
+                        message: format!("`{{{{/{name}}}}}` closes a block that was never opened"),
+                        line,
+                        column,
+                    });
+                }
+            }
+        }
+        rest = open + j + 2;
+    }
+    stack.pop().map(|(name, at)| {
+        let (line, column) = pos(at);
+        SyntaxError {
+            message: format!("block `{{{{#{name}}}}}` is never closed with `{{{{/{name}}}}}`"),
+            line,
+            column,
+        }
+    })
 }
 
 fn param_var(p: &Parameter, out: &mut BTreeSet<String>) {

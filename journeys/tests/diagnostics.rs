@@ -1,0 +1,120 @@
+//! Every error case in `tests/errors/<case>/` is a small repository with
+//! exactly one mistake; its `expected` file names the code, file, line and
+//! column the diagnostic must carry. The rendered miette report and the
+//! JSON output are pinned with insta snapshots.
+
+use std::path::Path;
+
+use miette::{GraphicalReportHandler, GraphicalTheme};
+
+fn render(d: &journeys::Diagnostic) -> String {
+    let handler =
+        GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(80);
+    let mut out = String::new();
+    handler.render_report(&mut out, d).expect("render");
+    out
+}
+
+#[test]
+fn every_error_case_reports_its_code_at_its_position() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/errors");
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .expect("tests/errors")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 25, "expected a fixture per error code");
+    let mut failures = Vec::new();
+    for case in cases {
+        let name = case
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .to_string();
+        let expected = std::fs::read_to_string(case.join("expected")).expect("expected file");
+        let mut parts = expected.split_whitespace();
+        let (code, file, line, column) = (
+            parts.next().expect("code"),
+            parts.next().expect("file"),
+            parts
+                .next()
+                .expect("line")
+                .parse::<usize>()
+                .expect("line number"),
+            parts
+                .next()
+                .expect("column")
+                .parse::<usize>()
+                .expect("column number"),
+        );
+        let (config, diags) = journeys::check(&case);
+        assert!(config.is_none(), "{name}: must not compile");
+        let errors: Vec<_> = diags.errors().collect();
+        let got: Vec<String> = errors
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {} {} {}",
+                    d.code,
+                    d.file_name(),
+                    d.span.line,
+                    d.span.column
+                )
+            })
+            .collect();
+        if got != [format!("{code} {file} {line} {column}")] {
+            failures.push(format!(
+                "{name}: expected `{code} {file} {line} {column}`, got {got:?}"
+            ));
+            continue;
+        }
+        let json = serde_json::to_string_pretty(&diags.to_json()).expect("json");
+        let rendered = render(errors[0]);
+        insta::assert_snapshot!(name.clone(), format!("{rendered}\n{json}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn reports_all_problems_sorted_by_file_and_line() {
+    let dir = tempdir();
+    let j = "apiVersion: sluice/v1\nkind: Journey\nid: j\nversion: 1\npriorty: 1\nentry: { event: e }\nholdout: 200%\nsteps:\n  - id: a\n    wait: 3 days\n    next: b\n";
+    std::fs::write(dir.join("b.yaml"), j).expect("write");
+    let p = "apiVersion: sluice/v1\nkind: QuietHours\nid: q\nstart: \"25:00\"\nend: \"08:00\"\ntimezone: Mars/Base\n";
+    std::fs::write(dir.join("a.yaml"), p).expect("write");
+    let (_, diags) = journeys::check(&dir);
+    let got: Vec<String> = diags
+        .errors()
+        .map(|d| format!("{}:{} {}", d.file_name(), d.span.line, d.code))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            "a.yaml:4 invalid_time_of_day",
+            "a.yaml:6 invalid_timezone",
+            "b.yaml:5 unknown_field",
+            "b.yaml:7 invalid_percentage",
+            "b.yaml:10 invalid_duration",
+            "b.yaml:11 unknown_reference",
+        ]
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_example_shop_is_valid() {
+    let shop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop");
+    let (config, diags) = journeys::check(&shop);
+    let problems: Vec<String> = diags
+        .iter()
+        .map(|d| format!("{}:{} {}", d.file_name(), d.span.line, d.message))
+        .collect();
+    assert!(config.is_some(), "{problems:#?}");
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-diag-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tempdir");
+    dir
+}
