@@ -17,6 +17,7 @@ pub mod event;
 pub mod load;
 pub mod model;
 pub mod scalar;
+pub mod schema;
 pub mod span;
 pub mod template;
 

@@ -17,7 +17,10 @@ fn check_text(name: &str, text: String) -> Diagnostics {
     // Every diagnostic's span lies inside its file.
     for d in diags.iter() {
         if let Some(f) = &d.file {
-            assert!(d.span.start <= f.text.len() && d.span.end <= f.text.len(), "{d:?}");
+            assert!(
+                d.span.start <= f.text.len() && d.span.end <= f.text.len(),
+                "{d:?}"
+            );
             assert!(f.text.is_char_boundary(d.span.start), "{d:?}");
             assert!(d.span.line >= 1 && d.span.column >= 1, "{d:?}");
         }
