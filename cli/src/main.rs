@@ -26,12 +26,24 @@ pub enum Format {
 enum Command {
     /// Parse, check and compile a config repository; report every problem.
     Validate(validate::Args),
+    /// Write the JSON Schema of every kind to DIR (for editor completion).
+    Schemas {
+        /// Where to write `<Kind>.schema.json` and `sluice.schema.json`.
+        #[arg(default_value = "schemas")]
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Schemas { dir } => journeys::schema::write_all(&dir)
+            .map(|()| {
+                println!("wrote schemas to {}", dir.display());
+                ExitCode::SUCCESS
+            })
+            .map_err(|e| miette::miette!("cannot write schemas to `{}`: {e}", dir.display())),
     };
     match result {
         Ok(code) => code,
