@@ -11,7 +11,11 @@ fn generate(root: &Path) {
     std::fs::create_dir_all(root.join("segments")).expect("dir");
     std::fs::create_dir_all(root.join("templates")).expect("dir");
     for s in 0..200 {
-        let extra = if s > 0 { format!("\n    - segment: seg-{}", s - 1) } else { String::new() };
+        let extra = if s > 0 {
+            format!("\n    - segment: seg-{}", s - 1)
+        } else {
+            String::new()
+        };
         let text = format!(
             "apiVersion: sluice/v1\nkind: Segment\nid: seg-{s}\nwhen:\n  any:\n    - user.score: {{ gte: {s} }}\n    - history: {{ event: order_completed, within: 30d, count: {{ gte: 2 }} }}{extra}\n"
         );
@@ -81,7 +85,11 @@ fn main() {
             println!(
                 "repository: {} journeys ({} states), {} segments, {} templates",
                 config.journeys.len(),
-                config.journeys.iter().map(|j| j.states.len()).sum::<usize>(),
+                config
+                    .journeys
+                    .iter()
+                    .map(|j| j.states.len())
+                    .sum::<usize>(),
                 config.segments.len(),
                 config.templates.len()
             );

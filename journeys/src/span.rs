@@ -51,10 +51,6 @@ impl<T> Spanned<T> {
         Spanned { span, value }
     }
 
-    pub fn as_ref(&self) -> &T {
-        &self.value
-    }
-
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Spanned<U> {
         Spanned {
             span: self.span,

@@ -171,15 +171,13 @@ fn explain(source: &str) -> Option<SyntaxError> {
 
 fn param_var(p: &Parameter, out: &mut BTreeSet<String>) {
     match p {
-        Parameter::Path(Path::Relative((_, raw))) => {
-            if raw != "this" && !raw.starts_with("this.") && !raw.starts_with("../") {
-                out.insert(raw.clone());
-            }
+        Parameter::Path(Path::Relative((_, raw)))
+            if raw != "this" && !raw.starts_with("this.") && !raw.starts_with("../") =>
+        {
+            out.insert(raw.clone());
         }
-        Parameter::Name(n) => {
-            if n.contains('.') {
-                out.insert(n.clone());
-            }
+        Parameter::Name(n) if n.contains('.') => {
+            out.insert(n.clone());
         }
         Parameter::Subexpression(sub) => collect(std::slice::from_ref(sub.as_element()), out),
         _ => {}

@@ -367,11 +367,7 @@ fn value_mismatch(t: &FieldType, op: Op, v: &Value) -> Option<String> {
                 .iter()
                 .map(|x| x.to_string().trim_matches('"').to_owned())
                 .collect();
-            return Some(format!(
-                "one of {}, and {} is not",
-                list.join(", "),
-                v.to_string()
-            ));
+            return Some(format!("one of {}, and {v} is not", list.join(", ")));
         }
         (FieldType::Number, Value::Number(_)) => true,
         (FieldType::String | FieldType::Timestamp, Value::String(_)) => true,

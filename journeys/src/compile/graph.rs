@@ -8,7 +8,8 @@ use crate::compiled::Next;
 use crate::diagnostic::{Code, Diagnostic, Diagnostics, SourceFile};
 use crate::span::{Span, Spanned};
 
-type SegmentRefs = BTreeMap<String, (Vec<Spanned<String>>, Arc<SourceFile>, Span)>;
+/// Segment id → (segments it references, its file, its id's span).
+pub(crate) type SegmentRefs = BTreeMap<String, (Vec<Spanned<String>>, Arc<SourceFile>, Span)>;
 
 /// A topological order of segments (referenced ones first); reports each
 /// cycle once, at the reference that closes it.

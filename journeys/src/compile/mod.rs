@@ -221,8 +221,7 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
 
     // Segments.
     let mut segments = Vec::new();
-    let mut segment_refs: BTreeMap<String, (Vec<Spanned<String>>, Arc<SourceFile>, Span)> =
-        BTreeMap::new();
+    let mut segment_refs: graph::SegmentRefs = BTreeMap::new();
     for d in &docs {
         if let Document::Segment(s) = &d.document {
             let mut ctx = Ctx {

@@ -1,0 +1,96 @@
+//! The compiled form: state machines with resolved references and a content
+//! hash that ignores layout and version but sees every change of meaning.
+
+use std::path::{Path, PathBuf};
+
+use journeys::compiled::{Action, Next, Trigger};
+
+fn repo(name: &str, journey: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-compile-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("j.yaml"), journey).expect("write");
+    std::fs::write(
+        dir.join("t.yaml"),
+        "apiVersion: sluice/v1\nkind: Template\nid: hello\nchannel: email\nsubject: Hi\ntext: Hello\n",
+    )
+    .expect("write");
+    dir
+}
+
+fn hash(name: &str, journey: &str) -> String {
+    let dir = repo(name, journey);
+    let config = journeys::load(&dir).unwrap_or_else(|d| {
+        panic!(
+            "{name}: {:?}",
+            d.iter().map(|d| &d.message).collect::<Vec<_>>()
+        )
+    });
+    std::fs::remove_dir_all(&dir).ok();
+    config.journeys[0].hash.clone()
+}
+
+const BASE: &str = "apiVersion: sluice/v1\nkind: Journey\nid: j\nversion: 1\nentry: { event: signed_up }\nsteps:\n  - id: pause\n    wait: 1h\n  - id: hi\n    send: { channel: email, template: hello }\n";
+
+#[test]
+fn hash_ignores_layout_and_version_but_not_content() {
+    let base = hash("base", BASE);
+    let relaid = "# a comment\napiVersion: sluice/v1\nkind: Journey\nversion: 2\nid: j\nentry:\n  event: signed_up\nsteps:\n- id: pause\n  wait: 1h\n\n- send:\n    template: hello\n    channel: email\n  id: hi\n";
+    assert_eq!(
+        base,
+        hash("relaid", relaid),
+        "layout, key order and version are not changes"
+    );
+    let changed = BASE.replace("wait: 1h", "wait: 2h");
+    assert_ne!(base, hash("changed", &changed), "a new wait is a change");
+}
+
+#[test]
+fn the_shop_compiles_to_state_machines() {
+    let shop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop");
+    let config = journeys::load(&shop).expect("the shop is valid");
+    let cart = config.journey("cart-abandonment").expect("cart journey");
+    assert!(matches!(&cart.entry.trigger, Trigger::Event(e) if e == "cart_updated"));
+    assert_eq!(cart.holdout.0, 1000, "10% in basis points");
+    assert!(cart.entry.dedupe_key.is_some());
+    let first = &cart.states[0];
+    assert!(
+        matches!(
+            first.action,
+            Action::Wait {
+                next: Next::State(1),
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    let wait_for = cart.state_index("wait-purchase").expect("wait-purchase");
+    match &cart.states[wait_for].action {
+        Action::WaitFor {
+            on_event,
+            on_timeout,
+            ..
+        } => {
+            assert_eq!(*on_event, Next::End);
+            assert_eq!(
+                *on_timeout,
+                Next::State(cart.state_index("nudge").expect("nudge"))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let digest = config.journey("weekly-digest").expect("digest");
+    assert!(matches!(
+        &digest.entry.trigger,
+        Trigger::Schedule {
+            zone: journeys::scalar::Zone::User,
+            ..
+        }
+    ));
+    assert!(!config.tests.is_empty());
+    assert!(
+        !config.frequency_caps.is_empty()
+            && !config.quiet_hours.is_empty()
+            && !config.throttles.is_empty()
+    );
+}
