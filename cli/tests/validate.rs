@@ -1,0 +1,82 @@
+//! `sluice validate` through the binary: exit codes and the JSON shape of
+//! CLI.md, on the example shop and on the error fixtures.
+
+use std::path::Path;
+use std::process::Command;
+
+fn sluice(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("run sluice");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+}
+
+#[test]
+fn the_shop_is_valid() {
+    let shop = root().join("examples/shop");
+    let (code, stdout, stderr) = sluice(&["validate", shop.to_str().expect("path")]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("is valid"), "{stdout}");
+    let (code, stdout, _) = sluice(&["validate", shop.to_str().expect("path"), "--format", "json"]);
+    assert_eq!(code, 0);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    assert_eq!(
+        doc,
+        serde_json::json!({"valid": true, "errors": [], "warnings": []})
+    );
+}
+
+#[test]
+fn each_fixture_fails_with_its_code_in_both_formats() {
+    let errors = root().join("journeys/tests/errors");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&errors).expect("fixtures") {
+        let case = entry.expect("entry").path();
+        let expected = std::fs::read_to_string(case.join("expected")).expect("expected");
+        let parts: Vec<&str> = expected.split_whitespace().collect();
+        let (code, file, line, column) = (parts[0], parts[1], parts[2], parts[3]);
+
+        let (exit, stdout, _) =
+            sluice(&["validate", case.to_str().expect("path"), "--format", "json"]);
+        assert_eq!(exit, 1, "{}", case.display());
+        let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+        assert_eq!(doc["valid"], false);
+        let errs = doc["errors"].as_array().expect("errors");
+        assert_eq!(errs.len(), 1, "{}: {errs:?}", case.display());
+        let e = &errs[0];
+        assert_eq!(e["code"], code);
+        assert_eq!(e["file"], file);
+        assert_eq!(e["line"].to_string(), line);
+        assert_eq!(e["column"].to_string(), column);
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+
+        let (exit, _, stderr) = sluice(&["validate", case.to_str().expect("path")]);
+        assert_eq!(exit, 1);
+        assert!(stderr.contains(code), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{file}:{line}:{column}")),
+            "{stderr}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 25);
+}
+
+#[test]
+fn a_missing_directory_is_an_error() {
+    let (code, stdout, _) = sluice(&["validate", "/nonexistent/sluice/repo", "--format", "json"]);
+    assert_eq!(code, 1);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(doc["valid"], false);
+}
