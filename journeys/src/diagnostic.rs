@@ -247,7 +247,13 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
+    /// Adds a diagnostic. One about a placeholder the loader put in for a
+    /// missing field (a span past the end of its file) is dropped: the
+    /// missing field itself was reported.
     pub fn push(&mut self, d: Diagnostic) {
+        if d.file.as_ref().is_some_and(|f| d.span.end > f.text.len()) {
+            return;
+        }
         self.items.push(d);
     }
 

@@ -228,32 +228,83 @@ fn read_document(
     }
 }
 
-/// Deserialises one document, reporting each unknown field and reading on.
+/// Deserialises one document, reporting each problem and reading on:
+/// an unknown field is removed, a missing field gets a placeholder, so that
+/// the next problem of the same document is found too. Placeholders carry
+/// a span past the end of the file, and [`Diagnostics`] drops anything
+/// later reported about them.
 fn typed<T: DeserializeOwned>(
     file: &Arc<SourceFile>,
     mut doc: Spanned<Node>,
     diags: &mut Diagnostics,
 ) -> Option<T> {
+    let mut placeholders: Vec<(span::Span, u8)> = Vec::new();
     for _ in 0..64 {
         let result: Result<T, DeError> = span::from_node(&doc).map(|v: T| v);
-        match result {
+        let e = match result {
             Ok(v) => return Some(v),
-            Err(e) => {
-                let mut span = e.span.unwrap_or(doc.span);
-                if span == doc.span {
-                    // A field missing at the top: point at the document's id
-                    // (or kind), never at the document start.
-                    if let Some(anchor) = doc.value.get("id").or_else(|| doc.value.get("kind")) {
-                        span = anchor.span;
-                    }
-                }
-                let retry = matches!(e.kind, DeErrorKind::UnknownField { .. })
-                    && doc.value.remove_key_at(span.start);
-                diags.push(de_diagnostic(file, &e, span));
-                if !retry {
+            Err(e) => e,
+        };
+        let at = e.span.unwrap_or(doc.span);
+        // A placeholder of the wrong shape: try the next shape.
+        if let Some(p) = placeholders.iter_mut().find(|(s, _)| *s == at) {
+            p.1 += 1;
+            let node = match p.1 {
+                1 => Node::Map(Vec::new()),
+                2 => Node::Seq(Vec::new()),
+                _ => return None,
+            };
+            match doc.value.node_at_mut(at) {
+                Some(n) => n.value = node,
+                None => return None,
+            }
+            continue;
+        }
+        let mut report_at = at;
+        if at == doc.span {
+            // A field missing at the top: point at the document's id (or
+            // kind), never at the document start.
+            if let Some(anchor) = doc.value.get("id").or_else(|| doc.value.get("kind")) {
+                report_at = anchor.span;
+            }
+        }
+        diags.push(de_diagnostic(file, &e, report_at));
+        match &e.kind {
+            DeErrorKind::UnknownField { .. } => {
+                if !doc.value.remove_key_at(at.start) {
                     return None;
                 }
             }
+            DeErrorKind::MissingField(field) => {
+                let placeholder = span::Span {
+                    end: usize::MAX / 2 + placeholders.len(),
+                    ..at
+                };
+                let target = if at == doc.span {
+                    Some(&mut doc)
+                } else {
+                    doc.value.node_at_mut(at)
+                };
+                let Some(Spanned {
+                    value: Node::Map(entries),
+                    ..
+                }) = target
+                else {
+                    return None;
+                };
+                entries.push((
+                    Spanned::new((*field).to_owned(), placeholder),
+                    Spanned::new(
+                        Node::Scalar(span::Scalar {
+                            text: "0".into(),
+                            plain: true,
+                        }),
+                        placeholder,
+                    ),
+                ));
+                placeholders.push((placeholder, 0));
+            }
+            _ => return None,
         }
     }
     None

@@ -328,6 +328,27 @@ impl Node {
         }
     }
 
+    /// The node with exactly this span, anywhere below this one.
+    pub(crate) fn node_at_mut(&mut self, span: Span) -> Option<&mut Spanned<Node>> {
+        match self {
+            Node::Scalar(_) => None,
+            Node::Seq(items) => items.iter_mut().find_map(|n| {
+                if n.span == span {
+                    Some(n)
+                } else {
+                    n.value.node_at_mut(span)
+                }
+            }),
+            Node::Map(entries) => entries.iter_mut().find_map(|(_, n)| {
+                if n.span == span {
+                    Some(n)
+                } else {
+                    n.value.node_at_mut(span)
+                }
+            }),
+        }
+    }
+
     /// Removes the map entry whose key starts at `key_start` anywhere in the
     /// tree. Used to keep deserialising past an unknown field.
     pub(crate) fn remove_key_at(&mut self, key_start: usize) -> bool {

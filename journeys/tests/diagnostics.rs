@@ -78,7 +78,7 @@ fn every_error_case_reports_its_code_at_its_position() {
 
 #[test]
 fn reports_all_problems_sorted_by_file_and_line() {
-    let dir = tempdir();
+    let dir = tempdir("sorted");
     let j = "apiVersion: sluice/v1\nkind: Journey\nid: j\nversion: 1\npriorty: 1\nentry: { event: e }\nholdout: 200%\nsteps:\n  - id: a\n    wait: 3 days\n    next: b\n";
     std::fs::write(dir.join("b.yaml"), j).expect("write");
     let p = "apiVersion: sluice/v1\nkind: QuietHours\nid: q\nstart: \"25:00\"\nend: \"08:00\"\ntimezone: Mars/Base\n";
@@ -103,6 +103,38 @@ fn reports_all_problems_sorted_by_file_and_line() {
 }
 
 #[test]
+fn every_mistake_in_three_files_is_reported() {
+    let dir = tempdir("five");
+    std::fs::create_dir_all(&dir).expect("dir");
+    // Two in one document: a step missing its template, then a bad wait.
+    let j = "apiVersion: sluice/v1\nkind: Journey\nid: j\nentry: { event: e }\nsteps:\n  - id: a\n    send: { channel: email }\n  - id: b\n    wait: soon\n";
+    std::fs::write(dir.join("j.yaml"), j).expect("write");
+    let t =
+        "apiVersion: sluice/v1\nkind: Template\nid: t\nchannel: email\nsubjct: Hi\ntext: Hello\n";
+    std::fs::write(dir.join("t.yaml"), t).expect("write");
+    let s = "apiVersion: sluice/v1\nkind: Segment\nid: s\nwhen: { user.plan: { eqq: pro } }\n";
+    std::fs::write(dir.join("s.yaml"), s).expect("write");
+    let (_, diags) = journeys::check(&dir);
+    let got: Vec<String> = diags
+        .errors()
+        .map(|d| format!("{}:{} {}", d.file_name(), d.span.line, d.code))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            "j.yaml:3 missing_field",
+            "j.yaml:7 missing_field",
+            "j.yaml:9 invalid_duration",
+            "s.yaml:4 invalid_condition",
+            // `subjct` is unknown, so `subject` is missing.
+            "t.yaml:3 missing_field",
+            "t.yaml:5 unknown_field",
+        ]
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn the_example_shop_is_valid() {
     let shop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop");
     let (config, diags) = journeys::check(&shop);
@@ -113,8 +145,8 @@ fn the_example_shop_is_valid() {
     assert!(config.is_some(), "{problems:#?}");
 }
 
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-diag-{}", std::process::id()));
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-diag-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tempdir");
     dir
 }

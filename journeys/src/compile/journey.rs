@@ -707,7 +707,10 @@ fn send_step(
             );
             b.fail(Code::UnknownReference, tpl.span, message);
         }
-        return Action::Exit;
+        return Action::Update {
+            sets: Vec::new(),
+            next,
+        };
     };
     let channel = channel.unwrap_or(template.channel);
     if template.channel != channel {
