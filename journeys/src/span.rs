@@ -721,8 +721,19 @@ impl de::Error for DeError {
             de::Unexpected::Unit => "null".to_owned(),
             other => other.to_string(),
         };
+        let expected = exp.to_string();
+        let expected = match expected.as_str() {
+            "u8" | "u16" | "u32" | "u64" | "usize" => "a non-negative whole number".to_owned(),
+            "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_owned(),
+            "f32" | "f64" => "a number".to_owned(),
+            "a sequence" => "a list".to_owned(),
+            "a map" => "a mapping".to_owned(),
+            e if e.starts_with("struct ") => "a mapping".to_owned(),
+            e if e.starts_with("a borrowed string") => "a string".to_owned(),
+            _ => expected,
+        };
         DeError {
-            kind: DeErrorKind::InvalidType(format!("expected {exp}, found {found}")),
+            kind: DeErrorKind::InvalidType(format!("expected {expected}, found {found}")),
             span: None,
         }
     }
