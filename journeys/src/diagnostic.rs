@@ -152,19 +152,16 @@ impl Diagnostic {
         self.file.as_ref().map(|f| f.name.as_str()).unwrap_or("")
     }
 
-    /// The CLI.md JSON shape of one diagnostic.
+    /// The CLI.md JSON shape of one diagnostic, exactly: `code`,
+    /// `message`, `file`, `line`, `column` (the help text is for humans).
     pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({
+        serde_json::json!({
             "code": self.code.as_str(),
             "message": self.message,
             "file": self.file_name(),
             "line": self.span.line,
             "column": self.span.column,
-        });
-        if let (Some(help), Some(obj)) = (&self.help, v.as_object_mut()) {
-            obj.insert("help".into(), help.clone().into());
-        }
-        v
+        })
     }
 
     fn sort_key(&self) -> (String, usize, usize, Code) {
