@@ -1,2 +1,32 @@
-//! The durable runtime of sluice.
+//! The durable runtime of sluice: it runs compiled journeys
+//! ([`journeys::compiled`]) against a stream of events.
+//!
+//! Owns: the clock ([`clock`]), durable state behind storage traits with a
+//! sled implementation ([`store`]), the journeys' state machines as pure
+//! transitions returning effects ([`machine`]), the message policies
+//! ([`policy`]), rendering and dispatch ([`dispatch`]), the shell that ties
+//! them together ([`engine`]), and simulation on a virtual clock
+//! ([`simulate`], [`test`]).
+//!
+//! Must not know about: YAML, spans or diagnostics (it receives a compiled
+//! `Config` and never looks at the files again); the command line; HTTP.
+//! Nothing here reads the system time except [`clock::WallClock`].
+
+pub mod calendar;
+pub mod clock;
+pub mod dispatch;
+pub mod engine;
+pub mod events;
+pub mod hash;
+pub mod index;
+pub mod machine;
+pub mod output;
 pub mod policy;
+pub mod scope;
+pub mod simulate;
+pub mod store;
+pub mod test;
+
+pub use engine::{Engine, Options};
+pub use output::{Line, Sink, Summary};
+pub use simulate::{simulate, SimOptions, Simulation};

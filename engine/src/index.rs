@@ -1,0 +1,176 @@
+//! What the engine precomputes from a [`Config`] once: which journeys an
+//! event can enter, exit or convert; which segments start journeys; which
+//! events the history must keep, and for how long.
+
+use std::collections::{HashMap, HashSet};
+
+use journeys::compiled::{Action, Config, Trigger};
+use journeys::condition::Condition;
+use journeys::scalar::Zone;
+
+use crate::clock::Millis;
+use crate::store::history::Retention;
+
+/// A `history … within` clause of an entry segment: when an event of that
+/// name leaves the window, membership may change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub event: String,
+    pub within: Millis,
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    /// Event name → journeys (indexes into `Config::journeys`) it enters, by
+    /// descending priority, then id.
+    pub entries: HashMap<String, Vec<usize>>,
+    /// Event names some journey exits on.
+    pub exits: HashSet<String>,
+    /// Event names some journey's goal counts.
+    pub goals: HashSet<String>,
+    /// Event names some `wait_for` waits for.
+    pub awaited: HashSet<String>,
+    /// Entry segments and the journeys they start (by priority).
+    pub segment_entries: Vec<(String, Vec<usize>)>,
+    /// Windows that can change an entry segment's membership as time passes.
+    pub windows: Vec<Window>,
+    /// Journeys entered by schedule.
+    pub schedules: Vec<usize>,
+    /// Whether some schedule fires in each user's own zone (the zones index
+    /// is only kept then).
+    pub user_zone_schedules: bool,
+    /// Event names the history keeps.
+    pub history: HashSet<String>,
+    pub retention: Retention,
+    /// Segment id → index into `Config::segments`.
+    pub segments: HashMap<String, usize>,
+}
+
+fn walk_histories(c: &Condition, out: &mut Vec<(String, Option<Millis>)>, segs: &mut Vec<String>) {
+    c.walk(&mut |n| match n {
+        Condition::History(h) => out.push((h.event.value.clone(), h.within.map(|d| d.millis()))),
+        Condition::Segment(s) => segs.push(s.value.clone()),
+        _ => {}
+    });
+}
+
+impl Index {
+    pub fn new(config: &Config) -> Index {
+        let mut ix = Index {
+            segments: config
+                .segments
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.id.clone(), i))
+                .collect(),
+            ..Index::default()
+        };
+        let mut order: Vec<usize> = (0..config.journeys.len()).collect();
+        order.sort_by(|a, b| {
+            let (ja, jb) = (&config.journeys[*a], &config.journeys[*b]);
+            jb.priority.cmp(&ja.priority).then_with(|| ja.id.cmp(&jb.id))
+        });
+        let mut histories: Vec<(String, Option<Millis>)> = Vec::new();
+        let mut segs = Vec::new();
+        let mut entry_segments: Vec<(String, Vec<usize>)> = Vec::new();
+        for &j in &order {
+            let journey = &config.journeys[j];
+            match &journey.entry.trigger {
+                Trigger::Event(name) => ix.entries.entry(name.clone()).or_default().push(j),
+                Trigger::Segment(s) => match entry_segments.iter_mut().find(|(id, _)| id == s) {
+                    Some((_, js)) => js.push(j),
+                    None => entry_segments.push((s.clone(), vec![j])),
+                },
+                Trigger::Schedule { zone, .. } => {
+                    ix.schedules.push(j);
+                    ix.user_zone_schedules |= *zone == Zone::User;
+                }
+            }
+            if let Some(w) = &journey.entry.when {
+                walk_histories(w, &mut histories, &mut segs);
+            }
+            for e in &journey.exits {
+                ix.exits.insert(e.event.clone());
+                if let Some(w) = &e.when {
+                    walk_histories(w, &mut histories, &mut segs);
+                }
+            }
+            if let Some(g) = &journey.goal {
+                ix.goals.insert(g.event.clone());
+                if let Some(w) = &g.when {
+                    walk_histories(w, &mut histories, &mut segs);
+                }
+            }
+            for s in &journey.states {
+                match &s.action {
+                    Action::WaitFor { event, where_, .. } => {
+                        ix.awaited.insert(event.clone());
+                        if let Some(w) = where_ {
+                            walk_histories(w, &mut histories, &mut segs);
+                        }
+                    }
+                    Action::Branch { arms, .. } => {
+                        for (w, _) in arms {
+                            if let Some(w) = w {
+                                walk_histories(w, &mut histories, &mut segs);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for s in &config.segments {
+            walk_histories(&s.when, &mut histories, &mut Vec::new());
+        }
+        ix.history = histories.iter().map(|(n, _)| n.clone()).collect();
+        let base = config.project.history_retention.millis();
+        let unbounded = histories.iter().any(|(_, w)| w.is_none());
+        let longest = histories.iter().filter_map(|(_, w)| *w).max().unwrap_or(0);
+        ix.retention = Retention {
+            max_age: (!unbounded).then_some(base.max(longest)),
+            max_count: (config.project.history_limit as usize).max(1),
+        };
+        // Windows of entry segments, including the segments they reference.
+        for (seg, _) in &entry_segments {
+            let mut todo = vec![seg.clone()];
+            let mut seen = HashSet::new();
+            while let Some(s) = todo.pop() {
+                if !seen.insert(s.clone()) {
+                    continue;
+                }
+                let Some(def) = ix.segments.get(&s).map(|i| &config.segments[*i]) else {
+                    continue;
+                };
+                let mut hs = Vec::new();
+                walk_histories(&def.when, &mut hs, &mut todo);
+                for (event, within) in hs {
+                    if let Some(within) = within {
+                        let w = Window { event, within };
+                        if !ix.windows.contains(&w) {
+                            ix.windows.push(w);
+                        }
+                    }
+                }
+            }
+        }
+        ix.segment_entries = entry_segments;
+        ix
+    }
+
+    /// The next instant after `now` at which an event of `history` leaves
+    /// one of the entry segments' windows.
+    pub fn next_boundary(&self, history: &[crate::store::history::HistEntry], now: Millis) -> Option<Millis> {
+        let mut best: Option<Millis> = None;
+        for w in &self.windows {
+            for e in history.iter().filter(|e| e.name == w.event && e.ts <= now) {
+                let b = e.ts.saturating_add(w.within);
+                if b > now {
+                    best = Some(best.map_or(b, |x| x.min(b)));
+                    break; // history is in ts order: the first is the earliest
+                }
+            }
+        }
+        best
+    }
+}

@@ -1,0 +1,187 @@
+//! An event arrives for a user, evaluated at its own `ts`: idempotency on
+//! `id`, the profile or history update, then exits, awaited events, goals
+//! and entries, in that order.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use journeys::compiled::Action;
+use journeys::event::{Event, EventType};
+
+use crate::output::{Kind, Line};
+use crate::scope::UserScope;
+use crate::store::history::{self, HistEntry};
+use crate::store::profile;
+use crate::store::users::UserRecord;
+
+use super::{entry, instance, segments, Ctx};
+
+/// What became of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// Applied.
+    Applied,
+    /// Its `id` was seen before: ignored.
+    Duplicate,
+}
+
+/// Applies `event` to `user` at `ctx.now` (the event's ts). With `import`,
+/// only the profile, history and segment baseline change: no journey
+/// reacts (events before a simulation's start).
+pub fn on_event(ctx: &mut Ctx<'_>, user: &mut UserRecord, event: &Event, import: bool) -> Ingested {
+    let max_age = ctx.index.retention.max_age;
+    if let Some(id) = &event.id {
+        if user.seen.contains(id) {
+            return Ingested::Duplicate;
+        }
+        user.seen.insert(id, ctx.now, max_age.or(Some(ctx.config.project.history_retention.millis())));
+    }
+    let mut history_changed = false;
+    match event.kind {
+        EventType::Identify => {
+            if profile::merge(&mut user.profile, &event.traits) {
+                ctx.profile_changed = true;
+            }
+        }
+        EventType::Track => {
+            let name = event.name().unwrap_or_default();
+            let props = Value::Object(event.props.clone());
+            if ctx.index.history.contains(name) {
+                let entry = HistEntry {
+                    ts: ctx.now,
+                    name: name.to_owned(),
+                    props: props.clone(),
+                };
+                history::record(&mut user.history, entry, ctx.index.retention);
+                history_changed = true;
+            }
+            if !import {
+                if ctx.index.exits.contains(name) {
+                    exits(ctx, user, name, &props);
+                }
+                if ctx.index.awaited.contains(name) {
+                    awaited(ctx, user, name, &props);
+                }
+                if ctx.index.goals.contains(name) {
+                    goals(ctx, user, name, &props);
+                }
+                if let Some(js) = ctx.index.entries.get(name) {
+                    for &j in js {
+                        entry::try_enter(ctx, user, j, Some(&props));
+                    }
+                }
+            }
+        }
+    }
+    if ctx.profile_changed || history_changed {
+        ctx.profile_changed = false;
+        segments::reevaluate(ctx, user, !import);
+    }
+    Ingested::Applied
+}
+
+/// Exit rules: any match ends the instance at once, cancelling its timer.
+fn exits(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
+    let mut p = 0;
+    while p < user.instances.len() {
+        let inst = &user.instances[p];
+        let hit = ctx.config.journey(&inst.journey).is_some_and(|j| {
+            j.exits.iter().any(|rule| {
+                rule.event == name
+                    && rule.when.as_ref().is_none_or(|w| {
+                        let scope = UserScope::new(ctx.config, ctx.index, &user.profile, &user.history, ctx.now)
+                            .with_event(Some(props))
+                            .with_entry(Some(&inst.entry));
+                        w.eval(&scope)
+                    })
+            })
+        });
+        if hit {
+            instance::finish(ctx, user, p, Kind::Exited, Some("exit_event"));
+        } else {
+            p += 1;
+        }
+    }
+}
+
+/// `wait_for`: an instance waiting for this event (with `where` holding)
+/// resumes at `on_event`.
+fn awaited(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
+    let ids: Vec<u64> = user.instances.iter().map(|i| i.id).collect();
+    for id in ids {
+        let Some(p) = instance::pos(user, id) else { continue };
+        let inst = &user.instances[p];
+        if inst.timer.is_none() {
+            continue;
+        }
+        let Some(journey) = ctx.config.journey(&inst.journey).map(Arc::clone) else { continue };
+        let Some(s) = instance::current_state(&journey, inst) else { continue };
+        let Action::WaitFor {
+            event, where_, on_event, ..
+        } = &journey.states[s].action
+        else {
+            continue;
+        };
+        if event != name {
+            continue;
+        }
+        let ok = where_.as_ref().is_none_or(|w| {
+            let scope = UserScope::new(ctx.config, ctx.index, &user.profile, &user.history, ctx.now)
+                .with_event(Some(props))
+                .with_entry(Some(&inst.entry));
+            w.eval(&scope)
+        });
+        if !ok {
+            continue;
+        }
+        if let Some(k) = user.instances[p].timer.take() {
+            ctx.cancel(k);
+        }
+        instance::advance(ctx, user, id, *on_event, Some(props));
+    }
+}
+
+/// Goals: the first matching event within `within` of entry converts the
+/// instance, live or not, treatment or holdout.
+fn goals(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
+    let now = ctx.now;
+    let mut lines = Vec::new();
+    for b in 0..user.journeys.len() {
+        if user.journeys[b].goals.is_empty() {
+            continue;
+        }
+        let Some(journey) = ctx.config.journey(&user.journeys[b].journey).map(Arc::clone) else {
+            continue;
+        };
+        let Some(goal) = &journey.goal else { continue };
+        user.journeys[b].goals.retain(|g| g.until > now);
+        if goal.event != name {
+            continue;
+        }
+        let mut converted = Vec::new();
+        for (i, g) in user.journeys[b].goals.iter().enumerate() {
+            if now < g.entered_at {
+                continue;
+            }
+            let ok = goal.when.as_ref().is_none_or(|w| {
+                let scope = UserScope::new(ctx.config, ctx.index, &user.profile, &user.history, now)
+                    .with_event(Some(props))
+                    .with_entry(Some(&g.entry));
+                w.eval(&scope)
+            });
+            if ok {
+                converted.push(i);
+                let mut line = Line::new(now, Kind::Converted, user.id(), &journey.id);
+                line.holdout = Some(g.holdout);
+                lines.push(line);
+            }
+        }
+        for i in converted.into_iter().rev() {
+            user.journeys[b].goals.remove(i);
+        }
+    }
+    for l in lines {
+        ctx.line(l);
+    }
+}

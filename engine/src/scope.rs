@@ -1,0 +1,129 @@
+//! Evaluating conditions for one user: the [`Scope`] the `journeys`
+//! condition grammar asks for, over the user's profile and history, the
+//! event in scope, the instance's entry event and the clock.
+
+use std::cell::RefCell;
+
+use serde_json::{Map, Value};
+
+use journeys::compiled::Config;
+use journeys::condition::{History, Root, Scope};
+use journeys::template::Text;
+
+use crate::clock::Millis;
+use crate::index::Index;
+use crate::store::history::{self, HistEntry};
+
+/// One user's view at one instant.
+pub struct UserScope<'a> {
+    pub config: &'a Config,
+    pub index: &'a Index,
+    pub user: &'a Value,
+    pub history: &'a [HistEntry],
+    pub event: Option<&'a Value>,
+    pub entry: Option<&'a Value>,
+    pub now: Millis,
+    memo: RefCell<Vec<(usize, bool)>>,
+}
+
+impl<'a> UserScope<'a> {
+    pub fn new(config: &'a Config, index: &'a Index, user: &'a Value, history: &'a [HistEntry], now: Millis) -> Self {
+        UserScope {
+            config,
+            index,
+            user,
+            history,
+            event: None,
+            entry: None,
+            now,
+            memo: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn with_event(mut self, event: Option<&'a Value>) -> Self {
+        self.event = event;
+        self
+    }
+
+    pub fn with_entry(mut self, entry: Option<&'a Value>) -> Self {
+        self.entry = entry;
+        self
+    }
+
+    /// The JSON context templates see (without `journey` and `message`).
+    pub fn context(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("user".into(), self.user.clone());
+        if let Some(e) = self.entry {
+            m.insert("entry".into(), e.clone());
+        }
+        if let Some(e) = self.event {
+            m.insert("event".into(), e.clone());
+        }
+        Value::Object(m)
+    }
+
+    /// Renders a template; a text that is one `{{path}}` is looked up
+    /// directly (the common dedupe key), without Handlebars.
+    pub fn render_text(&self, text: &Text) -> Result<String, journeys::template::RenderError> {
+        if let Some(path) = text.sole_path.as_deref().and_then(journeys::condition::Path::parse) {
+            let v = self.root(path.root).and_then(|r| path.lookup(r));
+            match v {
+                Some(Value::String(s)) => return Ok(s.clone()),
+                Some(v @ (Value::Number(_) | Value::Bool(_))) => return Ok(v.to_string()),
+                None | Some(Value::Null) => {
+                    return Err(journeys::template::RenderError::MissingVariable(path.dotted()))
+                }
+                Some(_) => {}
+            }
+        }
+        self.config.renderer.render(text, &self.context())
+    }
+
+    /// Whether the user is in `segment` now.
+    pub fn segment(&self, segment: &str) -> bool {
+        let Some(&i) = self.index.segments.get(segment) else {
+            return false;
+        };
+        if let Some((_, m)) = self.memo.borrow().iter().find(|(s, _)| *s == i) {
+            return *m;
+        }
+        let inner = UserScope::new(self.config, self.index, self.user, self.history, self.now);
+        let member = self.config.segments[i].when.eval(&inner);
+        self.memo.borrow_mut().push((i, member));
+        member
+    }
+}
+
+impl Scope for UserScope<'_> {
+    fn root(&self, root: Root) -> Option<&Value> {
+        match root {
+            Root::User => Some(self.user),
+            Root::Event => self.event,
+            Root::Entry => self.entry,
+        }
+    }
+
+    fn in_segment(&self, segment: &str) -> bool {
+        self.segment(segment)
+    }
+
+    fn history_count(&self, h: &History) -> u64 {
+        let entries = history::window(self.history, &h.event.value, self.now, h.within.map(|d| d.millis()));
+        match &h.where_ {
+            None => entries.count() as u64,
+            Some(cond) => entries
+                .filter(|e| {
+                    let s = UserScope::new(self.config, self.index, self.user, self.history, self.now)
+                        .with_event(Some(&e.props))
+                        .with_entry(self.entry);
+                    cond.eval(&s)
+                })
+                .count() as u64,
+        }
+    }
+
+    fn render(&self, text: &Text) -> Option<String> {
+        self.render_text(text).ok()
+    }
+}

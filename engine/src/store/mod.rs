@@ -1,0 +1,95 @@
+//! Durable state, behind traits: one module per table, each owning its key
+//! layout, its record types and a trait with its reads. Writes go through a
+//! [`Batch`] that a backend applies atomically.
+//!
+//! Tables:
+//!
+//! | module | key | holds |
+//! |---|---|---|
+//! | [`users`] | `u` user id | one [`users::UserRecord`] per user: the whole live state of that user, read and written as one record |
+//! | [`profile`], [`history`], [`instances`], [`dedupe`], [`event_ids`], [`goals`] | — | the sections of a user record (profile; bounded event history; live instances and their step; per-journey entry bookkeeping and dedupe keys; recently seen event ids; goal watches) |
+//! | [`timers`] | `t` due (big-endian ms) + seq | timers, in due order |
+//! | [`zones`] | `z` zone `\0` user | which users live in which time zone (for `timezone: user` schedules) |
+//! | [`messages`] | `m` / `d` time + seq | the message log (every `send` decision) and the dead-letter queue |
+//! | [`meta`] | `x` name | engine bookkeeping: sequence counter, policy ledgers, schedule cursors |
+//!
+//! Keeping a user's live state in one record is what makes the engine fast
+//! on sled: one read when a user gets busy, one write when they are flushed
+//! (see [`buffer`]), instead of a multi-tree transaction per event.
+//!
+//! [`sled_store`] is the sled implementation; any ordered key-value store
+//! implementing [`Kv`] gets every table.
+
+pub mod buffer;
+pub mod codec;
+pub mod dedupe;
+pub mod event_ids;
+pub mod goals;
+pub mod history;
+pub mod instances;
+pub mod messages;
+pub mod meta;
+pub mod profile;
+pub mod sled_store;
+pub mod timers;
+pub mod users;
+pub mod zones;
+
+pub use buffer::Buffered;
+pub use sled_store::SledStore;
+
+/// What can go wrong in storage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("store: {0}")]
+    Backend(String),
+    #[error("store: cannot decode {what}: {message}")]
+    Decode { what: &'static str, message: String },
+    #[error("store: cannot encode {what}: {message}")]
+    Encode { what: &'static str, message: String },
+}
+
+/// Writes to apply atomically: all of them or none.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((key, Some(value)));
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.ops.push((key, None));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// An ordered key-value store: what a backend provides. The tables are
+/// built on it.
+pub trait Kv: Send {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
+    /// Up to `limit` entries whose keys start with `prefix` and are strictly
+    /// greater than `after` (when given), in key order.
+    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error>;
+    /// Applies every write of the batch atomically.
+    fn apply(&self, batch: Batch) -> Result<(), Error>;
+    /// Makes every applied batch durable.
+    fn flush(&self) -> Result<(), Error>;
+}
+
+/// Every table, over any [`Kv`].
+pub trait Store:
+    Kv + users::Users + timers::Timers + zones::Zones + messages::Messages + meta::Meta
+{
+}
+
+impl<T: Kv + ?Sized> Store for T {}
