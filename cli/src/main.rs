@@ -1,6 +1,8 @@
 //! The `sluice` binary: argument parsing and output formatting only. Every
 //! decision is made in the `journeys` and `engine` crates.
 
+mod simulate;
+mod test;
 mod validate;
 
 use std::process::ExitCode;
@@ -26,6 +28,10 @@ pub enum Format {
 enum Command {
     /// Parse, check and compile a config repository; report every problem.
     Validate(validate::Args),
+    /// Run the engine on a virtual clock over a JSONL event file.
+    Simulate(simulate::SimulateArgs),
+    /// Run every JourneyTest of a config repository.
+    Test(test::TestArgs),
     /// Write the JSON Schema of every kind to DIR (for editor completion).
     Schemas {
         /// Where to write `<Kind>.schema.json` and `sluice.schema.json`.
@@ -38,6 +44,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Simulate(args) => simulate::run(args),
+        Command::Test(args) => test::run(args),
         Command::Schemas { dir } => journeys::schema::write_all(&dir)
             .map(|()| {
                 println!("wrote schemas to {}", dir.display());

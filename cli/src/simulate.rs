@@ -1,0 +1,163 @@
+//! `sluice simulate [DIR] --events FILE`: the real engine on a virtual
+//! clock over a JSONL event file, one JSON line per decision on stdout and
+//! a summary on stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use miette::{miette, IntoDiagnostic};
+
+use engine::events::EventFile;
+use engine::output::{Kind, Line, Sink};
+use engine::simulate::{SimOptions, Simulation};
+
+use crate::Format;
+
+/// Which lines to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// Only `kind: send` lines.
+    Sends,
+}
+
+#[derive(clap::Args)]
+pub struct SimulateArgs {
+    /// The config repository.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// A JSONL file of events (FORMAT.md §4), in any order: it is sorted by
+    /// `ts` (stably).
+    #[arg(long)]
+    pub events: PathBuf,
+    /// Where the virtual clock starts (RFC 3339; default: the first event).
+    /// Earlier events only build profiles and history.
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Where it stops: RFC 3339, or `+DUR` after the start (default: 30
+    /// days after the last event).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only the events of the first N distinct users (in file order).
+    #[arg(long)]
+    pub users: Option<usize>,
+    /// `sends`: print only `kind: send` lines.
+    #[arg(long, value_enum)]
+    pub only: Option<Only>,
+    /// `human`: a readable summary on stderr; `json`: the summary as one
+    /// JSON document on stderr. The lines on stdout are JSON either way.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Keep the store in this directory instead of a temporary one.
+    #[arg(long, hide = true)]
+    pub store: Option<PathBuf>,
+    /// Users kept in the engine's write-back cache.
+    #[arg(long, hide = true, default_value_t = 20_000)]
+    pub cache_users: usize,
+}
+
+struct Stdout {
+    out: std::io::BufWriter<std::io::Stdout>,
+    only_sends: bool,
+    broken: bool,
+}
+
+impl Sink for Stdout {
+    fn line(&mut self, line: &Line) {
+        if self.broken || (self.only_sends && line.kind != Kind::Send) {
+            return;
+        }
+        let ok = serde_json::to_writer(&mut self.out, line).is_ok() && self.out.write_all(b"\n").is_ok();
+        self.broken = !ok;
+    }
+}
+
+impl Drop for Stdout {
+    fn drop(&mut self) {
+        let _ = self.out.flush();
+    }
+}
+
+fn parse_ts(what: &str, s: &str) -> miette::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| miette!("--{what} `{s}` is not an RFC 3339 timestamp such as 2026-03-02T09:00:00Z: {e}"))
+}
+
+pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
+    let config = match journeys::load(&args.dir) {
+        Ok(c) => Arc::new(c),
+        Err(diags) => {
+            for d in diags.iter() {
+                eprintln!("{:?}", d.to_report());
+            }
+            eprintln!("{} is invalid: {} errors", args.dir.display(), diags.errors().count());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let file = match EventFile::open(&args.events, args.users) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let start = match &args.start {
+        Some(s) => parse_ts("start", s)?,
+        None => file.first_ts().unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+    };
+    let until = match args.until.as_deref() {
+        Some(rel) if rel.starts_with('+') => {
+            let d = journeys::scalar::parse_duration(&rel[1..]).map_err(|e| miette!("--until `{rel}`: {e}"))?;
+            start + d.to_chrono()
+        }
+        Some(abs) => parse_ts("until", abs)?,
+        None => file.last_ts().map_or(start, |l| l + chrono::TimeDelta::days(30)),
+    };
+    let sink = Stdout {
+        out: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
+        only_sends: args.only == Some(Only::Sends),
+        broken: false,
+    };
+    let options = SimOptions {
+        store: args.store.clone(),
+        cache_users: args.cache_users,
+        ..SimOptions::default()
+    };
+    let began = Instant::now();
+    let mut sim = Simulation::new(config, start, &options, Box::new(sink)).map_err(|e| miette!("{e}"))?;
+    for ev in file.events().into_diagnostic()? {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        sim.event(&ev).map_err(|e| miette!("{e}"))?;
+    }
+    let summary = sim.finish(until).map_err(|e| miette!("{e}"))?;
+    let secs = began.elapsed().as_secs_f64();
+    match args.format {
+        Format::Json => {
+            let mut v = serde_json::to_value(&summary).into_diagnostic()?;
+            if let Some(m) = v.as_object_mut() {
+                m.insert("seconds".into(), serde_json::json!(secs));
+            }
+            eprintln!("{v}");
+        }
+        Format::Human => {
+            eprintln!(
+                "simulated {} → {} in {secs:.2}s ({:.0} events/s)",
+                engine::clock::format_ts(start.timestamp_millis()),
+                engine::clock::format_ts(until.timestamp_millis()),
+                summary.events as f64 / secs.max(1e-9)
+            );
+            eprintln!("{summary}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
