@@ -11,6 +11,15 @@ use serde_json::{Map, Value};
 
 use journeys::compiled::{Channel, Config};
 
+mod cap;
+mod quiet;
+mod throttle;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
 /// A throttle slot held by a deferred message: when released at `at` the
 /// message passes that throttle without taking a new slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,43 +73,114 @@ pub enum Decision {
 /// The policies of a repository and the throttles' state.
 #[derive(Debug)]
 pub struct Policies {
-    _default_timezone: chrono_tz::Tz,
+    default_timezone: chrono_tz::Tz,
+    caps: cap::Caps,
+    quiet: quiet::Quiet,
+    throttles: throttle::Throttles,
 }
 
 impl Policies {
     pub fn new(config: &Config) -> Self {
         Policies {
-            _default_timezone: config.project.default_timezone,
+            default_timezone: config.project.default_timezone,
+            caps: cap::Caps::new(&config.frequency_caps),
+            quiet: quiet::Quiet::new(&config.quiet_hours),
+            throttles: throttle::Throttles::new(&config.throttles),
         }
     }
 
-    /// How far back a user's sent log must reach for the caps to count.
+    /// How far back a user's sent log must reach for the caps to count:
+    /// the longest cap `per` (zero without caps).
     pub fn sent_horizon(&self) -> chrono::TimeDelta {
-        chrono::TimeDelta::zero()
+        self.caps.horizon()
     }
 
     /// Decides what happens to `msg` at `now`, given the user's sends
     /// (any order, may include ones older than the horizon).
-    pub fn decide(&mut self, msg: &Outgoing<'_>, _sent: &[SentRecord], _now: DateTime<Utc>) -> Decision {
+    ///
+    /// Call it in time order: for messages at the same `now`, oldest `due`
+    /// first, then higher `priority`, then entry order; after a
+    /// [`Decision::Send`] record the [`SentRecord`] (at `now`) before deciding
+    /// the user's next message. On [`Decision::Defer`] replace the message's
+    /// reservations with the returned ones (possibly none) and call again at
+    /// `until`. See docs/policies.md.
+    pub fn decide(
+        &mut self,
+        msg: &Outgoing<'_>,
+        sent: &[SentRecord],
+        now: DateTime<Utc>,
+    ) -> Decision {
         if let Some(reason) = subscription(msg) {
-            return Decision::Suppress { reason: reason.to_owned() };
+            return Decision::Suppress {
+                reason: reason.to_owned(),
+            };
         }
-        Decision::Send
+        if let Some(d) = self.caps.check(msg, sent, now) {
+            return d;
+        }
+        if let Some(d) = self.quiet.check(msg, now, self.default_timezone) {
+            return d;
+        }
+        self.throttles.admit(msg, now)
     }
 
-    /// The throttles' ledgers, to persist with the store.
+    /// The throttles' ledgers, to persist with the store:
+    /// `{"throttles": {"<id>": ["<RFC 3339>", …]}}`.
     pub fn snapshot(&self) -> Value {
-        Value::Null
+        self.throttles.snapshot()
     }
 
-    /// Restores ledgers saved by [`Policies::snapshot`].
-    pub fn restore(&mut self, _state: &Value) {}
+    /// Restores ledgers saved by [`Policies::snapshot`]. Ledgers of
+    /// throttles no longer configured are ignored; malformed input leaves
+    /// the affected ledger empty.
+    pub fn restore(&mut self, state: &Value) {
+        self.throttles.restore(state);
+    }
+}
+
+/// The zone a user's local time is read in: their `timezone` attribute when
+/// it is a valid IANA name, else `default` (the Project's
+/// `default_timezone`). Cheap: a perfect-hash lookup, no allocation.
+pub fn user_timezone(profile: &Map<String, Value>, default: chrono_tz::Tz) -> chrono_tz::Tz {
+    profile
+        .get("timezone")
+        .and_then(Value::as_str)
+        .and_then(|s| s.trim().parse::<chrono_tz::Tz>().ok())
+        .unwrap_or(default)
+}
+
+/// Index of a channel in the per-channel policy indices.
+fn channel_index(channel: Channel) -> usize {
+    match channel {
+        Channel::Email => 0,
+        Channel::Push => 1,
+        Channel::Webhook => 2,
+    }
+}
+
+/// A policy duration as a `TimeDelta`, saturating instead of panicking.
+fn delta(d: journeys::scalar::Duration) -> chrono::TimeDelta {
+    i64::try_from(d.secs())
+        .ok()
+        .and_then(chrono::TimeDelta::try_seconds)
+        .unwrap_or(chrono::TimeDelta::MAX)
+}
+
+/// `t + d`, saturating at the end of representable time.
+fn add(t: DateTime<Utc>, d: chrono::TimeDelta) -> DateTime<Utc> {
+    t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `t - d`, saturating at the start of representable time.
+fn sub(t: DateTime<Utc>, d: chrono::TimeDelta) -> DateTime<Utc> {
+    t.checked_sub_signed(d).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// Step 1: subscription and address.
 fn subscription(msg: &Outgoing<'_>) -> Option<&'static str> {
     let subs = msg.profile.get("subscriptions").and_then(Value::as_object);
-    let unsubscribed = |key: &str| subs.and_then(|s| s.get(key)).and_then(Value::as_bool) == Some(false);
+    let unsubscribed =
+        |key: &str| subs.and_then(|s| s.get(key)).and_then(Value::as_bool) == Some(false);
     if unsubscribed(msg.channel.as_str()) || unsubscribed(msg.category) {
         return Some("unsubscribed");
     }
