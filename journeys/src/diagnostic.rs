@@ -44,6 +44,7 @@ pub enum Code {
     ChannelMismatch,
     FileNotFound,
     VersionNotBumped,
+    HoldoutWithoutGoal,
 }
 
 impl Code {
@@ -75,6 +76,7 @@ impl Code {
             Code::ChannelMismatch => "channel_mismatch",
             Code::FileNotFound => "file_not_found",
             Code::VersionNotBumped => "version_not_bumped",
+            Code::HoldoutWithoutGoal => "holdout_without_goal",
         }
     }
 }

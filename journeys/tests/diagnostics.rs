@@ -150,3 +150,18 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("tempdir");
     dir
 }
+
+#[test]
+fn a_holdout_without_a_goal_is_a_warning_not_an_error() {
+    let dir = tempdir("warning");
+    let j = "apiVersion: sluice/v1\nkind: Journey\nid: j\nversion: 1\nentry: { event: e }\nholdout: 10%\nsteps:\n  - id: w\n    wait: 1h\n";
+    std::fs::write(dir.join("j.yaml"), j).expect("write");
+    let (config, diags) = journeys::check(&dir);
+    assert!(config.is_some());
+    let json = diags.to_json();
+    assert_eq!(json["valid"], true);
+    assert_eq!(json["errors"], serde_json::json!([]));
+    assert_eq!(json["warnings"][0]["code"], "holdout_without_goal");
+    assert_eq!(json["warnings"][0]["line"], 6);
+    std::fs::remove_dir_all(&dir).ok();
+}

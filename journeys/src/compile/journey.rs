@@ -209,6 +209,21 @@ pub(crate) fn compile(
         None => Percent(0),
     };
 
+    if let (Some(h), None, true) = (&j.holdout, &j.goal, holdout.0 > 0) {
+        b.ctx.diags.push(
+            crate::diagnostic::Diagnostic::error(
+                Code::HoldoutWithoutGoal,
+                format!(
+                    "journey `{}` holds out {} of its users but has no `goal`, so the holdout measures nothing",
+                    j.id.value, holdout
+                ),
+            )
+            .warning()
+            .at(b.ctx.file, h.span)
+            .with_help("add `goal: { event: <conversion event>, within: <duration> }`"),
+        );
+    }
+
     let mut exits = Vec::new();
     for (i, e) in j.exit.iter().enumerate() {
         b.event_name(&e.value.event);
