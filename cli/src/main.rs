@@ -7,6 +7,11 @@ mod validate;
 
 use std::process::ExitCode;
 
+/// The engine allocates many small, short-lived values; mimalloc is much
+/// faster at that than the system allocator (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]

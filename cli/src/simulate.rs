@@ -125,6 +125,7 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
     let options = SimOptions {
         store: args.store.clone(),
         cache_users: args.cache_users,
+        log_messages: args.store.is_some(),
         ..SimOptions::default()
     };
     let began = Instant::now();

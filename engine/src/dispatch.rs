@@ -6,8 +6,10 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use journeys::compiled::{Channel, JsonTemplate, MessageTemplate, TemplateBody};
-use journeys::template::{RenderError, Renderer, Text};
+use handlebars::{Context, Handlebars};
+
+use journeys::compiled::{Channel, Config, JsonTemplate, MessageTemplate, TemplateBody};
+use journeys::template::{RenderError, Text};
 
 use crate::clock::Millis;
 
@@ -92,77 +94,172 @@ impl Dispatcher for Recording {
     }
 }
 
-fn text(r: &Renderer, t: &Text, ctx: &Value) -> Result<String, RenderError> {
-    r.render(t, ctx)
+/// Renders message templates. Holds its own Handlebars registries, built
+/// from the texts of the configuration's templates (same names, same
+/// strict mode and escaping as [`journeys::template::Renderer`]), so a
+/// message's context is converted once and shared by all of its texts.
+pub struct MessageRenderer {
+    html: Handlebars<'static>,
+    plain: Handlebars<'static>,
 }
 
-fn opt(r: &Renderer, t: &Option<Text>, ctx: &Value) -> Result<Option<String>, RenderError> {
-    t.as_ref().map(|t| text(r, t, ctx)).transpose()
-}
-
-fn json(r: &Renderer, t: &JsonTemplate, ctx: &Value) -> Result<Value, RenderError> {
-    Ok(match t {
-        JsonTemplate::Value(v) => v.clone(),
-        JsonTemplate::Text(t) => Value::String(text(r, t, ctx)?),
-        JsonTemplate::Array(items) => Value::Array(items.iter().map(|i| json(r, i, ctx)).collect::<Result<_, _>>()?),
-        JsonTemplate::Object(fields) => {
-            let mut m = Map::new();
-            for (k, v) in fields {
-                m.insert(k.clone(), json(r, v, ctx)?);
-            }
-            Value::Object(m)
+fn texts(t: &MessageTemplate) -> Vec<&Text> {
+    fn json_texts<'t>(j: &'t JsonTemplate, out: &mut Vec<&'t Text>) {
+        match j {
+            JsonTemplate::Value(_) => {}
+            JsonTemplate::Text(t) => out.push(t),
+            JsonTemplate::Array(items) => items.iter().for_each(|i| json_texts(i, out)),
+            JsonTemplate::Object(fields) => fields.iter().for_each(|(_, v)| json_texts(v, out)),
         }
-    })
-}
-
-/// Renders every text of `template` against `ctx` (`user`, `entry`,
-/// `event`, `journey`, `message`).
-pub fn render(r: &Renderer, template: &MessageTemplate, ctx: &Value) -> Result<Content, RenderError> {
-    let user = ctx.get("user");
-    Ok(match &template.body {
+    }
+    let mut out = Vec::new();
+    match &t.body {
         TemplateBody::Email {
             subject,
-            text: body,
+            text,
             html,
             from,
             reply_to,
-        } => Content::Email {
-            to: user.and_then(|u| u.get("email")).and_then(Value::as_str).map(str::to_owned),
-            from: opt(r, from, ctx)?,
-            reply_to: opt(r, reply_to, ctx)?,
-            subject: text(r, subject, ctx)?,
-            text: opt(r, body, ctx)?,
-            html: opt(r, html, ctx)?,
-        },
+        } => {
+            out.push(subject);
+            out.extend([text, html, from, reply_to].into_iter().flatten());
+        }
         TemplateBody::Push { title, body, data } => {
-            let mut d = Map::new();
-            for (k, t) in data {
-                d.insert(k.clone(), Value::String(text(r, t, ctx)?));
-            }
-            Content::Push {
-                tokens: user
-                    .and_then(|u| u.get("push_tokens"))
-                    .and_then(Value::as_array)
-                    .map(|ts| ts.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                    .unwrap_or_default(),
-                title: opt(r, title, ctx)?,
-                body: opt(r, body, ctx)?,
-                data: d,
+            out.extend([title, body].into_iter().flatten());
+            out.extend(data.iter().map(|(_, t)| t));
+        }
+        TemplateBody::Webhook { url, headers, body, .. } => {
+            out.push(url);
+            out.extend(headers.iter().map(|(_, t)| t));
+            if let Some(b) = body {
+                json_texts(b, &mut out);
             }
         }
-        TemplateBody::Webhook {
-            method,
-            url,
-            headers,
-            body,
-        } => Content::Webhook {
-            method: method.clone(),
-            url: text(r, url, ctx)?,
-            headers: headers
-                .iter()
-                .map(|(k, t)| Ok((k.clone(), text(r, t, ctx)?)))
-                .collect::<Result<_, RenderError>>()?,
-            body: body.as_ref().map(|b| json(r, b, ctx)).transpose()?,
-        },
-    })
+    }
+    out
+}
+
+impl MessageRenderer {
+    pub fn new(config: &Config) -> MessageRenderer {
+        let mut html = Handlebars::new();
+        html.set_strict_mode(true);
+        let mut plain = Handlebars::new();
+        plain.set_strict_mode(true);
+        plain.register_escape_fn(handlebars::no_escape);
+        for t in config.templates.values() {
+            for text in texts(t) {
+                if text.is_literal() {
+                    continue;
+                }
+                let registry = if text.html { &mut html } else { &mut plain };
+                if let Err(e) = registry.register_template_string(&text.name, &text.source) {
+                    tracing::warn!(template = %t.id, "template text does not compile: {e}");
+                }
+            }
+        }
+        MessageRenderer { html, plain }
+    }
+
+    fn text(&self, t: &Text, ctx: &Context) -> Result<String, RenderError> {
+        if t.is_literal() {
+            return Ok(t.source.clone());
+        }
+        let registry = if t.html { &self.html } else { &self.plain };
+        registry.render_with_context(&t.name, ctx).map_err(|e| {
+            use handlebars::RenderErrorReason as R;
+            match e.reason() {
+                R::MissingVariable(Some(v)) => RenderError::MissingVariable(v.clone()),
+                other => {
+                    let msg = other.to_string();
+                    match msg.split('"').nth(1) {
+                        Some(v) if msg.contains("not found in strict mode") => RenderError::MissingVariable(v.to_owned()),
+                        _ => RenderError::Failed {
+                            name: t.name.clone(),
+                            message: msg,
+                        },
+                    }
+                }
+            }
+        })
+    }
+
+    fn opt(&self, t: &Option<Text>, ctx: &Context) -> Result<Option<String>, RenderError> {
+        t.as_ref().map(|t| self.text(t, ctx)).transpose()
+    }
+
+    fn json(&self, t: &JsonTemplate, ctx: &Context) -> Result<Value, RenderError> {
+        Ok(match t {
+            JsonTemplate::Value(v) => v.clone(),
+            JsonTemplate::Text(t) => Value::String(self.text(t, ctx)?),
+            JsonTemplate::Array(items) => {
+                Value::Array(items.iter().map(|i| self.json(i, ctx)).collect::<Result<_, _>>()?)
+            }
+            JsonTemplate::Object(fields) => {
+                let mut m = Map::new();
+                for (k, v) in fields {
+                    m.insert(k.clone(), self.json(v, ctx)?);
+                }
+                Value::Object(m)
+            }
+        })
+    }
+
+    /// Renders every text of `template` against `ctx` (`user`, `entry`,
+    /// `event`, `journey`, `message`).
+    pub fn render(&self, template: &MessageTemplate, ctx: &Context) -> Result<Content, RenderError> {
+        let data = ctx.data();
+        let to = data
+            .get("user")
+            .and_then(|u| u.get("email"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let tokens: Vec<String> = data
+            .get("user")
+            .and_then(|u| u.get("push_tokens"))
+            .and_then(Value::as_array)
+            .map(|ts| ts.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        Ok(match &template.body {
+            TemplateBody::Email {
+                subject,
+                text,
+                html,
+                from,
+                reply_to,
+            } => Content::Email {
+                to,
+                from: self.opt(from, ctx)?,
+                reply_to: self.opt(reply_to, ctx)?,
+                subject: self.text(subject, ctx)?,
+                text: self.opt(text, ctx)?,
+                html: self.opt(html, ctx)?,
+            },
+            TemplateBody::Push { title, body, data } => {
+                let mut d = Map::new();
+                for (k, t) in data {
+                    d.insert(k.clone(), Value::String(self.text(t, ctx)?));
+                }
+                Content::Push {
+                    tokens,
+                    title: self.opt(title, ctx)?,
+                    body: self.opt(body, ctx)?,
+                    data: d,
+                }
+            }
+            TemplateBody::Webhook {
+                method,
+                url,
+                headers,
+                body,
+            } => Content::Webhook {
+                method: method.clone(),
+                url: self.text(url, ctx)?,
+                headers: headers
+                    .iter()
+                    .map(|(k, t)| Ok((k.clone(), self.text(t, ctx)?)))
+                    .collect::<Result<_, RenderError>>()?,
+                body: body.as_ref().map(|b| self.json(b, ctx)).transpose()?,
+            },
+        })
+    }
 }

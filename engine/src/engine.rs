@@ -17,7 +17,7 @@ use journeys::template::RenderError;
 
 use crate::calendar;
 use crate::clock::{from_millis, to_millis, Clock, Millis};
-use crate::dispatch::{self, Dispatcher, Message};
+use crate::dispatch::{Dispatcher, Message, MessageRenderer};
 use crate::hash;
 use crate::index::Index;
 use crate::machine::event::Ingested;
@@ -28,6 +28,9 @@ use crate::policy::{Decision, Outgoing, Policies, SentRecord};
 use crate::store::buffer::{BufferStats, Taken};
 use crate::store::timers::{Timer, TimerKey, TimerKind};
 use crate::store::users::UserRecord;
+use crate::store::audiences::Audiences;
+use crate::store::users::Users;
+use crate::store::zones::Zones;
 use crate::store::{self, meta, Buffered, Store};
 
 /// What can go wrong while running.
@@ -49,6 +52,9 @@ pub struct Options {
     pub commit_every: usize,
     /// Base of `message.unsubscribe_url` (the run API's address).
     pub unsubscribe_base: String,
+    /// Whether every `send` decision is written to the message log
+    /// (`simulate` prints them instead, unless it keeps its store).
+    pub log_messages: bool,
 }
 
 impl Default for Options {
@@ -58,6 +64,7 @@ impl Default for Options {
             cache_users: 20_000,
             commit_every: 50_000,
             unsubscribe_base: "http://127.0.0.1:8080/v1/unsubscribe".to_owned(),
+            log_messages: true,
         }
     }
 }
@@ -83,6 +90,7 @@ pub struct Engine {
     seq: u64,
     schedules: Schedules,
     summary: Summary,
+    renderer: MessageRenderer,
 }
 
 fn decode_meta<T: for<'de> Deserialize<'de>>(bytes: Option<Vec<u8>>) -> Result<Option<T>, Error> {
@@ -111,6 +119,7 @@ impl Engine {
         }
         let mut engine = Engine {
             index: Arc::new(Index::new(&config)),
+            renderer: MessageRenderer::new(&config),
             config,
             store: buffered,
             policies,
@@ -147,7 +156,7 @@ impl Engine {
         let t = self.store.take_user(id)?;
         let out = t.known.then(|| t.rec.clone());
         if t.known {
-            self.store.put_user(id.to_owned(), t.rec, t.dirty)?;
+            self.store.put_user(id.to_owned(), t.rec, t.dirty, false)?;
         }
         Ok(out)
     }
@@ -233,12 +242,19 @@ impl Engine {
         if !dirty {
             self.summary.duplicates += 1;
         }
-        self.finish_unit(&ev.user, t, effects, dirty)?;
+        self.finish_unit(&ev.user, t, now, effects, dirty)?;
         Ok(result)
     }
 
     /// Applies effects and returns the user to the cache.
-    fn finish_unit(&mut self, id: &str, mut t: Taken, effects: Vec<Effect>, changed: bool) -> Result<(), Error> {
+    fn finish_unit(
+        &mut self,
+        id: &str,
+        mut t: Taken,
+        now: Millis,
+        effects: Vec<Effect>,
+        changed: bool,
+    ) -> Result<(), Error> {
         let dirty = t.dirty || changed || !effects.is_empty();
         for e in effects {
             match e {
@@ -253,30 +269,55 @@ impl Engine {
                 Effect::CancelTimer(key) => self.store.cancel_timer(key),
             }
         }
-        if self.index.user_zone_schedules && dirty {
-            let zone = calendar::user_zone(&t.rec.profile, self.config.project.default_timezone);
-            let zone = zone.name();
-            if t.rec.zone != zone {
-                if !t.rec.zone.is_empty() {
-                    let old = std::mem::take(&mut t.rec.zone);
-                    self.store.batch().delete_zone(&old, id);
-                }
-                self.store.batch().put_zone(zone, id);
-                t.rec.zone = zone.to_owned();
-                if self.schedules.zones.insert(zone.to_owned()) {
-                    self.arm_schedules(Some(zone))?;
-                }
-            }
+        if dirty && (self.index.user_zone_schedules || !self.index.audiences.is_empty()) {
+            self.reindex(id, &mut t.rec, now)?;
         }
         if dirty || t.known {
-            self.store.put_user(id.to_owned(), t.rec, dirty)?;
+            self.store.put_user(id.to_owned(), t.rec, dirty, !t.known)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the zones and audiences indexes in step with the user's zone
+    /// and schedule-segment memberships.
+    fn reindex(&mut self, id: &str, rec: &mut UserRecord, now: Millis) -> Result<(), Error> {
+        let zone = calendar::user_zone(&rec.profile, self.config.project.default_timezone).name();
+        let members: Vec<String> = {
+            let scope = crate::scope::UserScope::new(&self.config, &self.index, &rec.profile, &rec.history, now);
+            self.index.audiences.iter().filter(|s| scope.segment(s)).cloned().collect()
+        };
+        if rec.zone == zone && rec.audiences == members {
+            return Ok(());
+        }
+        let moved = rec.zone != zone;
+        let batch = self.store.batch();
+        if self.index.user_zone_schedules && moved {
+            if !rec.zone.is_empty() {
+                batch.delete_zone(&rec.zone, id);
+            }
+            batch.put_zone(zone, id);
+        }
+        for s in &rec.audiences {
+            if moved || !members.contains(s) {
+                batch.delete_audience(s, &rec.zone, id);
+            }
+        }
+        for s in &members {
+            if moved || !rec.audiences.contains(s) {
+                batch.put_audience(s, zone, id);
+            }
+        }
+        rec.zone = zone.to_owned();
+        rec.audiences = members;
+        if self.index.user_zone_schedules && self.schedules.zones.insert(zone.to_owned()) {
+            self.arm_schedules(Some(zone))?;
         }
         Ok(())
     }
 
     fn emit(&mut self, line: Line) {
         self.summary.count(&line);
-        if line.kind == Kind::Send {
+        if line.kind == Kind::Send && self.options.log_messages {
             self.seq += 1;
             let json = serde_json::to_vec(&line).unwrap_or_default();
             self.store.batch().log_message(line.at, self.seq, json);
@@ -334,7 +375,7 @@ impl Engine {
         let effects = std::mem::take(&mut ctx.effects);
         drop(ctx);
         self.seq = seq;
-        self.finish_unit(&timer.user, t, effects, true)
+        self.finish_unit(&timer.user, t, now, effects, true)
     }
 
     fn fire_schedule(&mut self, now: Millis, key: TimerKey, journey_id: &str, zone: &str) -> Result<(), Error> {
@@ -354,16 +395,29 @@ impl Engine {
         else {
             return Ok(());
         };
-        // Scans read the backend: commit first so new users are in it.
-        self.commit()?;
-        let mut after: Option<String> = None;
+        let segment = match &config.journeys[j].entry.trigger {
+            Trigger::Schedule { segment, .. } => segment.clone(),
+            _ => None,
+        };
+        let mut after: Option<(String, String)> = None;
         loop {
-            let ids = match zone_kind {
-                Zone::Fixed(_) => self.store.store().user_ids(after.as_deref(), 1_000)?,
-                Zone::User => self.store.store().zone_users(zone, after.as_deref(), 1_000)?,
+            let kv = self.store.view();
+            let page: Vec<(String, String)> = match (&segment, zone_kind) {
+                (Some(s), Zone::User) => kv.audience(s, Some(zone), after.as_ref().map(|(z, u)| (z.as_str(), u.as_str())), 1_000)?,
+                (Some(s), Zone::Fixed(_)) => kv.audience(s, None, after.as_ref().map(|(z, u)| (z.as_str(), u.as_str())), 1_000)?,
+                (None, Zone::User) => kv
+                    .zone_users(zone, after.as_ref().map(|(_, u)| u.as_str()), 1_000)?
+                    .into_iter()
+                    .map(|u| (zone.to_owned(), u))
+                    .collect(),
+                (None, Zone::Fixed(_)) => kv
+                    .user_ids(after.as_ref().map(|(_, u)| u.as_str()), 1_000)?
+                    .into_iter()
+                    .map(|u| (String::new(), u))
+                    .collect(),
             };
-            let Some(last) = ids.last().cloned() else { break };
-            for id in ids {
+            let Some(last) = page.last().cloned() else { break };
+            for (_, id) in page {
                 let mut t = self.store.take_user(&id)?;
                 let mut seq = self.seq;
                 let mut ctx = Ctx::new(&config, &index, now, self.options.holdouts, &mut seq);
@@ -372,7 +426,7 @@ impl Engine {
                 let effects = std::mem::take(&mut ctx.effects);
                 drop(ctx);
                 self.seq = seq;
-                self.finish_unit(&id, t, effects, false)?;
+                self.finish_unit(&id, t, now, effects, false)?;
             }
             self.maybe_commit()?;
             after = Some(last);
@@ -436,7 +490,7 @@ impl Engine {
             },
             Decision::Send => {
                 let step = &d.journey.states[d.state].id;
-                let key = hash::message_key(&d.journey.id, inst.version, &uid, inst.id, step);
+                let key = hash::message_key(&d.journey.id, inst.version, &uid, inst.number, step);
                 let mut ctx = Map::new();
                 ctx.insert("user".into(), user.profile.clone());
                 ctx.insert("entry".into(), inst.entry.clone());
@@ -451,10 +505,10 @@ impl Engine {
                     "message".into(),
                     json!({"key": key, "unsubscribe_url": format!("{}/{key}", self.options.unsubscribe_base)}),
                 );
-                let ctx = Value::Object(ctx);
+                let ctx = handlebars::Context::from(Value::Object(ctx));
                 let version = inst.version;
                 let rendered = match self.config.templates.get(&d.template) {
-                    Some(t) => dispatch::render(&self.config.renderer, t, &ctx),
+                    Some(t) => self.renderer.render(t, &ctx),
                     None => Err(RenderError::Failed {
                         name: d.template.clone(),
                         message: "template not found".into(),
@@ -501,7 +555,7 @@ impl Engine {
                     "template": d.template,
                     "key": key,
                     "reason": failure,
-                    "context": ctx,
+                    "context": ctx.data(),
                 });
                 let bytes = serde_json::to_vec(&letter).unwrap_or_default();
                 self.store.batch().dead_letter(now, self.seq, bytes);

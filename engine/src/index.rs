@@ -32,13 +32,17 @@ pub struct Index {
     pub awaited: HashSet<String>,
     /// Entry segments and the journeys they start (by priority).
     pub segment_entries: Vec<(String, Vec<usize>)>,
-    /// Windows that can change an entry segment's membership as time passes.
+    /// Windows that can change an entry or audience segment's membership
+    /// as time passes.
     pub windows: Vec<Window>,
     /// Journeys entered by schedule.
     pub schedules: Vec<usize>,
     /// Whether some schedule fires in each user's own zone (the zones index
     /// is only kept then).
     pub user_zone_schedules: bool,
+    /// Segments that schedules enter (the audiences index keeps their
+    /// members).
+    pub audiences: Vec<String>,
     /// Event names the history keeps.
     pub history: HashSet<String>,
     pub retention: Retention,
@@ -81,9 +85,14 @@ impl Index {
                     Some((_, js)) => js.push(j),
                     None => entry_segments.push((s.clone(), vec![j])),
                 },
-                Trigger::Schedule { zone, .. } => {
+                Trigger::Schedule { zone, segment, .. } => {
                     ix.schedules.push(j);
                     ix.user_zone_schedules |= *zone == Zone::User;
+                    if let Some(s) = segment {
+                        if !ix.audiences.contains(s) {
+                            ix.audiences.push(s.clone());
+                        }
+                    }
                 }
             }
             if let Some(w) = &journey.entry.when {
@@ -131,8 +140,14 @@ impl Index {
             max_age: (!unbounded).then_some(base.max(longest)),
             max_count: (config.project.history_limit as usize).max(1),
         };
-        // Windows of entry segments, including the segments they reference.
-        for (seg, _) in &entry_segments {
+        // Windows of entry and audience segments, including the segments
+        // they reference.
+        let watched: Vec<String> = entry_segments
+            .iter()
+            .map(|(s, _)| s.clone())
+            .chain(ix.audiences.iter().cloned())
+            .collect();
+        for seg in &watched {
             let mut todo = vec![seg.clone()];
             let mut seen = HashSet::new();
             while let Some(s) = todo.pop() {

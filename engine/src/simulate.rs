@@ -27,6 +27,9 @@ pub struct SimOptions {
     pub cache_users: usize,
     /// sled's page cache in bytes.
     pub sled_cache_bytes: u64,
+    /// Keep the message log in the store (off by default: the lines are
+    /// the simulation's output).
+    pub log_messages: bool,
 }
 
 impl Default for SimOptions {
@@ -36,6 +39,7 @@ impl Default for SimOptions {
             store: None,
             cache_users: engine::Options::default().cache_users,
             sled_cache_bytes: SledOptions::default().cache_bytes,
+            log_messages: false,
         }
     }
 }
@@ -94,6 +98,7 @@ impl Simulation {
             engine::Options {
                 holdouts: options.holdouts,
                 cache_users: options.cache_users,
+                log_messages: options.log_messages,
                 ..engine::Options::default()
             },
         )?;
@@ -136,7 +141,14 @@ impl Simulation {
     pub fn finish(mut self, until: DateTime<Utc>) -> Result<Summary, SimError> {
         self.clock.set(until);
         self.engine.run_due(to_millis(until))?;
+        if std::env::var_os("SLUICE_STORE_STATS").is_some() {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            eprintln!("before commit: {}", status.lines().filter(|l| l.starts_with("VmHWM") || l.starts_with("VmRSS")).collect::<Vec<_>>().join(" "));
+        }
         self.engine.sync()?;
+        if std::env::var_os("SLUICE_STORE_STATS").is_some() {
+            eprintln!("{:?}", self.engine.store_stats());
+        }
         Ok(self.engine.summary().clone())
     }
 

@@ -90,6 +90,7 @@ pub fn try_enter(ctx: &mut Ctx<'_>, user: &mut UserRecord, j: usize, event: Opti
     let id = ctx.next_seq();
     let book = dedupe::book_mut(&mut user.journeys, &journey.id);
     book.entries += 1;
+    let number = book.entries;
     book.last_entered = Some(now);
     if let Some(k) = key {
         book.record_key(k, now, window);
@@ -112,6 +113,7 @@ pub fn try_enter(ctx: &mut Ctx<'_>, user: &mut UserRecord, j: usize, event: Opti
     let first = journey.states.first().map(|s| s.id.clone()).unwrap_or_default();
     user.instances.push(Instance {
         id,
+        number,
         journey: journey.id.clone(),
         version: journey.version,
         state: 0,

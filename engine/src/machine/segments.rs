@@ -15,7 +15,7 @@ use super::{entry, Ctx};
 /// re-evaluation timer at the next window boundary.
 pub fn reevaluate(ctx: &mut Ctx<'_>, user: &mut UserRecord, enter: bool) {
     let index = ctx.index;
-    if index.segment_entries.is_empty() {
+    if index.segment_entries.is_empty() && index.audiences.is_empty() {
         return;
     }
     let mut joined: Vec<usize> = Vec::new();

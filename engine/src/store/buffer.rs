@@ -14,7 +14,7 @@ use crate::clock::Millis;
 
 use super::timers::{Timer, TimerKey};
 use super::users::UserRecord;
-use super::{Batch, Error, Store};
+use super::{Batch, Error, Kv, Store};
 
 struct Cached {
     rec: UserRecord,
@@ -44,6 +44,8 @@ pub struct BufferStats {
     pub user_hits: u64,
     pub user_loads: u64,
     pub user_writes: u64,
+    pub user_bytes_written: u64,
+    pub evictions: u64,
     pub commits: u64,
 }
 
@@ -57,8 +59,15 @@ pub struct Buffered {
     timers: BTreeMap<TimerKey, TimerOp>,
     /// Every backend timer at or before this key has fired or been deleted.
     cursor: Option<TimerKey>,
+    /// Backend timer keys read ahead (after the cursor).
+    window: std::collections::VecDeque<TimerKey>,
+    window_last: Option<TimerKey>,
+    /// Whether the window reaches the backend's last timer.
+    window_end: bool,
     /// Other writes (zones, message log, dead letters).
     batch: Batch,
+    /// Users created since the last commit (not yet in the backend).
+    new_users: std::collections::BTreeSet<String>,
     meta: BTreeMap<String, Vec<u8>>,
     pub stats: BufferStats,
 }
@@ -74,7 +83,11 @@ impl Buffered {
             evicted: HashMap::new(),
             timers: BTreeMap::new(),
             cursor: None,
+            window: std::collections::VecDeque::new(),
+            window_last: None,
+            window_end: false,
             batch: Batch::default(),
+            new_users: std::collections::BTreeSet::new(),
             meta: BTreeMap::new(),
             stats: BufferStats::default(),
         }
@@ -120,8 +133,12 @@ impl Buffered {
 
     /// Returns a record to the cache; `dirty` when it changed since it was
     /// last committed.
-    pub fn put_user(&mut self, id: String, rec: UserRecord, dirty: bool) -> Result<(), Error> {
+    /// `new`: the user did not exist before (see [`Taken::known`]).
+    pub fn put_user(&mut self, id: String, rec: UserRecord, dirty: bool, new: bool) -> Result<(), Error> {
         self.tick += 1;
+        if new {
+            self.new_users.insert(id.clone());
+        }
         self.cache.insert(
             id,
             Cached {
@@ -152,6 +169,7 @@ impl Buffered {
         for k in old {
             if let Some(c) = self.cache.remove(&k) {
                 if c.dirty {
+                    self.stats.evictions += 1;
                     self.evicted.insert(k, c.rec.encode()?);
                 }
             }
@@ -175,63 +193,76 @@ impl Buffered {
         }
     }
 
-    /// Every timer of the earliest instant at or before `until` that has
-    /// timers, in key order. They stay pending until [`Buffered::fired`].
-    pub fn next_instant(&mut self, until: Millis) -> Result<Option<(Millis, Vec<(TimerKey, Timer)>)>, Error> {
-        const CHUNK: usize = 1024;
-        let overlay_first = self
+    /// The first backend timer after the cursor that is not deleted in the
+    /// overlay. Backend keys are read ahead in windows, valid until the
+    /// next commit changes the backend.
+    fn backend_head(&mut self) -> Result<Option<TimerKey>, Error> {
+        const CHUNK: usize = 256;
+        loop {
+            while let Some(&k) = self.window.front() {
+                let gone = self.cursor.is_some_and(|c| k <= c) || matches!(self.timers.get(&k), Some(TimerOp::Delete));
+                if !gone {
+                    return Ok(Some(k));
+                }
+                self.window.pop_front();
+            }
+            if self.window_end {
+                return Ok(None);
+            }
+            let after = match (self.cursor, self.window_last) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            let chunk = self.store.timers(after, Millis::MAX - 1, CHUNK)?;
+            self.window_end = chunk.len() < CHUNK;
+            for (k, _) in chunk {
+                self.window.push_back(k);
+                self.window_last = Some(k);
+            }
+        }
+    }
+
+    /// When the next pending timer is due.
+    pub fn next_due(&mut self) -> Result<Option<Millis>, Error> {
+        let overlay = self
             .timers
             .range((
                 self.cursor.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
                 std::ops::Bound::Unbounded,
             ))
             .find(|(_, op)| matches!(op, TimerOp::Put(_)))
-            .map(|(k, _)| *k);
-        // The first backend timer that is not deleted.
-        let mut after = self.cursor;
-        let mut backend_first: Option<(TimerKey, Timer)> = None;
-        'scan: loop {
-            let chunk = self.store.timers(after, until, CHUNK)?;
-            let full = chunk.len() == CHUNK;
-            for (k, t) in chunk {
-                after = Some(k);
-                if matches!(self.timers.get(&k), Some(TimerOp::Delete)) {
-                    continue;
-                }
-                backend_first = Some((k, t));
-                break 'scan;
-            }
-            if !full {
-                break;
-            }
-        }
-        let due = match (overlay_first.map(|k| k.due), backend_first.as_ref().map(|(k, _)| k.due)) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) => a,
-            (None, Some(b)) => b,
-            (None, None) => return Ok(None),
+            .map(|(k, _)| k.due);
+        let backend = self.backend_head()?.map(|k| k.due);
+        Ok(match (overlay, backend) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Every timer of the earliest instant at or before `until` that has
+    /// timers, in key order. They stay pending until [`Buffered::fired`].
+    pub fn next_instant(&mut self, until: Millis) -> Result<Option<(Millis, Vec<(TimerKey, Timer)>)>, Error> {
+        const CHUNK: usize = 1024;
+        let Some(due) = self.next_due()? else {
+            return Ok(None);
         };
         if due > until {
             return Ok(None);
         }
         let mut out: Vec<(TimerKey, Timer)> = Vec::new();
-        // Backend timers of that instant.
-        if let Some((k, t)) = backend_first {
-            if k.due == due {
-                out.push((k, t));
-                let mut after = Some(k);
-                loop {
-                    let chunk = self.store.timers(after, due, CHUNK)?;
-                    let full = chunk.len() == CHUNK;
-                    for (k, t) in chunk {
-                        after = Some(k);
-                        if !matches!(self.timers.get(&k), Some(TimerOp::Delete)) {
-                            out.push((k, t));
-                        }
+        if self.backend_head()?.is_some_and(|k| k.due == due) {
+            let mut after = self.cursor;
+            loop {
+                let chunk = self.store.timers(after, due, CHUNK)?;
+                let full = chunk.len() == CHUNK;
+                for (k, t) in chunk {
+                    after = Some(k);
+                    if !matches!(self.timers.get(&k), Some(TimerOp::Delete)) {
+                        out.push((k, t));
                     }
-                    if !full {
-                        break;
-                    }
+                }
+                if !full {
+                    break;
                 }
             }
         }
@@ -263,6 +294,13 @@ impl Buffered {
         &mut self.batch
     }
 
+    /// The store as it will be after the next commit, for reading indexes
+    /// (zones, audiences, user ids) without committing. User records
+    /// themselves are read with [`Buffered::take_user`].
+    pub fn view(&self) -> View<'_> {
+        View { buffered: self }
+    }
+
     pub fn put_meta(&mut self, name: &str, value: Vec<u8>) {
         self.meta.insert(name.to_owned(), value);
     }
@@ -274,37 +312,73 @@ impl Buffered {
         }
     }
 
-    /// How many writes wait for the next commit (roughly).
+    /// How many writes wait for the next commit, weighted by what they cost
+    /// in memory (an evicted user record weighs most).
     pub fn pending(&self) -> usize {
-        self.evicted.len() + self.timers.len() + self.batch.len()
+        self.evicted.len() + self.timers.len() / 8 + self.batch.len() / 4
     }
 
-    /// Commits every pending write, and every dirty cached user, as one
-    /// atomic batch.
+    /// Commits every pending write and every dirty cached user.
+    ///
+    /// sled keeps its memory bounded only with small batches (a batch of
+    /// thousands of writes makes its resident memory grow without limit, see
+    /// BENCHMARKS.md), so a commit is applied as a sequence of small atomic
+    /// batches, in an order that keeps every intermediate state safe to
+    /// restart from: the sequence and ledgers first; then new timers, index
+    /// entries and log records; then the user records; then the deletions
+    /// of fired or cancelled timers and stale index entries. A user record
+    /// is always written whole, every timer it refers to exists, and a timer
+    /// whose user record is older is ignored when it fires (it is checked
+    /// against the instance).
     pub fn commit(&mut self) -> Result<(), Error> {
-        let mut batch = std::mem::take(&mut self.batch);
+        const CHUNK: usize = 128;
+        let mut phases: [Vec<(Vec<u8>, Option<Vec<u8>>)>; 4] = Default::default();
+        for (name, v) in std::mem::take(&mut self.meta) {
+            let mut b = Batch::default();
+            b.put_meta(&name, v);
+            phases[0].extend(b.ops);
+        }
         for (k, op) in std::mem::take(&mut self.timers) {
             match op {
-                TimerOp::Put(t) => batch.put_timer(k, &t)?,
-                TimerOp::Delete => batch.delete_timer(k),
+                TimerOp::Put(t) => phases[1].push((k.encode(), Some(super::codec::encode("timer", &t)?))),
+                TimerOp::Delete => phases[3].push((k.encode(), None)),
+            }
+        }
+        for (k, v) in std::mem::take(&mut self.batch).ops {
+            match v {
+                Some(v) => phases[1].push((k, Some(v))),
+                None => phases[3].push((k, None)),
             }
         }
         for (id, bytes) in self.evicted.drain() {
-            batch.put_user_bytes(&id, bytes);
+            self.stats.user_bytes_written += bytes.len() as u64;
             self.stats.user_writes += 1;
+            phases[2].push((super::users::key(&id), Some(bytes)));
         }
         for (id, c) in self.cache.iter_mut() {
             if c.dirty {
-                batch.put_user_bytes(id, c.rec.encode()?);
-                c.dirty = false;
+                let bytes = c.rec.encode()?;
+                self.stats.user_bytes_written += bytes.len() as u64;
                 self.stats.user_writes += 1;
+                phases[2].push((super::users::key(id), Some(bytes)));
+                c.dirty = false;
             }
         }
-        for (name, v) in std::mem::take(&mut self.meta) {
-            batch.put_meta(&name, v);
+        self.new_users.clear();
+        self.window.clear();
+        self.window_last = None;
+        self.window_end = false;
+        let mut any = false;
+        for phase in phases {
+            let mut it = phase.into_iter().peekable();
+            while it.peek().is_some() {
+                let mut b = Batch::default();
+                b.ops.extend(it.by_ref().take(CHUNK));
+                self.store.apply(b)?;
+                any = true;
+            }
         }
-        if !batch.is_empty() {
-            self.store.apply(batch)?;
+        if any {
             self.stats.commits += 1;
         }
         Ok(())
@@ -313,5 +387,98 @@ impl Buffered {
     /// Makes every commit durable.
     pub fn sync(&self) -> Result<(), Error> {
         self.store.flush()
+    }
+}
+
+/// A read-only view of a [`Buffered`] store: the backend with the pending
+/// batch and the new users laid over it.
+pub struct View<'a> {
+    buffered: &'a Buffered,
+}
+
+impl Kv for View<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        match self.buffered.batch.ops.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.buffered.store.get(key),
+        }
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        use std::ops::Bound;
+        let lo = match after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let in_range = |k: &[u8]| k.starts_with(prefix) && before.is_none_or(|b| k < b);
+        // Pending writes and new users in range, in key order.
+        let mut pending: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for (k, v) in self.buffered.batch.ops.range((lo.clone(), Bound::Unbounded)) {
+            if !in_range(k) {
+                break;
+            }
+            pending.insert(k.clone(), v.clone());
+            if pending.len() > limit * 2 {
+                break;
+            }
+        }
+        if prefix == [b'u'] {
+            for id in &self.buffered.new_users {
+                let k = super::users::key(id);
+                let after_ok = after.is_none_or(|a| k.as_slice() > a);
+                if after_ok && in_range(&k) {
+                    pending.entry(k).or_insert(Some(Vec::new()));
+                }
+            }
+        }
+        // Merge with the backend, page by page, until `limit` live entries.
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut cursor: Option<Vec<u8>> = after.map(<[u8]>::to_vec);
+        let mut backend_done = false;
+        let mut backend: std::collections::VecDeque<(Vec<u8>, Vec<u8>)> = std::collections::VecDeque::new();
+        while out.len() < limit {
+            if backend.is_empty() && !backend_done {
+                let page = self.buffered.store.scan(prefix, cursor.as_deref(), before, limit.max(64))?;
+                backend_done = page.len() < limit.max(64);
+                if let Some((k, _)) = page.last() {
+                    cursor = Some(k.clone());
+                }
+                backend.extend(page);
+            }
+            let next_pending = pending.keys().next().cloned();
+            let take_pending = match (backend.front(), &next_pending) {
+                (None, None) => break,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (Some((bk, _)), Some(pk)) => pk <= bk,
+            };
+            if take_pending {
+                let Some(pk) = next_pending else { break };
+                let v = pending.remove(&pk).flatten();
+                if backend.front().is_some_and(|(bk, _)| *bk == pk) {
+                    backend.pop_front();
+                }
+                if let Some(v) = v {
+                    out.push((pk, v));
+                }
+            } else if let Some(e) = backend.pop_front() {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, _batch: Batch) -> Result<(), Error> {
+        Err(Error::Backend("a view is read-only".into()))
+    }
+
+    fn flush(&self) -> Result<(), Error> {
+        Ok(())
     }
 }

@@ -14,6 +14,10 @@ use super::timers::TimerKey;
 pub struct Instance {
     /// Unique across the store; also the entry order.
     pub id: u64,
+    /// The how-manieth entry of this user into this journey (1-based): with
+    /// the user and journey, a stable name for the instance (message keys
+    /// derive from it).
+    pub number: u64,
     pub journey: String,
     pub version: u32,
     /// Index of the current state in the journey's state machine.

@@ -28,7 +28,7 @@ pub trait Messages {
 }
 
 fn read<T: Kv + ?Sized>(kv: &T, prefix: u8, limit: usize) -> Result<Vec<serde_json::Value>, Error> {
-    kv.scan(&[prefix], None, limit)?
+    kv.scan(&[prefix], None, None, limit)?
         .into_iter()
         .map(|(_, v)| {
             serde_json::from_slice(&v).map_err(|e| Error::Decode {

@@ -10,6 +10,7 @@
 //! | [`profile`], [`history`], [`instances`], [`dedupe`], [`event_ids`], [`goals`] | — | the sections of a user record (profile; bounded event history; live instances and their step; per-journey entry bookkeeping and dedupe keys; recently seen event ids; goal watches) |
 //! | [`timers`] | `t` due (big-endian ms) + seq | timers, in due order |
 //! | [`zones`] | `z` zone `\0` user | which users live in which time zone (for `timezone: user` schedules) |
+//! | [`audiences`] | `a` segment `\0` zone `\0` user | the members of the segments schedules enter |
 //! | [`messages`] | `m` / `d` time + seq | the message log (every `send` decision) and the dead-letter queue |
 //! | [`meta`] | `x` name | engine bookkeeping: sequence counter, policy ledgers, schedule cursors |
 //!
@@ -20,6 +21,7 @@
 //! [`sled_store`] is the sled implementation; any ordered key-value store
 //! implementing [`Kv`] gets every table.
 
+pub mod audiences;
 pub mod buffer;
 pub mod codec;
 pub mod dedupe;
@@ -49,19 +51,20 @@ pub enum Error {
     Encode { what: &'static str, message: String },
 }
 
-/// Writes to apply atomically: all of them or none.
+/// Writes to apply atomically: all of them or none. The last write to a
+/// key wins; `None` deletes.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub ops: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Batch {
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push((key, Some(value)));
+        self.ops.insert(key, Some(value));
     }
 
     pub fn delete(&mut self, key: Vec<u8>) {
-        self.ops.push((key, None));
+        self.ops.insert(key, None);
     }
 
     pub fn len(&self) -> usize {
@@ -75,11 +78,18 @@ impl Batch {
 
 /// An ordered key-value store: what a backend provides. The tables are
 /// built on it.
-pub trait Kv: Send {
+pub trait Kv: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
-    /// Up to `limit` entries whose keys start with `prefix` and are strictly
-    /// greater than `after` (when given), in key order.
-    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error>;
+    /// Up to `limit` entries whose keys start with `prefix`, are strictly
+    /// greater than `after` (when given) and strictly less than `before`
+    /// (when given), in key order.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error>;
     /// Applies every write of the batch atomically.
     fn apply(&self, batch: Batch) -> Result<(), Error>;
     /// Makes every applied batch durable.
@@ -88,7 +98,7 @@ pub trait Kv: Send {
 
 /// Every table, over any [`Kv`].
 pub trait Store:
-    Kv + users::Users + timers::Timers + zones::Zones + messages::Messages + meta::Meta
+    Kv + users::Users + timers::Timers + zones::Zones + audiences::Audiences + messages::Messages + meta::Meta
 {
 }
 

@@ -52,12 +52,24 @@ impl Kv for SledStore {
         Ok(self.db.get(key).map_err(backend)?.map(|v| v.to_vec()))
     }
 
-    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        use std::ops::Bound;
         let mut out = Vec::new();
-        let iter = match after {
-            Some(a) => self.db.range::<&[u8], _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
-            None => self.db.range::<&[u8], _>(prefix..),
+        let lo = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Included(prefix),
         };
+        let hi = match before {
+            Some(b) => Bound::Excluded(b),
+            None => Bound::Unbounded,
+        };
+        let iter = self.db.range::<&[u8], _>((lo, hi));
         for item in iter {
             let (k, v) = item.map_err(backend)?;
             if !k.starts_with(prefix) {

@@ -82,12 +82,10 @@ pub trait Timers {
 impl<T: Kv + ?Sized> Timers for T {
     fn timers(&self, after: Option<TimerKey>, until: Millis, limit: usize) -> Result<Vec<(TimerKey, Timer)>, Error> {
         let after_key = after.map(|a| a.encode());
+        let before = until.checked_add(1).map(|due| TimerKey { due, seq: 0 }.encode());
         let mut out = Vec::new();
-        for (k, v) in self.scan(&[PREFIX], after_key.as_deref(), limit)? {
+        for (k, v) in self.scan(&[PREFIX], after_key.as_deref(), before.as_deref(), limit)? {
             let Some(key) = TimerKey::decode(&k) else { continue };
-            if key.due > until {
-                break;
-            }
             out.push((key, codec::decode("timer", &v)?));
         }
         Ok(out)

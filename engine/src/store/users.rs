@@ -29,6 +29,8 @@ pub struct UserRecord {
     pub journeys: Vec<JourneyBook>,
     /// Entry segments the user was a member of when last evaluated.
     pub segments: Vec<String>,
+    /// Schedule segments the user is indexed under (in `zone`).
+    pub audiences: Vec<String>,
     /// The pending segment re-evaluation timer.
     pub reevaluate: Option<TimerKey>,
     /// Messages sent to the user, for frequency caps.
@@ -45,6 +47,7 @@ impl UserRecord {
             instances: Vec::new(),
             journeys: Vec::new(),
             segments: Vec::new(),
+            audiences: Vec::new(),
             reevaluate: None,
             sent: Vec::new(),
         }
@@ -85,7 +88,7 @@ impl<T: Kv + ?Sized> Users for T {
     fn user_ids(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, Error> {
         let after = after.map(key);
         Ok(self
-            .scan(&[PREFIX], after.as_deref(), limit)?
+            .scan(&[PREFIX], after.as_deref(), None, limit)?
             .into_iter()
             .map(|(k, _)| String::from_utf8_lossy(&k[1..]).into_owned())
             .collect())

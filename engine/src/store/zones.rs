@@ -31,7 +31,7 @@ impl<T: Kv + ?Sized> Zones for T {
         let p = prefix(zone);
         let after = after.map(|a| key(zone, a));
         Ok(self
-            .scan(&p, after.as_deref(), limit)?
+            .scan(&p, after.as_deref(), None, limit)?
             .into_iter()
             .map(|(k, _)| String::from_utf8_lossy(&k[p.len()..]).into_owned())
             .collect())
