@@ -332,7 +332,8 @@ impl Buffered {
     /// against the instance).
     pub fn commit(&mut self) -> Result<(), Error> {
         const CHUNK: usize = 128;
-        let mut phases: [Vec<(Vec<u8>, Option<Vec<u8>>)>; 4] = Default::default();
+        type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+        let mut phases: [Ops; 4] = Default::default();
         for (name, v) in std::mem::take(&mut self.meta) {
             let mut b = Batch::default();
             b.put_meta(&name, v);
@@ -344,36 +345,45 @@ impl Buffered {
                 TimerOp::Delete => phases[3].push((k.encode(), None)),
             }
         }
-        for (k, v) in std::mem::take(&mut self.batch).ops {
+        let pending = std::mem::take(&mut self.batch);
+        for (k, v) in pending.ops {
             match v {
                 Some(v) => phases[1].push((k, Some(v))),
                 None => phases[3].push((k, None)),
             }
         }
+        // User records (blobs).
+        let mut users: Ops = pending.blobs.into_iter().collect();
         for (id, bytes) in self.evicted.drain() {
             self.stats.user_bytes_written += bytes.len() as u64;
             self.stats.user_writes += 1;
-            phases[2].push((super::users::key(&id), Some(bytes)));
+            users.push((super::users::key(&id), Some(bytes)));
         }
         for (id, c) in self.cache.iter_mut() {
             if c.dirty {
                 let bytes = c.rec.encode()?;
                 self.stats.user_bytes_written += bytes.len() as u64;
                 self.stats.user_writes += 1;
-                phases[2].push((super::users::key(id), Some(bytes)));
+                users.push((super::users::key(id), Some(bytes)));
                 c.dirty = false;
             }
         }
+        users.sort_by(|a, b| a.0.cmp(&b.0));
+        phases[2] = users;
         self.new_users.clear();
         self.window.clear();
         self.window_last = None;
         self.window_end = false;
         let mut any = false;
-        for phase in phases {
+        for (i, phase) in phases.into_iter().enumerate() {
             let mut it = phase.into_iter().peekable();
             while it.peek().is_some() {
                 let mut b = Batch::default();
-                b.ops.extend(it.by_ref().take(CHUNK));
+                if i == 2 {
+                    b.blobs.extend(it.by_ref().take(CHUNK));
+                } else {
+                    b.ops.extend(it.by_ref().take(CHUNK));
+                }
                 self.store.apply(b)?;
                 any = true;
             }
@@ -401,6 +411,13 @@ impl Kv for View<'_> {
         match self.buffered.batch.ops.get(key) {
             Some(v) => Ok(v.clone()),
             None => self.buffered.store.get(key),
+        }
+    }
+
+    fn get_blob(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        match self.buffered.batch.blobs.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.buffered.store.get_blob(key),
         }
     }
 

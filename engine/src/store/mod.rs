@@ -35,6 +35,7 @@ pub mod profile;
 pub mod sled_store;
 pub mod timers;
 pub mod users;
+pub mod vlog;
 pub mod zones;
 
 pub use buffer::Buffered;
@@ -52,10 +53,13 @@ pub enum Error {
 }
 
 /// Writes to apply atomically: all of them or none. The last write to a
-/// key wins; `None` deletes.
+/// key wins; `None` deletes. `blobs` are large values (user records) that
+/// a backend may keep out of line ([`vlog`]); read them with
+/// [`Kv::get_blob`].
 #[derive(Debug, Default)]
 pub struct Batch {
     pub ops: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub blobs: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Batch {
@@ -67,12 +71,20 @@ impl Batch {
         self.ops.insert(key, None);
     }
 
+    pub fn put_blob(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.blobs.insert(key, Some(value));
+    }
+
+    pub fn delete_blob(&mut self, key: Vec<u8>) {
+        self.blobs.insert(key, None);
+    }
+
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.ops.len() + self.blobs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.blobs.is_empty()
     }
 }
 
@@ -80,9 +92,12 @@ impl Batch {
 /// built on it.
 pub trait Kv: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
+    /// Reads a value written with [`Batch::put_blob`].
+    fn get_blob(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
     /// Up to `limit` entries whose keys start with `prefix`, are strictly
     /// greater than `after` (when given) and strictly less than `before`
-    /// (when given), in key order.
+    /// (when given), in key order. For blob keys the values are
+    /// unspecified (read them with [`Kv::get_blob`]).
     fn scan(
         &self,
         prefix: &[u8],

@@ -1,10 +1,22 @@
 //! The sled implementation: every table in one sled tree, told apart by a
-//! one-byte key prefix, so that one `apply_batch` commits a whole batch
-//! atomically.
+//! one-byte key prefix, so that one `apply_batch` commits a batch
+//! atomically; large values (user records) in a [`ValueLog`] beside it,
+//! sled holding their pointers.
+//!
+//! Layout of a store directory: `sled/` (the tree) and
+//! `values.<generation>.log` (the value log).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use super::vlog::{Pointer, ValueLog};
 use super::{Batch, Error, Kv};
+
+/// Prefixes whose values are blob pointers.
+const BLOB_PREFIXES: &[u8] = &[super::users::PREFIX];
+
+/// Compact the value log once it holds at least this much.
+const COMPACT_MIN_BYTES: u64 = 256 << 20;
 
 fn backend(e: sled::Error) -> Error {
     Error::Backend(e.to_string())
@@ -31,25 +43,109 @@ impl Default for SledOptions {
 
 pub struct SledStore {
     db: sled::Db,
+    vlog: Mutex<ValueLog>,
+    dir: PathBuf,
+    temporary: bool,
 }
 
 impl SledStore {
     pub fn open(path: &Path, options: &SledOptions) -> Result<SledStore, Error> {
+        // sled flushes only when asked ([`Kv::flush`]): the value log must
+        // be durable before the pointers to it are.
         let db = sled::Config::new()
-            .path(path)
+            .path(path.join("sled"))
             .cache_capacity(options.cache_bytes)
             .mode(sled::Mode::HighThroughput)
-            .temporary(options.temporary)
-            .flush_every_ms(if options.temporary { None } else { Some(500) })
+            .flush_every_ms(None)
             .open()
             .map_err(backend)?;
-        Ok(SledStore { db })
+        let mut vlog = ValueLog::open(path)?;
+        // Which generations are still referenced, and how much is live.
+        let mut live = 0u64;
+        let mut referenced = std::collections::BTreeSet::new();
+        for prefix in BLOB_PREFIXES {
+            for item in db.scan_prefix([*prefix]) {
+                let (_, v) = item.map_err(backend)?;
+                if let Some(p) = Pointer::decode(&v) {
+                    live += p.len as u64 + 8;
+                    referenced.insert(p.generation);
+                }
+            }
+        }
+        let unused: Vec<u32> = vlog
+            .generations()
+            .into_iter()
+            .filter(|g| !referenced.contains(g) && *g != vlog.generation())
+            .collect();
+        vlog.remove_generations(&unused)?;
+        vlog.finish_generation(live);
+        Ok(SledStore {
+            db,
+            vlog: Mutex::new(vlog),
+            dir: path.to_owned(),
+            temporary: options.temporary,
+        })
+    }
+
+    fn vlog(&self) -> Result<std::sync::MutexGuard<'_, ValueLog>, Error> {
+        self.vlog
+            .lock()
+            .map_err(|_| Error::Backend("value log: lock poisoned".into()))
+    }
+
+    /// Copies every live record into a new generation of the value log and
+    /// drops the old ones.
+    fn compact(&self, vlog: &mut ValueLog) -> Result<(), Error> {
+        let old = vlog.start_generation()?;
+        let mut live = 0u64;
+        for prefix in BLOB_PREFIXES {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let page = self.scan(&[*prefix], after.as_deref(), None, 128)?;
+                let Some((last, _)) = page.last() else { break };
+                after = Some(last.clone());
+                let mut b = sled::Batch::default();
+                for (k, v) in page {
+                    let Some(p) = Pointer::decode(&v) else { continue };
+                    let bytes = vlog.read(p)?;
+                    let np = vlog.append(&bytes)?;
+                    live += np.len as u64 + 8;
+                    b.insert(k, &np.encode()[..]);
+                }
+                vlog.flush()?;
+                self.db.apply_batch(b).map_err(backend)?;
+            }
+        }
+        vlog.sync()?;
+        self.db.flush().map_err(backend)?;
+        vlog.remove_generations(&old)?;
+        vlog.finish_generation(live);
+        Ok(())
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
 impl Kv for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         Ok(self.db.get(key).map_err(backend)?.map(|v| v.to_vec()))
+    }
+
+    fn get_blob(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let Some(v) = self.db.get(key).map_err(backend)? else {
+            return Ok(None);
+        };
+        let p = Pointer::decode(&v).ok_or_else(|| Error::Decode {
+            what: "value pointer",
+            message: format!("{} bytes", v.len()),
+        })?;
+        self.vlog()?.read(p).map(Some)
     }
 
     fn scan(
@@ -91,10 +187,28 @@ impl Kv for SledStore {
                 None => b.remove(k),
             }
         }
+        if !batch.blobs.is_empty() {
+            let mut vlog = self.vlog()?;
+            if vlog.wants_compaction(COMPACT_MIN_BYTES) {
+                self.compact(&mut vlog)?;
+            }
+            for (k, v) in batch.blobs {
+                match v {
+                    Some(v) => {
+                        let p = vlog.append(&v)?;
+                        b.insert(k, &p.encode()[..]);
+                    }
+                    None => b.remove(k),
+                }
+            }
+            // Readable (and safe from a process crash) before the pointers.
+            vlog.flush()?;
+        }
         self.db.apply_batch(b).map_err(backend)
     }
 
     fn flush(&self) -> Result<(), Error> {
+        self.vlog()?.sync()?;
         self.db.flush().map(|_| ()).map_err(backend)
     }
 }

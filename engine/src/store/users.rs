@@ -14,7 +14,8 @@ use super::instances::Instance;
 use super::timers::TimerKey;
 use super::{Batch, Error, Kv};
 
-const PREFIX: u8 = b'u';
+/// Key prefix of the users table (its values are blobs).
+pub const PREFIX: u8 = b'u';
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -82,7 +83,7 @@ pub trait Users {
 
 impl<T: Kv + ?Sized> Users for T {
     fn user(&self, id: &str) -> Result<Option<UserRecord>, Error> {
-        self.get(&key(id))?.map(|b| UserRecord::decode(&b)).transpose()
+        self.get_blob(&key(id))?.map(|b| UserRecord::decode(&b)).transpose()
     }
 
     fn user_ids(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, Error> {
@@ -97,6 +98,6 @@ impl<T: Kv + ?Sized> Users for T {
 
 impl Batch {
     pub fn put_user_bytes(&mut self, id: &str, bytes: Vec<u8>) {
-        self.put(key(id), bytes);
+        self.put_blob(key(id), bytes);
     }
 }
