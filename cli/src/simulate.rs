@@ -138,6 +138,10 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         };
+        if ev.ts > until {
+            // Sorted: nothing after this happens before the end.
+            break;
+        }
         sim.event(&ev).map_err(|e| miette!("{e}"))?;
     }
     let summary = sim.finish(until).map_err(|e| miette!("{e}"))?;

@@ -178,7 +178,7 @@ pub fn simulate(
         .or(last.map(|l| l + chrono::TimeDelta::days(30)))
         .unwrap_or(start);
     let mut sim = Simulation::new(config, start, options, sink)?;
-    for e in &events {
+    for e in events.iter().take_while(|e| e.ts <= until) {
         sim.event(e)?;
     }
     sim.finish(until)
