@@ -27,7 +27,12 @@ fn run(args: &[&str]) -> Output {
 /// `sluice simulate DIR --events FILE ARGS…`: exit 0, every line JSON, in
 /// time order.
 fn simulate(dir: &Path, events: &Path, args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["simulate", dir.to_str().expect("utf-8"), "--events", events.to_str().expect("utf-8")];
+    let mut all = vec![
+        "simulate",
+        dir.to_str().expect("utf-8"),
+        "--events",
+        events.to_str().expect("utf-8"),
+    ];
     all.extend_from_slice(args);
     let out = run(&all);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -38,7 +43,12 @@ fn simulate(dir: &Path, events: &Path, args: &[&str]) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
         .collect();
     for pair in lines.windows(2) {
-        assert!(pair[0]["at"].as_str() <= pair[1]["at"].as_str(), "out of order: {} {}", pair[0], pair[1]);
+        assert!(
+            pair[0]["at"].as_str() <= pair[1]["at"].as_str(),
+            "out of order: {} {}",
+            pair[0],
+            pair[1]
+        );
     }
     lines
 }
@@ -107,7 +117,10 @@ fn entry_when_live_dedupe_reentry_and_event_ids() {
 fn out_of_order_events_give_the_same_lines_as_sorted_ones() {
     let dir = fixture("entry-dedupe-reentry");
     let text = std::fs::read_to_string(dir.join("events.jsonl")).expect("events");
-    let mut events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let mut events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
     events.sort_by(|a, b| a["ts"].as_str().cmp(&b["ts"].as_str()));
     let tmp = tempfile::tempdir().expect("tmp");
     let sorted = write_events(tmp.path(), &events);
@@ -124,8 +137,11 @@ fn holdout_is_ten_percent_stable_silent_and_converts() {
     for i in 0..10_000 {
         let user = format!("user-{i:05}");
         events.push(json!({"type":"identify","user":user,"ts":"2026-03-02T09:00:00Z","traits":{"email":format!("{user}@example.com")}}));
-        events.push(json!({"type":"track","user":user,"ts":"2026-03-02T10:00:00Z","event":"visit"}));
-        events.push(json!({"type":"track","user":user,"ts":"2026-03-03T10:00:00Z","event":"purchase"}));
+        events
+            .push(json!({"type":"track","user":user,"ts":"2026-03-02T10:00:00Z","event":"visit"}));
+        events.push(
+            json!({"type":"track","user":user,"ts":"2026-03-03T10:00:00Z","event":"purchase"}),
+        );
     }
     let file = write_events(tmp.path(), &events);
     let dir = fixture("holdout-and-goal");
@@ -137,7 +153,11 @@ fn holdout_is_ten_percent_stable_silent_and_converts() {
         .collect();
     let entered = lines.iter().filter(|l| l["kind"] == "entered").count();
     assert_eq!(entered, 10_000);
-    assert!((900..=1100).contains(&held.len()), "held out: {}", held.len());
+    assert!(
+        (900..=1100).contains(&held.len()),
+        "held out: {}",
+        held.len()
+    );
     // Held-out users get no message; everyone else gets one.
     let sent: BTreeSet<&str> = lines
         .iter()
@@ -159,7 +179,10 @@ fn holdout_is_ten_percent_stable_silent_and_converts() {
     assert_eq!(lines, again);
     for i in 0..10_000 {
         let user = format!("user-{i:05}");
-        assert_eq!(held.contains(user.as_str()), engine::hash::is_held_out("promo", &user, 1000));
+        assert_eq!(
+            held.contains(user.as_str()),
+            engine::hash::is_held_out("promo", &user, 1000)
+        );
     }
 }
 
@@ -184,7 +207,12 @@ fn wait_until_is_exact_across_daylight_saving_changes() {
     let lines = simulate_fixture("steps-dst-branch-split-update", &["--only", "sends"]);
     let at: Vec<(&str, &str)> = lines
         .iter()
-        .map(|l| (l["user"].as_str().expect("user"), l["at"].as_str().expect("at")))
+        .map(|l| {
+            (
+                l["user"].as_str().expect("user"),
+                l["at"].as_str().expect("at"),
+            )
+        })
         .collect();
     assert_eq!(
         at,
@@ -235,7 +263,9 @@ fn update_feeds_branch_and_split_is_deterministic_per_user() {
             }
         }
         assert!(
-            lines.iter().any(|l| l["user"] == user.as_str() && l["kind"] == "completed"),
+            lines
+                .iter()
+                .any(|l| l["user"] == user.as_str() && l["kind"] == "completed"),
             "{user} completes"
         );
     }
@@ -263,10 +293,20 @@ fn segment_entry_on_transition_and_as_time_passes() {
 
 #[test]
 fn schedules_fire_in_each_users_zone_and_for_every_known_user() {
-    let lines = simulate_fixture("schedule-in-user-zones", &["--until", "2026-03-03T00:00:00Z", "--only", "sends"]);
+    let lines = simulate_fixture(
+        "schedule-in-user-zones",
+        &["--until", "2026-03-03T00:00:00Z", "--only", "sends"],
+    );
     let got: Vec<String> = lines
         .iter()
-        .map(|l| format!("{} {} {}", l["at"].as_str().unwrap_or(""), l["journey"].as_str().unwrap_or(""), l["user"].as_str().unwrap_or("")))
+        .map(|l| {
+            format!(
+                "{} {} {}",
+                l["at"].as_str().unwrap_or(""),
+                l["journey"].as_str().unwrap_or(""),
+                l["user"].as_str().unwrap_or("")
+            )
+        })
         .collect();
     let expected = [
         "2026-03-01T12:00:00Z noon b",
@@ -303,36 +343,72 @@ fn simulate_options_only_users_until() {
     let all = simulate(&dir, &events, &[]);
     let sends = simulate(&dir, &events, &["--only", "sends"]);
     assert!(sends.iter().all(|l| l["kind"] == "send"));
-    assert_eq!(sends.len(), all.iter().filter(|l| l["kind"] == "send").count());
+    assert_eq!(
+        sends.len(),
+        all.iter().filter(|l| l["kind"] == "send").count()
+    );
     // --users 1: only the first user of the file (u1).
     let one = simulate(&dir, &events, &["--users", "1"]);
     assert!(!one.is_empty() && one.iter().all(|l| l["user"] == "u1"));
     // --until relative to the start (the first event, 09:00): nothing after 10:00.
     let early = simulate(&dir, &events, &["--until", "+1h"]);
-    assert!(early.iter().all(|l| l["at"].as_str() <= Some("2026-03-02T10:00:00Z")));
+    assert!(early
+        .iter()
+        .all(|l| l["at"].as_str() <= Some("2026-03-02T10:00:00Z")));
     assert!(early.iter().any(|l| l["at"] == "2026-03-02T10:00:00Z"));
     // The summary goes to stderr.
-    let out = run(&["simulate", dir.to_str().expect("dir"), "--events", events.to_str().expect("events")]);
+    let out = run(&[
+        "simulate",
+        dir.to_str().expect("dir"),
+        "--events",
+        events.to_str().expect("events"),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("entered") && stderr.contains("sent"), "{stderr}");
+    assert!(
+        stderr.contains("entered") && stderr.contains("sent"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn invalid_events_or_config_exit_1() {
     let tmp = tempfile::tempdir().expect("tmp");
     let bad = tmp.path().join("bad.jsonl");
-    std::fs::write(&bad, "{\"type\":\"track\",\"user\":\"u1\",\"ts\":\"2026-03-02T09:00:00Z\"}\n").expect("write");
+    std::fs::write(
+        &bad,
+        "{\"type\":\"track\",\"user\":\"u1\",\"ts\":\"2026-03-02T09:00:00Z\"}\n",
+    )
+    .expect("write");
     let dir = fixture("entry-dedupe-reentry");
-    let out = run(&["simulate", dir.to_str().expect("dir"), "--events", bad.to_str().expect("bad")]);
+    let out = run(&[
+        "simulate",
+        dir.to_str().expect("dir"),
+        "--events",
+        bad.to_str().expect("bad"),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.jsonl:1"));
     std::fs::write(&bad, "not json\n").expect("write");
-    let out = run(&["simulate", dir.to_str().expect("dir"), "--events", bad.to_str().expect("bad")]);
+    let out = run(&[
+        "simulate",
+        dir.to_str().expect("dir"),
+        "--events",
+        bad.to_str().expect("bad"),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let broken = tmp.path().join("repo");
     std::fs::create_dir_all(&broken).expect("mkdir");
-    std::fs::write(broken.join("j.yaml"), "apiVersion: sluice/v1\nkind: Journey\nid: x\n").expect("write");
+    std::fs::write(
+        broken.join("j.yaml"),
+        "apiVersion: sluice/v1\nkind: Journey\nid: x\n",
+    )
+    .expect("write");
     let events = dir.join("events.jsonl");
-    let out = run(&["simulate", broken.to_str().expect("dir"), "--events", events.to_str().expect("events")]);
+    let out = run(&[
+        "simulate",
+        broken.to_str().expect("dir"),
+        "--events",
+        events.to_str().expect("events"),
+    ]);
     assert_eq!(out.status.code(), Some(1));
 }

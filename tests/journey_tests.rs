@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .join(path)
 }
 
 fn sluice_test(dir: &Path, json: bool) -> (Option<i32>, String) {
@@ -15,14 +18,22 @@ fn sluice_test(dir: &Path, json: bool) -> (Option<i32>, String) {
         cmd.args(["--format", "json"]);
     }
     let out = cmd.output().expect("run sluice");
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
 fn the_example_shop_passes() {
     let (code, out) = sluice_test(&repo("examples/shop"), false);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.lines().last().is_some_and(|l| l.ends_with(" passed, 0 failed")), "{out}");
+    assert!(
+        out.lines()
+            .last()
+            .is_some_and(|l| l.ends_with(" passed, 0 failed")),
+        "{out}"
+    );
     assert!(out.contains("PASS cart-reminder-sent"), "{out}");
 }
 
@@ -30,16 +41,30 @@ fn the_example_shop_passes() {
 fn a_failure_exits_1_with_expected_and_actual() {
     let (code, out) = sluice_test(&repo("tests/fixtures/journey-tests-fail"), false);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("PASS reminder-when-holdouts-ignored (tests/tests.yaml:4)"), "{out}");
+    assert!(
+        out.contains("PASS reminder-when-holdouts-ignored (tests/tests.yaml:4)"),
+        "{out}"
+    );
     assert!(out.contains("PASS holdout-gets-nothing"), "{out}");
-    assert!(out.contains("FAIL wrong-time-on-purpose (tests/tests.yaml:32)"), "{out}");
+    assert!(
+        out.contains("FAIL wrong-time-on-purpose (tests/tests.yaml:32)"),
+        "{out}"
+    );
     // The unmatched expectation with its place, then the user's actual lines.
     assert!(
         out.contains(r#"- expected (tests/tests.yaml:40): {"user":"a","journey":"nudge","step":"remind","outcome":"sent","at":"2026-03-02T11:00:00Z"}"#),
         "{out}"
     );
-    assert!(out.contains(r#"+ {"at":"2026-03-02T10:05:00Z","kind":"send","user":"a","journey":"nudge""#), "{out}");
-    assert!(out.contains("- expected none (tests/tests.yaml:42)"), "{out}");
+    assert!(
+        out.contains(
+            r#"+ {"at":"2026-03-02T10:05:00Z","kind":"send","user":"a","journey":"nudge""#
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("- expected none (tests/tests.yaml:42)"),
+        "{out}"
+    );
     assert!(out.trim_end().ends_with("2 passed, 1 failed"), "{out}");
 }
 

@@ -70,7 +70,8 @@ impl Sink for Stdout {
         if self.broken || (self.only_sends && line.kind != Kind::Send) {
             return;
         }
-        let ok = serde_json::to_writer(&mut self.out, line).is_ok() && self.out.write_all(b"\n").is_ok();
+        let ok =
+            serde_json::to_writer(&mut self.out, line).is_ok() && self.out.write_all(b"\n").is_ok();
         self.broken = !ok;
     }
 }
@@ -84,7 +85,9 @@ impl Drop for Stdout {
 fn parse_ts(what: &str, s: &str) -> miette::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| miette!("--{what} `{s}` is not an RFC 3339 timestamp such as 2026-03-02T09:00:00Z: {e}"))
+        .map_err(|e| {
+            miette!("--{what} `{s}` is not an RFC 3339 timestamp such as 2026-03-02T09:00:00Z: {e}")
+        })
 }
 
 pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
@@ -94,7 +97,11 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
             for d in diags.iter() {
                 eprintln!("{:?}", d.to_report());
             }
-            eprintln!("{} is invalid: {} errors", args.dir.display(), diags.errors().count());
+            eprintln!(
+                "{} is invalid: {} errors",
+                args.dir.display(),
+                diags.errors().count()
+            );
             return Ok(ExitCode::from(1));
         }
     };
@@ -111,11 +118,14 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
     };
     let until = match args.until.as_deref() {
         Some(rel) if rel.starts_with('+') => {
-            let d = journeys::scalar::parse_duration(&rel[1..]).map_err(|e| miette!("--until `{rel}`: {e}"))?;
+            let d = journeys::scalar::parse_duration(&rel[1..])
+                .map_err(|e| miette!("--until `{rel}`: {e}"))?;
             start + d.to_chrono()
         }
         Some(abs) => parse_ts("until", abs)?,
-        None => file.last_ts().map_or(start, |l| l + chrono::TimeDelta::days(30)),
+        None => file
+            .last_ts()
+            .map_or(start, |l| l + chrono::TimeDelta::days(30)),
     };
     let sink = Stdout {
         out: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
@@ -129,7 +139,8 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
         ..SimOptions::default()
     };
     let began = Instant::now();
-    let mut sim = Simulation::new(config, start, &options, Box::new(sink)).map_err(|e| miette!("{e}"))?;
+    let mut sim =
+        Simulation::new(config, start, &options, Box::new(sink)).map_err(|e| miette!("{e}"))?;
     for ev in file.events().into_diagnostic()? {
         let ev = match ev {
             Ok(ev) => ev,

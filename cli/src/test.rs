@@ -86,7 +86,12 @@ fn print_human(report: &TestReport) {
         }
     }
     for (e, hits) in &report.unexpected {
-        println!("  - expected none ({}:{}): {}", report.file, e.line, pattern(e));
+        println!(
+            "  - expected none ({}:{}): {}",
+            report.file,
+            e.line,
+            pattern(e)
+        );
         println!("    but found:");
         for l in hits {
             println!("    + {l}");
@@ -121,7 +126,11 @@ pub fn run(args: TestArgs) -> miette::Result<ExitCode> {
             for d in diags.iter() {
                 eprintln!("{:?}", d.to_report());
             }
-            eprintln!("{} is invalid: {} errors", args.dir.display(), diags.errors().count());
+            eprintln!(
+                "{} is invalid: {} errors",
+                args.dir.display(),
+                diags.errors().count()
+            );
             return Ok(ExitCode::from(1));
         }
     };
@@ -144,5 +153,9 @@ pub fn run(args: TestArgs) -> miette::Result<ExitCode> {
             println!("{passed} passed, {failed} failed");
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -9,7 +9,10 @@
 use std::io::{BufWriter, Write};
 
 fn main() -> std::io::Result<()> {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let mut spec = engine::generate::Spec::default();
     if let Some(u) = args.first() {
         spec.users = *u;

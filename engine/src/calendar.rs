@@ -80,7 +80,10 @@ pub fn next_local_time(now: Millis, tz: Tz, time: TimeOfDay, days: &[Weekday]) -
 /// The next firing of `schedule`, strictly after `now`, read in `tz`.
 pub fn next_cron(schedule: &cron::Schedule, tz: Tz, now: Millis) -> Option<Millis> {
     let after = from_millis(now).with_timezone(&tz);
-    schedule.after(&after).next().map(|t| to_millis(t.with_timezone(&chrono::Utc)))
+    schedule
+        .after(&after)
+        .next()
+        .map(|t| to_millis(t.with_timezone(&chrono::Utc)))
 }
 
 #[cfg(test)]
@@ -89,30 +92,66 @@ mod tests {
     use crate::clock::format_ts;
 
     fn ms(s: &str) -> Millis {
-        to_millis(chrono::DateTime::parse_from_rfc3339(s).expect("ts").with_timezone(&chrono::Utc))
+        to_millis(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .expect("ts")
+                .with_timezone(&chrono::Utc),
+        )
     }
 
     #[test]
     fn wait_until_across_spring_forward() {
         let ny: Tz = "America/New_York".parse().expect("tz");
         // 2026-03-07 23:00 EST = 2026-03-08T04:00Z; next 08:00 is EDT.
-        let at = next_local_time(ms("2026-03-08T04:00:00Z"), ny, TimeOfDay { hour: 8, minute: 0 }, &[]);
+        let at = next_local_time(
+            ms("2026-03-08T04:00:00Z"),
+            ny,
+            TimeOfDay { hour: 8, minute: 0 },
+            &[],
+        );
         assert_eq!(format_ts(at), "2026-03-08T12:00:00Z");
         // Berlin 2026-03-29: 02:30 does not exist; the first instant after the gap is 03:00 CEST.
         let berlin: Tz = "Europe/Berlin".parse().expect("tz");
-        let at = next_local_time(ms("2026-03-28T23:00:00Z"), berlin, TimeOfDay { hour: 2, minute: 30 }, &[]);
+        let at = next_local_time(
+            ms("2026-03-28T23:00:00Z"),
+            berlin,
+            TimeOfDay {
+                hour: 2,
+                minute: 30,
+            },
+            &[],
+        );
         assert_eq!(format_ts(at), "2026-03-29T01:00:00Z");
         // Autumn: 02:30 happens twice on 2026-10-25, the first one counts.
-        let at = next_local_time(ms("2026-10-24T23:00:00Z"), berlin, TimeOfDay { hour: 2, minute: 30 }, &[]);
+        let at = next_local_time(
+            ms("2026-10-24T23:00:00Z"),
+            berlin,
+            TimeOfDay {
+                hour: 2,
+                minute: 30,
+            },
+            &[],
+        );
         assert_eq!(format_ts(at), "2026-10-25T00:30:00Z");
     }
 
     #[test]
     fn wait_until_days_and_now() {
         let berlin: Tz = "Europe/Berlin".parse().expect("tz");
-        let ten = TimeOfDay { hour: 10, minute: 0 };
+        let ten = TimeOfDay {
+            hour: 10,
+            minute: 0,
+        };
         // Wednesday 2026-03-04 10:00 Berlin = 09:00Z: exactly now, no wait.
-        assert_eq!(format_ts(next_local_time(ms("2026-03-04T09:00:00Z"), berlin, ten, &[])), "2026-03-04T09:00:00Z");
+        assert_eq!(
+            format_ts(next_local_time(
+                ms("2026-03-04T09:00:00Z"),
+                berlin,
+                ten,
+                &[]
+            )),
+            "2026-03-04T09:00:00Z"
+        );
         let weekend = [Weekday::Sat, Weekday::Sun];
         let at = next_local_time(ms("2026-03-09T09:00:00Z"), berlin, ten, &weekend);
         assert_eq!(format_ts(at), "2026-03-14T09:00:00Z");
@@ -128,6 +167,9 @@ mod tests {
         assert_eq!(next(zone("America/New_York")), "2026-03-02T14:00:00Z");
         assert_eq!(next(zone("Asia/Tokyo")), "2026-03-09T00:00:00Z");
         let profile = serde_json::json!({"timezone": "Nowhere/Else"});
-        assert_eq!(user_zone(&profile, zone("Europe/Berlin")), zone("Europe/Berlin"));
+        assert_eq!(
+            user_zone(&profile, zone("Europe/Berlin")),
+            zone("Europe/Berlin")
+        );
     }
 }

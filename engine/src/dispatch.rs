@@ -128,7 +128,9 @@ fn texts(t: &MessageTemplate) -> Vec<&Text> {
             out.extend([title, body].into_iter().flatten());
             out.extend(data.iter().map(|(_, t)| t));
         }
-        TemplateBody::Webhook { url, headers, body, .. } => {
+        TemplateBody::Webhook {
+            url, headers, body, ..
+        } => {
             out.push(url);
             out.extend(headers.iter().map(|(_, t)| t));
             if let Some(b) = body {
@@ -172,7 +174,9 @@ impl MessageRenderer {
                 other => {
                     let msg = other.to_string();
                     match msg.split('"').nth(1) {
-                        Some(v) if msg.contains("not found in strict mode") => RenderError::MissingVariable(v.to_owned()),
+                        Some(v) if msg.contains("not found in strict mode") => {
+                            RenderError::MissingVariable(v.to_owned())
+                        }
                         _ => RenderError::Failed {
                             name: t.name.clone(),
                             message: msg,
@@ -191,9 +195,12 @@ impl MessageRenderer {
         Ok(match t {
             JsonTemplate::Value(v) => v.clone(),
             JsonTemplate::Text(t) => Value::String(self.text(t, ctx)?),
-            JsonTemplate::Array(items) => {
-                Value::Array(items.iter().map(|i| self.json(i, ctx)).collect::<Result<_, _>>()?)
-            }
+            JsonTemplate::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.json(i, ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
             JsonTemplate::Object(fields) => {
                 let mut m = Map::new();
                 for (k, v) in fields {
@@ -206,7 +213,11 @@ impl MessageRenderer {
 
     /// Renders every text of `template` against `ctx` (`user`, `entry`,
     /// `event`, `journey`, `message`).
-    pub fn render(&self, template: &MessageTemplate, ctx: &Context) -> Result<Content, RenderError> {
+    pub fn render(
+        &self,
+        template: &MessageTemplate,
+        ctx: &Context,
+    ) -> Result<Content, RenderError> {
         let data = ctx.data();
         let to = data
             .get("user")
@@ -217,7 +228,12 @@ impl MessageRenderer {
             .get("user")
             .and_then(|u| u.get("push_tokens"))
             .and_then(Value::as_array)
-            .map(|ts| ts.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(match &template.body {
             TemplateBody::Email {

@@ -25,10 +25,10 @@ use crate::machine::send::{self, Due};
 use crate::machine::{entry, event, instance, segments, Ctx, Effect};
 use crate::output::{Kind, Line, Sink, Summary};
 use crate::policy::{Decision, Outgoing, Policies, SentRecord};
+use crate::store::audiences::Audiences;
 use crate::store::buffer::{BufferStats, Taken};
 use crate::store::timers::{Timer, TimerKey, TimerKind};
 use crate::store::users::UserRecord;
-use crate::store::audiences::Audiences;
 use crate::store::users::Users;
 use crate::store::zones::Zones;
 use crate::store::{self, meta, Buffered, Store};
@@ -94,7 +94,9 @@ pub struct Engine {
 }
 
 fn decode_meta<T: for<'de> Deserialize<'de>>(bytes: Option<Vec<u8>>) -> Result<Option<T>, Error> {
-    Ok(bytes.map(|b| store::codec::decode("meta", &b)).transpose()?)
+    Ok(bytes
+        .map(|b| store::codec::decode("meta", &b))
+        .transpose()?)
 }
 
 impl Engine {
@@ -110,7 +112,8 @@ impl Engine {
     ) -> Result<Engine, Error> {
         let buffered = Buffered::new(store, options.cache_users);
         let seq: u64 = decode_meta(buffered.meta(meta::SEQ)?)?.unwrap_or(0);
-        let schedules: Schedules = decode_meta(buffered.meta(meta::SCHEDULES)?)?.unwrap_or_default();
+        let schedules: Schedules =
+            decode_meta(buffered.meta(meta::SCHEDULES)?)?.unwrap_or_default();
         let mut policies = Policies::new(&config);
         if let Some(bytes) = buffered.meta(meta::POLICIES)? {
             if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
@@ -169,7 +172,10 @@ impl Engine {
         let index = Arc::clone(&self.index);
         for &j in &index.schedules {
             let journey = &config.journeys[j];
-            let Trigger::Schedule { cron, source, zone, .. } = &journey.entry.trigger else {
+            let Trigger::Schedule {
+                cron, source, zone, ..
+            } = &journey.entry.trigger
+            else {
                 continue;
             };
             let zones: Vec<String> = match zone {
@@ -181,13 +187,20 @@ impl Engine {
             };
             for z in zones {
                 let name = format!("{}\0{z}", journey.id);
-                if self.schedules.timers.get(&name).is_some_and(|(s, _)| s == source) {
+                if self
+                    .schedules
+                    .timers
+                    .get(&name)
+                    .is_some_and(|(s, _)| s == source)
+                {
                     continue;
                 }
                 if let Some((_, old)) = self.schedules.timers.remove(&name) {
                     self.store.cancel_timer(old);
                 }
-                let Ok(tz) = z.parse::<chrono_tz::Tz>() else { continue };
+                let Ok(tz) = z.parse::<chrono_tz::Tz>() else {
+                    continue;
+                };
                 if let Some(due) = calendar::next_cron(cron, tz, now) {
                     let key = self.timer_key(due);
                     let timer = Timer {
@@ -283,8 +296,19 @@ impl Engine {
     fn reindex(&mut self, id: &str, rec: &mut UserRecord, now: Millis) -> Result<(), Error> {
         let zone = calendar::user_zone(&rec.profile, self.config.project.default_timezone).name();
         let members: Vec<String> = {
-            let scope = crate::scope::UserScope::new(&self.config, &self.index, &rec.profile, &rec.history, now);
-            self.index.audiences.iter().filter(|s| scope.segment(s)).cloned().collect()
+            let scope = crate::scope::UserScope::new(
+                &self.config,
+                &self.index,
+                &rec.profile,
+                &rec.history,
+                now,
+            );
+            self.index
+                .audiences
+                .iter()
+                .filter(|s| scope.segment(s))
+                .cloned()
+                .collect()
         };
         if rec.zone == zone && rec.audiences == members {
             return Ok(());
@@ -361,9 +385,13 @@ impl Engine {
         let mut seq = self.seq;
         let mut ctx = Ctx::new(&config, &index, now, self.options.holdouts, &mut seq);
         match timer.kind {
-            TimerKind::Instance { instance: id } => instance::on_timer(&mut ctx, &mut t.rec, key, id),
+            TimerKind::Instance { instance: id } => {
+                instance::on_timer(&mut ctx, &mut t.rec, key, id)
+            }
             TimerKind::Segments => segments::on_timer(&mut ctx, &mut t.rec, key),
-            TimerKind::Send { instance: id, due, .. } => {
+            TimerKind::Send {
+                instance: id, due, ..
+            } => {
                 if let Some(d) = send::due(&mut ctx, &mut t.rec, key, id, due) {
                     let result = self.decide(&mut t.rec, &d, now);
                     send::decided(&mut ctx, &mut t.rec, &d, result);
@@ -378,7 +406,13 @@ impl Engine {
         self.finish_unit(&timer.user, t, now, effects, true)
     }
 
-    fn fire_schedule(&mut self, now: Millis, key: TimerKey, journey_id: &str, zone: &str) -> Result<(), Error> {
+    fn fire_schedule(
+        &mut self,
+        now: Millis,
+        key: TimerKey,
+        journey_id: &str,
+        zone: &str,
+    ) -> Result<(), Error> {
         let name = format!("{journey_id}\0{zone}");
         if self.schedules.timers.get(&name).map(|(_, k)| *k) != Some(key) {
             return Ok(());
@@ -390,7 +424,9 @@ impl Engine {
             return Ok(());
         };
         let Trigger::Schedule {
-            cron, zone: zone_kind, ..
+            cron,
+            zone: zone_kind,
+            ..
         } = &config.journeys[j].entry.trigger
         else {
             return Ok(());
@@ -403,8 +439,18 @@ impl Engine {
         loop {
             let kv = self.store.view();
             let page: Vec<(String, String)> = match (&segment, zone_kind) {
-                (Some(s), Zone::User) => kv.audience(s, Some(zone), after.as_ref().map(|(z, u)| (z.as_str(), u.as_str())), 1_000)?,
-                (Some(s), Zone::Fixed(_)) => kv.audience(s, None, after.as_ref().map(|(z, u)| (z.as_str(), u.as_str())), 1_000)?,
+                (Some(s), Zone::User) => kv.audience(
+                    s,
+                    Some(zone),
+                    after.as_ref().map(|(z, u)| (z.as_str(), u.as_str())),
+                    1_000,
+                )?,
+                (Some(s), Zone::Fixed(_)) => kv.audience(
+                    s,
+                    None,
+                    after.as_ref().map(|(z, u)| (z.as_str(), u.as_str())),
+                    1_000,
+                )?,
                 (None, Zone::User) => kv
                     .zone_users(zone, after.as_ref().map(|(_, u)| u.as_str()), 1_000)?
                     .into_iter()
@@ -416,7 +462,9 @@ impl Engine {
                     .map(|u| (String::new(), u))
                     .collect(),
             };
-            let Some(last) = page.last().cloned() else { break };
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
             for (_, id) in page {
                 let mut t = self.store.take_user(&id)?;
                 let mut seq = self.seq;
@@ -476,7 +524,9 @@ impl Engine {
             due: from_millis(d.due),
             reservations: &d.reservations,
         };
-        let decision = self.policies.decide(&outgoing, &user.sent, from_millis(now));
+        let decision = self
+            .policies
+            .decide(&outgoing, &user.sent, from_millis(now));
         match decision {
             Decision::Suppress { reason } => send::Result::Suppressed { reason },
             Decision::Defer {
@@ -559,7 +609,10 @@ impl Engine {
                 });
                 let bytes = serde_json::to_vec(&letter).unwrap_or_default();
                 self.store.batch().dead_letter(now, self.seq, bytes);
-                send::Result::Failed { key, reason: failure }
+                send::Result::Failed {
+                    key,
+                    reason: failure,
+                }
             }
         }
     }
@@ -575,12 +628,17 @@ impl Engine {
     /// Commits every pending write atomically, with the sequence, the
     /// policies' ledgers and the schedules.
     pub fn commit(&mut self) -> Result<(), Error> {
-        self.store.put_meta(meta::SEQ, store::codec::encode("seq", &self.seq)?);
         self.store
-            .put_meta(meta::SCHEDULES, store::codec::encode("schedules", &self.schedules)?);
+            .put_meta(meta::SEQ, store::codec::encode("seq", &self.seq)?);
+        self.store.put_meta(
+            meta::SCHEDULES,
+            store::codec::encode("schedules", &self.schedules)?,
+        );
         let snapshot = self.policies.snapshot();
-        self.store
-            .put_meta(meta::POLICIES, serde_json::to_vec(&snapshot).unwrap_or_default());
+        self.store.put_meta(
+            meta::POLICIES,
+            serde_json::to_vec(&snapshot).unwrap_or_default(),
+        );
         self.store.commit()?;
         Ok(())
     }

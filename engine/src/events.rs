@@ -110,7 +110,8 @@ impl EventFile {
                 line: line_no,
                 message,
             };
-            let probe: Probe<'_> = serde_json::from_slice(text).map_err(|e| bad(format!("invalid event: {e}")))?;
+            let probe: Probe<'_> =
+                serde_json::from_slice(text).map_err(|e| bad(format!("invalid event: {e}")))?;
             if probe.user.is_empty() {
                 return Err(bad("`user` must not be empty".into()));
             }

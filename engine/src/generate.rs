@@ -77,7 +77,9 @@ const ZONES: &[(&str, u64)] = &[
     ("Australia/Sydney", 3),
     ("invalid/zone", 2),
 ];
-const NAMES: &[&str] = &["Ana", "Ben", "Chiara", "Dmitri", "Elif", "Farid", "Greta", "Hiro", "Ines", "Jonas"];
+const NAMES: &[&str] = &[
+    "Ana", "Ben", "Chiara", "Dmitri", "Elif", "Farid", "Greta", "Hiro", "Ines", "Jonas",
+];
 const PRODUCTS: &[(&str, &str, f64)] = &[
     ("p-101", "Trail Runner 2", 119.0),
     ("p-102", "Merino Tee", 49.0),
@@ -109,12 +111,17 @@ pub fn generate(spec: &Spec, out: &mut dyn Write) -> std::io::Result<u64> {
     let start = to_millis(spec.start);
     let span = (spec.days.max(1) * 86_400_000) as i64;
     let per_user = (spec.events as f64 / spec.users.max(1) as f64).max(2.0);
-    let mut lines: Vec<(Millis, String)> = Vec::with_capacity(spec.events as usize + spec.users as usize);
+    let mut lines: Vec<(Millis, String)> =
+        Vec::with_capacity(spec.events as usize + spec.users as usize);
     let mut evt = 0u64;
     for u in 0..spec.users {
         let user = format!("u{u:07}");
         let plus = rng.chance(0.2);
-        let ltv = if rng.chance(0.35) { (rng.below(90_000) as f64) / 100.0 } else { 0.0 };
+        let ltv = if rng.chance(0.35) {
+            (rng.below(90_000) as f64) / 100.0
+        } else {
+            0.0
+        };
         let mut traits = json!({
             "first_name": pick(&mut rng, NAMES),
             "timezone": zone(&mut rng),
@@ -136,7 +143,11 @@ pub fn generate(spec: &Spec, out: &mut dyn Write) -> std::io::Result<u64> {
         if ltv > 0.0 && rng.chance(0.15) {
             let ago = (80 + rng.below(20)) as i64 * 86_400_000;
             let at = t - ago;
-            lines.push((at - 60_000, json!({"type":"identify","user":user,"ts":format_ts(at - 60_000),"traits":traits}).to_string()));
+            lines.push((
+                at - 60_000,
+                json!({"type":"identify","user":user,"ts":format_ts(at - 60_000),"traits":traits})
+                    .to_string(),
+            ));
             evt += 1;
             lines.push((
                 at,
@@ -145,10 +156,18 @@ pub fn generate(spec: &Spec, out: &mut dyn Write) -> std::io::Result<u64> {
                 .to_string(),
             ));
         } else {
-            lines.push((t, json!({"type":"identify","user":user,"ts":format_ts(t),"traits":traits}).to_string()));
+            lines.push((
+                t,
+                json!({"type":"identify","user":user,"ts":format_ts(t),"traits":traits})
+                    .to_string(),
+            ));
         }
         let mut budget = per_user - 1.0 + (rng.below(100) as f64 / 100.0 - 0.5);
-        let mut track = |rng: &mut Rng, t: Millis, name: &str, props: serde_json::Value, lines: &mut Vec<(Millis, String)>| {
+        let mut track = |rng: &mut Rng,
+                         t: Millis,
+                         name: &str,
+                         props: serde_json::Value,
+                         lines: &mut Vec<(Millis, String)>| {
             evt += 1;
             let line = json!({"type":"track","user":user,"ts":format_ts(t),"id":format!("e{evt}"),"event":name,"props":props}).to_string();
             // A client retry: the same event id again, a little later.
@@ -160,7 +179,13 @@ pub fn generate(spec: &Spec, out: &mut dyn Write) -> std::io::Result<u64> {
         if rng.chance(0.3) {
             t += 60_000;
             let source = *pick(&mut rng, &["organic", "instagram", "newsletter-footer"]);
-            track(&mut rng, t, "signed_up", json!({ "source": source }), &mut lines);
+            track(
+                &mut rng,
+                t,
+                "signed_up",
+                json!({ "source": source }),
+                &mut lines,
+            );
             budget -= 1.0;
         }
         let mut cart = 0u64;
@@ -174,7 +199,13 @@ pub fn generate(spec: &Spec, out: &mut dyn Write) -> std::io::Result<u64> {
             for _ in 0..views {
                 let (pid, _, _) = pick(&mut rng, PRODUCTS);
                 t += (20 + rng.below(200) as i64) * 1_000;
-                track(&mut rng, t, "product_viewed", json!({"product_id": pid}), &mut lines);
+                track(
+                    &mut rng,
+                    t,
+                    "product_viewed",
+                    json!({"product_id": pid}),
+                    &mut lines,
+                );
                 budget -= 1.0;
             }
             if rng.chance(0.6) {
@@ -184,25 +215,47 @@ pub fn generate(spec: &Spec, out: &mut dyn Write) -> std::io::Result<u64> {
                 for _ in 0..(1 + rng.below(2)) {
                     t += (30 + rng.below(600) as i64) * 1_000;
                     value += rng.below(3_000) as f64 / 100.0;
-                    track(&mut rng, t, "cart_updated", json!({"cart_id": cart_id, "cart_value": value}), &mut lines);
+                    track(
+                        &mut rng,
+                        t,
+                        "cart_updated",
+                        json!({"cart_id": cart_id, "cart_value": value}),
+                        &mut lines,
+                    );
                     budget -= 1.0;
                 }
                 if rng.chance(0.35) {
                     t += (60 + rng.below(7_200) as i64) * 1_000;
-                    track(&mut rng, t, "order_completed",
-                          json!({"order_id": format!("o-{user}-{cart}"), "cart_id": cart_id, "total": value, "currency": "EUR"}), &mut lines);
+                    track(
+                        &mut rng,
+                        t,
+                        "order_completed",
+                        json!({"order_id": format!("o-{user}-{cart}"), "cart_id": cart_id, "total": value, "currency": "EUR"}),
+                        &mut lines,
+                    );
                     budget -= 1.0;
                 } else if rng.chance(0.1) {
                     t += (60 + rng.below(3_600) as i64) * 1_000;
-                    track(&mut rng, t, "cart_cleared", json!({"cart_id": cart_id}), &mut lines);
+                    track(
+                        &mut rng,
+                        t,
+                        "cart_cleared",
+                        json!({"cart_id": cart_id}),
+                        &mut lines,
+                    );
                     budget -= 1.0;
                 }
             }
             if rng.chance(0.08) {
                 let (pid, name, price) = pick(&mut rng, PRODUCTS);
                 t += (rng.below(86_400) as i64) * 1_000;
-                track(&mut rng, t, "back_in_stock",
-                      json!({"alert_id": format!("a-{user}-{pid}"), "product_id": pid, "product_name": name, "price": price}), &mut lines);
+                track(
+                    &mut rng,
+                    t,
+                    "back_in_stock",
+                    json!({"alert_id": format!("a-{user}-{pid}"), "product_id": pid, "product_name": name, "price": price}),
+                    &mut lines,
+                );
                 budget -= 1.0;
             }
         }

@@ -33,7 +33,13 @@ pub fn split_point(journey: &str, step: &str, user: &str) -> u32 {
 
 /// The idempotency key of a message: stable over retries and deferrals.
 pub fn message_key(journey: &str, version: u32, user: &str, instance: u64, step: &str) -> String {
-    let d = digest(&[journey, &version.to_string(), user, &instance.to_string(), step]);
+    let d = digest(&[
+        journey,
+        &version.to_string(),
+        user,
+        &instance.to_string(),
+        step,
+    ]);
     d[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -50,8 +56,14 @@ mod tests {
         assert_eq!(is_held_out("j", "u1", 5000), is_held_out("j", "u1", 5000));
         assert!(!is_held_out("j", "u1", 0));
         assert!(is_held_out("j", "u1", 10_000));
-        assert_eq!(message_key("j", 1, "u", 7, "s"), message_key("j", 1, "u", 7, "s"));
-        assert_ne!(message_key("j", 1, "u", 7, "s"), message_key("j", 2, "u", 7, "s"));
+        assert_eq!(
+            message_key("j", 1, "u", 7, "s"),
+            message_key("j", 1, "u", 7, "s")
+        );
+        assert_ne!(
+            message_key("j", 1, "u", 7, "s"),
+            message_key("j", 2, "u", 7, "s")
+        );
         assert_eq!(message_key("j", 1, "u", 7, "s").len(), 32);
     }
 }

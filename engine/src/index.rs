@@ -72,7 +72,9 @@ impl Index {
         let mut order: Vec<usize> = (0..config.journeys.len()).collect();
         order.sort_by(|a, b| {
             let (ja, jb) = (&config.journeys[*a], &config.journeys[*b]);
-            jb.priority.cmp(&ja.priority).then_with(|| ja.id.cmp(&jb.id))
+            jb.priority
+                .cmp(&ja.priority)
+                .then_with(|| ja.id.cmp(&jb.id))
         });
         let mut histories: Vec<(String, Option<Millis>)> = Vec::new();
         let mut segs = Vec::new();
@@ -175,7 +177,11 @@ impl Index {
 
     /// The next instant after `now` at which an event of `history` leaves
     /// one of the entry segments' windows.
-    pub fn next_boundary(&self, history: &[crate::store::history::HistEntry], now: Millis) -> Option<Millis> {
+    pub fn next_boundary(
+        &self,
+        history: &[crate::store::history::HistEntry],
+        now: Millis,
+    ) -> Option<Millis> {
         let mut best: Option<Millis> = None;
         for w in &self.windows {
             for e in history.iter().filter(|e| e.name == w.event && e.ts <= now) {

@@ -165,18 +165,40 @@ impl Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} events ({} duplicates ignored), {} users", self.events, self.duplicates, self.users)?;
-        for k in [Kind::Entered, Kind::EntrySkipped, Kind::Send, Kind::Exited, Kind::Completed, Kind::Converted] {
+        write!(
+            f,
+            "{} events ({} duplicates ignored), {} users",
+            self.events, self.duplicates, self.users
+        )?;
+        for k in [
+            Kind::Entered,
+            Kind::EntrySkipped,
+            Kind::Send,
+            Kind::Exited,
+            Kind::Completed,
+            Kind::Converted,
+        ] {
             let n = self.kinds.get(k.as_str()).copied().unwrap_or(0);
             write!(f, "\n  {:<14} {n:>9}", k.as_str())?;
             if k == Kind::Entered && self.holdouts > 0 {
                 write!(f, "  (holdout {})", self.holdouts)?;
             }
             if k == Kind::Send {
-                let parts: Vec<String> = [Outcome::Sent, Outcome::Deferred, Outcome::Suppressed, Outcome::Failed]
-                    .iter()
-                    .map(|o| format!("{} {}", o.as_str(), self.outcomes.get(o.as_str()).copied().unwrap_or(0)))
-                    .collect();
+                let parts: Vec<String> = [
+                    Outcome::Sent,
+                    Outcome::Deferred,
+                    Outcome::Suppressed,
+                    Outcome::Failed,
+                ]
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{} {}",
+                        o.as_str(),
+                        self.outcomes.get(o.as_str()).copied().unwrap_or(0)
+                    )
+                })
+                .collect();
                 write!(f, "  ({})", parts.join(", "))?;
             }
         }

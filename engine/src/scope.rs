@@ -27,7 +27,13 @@ pub struct UserScope<'a> {
 }
 
 impl<'a> UserScope<'a> {
-    pub fn new(config: &'a Config, index: &'a Index, user: &'a Value, history: &'a [HistEntry], now: Millis) -> Self {
+    pub fn new(
+        config: &'a Config,
+        index: &'a Index,
+        user: &'a Value,
+        history: &'a [HistEntry],
+        now: Millis,
+    ) -> Self {
         UserScope {
             config,
             index,
@@ -66,13 +72,19 @@ impl<'a> UserScope<'a> {
     /// Renders a template; a text that is one `{{path}}` is looked up
     /// directly (the common dedupe key), without Handlebars.
     pub fn render_text(&self, text: &Text) -> Result<String, journeys::template::RenderError> {
-        if let Some(path) = text.sole_path.as_deref().and_then(journeys::condition::Path::parse) {
+        if let Some(path) = text
+            .sole_path
+            .as_deref()
+            .and_then(journeys::condition::Path::parse)
+        {
             let v = self.root(path.root).and_then(|r| path.lookup(r));
             match v {
                 Some(Value::String(s)) => return Ok(s.clone()),
                 Some(v @ (Value::Number(_) | Value::Bool(_))) => return Ok(v.to_string()),
                 None | Some(Value::Null) => {
-                    return Err(journeys::template::RenderError::MissingVariable(path.dotted()))
+                    return Err(journeys::template::RenderError::MissingVariable(
+                        path.dotted(),
+                    ))
                 }
                 Some(_) => {}
             }
@@ -109,14 +121,20 @@ impl Scope for UserScope<'_> {
     }
 
     fn history_count(&self, h: &History) -> u64 {
-        let entries = history::window(self.history, &h.event.value, self.now, h.within.map(|d| d.millis()));
+        let entries = history::window(
+            self.history,
+            &h.event.value,
+            self.now,
+            h.within.map(|d| d.millis()),
+        );
         match &h.where_ {
             None => entries.count() as u64,
             Some(cond) => entries
                 .filter(|e| {
-                    let s = UserScope::new(self.config, self.index, self.user, self.history, self.now)
-                        .with_event(Some(&e.props))
-                        .with_entry(self.entry);
+                    let s =
+                        UserScope::new(self.config, self.index, self.user, self.history, self.now)
+                            .with_event(Some(&e.props))
+                            .with_entry(self.entry);
                     cond.eval(&s)
                 })
                 .count() as u64,

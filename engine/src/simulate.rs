@@ -143,7 +143,14 @@ impl Simulation {
         self.engine.run_due(to_millis(until))?;
         if std::env::var_os("SLUICE_STORE_STATS").is_some() {
             let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-            eprintln!("before commit: {}", status.lines().filter(|l| l.starts_with("VmHWM") || l.starts_with("VmRSS")).collect::<Vec<_>>().join(" "));
+            eprintln!(
+                "before commit: {}",
+                status
+                    .lines()
+                    .filter(|l| l.starts_with("VmHWM") || l.starts_with("VmRSS"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
         }
         self.engine.sync()?;
         if std::env::var_os("SLUICE_STORE_STATS").is_some() {

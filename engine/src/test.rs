@@ -25,7 +25,10 @@ impl Sink for SharedLines {
 
 impl SharedLines {
     pub fn take(&self) -> Vec<Line> {
-        self.0.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
     }
 }
 
@@ -69,7 +72,12 @@ pub fn run_test(config: Arc<Config>, test: &JourneyTest) -> TestReport {
             report.lines = lines.iter().map(Line::to_json).collect();
             report.missing = unmatched(&test.expect, &report.lines);
             for e in &test.expect_none {
-                let hits: Vec<Value> = report.lines.iter().filter(|l| e.matches(l)).cloned().collect();
+                let hits: Vec<Value> = report
+                    .lines
+                    .iter()
+                    .filter(|l| e.matches(l))
+                    .cloned()
+                    .collect();
                 if !hits.is_empty() {
                     report.unexpected.push((e.clone(), hits));
                 }
@@ -82,7 +90,11 @@ pub fn run_test(config: Arc<Config>, test: &JourneyTest) -> TestReport {
 
 /// Runs every JourneyTest of the configuration, in order.
 pub fn run_all(config: &Arc<Config>) -> Vec<TestReport> {
-    config.tests.iter().map(|t| run_test(Arc::clone(config), t)).collect()
+    config
+        .tests
+        .iter()
+        .map(|t| run_test(Arc::clone(config), t))
+        .collect()
 }
 
 fn simulate_test(config: Arc<Config>, test: &JourneyTest) -> Result<Vec<Line>, SimError> {
@@ -111,7 +123,12 @@ pub fn unmatched(expect: &[Expectation], lines: &[Value]) -> Vec<Expectation> {
         .map(|e| (0..lines.len()).filter(|&i| e.matches(&lines[i])).collect())
         .collect();
     let mut owner: Vec<Option<usize>> = vec![None; lines.len()];
-    fn augment(e: usize, cands: &[Vec<usize>], owner: &mut [Option<usize>], seen: &mut [bool]) -> bool {
+    fn augment(
+        e: usize,
+        cands: &[Vec<usize>],
+        owner: &mut [Option<usize>],
+        seen: &mut [bool],
+    ) -> bool {
         for &l in &cands[e] {
             if seen[l] {
                 continue;

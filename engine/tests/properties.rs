@@ -17,11 +17,18 @@ use journeys::event::Event;
 
 fn config() -> Arc<journeys::Config> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/random-streams");
-    Arc::new(journeys::load(&dir).unwrap_or_else(|d| panic!("fixture invalid: {:?}", d.iter().map(|x| x.to_string()).collect::<Vec<_>>())))
+    Arc::new(journeys::load(&dir).unwrap_or_else(|d| {
+        panic!(
+            "fixture invalid: {:?}",
+            d.iter().map(|x| x.to_string()).collect::<Vec<_>>()
+        )
+    }))
 }
 
 fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-06T00:00:00Z").expect("ts").with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-03-06T00:00:00Z")
+        .expect("ts")
+        .with_timezone(&Utc)
 }
 
 const ZONES: [&str; 4] = ["Europe/Berlin", "America/New_York", "Asia/Tokyo", "UTC"];
@@ -36,8 +43,12 @@ fn to_event(i: usize, (user, minute, what, n): (u8, u32, u8, u8)) -> Event {
     // Distinct timestamps per event, so a line can be traced to its event.
     let ts = start() + TimeDelta::minutes(minute as i64) + TimeDelta::milliseconds(i as i64);
     let v = match what {
-        0 => json!({"type":"identify","user":user,"ts":ts,"traits":{"email":format!("{user}@x.io"),"timezone":ZONES[(n % 4) as usize],"ltv": (n as u32) * 40}}),
-        1 | 2 => json!({"type":"track","user":user,"ts":ts,"event":"cart_updated","id":format!("e{}", n % 3 + (minute % 5) as u8 * 3),"props":{"cart_id":format!("c{}", n % 4)}}),
+        0 => {
+            json!({"type":"identify","user":user,"ts":ts,"traits":{"email":format!("{user}@x.io"),"timezone":ZONES[(n % 4) as usize],"ltv": (n as u32) * 40}})
+        }
+        1 | 2 => {
+            json!({"type":"track","user":user,"ts":ts,"event":"cart_updated","id":format!("e{}", n % 3 + (minute % 5) as u8 * 3),"props":{"cart_id":format!("c{}", n % 4)}})
+        }
         3 => json!({"type":"track","user":user,"ts":ts,"event":"order","props":{}}),
         _ => json!({"type":"track","user":user,"ts":ts,"event":"ping"}),
     };
@@ -46,7 +57,13 @@ fn to_event(i: usize, (user, minute, what, n): (u8, u32, u8, u8)) -> Event {
 
 fn run(config: &Arc<journeys::Config>, events: &[Event]) -> Vec<Value> {
     let sink = SharedLines::default();
-    let mut sim = Simulation::new(Arc::clone(config), start(), &SimOptions::default(), Box::new(sink.clone())).expect("open");
+    let mut sim = Simulation::new(
+        Arc::clone(config),
+        start(),
+        &SimOptions::default(),
+        Box::new(sink.clone()),
+    )
+    .expect("open");
     for e in events {
         sim.event(e).expect("event");
     }
@@ -57,7 +74,9 @@ fn run(config: &Arc<journeys::Config>, events: &[Event]) -> Vec<Value> {
 }
 
 fn ms(l: &Value) -> i64 {
-    DateTime::parse_from_rfc3339(l["at"].as_str().expect("at")).expect("ts").timestamp_millis()
+    DateTime::parse_from_rfc3339(l["at"].as_str().expect("at"))
+        .expect("ts")
+        .timestamp_millis()
 }
 
 proptest! {

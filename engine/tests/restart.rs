@@ -35,7 +35,9 @@ fn events() -> Vec<Event> {
 }
 
 fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z").expect("ts").with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z")
+        .expect("ts")
+        .with_timezone(&Utc)
 }
 
 #[test]
@@ -51,13 +53,23 @@ fn every_live_instance_resumes_after_a_restart() {
     };
 
     let whole = SharedLines::default();
-    let mut sim = Simulation::new(Arc::clone(&config), start(), &options(None), Box::new(whole.clone())).expect("open");
+    let mut sim = Simulation::new(
+        Arc::clone(&config),
+        start(),
+        &options(None),
+        Box::new(whole.clone()),
+    )
+    .expect("open");
     for e in &events {
         sim.event(e).expect("event");
     }
     sim.finish(until).expect("finish");
     let whole = whole.take();
-    assert!(whole.len() > 1_000, "a meaningful run: {} lines", whole.len());
+    assert!(
+        whole.len() > 1_000,
+        "a meaningful run: {} lines",
+        whole.len()
+    );
 
     let dir = tempfile::tempdir().expect("tmp");
     let store = dir.path().join("store");
@@ -66,7 +78,13 @@ fn every_live_instance_resumes_after_a_restart() {
     for (i, w) in cuts.windows(2).enumerate() {
         let part = SharedLines::default();
         let begin = if i == 0 { start() } else { events[w[0]].ts };
-        let mut sim = Simulation::new(Arc::clone(&config), begin, &options(Some(&store)), Box::new(part.clone())).expect("reopen");
+        let mut sim = Simulation::new(
+            Arc::clone(&config),
+            begin,
+            &options(Some(&store)),
+            Box::new(part.clone()),
+        )
+        .expect("reopen");
         for e in &events[w[0]..w[1]] {
             sim.event(e).expect("event");
         }

@@ -40,7 +40,12 @@ impl Skip {
 /// Tries to enter `user` into journey number `j` of the config. `event`:
 /// the triggering event's properties (event entries); segment and schedule
 /// entries have none. Returns the new instance's id.
-pub fn try_enter(ctx: &mut Ctx<'_>, user: &mut UserRecord, j: usize, event: Option<&Value>) -> Option<u64> {
+pub fn try_enter(
+    ctx: &mut Ctx<'_>,
+    user: &mut UserRecord,
+    j: usize,
+    event: Option<&Value>,
+) -> Option<u64> {
     let journey = Arc::clone(&ctx.config.journeys[j]);
     let now = ctx.now;
     let empty = Value::Object(Map::new());
@@ -58,7 +63,9 @@ pub fn try_enter(ctx: &mut Ctx<'_>, user: &mut UserRecord, j: usize, event: Opti
         if let Some(t) = &journey.entry.dedupe_key {
             match scope.render_text(t) {
                 Ok(k) => key = Some(k),
-                Err(e) => tracing::warn!(journey = %journey.id, user = user.id(), "dedupe key not rendered, entering without dedupe: {e}"),
+                Err(e) => {
+                    tracing::warn!(journey = %journey.id, user = user.id(), "dedupe key not rendered, entering without dedupe: {e}")
+                }
             }
         }
     }
@@ -67,7 +74,10 @@ pub fn try_enter(ctx: &mut Ctx<'_>, user: &mut UserRecord, j: usize, event: Opti
         Some(Skip::Live)
     } else {
         let book = dedupe::book(&user.journeys, &journey.id);
-        if key.as_deref().is_some_and(|k| book.is_some_and(|b| b.seen_key(k, now, window))) {
+        if key
+            .as_deref()
+            .is_some_and(|k| book.is_some_and(|b| b.seen_key(k, now, window)))
+        {
             Some(Skip::Dedupe)
         } else {
             match journey.entry.reentry {
@@ -110,7 +120,11 @@ pub fn try_enter(ctx: &mut Ctx<'_>, user: &mut UserRecord, j: usize, event: Opti
     line.version = Some(journey.version);
     line.holdout = Some(holdout);
     ctx.line(line);
-    let first = journey.states.first().map(|s| s.id.clone()).unwrap_or_default();
+    let first = journey
+        .states
+        .first()
+        .map(|s| s.id.clone())
+        .unwrap_or_default();
     user.instances.push(Instance {
         id,
         number,
@@ -126,7 +140,11 @@ pub fn try_enter(ctx: &mut Ctx<'_>, user: &mut UserRecord, j: usize, event: Opti
         timer: None,
         deferred: None,
     });
-    let start = if journey.states.is_empty() { Next::End } else { Next::State(0) };
+    let start = if journey.states.is_empty() {
+        Next::End
+    } else {
+        Next::State(0)
+    };
     instance::advance(ctx, user, id, start, event);
     Some(id)
 }
@@ -136,7 +154,8 @@ pub fn try_enter(ctx: &mut Ctx<'_>, user: &mut UserRecord, j: usize, event: Opti
 pub fn on_schedule(ctx: &mut Ctx<'_>, user: &mut UserRecord, j: usize) -> Option<u64> {
     let journey = Arc::clone(&ctx.config.journeys[j]);
     if let Trigger::Schedule {
-        segment: Some(segment), ..
+        segment: Some(segment),
+        ..
     } = &journey.entry.trigger
     {
         let scope = UserScope::new(ctx.config, ctx.index, &user.profile, &user.history, ctx.now);

@@ -35,7 +35,11 @@ pub fn on_event(ctx: &mut Ctx<'_>, user: &mut UserRecord, event: &Event, import:
         if user.seen.contains(id) {
             return Ingested::Duplicate;
         }
-        user.seen.insert(id, ctx.now, max_age.or(Some(ctx.config.project.history_retention.millis())));
+        user.seen.insert(
+            id,
+            ctx.now,
+            max_age.or(Some(ctx.config.project.history_retention.millis())),
+        );
     }
     let mut history_changed = false;
     match event.kind {
@@ -90,9 +94,15 @@ fn exits(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
             j.exits.iter().any(|rule| {
                 rule.event == name
                     && rule.when.as_ref().is_none_or(|w| {
-                        let scope = UserScope::new(ctx.config, ctx.index, &user.profile, &user.history, ctx.now)
-                            .with_event(Some(props))
-                            .with_entry(Some(&inst.entry));
+                        let scope = UserScope::new(
+                            ctx.config,
+                            ctx.index,
+                            &user.profile,
+                            &user.history,
+                            ctx.now,
+                        )
+                        .with_event(Some(props))
+                        .with_entry(Some(&inst.entry));
                         w.eval(&scope)
                     })
             })
@@ -110,15 +120,24 @@ fn exits(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
 fn awaited(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
     let ids: Vec<u64> = user.instances.iter().map(|i| i.id).collect();
     for id in ids {
-        let Some(p) = instance::pos(user, id) else { continue };
+        let Some(p) = instance::pos(user, id) else {
+            continue;
+        };
         let inst = &user.instances[p];
         if inst.timer.is_none() {
             continue;
         }
-        let Some(journey) = ctx.config.journey(&inst.journey).map(Arc::clone) else { continue };
-        let Some(s) = instance::current_state(&journey, inst) else { continue };
+        let Some(journey) = ctx.config.journey(&inst.journey).map(Arc::clone) else {
+            continue;
+        };
+        let Some(s) = instance::current_state(&journey, inst) else {
+            continue;
+        };
         let Action::WaitFor {
-            event, where_, on_event, ..
+            event,
+            where_,
+            on_event,
+            ..
         } = &journey.states[s].action
         else {
             continue;
@@ -127,9 +146,10 @@ fn awaited(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) 
             continue;
         }
         let ok = where_.as_ref().is_none_or(|w| {
-            let scope = UserScope::new(ctx.config, ctx.index, &user.profile, &user.history, ctx.now)
-                .with_event(Some(props))
-                .with_entry(Some(&inst.entry));
+            let scope =
+                UserScope::new(ctx.config, ctx.index, &user.profile, &user.history, ctx.now)
+                    .with_event(Some(props))
+                    .with_entry(Some(&inst.entry));
             w.eval(&scope)
         });
         if !ok {
@@ -151,7 +171,11 @@ fn goals(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
         if user.journeys[b].goals.is_empty() {
             continue;
         }
-        let Some(journey) = ctx.config.journey(&user.journeys[b].journey).map(Arc::clone) else {
+        let Some(journey) = ctx
+            .config
+            .journey(&user.journeys[b].journey)
+            .map(Arc::clone)
+        else {
             continue;
         };
         let Some(goal) = &journey.goal else { continue };
@@ -165,9 +189,10 @@ fn goals(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
                 continue;
             }
             let ok = goal.when.as_ref().is_none_or(|w| {
-                let scope = UserScope::new(ctx.config, ctx.index, &user.profile, &user.history, now)
-                    .with_event(Some(props))
-                    .with_entry(Some(&g.entry));
+                let scope =
+                    UserScope::new(ctx.config, ctx.index, &user.profile, &user.history, now)
+                        .with_event(Some(props))
+                        .with_entry(Some(&g.entry));
                 w.eval(&scope)
             });
             if ok {

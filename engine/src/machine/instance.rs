@@ -45,7 +45,13 @@ fn set_timer(ctx: &mut Ctx<'_>, user: &mut UserRecord, p: usize, due: i64, kind:
 }
 
 /// Ends the instance at `p`: `completed`, or `exited` with a reason.
-pub fn finish(ctx: &mut Ctx<'_>, user: &mut UserRecord, p: usize, kind: Kind, reason: Option<&str>) {
+pub fn finish(
+    ctx: &mut Ctx<'_>,
+    user: &mut UserRecord,
+    p: usize,
+    kind: Kind,
+    reason: Option<&str>,
+) {
     let inst = user.instances.remove(p);
     if let Some(k) = inst.timer {
         ctx.cancel(k);
@@ -58,9 +64,19 @@ pub fn finish(ctx: &mut Ctx<'_>, user: &mut UserRecord, p: usize, kind: Kind, re
 
 /// Moves instance `id` along `next`, executing states until one waits or
 /// the instance ends. `event` is the event in scope (trigger or awaited).
-pub fn advance(ctx: &mut Ctx<'_>, user: &mut UserRecord, id: u64, next: Next, event: Option<&Value>) {
+pub fn advance(
+    ctx: &mut Ctx<'_>,
+    user: &mut UserRecord,
+    id: u64,
+    next: Next,
+    event: Option<&Value>,
+) {
     let Some(p) = pos(user, id) else { return };
-    let Some(journey) = ctx.config.journey(&user.instances[p].journey).map(Arc::clone) else {
+    let Some(journey) = ctx
+        .config
+        .journey(&user.instances[p].journey)
+        .map(Arc::clone)
+    else {
         // The journey is gone from the configuration: drop the instance.
         let inst = user.instances.remove(p);
         if let Some(k) = inst.timer {
@@ -103,7 +119,8 @@ pub fn advance(ctx: &mut Ctx<'_>, user: &mut UserRecord, id: u64, next: Next, ev
                 days,
                 next: n,
             } => {
-                let tz = calendar::resolve(*zone, &user.profile, ctx.config.project.default_timezone);
+                let tz =
+                    calendar::resolve(*zone, &user.profile, ctx.config.project.default_timezone);
                 let due = calendar::next_local_time(now, tz, *time, days);
                 if due <= now {
                     next = *n;
@@ -113,7 +130,9 @@ pub fn advance(ctx: &mut Ctx<'_>, user: &mut UserRecord, id: u64, next: Next, ev
                 return set_timer(ctx, user, p, due, TimerKind::Instance { instance: id });
             }
             Action::WaitFor {
-                timeout, on_timeout, ..
+                timeout,
+                on_timeout,
+                ..
             } => {
                 let due = now.saturating_add(timeout.millis());
                 if due <= now {
@@ -126,9 +145,10 @@ pub fn advance(ctx: &mut Ctx<'_>, user: &mut UserRecord, id: u64, next: Next, ev
             Action::Branch { arms, otherwise } => {
                 let inst = &user.instances[p];
                 let ev = (!inst.event.is_null()).then_some(&inst.event);
-                let scope = UserScope::new(ctx.config, ctx.index, &user.profile, &user.history, now)
-                    .with_entry(Some(&inst.entry))
-                    .with_event(ev);
+                let scope =
+                    UserScope::new(ctx.config, ctx.index, &user.profile, &user.history, now)
+                        .with_entry(Some(&inst.entry))
+                        .with_event(ev);
                 next = arms
                     .iter()
                     .find(|(c, _)| c.as_ref().is_none_or(|c| c.eval(&scope)))
@@ -137,7 +157,11 @@ pub fn advance(ctx: &mut Ctx<'_>, user: &mut UserRecord, id: u64, next: Next, ev
             }
             Action::Split { arms } => {
                 let x = hash::split_point(&journey.id, &state.id, user.id());
-                next = arms.iter().find(|(bound, _)| x < *bound).map(|(_, n)| *n).unwrap_or(Next::End);
+                next = arms
+                    .iter()
+                    .find(|(bound, _)| x < *bound)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(Next::End);
             }
             Action::Send { next: n, .. } => {
                 let inst = &user.instances[p];
@@ -180,9 +204,10 @@ fn update(
             UpdateValue::Template(t) => {
                 let inst = &user.instances[p];
                 let ev = (!inst.event.is_null()).then_some(&inst.event);
-                let scope = UserScope::new(ctx.config, ctx.index, &user.profile, &user.history, ctx.now)
-                    .with_entry(Some(&inst.entry))
-                    .with_event(ev);
+                let scope =
+                    UserScope::new(ctx.config, ctx.index, &user.profile, &user.history, ctx.now)
+                        .with_entry(Some(&inst.entry))
+                        .with_event(ev);
                 let mut context = scope.context();
                 if let Some(m) = context.as_object_mut() {
                     m.insert(
@@ -217,7 +242,11 @@ pub fn on_timer(ctx: &mut Ctx<'_>, user: &mut UserRecord, key: TimerKey, id: u64
         return;
     }
     user.instances[p].timer = None;
-    let Some(journey) = ctx.config.journey(&user.instances[p].journey).map(Arc::clone) else {
+    let Some(journey) = ctx
+        .config
+        .journey(&user.instances[p].journey)
+        .map(Arc::clone)
+    else {
         user.instances.remove(p);
         return;
     };

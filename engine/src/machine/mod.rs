@@ -45,7 +45,13 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(config: &'a Config, index: &'a Index, now: Millis, holdouts: bool, seq: &'a mut u64) -> Self {
+    pub fn new(
+        config: &'a Config,
+        index: &'a Index,
+        now: Millis,
+        holdouts: bool,
+        seq: &'a mut u64,
+    ) -> Self {
         Ctx {
             config,
             index,

@@ -20,7 +20,8 @@ pub fn reevaluate(ctx: &mut Ctx<'_>, user: &mut UserRecord, enter: bool) {
     }
     let mut joined: Vec<usize> = Vec::new();
     for (segment, journeys) in &index.segment_entries {
-        let member = UserScope::new(ctx.config, index, &user.profile, &user.history, ctx.now).segment(segment);
+        let member = UserScope::new(ctx.config, index, &user.profile, &user.history, ctx.now)
+            .segment(segment);
         let was = user.segments.iter().any(|s| s == segment);
         if member && !was {
             user.segments.push(segment.clone());

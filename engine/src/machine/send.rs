@@ -29,15 +29,29 @@ pub struct Due {
 }
 
 /// A send timer fired: the message to decide, unless the instance moved on.
-pub fn due(ctx: &mut Ctx<'_>, user: &mut UserRecord, key: TimerKey, id: u64, due: Millis) -> Option<Due> {
+pub fn due(
+    ctx: &mut Ctx<'_>,
+    user: &mut UserRecord,
+    key: TimerKey,
+    id: u64,
+    due: Millis,
+) -> Option<Due> {
     let p = instance::pos(user, id)?;
     if user.instances[p].timer != Some(key) {
         return None;
     }
     user.instances[p].timer = None;
-    let journey = ctx.config.journey(&user.instances[p].journey).map(Arc::clone)?;
+    let journey = ctx
+        .config
+        .journey(&user.instances[p].journey)
+        .map(Arc::clone)?;
     let s = instance::current_state(&journey, &user.instances[p])?;
-    let Action::Send { channel, template, next } = &journey.states[s].action else {
+    let Action::Send {
+        channel,
+        template,
+        next,
+    } = &journey.states[s].action
+    else {
         return None;
     };
     let reservations = user.instances[p]
@@ -60,21 +74,30 @@ pub fn due(ctx: &mut Ctx<'_>, user: &mut UserRecord, key: TimerKey, id: u64, due
 /// What became of a due message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Result {
-    Sent { key: String },
+    Sent {
+        key: String,
+    },
     Deferred {
         reason: String,
         until: Millis,
         reservations: Vec<Reservation>,
     },
-    Suppressed { reason: String },
+    Suppressed {
+        reason: String,
+    },
     /// Not renderable or not accepted by its provider; dead-lettered.
-    Failed { key: String, reason: String },
+    Failed {
+        key: String,
+        reason: String,
+    },
 }
 
 /// Reports the decision and moves the instance on (or keeps it on the step
 /// until a deferral ends). The `send` line is one of the effects.
 pub fn decided(ctx: &mut Ctx<'_>, user: &mut UserRecord, due: &Due, result: Result) {
-    let Some(p) = instance::pos(user, due.instance) else { return };
+    let Some(p) = instance::pos(user, due.instance) else {
+        return;
+    };
     let step = due.journey.states[due.state].id.clone();
     let mut line = Line::new(ctx.now, Kind::Send, user.id(), &due.journey.id);
     line.version = Some(user.instances[p].version);

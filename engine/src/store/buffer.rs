@@ -22,6 +22,9 @@ struct Cached {
     used: u64,
 }
 
+/// The timers of one instant: when, and which.
+pub type Instant = (Millis, Vec<(TimerKey, Timer)>);
+
 /// A user's record taken out of the cache.
 pub struct Taken {
     pub rec: UserRecord,
@@ -134,7 +137,13 @@ impl Buffered {
     /// Returns a record to the cache; `dirty` when it changed since it was
     /// last committed.
     /// `new`: the user did not exist before (see [`Taken::known`]).
-    pub fn put_user(&mut self, id: String, rec: UserRecord, dirty: bool, new: bool) -> Result<(), Error> {
+    pub fn put_user(
+        &mut self,
+        id: String,
+        rec: UserRecord,
+        dirty: bool,
+        new: bool,
+    ) -> Result<(), Error> {
         self.tick += 1;
         if new {
             self.new_users.insert(id.clone());
@@ -200,7 +209,8 @@ impl Buffered {
         const CHUNK: usize = 256;
         loop {
             while let Some(&k) = self.window.front() {
-                let gone = self.cursor.is_some_and(|c| k <= c) || matches!(self.timers.get(&k), Some(TimerOp::Delete));
+                let gone = self.cursor.is_some_and(|c| k <= c)
+                    || matches!(self.timers.get(&k), Some(TimerOp::Delete));
                 if !gone {
                     return Ok(Some(k));
                 }
@@ -227,7 +237,8 @@ impl Buffered {
         let overlay = self
             .timers
             .range((
-                self.cursor.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+                self.cursor
+                    .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
                 std::ops::Bound::Unbounded,
             ))
             .find(|(_, op)| matches!(op, TimerOp::Put(_)))
@@ -241,7 +252,7 @@ impl Buffered {
 
     /// Every timer of the earliest instant at or before `until` that has
     /// timers, in key order. They stay pending until [`Buffered::fired`].
-    pub fn next_instant(&mut self, until: Millis) -> Result<Option<(Millis, Vec<(TimerKey, Timer)>)>, Error> {
+    pub fn next_instant(&mut self, until: Millis) -> Result<Option<Instant>, Error> {
         const CHUNK: usize = 1024;
         let Some(due) = self.next_due()? else {
             return Ok(None);
@@ -341,7 +352,9 @@ impl Buffered {
         }
         for (k, op) in std::mem::take(&mut self.timers) {
             match op {
-                TimerOp::Put(t) => phases[1].push((k.encode(), Some(super::codec::encode("timer", &t)?))),
+                TimerOp::Put(t) => {
+                    phases[1].push((k.encode(), Some(super::codec::encode("timer", &t)?)))
+                }
                 TimerOp::Delete => phases[3].push((k.encode(), None)),
             }
         }
@@ -427,7 +440,7 @@ impl Kv for View<'_> {
         after: Option<&[u8]>,
         before: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    ) -> Result<super::Entries, Error> {
         use std::ops::Bound;
         let lo = match after {
             Some(a) => Bound::Excluded(a.to_vec()),
@@ -436,7 +449,12 @@ impl Kv for View<'_> {
         let in_range = |k: &[u8]| k.starts_with(prefix) && before.is_none_or(|b| k < b);
         // Pending writes and new users in range, in key order.
         let mut pending: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for (k, v) in self.buffered.batch.ops.range((lo.clone(), Bound::Unbounded)) {
+        for (k, v) in self
+            .buffered
+            .batch
+            .ops
+            .range((lo.clone(), Bound::Unbounded))
+        {
             if !in_range(k) {
                 break;
             }
@@ -458,10 +476,14 @@ impl Kv for View<'_> {
         let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut cursor: Option<Vec<u8>> = after.map(<[u8]>::to_vec);
         let mut backend_done = false;
-        let mut backend: std::collections::VecDeque<(Vec<u8>, Vec<u8>)> = std::collections::VecDeque::new();
+        let mut backend: std::collections::VecDeque<(Vec<u8>, Vec<u8>)> =
+            std::collections::VecDeque::new();
         while out.len() < limit {
             if backend.is_empty() && !backend_done {
-                let page = self.buffered.store.scan(prefix, cursor.as_deref(), before, limit.max(64))?;
+                let page =
+                    self.buffered
+                        .store
+                        .scan(prefix, cursor.as_deref(), before, limit.max(64))?;
                 backend_done = page.len() < limit.max(64);
                 if let Some((k, _)) = page.last() {
                     cursor = Some(k.clone());

@@ -88,6 +88,9 @@ impl Batch {
     }
 }
 
+/// Key-value pairs, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// An ordered key-value store: what a backend provides. The tables are
 /// built on it.
 pub trait Kv: Send + Sync {
@@ -104,7 +107,7 @@ pub trait Kv: Send + Sync {
         after: Option<&[u8]>,
         before: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error>;
+    ) -> Result<Entries, Error>;
     /// Applies every write of the batch atomically.
     fn apply(&self, batch: Batch) -> Result<(), Error>;
     /// Makes every applied batch durable.
@@ -113,7 +116,13 @@ pub trait Kv: Send + Sync {
 
 /// Every table, over any [`Kv`].
 pub trait Store:
-    Kv + users::Users + timers::Timers + zones::Zones + audiences::Audiences + messages::Messages + meta::Meta
+    Kv
+    + users::Users
+    + timers::Timers
+    + zones::Zones
+    + audiences::Audiences
+    + messages::Messages
+    + meta::Meta
 {
 }
 

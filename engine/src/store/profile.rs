@@ -55,7 +55,9 @@ pub fn set(profile: &mut Value, path: &str, value: Value) -> bool {
             obj.insert(k.to_owned(), value);
             return true;
         }
-        cur = obj.entry(k.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+        cur = obj
+            .entry(k.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
     false
 }

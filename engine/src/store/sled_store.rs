@@ -106,7 +106,9 @@ impl SledStore {
                 after = Some(last.clone());
                 let mut b = sled::Batch::default();
                 for (k, v) in page {
-                    let Some(p) = Pointer::decode(&v) else { continue };
+                    let Some(p) = Pointer::decode(&v) else {
+                        continue;
+                    };
                     let bytes = vlog.read(p)?;
                     let np = vlog.append(&bytes)?;
                     live += np.len as u64 + 8;
@@ -154,7 +156,7 @@ impl Kv for SledStore {
         after: Option<&[u8]>,
         before: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    ) -> Result<super::Entries, Error> {
         use std::ops::Bound;
         let mut out = Vec::new();
         let lo = match after {

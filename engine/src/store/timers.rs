@@ -76,16 +76,30 @@ pub struct Timer {
 /// Reads of the timers table.
 pub trait Timers {
     /// Up to `limit` timers due at or before `until`, after `after`, in order.
-    fn timers(&self, after: Option<TimerKey>, until: Millis, limit: usize) -> Result<Vec<(TimerKey, Timer)>, Error>;
+    fn timers(
+        &self,
+        after: Option<TimerKey>,
+        until: Millis,
+        limit: usize,
+    ) -> Result<Vec<(TimerKey, Timer)>, Error>;
 }
 
 impl<T: Kv + ?Sized> Timers for T {
-    fn timers(&self, after: Option<TimerKey>, until: Millis, limit: usize) -> Result<Vec<(TimerKey, Timer)>, Error> {
+    fn timers(
+        &self,
+        after: Option<TimerKey>,
+        until: Millis,
+        limit: usize,
+    ) -> Result<Vec<(TimerKey, Timer)>, Error> {
         let after_key = after.map(|a| a.encode());
-        let before = until.checked_add(1).map(|due| TimerKey { due, seq: 0 }.encode());
+        let before = until
+            .checked_add(1)
+            .map(|due| TimerKey { due, seq: 0 }.encode());
         let mut out = Vec::new();
         for (k, v) in self.scan(&[PREFIX], after_key.as_deref(), before.as_deref(), limit)? {
-            let Some(key) = TimerKey::decode(&k) else { continue };
+            let Some(key) = TimerKey::decode(&k) else {
+                continue;
+            };
             out.push((key, codec::decode("timer", &v)?));
         }
         Ok(out)

@@ -83,7 +83,9 @@ pub trait Users {
 
 impl<T: Kv + ?Sized> Users for T {
     fn user(&self, id: &str) -> Result<Option<UserRecord>, Error> {
-        self.get_blob(&key(id))?.map(|b| UserRecord::decode(&b)).transpose()
+        self.get_blob(&key(id))?
+            .map(|b| UserRecord::decode(&b))
+            .transpose()
     }
 
     fn user_ids(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, Error> {

@@ -111,8 +111,8 @@ impl ValueLog {
             .open(&path)
             .map_err(|e| io("open", e))?;
         let len = file.metadata().map_err(|e| io("stat", e))?.len();
-        if !readers.contains_key(&generation) {
-            readers.insert(generation, File::open(&path).map_err(|e| io("open", e))?);
+        if let std::collections::btree_map::Entry::Vacant(e) = readers.entry(generation) {
+            e.insert(File::open(&path).map_err(|e| io("open", e))?);
         }
         Ok(ValueLog {
             dir: dir.to_owned(),
@@ -128,10 +128,15 @@ impl ValueLog {
 
     /// Appends a record; it is readable at once, durable after [`ValueLog::sync`].
     pub fn append(&mut self, bytes: &[u8]) -> Result<Pointer, Error> {
-        let len = u32::try_from(bytes.len()).map_err(|_| Error::Backend("value log: record too large".into()))?;
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| Error::Backend("value log: record too large".into()))?;
         let crc = crc32fast::hash(bytes);
-        self.writer.write_all(&len.to_be_bytes()).map_err(|e| io("append", e))?;
-        self.writer.write_all(&crc.to_be_bytes()).map_err(|e| io("append", e))?;
+        self.writer
+            .write_all(&len.to_be_bytes())
+            .map_err(|e| io("append", e))?;
+        self.writer
+            .write_all(&crc.to_be_bytes())
+            .map_err(|e| io("append", e))?;
         self.writer.write_all(bytes).map_err(|e| io("append", e))?;
         let p = Pointer {
             generation: self.generation,
@@ -156,20 +161,25 @@ impl ValueLog {
 
     pub fn sync(&mut self) -> Result<(), Error> {
         self.flush()?;
-        self.writer.get_ref().sync_data().map_err(|e| io("fsync", e))
+        self.writer
+            .get_ref()
+            .sync_data()
+            .map_err(|e| io("fsync", e))
     }
 
     /// Reads the record at `p`, checking its length and checksum.
     pub fn read(&mut self, p: Pointer) -> Result<Vec<u8>, Error> {
-        if p.generation == self.generation && p.offset + HEADER + p.len as u64 > self.len - self.unflushed() {
+        if p.generation == self.generation
+            && p.offset + HEADER + p.len as u64 > self.len - self.unflushed()
+        {
             self.flush()?;
         }
-        let file = self
-            .readers
-            .get(&p.generation)
-            .ok_or_else(|| Error::Backend(format!("value log: generation {} is missing", p.generation)))?;
+        let file = self.readers.get(&p.generation).ok_or_else(|| {
+            Error::Backend(format!("value log: generation {} is missing", p.generation))
+        })?;
         let mut buf = vec![0u8; HEADER as usize + p.len as usize];
-        file.read_exact_at(&mut buf, p.offset).map_err(|e| io("read", e))?;
+        file.read_exact_at(&mut buf, p.offset)
+            .map_err(|e| io("read", e))?;
         let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
         let crc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
         let data = buf.split_off(HEADER as usize);
@@ -210,8 +220,10 @@ impl ValueLog {
             .append(true)
             .open(&path)
             .map_err(|e| io("open", e))?;
-        self.readers
-            .insert(self.generation, File::open(&path).map_err(|e| io("open", e))?);
+        self.readers.insert(
+            self.generation,
+            File::open(&path).map_err(|e| io("open", e))?,
+        );
         self.writer = BufWriter::with_capacity(1 << 20, file);
         self.len = 0;
         self.appended = 0;

@@ -23,11 +23,21 @@ fn key(zone: &str, user: &str) -> Vec<u8> {
 /// Reads of the zones index.
 pub trait Zones {
     /// Up to `limit` users of `zone` after `after`, in id order.
-    fn zone_users(&self, zone: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, Error>;
+    fn zone_users(
+        &self,
+        zone: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, Error>;
 }
 
 impl<T: Kv + ?Sized> Zones for T {
-    fn zone_users(&self, zone: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, Error> {
+    fn zone_users(
+        &self,
+        zone: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, Error> {
         let p = prefix(zone);
         let after = after.map(|a| key(zone, a));
         Ok(self
