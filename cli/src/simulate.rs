@@ -59,26 +59,68 @@ pub struct SimulateArgs {
     pub cache_users: usize,
 }
 
+/// Prints lines as JSON on a thread of its own (the engine's thread only
+/// hands them over in batches), in order.
 struct Stdout {
-    out: std::io::BufWriter<std::io::Stdout>,
+    batch: Vec<Line>,
     only_sends: bool,
-    broken: bool,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<Line>>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+const BATCH: usize = 1024;
+
+impl Stdout {
+    fn new(only_sends: bool) -> Stdout {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Line>>(16);
+        let writer = std::thread::spawn(move || {
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            for batch in rx {
+                for line in batch {
+                    let ok = serde_json::to_writer(&mut out, &line).is_ok()
+                        && out.write_all(b"\n").is_ok();
+                    if !ok {
+                        // A closed pipe (`| head`): stop writing, keep simulating.
+                        return;
+                    }
+                }
+            }
+            let _ = out.flush();
+        });
+        Stdout {
+            batch: Vec::with_capacity(BATCH),
+            only_sends,
+            tx: Some(tx),
+            writer: Some(writer),
+        }
+    }
 }
 
 impl Sink for Stdout {
-    fn line(&mut self, line: &Line) {
-        if self.broken || (self.only_sends && line.kind != Kind::Send) {
+    fn line(&mut self, line: Line) {
+        if self.only_sends && line.kind != Kind::Send {
             return;
         }
-        let ok =
-            serde_json::to_writer(&mut self.out, line).is_ok() && self.out.write_all(b"\n").is_ok();
-        self.broken = !ok;
+        self.batch.push(line);
+        if self.batch.len() >= BATCH {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+            if let Some(tx) = &self.tx {
+                if tx.send(batch).is_err() {
+                    self.tx = None;
+                }
+            }
+        }
     }
 }
 
 impl Drop for Stdout {
     fn drop(&mut self) {
-        let _ = self.out.flush();
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(std::mem::take(&mut self.batch));
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
     }
 }
 
@@ -127,11 +169,7 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
             .last_ts()
             .map_or(start, |l| l + chrono::TimeDelta::days(30)),
     };
-    let sink = Stdout {
-        out: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
-        only_sends: args.only == Some(Only::Sends),
-        broken: false,
-    };
+    let sink = Stdout::new(args.only == Some(Only::Sends));
     let options = SimOptions {
         store: args.store.clone(),
         cache_users: args.cache_users,
@@ -141,19 +179,47 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
     let began = Instant::now();
     let mut sim =
         Simulation::new(config, start, &options, Box::new(sink)).map_err(|e| miette!("{e}"))?;
-    for ev in file.events().into_diagnostic()? {
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::from(1));
+    // Events are read and parsed on a thread of their own.
+    let events = file.events().into_diagnostic()?;
+    let failed = std::thread::scope(|scope| -> miette::Result<bool> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        scope.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            for ev in events {
+                let stop = ev.is_err();
+                batch.push(ev);
+                if batch.len() >= BATCH || stop {
+                    if tx
+                        .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                        .is_err()
+                        || stop
+                    {
+                        return;
+                    }
+                }
             }
-        };
-        if ev.ts > until {
-            // Sorted: nothing after this happens before the end.
-            break;
+            let _ = tx.send(batch);
+        });
+        for batch in rx {
+            for ev in batch {
+                let ev = match ev {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return Ok(true);
+                    }
+                };
+                if ev.ts > until {
+                    // Sorted: nothing after this happens before the end.
+                    return Ok(false);
+                }
+                sim.event(&ev).map_err(|e| miette!("{e}"))?;
+            }
         }
-        sim.event(&ev).map_err(|e| miette!("{e}"))?;
+        Ok(false)
+    })?;
+    if failed {
+        return Ok(ExitCode::from(1));
     }
     let summary = sim.finish(until).map_err(|e| miette!("{e}"))?;
     let secs = began.elapsed().as_secs_f64();

@@ -248,6 +248,7 @@ impl Engine {
         let result = event::on_event(&mut ctx, &mut t.rec, ev, import);
         settle(&mut ctx, &mut t.rec, !import);
         let effects = std::mem::take(&mut ctx.effects);
+        let touched = ctx.touched;
         drop(ctx);
         self.seq = seq;
         self.summary.events += 1;
@@ -255,7 +256,7 @@ impl Engine {
         if !dirty {
             self.summary.duplicates += 1;
         }
-        self.finish_unit(&ev.user, t, now, effects, dirty)?;
+        self.finish_unit(&ev.user, t, now, effects, dirty, touched)?;
         Ok(result)
     }
 
@@ -267,6 +268,7 @@ impl Engine {
         now: Millis,
         effects: Vec<Effect>,
         changed: bool,
+        touched: bool,
     ) -> Result<(), Error> {
         let dirty = t.dirty || changed || !effects.is_empty();
         for e in effects {
@@ -282,7 +284,8 @@ impl Engine {
                 Effect::CancelTimer(key) => self.store.cancel_timer(key),
             }
         }
-        if dirty && (self.index.user_zone_schedules || !self.index.audiences.is_empty()) {
+        let indexed = self.index.user_zone_schedules || !self.index.audiences.is_empty();
+        if indexed && (touched || (dirty && t.rec.zone.is_empty())) {
             self.reindex(id, &mut t.rec, now)?;
         }
         if dirty || t.known {
@@ -346,7 +349,7 @@ impl Engine {
             let json = serde_json::to_vec(&line).unwrap_or_default();
             self.store.batch().log_message(line.at, self.seq, json);
         }
-        self.sink.line(&line);
+        self.sink.line(line);
     }
 
     /// Fires every timer due at or before the clock's now.
@@ -401,9 +404,10 @@ impl Engine {
         }
         settle(&mut ctx, &mut t.rec, true);
         let effects = std::mem::take(&mut ctx.effects);
+        let touched = ctx.touched;
         drop(ctx);
         self.seq = seq;
-        self.finish_unit(&timer.user, t, now, effects, true)
+        self.finish_unit(&timer.user, t, now, effects, true, touched)
     }
 
     fn fire_schedule(
@@ -472,9 +476,10 @@ impl Engine {
                 entry::on_schedule(&mut ctx, &mut t.rec, j);
                 settle(&mut ctx, &mut t.rec, true);
                 let effects = std::mem::take(&mut ctx.effects);
+                let touched = ctx.touched;
                 drop(ctx);
                 self.seq = seq;
-                self.finish_unit(&id, t, now, effects, false)?;
+                self.finish_unit(&id, t, now, effects, false, touched)?;
             }
             self.maybe_commit()?;
             after = Some(last);

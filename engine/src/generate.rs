@@ -110,7 +110,8 @@ pub fn generate(spec: &Spec, out: &mut dyn Write) -> std::io::Result<u64> {
     let mut rng = Rng::new(spec.seed);
     let start = to_millis(spec.start);
     let span = (spec.days.max(1) * 86_400_000) as i64;
-    let per_user = (spec.events as f64 / spec.users.max(1) as f64).max(2.0);
+    // Sessions overshoot their budget by about a fifth.
+    let per_user = (spec.events as f64 / spec.users.max(1) as f64 * 0.82).max(2.0);
     let mut lines: Vec<(Millis, String)> =
         Vec::with_capacity(spec.events as usize + spec.users as usize);
     let mut evt = 0u64;

@@ -45,6 +45,9 @@ pub struct Index {
     pub audiences: Vec<String>,
     /// Event names the history keeps.
     pub history: HashSet<String>,
+    /// Of those, the ones whose properties a `history … where` reads (the
+    /// others are kept without properties).
+    pub history_props: HashSet<String>,
     pub retention: Retention,
     /// Segment id → index into `Config::segments`.
     pub segments: HashMap<String, usize>,
@@ -52,7 +55,13 @@ pub struct Index {
 
 fn walk_histories(c: &Condition, out: &mut Vec<(String, Option<Millis>)>, segs: &mut Vec<String>) {
     c.walk(&mut |n| match n {
-        Condition::History(h) => out.push((h.event.value.clone(), h.within.map(|d| d.millis()))),
+        Condition::History(h) => {
+            // A `where` needs the events' properties: marked with a '\0'.
+            if h.where_.is_some() {
+                out.push((format!("\0{}", h.event.value), None));
+            }
+            out.push((h.event.value.clone(), h.within.map(|d| d.millis())))
+        }
         Condition::Segment(s) => segs.push(s.value.clone()),
         _ => {}
     });
@@ -134,6 +143,11 @@ impl Index {
         for s in &config.segments {
             walk_histories(&s.when, &mut histories, &mut Vec::new());
         }
+        ix.history_props = histories
+            .iter()
+            .filter_map(|(n, _)| n.strip_prefix('\0').map(str::to_owned))
+            .collect();
+        histories.retain(|(n, _)| !n.starts_with('\0'));
         ix.history = histories.iter().map(|(n, _)| n.clone()).collect();
         let base = config.project.history_retention.millis();
         let unbounded = histories.iter().any(|(_, w)| w.is_none());

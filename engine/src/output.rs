@@ -124,12 +124,12 @@ impl Line {
 /// Where lines go: stdout for `simulate`, a vector for `test`, metrics and
 /// logs for `run`.
 pub trait Sink {
-    fn line(&mut self, line: &Line);
+    fn line(&mut self, line: Line);
 }
 
 impl Sink for Vec<Line> {
-    fn line(&mut self, line: &Line) {
-        self.push(line.clone());
+    fn line(&mut self, line: Line) {
+        self.push(line);
     }
 }
 
@@ -137,7 +137,7 @@ impl Sink for Vec<Line> {
 pub struct Discard;
 
 impl Sink for Discard {
-    fn line(&mut self, _: &Line) {}
+    fn line(&mut self, _: Line) {}
 }
 
 /// Counts per kind and outcome.

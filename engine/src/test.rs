@@ -16,9 +16,9 @@ use crate::simulate::{SimError, SimOptions, Simulation};
 pub struct SharedLines(pub Arc<Mutex<Vec<Line>>>);
 
 impl Sink for SharedLines {
-    fn line(&mut self, line: &Line) {
+    fn line(&mut self, line: Line) {
         if let Ok(mut v) = self.0.lock() {
-            v.push(line.clone());
+            v.push(line);
         }
     }
 }

@@ -113,7 +113,12 @@ pub fn try_enter(
             entered_at: now,
             until: now.saturating_add(goal.within.millis()),
             holdout,
-            entry: entry_props.clone(),
+            // Kept only when the goal's condition may read `entry.*`.
+            entry: if goal.when.is_some() {
+                entry_props.clone()
+            } else {
+                Value::Null
+            },
         });
     }
     let mut line = Line::new(now, Kind::Entered, user.id(), &journey.id);

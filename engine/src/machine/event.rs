@@ -35,6 +35,7 @@ pub fn on_event(ctx: &mut Ctx<'_>, user: &mut UserRecord, event: &Event, import:
         if user.seen.contains(id) {
             return Ingested::Duplicate;
         }
+        // (The id is remembered below, as a hash.)
         user.seen.insert(
             id,
             ctx.now,
@@ -55,7 +56,11 @@ pub fn on_event(ctx: &mut Ctx<'_>, user: &mut UserRecord, event: &Event, import:
                 let entry = HistEntry {
                     ts: ctx.now,
                     name: name.to_owned(),
-                    props: props.clone(),
+                    props: if ctx.index.history_props.contains(name) {
+                        props.clone()
+                    } else {
+                        Value::Null
+                    },
                 };
                 history::record(&mut user.history, entry, ctx.index.retention);
                 history_changed = true;
@@ -79,6 +84,7 @@ pub fn on_event(ctx: &mut Ctx<'_>, user: &mut UserRecord, event: &Event, import:
         }
     }
     if ctx.profile_changed || history_changed {
+        ctx.touched = true;
         ctx.profile_changed = false;
         segments::reevaluate(ctx, user, !import);
     }

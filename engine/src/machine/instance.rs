@@ -230,6 +230,7 @@ fn update(
         };
         if profile::set(&mut user.profile, attr, v) {
             ctx.profile_changed = true;
+            ctx.touched = true;
         }
     }
 }

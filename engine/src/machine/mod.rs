@@ -42,6 +42,9 @@ pub struct Ctx<'a> {
     pub effects: Vec<Effect>,
     /// Set when the profile changed (segments must be re-evaluated).
     pub profile_changed: bool,
+    /// Set (and never cleared) when the profile or history changed, or
+    /// time may have changed segment membership: indexes must be checked.
+    pub touched: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -60,6 +63,7 @@ impl<'a> Ctx<'a> {
             seq,
             effects: Vec::new(),
             profile_changed: false,
+            touched: false,
         }
     }
 

@@ -52,5 +52,6 @@ pub fn on_timer(ctx: &mut Ctx<'_>, user: &mut UserRecord, key: crate::store::tim
         return;
     }
     user.reevaluate = None;
+    ctx.touched = true;
     reevaluate(ctx, user, true);
 }

@@ -8,10 +8,14 @@ use serde::Serialize;
 use super::Error;
 
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, Error> {
-    bincode::serialize(value).map_err(|e| Error::Encode {
+    // `serialize_into` skips bincode's size pass, which would render every
+    // embedded JSON value twice.
+    let mut out = Vec::with_capacity(512);
+    bincode::serialize_into(&mut out, value).map_err(|e| Error::Encode {
         what,
         message: e.to_string(),
-    })
+    })?;
+    Ok(out)
 }
 
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, Error> {

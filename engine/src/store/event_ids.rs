@@ -10,18 +10,27 @@ pub const MAX_IDS: usize = 2_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SeenIds {
-    /// (id, event ts), oldest first.
-    pub ids: Vec<(String, Millis)>,
+    /// (64-bit hash of the id, event ts), oldest first. Two ids of one user
+    /// collide with a probability of about n²/2⁶⁵.
+    pub ids: Vec<(u64, Millis)>,
+}
+
+fn hash(id: &str) -> u64 {
+    let d = <sha2::Sha256 as sha2::Digest>::digest(id.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b)
 }
 
 impl SeenIds {
     pub fn contains(&self, id: &str) -> bool {
-        self.ids.iter().any(|(i, _)| i == id)
+        let h = hash(id);
+        self.ids.iter().any(|(i, _)| *i == h)
     }
 
     /// Remembers `id`; forgets ids older than `max_age` before `ts`.
     pub fn insert(&mut self, id: &str, ts: Millis, max_age: Option<Millis>) {
-        self.ids.push((id.to_owned(), ts));
+        self.ids.push((hash(id), ts));
         if let Some(age) = max_age {
             let cutoff = ts.saturating_sub(age);
             self.ids.retain(|(_, t)| *t >= cutoff);
