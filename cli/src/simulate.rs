@@ -55,8 +55,11 @@ pub struct SimulateArgs {
     #[arg(long, hide = true)]
     pub store: Option<PathBuf>,
     /// Users kept in the engine's write-back cache.
-    #[arg(long, hide = true, default_value_t = 20_000)]
+    #[arg(long, hide = true, default_value_t = 30_000)]
     pub cache_users: usize,
+    /// sled's page cache, in MiB.
+    #[arg(long, hide = true, default_value_t = 32)]
+    pub sled_cache_mb: u64,
 }
 
 /// Prints lines as JSON on a thread of its own (the engine's thread only
@@ -173,6 +176,7 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
     let options = SimOptions {
         store: args.store.clone(),
         cache_users: args.cache_users,
+        sled_cache_bytes: args.sled_cache_mb << 20,
         log_messages: args.store.is_some(),
         ..SimOptions::default()
     };

@@ -61,7 +61,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             holdouts: true,
-            cache_users: 20_000,
+            cache_users: 30_000,
             commit_every: 50_000,
             unsubscribe_base: "http://127.0.0.1:8080/v1/unsubscribe".to_owned(),
             log_messages: true,

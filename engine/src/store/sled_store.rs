@@ -35,7 +35,7 @@ pub struct SledOptions {
 impl Default for SledOptions {
     fn default() -> Self {
         SledOptions {
-            cache_bytes: 64 << 20,
+            cache_bytes: 32 << 20,
             temporary: false,
         }
     }
