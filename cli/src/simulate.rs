@@ -192,12 +192,10 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
             for ev in events {
                 let stop = ev.is_err();
                 batch.push(ev);
-                if batch.len() >= BATCH || stop {
-                    if tx
-                        .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
-                        .is_err()
-                        || stop
-                    {
+                let full = batch.len() >= BATCH || stop;
+                if full {
+                    let sent = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                    if sent.is_err() || stop {
                         return;
                     }
                 }
