@@ -25,24 +25,167 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
     })
 }
 
-/// `#[serde(with = "codec::json")]` for a `serde_json::Value` field.
+/// `#[serde(with = "codec::json")]` for a `serde_json::Value` field: the
+/// value as a compact tagged tree (bincode cannot describe JSON values
+/// itself), about twice as fast as embedding JSON text.
 pub mod json {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use serde_json::Value;
+    use serde::de::{self, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+    use serde::ser::{SerializeMap, SerializeSeq};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::{Map, Number, Value};
+
+    const NAME: &str = "Json";
+    const VARIANTS: &[&str] = &["N", "B", "I", "U", "F", "S", "A", "O"];
+
+    struct Ref<'a>(&'a Value);
+    struct Seq<'a>(&'a [Value]);
+    struct Obj<'a>(&'a Map<String, Value>);
+
+    impl Serialize for Ref<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self.0 {
+                Value::Null => s.serialize_unit_variant(NAME, 0, "N"),
+                Value::Bool(b) => s.serialize_newtype_variant(NAME, 1, "B", b),
+                Value::Number(n) => {
+                    if let Some(i) = n.as_i64() {
+                        s.serialize_newtype_variant(NAME, 2, "I", &i)
+                    } else if let Some(u) = n.as_u64() {
+                        s.serialize_newtype_variant(NAME, 3, "U", &u)
+                    } else {
+                        s.serialize_newtype_variant(NAME, 4, "F", &n.as_f64().unwrap_or(0.0))
+                    }
+                }
+                Value::String(x) => s.serialize_newtype_variant(NAME, 5, "S", x),
+                Value::Array(a) => s.serialize_newtype_variant(NAME, 6, "A", &Seq(a)),
+                Value::Object(m) => s.serialize_newtype_variant(NAME, 7, "O", &Obj(m)),
+            }
+        }
+    }
+
+    impl Serialize for Seq<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(self.0.len()))?;
+            for v in self.0 {
+                seq.serialize_element(&Ref(v))?;
+            }
+            seq.end()
+        }
+    }
+
+    impl Serialize for Obj<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut map = s.serialize_map(Some(self.0.len()))?;
+            for (k, v) in self.0 {
+                map.serialize_entry(k, &Ref(v))?;
+            }
+            map.end()
+        }
+    }
+
+    struct Owned(Value);
+    struct SeqOwned(Vec<Value>);
+    struct ObjOwned(Map<String, Value>);
+
+    impl<'de> Deserialize<'de> for Owned {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Owned;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON value")
+                }
+                fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Owned, A::Error> {
+                    let (tag, variant): (u32, _) = data.variant()?;
+                    Ok(Owned(match tag {
+                        0 => {
+                            variant.unit_variant()?;
+                            Value::Null
+                        }
+                        1 => Value::Bool(variant.newtype_variant()?),
+                        2 => Value::Number(variant.newtype_variant::<i64>()?.into()),
+                        3 => Value::Number(variant.newtype_variant::<u64>()?.into()),
+                        4 => Number::from_f64(variant.newtype_variant()?)
+                            .map_or(Value::Null, Value::Number),
+                        5 => Value::String(variant.newtype_variant()?),
+                        6 => Value::Array(variant.newtype_variant::<SeqOwned>()?.0),
+                        7 => Value::Object(variant.newtype_variant::<ObjOwned>()?.0),
+                        other => {
+                            return Err(de::Error::custom(format!("unknown JSON tag {other}")))
+                        }
+                    }))
+                }
+            }
+            d.deserialize_enum(NAME, VARIANTS, V)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for SeqOwned {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = SeqOwned;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON array")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SeqOwned, A::Error> {
+                    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+                    while let Some(Owned(v)) = seq.next_element()? {
+                        out.push(v);
+                    }
+                    Ok(SeqOwned(out))
+                }
+            }
+            d.deserialize_seq(V)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for ObjOwned {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = ObjOwned;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ObjOwned, A::Error> {
+                    let mut out = Map::new();
+                    while let Some((k, Owned(v))) = map.next_entry::<String, Owned>()? {
+                        out.insert(k, v);
+                    }
+                    Ok(ObjOwned(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
 
     pub fn serialize<S: Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
-        if v.is_null() {
-            return s.serialize_str("");
-        }
-        s.serialize_str(&v.to_string())
+        Ref(v).serialize(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        if text.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&text).map_err(serde::de::Error::custom)
+        Owned::deserialize(d).map(|o| o.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct R {
+        #[serde(with = "super::json")]
+        v: serde_json::Value,
+        n: u32,
+    }
+
+    #[test]
+    fn json_values_roundtrip_through_bincode() {
+        let v = serde_json::json!({"a": [1, -2, 3.5, u64::MAX, null, true, "x"], "b": {"c": "ü"}, "d": {}});
+        let r = R { v, n: 7 };
+        let bytes = super::encode("r", &r).expect("encode");
+        let back: R = super::decode("r", &bytes).expect("decode");
+        assert_eq!(back, r);
     }
 }
 
