@@ -168,6 +168,15 @@ pub mod json {
     }
 }
 
+/// Big-endian, order-preserving encoding of a signed millisecond time.
+pub fn time_bytes(ms: i64) -> [u8; 8] {
+    ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub fn time_from_bytes(b: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
+}
+
 #[cfg(test)]
 mod tests {
     use serde::{Deserialize, Serialize};
@@ -187,13 +196,4 @@ mod tests {
         let back: R = super::decode("r", &bytes).expect("decode");
         assert_eq!(back, r);
     }
-}
-
-/// Big-endian, order-preserving encoding of a signed millisecond time.
-pub fn time_bytes(ms: i64) -> [u8; 8] {
-    ((ms as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-pub fn time_from_bytes(b: [u8; 8]) -> i64 {
-    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
