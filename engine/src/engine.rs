@@ -55,6 +55,10 @@ pub struct Options {
     /// Whether every `send` decision is written to the message log
     /// (`simulate` prints them instead, unless it keeps its store).
     pub log_messages: bool,
+    /// Whether every periodic commit is a restart point. A store that is
+    /// never reopened (a simulation's temporary one) only spills what
+    /// bounds memory, and writes hot records once, at the end.
+    pub durable: bool,
 }
 
 impl Default for Options {
@@ -65,6 +69,7 @@ impl Default for Options {
             commit_every: 50_000,
             unsubscribe_base: "http://127.0.0.1:8080/v1/unsubscribe".to_owned(),
             log_messages: true,
+            durable: true,
         }
     }
 }
@@ -625,7 +630,11 @@ impl Engine {
     /// Commits when enough writes are pending.
     pub fn maybe_commit(&mut self) -> Result<(), Error> {
         if self.store.pending() >= self.options.commit_every {
-            self.commit()?;
+            if self.options.durable {
+                self.commit()?;
+            } else {
+                self.store.spill()?;
+            }
         }
         Ok(())
     }

@@ -99,6 +99,7 @@ impl Simulation {
                 holdouts: options.holdouts,
                 cache_users: options.cache_users,
                 log_messages: options.log_messages,
+                durable: options.store.is_some(),
                 ..engine::Options::default()
             },
         )?;

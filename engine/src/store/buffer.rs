@@ -342,6 +342,17 @@ impl Buffered {
     /// whose user record is older is ignored when it fires (it is checked
     /// against the instance).
     pub fn commit(&mut self) -> Result<(), Error> {
+        self.commit_with(true)
+    }
+
+    /// Writes out what bounds memory (evicted records, timers, other
+    /// writes) but leaves dirty cached records for later. Not a restart
+    /// point: only for stores that are never reopened (simulate, test).
+    pub fn spill(&mut self) -> Result<(), Error> {
+        self.commit_with(false)
+    }
+
+    fn commit_with(&mut self, cached: bool) -> Result<(), Error> {
         const CHUNK: usize = 128;
         type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
         let mut phases: [Ops; 4] = Default::default();
@@ -372,7 +383,7 @@ impl Buffered {
             self.stats.user_writes += 1;
             users.push((super::users::key(&id), Some(bytes)));
         }
-        for (id, c) in self.cache.iter_mut() {
+        for (id, c) in self.cache.iter_mut().filter(|_| cached) {
             if c.dirty {
                 let bytes = c.rec.encode()?;
                 self.stats.user_bytes_written += bytes.len() as u64;
