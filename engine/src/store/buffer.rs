@@ -22,6 +22,9 @@ struct Cached {
     used: u64,
 }
 
+/// How many new timers a spill may keep in memory.
+const MAX_TIMERS_IN_MEMORY: usize = 1_000_000;
+
 /// The timers of one instant: when, and which.
 pub type Instant = (Millis, Vec<(TimerKey, Timer)>);
 
@@ -326,7 +329,7 @@ impl Buffered {
     /// How many writes wait for the next commit, weighted by what they cost
     /// in memory (an evicted user record weighs most).
     pub fn pending(&self) -> usize {
-        self.evicted.len() + self.timers.len() / 8 + self.batch.len() / 4
+        self.evicted.len() + self.timers.len() / 32 + self.batch.len() / 4
     }
 
     /// Commits every pending write and every dirty cached user.
@@ -361,8 +364,14 @@ impl Buffered {
             b.put_meta(&name, v);
             phases[0].extend(b.ops);
         }
+        // A spill keeps new timers in memory (most fire or are cancelled
+        // before the end) unless there are very many.
+        let keep_puts = !cached && self.timers.len() < MAX_TIMERS_IN_MEMORY;
         for (k, op) in std::mem::take(&mut self.timers) {
             match op {
+                TimerOp::Put(t) if keep_puts => {
+                    self.timers.insert(k, TimerOp::Put(t));
+                }
                 TimerOp::Put(t) => {
                     phases[1].push((k.encode(), Some(super::codec::encode("timer", &t)?)))
                 }
