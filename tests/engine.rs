@@ -94,6 +94,7 @@ fn entry_when_live_dedupe_reentry_and_event_ids() {
         "2026-03-02T09:00:00Z send u2 once welcome sent",
         "2026-03-02T09:00:00Z completed u2 once",
         "2026-03-02T09:05:00Z entered u1 cart",
+        "2026-03-02T09:08:00Z entry_skipped u1 cart dedupe",
         "2026-03-02T09:10:00Z entry_skipped u1 cart live",
         "2026-03-02T09:10:00Z entry_skipped u3 every live",
         "2026-03-02T10:00:00Z send u3 every pong sent",

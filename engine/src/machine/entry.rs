@@ -70,16 +70,19 @@ pub fn try_enter(
         }
     }
     let window = journey.entry.dedupe_window.millis();
-    let skip = if instances::live(&user.instances, &journey.id).is_some() {
+    // The dedupe key first: the same cart updated again while its journey
+    // runs is a duplicate (as in CLI.md's example), not merely a live
+    // instance.
+    let book = dedupe::book(&user.journeys, &journey.id);
+    let skip = if key
+        .as_deref()
+        .is_some_and(|k| book.is_some_and(|b| b.seen_key(k, now, window)))
+    {
+        Some(Skip::Dedupe)
+    } else if instances::live(&user.instances, &journey.id).is_some() {
         Some(Skip::Live)
     } else {
-        let book = dedupe::book(&user.journeys, &journey.id);
-        if key
-            .as_deref()
-            .is_some_and(|k| book.is_some_and(|b| b.seen_key(k, now, window)))
         {
-            Some(Skip::Dedupe)
-        } else {
             match journey.entry.reentry {
                 Reentry::Always => None,
                 Reentry::Never => book.is_some_and(|b| b.entries > 0).then_some(Skip::Reentry),
