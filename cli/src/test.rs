@@ -59,6 +59,44 @@ fn lines_of<'a>(report: &'a TestReport, user: Option<&str>) -> Vec<&'a Value> {
         .collect()
 }
 
+/// The line that matches the most keys of an expectation, with the keys
+/// it differs in (expected, actual), when one differs in at most two.
+fn closest<'a>(
+    e: &Expectation,
+    lines: &[&'a Value],
+) -> Option<(&'a Value, Vec<(String, String, String)>)> {
+    let want = pattern(e);
+    let want = want.as_object()?;
+    lines
+        .iter()
+        .map(|l| {
+            let diffs: Vec<(String, String, String)> = want
+                .iter()
+                .filter_map(|(k, v)| {
+                    let got = l.get(k);
+                    let same = match (k.as_str(), got.and_then(Value::as_str), v.as_str()) {
+                        ("at", Some(g), Some(w)) => {
+                            chrono::DateTime::parse_from_rfc3339(g).ok()
+                                == chrono::DateTime::parse_from_rfc3339(w).ok()
+                        }
+                        _ => got == Some(v),
+                    };
+                    (!same).then(|| {
+                        let show = |x: Option<&Value>| match x {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(other) => other.to_string(),
+                            None => "nothing".to_owned(),
+                        };
+                        (k.clone(), show(Some(v)), show(got))
+                    })
+                })
+                .collect();
+            (*l, diffs)
+        })
+        .filter(|(_, d)| !d.is_empty() && d.len() <= 2)
+        .min_by_key(|(_, d)| d.len())
+}
+
 fn print_human(report: &TestReport) {
     let place = format!("{}:{}", report.file, report.line);
     if report.passed() {
@@ -78,8 +116,19 @@ fn print_human(report: &TestReport) {
             (false, Some(u)) => println!("    no such line; the lines of user {u}:"),
             (false, None) => println!("    no such line; every line:"),
         }
+        let near = closest(e, &lines);
         for l in lines.iter().take(40) {
-            println!("    + {l}");
+            let mark = if near.as_ref().is_some_and(|(n, _)| std::ptr::eq(*n, *l)) {
+                "~"
+            } else {
+                "+"
+            };
+            println!("    {mark} {l}");
+        }
+        if let Some((_, diffs)) = &near {
+            for (k, want, got) in diffs {
+                println!("    ~ closest line differs in `{k}`: expected {want}, got {got}");
+            }
         }
         if lines.len() > 40 {
             println!("    … {} more", lines.len() - 40);
