@@ -57,8 +57,13 @@ fn a_failure_exits_1_with_expected_and_actual() {
     );
     assert!(
         out.contains(
-            r#"+ {"at":"2026-03-02T10:05:00Z","kind":"send","user":"a","journey":"nudge""#
+            r#"~ {"at":"2026-03-02T10:05:00Z","kind":"send","user":"a","journey":"nudge""#
         ),
+        "{out}"
+    );
+    // The closest line is marked, with what differs.
+    assert!(
+        out.contains("~ closest line differs in `at`: expected 2026-03-02T11:00:00Z, got 2026-03-02T10:05:00Z"),
         "{out}"
     );
     assert!(

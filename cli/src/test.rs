@@ -59,18 +59,18 @@ fn lines_of<'a>(report: &'a TestReport, user: Option<&str>) -> Vec<&'a Value> {
         .collect()
 }
 
+/// A key a line differs in: (key, expected, actual).
+type Difference = (String, String, String);
+
 /// The line that matches the most keys of an expectation, with the keys
-/// it differs in (expected, actual), when one differs in at most two.
-fn closest<'a>(
-    e: &Expectation,
-    lines: &[&'a Value],
-) -> Option<(&'a Value, Vec<(String, String, String)>)> {
+/// it differs in, when one differs in at most two.
+fn closest<'a>(e: &Expectation, lines: &[&'a Value]) -> Option<(&'a Value, Vec<Difference>)> {
     let want = pattern(e);
     let want = want.as_object()?;
     lines
         .iter()
         .map(|l| {
-            let diffs: Vec<(String, String, String)> = want
+            let diffs: Vec<Difference> = want
                 .iter()
                 .filter_map(|(k, v)| {
                     let got = l.get(k);
