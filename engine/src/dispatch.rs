@@ -3,6 +3,8 @@
 //! never a blank) and handed to a [`Dispatcher`]. `simulate` and `test` use
 //! the [`Recording`] dispatcher; `run` plugs in the channel providers.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -101,6 +103,102 @@ impl Dispatcher for Recording {
 pub struct MessageRenderer {
     html: Handlebars<'static>,
     plain: Handlebars<'static>,
+    /// Texts made only of raw text and `{{a.b}}` paths, by name (plain
+    /// texts first, then HTML ones): rendered without Handlebars when
+    /// every path leads through objects to a string, number or boolean
+    /// (anything else, a missing value included, falls back to Handlebars,
+    /// so errors and edge cases stay Handlebars' own).
+    simple: [HashMap<String, Vec<Piece>>; 2],
+}
+
+enum Piece {
+    Raw(String),
+    Path(Vec<String>),
+}
+
+/// Splits `source` into raw text and plain dotted paths, or `None` when it
+/// uses anything else (helpers, blocks, comments, partials, triple braces,
+/// escapes, whitespace control, spaces inside braces, `this`, `@` data,
+/// literals, single-segment names that could be helpers).
+fn simple_pieces(source: &str) -> Option<Vec<Piece>> {
+    fn ident(s: &str) -> bool {
+        let mut cs = s.chars();
+        cs.next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !matches!(s, "this" | "true" | "false" | "null" | "undefined" | "else")
+    }
+    if source.contains('\\') {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(open) = rest.find("{{") {
+        let raw = &rest[..open];
+        if raw.contains(['{', '}']) {
+            return None;
+        }
+        if !raw.is_empty() {
+            out.push(Piece::Raw(raw.to_owned()));
+        }
+        let after = &rest[open + 2..];
+        let close = after.find("}}")?;
+        let expr = &after[..close];
+        let segments: Vec<&str> = expr.split('.').collect();
+        if segments.len() < 2 || !segments.iter().all(|s| ident(s)) {
+            return None;
+        }
+        out.push(Piece::Path(
+            segments.into_iter().map(str::to_owned).collect(),
+        ));
+        rest = &after[close + 2..];
+    }
+    if rest.contains(['{', '}']) {
+        return None;
+    }
+    if !rest.is_empty() {
+        out.push(Piece::Raw(rest.to_owned()));
+    }
+    Some(out)
+}
+
+/// Renders `pieces` against `data` as Handlebars does, or `None` when a
+/// path does not lead through objects to a string, number or boolean.
+fn render_simple(pieces: &[Piece], data: &Value, html: bool) -> Option<String> {
+    let mut out = String::new();
+    for p in pieces {
+        match p {
+            Piece::Raw(s) => out.push_str(s),
+            Piece::Path(path) => {
+                let mut v = data;
+                for seg in path {
+                    v = v.as_object()?.get(seg)?;
+                }
+                let rendered;
+                let s: &str = match v {
+                    Value::String(s) => s,
+                    Value::Number(n) => {
+                        rendered = n.to_string();
+                        &rendered
+                    }
+                    Value::Bool(b) => {
+                        if *b {
+                            "true"
+                        } else {
+                            "false"
+                        }
+                    }
+                    _ => return None,
+                };
+                if html {
+                    out.push_str(&handlebars::html_escape(s));
+                } else {
+                    out.push_str(s);
+                }
+            }
+        }
+    }
+    Some(out)
 }
 
 fn texts(t: &MessageTemplate) -> Vec<&Text> {
@@ -148,23 +246,40 @@ impl MessageRenderer {
         let mut plain = Handlebars::new();
         plain.set_strict_mode(true);
         plain.register_escape_fn(handlebars::no_escape);
+        let mut simple = [HashMap::new(), HashMap::new()];
         for t in config.templates.values() {
             for text in texts(t) {
                 if text.is_literal() {
                     continue;
                 }
                 let registry = if text.html { &mut html } else { &mut plain };
-                if let Err(e) = registry.register_template_string(&text.name, &text.source) {
-                    tracing::warn!(template = %t.id, "template text does not compile: {e}");
+                match registry.register_template_string(&text.name, &text.source) {
+                    Err(e) => {
+                        tracing::warn!(template = %t.id, "template text does not compile: {e}");
+                    }
+                    Ok(()) => {
+                        if let Some(pieces) = simple_pieces(&text.source) {
+                            simple[usize::from(text.html)].insert(text.name.clone(), pieces);
+                        }
+                    }
                 }
             }
         }
-        MessageRenderer { html, plain }
+        MessageRenderer {
+            html,
+            plain,
+            simple,
+        }
     }
 
     fn text(&self, t: &Text, ctx: &Context) -> Result<String, RenderError> {
         if t.is_literal() {
             return Ok(t.source.clone());
+        }
+        if let Some(pieces) = self.simple[usize::from(t.html)].get(&t.name) {
+            if let Some(out) = render_simple(pieces, ctx.data(), t.html) {
+                return Ok(out);
+            }
         }
         let registry = if t.html { &self.html } else { &self.plain };
         registry.render_with_context(&t.name, ctx).map_err(|e| {
@@ -277,5 +392,66 @@ impl MessageRenderer {
                 body: body.as_ref().map(|b| self.json(b, ctx)).transpose()?,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The Handlebars-free path renders exactly what Handlebars renders,
+    /// and declines whatever it does not handle.
+    #[test]
+    fn simple_texts_render_as_handlebars_does() {
+        let data = json!({
+            "user": {"first_name": "Zoë <&\"'`=>", "n": 12.5, "i": -3, "b": true, "z": null,
+                     "a": [1, 2], "o": {"x": 1}},
+            "entry": {"cart_id": "c/1?x=1&y=2"},
+        });
+        let sources = [
+            "Hi {{user.first_name}}, {{user.n}} {{user.i}} {{user.b}}!\n{{entry.cart_id}}",
+            "{{user.first_name}}",
+            "<a href=\"https://x/{{entry.cart_id}}\">{{user.first_name}}</a>",
+        ];
+        for html in [false, true] {
+            let mut hb = Handlebars::new();
+            hb.set_strict_mode(true);
+            if !html {
+                hb.register_escape_fn(handlebars::no_escape);
+            }
+            for (i, src) in sources.iter().enumerate() {
+                hb.register_template_string(&i.to_string(), src).unwrap();
+                let pieces = simple_pieces(src).expect("simple");
+                let fast = render_simple(&pieces, &data, html).expect("rendered");
+                assert_eq!(fast, hb.render(&i.to_string(), &data).unwrap());
+            }
+        }
+        for declined in [
+            "{{user.z}}",
+            "{{user.a}}",
+            "{{user.o}}",
+            "{{user.missing}}",
+            "{{nope.x}}",
+        ] {
+            let pieces = simple_pieces(declined).expect("simple");
+            assert!(render_simple(&pieces, &data, false).is_none());
+        }
+        for complex in [
+            "{{#if user.b}}x{{/if}}",
+            "{{ user.first_name }}",
+            "{{{user.first_name}}}",
+            "{{~user.first_name}}",
+            "{{user}}",
+            "{{this.user}}",
+            "{{! note }}",
+            "{{> partial}}",
+            "\\{{user.first_name}}",
+            "{{lookup user 'x'}}",
+            "a {{user.first_name",
+            "{{@root.user}}",
+        ] {
+            assert!(simple_pieces(complex).is_none(), "{complex}");
+        }
     }
 }
