@@ -45,6 +45,26 @@ enum Command {
     },
 }
 
+/// Loads and compiles a repository for the commands that run it; on
+/// failure prints every diagnostic to stderr and returns `None` (exit 1).
+pub fn load_config(dir: &std::path::Path) -> Option<std::sync::Arc<journeys::Config>> {
+    match journeys::load(dir) {
+        Ok(c) => Some(std::sync::Arc::new(c)),
+        Err(diags) => {
+            for d in diags.iter() {
+                eprintln!("{:?}", d.to_report());
+            }
+            let n = diags.errors().count();
+            eprintln!(
+                "{} is invalid: {n} error{}",
+                dir.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            None
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

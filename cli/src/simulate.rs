@@ -5,7 +5,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -136,19 +135,8 @@ fn parse_ts(what: &str, s: &str) -> miette::Result<DateTime<Utc>> {
 }
 
 pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
-    let config = match journeys::load(&args.dir) {
-        Ok(c) => Arc::new(c),
-        Err(diags) => {
-            for d in diags.iter() {
-                eprintln!("{:?}", d.to_report());
-            }
-            eprintln!(
-                "{} is invalid: {} errors",
-                args.dir.display(),
-                diags.errors().count()
-            );
-            return Ok(ExitCode::from(1));
-        }
+    let Some(config) = crate::load_config(&args.dir) else {
+        return Ok(ExitCode::from(1));
     };
     let file = match EventFile::open(&args.events, args.users) {
         Ok(f) => f,

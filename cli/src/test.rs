@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -169,19 +168,8 @@ fn to_json(report: &TestReport) -> Value {
 }
 
 pub fn run(args: TestArgs) -> miette::Result<ExitCode> {
-    let config = match journeys::load(&args.dir) {
-        Ok(c) => Arc::new(c),
-        Err(diags) => {
-            for d in diags.iter() {
-                eprintln!("{:?}", d.to_report());
-            }
-            eprintln!(
-                "{} is invalid: {} errors",
-                args.dir.display(),
-                diags.errors().count()
-            );
-            return Ok(ExitCode::from(1));
-        }
+    let Some(config) = crate::load_config(&args.dir) else {
+        return Ok(ExitCode::from(1));
     };
     let reports = run_all(&config);
     let passed = reports.iter().filter(|r| r.passed()).count();

@@ -282,24 +282,9 @@ impl MessageRenderer {
             }
         }
         let registry = if t.html { &self.html } else { &self.plain };
-        registry.render_with_context(&t.name, ctx).map_err(|e| {
-            use handlebars::RenderErrorReason as R;
-            match e.reason() {
-                R::MissingVariable(Some(v)) => RenderError::MissingVariable(v.clone()),
-                other => {
-                    let msg = other.to_string();
-                    match msg.split('"').nth(1) {
-                        Some(v) if msg.contains("not found in strict mode") => {
-                            RenderError::MissingVariable(v.to_owned())
-                        }
-                        _ => RenderError::Failed {
-                            name: t.name.clone(),
-                            message: msg,
-                        },
-                    }
-                }
-            }
-        })
+        registry
+            .render_with_context(&t.name, ctx)
+            .map_err(|e| RenderError::from_handlebars(&t.name, &e))
     }
 
     fn opt(&self, t: &Option<Text>, ctx: &Context) -> Result<Option<String>, RenderError> {

@@ -223,6 +223,30 @@ pub enum RenderError {
     Failed { name: String, message: String },
 }
 
+impl RenderError {
+    /// What a Handlebars render error means for a message: a missing
+    /// variable (named) or another failure of template `name`.
+    pub fn from_handlebars(name: &str, e: &handlebars::RenderError) -> RenderError {
+        use handlebars::RenderErrorReason as R;
+        match e.reason() {
+            R::MissingVariable(Some(v)) => RenderError::MissingVariable(v.clone()),
+            other => {
+                let msg = other.to_string();
+                // Strict mode reports a missing path in helpers this way.
+                match msg.split('"').nth(1) {
+                    Some(v) if msg.contains("not found in strict mode") => {
+                        RenderError::MissingVariable(v.to_owned())
+                    }
+                    _ => RenderError::Failed {
+                        name: name.to_owned(),
+                        message: msg,
+                    },
+                }
+            }
+        }
+    }
+}
+
 /// Every compiled template text of a repository, ready to render.
 pub struct Renderer {
     html: Handlebars<'static>,
@@ -257,25 +281,9 @@ impl Renderer {
             return Ok(text.source.clone());
         }
         let registry = if text.html { &self.html } else { &self.plain };
-        registry.render(&text.name, data).map_err(|e| {
-            use handlebars::RenderErrorReason as R;
-            match e.reason() {
-                R::MissingVariable(Some(v)) => RenderError::MissingVariable(v.clone()),
-                other => {
-                    let msg = other.to_string();
-                    // Strict mode reports a missing path in helpers this way.
-                    match msg.split('"').nth(1) {
-                        Some(v) if msg.contains("not found in strict mode") => {
-                            RenderError::MissingVariable(v.to_owned())
-                        }
-                        _ => RenderError::Failed {
-                            name: text.name.clone(),
-                            message: msg,
-                        },
-                    }
-                }
-            }
-        })
+        registry
+            .render(&text.name, data)
+            .map_err(|e| RenderError::from_handlebars(&text.name, &e))
     }
 }
 
