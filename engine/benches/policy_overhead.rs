@@ -6,7 +6,6 @@
 //! Issue 5's target: at most 25% slower with the policies. Figures:
 //! BENCHMARKS.md.
 
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -89,24 +88,10 @@ fn run(config: Config, path: &Path, start: DateTime<Utc>, until: DateTime<Utc>) 
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let mut spec = engine::generate::Spec::default();
-    if let Some(u) = args.first() {
-        spec.users = *u;
-    }
-    if let Some(e) = args.get(1) {
-        spec.events = *e;
-    }
+    let spec = engine::generate::Spec::from_args(std::env::args().skip(1));
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("events.jsonl");
-    {
-        let mut out = BufWriter::new(std::fs::File::create(&path).expect("create"));
-        engine::generate::generate(&spec, &mut out).expect("generate");
-        out.flush().expect("flush");
-    }
+    engine::generate::generate_file(&spec, &path).expect("generate");
     let start = spec.start;
     let until = start + TimeDelta::days(spec.days as i64);
     let mut bare = 0f64;

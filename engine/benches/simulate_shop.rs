@@ -3,7 +3,6 @@
 //! events), simulates the two weeks it covers, and prints events per second
 //! and the process's peak resident memory. Figures: BENCHMARKS.md.
 
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,24 +28,10 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let mut spec = engine::generate::Spec::default();
-    if let Some(u) = args.first() {
-        spec.users = *u;
-    }
-    if let Some(e) = args.get(1) {
-        spec.events = *e;
-    }
+    let spec = engine::generate::Spec::from_args(std::env::args().skip(1));
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("events.jsonl");
-    {
-        let mut out = BufWriter::new(std::fs::File::create(&path).expect("create"));
-        engine::generate::generate(&spec, &mut out).expect("generate");
-        out.flush().expect("flush");
-    }
+    engine::generate::generate_file(&spec, &path).expect("generate");
     let shop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop");
     let config =
         Arc::new(journeys::load(&shop).unwrap_or_else(|_| panic!("examples/shop is invalid")));

@@ -9,20 +9,7 @@
 use std::io::{BufWriter, Write};
 
 fn main() -> std::io::Result<()> {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let mut spec = engine::generate::Spec::default();
-    if let Some(u) = args.first() {
-        spec.users = *u;
-    }
-    if let Some(e) = args.get(1) {
-        spec.events = *e;
-    }
-    if let Some(s) = args.get(2) {
-        spec.seed = *s;
-    }
+    let spec = engine::generate::Spec::from_args(std::env::args().skip(1));
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
     let n = engine::generate::generate(&spec, &mut out)?;

@@ -52,6 +52,34 @@ pub struct Spec {
     pub seed: u64,
 }
 
+impl Spec {
+    /// `USERS EVENTS [SEED]` as given on a command line (the generator
+    /// example and the benches); what is missing or not a number keeps its
+    /// default.
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Spec {
+        let numbers: Vec<u64> = args.into_iter().filter_map(|a| a.parse().ok()).collect();
+        let mut spec = Spec::default();
+        if let Some(u) = numbers.first() {
+            spec.users = *u;
+        }
+        if let Some(e) = numbers.get(1) {
+            spec.events = *e;
+        }
+        if let Some(s) = numbers.get(2) {
+            spec.seed = *s;
+        }
+        spec
+    }
+}
+
+/// Generates into a file at `path`; returns how many events were written.
+pub fn generate_file(spec: &Spec, path: &std::path::Path) -> std::io::Result<u64> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let n = generate(spec, &mut out)?;
+    out.flush()?;
+    Ok(n)
+}
+
 impl Default for Spec {
     fn default() -> Self {
         Spec {
