@@ -201,44 +201,6 @@ fn render_simple(pieces: &[Piece], data: &Value, html: bool) -> Option<String> {
     Some(out)
 }
 
-fn texts(t: &MessageTemplate) -> Vec<&Text> {
-    fn json_texts<'t>(j: &'t JsonTemplate, out: &mut Vec<&'t Text>) {
-        match j {
-            JsonTemplate::Value(_) => {}
-            JsonTemplate::Text(t) => out.push(t),
-            JsonTemplate::Array(items) => items.iter().for_each(|i| json_texts(i, out)),
-            JsonTemplate::Object(fields) => fields.iter().for_each(|(_, v)| json_texts(v, out)),
-        }
-    }
-    let mut out = Vec::new();
-    match &t.body {
-        TemplateBody::Email {
-            subject,
-            text,
-            html,
-            from,
-            reply_to,
-        } => {
-            out.push(subject);
-            out.extend([text, html, from, reply_to].into_iter().flatten());
-        }
-        TemplateBody::Push { title, body, data } => {
-            out.extend([title, body].into_iter().flatten());
-            out.extend(data.iter().map(|(_, t)| t));
-        }
-        TemplateBody::Webhook {
-            url, headers, body, ..
-        } => {
-            out.push(url);
-            out.extend(headers.iter().map(|(_, t)| t));
-            if let Some(b) = body {
-                json_texts(b, &mut out);
-            }
-        }
-    }
-    out
-}
-
 impl MessageRenderer {
     pub fn new(config: &Config) -> MessageRenderer {
         let mut html = Handlebars::new();
@@ -248,7 +210,7 @@ impl MessageRenderer {
         plain.register_escape_fn(handlebars::no_escape);
         let mut simple = [HashMap::new(), HashMap::new()];
         for t in config.templates.values() {
-            for text in texts(t) {
+            for text in t.texts() {
                 if text.is_literal() {
                     continue;
                 }

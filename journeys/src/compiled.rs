@@ -298,6 +298,48 @@ pub struct MessageTemplate {
     pub body: TemplateBody,
 }
 
+impl MessageTemplate {
+    /// Every template text of the message, in a fixed order: the fields of
+    /// its channel, then data/headers, then the strings of a webhook body.
+    pub fn texts(&self) -> Vec<&Text> {
+        fn json_texts<'t>(j: &'t JsonTemplate, out: &mut Vec<&'t Text>) {
+            match j {
+                JsonTemplate::Value(_) => {}
+                JsonTemplate::Text(t) => out.push(t),
+                JsonTemplate::Array(items) => items.iter().for_each(|i| json_texts(i, out)),
+                JsonTemplate::Object(fields) => fields.iter().for_each(|(_, v)| json_texts(v, out)),
+            }
+        }
+        let mut out = Vec::new();
+        match &self.body {
+            TemplateBody::Email {
+                subject,
+                text,
+                html,
+                from,
+                reply_to,
+            } => {
+                out.push(subject);
+                out.extend([text, html, from, reply_to].into_iter().flatten());
+            }
+            TemplateBody::Push { title, body, data } => {
+                out.extend([title, body].into_iter().flatten());
+                out.extend(data.iter().map(|(_, t)| t));
+            }
+            TemplateBody::Webhook {
+                url, headers, body, ..
+            } => {
+                out.push(url);
+                out.extend(headers.iter().map(|(_, t)| t));
+                if let Some(b) = body {
+                    json_texts(b, &mut out);
+                }
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // one per template; boxing buys nothing
 pub enum TemplateBody {

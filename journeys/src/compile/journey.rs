@@ -10,8 +10,8 @@ use super::graph;
 use super::message::inline_text;
 use super::{Ctx, Ids, TypeEnv};
 use crate::compiled::{
-    Action, Entry, ExitRule, Goal, Journey, MessageTemplate, Migration, Next, State, TemplateBody,
-    Trigger, UpdateValue,
+    Action, Entry, ExitRule, Goal, Journey, MessageTemplate, Migration, Next, State, Trigger,
+    UpdateValue,
 };
 use crate::condition::Allowed;
 use crate::diagnostic::{with_suggestion, Code};
@@ -741,44 +741,7 @@ fn send_step(
     // Variables of the template against this journey's entry event.
     let entry = b.entry_event.clone();
     let entry_scope = Some(entry.as_deref());
-    let texts: Vec<&Text> = match &template.body {
-        TemplateBody::Email {
-            subject,
-            text,
-            html,
-            from,
-            reply_to,
-        } => std::iter::once(subject)
-            .chain([text, html, from, reply_to].into_iter().flatten())
-            .collect(),
-        TemplateBody::Push { title, body, data } => [title, body]
-            .into_iter()
-            .flatten()
-            .chain(data.iter().map(|(_, t)| t))
-            .collect(),
-        TemplateBody::Webhook {
-            url, headers, body, ..
-        } => {
-            let mut v: Vec<&Text> = vec![url];
-            v.extend(headers.iter().map(|(_, t)| t));
-            fn walk<'t>(j: &'t crate::compiled::JsonTemplate, out: &mut Vec<&'t Text>) {
-                match j {
-                    crate::compiled::JsonTemplate::Text(t) => out.push(t),
-                    crate::compiled::JsonTemplate::Array(items) => {
-                        items.iter().for_each(|i| walk(i, out))
-                    }
-                    crate::compiled::JsonTemplate::Object(items) => {
-                        items.iter().for_each(|(_, i)| walk(i, out))
-                    }
-                    crate::compiled::JsonTemplate::Value(_) => {}
-                }
-            }
-            if let Some(body) = body {
-                walk(body, &mut v);
-            }
-            v
-        }
-    };
+    let texts = template.texts();
     for t in texts {
         let only_entry: Vec<&String> = t
             .variables

@@ -397,23 +397,14 @@ pub(crate) fn compile(
         }
     };
 
-    // Collect the top-level texts too, for registration and checks.
-    match &body {
-        TemplateBody::Email {
-            subject,
-            text,
-            html,
-            from,
-            reply_to,
-        } => {
-            texts.push(subject.clone());
-            texts.extend([text, html, from, reply_to].into_iter().flatten().cloned());
-        }
-        TemplateBody::Push { title, body, .. } => {
-            texts.extend([title, body].into_iter().flatten().cloned())
-        }
-        TemplateBody::Webhook { url, .. } => texts.push(url.clone()),
-    }
+    // `texts` above only numbered the nested texts; the template lists
+    // all of them, for registration and checks.
+    let template = MessageTemplate {
+        id: t.id.value.clone(),
+        channel,
+        body,
+    };
+    let texts: Vec<Text> = template.texts().into_iter().cloned().collect();
     for text in &texts {
         // Only `user.*`, `journey.*`, `message.*` and unknown roots can be
         // judged without the journey that sends it.
@@ -422,14 +413,7 @@ pub(crate) fn compile(
     if !ok {
         return None;
     }
-    Some((
-        MessageTemplate {
-            id: t.id.value.clone(),
-            channel,
-            body,
-        },
-        texts,
-    ))
+    Some((template, texts))
 }
 
 /// The span of `key:` on the line of a value (for fields reported by key).
