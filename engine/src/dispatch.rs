@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use handlebars::{Context, Handlebars};
@@ -16,7 +16,7 @@ use journeys::template::{RenderError, Text};
 use crate::clock::Millis;
 
 /// A rendered message, ready for a provider.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     /// The idempotency key: stable across retries and deferrals.
     pub key: String,
@@ -30,7 +30,7 @@ pub struct Message {
     pub content: Content,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Content {
     Email {
@@ -55,13 +55,16 @@ pub enum Content {
     },
 }
 
-/// Why a provider did not take a message.
+/// Why a provider did not take a message: data, turned by the engine
+/// into a retry (with backoff) or a dead letter.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct DispatchError {
     /// Whether trying again later may succeed.
     pub retriable: bool,
     pub message: String,
+    /// The provider asked to wait at least this long (`Retry-After`).
+    pub retry_after: Option<Millis>,
 }
 
 /// Hands messages to their channel.

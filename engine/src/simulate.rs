@@ -12,7 +12,7 @@ use journeys::event::Event;
 
 use crate::clock::{to_millis, Millis, VirtualClock};
 use crate::dispatch::Recording;
-use crate::engine::{self, Engine, Error};
+use crate::engine::{self, Delivery, Engine, Error};
 use crate::output::{Sink, Summary};
 use crate::store::sled_store::{SledOptions, SledStore};
 
@@ -30,6 +30,10 @@ pub struct SimOptions {
     /// Keep the message log in the store (off by default: the lines are
     /// the simulation's output).
     pub log_messages: bool,
+    /// Commit once this many writes are pending.
+    pub commit_every: usize,
+    /// Failure injection in the store, for tests.
+    pub faults: Option<crate::store::log::Faults>,
 }
 
 impl Default for SimOptions {
@@ -40,6 +44,8 @@ impl Default for SimOptions {
             cache_users: engine::Options::default().cache_users,
             sled_cache_bytes: SledOptions::default().cache_bytes,
             log_messages: false,
+            commit_every: engine::Options::default().commit_every,
+            faults: None,
         }
     }
 }
@@ -86,6 +92,8 @@ impl Simulation {
             &SledOptions {
                 cache_bytes: options.sled_cache_bytes,
                 temporary: dir.is_some(),
+                faults: options.faults.clone(),
+                ..SledOptions::default()
             },
         )
         .map_err(Error::from)?;
@@ -94,12 +102,13 @@ impl Simulation {
             config,
             Box::new(store),
             Arc::new(clock.clone()),
-            Box::new(Recording::default()),
+            Delivery::Inline(Box::new(Recording::default())),
             sink,
             engine::Options {
                 holdouts: options.holdouts,
                 cache_users: options.cache_users,
                 log_messages: options.log_messages,
+                commit_every: options.commit_every,
                 durable: options.store.is_some(),
                 ..engine::Options::default()
             },
@@ -129,6 +138,13 @@ impl Simulation {
             return Ok(());
         }
         if ts > self.last {
+            // A kept store commits only between instants: a restart then
+            // resumes with every event of the last committed instant in and
+            // none of the next, so the timers set at that instant fire
+            // after all of its events, as they would have.
+            if self.durable {
+                self.engine.maybe_commit()?;
+            }
             // Everything due up to this instant happens first; messages due
             // at one instant are decided once all its events are in.
             self.clock.set(ev.ts);
@@ -136,7 +152,9 @@ impl Simulation {
             self.last = ts;
         }
         self.engine.ingest(ev)?;
-        self.engine.maybe_commit()?;
+        if !self.durable {
+            self.engine.maybe_commit()?;
+        }
         Ok(())
     }
 

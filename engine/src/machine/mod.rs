@@ -2,7 +2,7 @@
 //! user's record (the transaction's view of that user) and an input (an
 //! event, a timer, a policy decision), changes the record, and returns what
 //! must happen outside as data ([`Effect`]s: lines to report, timers to set
-//! or cancel). Nothing here touches the store, the clock, the policies'
+//! or cancel, messages for the outbox). Nothing here touches the store, the clock, the policies'
 //! ledgers or the network.
 
 pub mod entry;
@@ -14,6 +14,7 @@ pub mod send;
 use journeys::compiled::Config;
 
 use crate::clock::Millis;
+use crate::dispatch::Message;
 use crate::index::Index;
 use crate::output::Line;
 use crate::store::timers::{TimerKey, TimerKind};
@@ -27,6 +28,9 @@ pub enum Effect {
     SetTimer(TimerKey, TimerKind),
     /// Cancel a timer set earlier.
     CancelTimer(TimerKey),
+    /// Put a rendered message in the outbox, committed with this change
+    /// (with its journey's category).
+    Outbox(Box<Message>, String),
 }
 
 /// The inputs every transition shares.

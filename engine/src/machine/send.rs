@@ -6,13 +6,14 @@ use std::sync::Arc;
 use journeys::compiled::{Action, Channel, Journey, Next};
 
 use crate::clock::Millis;
+use crate::dispatch::Message;
 use crate::output::{Kind, Line, Outcome};
 use crate::policy::Reservation;
 use crate::store::instances::Deferred;
 use crate::store::timers::{TimerKey, TimerKind};
 use crate::store::users::UserRecord;
 
-use super::{instance, Ctx};
+use super::{instance, Ctx, Effect};
 
 /// A message waiting for its decision.
 #[derive(Debug, Clone)]
@@ -72,10 +73,12 @@ pub fn due(
 }
 
 /// What became of a due message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Result {
+    /// Rendered: the message goes to the outbox.
     Sent {
         key: String,
+        message: Box<Message>,
     },
     Deferred {
         reason: String,
@@ -105,7 +108,9 @@ pub fn decided(ctx: &mut Ctx<'_>, user: &mut UserRecord, due: &Due, result: Resu
     line.channel = Some(due.channel.as_str());
     line.template = Some(due.template.clone());
     let proceed = match result {
-        Result::Sent { key } => {
+        Result::Sent { key, message } => {
+            ctx.effects
+                .push(Effect::Outbox(message, due.journey.category.clone()));
             line.outcome = Some(Outcome::Sent);
             line.key = Some(key);
             true

@@ -332,18 +332,10 @@ impl Buffered {
         self.evicted.len() + self.timers.len() / 32 + self.batch.len() / 4
     }
 
-    /// Commits every pending write and every dirty cached user.
-    ///
-    /// sled keeps its memory bounded only with small batches (a batch of
-    /// thousands of writes makes its resident memory grow without limit, see
-    /// BENCHMARKS.md), so a commit is applied as a sequence of small atomic
-    /// batches, in an order that keeps every intermediate state safe to
-    /// restart from: the sequence and ledgers first; then new timers, index
-    /// entries and log records; then the user records; then the deletions
-    /// of fired or cancelled timers and stale index entries. A user record
-    /// is always written whole, every timer it refers to exists, and a timer
-    /// whose user record is older is ignored when it fires (it is checked
-    /// against the instance).
+    /// Commits every pending write and every dirty cached user as one
+    /// batch, which the backend applies atomically (see
+    /// [`super::sled_store`]): after a crash the store holds all of this
+    /// commit or none of it.
     pub fn commit(&mut self) -> Result<(), Error> {
         self.commit_with(true)
     }
@@ -356,13 +348,9 @@ impl Buffered {
     }
 
     fn commit_with(&mut self, cached: bool) -> Result<(), Error> {
-        const CHUNK: usize = 128;
-        type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
-        let mut phases: [Ops; 4] = Default::default();
+        let mut batch = std::mem::take(&mut self.batch);
         for (name, v) in std::mem::take(&mut self.meta) {
-            let mut b = Batch::default();
-            b.put_meta(&name, v);
-            phases[0].extend(b.ops);
+            batch.put_meta(&name, v);
         }
         // A spill keeps new timers in memory (most fire or are cancelled
         // before the end) unless there are very many.
@@ -372,56 +360,30 @@ impl Buffered {
                 TimerOp::Put(t) if keep_puts => {
                     self.timers.insert(k, TimerOp::Put(t));
                 }
-                TimerOp::Put(t) => {
-                    phases[1].push((k.encode(), Some(super::codec::encode("timer", &t)?)))
-                }
-                TimerOp::Delete => phases[3].push((k.encode(), None)),
+                TimerOp::Put(t) => batch.put(k.encode(), super::codec::encode("timer", &t)?),
+                TimerOp::Delete => batch.delete(k.encode()),
             }
         }
-        let pending = std::mem::take(&mut self.batch);
-        for (k, v) in pending.ops {
-            match v {
-                Some(v) => phases[1].push((k, Some(v))),
-                None => phases[3].push((k, None)),
-            }
-        }
-        // User records (blobs).
-        let mut users: Ops = pending.blobs.into_iter().collect();
         for (id, bytes) in self.evicted.drain() {
             self.stats.user_bytes_written += bytes.len() as u64;
             self.stats.user_writes += 1;
-            users.push((super::users::key(&id), Some(bytes)));
+            batch.put_blob(super::users::key(&id), bytes);
         }
         for (id, c) in self.cache.iter_mut().filter(|_| cached) {
             if c.dirty {
                 let bytes = c.rec.encode()?;
                 self.stats.user_bytes_written += bytes.len() as u64;
                 self.stats.user_writes += 1;
-                users.push((super::users::key(id), Some(bytes)));
+                batch.put_blob(super::users::key(id), bytes);
                 c.dirty = false;
             }
         }
-        users.sort_by(|a, b| a.0.cmp(&b.0));
-        phases[2] = users;
         self.new_users.clear();
         self.window.clear();
         self.window_last = None;
         self.window_end = false;
-        let mut any = false;
-        for (i, phase) in phases.into_iter().enumerate() {
-            let mut it = phase.into_iter().peekable();
-            while it.peek().is_some() {
-                let mut b = Batch::default();
-                if i == 2 {
-                    b.blobs.extend(it.by_ref().take(CHUNK));
-                } else {
-                    b.ops.extend(it.by_ref().take(CHUNK));
-                }
-                self.store.apply(b)?;
-                any = true;
-            }
-        }
-        if any {
+        if !batch.is_empty() {
+            self.store.apply(batch)?;
             self.stats.commits += 1;
         }
         Ok(())

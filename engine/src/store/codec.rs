@@ -1,4 +1,5 @@
-//! Record encoding: bincode for the records, JSON text for the free-form
+//! Record encoding: a layout version byte ([`RECORD_VERSION`]), then
+//! bincode for the records, JSON text for the free-form
 //! JSON values inside them (profiles, event properties), which bincode
 //! cannot describe.
 
@@ -7,10 +8,16 @@ use serde::Serialize;
 
 use super::Error;
 
+/// The layout version in front of every record. A record layout that
+/// changes gets the next number, and [`decode`] keeps reading the old ones
+/// (upgrading them as it reads).
+pub const RECORD_VERSION: u8 = 1;
+
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, Error> {
     // `serialize_into` skips bincode's size pass, which would render every
     // embedded JSON value twice.
     let mut out = Vec::with_capacity(512);
+    out.push(RECORD_VERSION);
     bincode::serialize_into(&mut out, value).map_err(|e| Error::Encode {
         what,
         message: e.to_string(),
@@ -19,7 +26,24 @@ pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, Er
 }
 
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, Error> {
-    bincode::deserialize(bytes).map_err(|e| Error::Decode {
+    let body = match bytes.split_first() {
+        Some((&RECORD_VERSION, body)) => body,
+        Some((v, _)) => {
+            return Err(Error::Decode {
+                what,
+                message: format!(
+                    "record layout version {v} is unknown (this sluice reads {RECORD_VERSION})"
+                ),
+            })
+        }
+        None => {
+            return Err(Error::Decode {
+                what,
+                message: "empty record".into(),
+            })
+        }
+    };
+    bincode::deserialize(body).map_err(|e| Error::Decode {
         what,
         message: e.to_string(),
     })

@@ -12,6 +12,7 @@
 //! | [`zones`] | `z` zone `\0` user | which users live in which time zone (for `timezone: user` schedules) |
 //! | [`audiences`] | `a` segment `\0` zone `\0` user | the members of the segments schedules enter |
 //! | [`messages`] | `m` / `d` time + seq | the message log (every `send` decision) and the dead-letter queue |
+//! | [`outbox`] | `o` id | rendered messages awaiting delivery, committed with the decision that made them |
 //! | [`meta`] | `x` name | engine bookkeeping: sequence counter, policy ledgers, schedule cursors |
 //!
 //! Keeping a user's live state in one record is what makes the engine fast
@@ -26,35 +27,75 @@ pub mod buffer;
 pub mod codec;
 pub mod dedupe;
 pub mod event_ids;
+pub mod format;
 pub mod goals;
 pub mod history;
 pub mod instances;
+pub mod log;
 pub mod messages;
 pub mod meta;
+pub mod outbox;
 pub mod profile;
 pub mod sled_store;
 pub mod timers;
 pub mod users;
-pub mod vlog;
 pub mod zones;
+
+use std::path::{Path, PathBuf};
 
 pub use buffer::Buffered;
 pub use sled_store::SledStore;
 
-/// What can go wrong in storage.
+/// What can go wrong in storage. Every error about files names the path.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("store: {0}")]
     Backend(String),
+    #[error("store: cannot {what} {path}: {message}")]
+    Io {
+        path: PathBuf,
+        what: String,
+        message: String,
+    },
+    #[error("store {path} is damaged: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
+        "store {path} is in use by another sluice process; stop it first, or use another store"
+    )]
+    Locked { path: PathBuf },
+    #[error("store {path} has format version {found}, and this sluice reads version {expected}: {advice}")]
+    Format {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+        advice: &'static str,
+    },
     #[error("store: cannot decode {what}: {message}")]
     Decode { what: &'static str, message: String },
     #[error("store: cannot encode {what}: {message}")]
     Encode { what: &'static str, message: String },
 }
 
+impl Error {
+    pub fn io(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+        Error::Io {
+            path: path.to_owned(),
+            what: what.to_owned(),
+            message: e.to_string(),
+        }
+    }
+
+    pub fn corrupt(path: &Path, message: impl Into<String>) -> Error {
+        Error::Corrupt {
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Writes to apply atomically: all of them or none. The last write to a
 /// key wins; `None` deletes. `blobs` are large values (user records) that
-/// a backend may keep out of line ([`vlog`]); read them with
+/// a backend may keep out of line ([`log`]); read them with
 /// [`Kv::get_blob`].
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -108,9 +149,11 @@ pub trait Kv: Send + Sync {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<Entries, Error>;
-    /// Applies every write of the batch atomically.
+    /// Applies every write of the batch atomically: after a crash at any
+    /// moment, either all of them are visible or none is. A durable backend
+    /// may ask for [`Kv::flush`] before the batch survives a power loss.
     fn apply(&self, batch: Batch) -> Result<(), Error>;
-    /// Makes every applied batch durable.
+    /// Makes every applied batch durable (survives a power loss).
     fn flush(&self) -> Result<(), Error>;
 }
 
@@ -122,6 +165,7 @@ pub trait Store:
     + zones::Zones
     + audiences::Audiences
     + messages::Messages
+    + outbox::Outbox
     + meta::Meta
 {
 }

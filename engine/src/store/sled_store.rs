@@ -1,26 +1,86 @@
 //! The sled implementation: every table in one sled tree, told apart by a
-//! one-byte key prefix, so that one `apply_batch` commits a batch
-//! atomically; large values (user records) in a [`ValueLog`] beside it,
-//! sled holding their pointers.
+//! one-byte key prefix; user records in the [commit log](super::log), sled
+//! holding 16-byte pointers to them.
 //!
-//! Layout of a store directory: `sled/` (the tree) and
-//! `values.<generation>.log` (the value log).
+//! ## The rule
+//!
+//! **A commit ([`Kv::apply`]) becomes visible after a crash entirely or not
+//! at all.** How:
+//!
+//! 1. The commit is written to the log as one frame: its user records, its
+//!    other writes, then a commit entry with its sequence number (`lsn`).
+//!    With [`SledOptions::sync_commits`] the frame is fsynced before
+//!    anything else happens; otherwise it is handed to the OS, which keeps
+//!    it across a process crash (SIGKILL), not a power loss.
+//! 2. Only then are its writes applied to sled, in small batches (large
+//!    sled batches make sled's memory grow without bound); the last batch
+//!    also records the frame's `lsn` under the meta key `applied`.
+//! 3. Every so often (and on [`Kv::flush`]) a checkpoint: the log is
+//!    fsynced, sled is flushed, and the `CHECKPOINT` file (written to a
+//!    temporary file, fsynced, renamed) records the last `lsn` and the log
+//!    position after it. Log generations before the checkpoint that no
+//!    pointer refers to any more are deleted.
+//!
+//! ## Recovery, on open
+//!
+//! sled recovers a prefix of the batches it was given, at least everything
+//! up to its last flush; so after a crash sled holds every frame up to the
+//! checkpoint, possibly some frames after it, and possibly part of one.
+//! Opening therefore replays every whole frame of the log after the
+//! checkpoint whose `lsn` is above sled's `applied`, in order. A frame's
+//! writes are absolute (a value, a pointer, a deletion), so re-applying a
+//! partly applied frame yields the frame's state. The torn frame at the
+//! end of the log (no commit entry, or a bad checksum with nothing whole
+//! after it) never happened: it is cut off, silently — that is a crash
+//! during a commit that nobody was told about. Everything else is checked,
+//! and a store that cannot be trusted is not opened:
+//!
+//! - sled's `applied` below the checkpoint: sled lost writes it had
+//!   flushed (a truncated or replaced `db` file) → [`Error::Corrupt`];
+//! - sled's `applied` beyond the end of the log: the log lost frames
+//!   (truncated, or lost in a power loss without `sync_commits`) →
+//!   [`Error::Corrupt`];
+//! - a bad entry with whole frames after it (damage in the middle): the
+//!   store opens with every commit before the damage, the damaged part is
+//!   kept aside as `log.<g>.seg.damaged-<offset>`, and [`Recovery::damage`]
+//!   names the commits that were lost, for the caller to report.
+//!
+//! ## Compaction
+//!
+//! Rewriting a user appends a new copy; the old one is garbage. When the
+//! log holds more than twice the live bytes (and at least
+//! [`COMPACT_MIN_BYTES`]), each commit also carries forward a bounded slice
+//! of the oldest generation's still-live records (about twice the commit's
+//! own size, at least 1 MiB): compaction is part of ordinary commits, so it
+//! is crash-atomic like them and never stalls the engine for long. A
+//! generation whose records have all moved is deleted after the next
+//! checkpoint.
+//!
+//! Layout of a store directory: `FORMAT` ([`super::format`]), `LOCK`,
+//! `CHECKPOINT`, `sled/`, `log.<generation>.seg`.
 
+use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::vlog::{Pointer, ValueLog};
+use super::log::{self, CommitLog, Damage, Faults, Frame, Pointer, Position};
 use super::{Batch, Error, Kv};
 
 /// Prefixes whose values are blob pointers.
 const BLOB_PREFIXES: &[u8] = &[super::users::PREFIX];
 
-/// Compact the value log once it holds at least this much.
-const COMPACT_MIN_BYTES: u64 = 256 << 20;
+/// The meta key holding the last frame applied to sled.
+const APPLIED: &[u8] = b"x\0applied";
 
-fn backend(e: sled::Error) -> Error {
-    Error::Backend(e.to_string())
-}
+/// Start compacting once the log holds at least this much.
+pub const COMPACT_MIN_BYTES: u64 = 128 << 20;
+
+/// Checkpoint after this many bytes of log.
+const CHECKPOINT_BYTES: u64 = 256 << 20;
+
+/// Writes per sled batch.
+const CHUNK: usize = 128;
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -29,7 +89,15 @@ pub struct SledOptions {
     /// the engine's memory).
     pub cache_bytes: u64,
     /// Delete the directory when the store is dropped (simulate, test).
+    /// A temporary store keeps no frames and no checkpoints: it is never
+    /// reopened.
     pub temporary: bool,
+    /// fsync every commit's frame before applying it (what `run` needs to
+    /// acknowledge); otherwise commits survive a process crash and become
+    /// durable at the next [`Kv::flush`].
+    pub sync_commits: bool,
+    /// Failure injection, for tests.
+    pub faults: Option<Faults>,
 }
 
 impl Default for SledOptions {
@@ -37,117 +105,505 @@ impl Default for SledOptions {
         SledOptions {
             cache_bytes: 32 << 20,
             temporary: false,
+            sync_commits: false,
+            faults: None,
         }
     }
+}
+
+/// What opening the store found and repaired.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// Whole frames replayed into sled.
+    pub replayed: u64,
+    /// Bytes of a torn last frame that were cut off.
+    pub torn_bytes: u64,
+    /// Damage in the middle of the log, and the commits lost with it.
+    pub damage: Option<Damage>,
+}
+
+struct Inner {
+    log: CommitLog,
+    /// The last frame written.
+    lsn: u64,
+    /// Live bytes per generation.
+    live: BTreeMap<u32, u64>,
+    /// Where compaction goes on.
+    compact: Option<Position>,
+    since_checkpoint: u64,
+    checkpoint: Checkpoint,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Checkpoint {
+    lsn: u64,
+    at: Position,
 }
 
 pub struct SledStore {
     db: sled::Db,
-    vlog: Mutex<ValueLog>,
+    inner: Mutex<Inner>,
     dir: PathBuf,
-    temporary: bool,
+    options: SledOptions,
+    recovery: Recovery,
+    _lock: File,
+}
+
+fn sled_err(path: &Path) -> impl Fn(sled::Error) -> Error + '_ {
+    move |e| Error::io(path, "use sled database", e)
 }
 
 impl SledStore {
     pub fn open(path: &Path, options: &SledOptions) -> Result<SledStore, Error> {
-        // sled flushes only when asked ([`Kv::flush`]): the value log must
-        // be durable before the pointers to it are.
+        std::fs::create_dir_all(path).map_err(|e| Error::io(path, "create", e))?;
+        let lock_path = path.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, "open", e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path: path.to_owned(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, "lock", e)),
+        }
+        let new = super::format::check_or_create(path)?;
+        let sled_dir = path.join("sled");
+        if !new && !sled_dir.exists() {
+            return Err(Error::corrupt(
+                &sled_dir,
+                "the sled database is missing (the store has a FORMAT file, so it was created)",
+            ));
+        }
         let db = sled::Config::new()
-            .path(path.join("sled"))
+            .path(&sled_dir)
             .cache_capacity(options.cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
             .open()
-            .map_err(backend)?;
-        let mut vlog = ValueLog::open(path)?;
-        // Which generations are still referenced, and how much is live.
-        let mut live = 0u64;
-        let mut referenced = std::collections::BTreeSet::new();
+            .map_err(|e| Error::corrupt(&sled_dir, format!("sled cannot open it: {e}")))?;
+        let ck_path = path.join("CHECKPOINT");
+        let checkpoint = if new {
+            let ck = Checkpoint::default();
+            if !options.temporary {
+                write_checkpoint(path, ck)?;
+            }
+            ck
+        } else if options.temporary {
+            Checkpoint::default()
+        } else {
+            read_checkpoint(&ck_path)?
+        };
+        let applied = db
+            .get(APPLIED)
+            .map_err(sled_err(&sled_dir))?
+            .map(|v| {
+                decode_u64(&v).ok_or_else(|| Error::corrupt(&sled_dir, "bad `applied` marker"))
+            })
+            .transpose()?
+            .unwrap_or(0);
+        if applied < checkpoint.lsn {
+            return Err(Error::corrupt(
+                &sled_dir,
+                format!(
+                    "sled holds commits up to {applied}, but the checkpoint says {} were flushed: \
+                     the sled files were truncated or replaced by an older copy",
+                    checkpoint.lsn
+                ),
+            ));
+        }
+        // Live bytes per generation, from every pointer.
+        let mut live: BTreeMap<u32, u64> = BTreeMap::new();
         for prefix in BLOB_PREFIXES {
             for item in db.scan_prefix([*prefix]) {
-                let (_, v) = item.map_err(backend)?;
-                if let Some(p) = Pointer::decode(&v) {
-                    live += p.len as u64 + 8;
-                    referenced.insert(p.generation);
-                }
+                let (k, v) = item.map_err(sled_err(&sled_dir))?;
+                let p = Pointer::decode(&v).ok_or_else(|| {
+                    Error::corrupt(
+                        &sled_dir,
+                        format!(
+                            "bad record pointer under key {:?}",
+                            String::from_utf8_lossy(&k)
+                        ),
+                    )
+                })?;
+                *live.entry(p.generation).or_default() += p.size();
             }
         }
-        let unused: Vec<u32> = vlog
+        let mut recovery = Recovery::default();
+        let end = if options.temporary {
+            Position::default()
+        } else {
+            let scanned = log::scan(path, checkpoint.at, |frame| {
+                if frame.lsn > applied {
+                    recovery.replayed += 1;
+                    apply_frame(&db, &sled_dir, &mut live, &frame, None)?;
+                }
+                Ok(())
+            })?;
+            let last = scanned.last_lsn.unwrap_or(checkpoint.lsn);
+            if applied > last {
+                return Err(Error::corrupt(
+                    path,
+                    format!(
+                        "sled holds commit {applied} but the commit log ends at commit {last}: \
+                         the log was truncated, or lost writes that were never made durable"
+                    ),
+                ));
+            }
+            recovery.torn_bytes = scanned.torn_bytes;
+            if let Some(d) = &scanned.damage {
+                keep_damaged(d, path)?;
+            }
+            recovery.damage = scanned.damage;
+            scanned.end
+        };
+        let log = CommitLog::open(path, end, options.faults.clone())?;
+        let lsn = if options.temporary {
+            0
+        } else {
+            applied.max(recovery_last(&db, &sled_dir)?)
+        };
+        for (g, _) in live.iter().filter(|(_, n)| **n > 0) {
+            if !log.generations().contains(g) {
+                return Err(Error::corrupt(
+                    path,
+                    format!("records point into log generation {g}, which is missing"),
+                ));
+            }
+        }
+        let store = SledStore {
+            db,
+            inner: Mutex::new(Inner {
+                log,
+                lsn,
+                live,
+                compact: None,
+                since_checkpoint: 0,
+                checkpoint,
+            }),
+            dir: path.to_owned(),
+            options: options.clone(),
+            recovery,
+            _lock: lock,
+        };
+        if store.recovery.replayed > 0 || store.recovery.torn_bytes > 0 {
+            let mut inner = store.inner()?;
+            store.checkpoint(&mut inner)?;
+        }
+        Ok(store)
+    }
+
+    /// What opening found and repaired.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn inner(&self) -> Result<std::sync::MutexGuard<'_, Inner>, Error> {
+        self.inner
+            .lock()
+            .map_err(|_| Error::io(&self.dir, "lock", "the commit log's lock is poisoned"))
+    }
+
+    /// Log bytes durable so far (for power-loss tests): everything after
+    /// this position may be lost by a power loss.
+    pub fn synced(&self) -> Result<Position, Error> {
+        Ok(self.inner()?.log.synced())
+    }
+
+    /// Log generations on disk.
+    pub fn generations(&self) -> Result<Vec<u32>, Error> {
+        Ok(self.inner()?.log.generations())
+    }
+
+    /// fsyncs the log, flushes sled, records the checkpoint, deletes log
+    /// generations nothing needs any more.
+    fn checkpoint(&self, inner: &mut Inner) -> Result<(), Error> {
+        if self.options.temporary {
+            return Ok(());
+        }
+        if inner.lsn == inner.checkpoint.lsn && inner.log.position() == inner.checkpoint.at {
+            return Ok(());
+        }
+        inner.log.sync()?;
+        if let Some(f) = &self.options.faults {
+            f.spend(&self.dir)?;
+        }
+        self.db.flush().map_err(sled_err(&self.dir))?;
+        let ck = Checkpoint {
+            lsn: inner.lsn,
+            at: inner.log.position(),
+        };
+        if ck != inner.checkpoint {
+            if let Some(f) = &self.options.faults {
+                f.spend(&self.dir)?;
+            }
+            write_checkpoint(&self.dir, ck)?;
+            inner.checkpoint = ck;
+        }
+        inner.since_checkpoint = 0;
+        let current = inner.log.generation();
+        let unused: Vec<u32> = inner
+            .log
             .generations()
             .into_iter()
-            .filter(|g| !referenced.contains(g) && *g != vlog.generation())
+            .filter(|g| *g < ck.at.generation && *g != current)
+            .filter(|g| inner.live.get(g).copied().unwrap_or(0) == 0)
             .collect();
-        vlog.remove_generations(&unused)?;
-        vlog.finish_generation(live);
-        Ok(SledStore {
-            db,
-            vlog: Mutex::new(vlog),
-            dir: path.to_owned(),
-            temporary: options.temporary,
-        })
-    }
-
-    fn vlog(&self) -> Result<std::sync::MutexGuard<'_, ValueLog>, Error> {
-        self.vlog
-            .lock()
-            .map_err(|_| Error::Backend("value log: lock poisoned".into()))
-    }
-
-    /// Copies every live record into a new generation of the value log and
-    /// drops the old ones.
-    fn compact(&self, vlog: &mut ValueLog) -> Result<(), Error> {
-        let old = vlog.start_generation()?;
-        let mut live = 0u64;
-        for prefix in BLOB_PREFIXES {
-            let mut after: Option<Vec<u8>> = None;
-            loop {
-                let page = self.scan(&[*prefix], after.as_deref(), None, 128)?;
-                let Some((last, _)) = page.last() else { break };
-                after = Some(last.clone());
-                let mut b = sled::Batch::default();
-                for (k, v) in page {
-                    let Some(p) = Pointer::decode(&v) else {
-                        continue;
-                    };
-                    let bytes = vlog.read(p)?;
-                    let np = vlog.append(&bytes)?;
-                    live += np.len as u64 + 8;
-                    b.insert(k, &np.encode()[..]);
-                }
-                vlog.flush()?;
-                self.db.apply_batch(b).map_err(backend)?;
+        if !unused.is_empty() {
+            inner.log.remove_generations(&unused)?;
+            for g in &unused {
+                inner.live.remove(g);
             }
         }
-        vlog.sync()?;
-        self.db.flush().map_err(backend)?;
-        vlog.remove_generations(&old)?;
-        vlog.finish_generation(live);
+        Ok(())
+    }
+
+    /// Adds to `batch` the still-live records of a slice of the oldest
+    /// generation, when the log is worth compacting.
+    fn compact_into(&self, inner: &mut Inner, batch: &mut Batch, budget: u64) -> Result<(), Error> {
+        let live: u64 = inner.live.values().sum();
+        let total = inner.log.total_bytes();
+        if total < COMPACT_MIN_BYTES || total <= 2 * live {
+            return Ok(());
+        }
+        let current = inner.log.generation();
+        let Some(oldest) = inner
+            .live
+            .iter()
+            .find(|(g, n)| **g < current && **n > 0)
+            .map(|(g, _)| *g)
+        else {
+            return Ok(());
+        };
+        let from = match inner.compact {
+            Some(p) if p.generation == oldest => p.offset,
+            _ => 0,
+        };
+        let Some((entries, next)) = inner.log.read_entries(oldest, from, budget)? else {
+            inner.compact = Some(Position {
+                generation: oldest + 1,
+                offset: 0,
+            });
+            return Ok(());
+        };
+        for (entry, value) in entries {
+            let log::Entry::Blob { key, pointer } = entry else {
+                continue;
+            };
+            if batch.blobs.contains_key(&key) {
+                continue;
+            }
+            let current = self.db.get(&key).map_err(sled_err(&self.dir))?;
+            if current.as_deref().and_then(Pointer::decode) == Some(pointer) {
+                batch.blobs.insert(key, Some(value));
+            }
+        }
+        inner.compact = Some(Position {
+            generation: oldest,
+            offset: next,
+        });
         Ok(())
     }
 }
 
+/// The last frame sled holds (after replay).
+fn recovery_last(db: &sled::Db, dir: &Path) -> Result<u64, Error> {
+    Ok(db
+        .get(APPLIED)
+        .map_err(sled_err(dir))?
+        .and_then(|v| decode_u64(&v))
+        .unwrap_or(0))
+}
+
+fn decode_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+/// Applies a frame's writes to sled in small batches, the last one with
+/// the `applied` marker, keeping the live-bytes accounting.
+fn apply_frame(
+    db: &sled::Db,
+    dir: &Path,
+    live: &mut BTreeMap<u32, u64>,
+    frame: &Frame,
+    faults: Option<&Faults>,
+) -> Result<(), Error> {
+    let mut writes: Vec<(&[u8], Option<Vec<u8>>)> =
+        Vec::with_capacity(frame.blobs.len() + frame.ops.len() + 1);
+    for (k, p) in &frame.blobs {
+        account(db, dir, live, k, Some(*p))?;
+        writes.push((k, Some(p.encode().to_vec())));
+    }
+    for (k, v) in &frame.ops {
+        if BLOB_PREFIXES.contains(&k.first().copied().unwrap_or(0)) && v.is_none() {
+            account(db, dir, live, k, None)?;
+        }
+        writes.push((k, v.clone()));
+    }
+    let marker = frame.lsn.to_be_bytes().to_vec();
+    let n = writes.len();
+    let mut it = writes.into_iter().peekable();
+    let mut done = 0;
+    loop {
+        let mut b = sled::Batch::default();
+        let mut count = 0;
+        while count < CHUNK {
+            let Some((k, v)) = it.next() else { break };
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+            count += 1;
+        }
+        done += count;
+        let last = done >= n;
+        if last && frame.lsn > 0 {
+            b.insert(APPLIED, marker.clone());
+        }
+        if let Some(f) = faults {
+            f.spend(dir)?;
+        }
+        db.apply_batch(b).map_err(sled_err(dir))?;
+        if last {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Moves the live-bytes accounting of `key` from its old pointer to `new`.
+fn account(
+    db: &sled::Db,
+    dir: &Path,
+    live: &mut BTreeMap<u32, u64>,
+    key: &[u8],
+    new: Option<Pointer>,
+) -> Result<(), Error> {
+    if let Some(old) = db
+        .get(key)
+        .map_err(sled_err(dir))?
+        .as_deref()
+        .and_then(Pointer::decode)
+    {
+        let n = live.entry(old.generation).or_default();
+        *n = n.saturating_sub(old.size());
+    }
+    if let Some(p) = new {
+        *live.entry(p.generation).or_default() += p.size();
+    }
+    Ok(())
+}
+
+fn write_checkpoint(dir: &Path, ck: Checkpoint) -> Result<(), Error> {
+    let mut b = Vec::with_capacity(24);
+    b.extend_from_slice(&ck.lsn.to_be_bytes());
+    b.extend_from_slice(&ck.at.generation.to_be_bytes());
+    b.extend_from_slice(&ck.at.offset.to_be_bytes());
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_be_bytes());
+    let tmp = dir.join("CHECKPOINT.tmp");
+    let path = dir.join("CHECKPOINT");
+    std::fs::write(&tmp, &b)
+        .and_then(|()| File::open(&tmp)?.sync_all())
+        .map_err(|e| Error::io(&tmp, "write", e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, "replace", e))?;
+    log::sync_dir(dir)
+}
+
+fn read_checkpoint(path: &Path) -> Result<Checkpoint, Error> {
+    let b = std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::corrupt(path, "the checkpoint file is missing")
+        } else {
+            Error::io(path, "read", e)
+        }
+    })?;
+    let bad = || Error::corrupt(path, "the checkpoint file is damaged (checksum mismatch)");
+    if b.len() != 24 {
+        return Err(bad());
+    }
+    let crc = u32::from_be_bytes(b[20..24].try_into().map_err(|_| bad())?);
+    if crc32fast::hash(&b[..20]) != crc {
+        return Err(bad());
+    }
+    let lsn = u64::from_be_bytes(b[..8].try_into().map_err(|_| bad())?);
+    let generation = u32::from_be_bytes(b[8..12].try_into().map_err(|_| bad())?);
+    let offset = u64::from_be_bytes(b[12..20].try_into().map_err(|_| bad())?);
+    Ok(Checkpoint {
+        lsn,
+        at: Position { generation, offset },
+    })
+}
+
+/// Copies the damaged part of a log generation aside before it is cut off.
+fn keep_damaged(d: &Damage, dir: &Path) -> Result<(), Error> {
+    let bytes = std::fs::read(&d.path).map_err(|e| Error::io(&d.path, "read", e))?;
+    let name = format!(
+        "{}.damaged-{}",
+        d.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        d.offset
+    );
+    let aside = dir.join(name);
+    let from = (d.offset as usize).min(bytes.len());
+    std::fs::write(&aside, &bytes[from..]).map_err(|e| Error::io(&aside, "write", e))?;
+    Ok(())
+}
+
 impl Drop for SledStore {
     fn drop(&mut self) {
-        if self.temporary {
+        if self.options.temporary {
             let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
+        if self.options.faults.as_ref().is_some_and(Faults::tripped) {
+            return;
+        }
+        let result = match self.inner.lock() {
+            Ok(mut inner) => self.checkpoint(&mut inner),
+            Err(_) => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!("closing the store: {e}");
         }
     }
 }
 
 impl Kv for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.db.get(key).map_err(backend)?.map(|v| v.to_vec()))
+        Ok(self
+            .db
+            .get(key)
+            .map_err(sled_err(&self.dir))?
+            .map(|v| v.to_vec()))
     }
 
     fn get_blob(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        let Some(v) = self.db.get(key).map_err(backend)? else {
+        let Some(v) = self.db.get(key).map_err(sled_err(&self.dir))? else {
             return Ok(None);
         };
-        let p = Pointer::decode(&v).ok_or_else(|| Error::Decode {
-            what: "value pointer",
-            message: format!("{} bytes", v.len()),
+        let p = Pointer::decode(&v).ok_or_else(|| {
+            Error::corrupt(
+                &self.dir,
+                format!(
+                    "bad record pointer ({} bytes) under {:?}",
+                    v.len(),
+                    String::from_utf8_lossy(key)
+                ),
+            )
         })?;
-        self.vlog()?.read(p).map(Some)
+        self.inner()?.log.read(p).map(Some)
     }
 
     fn scan(
@@ -169,7 +625,7 @@ impl Kv for SledStore {
         };
         let iter = self.db.range::<&[u8], _>((lo, hi));
         for item in iter {
-            let (k, v) = item.map_err(backend)?;
+            let (k, v) = item.map_err(sled_err(&self.dir))?;
             if !k.starts_with(prefix) {
                 break;
             }
@@ -181,37 +637,84 @@ impl Kv for SledStore {
         Ok(out)
     }
 
-    fn apply(&self, batch: Batch) -> Result<(), Error> {
-        let mut b = sled::Batch::default();
-        for (k, v) in batch.ops {
+    fn apply(&self, mut batch: Batch) -> Result<(), Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.inner()?;
+        let journal = !self.options.temporary;
+        if journal {
+            let size: u64 = batch
+                .blobs
+                .values()
+                .map(|v| v.as_ref().map_or(0, |v| v.len() as u64))
+                .sum();
+            let budget = (2 * size).max(1 << 20);
+            self.compact_into(&mut inner, &mut batch, budget)?;
+        }
+        inner.log.begin_frame()?;
+        let mut frame = Frame {
+            lsn: 0,
+            blobs: Vec::with_capacity(batch.blobs.len()),
+            ops: Vec::with_capacity(batch.ops.len()),
+            end: Position::default(),
+        };
+        let mut bytes = 0u64;
+        for (k, v) in batch.blobs {
             match v {
-                Some(v) => b.insert(k, v),
-                None => b.remove(k),
+                Some(v) => {
+                    let p = inner.log.append_blob(&k, &v)?;
+                    bytes += p.size();
+                    frame.blobs.push((k, p));
+                }
+                None => frame.ops.push((k, None)),
             }
         }
-        if !batch.blobs.is_empty() {
-            let mut vlog = self.vlog()?;
-            if vlog.wants_compaction(COMPACT_MIN_BYTES) {
-                self.compact(&mut vlog)?;
-            }
-            for (k, v) in batch.blobs {
-                match v {
-                    Some(v) => {
-                        let p = vlog.append(&v)?;
-                        b.insert(k, &p.encode()[..]);
-                    }
-                    None => b.remove(k),
+        frame.ops.extend(batch.ops);
+        if journal {
+            // Ordinary writes in entries of about 1 MiB.
+            let mut start = 0;
+            let mut size = 0usize;
+            for i in 0..frame.ops.len() {
+                let (k, v) = &frame.ops[i];
+                size += k.len() + v.as_ref().map_or(0, Vec::len) + 9;
+                if size >= 1 << 20 || i + 1 == frame.ops.len() {
+                    inner.log.append_ops(&frame.ops[start..=i])?;
+                    start = i + 1;
+                    bytes += size as u64;
+                    size = 0;
                 }
             }
-            // Readable (and safe from a process crash) before the pointers.
-            vlog.flush()?;
+            inner.lsn += 1;
+            frame.lsn = inner.lsn;
+            inner.log.commit(frame.lsn)?;
+            if self.options.sync_commits {
+                inner.log.sync()?;
+            }
+        } else {
+            inner.log.write_out()?;
         }
-        self.db.apply_batch(b).map_err(backend)
+        let Inner { live, .. } = &mut *inner;
+        apply_frame(
+            &self.db,
+            &self.dir,
+            live,
+            &frame,
+            self.options.faults.as_ref(),
+        )?;
+        inner.since_checkpoint += bytes;
+        if journal && inner.since_checkpoint >= CHECKPOINT_BYTES {
+            self.checkpoint(&mut inner)?;
+        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), Error> {
-        self.vlog()?.sync()?;
-        self.db.flush().map(|_| ()).map_err(backend)
+        let mut inner = self.inner()?;
+        if self.options.temporary {
+            return inner.log.write_out();
+        }
+        self.checkpoint(&mut inner)
     }
 }
 
@@ -219,42 +722,50 @@ impl Kv for SledStore {
 mod tests {
     use super::*;
 
+    fn key(i: u32) -> Vec<u8> {
+        let mut k = vec![super::super::users::PREFIX];
+        k.extend_from_slice(format!("user-{i}").as_bytes());
+        k
+    }
+
     #[test]
     fn blobs_survive_compaction_and_reopening() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("store");
-        let key = |i: u32| {
-            let mut k = vec![super::super::users::PREFIX];
-            k.extend_from_slice(format!("user-{i}").as_bytes());
-            k
-        };
         {
             let store = SledStore::open(&path, &SledOptions::default()).expect("open");
-            for round in 0..3u8 {
+            // Enough rewrites to pass COMPACT_MIN_BYTES and roll generations.
+            for round in 0..60u8 {
                 let mut b = Batch::default();
-                for i in 0..200 {
-                    b.put_blob(key(i), vec![round; 300 + i as usize]);
+                for i in 0..400 {
+                    b.put_blob(key(i), vec![round; 8_000 + i as usize]);
                 }
                 store.apply(b).expect("apply");
+                store.flush().expect("flush");
             }
-            let mut vlog = store.vlog().expect("vlog");
-            let before = vlog.generations();
-            store.compact(&mut vlog).expect("compact");
-            assert_ne!(
-                vlog.generations(),
-                before,
-                "a new generation replaced the old"
+            let gens = store.generations().expect("gens");
+            assert!(
+                gens.len() <= 3,
+                "old generations were compacted away: {gens:?}"
             );
-            assert_eq!(vlog.generations().len(), 1);
-            drop(vlog);
-            store.flush().expect("flush");
         }
         let store = SledStore::open(&path, &SledOptions::default()).expect("reopen");
-        for i in 0..200 {
+        for i in 0..400 {
             assert_eq!(
                 store.get_blob(&key(i)).expect("read"),
-                Some(vec![2u8; 300 + i as usize])
+                Some(vec![59u8; 8_000 + i as usize])
             );
         }
+    }
+
+    #[test]
+    fn a_second_open_is_refused_with_one_sentence() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let _a = SledStore::open(dir.path(), &SledOptions::default()).expect("open");
+        let e = SledStore::open(dir.path(), &SledOptions::default())
+            .err()
+            .expect("locked");
+        assert!(matches!(e, Error::Locked { .. }), "{e}");
+        assert!(e.to_string().contains("in use by another sluice process"));
     }
 }

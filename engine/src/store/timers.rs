@@ -64,6 +64,8 @@ pub enum TimerKind {
     /// A schedule-triggered journey fires for the users of one zone (the
     /// journey's fixed zone, or one of the users' zones).
     Schedule { journey: String, zone: String },
+    /// An outbox entry's next delivery attempt (after a transient failure).
+    Retry { outbox: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

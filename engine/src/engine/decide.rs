@@ -1,0 +1,167 @@
+//! A due message's decision: the policies (FORMAT.md §8), then — when it
+//! may go — rendering into the message that becomes an outbox entry. A
+//! render failure is decided here too: `failed`, with a dead letter that
+//! keeps the render context.
+
+use serde_json::{json, Map, Value};
+
+use journeys::template::RenderError;
+
+use crate::clock::{from_millis, to_millis};
+use crate::dispatch::Message;
+use crate::hash;
+use crate::machine::send::{self, Due};
+use crate::machine::{instance, Ctx};
+use crate::policy::{Decision, Outgoing, SentRecord};
+use crate::store::users::UserRecord;
+
+use super::Engine;
+
+impl Engine {
+    /// Passes a due message through the policies, then renders it.
+    pub(super) fn decide(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        user: &mut UserRecord,
+        d: &Due,
+    ) -> send::Result {
+        let now = ctx.now;
+        let Some(p) = instance::pos(user, d.instance) else {
+            return send::Result::Suppressed {
+                reason: "gone".to_owned(),
+            };
+        };
+        let empty = Map::new();
+        let profile = user.profile.as_object().unwrap_or(&empty);
+        let uid = user.id().to_owned();
+        let inst = &user.instances[p];
+        let outgoing = Outgoing {
+            user: &uid,
+            profile,
+            journey: &d.journey.id,
+            category: &d.journey.category,
+            priority: d.journey.priority,
+            channel: d.channel,
+            due: from_millis(d.due),
+            reservations: &d.reservations,
+        };
+        match self
+            .policies
+            .decide(&outgoing, &user.sent, from_millis(now))
+        {
+            Decision::Suppress { reason } => return send::Result::Suppressed { reason },
+            Decision::Defer {
+                reason,
+                until,
+                reservations,
+            } => {
+                return send::Result::Deferred {
+                    reason,
+                    until: to_millis(until),
+                    reservations,
+                }
+            }
+            Decision::Send => {}
+        }
+        let step = &d.journey.states[d.state].id;
+        let version = inst.version;
+        let key = hash::message_key(&d.journey.id, version, &uid, inst.number, step);
+        // The context borrows nothing: the profile, entry and event move
+        // into it for the render and move back afterwards (cloning them
+        // per message was a tenth of the run).
+        let inst = &mut user.instances[p];
+        let entry = std::mem::take(&mut inst.entry);
+        let event = std::mem::take(&mut inst.event);
+        let has_event = !event.is_null();
+        let mut scope = Map::new();
+        scope.insert("user".into(), std::mem::take(&mut user.profile));
+        scope.insert("entry".into(), entry);
+        if has_event {
+            scope.insert("event".into(), event);
+        }
+        scope.insert(
+            "journey".into(),
+            json!({"id": d.journey.id, "version": version, "step": step}),
+        );
+        scope.insert(
+            "message".into(),
+            json!({"key": key, "unsubscribe_url": format!("{}/{key}", self.options.unsubscribe_base)}),
+        );
+        let mut scope = handlebars::Context::from(Value::Object(scope));
+        let rendered = match self.config.templates.get(&d.template) {
+            Some(t) => self.renderer.render(t, &scope),
+            None => Err(RenderError::Failed {
+                name: d.template.clone(),
+                message: "template not found".into(),
+            }),
+        };
+        let failure = match rendered {
+            Ok(content) => {
+                restore(user, p, &mut scope);
+                let horizon = self.policies.sent_horizon().num_milliseconds();
+                user.sent.retain(|s| to_millis(s.at) >= now - horizon);
+                user.sent.push(SentRecord {
+                    at: from_millis(now),
+                    channel: d.channel,
+                    category: d.journey.category.clone(),
+                });
+                let message = Message {
+                    key: key.clone(),
+                    at: now,
+                    user: uid,
+                    journey: d.journey.id.clone(),
+                    version,
+                    step: step.clone(),
+                    channel: d.channel,
+                    template: d.template.clone(),
+                    content,
+                };
+                return send::Result::Sent {
+                    key,
+                    message: Box::new(message),
+                };
+            }
+            Err(RenderError::MissingVariable(v)) => format!("missing_variable:{v}"),
+            Err(RenderError::Failed { message, .. }) => format!("render_error:{message}"),
+        };
+        let letter = json!({
+            "at": crate::clock::format_ts(now),
+            "user": uid,
+            "journey": d.journey.id,
+            "version": version,
+            "step": step,
+            "channel": d.channel.as_str(),
+            "template": d.template,
+            "key": key,
+            "reason": failure,
+            "attempts": 0,
+            "context": scope.data(),
+        });
+        restore(user, p, &mut scope);
+        let seq = ctx.next_seq();
+        match serde_json::to_vec(&letter) {
+            Ok(bytes) => self.store.batch().dead_letter(now, seq, bytes),
+            Err(e) => tracing::error!("cannot record a dead letter: {e}"),
+        }
+        send::Result::Failed {
+            key,
+            reason: failure,
+        }
+    }
+}
+
+/// Gives the values moved into the render context back to the record.
+fn restore(user: &mut UserRecord, p: usize, scope: &mut handlebars::Context) {
+    if let Value::Object(m) = scope.data_mut() {
+        if let Some(v) = m.get_mut("user") {
+            user.profile = std::mem::take(v);
+        }
+        let inst = &mut user.instances[p];
+        if let Some(v) = m.get_mut("entry") {
+            inst.entry = std::mem::take(v);
+        }
+        if let Some(v) = m.get_mut("event") {
+            inst.event = std::mem::take(v);
+        }
+    }
+}

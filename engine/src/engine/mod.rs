@@ -1,0 +1,426 @@
+//! The engine shell: the single writer. It loads a user, runs a pure
+//! transition of [`crate::machine`] on the record, applies the effects it
+//! returns (lines, timers, outbox entries) to the write-back store, and
+//! commits. `simulate`, `test` and `run` differ only in the clock, the
+//! store's location and how the outbox is delivered ([`Delivery`]).
+//!
+//! The concerns around it live beside it: [`schedule`] (cron entries per
+//! zone and their cursors), [`audience`] (the zone and schedule-audience
+//! indexes), [`decide`] (a due message through the policies and the
+//! renderer into an outbox entry), [`outbox`] (delivery results: retries
+//! with backoff, dead letters).
+
+mod audience;
+mod decide;
+pub mod outbox;
+mod schedule;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use journeys::compiled::Config;
+use journeys::event::Event;
+
+use crate::clock::{to_millis, Clock, Millis};
+use crate::dispatch::{Dispatcher, MessageRenderer};
+use crate::index::Index;
+use crate::machine::event::Ingested;
+use crate::machine::{entry, event, instance, segments, send, Ctx, Effect};
+use crate::output::{Kind, Line, Sink, Summary};
+use crate::policy::Policies;
+use crate::store::buffer::{BufferStats, Taken};
+use crate::store::outbox::OutboxEntry;
+use crate::store::timers::{Timer, TimerKey, TimerKind};
+use crate::store::users::UserRecord;
+use crate::store::{self, meta, Buffered, Store};
+
+pub use schedule::Schedules;
+
+/// What can go wrong while running.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Whether holdouts apply (`ignore_holdouts: true` in a JourneyTest
+    /// turns them off).
+    pub holdouts: bool,
+    /// Users kept in the write-back cache.
+    pub cache_users: usize,
+    /// Commit once this many writes are pending.
+    pub commit_every: usize,
+    /// Base of `message.unsubscribe_url` (the run API's address).
+    pub unsubscribe_base: String,
+    /// Whether every `send` decision is written to the message log
+    /// (`simulate` prints them instead, unless it keeps its store).
+    pub log_messages: bool,
+    /// Whether every periodic commit is a restart point. A store that is
+    /// never reopened (a simulation's temporary one) only spills what
+    /// bounds memory, and writes hot records once, at the end.
+    pub durable: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            holdouts: true,
+            cache_users: 30_000,
+            commit_every: 50_000,
+            unsubscribe_base: "http://127.0.0.1:8080/v1/unsubscribe".to_owned(),
+            log_messages: true,
+            durable: true,
+        }
+    }
+}
+
+/// How outbox entries leave the engine.
+pub enum Delivery {
+    /// At the instant they are decided, through a dispatcher, before the
+    /// commit (`simulate`, `test`): an entry delivered at once is never
+    /// written at all; a failure becomes a retry timer or a dead letter.
+    Inline(Box<dyn Dispatcher>),
+    /// By delivery workers, after the commit ([`Engine::take_outbox`]);
+    /// results come back through [`Engine::delivered`] (`run`).
+    Workers,
+}
+
+pub struct Engine {
+    config: Arc<Config>,
+    index: Arc<Index>,
+    store: Buffered,
+    policies: Policies,
+    delivery: Delivery,
+    clock: Arc<dyn Clock>,
+    sink: Box<dyn Sink + Send>,
+    options: Options,
+    seq: u64,
+    schedules: Schedules,
+    summary: Summary,
+    renderer: MessageRenderer,
+    /// Outbox entries put since the last commit (ids), for workers.
+    outbox_new: Vec<u64>,
+    /// Entries decided in the current unit, to deliver inline.
+    outbox_now: Vec<OutboxEntry>,
+}
+
+fn decode_meta<T: for<'de> Deserialize<'de>>(bytes: Option<Vec<u8>>) -> Result<Option<T>, Error> {
+    Ok(bytes
+        .map(|b| store::codec::decode("meta", &b))
+        .transpose()?)
+}
+
+/// The transition a unit of work runs on one user.
+enum Step<'e> {
+    Event(&'e Event, bool),
+    Timer(TimerKey, Timer),
+    Schedule(usize),
+}
+
+impl Engine {
+    /// Opens the engine on `store`, restoring the sequence, the policies'
+    /// ledgers and the schedules, and arming the schedules' timers.
+    pub fn open(
+        config: Arc<Config>,
+        store: Box<dyn Store>,
+        clock: Arc<dyn Clock>,
+        delivery: Delivery,
+        sink: Box<dyn Sink + Send>,
+        options: Options,
+    ) -> Result<Engine, Error> {
+        let buffered = Buffered::new(store, options.cache_users);
+        let seq: u64 = decode_meta(buffered.meta(meta::SEQ)?)?.unwrap_or(0);
+        let schedules: Schedules =
+            decode_meta(buffered.meta(meta::SCHEDULES)?)?.unwrap_or_default();
+        let mut policies = Policies::new(&config);
+        if let Some(bytes) = buffered.meta(meta::POLICIES)? {
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| store::Error::Decode {
+                what: "policy ledgers",
+                message: e.to_string(),
+            })?;
+            policies.restore(&v);
+        }
+        let mut engine = Engine {
+            index: Arc::new(Index::new(&config)),
+            renderer: MessageRenderer::new(&config),
+            config,
+            store: buffered,
+            policies,
+            delivery,
+            clock,
+            sink,
+            options,
+            seq,
+            schedules,
+            summary: Summary::default(),
+            outbox_new: Vec::new(),
+            outbox_now: Vec::new(),
+        };
+        engine.arm_schedules(None)?;
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    pub fn store_stats(&self) -> BufferStats {
+        self.store.stats
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// A user's current record (for `inspect` and tests).
+    pub fn user(&mut self, id: &str) -> Result<Option<UserRecord>, Error> {
+        let t = self.store.take_user(id)?;
+        let out = t.known.then(|| t.rec.clone());
+        if t.known {
+            self.store.put_user(id.to_owned(), t.rec, t.dirty, false)?;
+        }
+        Ok(out)
+    }
+
+    fn timer_key(&mut self, due: Millis) -> TimerKey {
+        self.seq += 1;
+        TimerKey { due, seq: self.seq }
+    }
+
+    /// Applies an event at its own `ts`. Timers due at or before it should
+    /// have run first ([`Engine::run_due`]).
+    pub fn ingest(&mut self, ev: &Event) -> Result<Ingested, Error> {
+        self.event(ev, false)
+    }
+
+    /// Applies an event to the profile and history only (events before a
+    /// simulation's start): no journey reacts.
+    pub fn import(&mut self, ev: &Event) -> Result<Ingested, Error> {
+        self.event(ev, true)
+    }
+
+    fn event(&mut self, ev: &Event, import: bool) -> Result<Ingested, Error> {
+        self.summary.events += 1;
+        let result = self
+            .unit(&ev.user, to_millis(ev.ts), Step::Event(ev, import))?
+            .unwrap_or(Ingested::Applied);
+        if result != Ingested::Applied {
+            self.summary.duplicates += 1;
+        }
+        Ok(result)
+    }
+
+    /// One unit of work: takes the user, runs the transition, settles
+    /// segment changes, applies the effects and gives the user back.
+    /// `None` when the step does not apply (a timer of an unknown user).
+    fn unit(&mut self, id: &str, now: Millis, step: Step<'_>) -> Result<Option<Ingested>, Error> {
+        let config = Arc::clone(&self.config);
+        let index = Arc::clone(&self.index);
+        let mut t = self.store.take_user(id)?;
+        let mut result = Ingested::Applied;
+        // Whether the step enters journeys, and whether it changes the
+        // record whatever it does (`None`: an event, dirty when applied).
+        let (enter, changes) = match &step {
+            Step::Event(_, import) => {
+                if !t.known {
+                    self.summary.users += 1;
+                }
+                (!*import, None)
+            }
+            Step::Timer(..) if !t.known => return Ok(None),
+            Step::Timer(..) => (true, Some(true)),
+            Step::Schedule(_) => (true, Some(false)),
+        };
+        let mut seq = self.seq;
+        let mut ctx = Ctx::new(&config, &index, now, self.options.holdouts, &mut seq);
+        match step {
+            Step::Event(ev, import) => result = event::on_event(&mut ctx, &mut t.rec, ev, import),
+            Step::Schedule(j) => {
+                entry::on_schedule(&mut ctx, &mut t.rec, j);
+            }
+            Step::Timer(key, timer) => match timer.kind {
+                TimerKind::Instance { instance: id } => {
+                    instance::on_timer(&mut ctx, &mut t.rec, key, id)
+                }
+                TimerKind::Segments => segments::on_timer(&mut ctx, &mut t.rec, key),
+                TimerKind::Send {
+                    instance: id, due, ..
+                } => {
+                    if let Some(d) = send::due(&mut ctx, &mut t.rec, key, id, due) {
+                        let decision = self.decide(&mut ctx, &mut t.rec, &d);
+                        send::decided(&mut ctx, &mut t.rec, &d, decision);
+                    }
+                }
+                TimerKind::Schedule { .. } | TimerKind::Retry { .. } => {}
+            },
+        }
+        settle(&mut ctx, &mut t.rec, enter);
+        let effects = std::mem::take(&mut ctx.effects);
+        let touched = ctx.touched;
+        drop(ctx);
+        self.seq = seq;
+        let changed = changes.unwrap_or(result == Ingested::Applied);
+        self.finish_unit(id, t, now, effects, changed, touched)?;
+        Ok(Some(result))
+    }
+
+    /// Applies effects and returns the user to the cache.
+    fn finish_unit(
+        &mut self,
+        id: &str,
+        mut t: Taken,
+        now: Millis,
+        effects: Vec<Effect>,
+        changed: bool,
+        touched: bool,
+    ) -> Result<(), Error> {
+        let dirty = t.dirty || changed || !effects.is_empty();
+        for e in effects {
+            match e {
+                Effect::Line(line) => self.emit(line),
+                Effect::SetTimer(key, kind) => self.store.set_timer(
+                    key,
+                    Timer {
+                        user: id.to_owned(),
+                        kind,
+                    },
+                ),
+                Effect::CancelTimer(key) => self.store.cancel_timer(key),
+                Effect::Outbox(message, category) => self.enqueue(*message, category, now)?,
+            }
+        }
+        let indexed = self.index.user_zone_schedules || !self.index.audiences.is_empty();
+        if indexed && (touched || (dirty && t.rec.zone.is_empty())) {
+            self.reindex(id, &mut t.rec, now)?;
+        }
+        if dirty || t.known {
+            self.store.put_user(id.to_owned(), t.rec, dirty, !t.known)?;
+        }
+        self.deliver_inline(now)
+    }
+
+    fn emit(&mut self, line: Line) {
+        self.summary.count(&line);
+        if line.kind == Kind::Send && self.options.log_messages {
+            self.seq += 1;
+            match serde_json::to_vec(&line) {
+                Ok(json) => self.store.batch().log_message(line.at, self.seq, json),
+                Err(e) => tracing::error!("cannot log a send decision: {e}"),
+            }
+        }
+        self.sink.line(line);
+    }
+
+    /// Fires every timer due at or before the clock's now.
+    pub fn tick(&mut self) -> Result<(), Error> {
+        let now = self.clock.now_millis();
+        self.run_due(now)
+    }
+
+    /// Fires every timer due at or before `until`, instant by instant, each
+    /// at its own due time. Within an instant: schedules, then segment
+    /// re-evaluations and waits, then messages (oldest due first, then
+    /// higher journey priority, then earlier entry), then delivery retries.
+    pub fn run_due(&mut self, until: Millis) -> Result<(), Error> {
+        self.continue_firing()?;
+        while let Some((due, mut timers)) = self.store.next_instant(until)? {
+            timers.sort_by_key(|(k, t)| order(k, t));
+            for (key, timer) in timers {
+                self.store.fired(&[key]);
+                self.fire(due, key, timer)?;
+            }
+            self.maybe_commit()?;
+        }
+        Ok(())
+    }
+
+    fn fire(&mut self, now: Millis, key: TimerKey, timer: Timer) -> Result<(), Error> {
+        match &timer.kind {
+            TimerKind::Schedule { journey, zone } => {
+                let (journey, zone) = (journey.clone(), zone.clone());
+                self.fire_schedule(now, key, &journey, &zone)
+            }
+            TimerKind::Retry { outbox } => self.retry_due(*outbox, now),
+            _ => {
+                let user = timer.user.clone();
+                self.unit(&user, now, Step::Timer(key, timer)).map(|_| ())
+            }
+        }
+    }
+
+    /// Commits when enough writes are pending.
+    pub fn maybe_commit(&mut self) -> Result<(), Error> {
+        if self.store.pending() >= self.options.commit_every {
+            if self.options.durable {
+                self.commit()?;
+            } else {
+                self.store.spill()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits every pending write atomically, with the sequence, the
+    /// policies' ledgers and the schedules.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        self.store
+            .put_meta(meta::SEQ, store::codec::encode("seq", &self.seq)?);
+        self.store.put_meta(
+            meta::SCHEDULES,
+            store::codec::encode("schedules", &self.schedules)?,
+        );
+        let snapshot = self.policies.snapshot();
+        let ledgers = serde_json::to_vec(&snapshot).map_err(|e| store::Error::Encode {
+            what: "policy ledgers",
+            message: e.to_string(),
+        })?;
+        self.store.put_meta(meta::POLICIES, ledgers);
+        self.store.commit()?;
+        Ok(())
+    }
+
+    /// Commits and makes it durable: after this returns, a crash loses
+    /// nothing that was processed.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        self.commit()?;
+        self.store.sync()?;
+        Ok(())
+    }
+}
+
+/// Re-evaluates entry segments until the profile stops changing (an entry
+/// may run `update` steps).
+fn settle(ctx: &mut Ctx<'_>, user: &mut UserRecord, enter: bool) {
+    for _ in 0..4 {
+        if !ctx.profile_changed {
+            break;
+        }
+        ctx.profile_changed = false;
+        segments::reevaluate(ctx, user, enter);
+    }
+    ctx.profile_changed = false;
+}
+
+/// The order of timers within one instant.
+fn order(key: &TimerKey, t: &Timer) -> (u8, Millis, i64, Millis, u64) {
+    match &t.kind {
+        TimerKind::Schedule { .. } => (0, 0, 0, 0, key.seq),
+        TimerKind::Segments | TimerKind::Instance { .. } => (1, 0, 0, 0, key.seq),
+        TimerKind::Send {
+            instance,
+            due,
+            priority,
+            entered_at,
+        } => (2, *due, -*priority, *entered_at, *instance),
+        TimerKind::Retry { outbox } => (3, 0, 0, 0, *outbox),
+    }
+}
