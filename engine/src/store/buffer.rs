@@ -190,6 +190,19 @@ impl Buffered {
     }
 
     pub fn set_timer(&mut self, key: TimerKey, timer: Timer) {
+        // A timer due before others that already fired (an event that
+        // arrived late): move the cursor back so that it is seen. Every
+        // timer that fired is deleted (in the overlay or the backend), so
+        // the cursor is only a shortcut.
+        if self.cursor.is_some_and(|c| key <= c) {
+            self.cursor = match key.seq.checked_sub(1) {
+                Some(seq) => Some(TimerKey { due: key.due, seq }),
+                None => key
+                    .due
+                    .checked_sub(1)
+                    .map(|due| TimerKey { due, seq: u64::MAX }),
+            };
+        }
         self.timers.insert(key, TimerOp::Put(timer));
     }
 
@@ -501,5 +514,152 @@ impl Kv for View<'_> {
 
     fn flush(&self) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The write-back buffer against a model: a `BTreeMap` of users and a
+    //! set of timers, through random takes, puts, timer sets and cancels,
+    //! index writes, commits, spills and reopenings (small caches, so
+    //! records are evicted and read back).
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::super::sled_store::{SledOptions, SledStore};
+    use super::super::timers::{Timer, TimerKey, TimerKind};
+    use super::super::zones::Zones;
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u8, u16),
+        SetTimer(i64),
+        CancelTimer(usize),
+        Zone(u8, bool),
+        Commit,
+        Spill,
+        Reopen,
+        Fire(i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0u8..40, any::<u16>()).prop_map(|(u, v)| Op::Put(u, v)),
+            3 => (0i64..50).prop_map(Op::SetTimer),
+            2 => any::<usize>().prop_map(Op::CancelTimer),
+            2 => (0u8..40, any::<bool>()).prop_map(|(u, b)| Op::Zone(u, b)),
+            1 => Just(Op::Commit),
+            1 => Just(Op::Spill),
+            1 => Just(Op::Reopen),
+            1 => (0i64..50).prop_map(Op::Fire),
+        ]
+    }
+
+    fn open(path: &std::path::Path) -> Buffered {
+        let store = SledStore::open(path, &SledOptions::default()).expect("open");
+        Buffered::new(Box::new(store), 16)
+    }
+
+    fn user(i: u8) -> String {
+        format!("user-{i:02}")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_buffer_behaves_like_a_map(ops in prop::collection::vec(op(), 1..120)) {
+            let dir = tempfile::tempdir().expect("tmp");
+            let path = dir.path().join("store");
+            let mut b = open(&path);
+            let mut users: BTreeMap<String, u16> = BTreeMap::new();
+            let mut timers: BTreeSet<TimerKey> = BTreeSet::new();
+            let mut zones: BTreeSet<String> = BTreeSet::new();
+            let mut seq = 0u64;
+            // What a spill leaves uncommitted is not a restart point.
+            let mut spilled = false;
+            for op in ops {
+                match op {
+                    Op::Put(u, v) => {
+                        let id = user(u);
+                        let mut t = b.take_user(&id).expect("take");
+                        prop_assert_eq!(t.known, users.contains_key(&id));
+                        let expected = users.get(&id).map(|v| json!(v));
+                        prop_assert_eq!(t.rec.profile.get("v").cloned(), expected);
+                        t.rec.profile["v"] = json!(v);
+                        b.put_user(id.clone(), t.rec, true, !t.known).expect("put");
+                        users.insert(id, v);
+                    }
+                    Op::SetTimer(due) => {
+                        seq += 1;
+                        let key = TimerKey { due, seq };
+                        b.set_timer(key, Timer { user: String::new(), kind: TimerKind::Segments });
+                        timers.insert(key);
+                    }
+                    Op::CancelTimer(i) => {
+                        if let Some(&k) = timers.iter().nth(i % timers.len().max(1)) {
+                            b.cancel_timer(k);
+                            timers.remove(&k);
+                        }
+                    }
+                    Op::Zone(u, on) => {
+                        let id = user(u);
+                        if on {
+                            b.batch().put_zone("Europe/Berlin", &id);
+                            zones.insert(id);
+                        } else {
+                            b.batch().delete_zone("Europe/Berlin", &id);
+                            zones.remove(&id);
+                        }
+                    }
+                    Op::Commit => {
+                        b.commit().expect("commit");
+                        spilled = false;
+                    }
+                    Op::Spill => {
+                        b.spill().expect("spill");
+                        spilled = true;
+                    }
+                    Op::Reopen => {
+                        if !spilled {
+                            b.commit().expect("commit");
+                            drop(b);
+                            b = open(&path);
+                        }
+                    }
+                    Op::Fire(until) => {
+                        while let Some((due, fired)) = b.next_instant(until).expect("next") {
+                            let keys: Vec<TimerKey> = fired.iter().map(|(k, _)| *k).collect();
+                            let expected: Vec<TimerKey> =
+                                timers.iter().filter(|k| k.due == due).copied().collect();
+                            prop_assert_eq!(&keys, &expected);
+                            prop_assert_eq!(timers.iter().next().map(|k| k.due), Some(due));
+                            b.fired(&keys);
+                            for k in keys {
+                                timers.remove(&k);
+                            }
+                        }
+                        prop_assert!(timers.iter().next().is_none_or(|k| k.due > until));
+                    }
+                }
+                prop_assert_eq!(b.next_due().expect("due"), timers.iter().next().map(|k| k.due));
+                let indexed: BTreeSet<String> = b
+                    .view()
+                    .zone_users("Europe/Berlin", None, 1_000)
+                    .expect("zones")
+                    .into_iter()
+                    .collect();
+                prop_assert_eq!(&indexed, &zones);
+            }
+            for (id, v) in &users {
+                let t = b.take_user(id).expect("take");
+                prop_assert!(t.known);
+                prop_assert_eq!(t.rec.profile.get("v").cloned(), Some(json!(v)));
+            }
+        }
     }
 }

@@ -127,6 +127,11 @@ impl Faults {
         i64::MAX - self.left.load(Ordering::SeqCst)
     }
 
+    /// Stops every write from now on, as if the process died here.
+    pub fn trip(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+    }
+
     pub fn tripped(&self) -> bool {
         self.dead.load(Ordering::SeqCst)
     }
