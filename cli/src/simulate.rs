@@ -171,6 +171,10 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
     let began = Instant::now();
     let mut sim =
         Simulation::new(config, start, &options, Box::new(sink)).map_err(|e| miette!("{e}"))?;
+    let recovered = sim.recovery().to_string();
+    if !recovered.is_empty() {
+        eprintln!("warning: {recovered}");
+    }
     // Events are read and parsed on a thread of their own.
     let events = file.events().into_diagnostic()?;
     let failed = std::thread::scope(|scope| -> miette::Result<bool> {

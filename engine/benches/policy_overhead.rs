@@ -88,10 +88,10 @@ fn run(config: Config, path: &Path, start: DateTime<Utc>, until: DateTime<Utc>) 
 }
 
 fn main() {
-    let spec = engine::generate::Spec::from_args(std::env::args().skip(1));
+    let spec = shopgen::Spec::from_args(std::env::args().skip(1));
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("events.jsonl");
-    engine::generate::generate_file(&spec, &path).expect("generate");
+    shopgen::generate_file(&spec, &path).expect("generate");
     let start = spec.start;
     let until = start + TimeDelta::days(spec.days as i64);
     let mut bare = 0f64;

@@ -28,10 +28,10 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() {
-    let spec = engine::generate::Spec::from_args(std::env::args().skip(1));
+    let spec = shopgen::Spec::from_args(std::env::args().skip(1));
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("events.jsonl");
-    engine::generate::generate_file(&spec, &path).expect("generate");
+    shopgen::generate_file(&spec, &path).expect("generate");
     let shop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop");
     let config =
         Arc::new(journeys::load(&shop).unwrap_or_else(|_| panic!("examples/shop is invalid")));

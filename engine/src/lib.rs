@@ -17,7 +17,6 @@ pub mod clock;
 pub mod dispatch;
 pub mod engine;
 pub mod events;
-pub mod generate;
 pub mod hash;
 pub mod index;
 pub mod machine;

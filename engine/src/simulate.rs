@@ -14,7 +14,7 @@ use crate::clock::{to_millis, Millis, VirtualClock};
 use crate::dispatch::Recording;
 use crate::engine::{self, Delivery, Engine, Error};
 use crate::output::{Sink, Summary};
-use crate::store::sled_store::{SledOptions, SledStore};
+use crate::store::sled_store::{Recovery, SledOptions, SledStore};
 
 /// How a simulation runs.
 #[derive(Debug, Clone)]
@@ -57,6 +57,7 @@ pub struct Simulation {
     start: Millis,
     last: Millis,
     durable: bool,
+    recovery: Recovery,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -97,6 +98,7 @@ impl Simulation {
             },
         )
         .map_err(Error::from)?;
+        let recovery = store.recovery().clone();
         let clock = VirtualClock::new(start);
         let engine = Engine::open(
             config,
@@ -120,8 +122,14 @@ impl Simulation {
             start,
             last: i64::MIN,
             durable: options.store.is_some(),
+            recovery,
             _dir: dir,
         })
+    }
+
+    /// What opening a kept store found and repaired.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
     }
 
     pub fn engine(&mut self) -> &mut Engine {

@@ -28,15 +28,15 @@ fn shop() -> Arc<journeys::Config> {
 }
 
 fn events(users: u64, events: u64, days: u64, seed: u64) -> Vec<Event> {
-    let spec = engine::generate::Spec {
+    let spec = shopgen::Spec {
         users,
         events,
         days,
         seed,
-        ..engine::generate::Spec::default()
+        ..shopgen::Spec::default()
     };
     let mut out = Vec::new();
-    engine::generate::generate(&spec, &mut out).expect("generate");
+    shopgen::generate(&spec, &mut out).expect("generate");
     let mut evs: Vec<Event> = String::from_utf8(out)
         .expect("utf-8")
         .lines()

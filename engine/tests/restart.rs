@@ -18,15 +18,15 @@ fn shop() -> Arc<journeys::Config> {
 }
 
 fn events() -> Vec<Event> {
-    let spec = engine::generate::Spec {
+    let spec = shopgen::Spec {
         users: 400,
         events: 4_000,
         days: 10,
         seed: 7,
-        ..engine::generate::Spec::default()
+        ..shopgen::Spec::default()
     };
     let mut out = Vec::new();
-    engine::generate::generate(&spec, &mut out).expect("generate");
+    shopgen::generate(&spec, &mut out).expect("generate");
     String::from_utf8(out)
         .expect("utf-8")
         .lines()

@@ -561,6 +561,27 @@ fn keep_damaged(d: &Damage, dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+impl std::fmt::Display for Recovery {
+    /// What a user should be told, if anything (empty when the store was
+    /// closed cleanly or only a torn last commit was dropped).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(d) = &self.damage {
+            let lost = &d.lost_commits;
+            write!(
+                f,
+                "the commit log {} is damaged at offset {}: {} later commit(s) were lost ({}–{}); \
+                 the store was opened with every commit before the damage, and the damaged part was kept beside it",
+                d.path.display(),
+                d.offset,
+                lost.len(),
+                lost.first().copied().unwrap_or(0),
+                lost.last().copied().unwrap_or(0),
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for SledStore {
     fn drop(&mut self) {
         if self.options.temporary {

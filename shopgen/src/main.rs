@@ -1,7 +1,7 @@
 //! Writes a synthetic event file for the example shop:
 //!
 //! ```sh
-//! cargo run --release -p engine --example gen-shop-events -- 100000 1000000 > /tmp/shop-1m.jsonl
+//! cargo run --release -p shopgen -- 100000 1000000 > /tmp/shop-1m.jsonl
 //! ```
 //!
 //! Arguments: users (default 100000), events (default 1000000), seed (42).
@@ -9,10 +9,10 @@
 use std::io::{BufWriter, Write};
 
 fn main() -> std::io::Result<()> {
-    let spec = engine::generate::Spec::from_args(std::env::args().skip(1));
+    let spec = shopgen::Spec::from_args(std::env::args().skip(1));
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
-    let n = engine::generate::generate(&spec, &mut out)?;
+    let n = shopgen::generate(&spec, &mut out)?;
     out.flush()?;
     eprintln!("wrote {n} events for {} users", spec.users);
     Ok(())

@@ -2,14 +2,26 @@
 //! shop (`examples/shop`): users identify, sign up, browse in sessions,
 //! fill and clear carts, order, get restock alerts; a few retried events
 //! repeat their `id`; some users bring an order from months ago so they
-//! lapse during the run. Used by the benchmarks and the e2e tests.
+//! lapse during the run. Used by the benchmarks and the e2e tests; a
+//! development tool, not part of the engine (`publish = false`).
 
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::clock::{format_ts, to_millis, Millis};
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+fn to_millis(t: DateTime<Utc>) -> Millis {
+    t.timestamp_millis()
+}
+
+fn format_ts(ms: Millis) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
 
 /// A small, fast, seedable PRNG (xorshift64*), so the same seed gives the
 /// same file on every machine.
