@@ -12,6 +12,7 @@
 //! `Config` and never looks at the files again); the command line; HTTP.
 //! Nothing here reads the system time except [`clock::WallClock`].
 
+pub mod api;
 pub mod calendar;
 pub mod clock;
 pub mod dispatch;

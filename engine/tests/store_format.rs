@@ -87,5 +87,8 @@ fn a_newer_store_is_refused_naming_both_versions() {
         .err()
         .expect("refused");
     let text = e.to_string();
-    assert!(text.contains("version 9") && text.contains("version 2"), "{text}");
+    assert!(
+        text.contains("version 9") && text.contains("version 2"),
+        "{text}"
+    );
 }

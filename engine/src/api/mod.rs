@@ -1,0 +1,89 @@
+//! The HTTP API of `sluice run` (RUN.md §2), with axum: routes, bearer
+//! authentication (ingest vs admin tokens, compared in constant time),
+//! body limits and gzip, parsing of FORMAT.md §4 events (JSON arrays and
+//! JSON lines) and of Segment's Tracking API, and the answers' shapes.
+//!
+//! Knows nothing of the store's layout or the engine's rules: every route
+//! calls the engine through a [`Handle`], which answers from the single
+//! writer (and, for ingest, only once what it accepted is durable).
+
+use std::future::Future;
+
+use serde_json::Value;
+
+use journeys::event::Event;
+
+/// The tokens the API accepts. Never logged.
+#[derive(Clone)]
+pub struct Tokens {
+    pub ingest: String,
+    pub admin: String,
+    /// Secret for Segment's `X-Signature` (HMAC-SHA1 of the body).
+    pub segment_secret: Option<String>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokens { .. }")
+    }
+}
+
+/// What an ingest did, once durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Appended {
+    pub accepted: usize,
+    /// Events whose `id` was seen before: they changed nothing.
+    pub duplicates: usize,
+}
+
+/// The engine cannot take the request now (store error, full disk,
+/// starting, draining): answered 503, nothing acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+/// A one-click unsubscribe that was carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsubscribed {
+    pub user: String,
+    pub category: String,
+}
+
+/// Which dead letters to re-queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    One(u64),
+    All,
+}
+
+/// How the API reaches the engine. Every method answers from the single
+/// writer; ingest resolves once the events are durable (group commit).
+pub trait Handle: Send + Sync + 'static {
+    /// Applies events (`source`: `events`, `track`, `identify`, `batch`,
+    /// `segment`, for metrics); resolves once they are durable.
+    fn ingest(
+        &self,
+        source: &'static str,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Appended, Unavailable>> + Send;
+    /// What `sluice inspect user` prints (RUN.md §5), `None` when unknown.
+    fn user(&self, id: String) -> impl Future<Output = Result<Option<Value>, Unavailable>> + Send;
+    /// Erases a user (RUN.md §2); `false` when unknown.
+    fn erase(&self, id: String) -> impl Future<Output = Result<bool, Unavailable>> + Send;
+    /// Dead letters, oldest first (RUN.md §4 fields).
+    fn dead_letters(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Value>, Unavailable>> + Send;
+    /// Re-queues dead letters with their keys; how many were re-queued.
+    fn replay(&self, which: Replay) -> impl Future<Output = Result<usize, Unavailable>> + Send;
+    /// Carries out a one-click unsubscribe; `None` for a forged, altered or
+    /// unknown token.
+    fn unsubscribe(
+        &self,
+        token: String,
+    ) -> impl Future<Output = Result<Option<Unsubscribed>, Unavailable>> + Send;
+    /// The store is open, the config deployed, due timers caught up, and
+    /// the process is not draining.
+    fn ready(&self) -> bool;
+}
