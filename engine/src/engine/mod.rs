@@ -10,6 +10,7 @@
 //! renderer into an outbox entry), [`outbox`] (delivery results: retries
 //! with backoff, dead letters).
 
+mod admin;
 mod audience;
 mod decide;
 pub mod outbox;
@@ -36,6 +37,7 @@ use crate::store::timers::{Timer, TimerKey, TimerKind};
 use crate::store::users::UserRecord;
 use crate::store::{self, meta, Buffered, Store};
 
+pub use admin::Replay;
 pub use schedule::Schedules;
 
 /// What can go wrong while running.
@@ -120,6 +122,8 @@ enum Step<'e> {
     Event(&'e Event, bool),
     Timer(TimerKey, Timer),
     Schedule(usize),
+    /// Set one profile path (an unsubscribe).
+    Set(&'e str, Value),
 }
 
 impl Engine {
@@ -239,11 +243,18 @@ impl Engine {
             Step::Timer(..) if !t.known => return Ok(None),
             Step::Timer(..) => (true, Some(true)),
             Step::Schedule(_) => (true, Some(false)),
+            Step::Set(..) => (true, Some(true)),
         };
         let mut seq = self.seq;
         let mut ctx = Ctx::new(&config, &index, now, self.options.holdouts, &mut seq);
         match step {
             Step::Event(ev, import) => result = event::on_event(&mut ctx, &mut t.rec, ev, import),
+            Step::Set(path, value) => {
+                if crate::store::profile::set(&mut t.rec.profile, path, value) {
+                    ctx.profile_changed = true;
+                    ctx.touched = true;
+                }
+            }
             Step::Schedule(j) => {
                 entry::on_schedule(&mut ctx, &mut t.rec, j);
             }
@@ -313,7 +324,10 @@ impl Engine {
         if line.kind == Kind::Send && self.options.log_messages {
             self.seq += 1;
             match serde_json::to_vec(&line) {
-                Ok(json) => self.store.batch().log_message(line.at, self.seq, json),
+                Ok(json) => self
+                    .store
+                    .batch()
+                    .log_message(&line.user, line.at, self.seq, json),
                 Err(e) => tracing::error!("cannot log a send decision: {e}"),
             }
         }

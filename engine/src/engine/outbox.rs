@@ -37,6 +37,7 @@ impl Engine {
             attempts: 0,
             not_before: now,
             last_error: None,
+            dead_letter: None,
         };
         match self.delivery {
             Delivery::Inline(_) => self.outbox_now.push(entry),
@@ -105,10 +106,18 @@ impl Engine {
         };
         match result {
             Ok(()) => {
-                self.store.batch().delete_outbox(id, false);
+                self.delivered_ok(&entry);
                 Ok(())
             }
             Err(e) => self.attempt_failed(entry, e, now, true),
+        }
+    }
+
+    fn delivered_ok(&mut self, entry: &OutboxEntry) {
+        let batch = self.store.batch();
+        batch.delete_outbox(entry.id, false);
+        if let Some((at, seq)) = entry.dead_letter {
+            batch.delete_dead_letter(at, seq);
         }
     }
 
@@ -124,7 +133,7 @@ impl Engine {
             }
             Delivery::Inline(dispatcher) => match dispatcher.dispatch(&entry.message) {
                 Ok(()) => {
-                    self.store.batch().delete_outbox(id, false);
+                    self.delivered_ok(&entry);
                     Ok(())
                 }
                 Err(e) => self.attempt_failed(entry, e, now, true),
@@ -176,10 +185,15 @@ impl Engine {
             "category": entry.category,
             "message": m,
         });
-        self.seq += 1;
-        let seq = self.seq;
+        let (at, seq) = match entry.dead_letter {
+            Some(existing) => existing,
+            None => {
+                self.seq += 1;
+                (now, self.seq)
+            }
+        };
         match serde_json::to_vec(&letter) {
-            Ok(bytes) => self.store.batch().dead_letter(now, seq, bytes),
+            Ok(bytes) => self.store.batch().put_dead_letter(at, seq, bytes),
             Err(e) => tracing::error!("cannot record a dead letter: {e}"),
         }
         let mut line = Line::new(now, Kind::Send, &m.user, &m.journey);

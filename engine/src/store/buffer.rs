@@ -123,7 +123,9 @@ impl Buffered {
             });
         }
         self.stats.user_loads += 1;
-        Ok(match self.store.user(id)? {
+        let erased = matches!(self.batch.blobs.get(&super::users::key(id)), Some(None));
+        let stored = if erased { None } else { self.store.user(id)? };
+        Ok(match stored {
             Some(rec) => Taken {
                 rec,
                 known: true,
@@ -187,6 +189,14 @@ impl Buffered {
             }
         }
         Ok(())
+    }
+
+    /// Drops a user from the cache (after erasure: the record's deletion
+    /// is in the batch).
+    pub fn forget_user(&mut self, id: &str) {
+        self.cache.remove(id);
+        self.evicted.remove(id);
+        self.new_users.remove(id);
     }
 
     pub fn set_timer(&mut self, key: TimerKey, timer: Timer) {

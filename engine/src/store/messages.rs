@@ -10,6 +10,24 @@ use super::{Batch, Error, Kv};
 
 const LOG: u8 = b'm';
 const DEAD: u8 = b'd';
+/// The message log again, by user: `M` + user + `\0` + time + seq.
+const BY_USER: u8 = b'M';
+
+fn user_prefix(user: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(user.len() + 2);
+    k.push(BY_USER);
+    k.extend_from_slice(user.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The time and sequence number at the end of a log or dead-letter key.
+fn time_seq(key: &[u8]) -> Option<(Millis, u64)> {
+    let n = key.len();
+    let t: [u8; 8] = key.get(n.checked_sub(16)?..n - 8)?.try_into().ok()?;
+    let s: [u8; 8] = key.get(n - 8..)?.try_into().ok()?;
+    Some((super::codec::time_from_bytes(t), u64::from_be_bytes(s)))
+}
 
 fn key(prefix: u8, at: Millis, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
@@ -25,6 +43,13 @@ pub trait Messages {
     fn messages(&self, limit: usize) -> Result<Vec<serde_json::Value>, Error>;
     /// Up to `limit` dead letters (JSON), oldest first.
     fn dead_letters(&self, limit: usize) -> Result<Vec<serde_json::Value>, Error>;
+    /// Up to `limit` dead letters, oldest first, each with its `id` (the
+    /// sequence number in its key) and `at_ms`.
+    fn dead_letter_entries(&self, limit: usize) -> Result<Vec<serde_json::Value>, Error>;
+    /// The most recent `limit` logged messages of one user, oldest first.
+    fn user_messages(&self, user: &str, limit: usize) -> Result<Vec<serde_json::Value>, Error>;
+    /// The keys of one user's logged messages (for erasure).
+    fn user_message_keys(&self, user: &str) -> Result<Vec<Vec<u8>>, Error>;
 }
 
 fn read<T: Kv + ?Sized>(kv: &T, prefix: u8, limit: usize) -> Result<Vec<serde_json::Value>, Error> {
@@ -47,11 +72,64 @@ impl<T: Kv + ?Sized> Messages for T {
     fn dead_letters(&self, limit: usize) -> Result<Vec<serde_json::Value>, Error> {
         read(self, DEAD, limit)
     }
+
+    fn dead_letter_entries(&self, limit: usize) -> Result<Vec<serde_json::Value>, Error> {
+        let mut out = Vec::new();
+        for (k, v) in self.scan(&[DEAD], None, None, limit)? {
+            let mut value: serde_json::Value =
+                serde_json::from_slice(&v).map_err(|e| Error::Decode {
+                    what: "dead letter",
+                    message: e.to_string(),
+                })?;
+            if let (Some((at, seq)), Some(m)) = (time_seq(&k), value.as_object_mut()) {
+                m.insert("id".into(), seq.into());
+                m.insert("at_ms".into(), at.into());
+            }
+            out.push(value);
+        }
+        Ok(out)
+    }
+
+    fn user_messages(&self, user: &str, limit: usize) -> Result<Vec<serde_json::Value>, Error> {
+        let prefix = user_prefix(user);
+        let all = self.scan(&prefix, None, None, usize::MAX)?;
+        let skip = all.len().saturating_sub(limit);
+        all.into_iter()
+            .skip(skip)
+            .map(|(_, v)| {
+                serde_json::from_slice(&v).map_err(|e| Error::Decode {
+                    what: "message",
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    fn user_message_keys(&self, user: &str) -> Result<Vec<Vec<u8>>, Error> {
+        Ok(self
+            .scan(&user_prefix(user), None, None, usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
 }
 
 impl Batch {
-    pub fn log_message(&mut self, at: Millis, seq: u64, json: Vec<u8>) {
+    /// Logs a `send` decision, in time order and by user.
+    pub fn log_message(&mut self, user: &str, at: Millis, seq: u64, json: Vec<u8>) {
+        let mut by_user = user_prefix(user);
+        by_user.extend_from_slice(&key(LOG, at, seq)[1..]);
+        self.put(by_user, json.clone());
         self.put(key(LOG, at, seq), json);
+    }
+
+    /// Replaces a dead letter (a replayed message that failed again).
+    pub fn put_dead_letter(&mut self, at: Millis, seq: u64, json: Vec<u8>) {
+        self.put(key(DEAD, at, seq), json);
+    }
+
+    pub fn delete_dead_letter(&mut self, at: Millis, seq: u64) {
+        self.delete(key(DEAD, at, seq));
     }
 
     pub fn dead_letter(&mut self, at: Millis, seq: u64, json: Vec<u8>) {

@@ -31,6 +31,10 @@ pub struct OutboxEntry {
     /// The last attempt's failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The dead letter (time, sequence) this entry replays: it leaves the
+    /// queue when the entry is delivered, and is updated if it fails again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<(Millis, u64)>,
 }
 
 pub fn key(id: u64) -> Vec<u8> {
@@ -119,6 +123,7 @@ mod tests {
             attempts: 1,
             not_before: 9,
             last_error: Some("500".into()),
+            dead_letter: None,
         };
         let mut b = Batch::default();
         b.put_outbox(&e).expect("encode");

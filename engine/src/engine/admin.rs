@@ -1,0 +1,173 @@
+//! What the service asks of the single writer besides events and timers:
+//! a user's view (`inspect`), erasure, the dead-letter queue and its
+//! replay, and a profile change (one-click unsubscribe).
+
+use serde_json::{json, Value};
+
+use crate::clock::{format_ts, Millis};
+use crate::store::messages::Messages;
+use crate::store::outbox::OutboxEntry;
+use crate::store::users;
+
+use super::{Engine, Error, Step};
+
+/// Which dead letters to re-queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    One(u64),
+    All,
+}
+
+impl Engine {
+    /// When the next timer is due.
+    pub fn next_due(&mut self) -> Result<Option<Millis>, Error> {
+        Ok(self.store.next_due()?)
+    }
+
+    /// What `sluice inspect user` prints (RUN.md §5); `None` when unknown.
+    pub fn inspect(&mut self, id: &str) -> Result<Option<Value>, Error> {
+        let Some(rec) = self.user(id)? else {
+            return Ok(None);
+        };
+        let instances: Vec<Value> = rec
+            .instances
+            .iter()
+            .map(|i| {
+                json!({
+                    "journey": i.journey,
+                    "version": i.version,
+                    "step": i.step,
+                    "entered_at": format_ts(i.entered_at),
+                    "holdout": i.holdout,
+                    "waiting_until": i.timer.map(|t| format_ts(t.due)),
+                })
+            })
+            .collect();
+        let mut messages = self.store.view().user_messages(id, 100)?;
+        messages.reverse();
+        let messages: Vec<Value> = messages
+            .into_iter()
+            .map(|m| {
+                json!({
+                    "at": m["at"], "journey": m["journey"], "step": m["step"],
+                    "channel": m["channel"], "outcome": m["outcome"],
+                    "reason": m.get("reason").cloned().unwrap_or(Value::Null),
+                    "key": m.get("key").cloned().unwrap_or(Value::Null),
+                })
+            })
+            .collect();
+        Ok(Some(json!({
+            "user": id,
+            "profile": rec.profile,
+            "instances": instances,
+            "messages": messages,
+        })))
+    }
+
+    /// Erases a user: profile, history, live instances (their timers
+    /// cancelled), dedupe keys, message log, index entries and undelivered
+    /// outbox entries. `false` when the user is unknown.
+    pub fn erase(&mut self, id: &str) -> Result<bool, Error> {
+        let t = self.store.take_user(id)?;
+        if !t.known {
+            return Ok(false);
+        }
+        for inst in &t.rec.instances {
+            if let Some(k) = inst.timer {
+                self.store.cancel_timer(k);
+            }
+        }
+        if let Some(k) = t.rec.reevaluate {
+            self.store.cancel_timer(k);
+        }
+        let view = self.store.view();
+        let logged = view.user_message_keys(id)?;
+        let mut outbox: Vec<u64> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = crate::store::outbox::Outbox::outbox(&view, after, 1_000)?;
+            let Some(last) = page.last().map(|e| e.id) else {
+                break;
+            };
+            outbox.extend(page.iter().filter(|e| e.message.user == id).map(|e| e.id));
+            after = Some(last);
+        }
+        let batch = self.store.batch();
+        for k in logged {
+            batch.delete(k);
+        }
+        for o in outbox {
+            batch.delete_outbox(o, false);
+        }
+        if !t.rec.zone.is_empty() {
+            batch.delete_zone(&t.rec.zone, id);
+        }
+        for s in &t.rec.audiences {
+            batch.delete_audience(s, &t.rec.zone, id);
+        }
+        batch.delete_blob(users::key(id));
+        self.store.forget_user(id);
+        Ok(true)
+    }
+
+    /// Dead letters, oldest first, each with its `id` (RUN.md §4).
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<Value>, Error> {
+        Ok(self.store.view().dead_letter_entries(limit)?)
+    }
+
+    /// Re-queues dead letters of failed deliveries with their keys; a
+    /// replayed message that is delivered leaves the queue. Render
+    /// failures cannot be replayed (their instance moved on; fix the
+    /// template). Returns how many were re-queued.
+    pub fn replay(&mut self, which: Replay, now: Millis) -> Result<usize, Error> {
+        let letters = self.store.view().dead_letter_entries(usize::MAX)?;
+        let mut n = 0;
+        for l in letters {
+            let id = l["id"].as_u64().unwrap_or(0);
+            if which != Replay::All && which != Replay::One(id) {
+                continue;
+            }
+            let Some(message) = l.get("message").cloned() else {
+                continue;
+            };
+            let message = match serde_json::from_value(message) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("dead letter {id} cannot be replayed: {e}");
+                    continue;
+                }
+            };
+            let at = l["at_ms"].as_i64().unwrap_or(now);
+            self.seq += 1;
+            let entry = OutboxEntry {
+                id: self.seq,
+                message,
+                category: l["category"].as_str().unwrap_or("").to_owned(),
+                attempts: 0,
+                not_before: now,
+                last_error: None,
+                dead_letter: Some((at, id)),
+            };
+            self.store.batch().put_outbox(&entry)?;
+            self.outbox_new.push(entry.id);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Sets one profile path (e.g. `subscriptions.marketing` to `false`)
+    /// at `now`, as an `identify` would: segments are re-evaluated.
+    pub fn set_profile(
+        &mut self,
+        user: &str,
+        path: &str,
+        value: Value,
+        now: Millis,
+    ) -> Result<bool, Error> {
+        if self.user(user)?.is_none() {
+            return Ok(false);
+        }
+        self.unit(user, now, Step::Set(path, value))?;
+        Ok(true)
+    }
+}
