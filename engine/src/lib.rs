@@ -14,6 +14,7 @@
 
 pub mod calendar;
 pub mod clock;
+pub mod deliver;
 pub mod dispatch;
 pub mod engine;
 pub mod events;
