@@ -57,7 +57,7 @@ fn verify_as_documented(
         }
     }
     let t = t.ok_or("no t")?;
-    if (now - t).abs() > 300 {
+    if now.abs_diff(t) > 300 {
         return Err(format!("stale t={t} now={now}"));
     }
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|e| e.to_string())?;

@@ -89,9 +89,11 @@ impl Signer {
         if sigs.is_empty() {
             return Err(VerifyError::Malformed);
         }
-        let age = now.saturating_sub(t);
-        if age.abs() > tolerance {
-            return Err(VerifyError::Stale { age, tolerance });
+        if now.abs_diff(t) > tolerance.unsigned_abs() {
+            return Err(VerifyError::Stale {
+                age: now.saturating_sub(t),
+                tolerance,
+            });
         }
         for sig in sigs {
             let Ok(bytes) = hex::decode(sig) else {
@@ -259,6 +261,13 @@ mod tests {
             s.verify("v1=abc", body, 0, 300),
             Err(VerifyError::Malformed)
         );
+        // Extreme timestamps are stale, never an overflow.
+        for t in [i64::MIN, i64::MAX] {
+            assert!(matches!(
+                s.verify(&format!("t={t},v1=00"), body, -2, 300),
+                Err(VerifyError::Stale { .. })
+            ));
+        }
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub const USER_AGENT_VALUE: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"))
 /// How much of an answer's body is read (the rest is dropped, closing the
 /// connection): enough for a reason, never unbounded.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// The longest `Retry-After` taken as is.
+const MAX_RETRY_AFTER_SECS: u64 = u32::MAX as u64;
 /// How much of an answer's body goes into a failure's reason.
 const REASON_CHARS: usize = 200;
 
@@ -300,14 +302,18 @@ pub fn classify(
 pub fn parse_retry_after(value: &str, now: Millis) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // Absurd values saturate rather than fail.
-        return Some(Duration::from_secs(
-            value.parse::<u64>().unwrap_or(u64::MAX),
-        ));
+        // Absurd values saturate (at ~136 years, so that adding the wait
+        // to a time cannot overflow) rather than fail.
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     let now = UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0));
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(MAX_RETRY_AFTER_SECS)),
+    )
 }
 
 impl Provider for Webhook {
@@ -353,7 +359,7 @@ mod tests {
         assert_eq!(parse_retry_after("-5", now), None);
         assert_eq!(
             parse_retry_after("99999999999999999999999", now),
-            Some(Duration::from_secs(u64::MAX))
+            Some(Duration::from_secs(u64::from(u32::MAX)))
         );
     }
 
