@@ -147,6 +147,57 @@ pub trait Provider: Send + Sync {
     ) -> BoxFuture<'a, Result<Delivered, Failure>>;
 }
 
+/// What became of one attempt, as a worker records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: the outbox entry can go, the message's line is `sent`.
+    Delivered(Delivered),
+    /// Keep the entry; try again (attempt `next`) at `at`.
+    Retry {
+        next: u32,
+        at: Millis,
+        reason: String,
+    },
+    /// Into the dead-letter queue; the message's line is `failed`.
+    Dead { attempts: u32, reason: String },
+}
+
+impl Outcome {
+    /// The `result` label of `sluice_deliveries_total` (RUN.md §6).
+    pub fn result(&self) -> &'static str {
+        match self {
+            Outcome::Delivered(_) => "ok",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Dead { .. } => "dead",
+        }
+    }
+}
+
+/// One attempt at `message` through `provider`, decided with `backoff`:
+/// the single call a delivery worker makes per outbox entry. `attempt.now`
+/// is the engine's clock; a retry's time is `now` plus the backoff's delay.
+pub async fn attempt<R: rand::Rng + ?Sized>(
+    provider: &dyn Provider,
+    message: &Message,
+    attempt: Attempt,
+    backoff: &Backoff,
+    rng: &mut R,
+) -> Outcome {
+    match provider.deliver(message, attempt).await {
+        Ok(d) => Outcome::Delivered(d),
+        Err(failure) => match backoff.decide(attempt.number, &failure, rng) {
+            Decision::Retry { after } => Outcome::Retry {
+                next: attempt.number.saturating_add(1),
+                at: attempt
+                    .now
+                    .saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX)),
+                reason: failure.reason,
+            },
+            Decision::Dead { attempts, reason } => Outcome::Dead { attempts, reason },
+        },
+    }
+}
+
 /// A message that will not be delivered: RUN.md §4's entry, as
 /// `sluice dlq list --format json` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
