@@ -15,6 +15,7 @@
 pub mod api;
 pub mod calendar;
 pub mod clock;
+pub mod deliver;
 pub mod dispatch;
 pub mod engine;
 pub mod events;
