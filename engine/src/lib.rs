@@ -25,6 +25,7 @@ pub mod machine;
 pub mod output;
 pub mod policy;
 pub mod scope;
+pub mod service;
 pub mod simulate;
 pub mod store;
 pub mod test;

@@ -142,6 +142,9 @@ pub struct RetryPolicy {
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
     pub listen: String,
+    /// Base of links in messages; `None`: `http://<listen>`.
+    pub public_url: Option<String>,
+    pub segment_secret_env: Option<String>,
     pub ingest_token_env: String,
     pub admin_token_env: String,
 }

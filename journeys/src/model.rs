@@ -61,13 +61,21 @@ pub struct Project {
     pub api: Option<Api>,
 }
 
-/// Extension: where `sluice run` listens and which env vars hold its tokens.
+/// Where `sluice run` listens and which env vars hold its tokens (RUN.md §1).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Api {
-    /// `host:port` (default `127.0.0.1:8080`).
+    /// `host:port` (default `127.0.0.1:7878`).
     #[serde(default)]
     pub listen: Option<Spanned<String>>,
+    /// Base of links in messages, e.g. unsubscribe links (default
+    /// `http://<listen>`).
+    #[serde(default)]
+    pub public_url: Option<Spanned<String>>,
+    /// Env var holding the secret that verifies Segment webhook signatures
+    /// (`X-Signature`); optional.
+    #[serde(default)]
+    pub segment_secret_env: Option<Spanned<String>>,
     /// Env var holding the bearer token for `POST /v1/events`.
     #[serde(default)]
     pub ingest_token_env: Option<Spanned<String>>,

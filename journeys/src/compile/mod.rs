@@ -467,7 +467,9 @@ fn default_project() -> compiled::Project {
         history_retention: scalar::Duration(90 * 86_400),
         history_limit: 500,
         api: compiled::ApiSettings {
-            listen: "127.0.0.1:8080".into(),
+            listen: "127.0.0.1:7878".into(),
+            public_url: None,
+            segment_secret_env: None,
             ingest_token_env: "SLUICE_INGEST_TOKEN".into(),
             admin_token_env: "SLUICE_ADMIN_TOKEN".into(),
         },
@@ -561,6 +563,12 @@ fn project(p: &model::Project, ctx: &mut Ctx<'_>) -> compiled::Project {
         }
         if let Some(t) = s(&api.admin_token_env) {
             out.api.admin_token_env = t;
+        }
+        if let Some(u) = s(&api.public_url) {
+            out.api.public_url = Some(u.trim_end_matches('/').to_owned());
+        }
+        if let Some(t) = s(&api.segment_secret_env) {
+            out.api.segment_secret_env = Some(t);
         }
     }
     out

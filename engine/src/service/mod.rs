@@ -1,0 +1,466 @@
+//! The engine as a service (`sluice run`): the single writer on a thread of
+//! its own, the handle the HTTP API talks to it through, and the delivery
+//! workers fed from the committed outbox.
+//!
+//! The writer loop, each round:
+//!
+//! 1. waits for commands (ingests, delivery results, admin requests) or for
+//!    the next timer, and takes every command already waiting (up to a
+//!    bound): **group commit**, one fsync for all of them;
+//! 2. fires every timer due by the wall clock, applies the commands;
+//! 3. commits (the store fsyncs each commit's frame before applying it);
+//! 4. only then answers the ingests it applied (so a 202 means durable) and
+//!    hands the committed outbox entries to the workers.
+//!
+//! Ingest never waits for a delivery and a delivery never blocks ingest:
+//! workers run on tokio, per channel with bounded concurrency, and report
+//! results back as commands. The hand-off queues are bounded; what does not
+//! fit stays in the store's outbox and is picked up again when the channel
+//! has room, so memory stays bounded however long a provider is down.
+//!
+//! A store error (a full disk, say) stops the writer from acknowledging
+//! anything: ingests are answered 503, `/readyz` turns 503, and the process
+//! keeps serving until it is restarted (recovery then replays the log).
+
+pub mod workers;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use journeys::compiled::Channel;
+use journeys::event::Event;
+
+use crate::api::{self, Appended, Unavailable, Unsubscribed};
+use crate::clock::{Clock, Millis};
+use crate::deliver::sign::UnsubscribeSigner;
+use crate::dispatch::DispatchError;
+use crate::engine::{Engine, Replay};
+use crate::machine::event::Ingested;
+use crate::store::outbox::OutboxEntry;
+
+/// Commands taken in one round, at most.
+const ROUND: usize = 8_192;
+
+/// The service's state, for `/readyz`.
+pub const STARTING: u8 = 0;
+pub const READY: u8 = 1;
+pub const DRAINING: u8 = 2;
+pub const FAILED: u8 = 3;
+
+type Reply<T> = oneshot::Sender<Result<T, Unavailable>>;
+
+/// What the writer is asked to do.
+pub enum Command {
+    Ingest {
+        source: &'static str,
+        events: Vec<Event>,
+        reply: Reply<Appended>,
+    },
+    Delivered {
+        id: u64,
+        channel: Channel,
+        result: Result<(), DispatchError>,
+    },
+    User {
+        id: String,
+        reply: Reply<Option<Value>>,
+    },
+    Erase {
+        id: String,
+        reply: Reply<bool>,
+    },
+    DeadLetters {
+        limit: usize,
+        reply: Reply<Vec<Value>>,
+    },
+    Replay {
+        which: api::Replay,
+        reply: Reply<usize>,
+    },
+    Unsubscribe {
+        token: String,
+        reply: Reply<Option<Unsubscribed>>,
+    },
+    /// Stop: commit, answer, and end the loop.
+    Stop,
+}
+
+/// How the API reaches the writer.
+#[derive(Clone)]
+pub struct ServiceHandle {
+    tx: Sender<Command>,
+    state: Arc<AtomicU8>,
+}
+
+impl ServiceHandle {
+    pub fn state(&self) -> u8 {
+        self.state.load(Ordering::SeqCst)
+    }
+
+    pub fn set_state(&self, s: u8) {
+        self.state.store(s, Ordering::SeqCst);
+    }
+
+    pub fn send(&self, c: Command) -> bool {
+        self.tx.send(c).is_ok()
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Unavailable> {
+        if self.state() == FAILED {
+            return Err(Unavailable("the store failed; see the log".into()));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .map_err(|_| Unavailable("the engine has stopped".into()))?;
+        rx.await
+            .map_err(|_| Unavailable("the engine stopped before answering".into()))?
+    }
+}
+
+impl api::Handle for ServiceHandle {
+    async fn ingest(
+        &self,
+        source: &'static str,
+        events: Vec<Event>,
+    ) -> Result<Appended, Unavailable> {
+        if self.state() == DRAINING {
+            return Err(Unavailable("draining: the engine is shutting down".into()));
+        }
+        self.ask(|reply| Command::Ingest {
+            source,
+            events,
+            reply,
+        })
+        .await
+    }
+
+    async fn user(&self, id: String) -> Result<Option<Value>, Unavailable> {
+        self.ask(|reply| Command::User { id, reply }).await
+    }
+
+    async fn erase(&self, id: String) -> Result<bool, Unavailable> {
+        self.ask(|reply| Command::Erase { id, reply }).await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<Value>, Unavailable> {
+        self.ask(|reply| Command::DeadLetters { limit, reply })
+            .await
+    }
+
+    async fn replay(&self, which: api::Replay) -> Result<usize, Unavailable> {
+        self.ask(|reply| Command::Replay { which, reply }).await
+    }
+
+    async fn unsubscribe(&self, token: String) -> Result<Option<Unsubscribed>, Unavailable> {
+        self.ask(|reply| Command::Unsubscribe { token, reply })
+            .await
+    }
+
+    fn ready(&self) -> bool {
+        self.state() == READY
+    }
+}
+
+/// Creates the channel between handles and the writer.
+pub fn channel() -> (ServiceHandle, Receiver<Command>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    (
+        ServiceHandle {
+            tx,
+            state: Arc::new(AtomicU8::new(STARTING)),
+        },
+        rx,
+    )
+}
+
+/// Where the writer sends committed outbox entries.
+pub trait Outlet: Send {
+    /// Offers an entry to its channel's workers; `false` when the channel's
+    /// queue is full (the entry stays in the store's outbox).
+    fn offer(&mut self, entry: OutboxEntry) -> bool;
+}
+
+/// The writer: runs until a `Stop` command or until every handle is gone.
+pub struct Writer<O: Outlet> {
+    pub engine: Engine,
+    pub clock: Arc<dyn Clock>,
+    pub outlet: O,
+    pub handle: ServiceHandle,
+    pub signer: Option<Arc<UnsubscribeSigner>>,
+    /// Entries handed to workers and not yet reported.
+    in_flight: HashSet<u64>,
+    /// Channels to scan the outbox for (their queue was full, or at start).
+    backlog: BTreeMap<Channel, ()>,
+    /// Channels whose queue was full since their last complete scan.
+    overflow: BTreeMap<Channel, ()>,
+}
+
+impl<O: Outlet> Writer<O> {
+    pub fn new(
+        engine: Engine,
+        clock: Arc<dyn Clock>,
+        outlet: O,
+        handle: ServiceHandle,
+        signer: Option<Arc<UnsubscribeSigner>>,
+    ) -> Self {
+        Writer {
+            engine,
+            clock,
+            outlet,
+            handle,
+            signer,
+            in_flight: HashSet::new(),
+            backlog: BTreeMap::new(),
+            overflow: BTreeMap::new(),
+        }
+    }
+
+    /// Catches up (timers and schedules due while the process was down
+    /// fire once, in due order), commits, hands out what the outbox holds
+    /// (committed but not recorded as delivered: sent again, same key).
+    pub fn start(&mut self) -> Result<(), crate::engine::Error> {
+        let now = self.clock.now_millis();
+        self.engine.run_due(now)?;
+        self.engine.commit()?;
+        self.engine.take_outbox()?;
+        for c in [Channel::Email, Channel::Push, Channel::Webhook] {
+            self.backlog.insert(c, ());
+        }
+        self.refill(now)?;
+        self.handle.set_state(READY);
+        Ok(())
+    }
+
+    /// Runs rounds until stopped.
+    pub fn run(&mut self, rx: &Receiver<Command>) {
+        loop {
+            match self.round(rx) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!("the store failed; nothing more is acknowledged: {e}");
+                    self.handle.set_state(FAILED);
+                    // Answer everything with 503 until told to stop.
+                    while let Ok(c) = rx.recv() {
+                        if fail(c) {
+                            break;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One round; `Ok(false)` when stopped.
+    fn round(&mut self, rx: &Receiver<Command>) -> Result<bool, crate::engine::Error> {
+        let now = self.clock.now_millis();
+        let wait = match self.engine.next_due()? {
+            Some(due) => (due - now).clamp(0, 1_000),
+            None => 1_000,
+        };
+        let mut commands = Vec::new();
+        let mut stop = false;
+        match rx.recv_timeout(Duration::from_millis(wait as u64)) {
+            Ok(c) => commands.push(c),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => stop = true,
+        }
+        while commands.len() < ROUND {
+            match rx.try_recv() {
+                Ok(c) => commands.push(c),
+                Err(_) => break,
+            }
+        }
+        let now = self.clock.now_millis();
+        self.engine.run_due(now)?;
+        let mut answers: Vec<Box<dyn FnOnce()>> = Vec::new();
+        let mut ingests: Vec<(Reply<Appended>, Appended)> = Vec::new();
+        for c in commands {
+            match c {
+                Command::Stop => stop = true,
+                Command::Ingest { events, reply, .. } => {
+                    let mut a = Appended::default();
+                    for ev in &events {
+                        match self.engine.ingest(ev)? {
+                            Ingested::Applied => a.accepted += 1,
+                            _ => a.duplicates += 1,
+                        }
+                    }
+                    ingests.push((reply, a));
+                }
+                Command::Delivered {
+                    id,
+                    channel,
+                    result,
+                } => {
+                    self.in_flight.remove(&id);
+                    self.engine.delivered(id, result, now)?;
+                    if self.overflow.contains_key(&channel) {
+                        self.backlog.insert(channel, ());
+                    }
+                }
+                Command::User { id, reply } => {
+                    let v = self.engine.inspect(&id)?;
+                    answers.push(Box::new(move || {
+                        let _ = reply.send(Ok(v));
+                    }));
+                }
+                Command::Erase { id, reply } => {
+                    let v = self.engine.erase(&id)?;
+                    answers.push(Box::new(move || {
+                        let _ = reply.send(Ok(v));
+                    }));
+                }
+                Command::DeadLetters { limit, reply } => {
+                    let v = self.engine.dead_letters(limit)?;
+                    answers.push(Box::new(move || {
+                        let _ = reply.send(Ok(v));
+                    }));
+                }
+                Command::Replay { which, reply } => {
+                    let which = match which {
+                        api::Replay::All => Replay::All,
+                        api::Replay::One(id) => Replay::One(id),
+                    };
+                    let v = self.engine.replay(which, now)?;
+                    answers.push(Box::new(move || {
+                        let _ = reply.send(Ok(v));
+                    }));
+                }
+                Command::Unsubscribe { token, reply } => {
+                    let v = self.unsubscribe(&token, now)?;
+                    answers.push(Box::new(move || {
+                        let _ = reply.send(Ok(v));
+                    }));
+                }
+            }
+        }
+        self.engine.commit()?;
+        for (reply, a) in ingests {
+            let _ = reply.send(Ok(a));
+        }
+        for a in answers {
+            a();
+        }
+        for e in self.engine.take_outbox()? {
+            self.hand_out(e);
+        }
+        self.refill(now)?;
+        Ok(!stop)
+    }
+
+    fn unsubscribe(
+        &mut self,
+        token: &str,
+        now: Millis,
+    ) -> Result<Option<Unsubscribed>, crate::engine::Error> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let Some(u) = signer.verify(token) else {
+            return Ok(None);
+        };
+        if u.category == "transactional" {
+            return Ok(None);
+        }
+        let path = format!("subscriptions.{}", u.category);
+        if !self
+            .engine
+            .set_profile(&u.user, &path, Value::Bool(false), now)?
+        {
+            return Ok(None);
+        }
+        Ok(Some(Unsubscribed {
+            user: u.user,
+            category: u.category,
+        }))
+    }
+
+    fn hand_out(&mut self, e: OutboxEntry) {
+        let (id, channel) = (e.id, e.message.channel);
+        if self.in_flight.contains(&id) {
+            return;
+        }
+        if self.outlet.offer(e) {
+            self.in_flight.insert(id);
+        } else {
+            self.overflow.insert(channel, ());
+        }
+    }
+
+    /// Offers backlogged channels the outbox entries that are due and not
+    /// in flight, until their queues are full again.
+    fn refill(&mut self, now: Millis) -> Result<(), crate::engine::Error> {
+        if self.backlog.is_empty() {
+            return Ok(());
+        }
+        let mut channels: BTreeMap<Channel, ()> = std::mem::take(&mut self.backlog);
+        let mut after = None;
+        while !channels.is_empty() {
+            let page = self.engine.outbox(after, 512)?;
+            let Some(last) = page.last().map(|e| e.id) else {
+                break;
+            };
+            after = Some(last);
+            for e in page {
+                let channel = e.message.channel;
+                if !channels.contains_key(&channel)
+                    || self.in_flight.contains(&e.id)
+                    || e.not_before > now
+                {
+                    continue;
+                }
+                let id = e.id;
+                if self.outlet.offer(e) {
+                    self.in_flight.insert(id);
+                } else {
+                    // Still full: scanned again when a delivery of this
+                    // channel reports back.
+                    channels.remove(&channel);
+                    self.overflow.insert(channel, ());
+                }
+            }
+        }
+        // Scanned to the end without filling up.
+        for c in channels.keys() {
+            self.overflow.remove(c);
+        }
+        Ok(())
+    }
+}
+
+/// Answers a command with 503; `true` for `Stop`.
+fn fail(c: Command) -> bool {
+    let no = || Unavailable("the store failed; see the log".into());
+    match c {
+        Command::Stop => return true,
+        Command::Ingest { reply, .. } => {
+            let _ = reply.send(Err(no()));
+        }
+        Command::Delivered { .. } => {}
+        Command::User { reply, .. } => {
+            let _ = reply.send(Err(no()));
+        }
+        Command::Erase { reply, .. } => {
+            let _ = reply.send(Err(no()));
+        }
+        Command::DeadLetters { reply, .. } => {
+            let _ = reply.send(Err(no()));
+        }
+        Command::Replay { reply, .. } => {
+            let _ = reply.send(Err(no()));
+        }
+        Command::Unsubscribe { reply, .. } => {
+            let _ = reply.send(Err(no()));
+        }
+    }
+    false
+}
