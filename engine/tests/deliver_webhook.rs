@@ -126,7 +126,7 @@ async fn receive(
         "/gone" => StatusCode::GONE.into_response(),
         "/moved" => (StatusCode::FOUND, [("location", "/elsewhere")]).into_response(),
         "/slow" => {
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            tokio::time::sleep(Duration::from_secs(6)).await;
             StatusCode::OK.into_response()
         }
         _ => (StatusCode::OK, "ok").into_response(),
@@ -282,7 +282,7 @@ async fn without_a_secret_there_is_no_signature() {
 #[tokio::test]
 async fn answers_are_classified_and_retry_after_is_honoured() {
     let (base, r) = start().await;
-    let w = provider(Some(SECRET), Duration::from_secs(1));
+    let w = provider(Some(SECRET), Duration::from_secs(2));
     let backoff = Backoff::new(5, Duration::from_millis(10), Duration::from_millis(50));
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
 

@@ -8,9 +8,10 @@
 //! the name `{key}.eml` and removed from `tmp/` (the classic Maildir
 //! delivery: `link` refuses to replace a file, so two deliveries of the
 //! same key, even concurrent ones, leave one file). `new/` is fsynced
-//! before the delivery counts. The file's bytes depend only on the
-//! message (its `Date` is the message's `at`), so a repeated delivery
-//! would have written the same file anyway.
+//! before the delivery counts (one fsync shared by concurrent
+//! deliveries). The file's bytes depend only on the message (its `Date`
+//! is the message's `at`), so a repeated delivery would have written the
+//! same file anyway.
 //!
 //! Limit: once a mail client has moved the file to `cur/` (renaming it
 //! `{key}.eml:2,S`), a repeated delivery of that key writes a second copy
@@ -22,7 +23,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
 use lettre::message::header::{HeaderName, HeaderValue};
@@ -69,6 +70,10 @@ struct Inner {
     sync: bool,
     links: Arc<dyn UnsubscribeLinks>,
     seq: AtomicU64,
+    /// Links into `new/` made so far, and how many of them an fsync of
+    /// `new/` is known to cover.
+    linked: AtomicU64,
+    dir_synced: Mutex<u64>,
 }
 
 const LIST_UNSUBSCRIBE: HeaderName = HeaderName::new_from_ascii_str("List-Unsubscribe");
@@ -103,6 +108,8 @@ impl Maildir {
                 sync: config.sync,
                 links,
                 seq: AtomicU64::new(0),
+                linked: AtomicU64::new(0),
+                dir_synced: Mutex::new(0),
             }),
         })
     }
@@ -223,9 +230,20 @@ impl Inner {
             Err(e) => return Err(transient("cannot link into", &target, e)),
         }
         if self.sync {
-            File::open(&self.new)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| transient("cannot sync", &self.new, e))?;
+            // Group commit: one fsync of `new/` covers every link made
+            // before it, so concurrent deliveries share it.
+            let mine = self.linked.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut synced = self
+                .dir_synced
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if *synced < mine {
+                let upto = self.linked.load(Ordering::SeqCst);
+                File::open(&self.new)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| transient("cannot sync", &self.new, e))?;
+                *synced = upto;
+            }
         }
         Ok(Delivered {
             detail: name,

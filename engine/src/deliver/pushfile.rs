@@ -37,8 +37,10 @@ use crate::dispatch::{Content, Message};
 /// How much of the file's end is read at open to learn the keys already
 /// written.
 pub const SEED_BYTES: u64 = 8 << 20;
-/// Keys remembered for duplicate detection (oldest forgotten first).
-pub const MAX_KEYS: usize = 1 << 20;
+/// Keys remembered for duplicate detection (oldest forgotten first): a
+/// key comes back only while its delivery is unrecorded, a short window,
+/// and 65,536 keys cost ~10 MB.
+pub const MAX_KEYS: usize = 1 << 16;
 
 /// One line of `push.jsonl`.
 #[derive(Debug, Serialize)]
