@@ -9,23 +9,27 @@ use super::Ctx;
 use crate::compiled::{Expectation, Journey, JourneyTest};
 use crate::diagnostic::{with_suggestion, Code};
 use crate::event::Event;
+use crate::limits;
 use crate::model;
 use crate::scalar::parse_duration;
 use crate::span::{Span, Spanned};
 
-/// `+1h5m` relative to `start`, or an RFC 3339 instant.
+/// `+1h5m` relative to `start`, or an RFC 3339 instant, within the range
+/// of [`limits::check_instant`].
 pub fn resolve_time(text: &str, start: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let t = text.trim();
     if let Some(rel) = t.strip_prefix('+') {
-        return parse_duration(rel).map(|d| start + d.to_chrono());
+        let d = parse_duration(rel)?;
+        return limits::add(start, d.to_chrono()).map_err(|e| format!("`{t}` is {e}"));
     }
-    DateTime::parse_from_rfc3339(t)
+    let at = DateTime::parse_from_rfc3339(t)
         .map(|d| d.with_timezone(&Utc))
         .map_err(|_| {
             format!(
                 "invalid time `{t}`: expected RFC 3339 (2026-03-02T09:00:00Z) or relative (+1h)"
             )
-        })
+        })?;
+    limits::check_instant(at)
 }
 
 fn time(ctx: &mut Ctx<'_>, v: &Spanned<String>, start: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -78,8 +82,13 @@ pub(crate) fn compile(
     events.sort_by_key(|e| e.ts);
     let run_until = match &t.run_until {
         Some(r) => time(ctx, r, start)?,
-        None => events.last().map(|e| e.ts).unwrap_or(start) + chrono::TimeDelta::days(30),
+        None => limits::default_until(events.last().map(|e| e.ts).unwrap_or(start).max(start)),
     };
+    if let Err(e) = limits::check_horizon(start, run_until) {
+        let span = t.run_until.as_ref().map_or(t.start.span, |r| r.span);
+        ctx.error(Code::InvalidValue, span, format!("the test {e}"));
+        return None;
+    }
     let expectation = |e: &Spanned<model::Expectation>, ctx: &mut Ctx<'_>| -> Option<Expectation> {
         let x = &e.value;
         let s = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.value.clone());
