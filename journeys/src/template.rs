@@ -8,6 +8,8 @@ use std::sync::Arc;
 use handlebars::template::{Parameter, TemplateElement};
 use handlebars::{Handlebars, Path, Template};
 
+use crate::limits::MAX_TEMPLATE_NESTING;
+
 /// A template text that parsed, with the variables it reads.
 #[derive(Clone)]
 pub struct Text {
@@ -22,7 +24,20 @@ pub struct Text {
     /// When the whole text is one `{{path}}`, the path: conditions compare
     /// the referenced value itself, keeping its type.
     pub sole_path: Option<String>,
+    /// The partials it includes (`{{> name}}`, `{{#> name}}`), each with
+    /// the inline partial whose body includes it (`None`: the text itself).
+    pub partials: Vec<PartialRef>,
+    /// The inline partials it defines (`{{#*inline "name"}}`).
+    pub inline: BTreeSet<String>,
     compiled: Arc<Template>,
+}
+
+/// A `{{> name}}` inside a text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialRef {
+    pub name: String,
+    /// The inline partial whose body includes it, if any.
+    pub inside: Option<String>,
 }
 
 impl std::fmt::Debug for Text {
@@ -51,6 +66,7 @@ pub struct SyntaxError {
 
 impl Text {
     pub fn compile(name: impl Into<String>, source: &str, html: bool) -> Result<Text, SyntaxError> {
+        check_nesting(source)?;
         let compiled = Template::compile(source).map_err(|e| {
             explain(source).unwrap_or_else(|| {
                 let (line, column) = e.pos().unwrap_or((1, 1));
@@ -63,6 +79,9 @@ impl Text {
         })?;
         let mut variables = BTreeSet::new();
         collect(&compiled.elements, &mut variables);
+        let mut partials = Vec::new();
+        let mut inline = BTreeSet::new();
+        partial_refs(&compiled.elements, None, &mut partials, &mut inline)?;
         let sole_path = match compiled.elements.as_slice() {
             [TemplateElement::Expression(h)] | [TemplateElement::HtmlExpression(h)]
                 if h.params.is_empty() && h.hash.is_empty() =>
@@ -81,6 +100,8 @@ impl Text {
             html,
             variables,
             sole_path,
+            partials,
+            inline,
             compiled: Arc::new(compiled),
         })
     }
@@ -94,6 +115,101 @@ impl Text {
             )
         })
     }
+}
+
+/// Rejects blocks nested deeper than [`MAX_TEMPLATE_NESTING`]: compiling,
+/// checking and rendering a template all walk it recursively.
+fn check_nesting(source: &str) -> Result<(), SyntaxError> {
+    let mut depth = 0usize;
+    let mut rest = 0;
+    while let Some(i) = source[rest..].find("{{") {
+        let open = rest + i;
+        let inner = source[open + 2..].trim_start_matches(['{', '~', ' ']);
+        if inner.starts_with('#') {
+            depth += 1;
+            if depth > MAX_TEMPLATE_NESTING {
+                let line = source[..open].matches('\n').count() + 1;
+                let column = source[..open]
+                    .rsplit('\n')
+                    .next()
+                    .map_or(0, |l| l.chars().count())
+                    + 1;
+                return Err(SyntaxError {
+                    message: format!("blocks nest more than {MAX_TEMPLATE_NESTING} levels deep"),
+                    line,
+                    column,
+                });
+            }
+        } else if inner.starts_with('/') {
+            depth = depth.saturating_sub(1);
+        }
+        rest = open + 2;
+    }
+    Ok(())
+}
+
+/// The name of a partial as written, or an error for a computed one.
+fn partial_name(p: &Parameter) -> Option<String> {
+    match p {
+        Parameter::Name(n) => Some(n.clone()),
+        Parameter::Path(Path::Relative((_, raw))) => Some(raw.clone()),
+        Parameter::Literal(serde_json::Value::String(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn partial_refs(
+    elements: &[TemplateElement],
+    inside: Option<&str>,
+    out: &mut Vec<PartialRef>,
+    inline: &mut BTreeSet<String>,
+) -> Result<(), SyntaxError> {
+    let dynamic = || SyntaxError {
+        message: "a partial's name must be written out: computed partial names are not supported"
+            .into(),
+        line: 1,
+        column: 1,
+    };
+    for e in elements {
+        match e {
+            TemplateElement::PartialExpression(d) | TemplateElement::PartialBlock(d) => {
+                let name = partial_name(&d.name).ok_or_else(dynamic)?;
+                if name != "@partial-block" {
+                    out.push(PartialRef {
+                        name,
+                        inside: inside.map(str::to_owned),
+                    });
+                }
+                if let Some(t) = &d.template {
+                    partial_refs(&t.elements, inside, out, inline)?;
+                }
+            }
+            TemplateElement::DecoratorBlock(d) | TemplateElement::DecoratorExpression(d) => {
+                let is_inline = matches!(&d.name, Parameter::Name(n) if n == "inline");
+                let defined = if is_inline {
+                    let name = d
+                        .params
+                        .first()
+                        .and_then(partial_name)
+                        .ok_or_else(dynamic)?;
+                    inline.insert(name.clone());
+                    Some(name)
+                } else {
+                    None
+                };
+                if let Some(t) = &d.template {
+                    partial_refs(&t.elements, defined.as_deref().or(inside), out, inline)?;
+                }
+            }
+            TemplateElement::HelperBlock(h) => {
+                for t in h.template.iter().chain(h.inverse.iter()) {
+                    partial_refs(&t.elements, inside, out, inline)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A plain-words explanation of the two commonest mistakes, unclosed

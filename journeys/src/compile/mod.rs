@@ -9,6 +9,7 @@ mod catalog;
 mod graph;
 mod journey;
 mod message;
+mod partials;
 mod test;
 
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +58,28 @@ impl Ctx<'_> {
                 self.error(code, value.span, e);
                 None
             }
+        }
+    }
+
+    /// Where `needle` is written inside the value at `span` (its first
+    /// occurrence), or `span` itself when it is not written there as is.
+    pub fn locate(&self, span: Span, needle: &str) -> Span {
+        let text = &self.file.text;
+        let Some(raw) = text.get(span.start..span.end) else {
+            return span;
+        };
+        match raw.find(needle) {
+            Some(i) if !needle.is_empty() => {
+                let start = span.start + i;
+                let (line, column) = self.file.index.line_col(text, start);
+                Span {
+                    start,
+                    end: start + needle.len(),
+                    line,
+                    column,
+                }
+            }
+            _ => span,
         }
     }
 
@@ -204,6 +227,7 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
 
     let mut renderer = Renderer::default();
     let mut templates = BTreeMap::new();
+    let mut partial_sites = Vec::new();
     for d in &docs {
         if let Document::Template(t) = &d.document {
             let mut ctx = Ctx {
@@ -211,8 +235,13 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
                 diags,
             };
             if let Some((tpl, texts)) = message::compile(root, t, &mut ctx, &types) {
-                for text in &texts {
-                    renderer.register(text);
+                for (text, span) in texts {
+                    renderer.register(&text);
+                    partial_sites.push(partials::Site {
+                        text,
+                        span,
+                        file: d.file.clone(),
+                    });
                 }
                 templates.entry(tpl.id.clone()).or_insert(tpl);
             }
@@ -354,11 +383,21 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
                 default_zone: project.default_timezone,
             };
             if let Some((journey, texts)) = journey::compile(j, &env, &mut ctx) {
-                texts.iter().for_each(|t| renderer.register(t));
+                for text in texts {
+                    renderer.register(&text);
+                    if !text.partials.is_empty() {
+                        partial_sites.push(partials::Site {
+                            text,
+                            span: j.id.span,
+                            file: d.file.clone(),
+                        });
+                    }
+                }
                 journeys.push(Arc::new(journey));
             }
         }
     }
+    partials::check(&partial_sites, diags);
     journeys.sort_by(|a, b| a.id.cmp(&b.id));
     journeys.dedup_by(|a, b| a.id == b.id);
 
