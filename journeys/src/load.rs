@@ -148,7 +148,7 @@ pub fn load_documents(root: &Path, diags: &mut Diagnostics) -> Vec<Loaded> {
                 diags.push(
                     Diagnostic::error(
                         Code::YamlSyntax,
-                        format!("file is not valid UTF-8: {}", e.utf8_error()),
+                        "file is not valid UTF-8 from here on: save it as UTF-8",
                     )
                     .at(
                         &file,
@@ -163,7 +163,7 @@ pub fn load_documents(root: &Path, diags: &mut Diagnostics) -> Vec<Loaded> {
                 continue;
             }
         };
-        let file = Arc::new(SourceFile::new(name, text));
+        let file = Arc::new(SourceFile::new(name, lone_cr_to_lf(text)));
         load_text(&file, diags, &mut out);
         if out.len() > MAX_DOCUMENTS {
             diags.push(
@@ -180,6 +180,23 @@ pub fn load_documents(root: &Path, diags: &mut Diagnostics) -> Vec<Loaded> {
         }
     }
     out
+}
+
+/// Old Mac line endings (a lone `\r`) become `\n`: the same length, so
+/// every offset stays, and every reader (saphyr, miette) sees the same
+/// lines.
+fn lone_cr_to_lf(text: String) -> String {
+    if !text.contains('\r') {
+        return text;
+    }
+    let mut bytes = text.into_bytes();
+    for i in 0..bytes.len() {
+        if bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n') {
+            bytes[i] = b'\n';
+        }
+    }
+    // Only ASCII bytes changed, so the text is still UTF-8.
+    String::from_utf8(bytes).unwrap_or_default()
 }
 
 /// Line 1, column 1 of a file.
