@@ -279,6 +279,7 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
 
     // Policies.
     let mut quiet_hours = Vec::new();
+    let mut quiet_sites = Vec::new();
     let mut throttles = Vec::new();
     let mut frequency_caps = Vec::new();
     for d in &docs {
@@ -297,6 +298,7 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
                 };
                 if let (Some(scope), Some(start), Some(end), Some(zone)) = (scope, start, end, zone)
                 {
+                    quiet_sites.push((d.file.clone(), q.id.span));
                     quiet_hours.push(compiled::QuietHours {
                         id: q.id.value.clone(),
                         scope,
@@ -368,6 +370,8 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
         }
     }
 
+    quiet_hours_all_day(&quiet_hours, &quiet_sites, diags);
+
     // Journeys.
     let mut journeys = Vec::new();
     for d in &docs {
@@ -432,6 +436,65 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
         tests,
         renderer: Arc::new(renderer),
     })
+}
+
+/// Warns when delaying quiet-hour windows that can apply to the same
+/// message (same zone, overlapping channels and categories) cover the
+/// whole day together: such a message would be held forever.
+fn quiet_hours_all_day(
+    quiet: &[compiled::QuietHours],
+    sites: &[(Arc<SourceFile>, Span)],
+    diags: &mut Diagnostics,
+) {
+    fn overlap<T: PartialEq>(a: &Option<Vec<T>>, b: &Option<Vec<T>>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => a.iter().any(|x| b.contains(x)),
+            _ => true,
+        }
+    }
+    let delays: Vec<usize> = (0..quiet.len())
+        .filter(|&i| quiet[i].action == model::PolicyAction::Delay)
+        .collect();
+    for &i in &delays {
+        let q = &quiet[i];
+        let mut covered = [false; 24 * 60];
+        let mut ids = Vec::new();
+        for &j in &delays {
+            let p = &quiet[j];
+            if p.zone != q.zone
+                || !overlap(&p.scope.channels, &q.scope.channels)
+                || !overlap(&p.scope.categories, &q.scope.categories)
+            {
+                continue;
+            }
+            let (start, end) = (p.start.minutes() as usize, p.end.minutes() as usize);
+            if start == end {
+                continue; // an empty window
+            }
+            let mut m = start;
+            while m != end {
+                covered[m] = true;
+                m = (m + 1) % covered.len();
+            }
+            ids.push(format!("`{}`", p.id));
+        }
+        if covered.iter().all(|c| *c) {
+            let (file, span) = &sites[i];
+            diags.push(
+                Diagnostic::error(
+                    Code::QuietHoursAllDay,
+                    format!(
+                        "quiet hours {} together cover the whole day: a message they delay is held forever",
+                        ids.join(", ")
+                    ),
+                )
+                .warning()
+                .at(file, *span)
+                .with_help("leave a gap between the windows, or use `action: drop`"),
+            );
+            return; // once is enough
+        }
+    }
 }
 
 /// Segment ids a condition references; reports unknown ones.
