@@ -469,3 +469,138 @@ impl Iterator for Events<'_> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The event reader against hostile files: the index pass accepts a
+    //! line exactly when [`Event`] parsing does, bad lines are reported at
+    //! their own numbers whatever the line endings, and nothing panics.
+    //! `SLUICE_FUZZ_CASES` raises the number of cases (default 2048).
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cases() -> u32 {
+        std::env::var("SLUICE_FUZZ_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(2048)
+    }
+
+    /// JSON-ish event lines: mostly well-formed, with wrong types, odd
+    /// numbers, odd timestamps, unknown fields and broken syntax mixed in.
+    fn line() -> impl Strategy<Value = String> {
+        let ts = prop_oneof![
+            Just("\"2026-03-02T09:00:00Z\"".to_owned()),
+            Just("\"9999-12-31T23:59:59Z\"".to_owned()),
+            Just("\"1969-12-31T23:59:59Z\"".to_owned()),
+            Just("\"0000-01-01T00:00:00Z\"".to_owned()),
+            Just("\"2026-03-02\"".to_owned()),
+            Just("5".to_owned()),
+        ];
+        let value = prop_oneof![
+            Just("1".to_owned()),
+            Just("1e400".to_owned()),
+            Just("-0.5".to_owned()),
+            Just("\"s\"".to_owned()),
+            Just("null".to_owned()),
+            Just("[1,{\"a\":2}]".to_owned()),
+            Just("{\"k\":1e999}".to_owned()),
+            Just("{\"k\":\"v\"}".to_owned()),
+            Just("true".to_owned()),
+        ];
+        let field = prop_oneof![
+            Just("\"type\":\"track\"".to_owned()),
+            Just("\"type\":\"identify\"".to_owned()),
+            Just("\"type\":\"nope\"".to_owned()),
+            Just("\"user\":\"u1\"".to_owned()),
+            Just("\"user\":\"\"".to_owned()),
+            Just("\"user\":7".to_owned()),
+            Just("\"event\":\"e\"".to_owned()),
+            Just("\"event\":\"\"".to_owned()),
+            ts.prop_map(|t| format!("\"ts\":{t}")),
+            value.clone().prop_map(|v| format!("\"id\":{v}")),
+            value.clone().prop_map(|v| format!("\"props\":{v}")),
+            value.clone().prop_map(|v| format!("\"traits\":{v}")),
+            value.prop_map(|v| format!("\"other\":{v}")),
+        ];
+        prop_oneof![
+            4 => prop::collection::vec(field, 0..7).prop_map(|f| format!("{{{}}}", f.join(","))),
+            1 => "[ -~]{0,40}",
+            1 => Just("  ".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_index_pass_accepts_exactly_what_event_parsing_does(l in line()) {
+            let text = trim(l.as_bytes());
+            if !text.is_empty() {
+                let full = std::str::from_utf8(text)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| Event::from_line(t).map_err(|e| e.to_string()));
+                prop_assert_eq!(probe(text).is_ok(), full.is_ok(), "{} {:?}", l, full);
+            }
+        }
+
+        #[test]
+        fn bad_lines_are_reported_at_their_numbers_whatever_the_endings(
+            lines in prop::collection::vec((line(), 0u8..3), 0..40),
+            bom in any::<bool>(),
+        ) {
+            let dir = std::env::temp_dir().join(format!("sluice-events-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let path = dir.join(format!("{}.jsonl", rand_name()));
+            let mut text = String::new();
+            if bom {
+                text.push('\u{feff}');
+            }
+            for (l, ending) in &lines {
+                text.push_str(l);
+                text.push_str(["\n", "\r\n", "\r"][*ending as usize]);
+            }
+            // The oracle: split on CRLF, CR or LF, as text editors do.
+            let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
+            let normalised = body.replace("\r\n", "\n").replace('\r', "\n");
+            let mut expected_bad = Vec::new();
+            let mut good = 0;
+            for (n, l) in normalised.split('\n').enumerate() {
+                let t = l.trim();
+                if t.is_empty() {
+                    continue;
+                }
+                if Event::from_line(t).is_err() {
+                    expected_bad.push(n + 1);
+                } else {
+                    good += 1;
+                }
+            }
+            std::fs::write(&path, &text).expect("write");
+            let result = EventFile::open(&path, None);
+            let read = result.as_ref().ok().map(|f| f.events().expect("events").collect::<Vec<_>>());
+            std::fs::remove_file(&path).ok();
+            match result {
+                Ok(_) => {
+                    prop_assert!(expected_bad.is_empty(), "{:?}", expected_bad);
+                    let read = read.unwrap_or_default();
+                    prop_assert!(read.iter().all(Result::is_ok));
+                    prop_assert_eq!(read.len(), good);
+                }
+                Err(EventsError::Lines { lines: bad, total, .. }) => {
+                    let numbers: Vec<usize> = bad.iter().map(|(n, _)| *n).collect();
+                    prop_assert_eq!(numbers, expected_bad.clone());
+                    prop_assert_eq!(total, expected_bad.len());
+                }
+                Err(e) => prop_assert!(false, "{}", e),
+            }
+        }
+    }
+
+    fn rand_name() -> String {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        format!("f{}", N.fetch_add(1, Ordering::Relaxed))
+    }
+}
