@@ -238,6 +238,33 @@ fn body_files_stay_inside_the_repository() {
     assert_eq!(code, 1);
     assert!(!stdout.contains("top secret") && !stderr.contains("top secret"));
     assert!(stderr.contains("path_outside_repository"), "{stderr}");
+
+    // Nor through a YAML file that is a link to a file outside.
+    std::fs::remove_file(inner.join("templates/t.yaml")).expect("rm");
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        inner.join("templates/t.yaml"),
+    )
+    .expect("link");
+    let (code, stdout, stderr) = sluice(&["validate", p(&inner)]);
+    assert_eq!(code, 1);
+    assert!(!stdout.contains("top secret") && !stderr.contains("top secret"));
+    assert!(stderr.contains("path_outside_repository"), "{stderr}");
+
+    // A FIFO as a body file is refused without blocking on it.
+    std::fs::remove_dir_all(&inner).expect("rm");
+    write(
+        &dir.path().join("templates/t.yaml"),
+        format!("{t}text_file: fifo\n"),
+    );
+    let made = Command::new("mkfifo")
+        .arg(dir.path().join("templates/fifo"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if made {
+        let (_, doc) = validate_json(dir.path());
+        assert_eq!(codes(&doc), ["file_not_found"], "{doc}");
+    }
 }
 
 #[cfg(unix)]

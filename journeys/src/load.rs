@@ -110,10 +110,27 @@ pub fn load_documents(root: &Path, diags: &mut Diagnostics) -> Vec<Loaded> {
             .at(&file, FIRST),
         );
     }
+    let root_real = root.canonicalize().ok();
     let mut out = Vec::new();
     for path in files {
         let name = relative_name(root, &path);
         let empty = || Arc::new(SourceFile::new(name.clone(), String::new()));
+        // A file reached through a symbolic link must still be inside the
+        // repository: its contents could appear in a diagnostic.
+        let inside = match (&root_real, path.canonicalize()) {
+            (Some(r), Ok(real)) => real.starts_with(r),
+            _ => true, // reported when it is read
+        };
+        if !inside {
+            diags.push(
+                Diagnostic::error(
+                    Code::PathOutsideRepository,
+                    format!("`{name}` is a symbolic link to a file outside the repository"),
+                )
+                .at(&empty(), FIRST),
+            );
+            continue;
+        }
         let bytes = match read_bounded(&path, MAX_FILE_BYTES) {
             Ok(Some(b)) => b,
             Ok(None) => {
@@ -211,6 +228,10 @@ const FIRST: span::Span = span::Span {
 /// larger), without reading more than `limit + 1` bytes of anything.
 pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
     use std::io::Read;
+    // Before opening: opening a FIFO would block.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
