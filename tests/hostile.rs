@@ -371,3 +371,22 @@ fn recursive_partials_are_refused_before_anything_is_sent() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("partial_cycle"), "{stderr}");
 }
+
+#[test]
+fn a_repository_of_too_many_documents_stops_at_the_limit() {
+    // 551,000 small documents needed 2.8 GB; reading stops at 100,000.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for f in 0..3 {
+        let mut text = String::new();
+        for i in 0..40_000 {
+            text.push_str(&format!(
+                "---\napiVersion: sluice/v1\nkind: Segment\nid: s{f}-{i}\nwhen: {{ user.x: 1 }}\n"
+            ));
+        }
+        write(&dir.path().join(format!("segments/s{f}.yaml")), text);
+    }
+    let (code, doc) = validate_json(dir.path());
+    assert_eq!(code, 1);
+    assert_eq!(codes(&doc), ["too_many_documents"], "{doc}");
+    assert_eq!(doc["errors"][0]["file"], "segments/s2.yaml");
+}
