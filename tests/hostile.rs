@@ -390,3 +390,46 @@ fn a_repository_of_too_many_documents_stops_at_the_limit() {
     assert_eq!(codes(&doc), ["too_many_documents"], "{doc}");
     assert_eq!(doc["errors"][0]["file"], "segments/s2.yaml");
 }
+
+#[test]
+fn line_breaks_never_reach_a_webhook_url_or_header() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        &dir.path().join("journeys/j.yaml"),
+        "apiVersion: sluice/v1\nkind: Journey\nid: j\nversion: 1\nentry: { event: signed_up }\nsteps:\n  - id: hook\n    send: { channel: webhook, template: hook }\n",
+    );
+    write(
+        &dir.path().join("templates/hook.yaml"),
+        "apiVersion: sluice/v1\nkind: Template\nid: hook\nchannel: webhook\nurl: \"https://example.com/u/{{user.name}}\"\nheaders:\n  X-Name: \"{{user.name}}\"\n",
+    );
+    let events = dir.path().join("events.jsonl");
+    let mut outcomes = Vec::new();
+    for name in ["ana", "ana\\r\\nSet-Cookie: x=1", "ana\\nb"] {
+        write(
+            &events,
+            format!(
+                "{{\"type\":\"identify\",\"user\":\"u1\",\"ts\":\"2026-03-02T09:00:00Z\",\"traits\":{{\"name\":\"{name}\"}}}}\n{{\"type\":\"track\",\"user\":\"u1\",\"event\":\"signed_up\",\"ts\":\"2026-03-02T09:01:00Z\"}}\n"
+            ),
+        );
+        let (code, stdout, stderr) = sluice(&[
+            "simulate",
+            p(dir.path()),
+            "--events",
+            p(&events),
+            "--only",
+            "sends",
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let line: serde_json::Value =
+            serde_json::from_str(stdout.lines().next().expect("a send")).expect("json");
+        outcomes.push((line["outcome"].clone(), line["reason"].clone()));
+    }
+    assert_eq!(outcomes[0].0, "sent", "{outcomes:?}");
+    for (outcome, reason) in &outcomes[1..] {
+        assert_eq!(outcome, "failed", "{outcomes:?}");
+        assert!(
+            reason.as_str().is_some_and(|r| r.contains("line break")),
+            "{reason}"
+        );
+    }
+}
