@@ -433,3 +433,40 @@ fn line_breaks_never_reach_a_webhook_url_or_header() {
         );
     }
 }
+
+#[test]
+fn a_closed_pipe_ends_the_output_not_in_a_panic() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names: Vec<String> = (0..20_000).map(|i| format!("\"j{i}\"")).collect();
+    write(
+        &dir.path().join("policies/t.yaml"),
+        format!(
+            "apiVersion: sluice/v1\nkind: Throttle\nid: t\nchannel: email\nrate: 10 per second\njourneys: [{}]\n",
+            names.join(",")
+        ),
+    );
+    for args in [vec!["--format", "json"], vec![]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("validate")
+            .arg(dir.path())
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Read a little of each stream, then close them (`| head`).
+        let mut buf = [0u8; 64];
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        if args.is_empty() {
+            let _ = stderr.read(&mut buf);
+        } else {
+            let _ = stdout.read(&mut buf);
+        }
+        drop(stdout);
+        drop(stderr);
+        let status = child.wait().expect("wait");
+        assert_eq!(status.code(), Some(1), "{args:?}");
+    }
+}
