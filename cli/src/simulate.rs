@@ -13,6 +13,7 @@ use miette::{miette, IntoDiagnostic};
 use engine::events::EventFile;
 use engine::output::{Kind, Line, Sink};
 use engine::simulate::{SimOptions, Simulation};
+use journeys::limits;
 
 use crate::Format;
 
@@ -127,11 +128,12 @@ impl Drop for Stdout {
 }
 
 fn parse_ts(what: &str, s: &str) -> miette::Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
+    let t = DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
             miette!("--{what} `{s}` is not an RFC 3339 timestamp such as 2026-03-02T09:00:00Z: {e}")
-        })
+        })?;
+    limits::check_instant(t).map_err(|e| miette!("--{what} {e}"))
 }
 
 pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
@@ -153,13 +155,15 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
         Some(rel) if rel.starts_with('+') => {
             let d = journeys::scalar::parse_duration(&rel[1..])
                 .map_err(|e| miette!("--until `{rel}`: {e}"))?;
-            start + d.to_chrono()
+            limits::add(start, d.to_chrono()).map_err(|e| miette!("--until `{rel}` is {e}"))?
         }
         Some(abs) => parse_ts("until", abs)?,
         None => file
             .last_ts()
-            .map_or(start, |l| l + chrono::TimeDelta::days(30)),
+            .map_or(start, limits::default_until)
+            .max(start),
     };
+    limits::check_horizon(start, until).map_err(|e| miette!("the simulation {e}"))?;
     let sink = Stdout::new(args.only == Some(Only::Sends));
     let options = SimOptions {
         store: args.store.clone(),

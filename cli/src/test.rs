@@ -12,6 +12,15 @@ use engine::test::{run_all, TestReport};
 
 use crate::Format;
 
+/// `println!` that stops quietly on a closed pipe (`| head`) instead of
+/// panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 #[derive(clap::Args)]
 pub struct TestArgs {
     /// The config repository.
@@ -99,21 +108,21 @@ fn closest<'a>(e: &Expectation, lines: &[&'a Value]) -> Option<(&'a Value, Vec<D
 fn print_human(report: &TestReport) {
     let place = format!("{}:{}", report.file, report.line);
     if report.passed() {
-        println!("PASS {} ({place})", report.id);
+        out!("PASS {} ({place})", report.id);
         return;
     }
-    println!("FAIL {} ({place})", report.id);
+    out!("FAIL {} ({place})", report.id);
     if let Some(e) = &report.error {
-        println!("  error: {e}");
+        out!("  error: {e}");
     }
     for e in &report.missing {
-        println!("  - expected ({}:{}): {}", report.file, e.line, pattern(e));
+        out!("  - expected ({}:{}): {}", report.file, e.line, pattern(e));
         let lines = lines_of(report, e.user.as_deref());
         match (lines.is_empty(), &e.user) {
-            (true, Some(u)) => println!("    no line at all for user {u}"),
-            (true, None) => println!("    the test produced no line at all"),
-            (false, Some(u)) => println!("    no such line; the lines of user {u}:"),
-            (false, None) => println!("    no such line; every line:"),
+            (true, Some(u)) => out!("    no line at all for user {u}"),
+            (true, None) => out!("    the test produced no line at all"),
+            (false, Some(u)) => out!("    no such line; the lines of user {u}:"),
+            (false, None) => out!("    no such line; every line:"),
         }
         let near = closest(e, &lines);
         for l in lines.iter().take(40) {
@@ -122,27 +131,27 @@ fn print_human(report: &TestReport) {
             } else {
                 "+"
             };
-            println!("    {mark} {l}");
+            out!("    {mark} {l}");
         }
         if let Some((_, diffs)) = &near {
             for (k, want, got) in diffs {
-                println!("    ~ closest line differs in `{k}`: expected {want}, got {got}");
+                out!("    ~ closest line differs in `{k}`: expected {want}, got {got}");
             }
         }
         if lines.len() > 40 {
-            println!("    … {} more", lines.len() - 40);
+            out!("    … {} more", lines.len() - 40);
         }
     }
     for (e, hits) in &report.unexpected {
-        println!(
+        out!(
             "  - expected none ({}:{}): {}",
             report.file,
             e.line,
             pattern(e)
         );
-        println!("    but found:");
+        out!("    but found:");
         for l in hits {
-            println!("    + {l}");
+            out!("    + {l}");
         }
     }
 }
@@ -181,13 +190,13 @@ pub fn run(args: TestArgs) -> miette::Result<ExitCode> {
                 "passed": passed,
                 "failed": failed,
             });
-            println!("{doc}");
+            out!("{doc}");
         }
         Format::Human => {
             for r in &reports {
                 print_human(r);
             }
-            println!("{passed} passed, {failed} failed");
+            out!("{passed} passed, {failed} failed");
         }
     }
     Ok(if failed == 0 {

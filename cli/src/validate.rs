@@ -1,5 +1,6 @@
 //! `sluice validate [DIR]`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -17,19 +18,25 @@ pub struct Args {
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let (config, diags) = journeys::check(&args.dir);
+    // Write errors (a closed pipe, `| head`) end the output, not the
+    // process: the exit code still tells the result.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut err = std::io::BufWriter::new(std::io::stderr().lock());
     match args.format {
         Format::Json => {
-            println!("{}", diags.to_json());
+            let _ = writeln!(out, "{}", diags.to_json());
         }
         Format::Human => {
             for d in diags.iter() {
-                eprintln!("{:?}", d.to_report());
+                if writeln!(err, "{:?}", d.to_report()).is_err() {
+                    break;
+                }
             }
             let errors = diags.errors().count();
             let warnings = diags.warnings().count();
-            match &config {
-                Some(c) => {
-                    println!(
+            let _ = match &config {
+                Some(c) => writeln!(
+                    out,
                     "{} is valid: {} journeys, {} segments, {} templates, {} policies, {} tests{}",
                     args.dir.display(),
                     c.journeys.len(),
@@ -37,17 +44,23 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                     c.templates.len(),
                     c.quiet_hours.len() + c.throttles.len() + c.frequency_caps.len(),
                     c.tests.len(),
-                    if warnings > 0 { format!(" ({warnings} warnings)") } else { String::new() }
-                )
-                }
-                None => eprintln!(
+                    if warnings > 0 {
+                        format!(" ({warnings} warnings)")
+                    } else {
+                        String::new()
+                    }
+                ),
+                None => writeln!(
+                    err,
                     "{} is invalid: {errors} error{}",
                     args.dir.display(),
                     if errors == 1 { "" } else { "s" }
                 ),
-            }
+            };
         }
     }
+    let _ = out.flush();
+    let _ = err.flush();
     Ok(if diags.has_errors() {
         ExitCode::from(1)
     } else {

@@ -206,11 +206,8 @@ fn render_simple(pieces: &[Piece], data: &Value, html: bool) -> Option<String> {
 
 impl MessageRenderer {
     pub fn new(config: &Config) -> MessageRenderer {
-        let mut html = Handlebars::new();
-        html.set_strict_mode(true);
-        let mut plain = Handlebars::new();
-        plain.set_strict_mode(true);
-        plain.register_escape_fn(handlebars::no_escape);
+        let mut html = journeys::template::registry(true);
+        let mut plain = journeys::template::registry(false);
         let mut simple = [HashMap::new(), HashMap::new()];
         for t in config.templates.values() {
             for text in t.texts() {
@@ -247,9 +244,14 @@ impl MessageRenderer {
             }
         }
         let registry = if t.html { &self.html } else { &self.plain };
-        registry
-            .render_with_context(&t.name, ctx)
-            .map_err(|e| RenderError::from_handlebars(&t.name, &e))
+        journeys::template::render_bounded(registry, &t.name, ctx)
+    }
+
+    /// A URL or header value: no CR or LF may reach the request.
+    fn header(&self, t: &Text, ctx: &Context, what: &str) -> Result<String, RenderError> {
+        let value = self.text(t, ctx)?;
+        journeys::template::check_header_value(what, &value)?;
+        Ok(value)
     }
 
     fn opt(&self, t: &Option<Text>, ctx: &Context) -> Result<Option<String>, RenderError> {
@@ -334,10 +336,10 @@ impl MessageRenderer {
                 body,
             } => Content::Webhook {
                 method: method.clone(),
-                url: self.text(url, ctx)?,
+                url: self.header(url, ctx, "url")?,
                 headers: headers
                     .iter()
-                    .map(|(k, t)| Ok((k.clone(), self.text(t, ctx)?)))
+                    .map(|(k, t)| Ok((k.clone(), self.header(t, ctx, k)?)))
                     .collect::<Result<_, RenderError>>()?,
                 body: body.as_ref().map(|b| self.json(b, ctx)).transpose()?,
             },

@@ -13,6 +13,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use journeys::event::{Event, EventType};
+use journeys::limits::MAX_EVENT_ERRORS;
 
 use crate::clock::{from_millis, to_millis, Millis};
 
@@ -31,9 +32,42 @@ pub enum EventsError {
         line: usize,
         message: String,
     },
+    /// Every bad line of a file (the first [`MAX_EVENT_ERRORS`] of them),
+    /// found before anything runs.
+    #[error("{}", lines_message(path, lines, *total))]
+    Lines {
+        path: PathBuf,
+        /// (line number, message), in file order.
+        lines: Vec<(usize, String)>,
+        /// How many lines are bad in all.
+        total: usize,
+    },
 }
 
-/// Just enough of an event to check it and order it.
+fn lines_message(path: &Path, lines: &[(usize, String)], total: usize) -> String {
+    let mut out = format!(
+        "{}: {total} invalid event line{}",
+        path.display(),
+        if total == 1 { "" } else { "s" }
+    );
+    for (line, message) in lines {
+        out.push_str(&format!("\n{}:{line}: {message}", path.display()));
+    }
+    if total > lines.len() {
+        out.push_str(&format!(
+            "\n… and {} more (only the first {MAX_EVENT_ERRORS} are listed)",
+            total - lines.len()
+        ));
+    }
+    out
+}
+
+/// The longest line of an event file, like the largest HTTP body RUN.md
+/// accepts.
+pub const MAX_LINE_BYTES: usize = 10 << 20;
+
+/// Just enough of an event to order it, with everything else checked the
+/// way [`Event`] would (types, numbers in range) but not kept.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Probe<'a> {
@@ -42,17 +76,187 @@ struct Probe<'a> {
     #[serde(borrow)]
     user: Cow<'a, str>,
     ts: DateTime<Utc>,
-    #[serde(default)]
+    #[serde(default, borrow)]
     #[allow(dead_code)]
-    id: Option<IgnoredAny>,
+    id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     event: Option<Cow<'a, str>>,
     #[serde(default)]
     #[allow(dead_code)]
-    props: Option<IgnoredAny>,
+    props: Object,
     #[serde(default)]
     #[allow(dead_code)]
-    traits: Option<IgnoredAny>,
+    traits: Object,
+}
+
+/// A JSON object, checked and dropped.
+#[derive(Default)]
+struct Object;
+
+/// Any JSON value, checked (numbers in range) and dropped.
+struct Checked;
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<IgnoredAny, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Checked, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Object {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Object, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Object;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Object, A::Error> {
+                CheckedVisitor.visit_map(map).map(|_| Object)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Checks one line (without its line ending) the way [`Event`] parsing and
+/// [`Event::check`] do; returns what ordering needs.
+fn probe(text: &[u8]) -> Result<(Probe<'_>, Millis), String> {
+    let probe: Probe<'_> =
+        serde_json::from_slice(text).map_err(|e| format!("invalid event: {e}"))?;
+    if probe.user.is_empty() {
+        return Err("`user` must not be empty".into());
+    }
+    if probe.kind == EventType::Track && probe.event.as_deref().is_none_or(str::is_empty) {
+        return Err("`track` needs an `event` name".into());
+    }
+    let ts = journeys::limits::check_instant(probe.ts).map_err(|e| format!("`ts` {e}"))?;
+    Ok((probe, to_millis(ts)))
+}
+
+/// Splits a byte stream into lines ended by `\n`, `\r\n` or a lone `\r`,
+/// with the offset and length (line ending included) of each.
+struct LineSplitter<R> {
+    reader: R,
+    offset: u64,
+    /// A `\r` ended the previous line: skip a `\n` right after it.
+    after_cr: bool,
+}
+
+/// One line of a file: where it starts, its length with the line ending,
+/// and its text (empty when it is longer than [`MAX_LINE_BYTES`]).
+struct RawLine {
+    offset: u64,
+    len: u64,
+    too_long: bool,
+}
+
+impl<R: BufRead> LineSplitter<R> {
+    fn next_line(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Option<RawLine>> {
+        buf.clear();
+        let start = self.offset;
+        let mut len = 0u64;
+        let mut too_long = false;
+        loop {
+            let chunk = self.reader.fill_buf()?;
+            if chunk.is_empty() {
+                return Ok((len > 0).then_some(RawLine {
+                    offset: start,
+                    len,
+                    too_long,
+                }));
+            }
+            if self.after_cr {
+                self.after_cr = false;
+                if chunk[0] == b'\n' {
+                    self.reader.consume(1);
+                    self.offset += 1;
+                    // Belongs to the previous line: this one starts after it.
+                    return self.next_line(buf);
+                }
+            }
+            match chunk.iter().position(|b| *b == b'\n' || *b == b'\r') {
+                Some(i) => {
+                    let cr = chunk[i] == b'\r';
+                    if !too_long {
+                        buf.extend_from_slice(&chunk[..i]);
+                    }
+                    self.reader.consume(i + 1);
+                    self.offset += i as u64 + 1;
+                    len += i as u64 + 1;
+                    self.after_cr = cr;
+                    let mut line = RawLine {
+                        offset: start,
+                        len,
+                        too_long,
+                    };
+                    if cr {
+                        // Include a `\n` that follows in this line's length
+                        // when it is already buffered.
+                        if let Ok(next) = self.reader.fill_buf() {
+                            if next.first() == Some(&b'\n') {
+                                self.reader.consume(1);
+                                self.offset += 1;
+                                line.len += 1;
+                                self.after_cr = false;
+                            }
+                        }
+                    }
+                    if buf.len() > MAX_LINE_BYTES {
+                        line.too_long = true;
+                    }
+                    return Ok(Some(line));
+                }
+                None => {
+                    let n = chunk.len();
+                    if !too_long {
+                        buf.extend_from_slice(chunk);
+                        if buf.len() > MAX_LINE_BYTES {
+                            too_long = true;
+                            buf.clear();
+                        }
+                    }
+                    self.reader.consume(n);
+                    self.offset += n as u64;
+                    len += n as u64;
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,46 +281,65 @@ pub struct EventFile {
 impl EventFile {
     /// Checks every line and indexes the file. With `max_users`, only the
     /// events of the first `max_users` distinct users (in file order) are
-    /// kept.
+    /// kept. Every bad line is found before anything runs, and the first
+    /// [`MAX_EVENT_ERRORS`] are reported with their line numbers. Lines end
+    /// with `\n`, `\r\n` or `\r`; a UTF-8 byte order mark is skipped.
     pub fn open(path: &Path, max_users: Option<usize>) -> Result<EventFile, EventsError> {
         let io = |source| EventsError::Io {
             path: path.to_owned(),
             source,
         };
         let file = File::open(path).map_err(io)?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
+        if !file.metadata().map_err(io)?.is_file() {
+            return Err(io(std::io::Error::other("not a regular file")));
+        }
+        let mut lines = LineSplitter {
+            reader: BufReader::with_capacity(1 << 20, file),
+            offset: 0,
+            after_cr: false,
+        };
         let mut buf = Vec::new();
-        let mut offset = 0u64;
         let mut entries = Vec::new();
         let mut users: HashSet<String> = HashSet::new();
         let mut skipped = 0;
         let mut sorted = true;
         let mut line_no = 0usize;
-        loop {
-            buf.clear();
-            let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
+        let mut bad: Vec<(usize, String)> = Vec::new();
+        let mut bad_total = 0usize;
+        while let Some(raw) = lines.next_line(&mut buf).map_err(io)? {
             line_no += 1;
-            let start = offset;
-            offset += n as u64;
-            let text = trim(&buf);
+            let mut offset = raw.offset;
+            let mut body: &[u8] = &buf;
+            if raw.offset == 0 && body.starts_with(b"\xEF\xBB\xBF") {
+                body = &body[3..];
+                offset += 3;
+            }
+            if raw.too_long {
+                bad_total += 1;
+                if bad.len() < MAX_EVENT_ERRORS {
+                    bad.push((
+                        line_no,
+                        format!("line longer than {} MiB", MAX_LINE_BYTES >> 20),
+                    ));
+                }
+                continue;
+            }
+            let text = trim(body);
             if text.is_empty() {
                 continue;
             }
-            let bad = |message: String| EventsError::Line {
-                path: path.to_owned(),
-                line: line_no,
-                message,
+            let (probe, ts) = match probe(text) {
+                Ok(p) => p,
+                Err(message) => {
+                    bad_total += 1;
+                    if bad.len() < MAX_EVENT_ERRORS {
+                        bad.push((line_no, message));
+                    }
+                    continue;
+                }
             };
-            let probe: Probe<'_> =
-                serde_json::from_slice(text).map_err(|e| bad(format!("invalid event: {e}")))?;
-            if probe.user.is_empty() {
-                return Err(bad("`user` must not be empty".into()));
-            }
-            if probe.kind == EventType::Track && probe.event.as_deref().is_none_or(str::is_empty) {
-                return Err(bad("`track` needs an `event` name".into()));
+            if bad_total > 0 {
+                continue; // only checking from here on
             }
             if !users.contains(probe.user.as_ref()) {
                 if max_users.is_some_and(|m| users.len() >= m) {
@@ -125,15 +348,21 @@ impl EventFile {
                 }
                 users.insert(probe.user.into_owned());
             }
-            let ts = to_millis(probe.ts);
             if entries.last().is_some_and(|e: &Entry| e.ts > ts) {
                 sorted = false;
             }
             entries.push(Entry {
                 ts,
-                offset: start,
-                len: n as u32,
-                line: line_no as u32,
+                offset,
+                len: (raw.len - (offset - raw.offset)) as u32,
+                line: u32::try_from(line_no).unwrap_or(u32::MAX),
+            });
+        }
+        if bad_total > 0 {
+            return Err(EventsError::Lines {
+                path: path.to_owned(),
+                lines: bad,
+                total: bad_total,
             });
         }
         if !sorted {
@@ -238,5 +467,140 @@ impl Iterator for Events<'_> {
                     message: format!("invalid event: {message}"),
                 }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The event reader against hostile files: the index pass accepts a
+    //! line exactly when [`Event`] parsing does, bad lines are reported at
+    //! their own numbers whatever the line endings, and nothing panics.
+    //! `SLUICE_FUZZ_CASES` raises the number of cases (default 2048).
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cases() -> u32 {
+        std::env::var("SLUICE_FUZZ_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(2048)
+    }
+
+    /// JSON-ish event lines: mostly well-formed, with wrong types, odd
+    /// numbers, odd timestamps, unknown fields and broken syntax mixed in.
+    fn line() -> impl Strategy<Value = String> {
+        let ts = prop_oneof![
+            Just("\"2026-03-02T09:00:00Z\"".to_owned()),
+            Just("\"9999-12-31T23:59:59Z\"".to_owned()),
+            Just("\"1969-12-31T23:59:59Z\"".to_owned()),
+            Just("\"0000-01-01T00:00:00Z\"".to_owned()),
+            Just("\"2026-03-02\"".to_owned()),
+            Just("5".to_owned()),
+        ];
+        let value = prop_oneof![
+            Just("1".to_owned()),
+            Just("1e400".to_owned()),
+            Just("-0.5".to_owned()),
+            Just("\"s\"".to_owned()),
+            Just("null".to_owned()),
+            Just("[1,{\"a\":2}]".to_owned()),
+            Just("{\"k\":1e999}".to_owned()),
+            Just("{\"k\":\"v\"}".to_owned()),
+            Just("true".to_owned()),
+        ];
+        let field = prop_oneof![
+            Just("\"type\":\"track\"".to_owned()),
+            Just("\"type\":\"identify\"".to_owned()),
+            Just("\"type\":\"nope\"".to_owned()),
+            Just("\"user\":\"u1\"".to_owned()),
+            Just("\"user\":\"\"".to_owned()),
+            Just("\"user\":7".to_owned()),
+            Just("\"event\":\"e\"".to_owned()),
+            Just("\"event\":\"\"".to_owned()),
+            ts.prop_map(|t| format!("\"ts\":{t}")),
+            value.clone().prop_map(|v| format!("\"id\":{v}")),
+            value.clone().prop_map(|v| format!("\"props\":{v}")),
+            value.clone().prop_map(|v| format!("\"traits\":{v}")),
+            value.prop_map(|v| format!("\"other\":{v}")),
+        ];
+        prop_oneof![
+            4 => prop::collection::vec(field, 0..7).prop_map(|f| format!("{{{}}}", f.join(","))),
+            1 => "[ -~]{0,40}",
+            1 => Just("  ".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_index_pass_accepts_exactly_what_event_parsing_does(l in line()) {
+            let text = trim(l.as_bytes());
+            if !text.is_empty() {
+                let full = std::str::from_utf8(text)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| Event::from_line(t).map_err(|e| e.to_string()));
+                prop_assert_eq!(probe(text).is_ok(), full.is_ok(), "{} {:?}", l, full);
+            }
+        }
+
+        #[test]
+        fn bad_lines_are_reported_at_their_numbers_whatever_the_endings(
+            lines in prop::collection::vec((line(), 0u8..3), 0..40),
+            bom in any::<bool>(),
+        ) {
+            let dir = std::env::temp_dir().join(format!("sluice-events-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let path = dir.join(format!("{}.jsonl", rand_name()));
+            let mut text = String::new();
+            if bom {
+                text.push('\u{feff}');
+            }
+            for (l, ending) in &lines {
+                text.push_str(l);
+                text.push_str(["\n", "\r\n", "\r"][*ending as usize]);
+            }
+            // The oracle: split on CRLF, CR or LF, as text editors do.
+            let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
+            let normalised = body.replace("\r\n", "\n").replace('\r', "\n");
+            let mut expected_bad = Vec::new();
+            let mut good = 0;
+            for (n, l) in normalised.split('\n').enumerate() {
+                let t = l.trim();
+                if t.is_empty() {
+                    continue;
+                }
+                if Event::from_line(t).is_err() {
+                    expected_bad.push(n + 1);
+                } else {
+                    good += 1;
+                }
+            }
+            std::fs::write(&path, &text).expect("write");
+            let result = EventFile::open(&path, None);
+            let read = result.as_ref().ok().map(|f| f.events().expect("events").collect::<Vec<_>>());
+            std::fs::remove_file(&path).ok();
+            match result {
+                Ok(_) => {
+                    prop_assert!(expected_bad.is_empty(), "{:?}", expected_bad);
+                    let read = read.unwrap_or_default();
+                    prop_assert!(read.iter().all(Result::is_ok));
+                    prop_assert_eq!(read.len(), good);
+                }
+                Err(EventsError::Lines { lines: bad, total, .. }) => {
+                    let numbers: Vec<usize> = bad.iter().map(|(n, _)| *n).collect();
+                    prop_assert_eq!(numbers, expected_bad.clone());
+                    prop_assert_eq!(total, expected_bad.len());
+                }
+                Err(e) => prop_assert!(false, "{}", e),
+            }
+        }
+    }
+
+    fn rand_name() -> String {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        format!("f{}", N.fetch_add(1, Ordering::Relaxed))
     }
 }

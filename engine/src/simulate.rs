@@ -166,6 +166,16 @@ impl Simulation {
         Ok(())
     }
 
+    /// Runs the clock to `until` (everything due by then happens), and
+    /// stays ready for more: a caller can stop between slices of time.
+    pub fn advance(&mut self, until: DateTime<Utc>) -> Result<(), SimError> {
+        let ts = to_millis(until);
+        self.clock.set(until);
+        self.engine.run_due(ts)?;
+        self.last = self.last.max(ts);
+        Ok(())
+    }
+
     /// Runs the clock to `until` and commits (a temporary store, deleted
     /// now, is not). Returns the summary.
     pub fn finish(mut self, until: DateTime<Utc>) -> Result<Summary, SimError> {

@@ -2,28 +2,40 @@
 //! virtual clock through the same engine as `run`, and its expectations are
 //! matched against the simulate lines it produced.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
 use journeys::compiled::{Config, Expectation, JourneyTest};
+use journeys::limits::MAX_TEST_LINES;
 
 use crate::output::{Line, Sink};
 use crate::simulate::{SimError, SimOptions, Simulation};
 
-/// A sink that a caller can read after the engine is gone.
+/// A sink that a caller can read after the engine is gone. It keeps at
+/// most [`MAX_TEST_LINES`] lines and counts the others.
 #[derive(Clone, Default)]
-pub struct SharedLines(pub Arc<Mutex<Vec<Line>>>);
+pub struct SharedLines(pub Arc<Mutex<Vec<Line>>>, Arc<AtomicUsize>);
 
 impl Sink for SharedLines {
     fn line(&mut self, line: Line) {
         if let Ok(mut v) = self.0.lock() {
-            v.push(line);
+            if v.len() < MAX_TEST_LINES {
+                v.push(line);
+            } else {
+                self.1.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
 
 impl SharedLines {
+    /// Lines dropped because the limit was reached.
+    pub fn dropped(&self) -> usize {
+        self.1.load(Ordering::Relaxed)
+    }
+
     pub fn take(&self) -> Vec<Line> {
         self.0
             .lock()
@@ -83,7 +95,7 @@ pub fn run_test(config: Arc<Config>, test: &JourneyTest) -> TestReport {
                 }
             }
         }
-        Err(e) => report.error = Some(e.to_string()),
+        Err(e) => report.error = Some(e),
     }
     report
 }
@@ -97,7 +109,17 @@ pub fn run_all(config: &Arc<Config>) -> Vec<TestReport> {
         .collect()
 }
 
-fn simulate_test(config: Arc<Config>, test: &JourneyTest) -> Result<Vec<Line>, SimError> {
+/// Why a test stopped early.
+fn too_many(sink: &SharedLines) -> Result<(), String> {
+    if sink.dropped() > 0 {
+        return Err(format!(
+            "the test produced more than {MAX_TEST_LINES} lines and was stopped; shorten `run_until` or send fewer events"
+        ));
+    }
+    Ok(())
+}
+
+fn simulate_test(config: Arc<Config>, test: &JourneyTest) -> Result<Vec<Line>, String> {
     let sink = SharedLines::default();
     let options = SimOptions {
         holdouts: !test.ignore_holdouts,
@@ -107,11 +129,22 @@ fn simulate_test(config: Arc<Config>, test: &JourneyTest) -> Result<Vec<Line>, S
     };
     let mut events = test.events.clone();
     events.sort_by_key(|e| e.ts);
-    let mut sim = Simulation::new(config, test.start, &options, Box::new(sink.clone()))?;
+    let error = |e: SimError| e.to_string();
+    let mut sim =
+        Simulation::new(config, test.start, &options, Box::new(sink.clone())).map_err(error)?;
     for e in &events {
-        sim.event(e)?;
+        sim.event(e).map_err(error)?;
+        too_many(&sink)?;
     }
-    sim.finish(test.run_until)?;
+    // A day at a time, so that a test producing too much stops early.
+    let mut at = events.last().map_or(test.start, |e| e.ts.max(test.start));
+    while at < test.run_until {
+        at = (at + chrono::TimeDelta::days(1)).min(test.run_until);
+        sim.advance(at).map_err(error)?;
+        too_many(&sink)?;
+    }
+    sim.finish(test.run_until).map_err(error)?;
+    too_many(&sink)?;
     Ok(sink.take())
 }
 

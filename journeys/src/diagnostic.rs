@@ -8,10 +8,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use miette::{LabeledSpan, NamedSource, SourceSpan};
+use miette::{LabeledSpan, MietteError, MietteSpanContents, SourceSpan, SpanContents};
 use serde::Serialize;
 
-use crate::span::Span;
+use crate::span::{LineIndex, Span};
 
 /// The stable error codes of CLI.md, plus a few of our own (documented in
 /// `docs/diagnostics.md`).
@@ -45,6 +45,15 @@ pub enum Code {
     FileNotFound,
     VersionNotBumped,
     HoldoutWithoutGoal,
+    NestingTooDeep,
+    AliasLimit,
+    FileTooLarge,
+    TooManyDocuments,
+    PathOutsideRepository,
+    PartialCycle,
+    TimeOutOfRange,
+    HorizonTooLong,
+    QuietHoursAllDay,
 }
 
 impl Code {
@@ -77,6 +86,15 @@ impl Code {
             Code::FileNotFound => "file_not_found",
             Code::VersionNotBumped => "version_not_bumped",
             Code::HoldoutWithoutGoal => "holdout_without_goal",
+            Code::NestingTooDeep => "nesting_too_deep",
+            Code::AliasLimit => "alias_limit",
+            Code::FileTooLarge => "file_too_large",
+            Code::TooManyDocuments => "too_many_documents",
+            Code::PathOutsideRepository => "path_outside_repository",
+            Code::PartialCycle => "partial_cycle",
+            Code::TimeOutOfRange => "time_out_of_range",
+            Code::HorizonTooLong => "horizon_too_long",
+            Code::QuietHoursAllDay => "quiet_hours_all_day",
         }
     }
 }
@@ -99,15 +117,52 @@ pub struct SourceFile {
     /// The path relative to the repository root, with `/` separators.
     pub name: String,
     pub text: String,
-    named: NamedSource<String>,
+    /// Its lines, so that a snippet is found without scanning the file.
+    pub index: LineIndex,
 }
 
 impl SourceFile {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
         let name = name.into();
         let text = text.into();
-        let named = NamedSource::new(name.clone(), text.clone()).with_language("yaml");
-        SourceFile { name, text, named }
+        let index = LineIndex::new(&text);
+        SourceFile { name, text, index }
+    }
+}
+
+/// miette reads a snippet by scanning the text from its start; with many
+/// diagnostics in one large file that is quadratic. This starts the scan
+/// at the first line of the snippet instead, with the same result.
+impl miette::SourceCode for SourceFile {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        if span.offset() > self.text.len() {
+            return Err(MietteError::OutOfBounds);
+        }
+        let first = self
+            .index
+            .line_of(span.offset())
+            .saturating_sub(context_lines_before);
+        let base = self.index.line_start(first);
+        let local = SourceSpan::new((span.offset() - base).into(), span.len());
+        let rest = self.text.get(base..).ok_or(MietteError::OutOfBounds)?;
+        let c = rest.read_span(&local, context_lines_before, context_lines_after)?;
+        let data = c.data();
+        Ok(Box::new(
+            MietteSpanContents::new_named(
+                self.name.clone(),
+                data,
+                SourceSpan::new((c.span().offset() + base).into(), c.span().len()),
+                c.line() + first,
+                c.column(),
+                c.line_count() + first,
+            )
+            .with_language("yaml"),
+        ))
     }
 }
 
@@ -203,9 +258,7 @@ impl miette::Diagnostic for Diagnostic {
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        self.file
-            .as_ref()
-            .map(|f| &f.named as &dyn miette::SourceCode)
+        self.file.as_ref().map(|f| &**f as &dyn miette::SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {

@@ -43,6 +43,8 @@ pub enum EventError {
     MissingName,
     #[error("`user` must not be empty")]
     EmptyUser,
+    #[error("`ts` {0}")]
+    OutOfRange(String),
 }
 
 impl Event {
@@ -68,6 +70,7 @@ impl Event {
         if self.kind == EventType::Track && self.event.as_deref().is_none_or(str::is_empty) {
             return Err(EventError::MissingName);
         }
+        crate::limits::check_instant(self.ts).map_err(EventError::OutOfRange)?;
         Ok(())
     }
 

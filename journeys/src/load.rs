@@ -11,8 +11,9 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::diagnostic::{with_suggestion, Code, Diagnostic, Diagnostics, SourceFile};
+use crate::limits::{MAX_DOCUMENTS, MAX_FILE_BYTES};
 use crate::model::{self, Document, API_VERSION, KINDS};
-use crate::span::{self, DeError, DeErrorKind, LineIndex, Node, Spanned};
+use crate::span::{self, DeError, DeErrorKind, Node, Spanned, SyntaxErrorKind};
 
 /// A document and where it came from.
 #[derive(Debug, Clone)]
@@ -25,6 +26,21 @@ pub struct Loaded {
 
 /// The YAML files of a repository, sorted by path.
 pub fn discover(root: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
+    let mut problems = Vec::new();
+    let files = discover_all(root, &mut problems)?;
+    match problems.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(files),
+    }
+}
+
+/// The YAML files of a repository, sorted by path, and every entry that
+/// could not be read (a symlink loop, a broken link, no permission) with
+/// its path: one bad entry does not stop the scan.
+pub fn discover_all(
+    root: &Path,
+    problems: &mut Vec<(PathBuf, std::io::Error)>,
+) -> Result<Vec<PathBuf>, std::io::Error> {
     if !root.is_dir() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
@@ -38,7 +54,19 @@ pub fn discover(root: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
         .into_iter()
         .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
     for entry in walker {
-        let entry = entry.map_err(std::io::Error::other)?;
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let path = e.path().map(Path::to_path_buf).unwrap_or_default();
+                let message = if e.loop_ancestor().is_some() {
+                    std::io::Error::other("a symbolic link loops back to a directory above it")
+                } else {
+                    std::io::Error::other(e.to_string())
+                };
+                problems.push((path, message));
+                continue;
+            }
+        };
         let is_yaml = entry
             .path()
             .extension()
@@ -61,7 +89,8 @@ pub fn relative_name(root: &Path, path: &Path) -> String {
 
 /// Reads every document of a repository.
 pub fn load_documents(root: &Path, diags: &mut Diagnostics) -> Vec<Loaded> {
-    let files = match discover(root) {
+    let mut problems = Vec::new();
+    let files = match discover_all(root, &mut problems) {
         Ok(f) => f,
         Err(e) => {
             diags.push(Diagnostic::error(
@@ -71,54 +100,167 @@ pub fn load_documents(root: &Path, diags: &mut Diagnostics) -> Vec<Loaded> {
             return Vec::new();
         }
     };
+    for (path, e) in problems {
+        let file = Arc::new(SourceFile::new(relative_name(root, &path), String::new()));
+        diags.push(
+            Diagnostic::error(
+                Code::FileNotFound,
+                format!("cannot read `{}`: {e}", file.name),
+            )
+            .at(&file, FIRST),
+        );
+    }
+    let root_real = root.canonicalize().ok();
     let mut out = Vec::new();
     for path in files {
         let name = relative_name(root, &path);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let text = match String::from_utf8(bytes) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        let file = Arc::new(SourceFile::new(name, String::new()));
-                        diags.push(
-                            Diagnostic::error(
-                                Code::YamlSyntax,
-                                format!("file is not valid UTF-8: {e}"),
-                            )
-                            .at(
-                                &file,
-                                span::Span {
-                                    line: 1,
-                                    column: 1,
-                                    ..Default::default()
-                                },
-                            ),
-                        );
-                        continue;
-                    }
-                };
-                let file = Arc::new(SourceFile::new(name, text));
-                load_text(&file, diags, &mut out);
+        let empty = || Arc::new(SourceFile::new(name.clone(), String::new()));
+        // A file reached through a symbolic link must still be inside the
+        // repository: its contents could appear in a diagnostic.
+        let inside = match (&root_real, path.canonicalize()) {
+            (Some(r), Ok(real)) => real.starts_with(r),
+            _ => true, // reported when it is read
+        };
+        if !inside {
+            diags.push(
+                Diagnostic::error(
+                    Code::PathOutsideRepository,
+                    format!("`{name}` is a symbolic link to a file outside the repository"),
+                )
+                .at(&empty(), FIRST),
+            );
+            continue;
+        }
+        let bytes = match read_bounded(&path, MAX_FILE_BYTES) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                diags.push(
+                    Diagnostic::error(
+                        Code::FileTooLarge,
+                        format!(
+                            "`{name}` is larger than {} MiB, the limit for one file",
+                            MAX_FILE_BYTES >> 20
+                        ),
+                    )
+                    .at(&empty(), FIRST),
+                );
+                continue;
             }
-            Err(e) => diags.push(Diagnostic::error(
-                Code::FileNotFound,
-                format!("cannot read `{name}`: {e}"),
-            )),
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error(Code::FileNotFound, format!("cannot read `{name}`: {e}"))
+                        .at(&empty(), FIRST),
+                );
+                continue;
+            }
+        };
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                // Point at the bad byte: the text before it is valid.
+                let valid = e.utf8_error().valid_up_to();
+                let before = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+                let file = Arc::new(SourceFile::new(name, before));
+                let (line, column) = file.index.line_col(&file.text, valid);
+                diags.push(
+                    Diagnostic::error(
+                        Code::YamlSyntax,
+                        "file is not valid UTF-8 from here on: save it as UTF-8",
+                    )
+                    .at(
+                        &file,
+                        span::Span {
+                            start: valid,
+                            end: valid,
+                            line,
+                            column,
+                        },
+                    ),
+                );
+                continue;
+            }
+        };
+        let file = Arc::new(SourceFile::new(name, lone_cr_to_lf(text)));
+        load_text(&file, diags, &mut out);
+        if out.len() > MAX_DOCUMENTS {
+            diags.push(
+                Diagnostic::error(
+                    Code::TooManyDocuments,
+                    format!(
+                        "the repository has more than {MAX_DOCUMENTS} documents; reading stopped here"
+                    ),
+                )
+                .at(&file, FIRST),
+            );
+            out.truncate(MAX_DOCUMENTS);
+            break;
         }
     }
     out
 }
 
+/// Old Mac line endings (a lone `\r`) become `\n`: the same length, so
+/// every offset stays, and every reader (saphyr, miette) sees the same
+/// lines.
+fn lone_cr_to_lf(text: String) -> String {
+    if !text.contains('\r') {
+        return text;
+    }
+    let mut bytes = text.into_bytes();
+    for i in 0..bytes.len() {
+        if bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n') {
+            bytes[i] = b'\n';
+        }
+    }
+    // Only ASCII bytes changed, so the text is still UTF-8.
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+/// Line 1, column 1 of a file.
+const FIRST: span::Span = span::Span {
+    start: 0,
+    end: 0,
+    line: 1,
+    column: 1,
+};
+
+/// Reads a regular file of at most `limit` bytes (`None` when it is
+/// larger), without reading more than `limit + 1` bytes of anything.
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    // Before opening: opening a FIFO would block.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > limit {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Ok(None);
+    }
+    Ok(Some(bytes))
+}
+
 /// Reads every document of one source text.
 pub fn load_text(file: &Arc<SourceFile>, diags: &mut Diagnostics, out: &mut Vec<Loaded>) {
-    let index = LineIndex::new(&file.text);
-    let docs = match span::parse_documents(&file.text, &index) {
+    let docs = match span::parse_documents(&file.text, &file.index) {
         Ok(d) => d,
         Err(e) => {
-            diags.push(
-                Diagnostic::error(Code::YamlSyntax, format!("invalid YAML: {}", e.message))
-                    .at(file, e.span),
-            );
+            let (code, message) = match e.kind {
+                SyntaxErrorKind::Syntax => {
+                    (Code::YamlSyntax, format!("invalid YAML: {}", e.message))
+                }
+                SyntaxErrorKind::TooDeep => (Code::NestingTooDeep, e.message),
+                SyntaxErrorKind::AliasLimit => (Code::AliasLimit, e.message),
+            };
+            diags.push(Diagnostic::error(code, message).at(file, e.span));
             return;
         }
     };
@@ -126,11 +268,12 @@ pub fn load_text(file: &Arc<SourceFile>, diags: &mut Diagnostics, out: &mut Vec<
         if doc.value.is_null() {
             continue; // an empty document, e.g. a trailing `---`
         }
-        if let Some(document) = read_document(file, doc.clone(), diags) {
+        let span = doc.span;
+        if let Some(document) = read_document(file, doc, diags) {
             out.push(Loaded {
                 file: file.clone(),
                 document,
-                span: doc.span,
+                span,
             });
         }
     }
@@ -249,9 +392,13 @@ fn typed<T: DeserializeOwned>(
         // A placeholder of the wrong shape: try the next shape.
         if let Some(p) = placeholders.iter_mut().find(|(s, _)| *s == at) {
             p.1 += 1;
-            let node = match p.1 {
-                1 => Node::Map(Vec::new()),
-                2 => Node::Seq(Vec::new()),
+            let node = match (&e.kind, p.1) {
+                (DeErrorKind::UnknownVariant { expected, .. }, 1..=4) if !expected.is_empty() => {
+                    placeholder_scalar(expected[0])
+                }
+                (_, 1) => Node::Map(Vec::new()),
+                (_, 2) => Node::Seq(Vec::new()),
+                (_, 3) => placeholder_scalar("true"),
                 _ => return None,
             };
             match doc.value.node_at_mut(at) {
@@ -294,20 +441,36 @@ fn typed<T: DeserializeOwned>(
                 };
                 entries.push((
                     Spanned::new((*field).to_owned(), placeholder),
-                    Spanned::new(
-                        Node::Scalar(span::Scalar {
-                            text: "0".into(),
-                            plain: true,
-                        }),
-                        placeholder,
-                    ),
+                    Spanned::new(placeholder_scalar("0"), placeholder),
                 ));
+                placeholders.push((placeholder, 0));
+            }
+            DeErrorKind::InvalidType(_)
+            | DeErrorKind::Custom(_)
+            | DeErrorKind::UnknownVariant { .. }
+                if at != doc.span =>
+            {
+                // A value of the wrong type or an unknown value: reported;
+                // put a placeholder in its place and read on.
+                let placeholder = span::Span {
+                    end: usize::MAX / 2 + placeholders.len(),
+                    ..at
+                };
+                let node = doc.value.node_at_mut(at)?;
+                *node = Spanned::new(placeholder_scalar("0"), placeholder);
                 placeholders.push((placeholder, 0));
             }
             _ => return None,
         }
     }
     None
+}
+
+fn placeholder_scalar(text: &str) -> Node {
+    Node::Scalar(span::Scalar {
+        text: text.into(),
+        plain: true,
+    })
 }
 
 fn de_diagnostic(file: &Arc<SourceFile>, e: &DeError, span: span::Span) -> Diagnostic {

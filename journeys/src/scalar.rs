@@ -21,8 +21,13 @@ impl Duration {
         (self.0 as i64).saturating_mul(1000)
     }
 
+    /// The duration as a chrono delta (saturating: parsed durations are at
+    /// most [`MAX_DURATION_SECS`](crate::limits::MAX_DURATION_SECS)).
     pub fn to_chrono(self) -> chrono::TimeDelta {
-        chrono::TimeDelta::seconds(self.0 as i64)
+        i64::try_from(self.0)
+            .ok()
+            .and_then(chrono::TimeDelta::try_seconds)
+            .unwrap_or(chrono::TimeDelta::MAX)
     }
 }
 
@@ -94,6 +99,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !digits.is_empty() {
         return Err(format!(
             "invalid duration `{t}`: `{digits}` has no unit; {help}"
+        ));
+    }
+    if total > crate::limits::MAX_DURATION_SECS {
+        return Err(format!(
+            "invalid duration `{t}`: too large, the longest duration is 36525d (100 years)"
         ));
     }
     Ok(Duration(total))

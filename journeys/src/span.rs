@@ -18,6 +18,8 @@ use saphyr_parser::{Event, Parser, ScalarStyle, SpannedEventReceiver};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::limits::{MAX_ALIAS_NODES, MAX_NESTING};
+
 /// A position inside one source file: a byte range plus the 1-based line and
 /// column (in characters) of its start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -453,24 +455,140 @@ impl<'de> Deserialize<'de> for Node {
 /// A YAML syntax error at a position.
 #[derive(Debug, Clone)]
 pub struct SyntaxError {
+    pub kind: SyntaxErrorKind,
     pub message: String,
     pub span: Span,
 }
 
-/// Maps saphyr's character-based markers to byte offsets.
+/// Why a YAML text could not be loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyntaxErrorKind {
+    /// Not valid YAML, or a duplicate or non-scalar key.
+    Syntax,
+    /// Mappings and lists nest deeper than [`MAX_NESTING`].
+    TooDeep,
+    /// Aliases expand to more than [`MAX_ALIAS_NODES`] nodes.
+    AliasLimit,
+}
+
+impl SyntaxError {
+    fn syntax(message: impl Into<String>, span: Span) -> Self {
+        SyntaxError {
+            kind: SyntaxErrorKind::Syntax,
+            message: message.into(),
+            span,
+        }
+    }
+}
+
+/// The number of nodes in a tree and its height (a scalar is 1 high),
+/// without recursion.
+fn size_and_height(node: &Node) -> (usize, usize) {
+    let mut size = 0;
+    let mut height = 0;
+    let mut todo = vec![(node, 1usize)];
+    while let Some((n, depth)) = todo.pop() {
+        size += 1;
+        height = height.max(depth);
+        match n {
+            Node::Scalar(_) => {}
+            Node::Seq(items) => todo.extend(items.iter().map(|i| (&i.value, depth + 1))),
+            Node::Map(entries) => todo.extend(entries.iter().map(|(_, v)| (&v.value, depth + 1))),
+        }
+    }
+    (size, height)
+}
+
+/// Lines and characters of a source text, for turning saphyr's
+/// character-based markers into byte offsets and byte offsets into lines
+/// and columns, each in (near) constant time however long a line is.
+/// Lines end with `\n`, `\r\n` or a lone `\r`, as for saphyr and miette.
+#[derive(Debug, Clone, Default)]
 pub struct LineIndex {
     line_starts: Vec<usize>,
+    /// The byte offset of every [`CHECKPOINT`]th character; empty when the
+    /// text is ASCII (a character index is then a byte offset).
+    checkpoints: Vec<usize>,
+    len: usize,
 }
+
+const CHECKPOINT: usize = 64;
 
 impl LineIndex {
     pub fn new(text: &str) -> Self {
+        let bytes = text.as_bytes();
         let mut line_starts = vec![0];
-        for (i, b) in text.bytes().enumerate() {
-            if b == b'\n' {
-                line_starts.push(i + 1);
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\n' => line_starts.push(i + 1),
+                b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                    line_starts.push(i + 2);
+                    i += 1;
+                }
+                b'\r' => line_starts.push(i + 1),
+                _ => {}
             }
+            i += 1;
         }
-        LineIndex { line_starts }
+        let checkpoints = if text.is_ascii() {
+            Vec::new()
+        } else {
+            text.char_indices()
+                .step_by(CHECKPOINT)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        LineIndex {
+            line_starts,
+            checkpoints,
+            len: text.len(),
+        }
+    }
+
+    /// The byte offset of the character at `index` (clamped to the end).
+    pub fn char_to_byte(&self, text: &str, index: usize) -> usize {
+        if self.checkpoints.is_empty() {
+            return index.min(self.len);
+        }
+        let Some(&base) = self.checkpoints.get(index / CHECKPOINT) else {
+            return self.len;
+        };
+        match text[base..].char_indices().nth(index % CHECKPOINT) {
+            Some((i, _)) => base + i,
+            None => self.len,
+        }
+    }
+
+    /// How many characters come before byte `offset`.
+    fn byte_to_char(&self, text: &str, offset: usize) -> usize {
+        let offset = offset.min(self.len);
+        if self.checkpoints.is_empty() {
+            return offset;
+        }
+        let k = match self.checkpoints.binary_search(&offset) {
+            Ok(k) => return k * CHECKPOINT,
+            Err(k) => k.saturating_sub(1),
+        };
+        let base = self.checkpoints.get(k).copied().unwrap_or(0);
+        k * CHECKPOINT
+            + text
+                .get(base..offset)
+                .map(|s| s.chars().count())
+                .unwrap_or(0)
+    }
+
+    /// The 0-based line of a byte offset.
+    pub fn line_of(&self, offset: usize) -> usize {
+        match self.line_starts.binary_search(&offset) {
+            Ok(l) => l,
+            Err(l) => l.saturating_sub(1),
+        }
+    }
+
+    /// The byte offset where a 0-based line starts.
+    pub fn line_start(&self, line: usize) -> usize {
+        self.line_starts.get(line).copied().unwrap_or(self.len)
     }
 
     /// The byte offset of a 1-based line and 0-based character column.
@@ -478,30 +596,23 @@ impl LineIndex {
         let Some(&start) = self.line_starts.get(line.saturating_sub(1)) else {
             return text.len();
         };
-        let rest = &text[start..];
-        match rest.char_indices().nth(col) {
-            Some((i, _)) => start + i,
-            None => text.len().min(start + rest.len()),
-        }
+        let first = self.byte_to_char(text, start);
+        self.char_to_byte(text, first + col)
     }
 
     /// The 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, text: &str, offset: usize) -> (usize, usize) {
-        let line = match self.line_starts.binary_search(&offset) {
-            Ok(l) => l,
-            Err(l) => l - 1,
-        };
-        let start = self.line_starts[line];
-        let col = text
-            .get(start..offset.min(text.len()))
-            .map(|s| s.chars().count())
-            .unwrap_or(0);
+        let line = self.line_of(offset);
+        let start = self.line_start(line);
+        let col = self
+            .byte_to_char(text, offset)
+            .saturating_sub(self.byte_to_char(text, start));
         (line + 1, col + 1)
     }
 
     pub fn span(&self, text: &str, s: saphyr_parser::Span) -> Span {
-        let start = self.offset(text, s.start.line(), s.start.col());
-        let end = self.offset(text, s.end.line(), s.end.col()).max(start);
+        let start = self.char_to_byte(text, s.start.index());
+        let end = self.char_to_byte(text, s.end.index()).max(start);
         Span {
             start,
             end,
@@ -526,7 +637,10 @@ struct Builder<'t> {
     index: &'t LineIndex,
     stack: Vec<Frame>,
     docs: Vec<Spanned<Node>>,
-    anchors: HashMap<usize, Spanned<Node>>,
+    /// Anchored nodes, with their size and height.
+    anchors: HashMap<usize, (Spanned<Node>, usize, usize)>,
+    /// Nodes copied by aliases so far.
+    alias_nodes: usize,
     error: Option<SyntaxError>,
 }
 
@@ -541,19 +655,19 @@ impl Builder<'_> {
                         Node::Scalar(s) => s.text.clone(),
                         _ => {
                             if self.error.is_none() {
-                                self.error = Some(SyntaxError {
-                                    message: "mapping keys must be plain strings".into(),
-                                    span: node.span,
-                                });
+                                self.error = Some(SyntaxError::syntax(
+                                    "mapping keys must be plain strings",
+                                    node.span,
+                                ));
                             }
                             String::new()
                         }
                     };
                     if entries.iter().any(|(k, _)| k.value == text) && self.error.is_none() {
-                        self.error = Some(SyntaxError {
-                            message: format!("duplicate key `{text}` in mapping"),
-                            span: node.span,
-                        });
+                        self.error = Some(SyntaxError::syntax(
+                            format!("duplicate key `{text}` in mapping"),
+                            node.span,
+                        ));
                     }
                     *key = Some(Spanned::new(text, node.span));
                 }
@@ -563,8 +677,34 @@ impl Builder<'_> {
     }
 }
 
+impl Builder<'_> {
+    fn anchor(&mut self, anchor: usize, node: &Spanned<Node>) {
+        if anchor > 0 {
+            let (size, height) = size_and_height(&node.value);
+            self.anchors.insert(anchor, (node.clone(), size, height));
+        }
+    }
+
+    fn open(&mut self, frame: Frame, sp: Span) {
+        if self.stack.len() >= MAX_NESTING {
+            self.error = Some(SyntaxError {
+                kind: SyntaxErrorKind::TooDeep,
+                message: format!("mappings and lists nest more than {MAX_NESTING} levels deep"),
+                span: sp,
+            });
+            return;
+        }
+        self.stack.push(frame);
+    }
+}
+
 impl<'input> SpannedEventReceiver<'input> for Builder<'_> {
     fn on_event(&mut self, ev: Event<'input>, span: saphyr_parser::Span) {
+        if self.error.is_some() {
+            // The text is rejected: read on (the parser does) but build
+            // nothing more.
+            return;
+        }
         let sp = self.index.span(self.text, span);
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
@@ -575,14 +715,12 @@ impl<'input> SpannedEventReceiver<'input> for Builder<'_> {
                     }),
                     sp,
                 );
-                if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
-                }
+                self.anchor(anchor, &node);
                 self.push_value(node);
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(sp, Vec::new(), anchor)),
+            Event::SequenceStart(anchor, _) => self.open(Frame::Seq(sp, Vec::new(), anchor), sp),
             Event::MappingStart(anchor, _) => {
-                self.stack.push(Frame::Map(sp, Vec::new(), None, anchor))
+                self.open(Frame::Map(sp, Vec::new(), None, anchor), sp)
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let Some(frame) = self.stack.pop() else {
@@ -597,14 +735,35 @@ impl<'input> SpannedEventReceiver<'input> for Builder<'_> {
                     ..start
                 };
                 let node = Spanned::new(node, span);
-                if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
-                }
+                self.anchor(anchor, &node);
                 self.push_value(node);
             }
             Event::Alias(id) => {
                 let node = match self.anchors.get(&id) {
-                    Some(n) => Spanned::new(n.value.clone(), sp),
+                    Some((n, size, height)) => {
+                        self.alias_nodes = self.alias_nodes.saturating_add(*size);
+                        if self.alias_nodes > MAX_ALIAS_NODES {
+                            self.error = Some(SyntaxError {
+                                kind: SyntaxErrorKind::AliasLimit,
+                                message: format!(
+                                    "aliases expand to more than {MAX_ALIAS_NODES} nodes in this file"
+                                ),
+                                span: sp,
+                            });
+                            return;
+                        }
+                        if self.stack.len() + height > MAX_NESTING + 1 {
+                            self.error = Some(SyntaxError {
+                                kind: SyntaxErrorKind::TooDeep,
+                                message: format!(
+                                    "this alias makes mappings and lists nest more than {MAX_NESTING} levels deep"
+                                ),
+                                span: sp,
+                            });
+                            return;
+                        }
+                        Spanned::new(n.value.clone(), sp)
+                    }
                     None => Spanned::new(
                         Node::Scalar(Scalar {
                             text: String::new(),
@@ -628,12 +787,17 @@ pub fn parse_documents(text: &str, index: &LineIndex) -> Result<Vec<Spanned<Node
         stack: Vec::new(),
         docs: Vec::new(),
         anchors: HashMap::new(),
+        alias_nodes: 0,
         error: None,
     };
     let mut parser = Parser::new_from_str(text);
-    if let Err(e) = parser.load(&mut builder, true) {
+    let loaded = parser.load(&mut builder, true);
+    if let Some(e) = builder.error {
+        return Err(e);
+    }
+    if let Err(e) = loaded {
         let m = e.marker();
-        let mut start = index.offset(text, m.line(), m.col());
+        let mut start = index.char_to_byte(text, m.index());
         let (mut line, mut column) = (m.line().max(1), m.col() + 1);
         // At the end of the input, point at the last thing written instead.
         if text[start.min(text.len())..].trim().is_empty() {
@@ -642,8 +806,19 @@ pub fn parse_documents(text: &str, index: &LineIndex) -> Result<Vec<Spanned<Node
                 (line, column) = index.line_col(text, start);
             }
         }
+        let kind = if e.info().contains("recursion limit") {
+            SyntaxErrorKind::TooDeep
+        } else {
+            SyntaxErrorKind::Syntax
+        };
         return Err(SyntaxError {
-            message: e.info().to_owned(),
+            kind,
+            message: match kind {
+                SyntaxErrorKind::TooDeep => {
+                    format!("mappings and lists nest more than {MAX_NESTING} levels deep")
+                }
+                _ => e.info().to_owned(),
+            },
             span: Span {
                 start,
                 end: (start + 1).min(text.len()).max(start),
@@ -651,9 +826,6 @@ pub fn parse_documents(text: &str, index: &LineIndex) -> Result<Vec<Spanned<Node
                 column,
             },
         });
-    }
-    if let Some(e) = builder.error {
-        return Err(e);
     }
     Ok(builder.docs)
 }

@@ -165,3 +165,39 @@ fn a_holdout_without_a_goal_is_a_warning_not_an_error() {
     assert_eq!(json["warnings"][0]["line"], 6);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn quiet_hours_covering_the_whole_day_are_a_warning() {
+    let dir = tempdir("quiet-all-day");
+    let q = |id: &str, start: &str, end: &str| {
+        format!("apiVersion: sluice/v1\nkind: QuietHours\nid: {id}\nstart: \"{start}\"\nend: \"{end}\"\n---\n")
+    };
+    // Two windows that meet: 22:00–08:00 and 08:00–22:00.
+    std::fs::write(
+        dir.join("q.yaml"),
+        q("nights", "22:00", "08:00") + &q("days", "08:00", "22:00"),
+    )
+    .expect("write");
+    let (config, diags) = journeys::check(&dir);
+    assert!(config.is_some());
+    let json = diags.to_json();
+    assert_eq!(json["warnings"][0]["code"], "quiet_hours_all_day", "{json}");
+    assert_eq!(json["warnings"][0]["line"], 3);
+    assert_eq!(json["warnings"].as_array().map(Vec::len), Some(1));
+
+    // A minute's gap, another channel, or `drop`: no warning.
+    for second in [
+        q("days", "08:01", "22:00"),
+        q("days", "08:00", "22:00") + "channels: [push]\n",
+    ] {
+        let text = q("nights", "22:00", "08:00") + "channels: [email]\n---\n" + &second;
+        std::fs::write(
+            dir.join("q.yaml"),
+            text.replace("---\nchannels", "channels"),
+        )
+        .expect("write");
+        let (_, diags) = journeys::check(&dir);
+        assert_eq!(diags.to_json()["warnings"], serde_json::json!([]));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

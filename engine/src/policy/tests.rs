@@ -50,7 +50,9 @@ pub(super) fn project(default_timezone: chrono_tz::Tz) -> Project {
         history_retention: Duration(90 * 86_400),
         history_limit: 500,
         api: ApiSettings {
-            listen: "127.0.0.1:8080".into(),
+            listen: "127.0.0.1:7878".into(),
+            public_url: None,
+            segment_secret_env: None,
             ingest_token_env: "SLUICE_INGEST_TOKEN".into(),
             admin_token_env: "SLUICE_ADMIN_TOKEN".into(),
         },

@@ -186,11 +186,13 @@ impl<'a> TypeEnv<'a> {
     }
 
     fn report_unknown(&self, path: &str, candidates: &[String], span: Span, ctx: &mut Ctx<'_>) {
-        let last = path.rsplit('.').next().unwrap_or(path);
+        // Suggest the whole path as it would be written.
+        let prefix = path.rfind('.').map_or("", |i| &path[..=i]);
+        let full: Vec<String> = candidates.iter().map(|c| format!("{prefix}{c}")).collect();
         let message = with_suggestion(
             format!("`{path}` is not declared in the Catalog"),
-            last,
-            candidates.iter().map(String::as_str),
+            path,
+            full.iter().map(String::as_str),
         );
         ctx.error(Code::UnknownVariable, span, message);
     }
@@ -292,6 +294,7 @@ impl<'a> TypeEnv<'a> {
         ctx: &mut Ctx<'_>,
     ) {
         for var in &text.variables {
+            let span = ctx.locate(span, var);
             let mut parts = var.split('.');
             let root = parts.next().unwrap_or_default();
             let keys: Vec<String> = parts.map(str::to_owned).collect();

@@ -12,7 +12,8 @@ use crate::span::{Span, Spanned};
 pub(crate) type SegmentRefs = BTreeMap<String, (Vec<Spanned<String>>, Arc<SourceFile>, Span)>;
 
 /// A topological order of segments (referenced ones first); reports each
-/// cycle once, at the reference that closes it.
+/// cycle once, at the reference that closes it. Iterative: a chain of any
+/// length is fine.
 pub(crate) fn segment_order(refs: &SegmentRefs, diags: &mut Diagnostics) -> HashMap<String, usize> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
@@ -23,71 +24,58 @@ pub(crate) fn segment_order(refs: &SegmentRefs, diags: &mut Diagnostics) -> Hash
     let mut order = HashMap::new();
     let mut reported = std::collections::HashSet::new();
 
-    fn visit<'a>(
-        id: &'a str,
-        refs: &'a SegmentRefs,
-        marks: &mut HashMap<&'a str, Mark>,
-        stack: &mut Vec<&'a str>,
-        order: &mut HashMap<String, usize>,
-        diags: &mut Diagnostics,
-        reported: &mut std::collections::HashSet<Vec<String>>,
-    ) {
-        match marks.get(id) {
-            Some(Mark::Done) => return,
-            Some(Mark::Visiting) => return,
-            None => {}
+    for root in refs.keys() {
+        if marks.contains_key(root.as_str()) {
+            continue;
         }
-        marks.insert(id, Mark::Visiting);
-        stack.push(id);
-        if let Some((targets, file, _)) = refs.get(id) {
-            for t in targets {
-                match marks.get(t.value.as_str()) {
-                    Some(Mark::Visiting) => {
-                        let start = stack.iter().position(|s| *s == t.value).unwrap_or(0);
-                        let mut cycle: Vec<String> =
-                            stack[start..].iter().map(|s| s.to_string()).collect();
-                        let mut key = cycle.clone();
-                        key.sort();
-                        if reported.insert(key) {
-                            cycle.push(t.value.clone());
-                            diags.push(
-                                Diagnostic::error(
-                                    Code::SegmentCycle,
-                                    format!(
-                                        "segments reference each other in a cycle: {}",
-                                        cycle.join(" → ")
-                                    ),
-                                )
-                                .at(file, t.span),
-                            );
-                        }
+        // The current path: (segment, index of its next reference).
+        let mut stack: Vec<(&str, usize)> = vec![(root.as_str(), 0)];
+        marks.insert(root.as_str(), Mark::Visiting);
+        while let Some(top) = stack.last_mut() {
+            let id = top.0;
+            let next = top.1;
+            top.1 += 1;
+            let Some((targets, file, _)) = refs.get(id) else {
+                stack.pop();
+                continue;
+            };
+            let Some(t) = targets.get(next) else {
+                marks.insert(id, Mark::Done);
+                let n = order.len();
+                order.insert(id.to_owned(), n);
+                stack.pop();
+                continue;
+            };
+            match marks.get(t.value.as_str()) {
+                Some(Mark::Visiting) => {
+                    let start = stack.iter().position(|(s, _)| *s == t.value).unwrap_or(0);
+                    let mut cycle: Vec<String> =
+                        stack[start..].iter().map(|(s, _)| s.to_string()).collect();
+                    let mut key = cycle.clone();
+                    key.sort();
+                    if reported.insert(key) {
+                        cycle.push(t.value.clone());
+                        diags.push(
+                            Diagnostic::error(
+                                Code::SegmentCycle,
+                                format!(
+                                    "segments reference each other in a cycle: {}",
+                                    cycle.join(" → ")
+                                ),
+                            )
+                            .at(file, t.span),
+                        );
                     }
-                    Some(Mark::Done) => {}
-                    None => {
-                        if refs.contains_key(&t.value) {
-                            visit(&t.value, refs, marks, stack, order, diags, reported);
-                        }
+                }
+                Some(Mark::Done) => {}
+                None => {
+                    if let Some((key, _)) = refs.get_key_value(&t.value) {
+                        marks.insert(key.as_str(), Mark::Visiting);
+                        stack.push((key.as_str(), 0));
                     }
                 }
             }
         }
-        stack.pop();
-        marks.insert(id, Mark::Done);
-        let n = order.len();
-        order.insert(id.to_owned(), n);
-    }
-
-    for id in refs.keys() {
-        let mut stack = Vec::new();
-        visit(
-            id,
-            refs,
-            &mut marks,
-            &mut stack,
-            &mut order,
-            diags,
-            &mut reported,
-        );
     }
     order
 }
@@ -111,34 +99,42 @@ pub(crate) fn reachable(edges: &[Vec<Next>]) -> Vec<bool> {
 }
 
 /// Cycles among states that do not wait: each as the list of its states,
-/// starting at the one that comes first in the journey.
+/// starting at the one that comes first in the journey. Iterative: a
+/// journey of any length is fine.
 pub(crate) fn wait_free_cycles(edges: &[Vec<Next>], waits: &[bool]) -> Vec<Vec<usize>> {
-    // Tarjan-free approach: DFS with colours over non-waiting states only.
     let n = edges.len();
-    let mut colour = vec![0u8; n]; // 0 new, 1 on stack, 2 done
+    let mut colour = vec![0u8; n]; // 0 new, 1 on the path, 2 done
     let mut cycles = Vec::new();
-    let mut stack = Vec::new();
+    let mut seen_cycles = std::collections::HashSet::new();
 
-    fn dfs(
-        i: usize,
-        edges: &[Vec<Next>],
-        waits: &[bool],
-        colour: &mut [u8],
-        stack: &mut Vec<usize>,
-        cycles: &mut Vec<Vec<usize>>,
-    ) {
-        colour[i] = 1;
-        stack.push(i);
-        for next in &edges[i] {
-            let Next::State(j) = *next else { continue };
-            if j >= edges.len() || waits[j] {
+    for root in 0..n {
+        if waits[root] || colour[root] != 0 {
+            continue;
+        }
+        // The current path: (state, index of its next edge).
+        let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+        colour[root] = 1;
+        while let Some(top) = path.last_mut() {
+            let i = top.0;
+            let next = top.1;
+            top.1 += 1;
+            let Some(edge) = edges[i].get(next) else {
+                colour[i] = 2;
+                path.pop();
+                continue;
+            };
+            let Next::State(j) = *edge else { continue };
+            if j >= n || waits[j] {
                 continue;
             }
             match colour[j] {
-                0 => dfs(j, edges, waits, colour, stack, cycles),
+                0 => {
+                    colour[j] = 1;
+                    path.push((j, 0));
+                }
                 1 => {
-                    let start = stack.iter().position(|s| *s == j).unwrap_or(0);
-                    let mut cycle = stack[start..].to_vec();
+                    let start = path.iter().position(|(s, _)| *s == j).unwrap_or(0);
+                    let mut cycle: Vec<usize> = path[start..].iter().map(|(s, _)| *s).collect();
                     let min_pos = cycle
                         .iter()
                         .enumerate()
@@ -146,20 +142,12 @@ pub(crate) fn wait_free_cycles(edges: &[Vec<Next>], waits: &[bool]) -> Vec<Vec<u
                         .map(|(p, _)| p)
                         .unwrap_or(0);
                     cycle.rotate_left(min_pos);
-                    if !cycles.contains(&cycle) {
+                    if seen_cycles.insert(cycle.clone()) {
                         cycles.push(cycle);
                     }
                 }
                 _ => {}
             }
-        }
-        stack.pop();
-        colour[i] = 2;
-    }
-
-    for i in 0..n {
-        if !waits[i] && colour[i] == 0 {
-            dfs(i, edges, waits, &mut colour, &mut stack, &mut cycles);
         }
     }
     cycles

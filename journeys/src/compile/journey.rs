@@ -36,6 +36,10 @@ struct Builder<'j, 'c, 'd> {
     ok: bool,
     step_ids: BTreeMap<String, usize>,
     entry_event: Option<String>,
+    /// Steps whose action could not be compiled: their edges are every
+    /// step they name, so that one mistake is reported once, not again as
+    /// an unreachable next step or a loop.
+    placeholders: Vec<usize>,
 }
 
 impl Builder<'_, '_, '_> {
@@ -166,6 +170,7 @@ pub(crate) fn compile(
         ok: true,
         step_ids: BTreeMap::new(),
         entry_event: None,
+        placeholders: Vec::new(),
     };
 
     // Step ids first, so every reference can be resolved.
@@ -279,7 +284,11 @@ pub(crate) fn compile(
                 );
             }
         }
-        let waits: Vec<bool> = states.iter().map(|s| s.action.waits()).collect();
+        let waits: Vec<bool> = states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.action.waits() || b.placeholders.contains(&i))
+            .collect();
         for cycle in graph::wait_free_cycles(&edges, &waits) {
             let first = cycle[0];
             let names: Vec<&str> = cycle
@@ -531,10 +540,36 @@ fn step(b: &mut Builder<'_, '_, '_>, index: usize, s: &Spanned<model::Step>) -> 
     .into_iter()
     .flatten()
     .collect();
-    let exit = State {
-        id: id.clone(),
-        action: Action::Exit,
+    // What stands for a step that does not compile: every step it names.
+    let exit = {
+        let resolve = |n: &Spanned<String>| match n.value.as_str() {
+            "end" => Some(Next::End),
+            other => b.step_ids.get(other).map(|i| Next::State(*i)),
+        };
+        let mut named: Vec<&Spanned<String>> = Vec::new();
+        if let Some(w) = &step.wait_for {
+            named.extend(w.value.on_event.iter().chain(w.value.on_timeout.iter()));
+        }
+        if let Some(arms) = &step.branch {
+            named.extend(arms.value.iter().map(|a| &a.value.next));
+        }
+        if let Some(arms) = &step.split {
+            named.extend(arms.value.iter().map(|a| &a.value.next));
+        }
+        let arms = named
+            .into_iter()
+            .filter_map(resolve)
+            .map(|n| (None, n))
+            .collect();
+        State {
+            id: id.clone(),
+            action: Action::Branch {
+                arms,
+                otherwise: next,
+            },
+        }
     };
+    b.placeholders.push(index);
     if kinds.is_empty() {
         b.fail(
             Code::MissingField,
@@ -696,6 +731,7 @@ fn step(b: &mut Builder<'_, '_, '_>, index: usize, s: &Spanned<model::Step>) -> 
     } else {
         Action::Exit
     };
+    b.placeholders.pop();
     State { id, action }
 }
 
@@ -773,7 +809,10 @@ fn update_step(b: &mut Builder<'_, '_, '_>, id: &str, u: &Spanned<Node>, next: N
             u.span,
             "`update` maps `user.<attr>` to values",
         );
-        return Action::Exit;
+        return Action::Update {
+            sets: Vec::new(),
+            next,
+        };
     };
     let mut sets = Vec::new();
     for (k, v) in entries {

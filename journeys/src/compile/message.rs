@@ -1,14 +1,15 @@
 //! Message templates: required fields per channel, bodies from files,
 //! Handlebars syntax, and variables against the Catalog.
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Ctx, TypeEnv};
 use crate::compiled::{Channel, JsonTemplate, MessageTemplate, TemplateBody};
 use crate::diagnostic::{Code, Diagnostic, SourceFile};
+use crate::limits::MAX_BODY_BYTES;
 use crate::model;
-use crate::span::{LineIndex, Node, Resolved, Span, Spanned};
+use crate::span::{Node, Resolved, Span, Spanned};
 use crate::template::Text;
 
 /// Compiles one template text written inline, reporting syntax errors at
@@ -47,6 +48,54 @@ pub(crate) fn inline_text(
     }
 }
 
+/// Where a body file may be read from: a relative path, resolved from the
+/// YAML file's directory, whose canonical path (symbolic links followed)
+/// stays inside the repository. The error says why not.
+fn confine(root: &Path, rel: &Path, written: &str) -> Result<PathBuf, (Code, String)> {
+    let outside = |why: &str| {
+        (
+            Code::PathOutsideRepository,
+            format!("template body `{written}` {why}: body files must lie inside the repository"),
+        )
+    };
+    if Path::new(written).is_absolute() || written.starts_with('/') || written.starts_with('\\') {
+        return Err(outside("is an absolute path"));
+    }
+    if Path::new(written)
+        .components()
+        .any(|c| matches!(c, Component::Prefix(_)))
+    {
+        return Err(outside("is an absolute path"));
+    }
+    // Lexically first, so that a missing file outside is reported as
+    // outside, not as missing.
+    let mut depth = 0usize;
+    for c in rel.components() {
+        match c {
+            Component::ParentDir if depth == 0 => return Err(outside("leaves the repository")),
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+    }
+    let root_real = root.canonicalize().map_err(|e| {
+        (
+            Code::FileNotFound,
+            format!("cannot read the repository `{}`: {e}", root.display()),
+        )
+    })?;
+    let real = root.join(rel).canonicalize().map_err(|e| {
+        (
+            Code::FileNotFound,
+            format!("cannot read template body `{}`: {e}", rel.display()),
+        )
+    })?;
+    if !real.starts_with(&root_real) {
+        return Err(outside("is a symbolic link that leaves the repository"));
+    }
+    Ok(real)
+}
+
 /// Compiles a template body read from a file next to the YAML.
 fn file_text(
     root: &Path,
@@ -60,14 +109,47 @@ fn file_text(
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let rel = yaml_dir.join(&reference.value);
-    let path = root.join(&rel);
-    let source = match std::fs::read_to_string(&path) {
-        Ok(s) => s,
+    let path = match confine(root, &rel, &reference.value) {
+        Ok(p) => p,
+        Err((code, message)) => {
+            ctx.error(code, reference.span, message);
+            return None;
+        }
+    };
+    let bytes = match crate::load::read_bounded(&path, MAX_BODY_BYTES) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            ctx.error(
+                Code::FileTooLarge,
+                reference.span,
+                format!(
+                    "template body `{}` is larger than {} KiB, the limit for a body file",
+                    rel.display(),
+                    MAX_BODY_BYTES >> 10
+                ),
+            );
+            return None;
+        }
         Err(e) => {
             ctx.error(
                 Code::FileNotFound,
                 reference.span,
                 format!("cannot read template body `{}`: {e}", rel.display()),
+            );
+            return None;
+        }
+    };
+    let source = match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.error(
+                Code::TemplateSyntax,
+                reference.span,
+                format!(
+                    "template body `{}` is not valid UTF-8: {}",
+                    rel.display(),
+                    e.utf8_error()
+                ),
             );
             return None;
         }
@@ -79,8 +161,9 @@ fn file_text(
                 crate::load::relative_name(Path::new(""), &rel),
                 source,
             ));
-            let index = LineIndex::new(&file.text);
-            let start = index.offset(&file.text, e.line, e.column.saturating_sub(1));
+            let start = file
+                .index
+                .offset(&file.text, e.line, e.column.saturating_sub(1));
             let span = Span {
                 start,
                 end: (start + 1).min(file.text.len()).max(start),
@@ -103,7 +186,7 @@ fn file_text(
 fn json_template(
     name: &str,
     node: &Spanned<Node>,
-    texts: &mut Vec<Text>,
+    texts: &mut Vec<(Text, Span)>,
     ctx: &mut Ctx<'_>,
     ok: &mut bool,
 ) -> JsonTemplate {
@@ -113,7 +196,7 @@ fn json_template(
                 let value = Spanned::new(text.to_owned(), node.span);
                 match inline_text(format!("{name}#{}", texts.len()), &value, false, ctx) {
                     Some(t) => {
-                        texts.push(t.clone());
+                        texts.push((t.clone(), node.span));
                         JsonTemplate::Text(t)
                     }
                     None => {
@@ -143,7 +226,7 @@ fn json_template(
 fn pairs(
     name: &str,
     node: &Spanned<Node>,
-    texts: &mut Vec<Text>,
+    texts: &mut Vec<(Text, Span)>,
     ctx: &mut Ctx<'_>,
     ok: &mut bool,
 ) -> Vec<(String, Text)> {
@@ -173,7 +256,7 @@ fn pairs(
         let value = Spanned::new(s.text.clone(), v.span);
         match inline_text(format!("{name}/{}", k.value), &value, false, ctx) {
             Some(t) => {
-                texts.push(t.clone());
+                texts.push((t.clone(), v.span));
                 out.push((k.value.clone(), t));
             }
             None => *ok = false,
@@ -187,10 +270,10 @@ pub(crate) fn compile(
     t: &model::Template,
     ctx: &mut Ctx<'_>,
     types: &TypeEnv<'_>,
-) -> Option<(MessageTemplate, Vec<Text>)> {
+) -> Option<(MessageTemplate, Vec<(Text, Span)>)> {
     let channel = ctx.channel(&t.channel)?;
     let base = format!("template/{}", t.id.value);
-    let mut texts: Vec<Text> = Vec::new();
+    let mut texts: Vec<(Text, Span)> = Vec::new();
     let mut ok = true;
 
     // Fields that belong to another channel.
@@ -244,7 +327,8 @@ pub(crate) fn compile(
                 file: &Option<Spanned<String>>,
                 html: bool,
                 ctx: &mut Ctx<'_>,
-                ok: &mut bool|
+                ok: &mut bool,
+                texts: &mut Vec<(Text, Span)>|
      -> Option<Text> {
         let name = format!("{base}/{field}");
         let r = match (inline, file) {
@@ -262,8 +346,15 @@ pub(crate) fn compile(
             (None, Some(f)) => file_text(root, name, f, html, ctx),
             (None, None) => return None,
         };
-        if r.is_none() {
-            *ok = false;
+        match &r {
+            Some(t) => {
+                let span = inline
+                    .as_ref()
+                    .or(file.as_ref())
+                    .map_or_else(Span::default, |v| v.span);
+                texts.push((t.clone(), span));
+            }
+            None => *ok = false,
         }
         r
     };
@@ -271,7 +362,15 @@ pub(crate) fn compile(
     let body = match channel {
         Channel::Email => {
             let subject = match &t.subject {
-                Some(s) => text("subject", &Some(s.clone()), &None, false, ctx, &mut ok),
+                Some(s) => text(
+                    "subject",
+                    &Some(s.clone()),
+                    &None,
+                    false,
+                    ctx,
+                    &mut ok,
+                    &mut texts,
+                ),
                 None => {
                     ctx.error(
                         Code::MissingField,
@@ -282,8 +381,24 @@ pub(crate) fn compile(
                     None
                 }
             };
-            let text_body = text("text", &t.text, &t.text_file, false, ctx, &mut ok);
-            let html_body = text("html", &t.html, &t.html_file, true, ctx, &mut ok);
+            let text_body = text(
+                "text",
+                &t.text,
+                &t.text_file,
+                false,
+                ctx,
+                &mut ok,
+                &mut texts,
+            );
+            let html_body = text(
+                "html",
+                &t.html,
+                &t.html_file,
+                true,
+                ctx,
+                &mut ok,
+                &mut texts,
+            );
             if t.text.is_none()
                 && t.text_file.is_none()
                 && t.html.is_none()
@@ -299,8 +414,16 @@ pub(crate) fn compile(
                 );
                 ok = false;
             }
-            let from = text("from", &t.from, &None, false, ctx, &mut ok);
-            let reply_to = text("reply_to", &t.reply_to, &None, false, ctx, &mut ok);
+            let from = text("from", &t.from, &None, false, ctx, &mut ok, &mut texts);
+            let reply_to = text(
+                "reply_to",
+                &t.reply_to,
+                &None,
+                false,
+                ctx,
+                &mut ok,
+                &mut texts,
+            );
             match subject {
                 Some(subject) => TemplateBody::Email {
                     subject,
@@ -313,7 +436,7 @@ pub(crate) fn compile(
             }
         }
         Channel::Push => {
-            let title = text("title", &t.title, &None, false, ctx, &mut ok);
+            let title = text("title", &t.title, &None, false, ctx, &mut ok, &mut texts);
             let body = match &t.body {
                 None => None,
                 Some(b) => match b.value.as_scalar() {
@@ -324,6 +447,7 @@ pub(crate) fn compile(
                         false,
                         ctx,
                         &mut ok,
+                        &mut texts,
                     ),
                     None => {
                         ctx.error(Code::InvalidValue, b.span, "a push `body` is a string");
@@ -348,7 +472,15 @@ pub(crate) fn compile(
         }
         Channel::Webhook => {
             let url = match &t.url {
-                Some(u) => text("url", &Some(u.clone()), &None, false, ctx, &mut ok),
+                Some(u) => text(
+                    "url",
+                    &Some(u.clone()),
+                    &None,
+                    false,
+                    ctx,
+                    &mut ok,
+                    &mut texts,
+                ),
                 None => {
                     ctx.error(
                         Code::MissingField,
@@ -397,18 +529,26 @@ pub(crate) fn compile(
         }
     };
 
-    // `texts` above only numbered the nested texts; the template lists
-    // all of them, for registration and checks.
+    // `texts` holds every text with the span of the value it came from.
     let template = MessageTemplate {
         id: t.id.value.clone(),
         channel,
         body,
     };
-    let texts: Vec<Text> = template.texts().into_iter().cloned().collect();
-    for text in &texts {
+    let spans: std::collections::HashMap<&str, Span> =
+        texts.iter().map(|(t, s)| (t.name.as_str(), *s)).collect();
+    let texts: Vec<(Text, Span)> = template
+        .texts()
+        .into_iter()
+        .map(|text| {
+            let span = spans.get(text.name.as_str()).copied().unwrap_or(t.id.span);
+            (text.clone(), span)
+        })
+        .collect();
+    for (text, span) in &texts {
         // Only `user.*`, `journey.*`, `message.*` and unknown roots can be
         // judged without the journey that sends it.
-        types.check_text(text, t.id.span, None, None, ctx);
+        types.check_text(text, *span, None, None, ctx);
     }
     if !ok {
         return None;

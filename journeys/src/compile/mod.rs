@@ -9,6 +9,7 @@ mod catalog;
 mod graph;
 mod journey;
 mod message;
+mod partials;
 mod test;
 
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +58,28 @@ impl Ctx<'_> {
                 self.error(code, value.span, e);
                 None
             }
+        }
+    }
+
+    /// Where `needle` is written inside the value at `span` (its first
+    /// occurrence), or `span` itself when it is not written there as is.
+    pub fn locate(&self, span: Span, needle: &str) -> Span {
+        let text = &self.file.text;
+        let Some(raw) = text.get(span.start..span.end) else {
+            return span;
+        };
+        match raw.find(needle) {
+            Some(i) if !needle.is_empty() => {
+                let start = span.start + i;
+                let (line, column) = self.file.index.line_col(text, start);
+                Span {
+                    start,
+                    end: start + needle.len(),
+                    line,
+                    column,
+                }
+            }
+            _ => span,
         }
     }
 
@@ -204,6 +227,7 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
 
     let mut renderer = Renderer::default();
     let mut templates = BTreeMap::new();
+    let mut partial_sites = Vec::new();
     for d in &docs {
         if let Document::Template(t) = &d.document {
             let mut ctx = Ctx {
@@ -211,8 +235,13 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
                 diags,
             };
             if let Some((tpl, texts)) = message::compile(root, t, &mut ctx, &types) {
-                for text in &texts {
-                    renderer.register(text);
+                for (text, span) in texts {
+                    renderer.register(&text);
+                    partial_sites.push(partials::Site {
+                        text,
+                        span,
+                        file: d.file.clone(),
+                    });
                 }
                 templates.entry(tpl.id.clone()).or_insert(tpl);
             }
@@ -250,6 +279,7 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
 
     // Policies.
     let mut quiet_hours = Vec::new();
+    let mut quiet_sites = Vec::new();
     let mut throttles = Vec::new();
     let mut frequency_caps = Vec::new();
     for d in &docs {
@@ -268,6 +298,7 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
                 };
                 if let (Some(scope), Some(start), Some(end), Some(zone)) = (scope, start, end, zone)
                 {
+                    quiet_sites.push((d.file.clone(), q.id.span));
                     quiet_hours.push(compiled::QuietHours {
                         id: q.id.value.clone(),
                         scope,
@@ -339,6 +370,8 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
         }
     }
 
+    quiet_hours_all_day(&quiet_hours, &quiet_sites, diags);
+
     // Journeys.
     let mut journeys = Vec::new();
     for d in &docs {
@@ -354,11 +387,21 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
                 default_zone: project.default_timezone,
             };
             if let Some((journey, texts)) = journey::compile(j, &env, &mut ctx) {
-                texts.iter().for_each(|t| renderer.register(t));
+                for text in texts {
+                    renderer.register(&text);
+                    if !text.partials.is_empty() {
+                        partial_sites.push(partials::Site {
+                            text,
+                            span: j.id.span,
+                            file: d.file.clone(),
+                        });
+                    }
+                }
                 journeys.push(Arc::new(journey));
             }
         }
     }
+    partials::check(&partial_sites, diags);
     journeys.sort_by(|a, b| a.id.cmp(&b.id));
     journeys.dedup_by(|a, b| a.id == b.id);
 
@@ -393,6 +436,65 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
         tests,
         renderer: Arc::new(renderer),
     })
+}
+
+/// Warns when delaying quiet-hour windows that can apply to the same
+/// message (same zone, overlapping channels and categories) cover the
+/// whole day together: such a message would be held forever.
+fn quiet_hours_all_day(
+    quiet: &[compiled::QuietHours],
+    sites: &[(Arc<SourceFile>, Span)],
+    diags: &mut Diagnostics,
+) {
+    fn overlap<T: PartialEq>(a: &Option<Vec<T>>, b: &Option<Vec<T>>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => a.iter().any(|x| b.contains(x)),
+            _ => true,
+        }
+    }
+    let delays: Vec<usize> = (0..quiet.len())
+        .filter(|&i| quiet[i].action == model::PolicyAction::Delay)
+        .collect();
+    for &i in &delays {
+        let q = &quiet[i];
+        let mut covered = [false; 24 * 60];
+        let mut ids = Vec::new();
+        for &j in &delays {
+            let p = &quiet[j];
+            if p.zone != q.zone
+                || !overlap(&p.scope.channels, &q.scope.channels)
+                || !overlap(&p.scope.categories, &q.scope.categories)
+            {
+                continue;
+            }
+            let (start, end) = (p.start.minutes() as usize, p.end.minutes() as usize);
+            if start == end {
+                continue; // an empty window
+            }
+            let mut m = start;
+            while m != end {
+                covered[m] = true;
+                m = (m + 1) % covered.len();
+            }
+            ids.push(format!("`{}`", p.id));
+        }
+        if covered.iter().all(|c| *c) {
+            let (file, span) = &sites[i];
+            diags.push(
+                Diagnostic::error(
+                    Code::QuietHoursAllDay,
+                    format!(
+                        "quiet hours {} together cover the whole day: a message they delay is held forever",
+                        ids.join(", ")
+                    ),
+                )
+                .warning()
+                .at(file, *span)
+                .with_help("leave a gap between the windows, or use `action: drop`"),
+            );
+            return; // once is enough
+        }
+    }
 }
 
 /// Segment ids a condition references; reports unknown ones.

@@ -9,30 +9,38 @@ use super::Ctx;
 use crate::compiled::{Expectation, Journey, JourneyTest};
 use crate::diagnostic::{with_suggestion, Code};
 use crate::event::Event;
+use crate::limits;
 use crate::model;
 use crate::scalar::parse_duration;
 use crate::span::{Span, Spanned};
 
-/// `+1h5m` relative to `start`, or an RFC 3339 instant.
-pub fn resolve_time(text: &str, start: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+/// `+1h5m` relative to `start`, or an RFC 3339 instant, within the range
+/// of [`limits::check_instant`]; an error comes with its code.
+fn resolve(text: &str, start: DateTime<Utc>) -> Result<DateTime<Utc>, (Code, String)> {
     let t = text.trim();
     if let Some(rel) = t.strip_prefix('+') {
-        return parse_duration(rel).map(|d| start + d.to_chrono());
+        let d = parse_duration(rel).map_err(|e| (Code::InvalidDuration, e))?;
+        return limits::add(start, d.to_chrono())
+            .map_err(|e| (Code::TimeOutOfRange, format!("`{t}` is {e}")));
     }
-    DateTime::parse_from_rfc3339(t)
+    let at = DateTime::parse_from_rfc3339(t)
         .map(|d| d.with_timezone(&Utc))
         .map_err(|_| {
-            format!(
-                "invalid time `{t}`: expected RFC 3339 (2026-03-02T09:00:00Z) or relative (+1h)"
+            (
+                Code::InvalidValue,
+                format!(
+                    "invalid time `{t}`: expected RFC 3339 (2026-03-02T09:00:00Z) or relative (+1h)"
+                ),
             )
-        })
+        })?;
+    limits::check_instant(at).map_err(|e| (Code::TimeOutOfRange, e))
 }
 
 fn time(ctx: &mut Ctx<'_>, v: &Spanned<String>, start: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    match resolve_time(&v.value, start) {
+    match resolve(&v.value, start) {
         Ok(t) => Some(t),
-        Err(e) => {
-            ctx.error(Code::InvalidValue, v.span, e);
+        Err((code, e)) => {
+            ctx.error(code, v.span, e);
             None
         }
     }
@@ -50,7 +58,7 @@ pub(crate) fn compile(
         let mut json = node.value.to_json();
         if let Some(ts) = json.get("ts").and_then(|v| v.as_str()).map(str::to_owned) {
             let spanned_ts = node.value.get("ts").map(|n| n.span).unwrap_or(node.span);
-            match resolve_time(&ts, start) {
+            match resolve(&ts, start) {
                 Ok(at) => {
                     if let Some(obj) = json.as_object_mut() {
                         obj.insert(
@@ -60,8 +68,8 @@ pub(crate) fn compile(
                         );
                     }
                 }
-                Err(e) => {
-                    ctx.error(Code::InvalidValue, spanned_ts, e);
+                Err((code, e)) => {
+                    ctx.error(code, spanned_ts, e);
                     ok = false;
                     continue;
                 }
@@ -78,8 +86,13 @@ pub(crate) fn compile(
     events.sort_by_key(|e| e.ts);
     let run_until = match &t.run_until {
         Some(r) => time(ctx, r, start)?,
-        None => events.last().map(|e| e.ts).unwrap_or(start) + chrono::TimeDelta::days(30),
+        None => limits::default_until(events.last().map(|e| e.ts).unwrap_or(start).max(start)),
     };
+    if let Err(e) = limits::check_horizon(start, run_until) {
+        let span = t.run_until.as_ref().map_or(t.start.span, |r| r.span);
+        ctx.error(Code::HorizonTooLong, span, format!("the test {e}"));
+        return None;
+    }
     let expectation = |e: &Spanned<model::Expectation>, ctx: &mut Ctx<'_>| -> Option<Expectation> {
         let x = &e.value;
         let s = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.value.clone());
