@@ -14,6 +14,7 @@ pub mod compiled;
 pub mod condition;
 pub mod diagnostic;
 pub mod event;
+pub mod ide;
 pub mod load;
 pub mod model;
 pub mod scalar;
