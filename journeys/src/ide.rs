@@ -188,8 +188,8 @@ impl Workspace {
 
     /// Replaces one file's text and re-validates: only that file when
     /// nothing another file depends on changed (it holds only journeys
-    /// whose ids and step ids are the same, valid before and after),
-    /// everything otherwise. The diagnostics are then the same as a full
+    /// whose ids and step ids are the same, and, if there are
+    /// JourneyTests, that compile before and after), everything otherwise. The diagnostics are then the same as a full
     /// check's.
     pub fn change(&mut self, name: &str, text: String) -> Recheck {
         let before = self.files.get(&sort_key(name)).map(|f| interface(&f.docs));
@@ -206,8 +206,12 @@ impl Workspace {
         let diags = self.check_file(name);
         let has_errors = diags.iter().any(|d| d.severity == Severity::Error);
         self.results.insert(name.to_owned(), diags);
-        if has_errors != had_errors {
-            // Tests name journeys that compiled: their diagnostics may change.
+        let tested = self
+            .documents()
+            .any(|d| matches!(d.document, Document::JourneyTest(_)));
+        if has_errors != had_errors && tested {
+            // Tests are checked against the journeys that compile: theirs
+            // may change.
             return self.recheck_all();
         }
         Recheck::File
