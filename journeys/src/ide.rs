@@ -52,6 +52,14 @@ pub fn offset_of(text: &str, line: u32, column: u32) -> usize {
     end
 }
 
+/// The byte offset just after the last char of `s` matching `pred`.
+fn after_last(s: &str, pred: impl Fn(char) -> bool) -> Option<usize> {
+    s.char_indices()
+        .rev()
+        .find(|&(_, c)| pred(c))
+        .map(|(i, c)| i + c.len_utf8())
+}
+
 fn floor_char_boundary(text: &str, mut i: usize) -> usize {
     while i > 0 && !text.is_char_boundary(i) {
         i -= 1;
@@ -786,9 +794,7 @@ pub fn cursor_at(text: &str, offset: usize) -> Cursor {
     let prefix_start = match open {
         Some(i) => {
             let inner = &line[i + 2..];
-            let word = inner
-                .rfind(|c: char| c.is_whitespace() || c == '(')
-                .map_or(0, |j| j + 1);
+            let word = after_last(inner, |c| c.is_whitespace() || c == '(').unwrap_or(0);
             line_start + i + 2 + word
         }
         None => token_start,
@@ -1241,9 +1247,7 @@ pub fn hover(
     let text = ws.text(name)?;
     let offset = floor_char_boundary(text, offset.min(text.len()));
     let is_key_char = |c: char| c.is_alphanumeric() || c == '_' || c == '.' || c == '-';
-    let start = text[..offset]
-        .rfind(|c: char| !is_key_char(c))
-        .map_or(0, |i| i + 1);
+    let start = after_last(&text[..offset], |c| !is_key_char(c)).unwrap_or(0);
     let end = text[offset..]
         .find(|c: char| !is_key_char(c))
         .map_or(text.len(), |i| offset + i);
@@ -1316,6 +1320,27 @@ mod tests {
         let c = cursor_at(text, text.len());
         assert!(c.in_template);
         assert_eq!(c.prefix, "user.fi");
+    }
+
+    #[test]
+    fn multibyte_text_around_the_cursor_is_fine() {
+        let text = "kind: Template\nsubject: \"Hi\u{a0}{{\u{3000}user.fi";
+        let c = cursor_at(text, text.len());
+        assert!(c.in_template);
+        assert_eq!(c.prefix, "user.fi");
+        let mut ws = Workspace {
+            root: PathBuf::from("."),
+            files: BTreeMap::new(),
+            results: BTreeMap::new(),
+        };
+        let text = "kind: Journey\nname: —é—\n—priority: 5\n";
+        ws.set_text("j.yaml", text.to_owned());
+        let schema = SchemaView::default();
+        let index = Index::build(&ws);
+        for offset in 0..=text.len() {
+            let _ = hover(&ws, &index, &schema, "j.yaml", offset);
+            let _ = completions(&ws, &schema, "j.yaml", offset);
+        }
     }
 
     #[test]
