@@ -133,3 +133,28 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("tempdir");
     dir
 }
+
+/// Every file of the shop typed character by character: completion,
+/// hover and definition at the cursor never panic, whatever the state.
+#[test]
+fn half_typed_files_never_panic() {
+    let shop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop");
+    let mut ws = Workspace::load(&shop);
+    let schema = journeys::ide::SchemaView::default();
+    let names: Vec<String> = ws.names().map(str::to_owned).collect();
+    for name in names {
+        let full = ws.text(&name).expect("text").to_owned();
+        let cuts: Vec<usize> = (0..=full.len())
+            .step_by(23)
+            .filter(|&i| full.is_char_boundary(i))
+            .collect();
+        for cut in cuts {
+            ws.set_text(&name, full[..cut].to_owned());
+            let index = journeys::ide::Index::build(&ws);
+            let _ = journeys::ide::completions(&ws, &schema, &name, cut);
+            let _ = journeys::ide::hover(&ws, &index, &schema, &name, cut);
+            let _ = index.target_at(&name, cut.saturating_sub(1));
+        }
+        ws.set_text(&name, full);
+    }
+}
