@@ -1,6 +1,7 @@
 //! The `sluice` binary: argument parsing and output formatting only. Every
 //! decision is made in the `journeys` and `engine` crates.
 
+mod lsp;
 mod simulate;
 mod test;
 mod validate;
@@ -37,6 +38,9 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Run every JourneyTest of a config repository.
     Test(test::TestArgs),
+    /// A language server over stdio: live diagnostics, definitions,
+    /// references, completion and hover for a config repository.
+    Lsp(lsp::Args),
     /// Write the JSON Schema of every kind to DIR (for editor completion).
     Schemas {
         /// Where to write `<Kind>.schema.json` and `sluice.schema.json`.
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Test(args) => test::run(args),
+        Command::Lsp(args) => lsp::run(args),
         Command::Schemas { dir } => journeys::schema::write_all(&dir)
             .map(|()| {
                 println!("wrote schemas to {}", dir.display());

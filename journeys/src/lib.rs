@@ -15,6 +15,7 @@ pub mod condition;
 pub mod diagnostic;
 pub mod event;
 pub mod limits;
+pub mod ide;
 pub mod load;
 pub mod model;
 pub mod scalar;

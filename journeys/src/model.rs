@@ -45,13 +45,17 @@ pub struct Project {
     /// The sled directory, relative to the repository (default `.sluice/store`).
     #[serde(default)]
     pub store: Option<Spanned<String>>,
+    /// How each channel delivers: `email`, `push`, `webhook`.
     #[serde(default)]
     pub channels: Option<Channels>,
+    /// Deliveries that fail are retried with exponential backoff and jitter,
+    /// then dead-lettered (default `{ max_attempts: 8, initial: 1s, max: 10m }`).
     #[serde(default)]
     pub retry: Option<Retry>,
     /// Extension: how long each user's event history is kept for `history`
     /// conditions (default 90d).
     #[serde(default)]
+    #[schemars(with = "Option<crate::schema::Duration>")]
     pub history_retention: Option<Spanned<String>>,
     /// Extension: at most this many events are kept per user (default 500).
     #[serde(default)]
@@ -87,10 +91,13 @@ pub struct Api {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Channels {
+    /// The email provider: SMTP or a maildir.
     #[serde(default)]
     pub email: Option<EmailChannel>,
+    /// The push provider: FCM, APNs or a JSONL file.
     #[serde(default)]
     pub push: Option<PushChannel>,
+    /// Settings of webhook deliveries.
     #[serde(default)]
     pub webhook: Option<WebhookChannel>,
 }
@@ -111,10 +118,13 @@ pub struct EmailChannel {
     /// A lettre SMTP URL: `smtp://host:port`, `smtps://…`, `?tls=required` for STARTTLS.
     #[serde(default)]
     pub url: Option<Spanned<String>>,
+    /// The sender, e.g. `"Shop <hello@shop.example>"`.
     #[serde(default)]
     pub from: Option<Spanned<String>>,
+    /// The env var holding the SMTP user name (secrets are never written in YAML).
     #[serde(default)]
     pub username_env: Option<Spanned<String>>,
+    /// The env var holding the SMTP password.
     #[serde(default)]
     pub password_env: Option<Spanned<String>>,
     /// Extension: the maildir directory, relative to the repository.
@@ -136,10 +146,13 @@ pub struct PushChannel {
     /// `fcm`, `apns` or `file` (default: JSONL at `.sluice/outbox/push.jsonl`).
     #[serde(default)]
     pub provider: Option<Spanned<PushProvider>>,
+    /// fcm: the Firebase project id.
     #[serde(default)]
     pub project_id: Option<Spanned<String>>,
+    /// The env var holding the provider's credentials (FCM service account JSON, APNs key).
     #[serde(default)]
     pub credentials_env: Option<Spanned<String>>,
+    /// The provider's base URL, overridable so tests can point it at loopback.
     #[serde(default)]
     pub endpoint: Option<Spanned<String>>,
     /// Extension (apns): the app's bundle id, sent as `apns-topic`.
@@ -153,20 +166,28 @@ pub struct PushChannel {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookChannel {
+    /// The env var holding the HMAC-SHA256 secret that signs every request.
     #[serde(default)]
     pub signing_secret_env: Option<Spanned<String>>,
+    /// How long a webhook request may take (default 5s).
     #[serde(default)]
+    #[schemars(with = "Option<crate::schema::Duration>")]
     pub timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retry {
+    /// Attempts before a message is dead-lettered (default 8).
     #[serde(default)]
     pub max_attempts: Option<Spanned<u32>>,
+    /// The first backoff (default 1s); each next one doubles.
     #[serde(default)]
+    #[schemars(with = "Option<crate::schema::Duration>")]
     pub initial: Option<Spanned<String>>,
+    /// The longest backoff (default 10m).
     #[serde(default)]
+    #[schemars(with = "Option<crate::schema::Duration>")]
     pub max: Option<Spanned<String>>,
 }
 
@@ -180,8 +201,10 @@ pub struct Journey {
     pub id: Spanned<String>,
     /// Must grow whenever the journey's content changes.
     pub version: Spanned<u32>,
+    /// A human-readable name.
     #[serde(default)]
     pub name: Option<Spanned<String>>,
+    /// What the journey is for.
     #[serde(default)]
     pub description: Option<Spanned<String>>,
     /// `marketing` (default), `transactional`, or any name policies use.
@@ -190,15 +213,23 @@ pub struct Journey {
     /// Higher wins when policies let only one message through (default 0).
     #[serde(default)]
     pub priority: Option<Spanned<i64>>,
+    /// How users enter: exactly one of `event`, `segment`, `schedule`.
     pub entry: Spanned<Entry>,
-    /// Percentage of users held out, e.g. `10%` (default 0%).
+    /// Percentage of users held out, deterministic per (journey id, user id),
+    /// e.g. `10%` (default 0%).
     #[serde(default)]
+    #[schemars(with = "Option<crate::schema::Percent>")]
     pub holdout: Option<Spanned<String>>,
+    /// Events that end a live instance at once and cancel its timers.
     #[serde(default)]
     pub exit: Vec<Spanned<Exit>>,
+    /// Conversion: the first matching event within `within` of entry,
+    /// for treatment and holdout alike.
     #[serde(default)]
     pub goal: Option<Spanned<Goal>>,
+    /// Executed in order; `next` jumps; the first step runs at entry.
     pub steps: Spanned<Vec<Spanned<Step>>>,
+    /// How users inside an older version move to this one (DEPLOY.md).
     #[serde(default)]
     pub migrate: Option<Spanned<Migrate>>,
 }
@@ -218,12 +249,17 @@ pub struct Entry {
     /// `user` or an IANA zone, for `schedule` (default: the Project's default_timezone).
     #[serde(default)]
     pub timezone: Option<Spanned<String>>,
+    /// A condition on the entering event and user (FORMAT.md §5).
     #[serde(default)]
     #[schemars(with = "Option<Condition>")]
     pub when: Option<Any>,
+    /// A template; an entry whose key was seen for this journey within
+    /// `dedupe_window` is skipped.
     #[serde(default)]
     pub dedupe_key: Option<Spanned<String>>,
+    /// How long a dedupe key is remembered (default 30d).
     #[serde(default)]
+    #[schemars(with = "Option<crate::schema::Duration>")]
     pub dedupe_window: Option<Spanned<String>>,
     /// `never` (default), `always` or `after <duration>`.
     #[serde(default)]
@@ -233,7 +269,9 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Exit {
+    /// The event that ends the instance.
     pub event: Spanned<String>,
+    /// Only when this condition holds (`event.*` is the exit event).
     #[serde(default)]
     #[schemars(with = "Option<Condition>")]
     pub when: Option<Any>,
@@ -242,18 +280,22 @@ pub struct Exit {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Goal {
+    /// The conversion event.
     pub event: Spanned<String>,
+    /// Only when this condition holds (`event.*` is the goal event).
     #[serde(default)]
     #[schemars(with = "Option<Condition>")]
     pub when: Option<Any>,
     /// Window after entry (default 30d).
     #[serde(default)]
+    #[schemars(with = "Option<crate::schema::Duration>")]
     pub within: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Migrate {
+    /// The version whose live instances move to this one.
     pub from: Spanned<u32>,
     /// Old step id → new step id or `end`.
     #[serde(default)]
@@ -265,27 +307,35 @@ pub struct Migrate {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
+    /// Unique in the journey; `next`, branches and tests refer to it.
     pub id: Spanned<String>,
     /// Resume after this duration.
     #[serde(default)]
+    #[schemars(with = "Option<crate::schema::Duration>")]
     pub wait: Option<Spanned<String>>,
+    /// Resume at the next matching local time.
     #[serde(default)]
     pub wait_until: Option<Spanned<WaitUntil>>,
+    /// Resume on a matching event or at the timeout.
     #[serde(default)]
     pub wait_for: Option<Spanned<WaitFor>>,
+    /// The first matching arm; a `when`-less arm is the default; no match
+    /// and no default = continue.
     #[serde(default)]
     pub branch: Option<Spanned<Vec<Spanned<Arm>>>>,
+    /// Random but deterministic per (journey, step, user); percents sum to 100.
     #[serde(default)]
     pub split: Option<Spanned<Vec<Spanned<SplitArm>>>>,
+    /// A message, through the policies (FORMAT.md §8).
     #[serde(default)]
     pub send: Option<Spanned<Send>>,
     /// `user.<attr>: <value or template>` pairs.
     #[serde(default)]
     #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
     pub update: Option<Any>,
-    /// End the instance. Written `exit: true` (or with no value).
+    /// End the instance. Written `exit: true` (or `exit: {}`).
     #[serde(default)]
-    #[schemars(with = "Option<bool>")]
+    #[schemars(with = "crate::schema::ExitFlag")]
     pub exit: Option<Any>,
     /// The next step id, or `end`.
     #[serde(default)]
@@ -308,6 +358,7 @@ pub const STEP_TYPES: &[&str] = &[
 #[serde(deny_unknown_fields)]
 pub struct WaitUntil {
     /// `HH:MM`, 24 h.
+    #[schemars(with = "crate::schema::TimeOfDay")]
     pub time: Spanned<String>,
     /// `user` (default) or an IANA zone.
     #[serde(default)]
@@ -320,10 +371,14 @@ pub struct WaitUntil {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitFor {
+    /// The awaited event.
     pub event: Spanned<String>,
+    /// Only an event matching this condition resumes (`event.*` is the awaited event).
     #[serde(default, rename = "where")]
     #[schemars(with = "Option<Condition>")]
     pub where_: Option<Any>,
+    /// How long to wait for the event.
+    #[schemars(with = "crate::schema::Duration")]
     pub timeout: Spanned<String>,
     /// Step to go to when the event arrives (default: the next step).
     #[serde(default)]
@@ -336,9 +391,11 @@ pub struct WaitFor {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Arm {
+    /// The arm's condition; an arm without one is the default.
     #[serde(default)]
     #[schemars(with = "Option<Condition>")]
     pub when: Option<Any>,
+    /// The step to go to, or `end`.
     pub next: Spanned<String>,
 }
 
@@ -346,7 +403,9 @@ pub struct Arm {
 #[serde(deny_unknown_fields)]
 pub struct SplitArm {
     /// `50%` (or a bare number of percent).
+    #[schemars(with = "crate::schema::Percent")]
     pub percent: Spanned<String>,
+    /// The step to go to, or `end`.
     pub next: Spanned<String>,
 }
 
@@ -354,7 +413,9 @@ pub struct SplitArm {
 #[serde(deny_unknown_fields)]
 pub struct Send {
     /// `email`, `push` or `webhook`.
+    #[schemars(with = "crate::schema::Channel")]
     pub channel: Spanned<String>,
+    /// The id of a Template of the same channel.
     pub template: Spanned<String>,
 }
 
@@ -366,10 +427,13 @@ pub struct Segment {
     pub api_version: Spanned<String>,
     pub kind: Spanned<String>,
     pub id: Spanned<String>,
+    /// A human-readable name.
     #[serde(default)]
     pub name: Option<Spanned<String>>,
+    /// What the segment is for.
     #[serde(default)]
     pub description: Option<Spanned<String>>,
+    /// Who is a member: a condition over profile, history and clock (FORMAT.md §5).
     #[schemars(with = "Condition")]
     pub when: Any,
 }
@@ -383,26 +447,33 @@ pub struct Template {
     pub kind: Spanned<String>,
     pub id: Spanned<String>,
     /// `email`, `push` or `webhook`.
+    #[schemars(with = "crate::schema::Channel")]
     pub channel: Spanned<String>,
+    /// A human-readable name.
     #[serde(default)]
     pub name: Option<Spanned<String>>,
-    /// email
+    /// email (required): the subject line, a Handlebars template.
     #[serde(default)]
     pub subject: Option<Spanned<String>>,
+    /// email: the plain-text body, inline (Handlebars).
     #[serde(default)]
     pub text: Option<Spanned<String>>,
+    /// email: the plain-text body in a file, relative to this YAML file.
     #[serde(default)]
     pub text_file: Option<Spanned<String>>,
+    /// email: the HTML body, inline (Handlebars).
     #[serde(default)]
     pub html: Option<Spanned<String>>,
+    /// email: the HTML body in a file, relative to this YAML file.
     #[serde(default)]
     pub html_file: Option<Spanned<String>>,
     /// email: overrides the channel's `from`.
     #[serde(default)]
     pub from: Option<Spanned<String>>,
+    /// email: the `Reply-To` address.
     #[serde(default)]
     pub reply_to: Option<Spanned<String>>,
-    /// push
+    /// push: the notification title (push needs `title` or `body`).
     #[serde(default)]
     pub title: Option<Spanned<String>>,
     /// push: a string; webhook: a mapping rendered to JSON (or a string).
@@ -413,11 +484,13 @@ pub struct Template {
     #[serde(default)]
     #[schemars(with = "Option<BTreeMap<String, String>>")]
     pub data: Option<Any>,
-    /// webhook
+    /// webhook: the HTTP method (default POST).
     #[serde(default)]
     pub method: Option<Spanned<String>>,
+    /// webhook (required): the URL to call (Handlebars).
     #[serde(default)]
     pub url: Option<Spanned<String>>,
+    /// webhook: extra request headers.
     #[serde(default)]
     #[schemars(with = "Option<BTreeMap<String, String>>")]
     pub headers: Option<Any>,
@@ -440,15 +513,21 @@ pub struct QuietHours {
     pub id: Spanned<String>,
     /// Default: all channels.
     #[serde(default)]
+    #[schemars(with = "Option<Vec<crate::schema::Channel>>")]
     pub channels: Option<Vec<Spanned<String>>>,
     /// Default: all but transactional.
     #[serde(default)]
     pub categories: Option<Vec<Spanned<String>>>,
+    /// When the window opens, `HH:MM` local time.
+    #[schemars(with = "crate::schema::TimeOfDay")]
     pub start: Spanned<String>,
+    /// When the window closes, `HH:MM` local time; a window may cross midnight.
+    #[schemars(with = "crate::schema::TimeOfDay")]
     pub end: Spanned<String>,
     /// `user` (default) or an IANA zone.
     #[serde(default)]
     pub timezone: Option<Spanned<String>>,
+    /// `delay` (default: deferred until the window ends) or `drop` (suppressed).
     #[serde(default)]
     pub action: Option<Spanned<PolicyAction>>,
 }
@@ -461,6 +540,8 @@ pub struct Throttle {
     pub api_version: Spanned<String>,
     pub kind: Spanned<String>,
     pub id: Spanned<String>,
+    /// The channel this rate limits.
+    #[schemars(with = "crate::schema::Channel")]
     pub channel: Spanned<String>,
     /// `<n> per <second|minute|hour|day|week>`.
     pub rate: Spanned<String>,
@@ -482,9 +563,14 @@ pub struct FrequencyCap {
     pub categories: Option<Vec<Spanned<String>>>,
     /// Default: all.
     #[serde(default)]
+    #[schemars(with = "Option<Vec<crate::schema::Channel>>")]
     pub channels: Option<Vec<Spanned<String>>>,
+    /// At most this many sent messages per user in any window `per`.
     pub limit: Spanned<u32>,
+    /// The sliding window.
+    #[schemars(with = "crate::schema::Duration")]
     pub per: Spanned<String>,
+    /// `drop` (default: suppressed) or `delay` (deferred until a slot frees).
     #[serde(default)]
     pub action: Option<Spanned<PolicyAction>>,
 }
@@ -499,11 +585,11 @@ pub struct Catalog {
     pub id: Spanned<String>,
     /// Attribute name → `string | number | boolean | list | map | {enum: [...]}`.
     #[serde(default)]
-    #[schemars(with = "BTreeMap<String, CatalogType>")]
+    #[schemars(with = "Option<BTreeMap<String, CatalogType>>")]
     pub user: Option<Any>,
     /// Event name → property name → type.
     #[serde(default)]
-    #[schemars(with = "BTreeMap<String, BTreeMap<String, CatalogType>>")]
+    #[schemars(with = "Option<BTreeMap<String, Option<BTreeMap<String, CatalogType>>>>")]
     pub events: Option<Any>,
 }
 
@@ -515,6 +601,7 @@ pub struct JourneyTest {
     pub api_version: Spanned<String>,
     pub kind: Spanned<String>,
     pub id: Spanned<String>,
+    /// A human-readable name.
     #[serde(default)]
     pub name: Option<Spanned<String>>,
     /// RFC 3339 start of the virtual clock.
@@ -525,10 +612,13 @@ pub struct JourneyTest {
     /// Run the clock to here (relative `+3d` or RFC 3339; default: 30d after the last event).
     #[serde(default)]
     pub run_until: Option<Spanned<String>>,
+    /// Holdouts apply in tests as in production unless this is true.
     #[serde(default)]
     pub ignore_holdouts: Option<Spanned<bool>>,
+    /// Output lines that must appear (each pattern matched by some line).
     #[serde(default)]
     pub expect: Vec<Spanned<Expectation>>,
+    /// Output lines that must not appear.
     #[serde(default)]
     pub expect_none: Vec<Spanned<Expectation>>,
 }
@@ -537,23 +627,31 @@ pub struct JourneyTest {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expectation {
+    /// The user id.
     #[serde(default)]
     pub user: Option<Spanned<String>>,
+    /// The journey id.
     #[serde(default)]
     pub journey: Option<Spanned<String>>,
     /// Output line kind (default `send` when `step`, `channel` or `outcome` is given).
     #[serde(default)]
     pub kind: Option<Spanned<String>>,
+    /// The step id of the journey.
     #[serde(default)]
     pub step: Option<Spanned<String>>,
+    /// `email`, `push` or `webhook`.
     #[serde(default)]
     pub channel: Option<Spanned<String>>,
+    /// The template id.
     #[serde(default)]
     pub template: Option<Spanned<String>>,
+    /// `sent`, `deferred`, `suppressed` or `failed`.
     #[serde(default)]
     pub outcome: Option<Spanned<String>>,
+    /// E.g. `quiet_hours:nights`, `frequency_cap:<id>`, `unsubscribed`, `dedupe`.
     #[serde(default)]
     pub reason: Option<Spanned<String>>,
+    /// Whether the user was held out (on `entered` and `converted` lines).
     #[serde(default)]
     pub holdout: Option<Spanned<bool>>,
     /// Relative to `start` (`+1h5m`) or RFC 3339.
@@ -570,20 +668,41 @@ pub struct Expectation {
 #[derive(JsonSchema)]
 #[schemars(untagged)]
 pub enum Condition {
-    All { all: Vec<Condition> },
-    Any { any: Vec<Condition> },
-    Not { not: Box<Condition> },
-    Segment { segment: String },
-    History { history: HistorySchema },
+    All {
+        /// Every condition of the list holds.
+        all: Vec<Condition>,
+    },
+    Any {
+        /// At least one condition of the list holds.
+        any: Vec<Condition>,
+    },
+    Not {
+        /// The condition does not hold.
+        not: Box<Condition>,
+    },
+    Segment {
+        /// The user is a member of this segment now.
+        segment: String,
+    },
+    History {
+        /// The user's event history: `{ event, within, count, where }`.
+        history: HistorySchema,
+    },
+    /// `user.<attr>`, `event.<prop>` or `entry.<prop>`: a bare value (eq)
+    /// or `{ eq | ne | gt | gte | lt | lte | in | not_in | exists | contains | starts_with: value }`.
     Compare(BTreeMap<String, serde_json::Value>),
 }
 
 #[allow(dead_code)]
 #[derive(JsonSchema)]
 pub struct HistorySchema {
+    /// The event name.
     event: String,
-    within: Option<String>,
-    count: Option<BTreeMap<String, f64>>,
+    /// Only events this recent (default: the whole kept history).
+    within: Option<crate::schema::Duration>,
+    /// How many matching events, e.g. `{ gte: 3 }` (default at least one).
+    count: Option<serde_json::Value>,
+    /// Only events matching this condition (`event.*` is the past event).
     #[serde(rename = "where")]
     where_: Option<Box<Condition>>,
 }
@@ -593,7 +712,10 @@ pub struct HistorySchema {
 #[schemars(untagged)]
 pub enum CatalogType {
     Name(CatalogTypeName),
-    Enum { r#enum: Vec<serde_json::Value> },
+    Enum {
+        /// The allowed values.
+        r#enum: Vec<serde_json::Value>,
+    },
 }
 
 #[allow(dead_code)]

@@ -1,0 +1,117 @@
+//! `cargo bench -p journeys --bench lsp`: what `sluice lsp` does after one
+//! file changes on the benchmark repository (1,000 journeys × 20 steps, 200
+//! segments, 300 templates): `Workspace::change` re-reads that file and
+//! re-validates. Prints the initial load, one journey edited (the common
+//! case: only that file is re-validated) and one template edited (other
+//! files depend on it: everything is), and checks after each edit that the
+//! diagnostics equal a full `journeys::check` of the same files.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use journeys::ide::{Recheck, Workspace};
+
+mod repo;
+
+fn summary(name: &str, mut times: Vec<Duration>) {
+    times.sort();
+    println!(
+        "{name}: best {:.1} ms, median {:.1} ms, worst {:.1} ms over {} edits",
+        times[0].as_secs_f64() * 1e3,
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3,
+        times.len()
+    );
+}
+
+/// The workspace's diagnostics equal `journeys::check` of the files on disk.
+fn same_as_validate(ws: &Workspace, dir: &Path) {
+    let full: Vec<String> = journeys::check(dir)
+        .1
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}:{} {} {}",
+                d.file_name(),
+                d.span.line,
+                d.span.column,
+                d.code,
+                d.message
+            )
+        })
+        .collect();
+    let mine: Vec<String> = ws
+        .results()
+        .values()
+        .flatten()
+        .map(|d| {
+            format!(
+                "{}:{}:{} {} {}",
+                d.file_name(),
+                d.span.line,
+                d.span.column,
+                d.code,
+                d.message
+            )
+        })
+        .collect();
+    assert_eq!(mine, full, "incremental diagnostics differ from validate's");
+}
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("sluice-bench-lsp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    repo::generate(&dir);
+
+    let start = Instant::now();
+    let mut ws = Workspace::load(&dir);
+    ws.recheck_all();
+    println!(
+        "initial load and check: {:.0} ms",
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    same_as_validate(&ws, &dir);
+
+    // A journey edited: a wait changes, then a send names an unknown
+    // template (an error in this file only), then it is fixed.
+    let name = "journeys/journey-500.yaml";
+    let original = std::fs::read_to_string(dir.join(name)).expect("journey");
+    let send = original
+        .lines()
+        .find(|l| l.contains("template: tpl-"))
+        .expect("a send")
+        .to_owned();
+    let broken_send = send.replace("template: tpl-", "template: tlp-");
+    let mut times = Vec::new();
+    for i in 0..30 {
+        let text = match i % 3 {
+            0 => original.replace("wait: 1h", &format!("wait: {}h", i + 2)),
+            1 => original.replace(&send, &broken_send),
+            _ => original.clone(),
+        };
+        let start = Instant::now();
+        let how = ws.change(name, text.clone());
+        times.push(start.elapsed());
+        assert_eq!(how, Recheck::File, "edit {i} re-validated everything");
+        if i < 3 {
+            std::fs::write(dir.join(name), &text).expect("write");
+            same_as_validate(&ws, &dir);
+        }
+    }
+    std::fs::write(dir.join(name), &original).expect("write");
+    summary("one journey edited", times);
+
+    // A template edited: every journey may depend on it.
+    let name = "templates/tpl-7.yaml";
+    let original = std::fs::read_to_string(dir.join(name)).expect("template");
+    let mut times = Vec::new();
+    for i in 0..4 {
+        let text = original.replace("Hello", &format!("Hello {i}"));
+        let start = Instant::now();
+        let how = ws.change(name, text);
+        times.push(start.elapsed());
+        assert_eq!(how, Recheck::All);
+    }
+    summary("one template edited", times);
+    let _ = std::fs::remove_dir_all(&dir);
+}
