@@ -1075,3 +1075,68 @@ fn tokens_do_not_show_in_debug() {
     assert!(!format!("{:?}", tokens()).contains(INGEST));
     let _ = base64::engine::general_purpose::STANDARD.encode("x");
 }
+
+// ---- serving ----------------------------------------------------------------
+
+async fn start_served(
+    header_timeout: Duration,
+) -> (
+    Server,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let fake = Arc::new(fake());
+    let app = api::router(fake.clone(), tokens());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(api::serve(
+        listener,
+        app,
+        async move {
+            let _ = rx.await;
+        },
+        api::ServeOptions { header_timeout },
+    ));
+    let server = Server {
+        base: format!("http://{addr}"),
+        addr,
+        fake,
+        http: Client::new(),
+    };
+    (server, tx, served)
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let (s, _stop, _served) = start_served(Duration::from_millis(300)).await;
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    // The server closes the connection (possibly after a 408).
+    let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection still open after 5 s");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    let got = String::from_utf8_lossy(&buf);
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
+    assert_eq!(s.fake.calls(), vec![]);
+}
+
+#[tokio::test]
+async fn serve_answers_then_stops_with_idle_connections_open() {
+    let (s, stop, served) = start_served(Duration::from_secs(10)).await;
+    let (status, _) = answer(s.post("/v1/events", INGEST).body(jsonl(&[ev("u1", None)]))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // The client keeps its connection alive; stopping must not wait on it.
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .expect("serve did not stop")
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(s.addr).await.is_err());
+}

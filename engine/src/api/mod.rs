@@ -13,6 +13,7 @@ mod error;
 pub mod events;
 mod router;
 pub mod segment;
+mod serve;
 pub mod unsubscribe;
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use journeys::event::Event;
 
 pub use error::Error;
 pub use router::{router, router_with, Options, DLQ_DEFAULT_LIMIT, DLQ_MAX_LIMIT, MAX_BODY};
+pub use serve::{serve, ServeOptions};
 
 /// The tokens the API accepts. Never logged.
 #[derive(Clone)]
