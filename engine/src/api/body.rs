@@ -124,6 +124,7 @@ pub(crate) async fn read(
         return Ok((raw.clone(), raw));
     }
     let wire = raw.clone();
+    // Inflating up to 10 MB is CPU work: off the async workers.
     let inflated = tokio::task::spawn_blocking(move || gunzip(&raw, max))
         .await
         .map_err(|e| Error::Body(e.to_string()))??;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
@@ -115,15 +115,16 @@ impl<H: Handle> Api<H> {
         }
     }
 
-    async fn read(&self, body: Body, headers: &HeaderMap) -> Result<(Vec<u8>, Vec<u8>), Error> {
-        let (wire, inflated) = body::read(
+    /// The body as received and as inflated (the same bytes when not
+    /// compressed).
+    async fn read(&self, body: Body, headers: &HeaderMap) -> Result<(Bytes, Bytes), Error> {
+        body::read(
             body,
             headers,
             self.options.max_body,
             self.options.body_timeout,
         )
-        .await?;
-        Ok((wire.to_vec(), inflated.to_vec()))
+        .await
     }
 
     /// Hands the good events to the engine, then answers for all lines.
