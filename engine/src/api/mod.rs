@@ -7,11 +7,24 @@
 //! calls the engine through a [`Handle`], which answers from the single
 //! writer (and, for ingest, only once what it accepted is durable).
 
+mod auth;
+mod body;
+mod error;
+pub mod events;
+mod router;
+pub mod segment;
+mod serve;
+pub mod unsubscribe;
+
 use std::future::Future;
 
 use serde_json::Value;
 
 use journeys::event::Event;
+
+pub use error::Error;
+pub use router::{router, router_with, Options, DLQ_DEFAULT_LIMIT, DLQ_MAX_LIMIT, MAX_BODY};
+pub use serve::{serve, ServeOptions};
 
 /// The tokens the API accepts. Never logged.
 #[derive(Clone)]
