@@ -2,6 +2,7 @@
 //! decision is made in the `journeys` and `engine` crates.
 
 mod lsp;
+mod run;
 mod simulate;
 mod test;
 mod validate;
@@ -36,6 +37,8 @@ enum Command {
     Validate(validate::Args),
     /// Run the engine on a virtual clock over a JSONL event file.
     Simulate(simulate::SimulateArgs),
+    /// Run the engine as a service: HTTP API, timers, deliveries.
+    Run(run::Args),
     /// Run every JourneyTest of a config repository.
     Test(test::TestArgs),
     /// A language server over stdio: live diagnostics, definitions,
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Test(args) => test::run(args),
+        Command::Run(args) => run::run(args),
         Command::Lsp(args) => lsp::run(args),
         Command::Schemas { dir } => journeys::schema::write_all(&dir)
             .map(|()| {

@@ -88,9 +88,7 @@ async fn the_shop_project_builds_its_providers_and_links() {
     let parsed = MessageParser::default().parse(&order).expect("parses");
     assert_eq!(parsed.header_raw("List-Unsubscribe"), None, "transactional");
 
-    // The shop names a signing secret: without it, no webhook provider.
-    let e = Providers::from_project(&config.project, root.path(), &|_| None, links)
-        .err()
-        .expect("refused");
-    assert!(e.to_string().contains("SHOP_WEBHOOK_SECRET"), "{e}");
+    // The shop names a signing secret: without it, webhooks go unsigned.
+    Providers::from_project(&config.project, root.path(), &|_| None, links)
+        .expect("built without the secret");
 }

@@ -732,6 +732,9 @@ pub enum CatalogTypeName {
 
 /// One document of any kind.
 #[derive(Debug, Clone, PartialEq)]
+// A repository holds a few thousand documents at most; boxing the largest
+// kind would cost every match for no measurable memory.
+#[allow(clippy::large_enum_variant)]
 pub enum Document {
     Project(Project),
     Journey(Journey),

@@ -215,17 +215,25 @@ impl UnsubscribeSigner {
     }
 }
 
-impl UnsubscribeLinks for UnsubscribeSigner {
-    fn url(&self, message: &Message) -> Option<String> {
-        let category = self.categories.get(&message.journey)?;
+impl UnsubscribeSigner {
+    /// The link for a message of `category` to `user` with `key`; `None`
+    /// for transactional messages.
+    pub fn link(&self, user: &str, category: &str, key: &str) -> Option<String> {
         if category == TRANSACTIONAL {
             return None;
         }
         Some(format!(
             "{}/v1/unsubscribe/{}",
             self.base,
-            self.token(&message.user, category, &message.key)
+            self.token(user, category, key)
         ))
+    }
+}
+
+impl UnsubscribeLinks for UnsubscribeSigner {
+    fn url(&self, message: &Message) -> Option<String> {
+        let category = self.categories.get(&message.journey)?;
+        self.link(&message.user, category, &message.key)
     }
 }
 

@@ -110,11 +110,13 @@ impl Webhook {
             None => None,
             Some(var) => match env(var) {
                 Some(v) if !v.is_empty() => Some(v.into_bytes()),
+                // RUN.md §3: no header when no secret is set. Said loudly,
+                // since a receiver that checks signatures will refuse.
                 _ => {
-                    return Err(Error::MissingEnv {
-                        var: var.clone(),
-                        field: "channels.webhook.signing_secret_env",
-                    })
+                    tracing::warn!(
+                        "{var} (channels.webhook.signing_secret_env) is not set: webhooks go out without Sluice-Signature"
+                    );
+                    None
                 }
             },
         };

@@ -83,9 +83,13 @@ impl Engine {
             "journey".into(),
             json!({"id": d.journey.id, "version": version, "step": step}),
         );
+        let unsubscribe_url = match &self.signer {
+            Some(s) => s.link(&uid, &d.journey.category, &key).unwrap_or_default(),
+            None => format!("{}/{key}", self.options.unsubscribe_base),
+        };
         scope.insert(
             "message".into(),
-            json!({"key": key, "unsubscribe_url": format!("{}/{key}", self.options.unsubscribe_base)}),
+            json!({"key": key, "unsubscribe_url": unsubscribe_url}),
         );
         let mut scope = handlebars::Context::from(Value::Object(scope));
         let rendered = match self.config.templates.get(&d.template) {

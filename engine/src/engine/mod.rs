@@ -25,6 +25,7 @@ use journeys::compiled::Config;
 use journeys::event::Event;
 
 use crate::clock::{to_millis, Clock, Millis};
+use crate::deliver::sign::UnsubscribeSigner;
 use crate::dispatch::{Dispatcher, MessageRenderer};
 use crate::index::Index;
 use crate::machine::event::Ingested;
@@ -109,6 +110,9 @@ pub struct Engine {
     outbox_new: Vec<u64>,
     /// Entries decided in the current unit, to deliver inline.
     outbox_now: Vec<OutboxEntry>,
+    /// Signs one-click unsubscribe links (`run`); without it the link is
+    /// the base and the key (`simulate`, `test`: never followed).
+    signer: Option<Arc<UnsubscribeSigner>>,
 }
 
 fn decode_meta<T: for<'de> Deserialize<'de>>(bytes: Option<Vec<u8>>) -> Result<Option<T>, Error> {
@@ -164,9 +168,15 @@ impl Engine {
             summary: Summary::default(),
             outbox_new: Vec::new(),
             outbox_now: Vec::new(),
+            signer: None,
         };
         engine.arm_schedules(None)?;
         Ok(engine)
+    }
+
+    /// Signs `message.unsubscribe_url` with the service's secret.
+    pub fn set_signer(&mut self, signer: Arc<UnsubscribeSigner>) {
+        self.signer = Some(signer);
     }
 
     pub fn config(&self) -> &Arc<Config> {

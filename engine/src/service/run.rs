@@ -1,0 +1,336 @@
+//! `sluice run` as a library: opens the store, resolves the tokens and the
+//! unsubscribe secret, starts the writer thread, the delivery workers and
+//! the HTTP API, and shuts down on SIGTERM or SIGINT (stop accepting,
+//! drain deliveries up to a deadline, commit, return).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use journeys::compiled::Config;
+
+use crate::api::{self, Tokens};
+use crate::clock::{Clock, WallClock};
+use crate::deliver::sign::UnsubscribeSigner;
+use crate::deliver::Providers;
+use crate::engine::{self, Delivery, Engine};
+use crate::output::{Line, Sink};
+use crate::store::sled_store::{SledOptions, SledStore};
+
+use super::{workers, Command, Writer, DRAINING};
+
+/// How `sluice run` runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The config repository (outbox paths and `.sluice/credentials` are
+    /// relative to it).
+    pub dir: PathBuf,
+    pub store: PathBuf,
+    pub listen: String,
+    /// How long in-flight deliveries may take at shutdown.
+    pub drain: Duration,
+    /// Deliveries at once, per channel.
+    pub concurrency: usize,
+}
+
+/// Why the service could not start (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Engine(#[from] engine::Error),
+    #[error("cannot set up the channels: {0}")]
+    Providers(#[from] crate::deliver::Error),
+    #[error("cannot listen on {addr}: {message}")]
+    Listen { addr: String, message: String },
+    #[error("cannot {what} {path}: {message}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(String),
+}
+
+fn file_err<'a>(what: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> RunError + 'a {
+    move |e| RunError::File {
+        what,
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `text` to a new file readable by its owner only.
+fn write_private(path: &Path, text: &str) -> Result<(), RunError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(file_err("create", parent))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(file_err("write", &tmp))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(file_err("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(file_err("write", path))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+    hex::encode(b)
+}
+
+/// Reads `NAME=value` lines.
+pub fn read_credentials(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            Some((k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// Where `run` keeps generated tokens.
+pub fn credentials_path(dir: &Path) -> PathBuf {
+    dir.join(".sluice/credentials")
+}
+
+/// The tokens: from the Project's env vars, else from
+/// `.sluice/credentials` (written by an earlier run), else generated and
+/// written there (0600). Returns the path when the file was written.
+pub fn resolve_tokens(
+    config: &Config,
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Tokens, Option<PathBuf>), RunError> {
+    let api = &config.project.api;
+    let path = credentials_path(dir);
+    let saved = read_credentials(&path);
+    let from_file = |name: &str| {
+        saved
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+    let mut generated = false;
+    let mut token = |name: &str| -> String {
+        if let Some(v) = env(name).filter(|v| !v.is_empty()) {
+            return v;
+        }
+        if let Some(v) = from_file(name) {
+            return v;
+        }
+        generated = true;
+        random_hex(24)
+    };
+    let ingest = token(&api.ingest_token_env);
+    let admin = token(&api.admin_token_env);
+    let written = if generated || (!saved.is_empty() && env(&api.ingest_token_env).is_none()) {
+        let text = format!(
+            "{}={ingest}\n{}={admin}\n",
+            api.ingest_token_env, api.admin_token_env
+        );
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            write_private(&path, &text)?;
+        }
+        Some(path)
+    } else {
+        None
+    };
+    let segment_secret = api
+        .segment_secret_env
+        .as_deref()
+        .and_then(env)
+        .filter(|v| !v.is_empty());
+    Ok((
+        Tokens {
+            ingest,
+            admin,
+            segment_secret,
+        },
+        written,
+    ))
+}
+
+/// The secret that signs unsubscribe links, kept in the store directory
+/// (links in mail already sent must keep working across restarts).
+fn unsubscribe_secret(store: &Path) -> Result<Vec<u8>, RunError> {
+    let path = store.join("SECRET");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().as_bytes().to_vec()),
+        _ => {
+            let s = random_hex(32);
+            write_private(&path, &format!("{s}\n"))?;
+            Ok(s.into_bytes())
+        }
+    }
+}
+
+/// Decisions go to the log (the store keeps the message log).
+struct LogSink;
+
+impl Sink for LogSink {
+    fn line(&mut self, line: Line) {
+        tracing::debug!(
+            target: "sluice::decision",
+            kind = ?line.kind,
+            journey = %line.journey,
+            step = line.step.as_deref().unwrap_or(""),
+            outcome = ?line.outcome,
+            "decision"
+        );
+    }
+}
+
+/// Runs until SIGTERM or SIGINT. `say` prints what the operator must know
+/// on stderr (never a token).
+pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Result<(), RunError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let (tokens, written) = resolve_tokens(&config, &options.dir, &env)?;
+    if let Some(p) = written {
+        say(&format!(
+            "tokens: some token variables are unset; the tokens are in {}",
+            p.display()
+        ));
+    }
+    let store = SledStore::open(
+        &options.store,
+        &SledOptions {
+            sync_commits: true,
+            ..SledOptions::default()
+        },
+    )?;
+    let recovered = store.recovery().to_string();
+    if !recovered.is_empty() {
+        say(&format!("warning: {recovered}"));
+    }
+    let secret = unsubscribe_secret(&options.store)?;
+    let public_url = config
+        .project
+        .api
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", options.listen));
+    let signer = Arc::new(UnsubscribeSigner::for_config(&public_url, &secret, &config));
+    let providers = Arc::new(Providers::from_project(
+        &config.project,
+        &options.dir,
+        &env,
+        Arc::clone(&signer) as Arc<dyn crate::deliver::UnsubscribeLinks>,
+    )?);
+    let clock: Arc<dyn Clock> = Arc::new(WallClock);
+    let mut engine = Engine::open(
+        Arc::clone(&config),
+        Box::new(store),
+        Arc::clone(&clock),
+        Delivery::Workers,
+        Box::new(LogSink),
+        engine::Options {
+            log_messages: true,
+            durable: true,
+            unsubscribe_base: format!("{public_url}/v1/unsubscribe"),
+            ..engine::Options::default()
+        },
+    )?;
+    engine.set_signer(Arc::clone(&signer));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Runtime(e.to_string()))?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&options.listen))
+        .map_err(|e| RunError::Listen {
+            addr: options.listen.clone(),
+            message: e.to_string(),
+        })?;
+    let (handle, rx) = super::channel();
+    let (outlet, busy) = workers::spawn(
+        rt.handle(),
+        providers,
+        handle.clone(),
+        Arc::clone(&clock),
+        options.concurrency,
+        1_024,
+    );
+    let mut writer = Writer::new(
+        engine,
+        Arc::clone(&clock),
+        outlet,
+        handle.clone(),
+        Some(signer),
+    );
+    let writer_thread = std::thread::Builder::new()
+        .name("sluice-writer".into())
+        .spawn(move || -> Result<(), engine::Error> {
+            writer.start()?;
+            writer.run(&rx);
+            Ok(())
+        })
+        .map_err(|e| RunError::Runtime(e.to_string()))?;
+    say(&format!("listening on http://{}", options.listen));
+
+    let app = api::router_with(
+        Arc::new(handle.clone()),
+        tokens,
+        api::Options {
+            clock: Arc::clone(&clock),
+            ..api::Options::default()
+        },
+    );
+    let draining = handle.clone();
+    rt.block_on(api::serve(
+        listener,
+        app,
+        async move {
+            shutdown_signal().await;
+            draining.set_state(DRAINING);
+        },
+        api::ServeOptions::default(),
+    ));
+    say("shutting down: draining deliveries");
+    let deadline = Instant::now() + options.drain;
+    while busy.count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the last results reach the writer, then stop it (it commits).
+    std::thread::sleep(Duration::from_millis(50));
+    handle.send(Command::Stop);
+    match writer_thread.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err(RunError::Runtime("the writer thread panicked".into())),
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
+    say("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
