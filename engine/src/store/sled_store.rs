@@ -241,7 +241,7 @@ impl SledStore {
             let scanned = log::scan(path, checkpoint.at, |frame| {
                 if frame.lsn > applied {
                     recovery.replayed += 1;
-                    apply_frame(&db, &sled_dir, &mut live, &frame, None)?;
+                    apply_frame(&db, &sled_dir, &mut live, frame, None)?;
                 }
                 Ok(())
             })?;
@@ -434,20 +434,20 @@ fn apply_frame(
     db: &sled::Db,
     dir: &Path,
     live: &mut BTreeMap<u32, u64>,
-    frame: &Frame,
+    frame: Frame,
     faults: Option<&Faults>,
 ) -> Result<(), Error> {
-    let mut writes: Vec<(&[u8], Option<Vec<u8>>)> =
+    let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> =
         Vec::with_capacity(frame.blobs.len() + frame.ops.len() + 1);
-    for (k, p) in &frame.blobs {
-        account(db, dir, live, k, Some(*p))?;
+    for (k, p) in frame.blobs {
+        account(db, dir, live, &k, Some(p))?;
         writes.push((k, Some(p.encode().to_vec())));
     }
-    for (k, v) in &frame.ops {
+    for (k, v) in frame.ops {
         if BLOB_PREFIXES.contains(&k.first().copied().unwrap_or(0)) && v.is_none() {
-            account(db, dir, live, k, None)?;
+            account(db, dir, live, &k, None)?;
         }
-        writes.push((k, v.clone()));
+        writes.push((k, v));
     }
     let marker = frame.lsn.to_be_bytes().to_vec();
     let n = writes.len();
@@ -720,7 +720,7 @@ impl Kv for SledStore {
             &self.db,
             &self.dir,
             live,
-            &frame,
+            frame,
             self.options.faults.as_ref(),
         )?;
         inner.since_checkpoint += bytes;
