@@ -116,6 +116,8 @@ impl Simulation {
             },
         )?;
         let start = to_millis(start);
+        let mut engine = engine;
+        engine.set_floor(start);
         Ok(Simulation {
             engine,
             clock,

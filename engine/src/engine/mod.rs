@@ -113,6 +113,8 @@ pub struct Engine {
     /// Signs one-click unsubscribe links (`run`); without it the link is
     /// the base and the key (`simulate`, `test`: never followed).
     signer: Option<Arc<UnsubscribeSigner>>,
+    /// Timers due earlier fire at this instant.
+    floor: Millis,
 }
 
 fn decode_meta<T: for<'de> Deserialize<'de>>(bytes: Option<Vec<u8>>) -> Result<Option<T>, Error> {
@@ -169,9 +171,16 @@ impl Engine {
             outbox_new: Vec::new(),
             outbox_now: Vec::new(),
             signer: None,
+            floor: Millis::MIN,
         };
         engine.arm_schedules(None)?;
         Ok(engine)
+    }
+
+    /// Timers due before `floor` fire at `floor` (in due order): nothing is
+    /// decided in the past of a simulation's start or of a restart.
+    pub fn set_floor(&mut self, floor: Millis) {
+        self.floor = floor;
     }
 
     /// Signs `message.unsubscribe_url` with the service's secret.
@@ -358,9 +367,12 @@ impl Engine {
         self.continue_firing()?;
         while let Some((due, mut timers)) = self.store.next_instant(until)? {
             timers.sort_by_key(|(k, t)| order(k, t));
+            // A timer that fell due before the floor (before a simulation's
+            // start, or while `run` was down) fires once, at the floor.
+            let at = due.max(self.floor);
             for (key, timer) in timers {
                 self.store.fired(&[key]);
-                self.fire(due, key, timer)?;
+                self.fire(at, key, timer)?;
             }
             self.maybe_commit()?;
         }

@@ -228,9 +228,10 @@ impl<O: Outlet> Writer<O> {
     /// (committed but not recorded as delivered: sent again, same key).
     pub fn start(&mut self) -> Result<(), crate::engine::Error> {
         let now = self.clock.now_millis();
+        self.engine.set_floor(now);
         self.engine.run_due(now)?;
         self.engine.commit()?;
-        self.engine.take_outbox()?;
+        let _ = self.engine.take_outbox()?;
         for c in [Channel::Email, Channel::Push, Channel::Webhook] {
             self.backlog.insert(c, ());
         }
