@@ -2,15 +2,20 @@
 //! ([`journeys::compiled`]) against a stream of events.
 //!
 //! Owns: the clock ([`clock`]), durable state behind storage traits with a
-//! sled implementation ([`store`]), the journeys' state machines as pure
-//! transitions returning effects ([`machine`]), the message policies
-//! ([`policy`]), rendering and dispatch ([`dispatch`]), the shell that ties
-//! them together ([`engine`]), and simulation on a virtual clock
-//! ([`simulate`], [`test`]).
+//! crash-atomic sled implementation ([`store`]), the journeys' state
+//! machines as pure transitions returning effects ([`machine`]), the
+//! message policies ([`policy`]), rendering ([`dispatch`]), the single
+//! writer that ties them together ([`engine`]), delivery providers
+//! ([`deliver`]), the service around the writer ([`service`]) and its HTTP
+//! API ([`api`]), and simulation on a virtual clock ([`simulate`],
+//! [`test`]).
 //!
 //! Must not know about: YAML, spans or diagnostics (it receives a compiled
-//! `Config` and never looks at the files again); the command line; HTTP.
-//! Nothing here reads the system time except [`clock::WallClock`].
+//! `Config` and never looks at the files again); the command line. Inside,
+//! the layers point one way: `api` and `deliver` know nothing of the
+//! store's layout or the machine's rules, `machine` nothing of the store,
+//! the network or tokio. Nothing here reads the system time except
+//! [`clock::WallClock`].
 
 pub mod api;
 pub mod calendar;
