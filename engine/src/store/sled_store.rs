@@ -780,6 +780,39 @@ mod tests {
     }
 
     #[test]
+    fn a_truncated_sled_file_is_an_error_naming_the_store() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("store");
+        {
+            let store = SledStore::open(&path, &SledOptions::default()).expect("open");
+            for round in 0..20u8 {
+                let mut b = Batch::default();
+                for i in 0..50 {
+                    b.put_blob(key(i), vec![round; 2_000]);
+                    b.put(vec![b't', round, i as u8], vec![round; 100]);
+                }
+                store.apply(b).expect("apply");
+            }
+            store.flush().expect("checkpoint");
+        }
+        let db = path.join("sled/db");
+        let len = std::fs::metadata(&db).expect("db").len();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&db)
+            .expect("open db");
+        f.set_len(len / 3).expect("truncate");
+        drop(f);
+        let e = SledStore::open(&path, &SledOptions::default())
+            .err()
+            .expect("a truncated sled file is not opened silently");
+        assert!(
+            e.to_string().contains(&path.display().to_string()),
+            "names the store: {e}"
+        );
+    }
+
+    #[test]
     fn a_second_open_is_refused_with_one_sentence() {
         let dir = tempfile::tempdir().expect("tmp");
         let _a = SledStore::open(dir.path(), &SledOptions::default()).expect("open");
