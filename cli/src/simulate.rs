@@ -64,10 +64,17 @@ pub struct SimulateArgs {
 
 /// Prints lines as JSON on a thread of its own (the engine's thread only
 /// hands them over in batches), in order.
+/// What the printing thread is given: lines, or a request to flush
+/// everything so far and say so.
+enum Print {
+    Lines(Vec<Line>),
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
 struct Stdout {
     batch: Vec<Line>,
     only_sends: bool,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<Line>>>,
+    tx: Option<std::sync::mpsc::SyncSender<Print>>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -75,16 +82,26 @@ const BATCH: usize = 1024;
 
 impl Stdout {
     fn new(only_sends: bool) -> Stdout {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Line>>(16);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Print>(16);
         let writer = std::thread::spawn(move || {
             let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-            for batch in rx {
-                for line in batch {
-                    let ok = serde_json::to_writer(&mut out, &line).is_ok()
-                        && out.write_all(b"\n").is_ok();
-                    if !ok {
-                        // A closed pipe (`| head`): stop writing, keep simulating.
-                        return;
+            for msg in rx {
+                match msg {
+                    Print::Lines(batch) => {
+                        for line in batch {
+                            let ok = serde_json::to_writer(&mut out, &line).is_ok()
+                                && out.write_all(b"\n").is_ok();
+                            if !ok {
+                                // A closed pipe (`| head`): stop writing, keep simulating.
+                                return;
+                            }
+                        }
+                    }
+                    Print::Flush(done) => {
+                        if out.flush().is_err() {
+                            return;
+                        }
+                        let _ = done.send(());
                     }
                 }
             }
@@ -108,18 +125,29 @@ impl Sink for Stdout {
         if self.batch.len() >= BATCH {
             let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
             if let Some(tx) = &self.tx {
-                if tx.send(batch).is_err() {
+                if tx.send(Print::Lines(batch)).is_err() {
                     self.tx = None;
                 }
             }
         }
+    }
+
+    fn flush(&mut self) {
+        let Some(tx) = &self.tx else { return };
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        if tx.send(Print::Lines(batch)).is_err() || tx.send(Print::Flush(done)).is_err() {
+            self.tx = None;
+            return;
+        }
+        let _ = wait.recv();
     }
 }
 
 impl Drop for Stdout {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send(std::mem::take(&mut self.batch));
+            let _ = tx.send(Print::Lines(std::mem::take(&mut self.batch)));
         }
         if let Some(w) = self.writer.take() {
             let _ = w.join();

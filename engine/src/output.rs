@@ -125,6 +125,10 @@ impl Line {
 /// logs for `run`.
 pub trait Sink {
     fn line(&mut self, line: Line);
+    /// Makes every line so far reach its destination (a kept store commits
+    /// only after its lines are out: a crash after a commit must not lose a
+    /// decision that the restart will not make again).
+    fn flush(&mut self) {}
 }
 
 impl Sink for Vec<Line> {

@@ -408,6 +408,9 @@ impl Engine {
     /// Commits every pending write atomically, with the sequence, the
     /// policies' ledgers and the schedules.
     pub fn commit(&mut self) -> Result<(), Error> {
+        if self.options.durable {
+            self.sink.flush();
+        }
         self.store
             .put_meta(meta::SEQ, store::codec::encode("seq", &self.seq)?);
         self.store.put_meta(
