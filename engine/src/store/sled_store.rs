@@ -172,7 +172,7 @@ impl SledStore {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, "lock", e)),
         }
-        let new = super::format::check_or_create(path)?;
+        let new = super::format::check(path)?;
         let sled_dir = path.join("sled");
         if !new && !sled_dir.exists() {
             return Err(Error::corrupt(
@@ -189,10 +189,13 @@ impl SledStore {
             .map_err(|e| Error::corrupt(&sled_dir, format!("sled cannot open it: {e}")))?;
         let ck_path = path.join("CHECKPOINT");
         let checkpoint = if new {
+            // Creating: the checkpoint, then FORMAT last, so that a store
+            // cut short while being created is recognised and made again.
             let ck = Checkpoint::default();
             if !options.temporary {
                 write_checkpoint(path, ck)?;
             }
+            super::format::create(path)?;
             ck
         } else if options.temporary {
             Checkpoint::default()
