@@ -345,6 +345,9 @@ impl<O: Outlet> Writer<O> {
                 }
             }
         }
+        // What the commands made due now (a welcome email) goes out with
+        // this commit, not the next round's.
+        self.engine.run_due(self.clock.now_millis())?;
         self.engine.commit()?;
         for (reply, a) in ingests {
             let _ = reply.send(Ok(a));
