@@ -307,7 +307,10 @@ fn stderr(o: &Output) -> String {
 }
 
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    use engine::clock::Clock;
+    engine::clock::WallClock
+        .now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Waits (bounded) until `f` holds.
