@@ -1,8 +1,11 @@
 //! The `sluice` binary: argument parsing and output formatting only. Every
 //! decision is made in the `journeys` and `engine` crates.
 
+mod dlq;
+mod inspect;
 mod lsp;
 mod run;
+mod send_events;
 mod simulate;
 mod test;
 mod validate;
@@ -41,6 +44,12 @@ enum Command {
     Run(run::Args),
     /// Run every JourneyTest of a config repository.
     Test(test::TestArgs),
+    /// Post a JSON lines file of events to a running engine, in batches.
+    SendEvents(send_events::Args),
+    /// Show what the engine knows: `inspect user ID`.
+    Inspect(inspect::Args),
+    /// The dead-letter queue: `dlq list`, `dlq replay ID|--all`.
+    Dlq(dlq::Args),
     /// A language server over stdio: live diagnostics, definitions,
     /// references, completion and hover for a config repository.
     Lsp(lsp::Args),
@@ -79,6 +88,9 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Test(args) => test::run(args),
         Command::Run(args) => run::run(args),
+        Command::SendEvents(args) => send_events::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Dlq(args) => dlq::run(args),
         Command::Lsp(args) => lsp::run(args),
         Command::Schemas { dir } => journeys::schema::write_all(&dir)
             .map(|()| {

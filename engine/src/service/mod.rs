@@ -22,6 +22,7 @@
 //! anything: ingests are answered 503, `/readyz` turns 503, and the process
 //! keeps serving until it is restarted (recovery then replays the log).
 
+pub mod client;
 pub mod run;
 pub mod workers;
 

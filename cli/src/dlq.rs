@@ -1,0 +1,125 @@
+//! `sluice dlq list` and `sluice dlq replay ID|--all` (RUN.md §4), on the
+//! store when no engine runs on it, else through the API.
+
+use std::process::ExitCode;
+
+use engine::clock::Clock;
+use engine::engine::Replay;
+use engine::service::client;
+use miette::miette;
+use serde_json::Value;
+
+use crate::inspect::{Source, Via};
+use crate::Format;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub what: What,
+}
+
+#[derive(clap::Subcommand)]
+pub enum What {
+    /// The dead letters, oldest first.
+    List(ListArgs),
+    /// Re-queue dead letters with their keys; one that is delivered leaves
+    /// the queue.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub source: Source,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    /// The dead letter's id (from `dlq list`); with `--all`, the first
+    /// argument is DIR.
+    #[arg(required_unless_present = "all", value_name = "ID")]
+    pub id: Option<String>,
+    /// Every dead letter.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub source: Source,
+}
+
+pub fn run(args: Args) -> miette::Result<ExitCode> {
+    match args.what {
+        What::List(a) => list(a),
+        What::Replay(a) => replay(a),
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn list(args: ListArgs) -> miette::Result<ExitCode> {
+    let (letters, _) = args.source.with(
+        |config, store| client::dead_letters_store(config, store, client::DLQ_LIMIT),
+        |c| c.dead_letters(client::DLQ_LIMIT),
+    )?;
+    match args.format {
+        Format::Json => println!("{}", Value::Array(letters)),
+        Format::Human => {
+            if letters.is_empty() {
+                println!("no dead letters");
+            }
+            for l in &letters {
+                println!(
+                    "{} {} user {} {}/{} {} attempts {} key {}: {}",
+                    text(&l["id"]),
+                    text(&l["at"]),
+                    text(&l["user"]),
+                    text(&l["journey"]),
+                    text(&l["step"]),
+                    text(&l["channel"]),
+                    text(&l["attempts"]),
+                    text(&l["key"]),
+                    text(&l["reason"]),
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(mut args: ReplayArgs) -> miette::Result<ExitCode> {
+    let which = match args.id.take() {
+        // `dlq replay --all DIR`: the one positional is the directory.
+        Some(dir) if args.all && args.source.dir == std::path::Path::new(".") => {
+            args.source.dir = dir.into();
+            Replay::All
+        }
+        None if args.all => Replay::All,
+        Some(id) if !args.all => Replay::One(id.parse().map_err(|_| {
+            miette!("`{id}` is not a dead letter's id (a number from `sluice dlq list`)")
+        })?),
+        _ => return Err(miette!("give a dead letter's id or --all, not both")),
+    };
+    let now = engine::clock::WallClock.now_millis();
+    let (n, via) = args.source.with(
+        |config, store| client::replay_store(config, store, which, now),
+        |c| c.replay(which),
+    )?;
+    println!("replayed {n}");
+    if n > 0 && via == Via::Store {
+        eprintln!("re-queued in the store: `sluice run` delivers them when it next starts");
+    }
+    if n == 0 {
+        if let Replay::One(id) = which {
+            eprintln!("no dead letter {id} that can be replayed");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
