@@ -1,7 +1,9 @@
 //! The `sluice` binary: argument parsing and output formatting only. Every
 //! decision is made in the `journeys` and `engine` crates.
 
+mod graph;
 mod lsp;
+mod plan;
 mod simulate;
 mod test;
 mod validate;
@@ -41,6 +43,11 @@ enum Command {
     /// A language server over stdio: live diagnostics, definitions,
     /// references, completion and hover for a config repository.
     Lsp(lsp::Args),
+    /// What deploying DIR would change, compared with another checkout
+    /// (`--base`): exit 0 no changes, 2 changes, 1 error.
+    Plan(plan::Args),
+    /// Draw a journey's state machine (Mermaid or Graphviz dot).
+    Graph(graph::Args),
     /// Write the JSON Schema of every kind to DIR (for editor completion).
     Schemas {
         /// Where to write `<Kind>.schema.json` and `sluice.schema.json`.
@@ -76,6 +83,8 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Test(args) => test::run(args),
         Command::Lsp(args) => lsp::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Graph(args) => graph::run(args),
         Command::Schemas { dir } => journeys::schema::write_all(&dir)
             .map(|()| {
                 println!("wrote schemas to {}", dir.display());
