@@ -2,8 +2,10 @@
 //! decision is made in the `journeys` and `engine` crates.
 
 mod dlq;
+mod graph;
 mod inspect;
 mod lsp;
+mod plan;
 mod run;
 mod send_events;
 mod simulate;
@@ -53,6 +55,11 @@ enum Command {
     /// A language server over stdio: live diagnostics, definitions,
     /// references, completion and hover for a config repository.
     Lsp(lsp::Args),
+    /// What deploying DIR would change, compared with another checkout
+    /// (`--base`): exit 0 no changes, 2 changes, 1 error.
+    Plan(plan::Args),
+    /// Draw a journey's state machine (Mermaid or Graphviz dot).
+    Graph(graph::Args),
     /// Write the JSON Schema of every kind to DIR (for editor completion).
     Schemas {
         /// Where to write `<Kind>.schema.json` and `sluice.schema.json`.
@@ -92,6 +99,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Dlq(args) => dlq::run(args),
         Command::Lsp(args) => lsp::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Graph(args) => graph::run(args),
         Command::Schemas { dir } => journeys::schema::write_all(&dir)
             .map(|()| {
                 println!("wrote schemas to {}", dir.display());

@@ -381,8 +381,13 @@ pub fn plan(base: &Side, head: &Side, in_flight: Option<&dyn InFlight>) -> Plan 
     out
 }
 
+/// The compiled journey of a Journey document (a Segment or Template may
+/// share a journey's id).
 fn journey_of<'s>(side: &'s Side, r: &Resource<'_>) -> Option<&'s Arc<compiled::Journey>> {
-    side.config.journey(&r.loaded.document.id().value)
+    match &r.loaded.document {
+        Document::Journey(j) => side.config.journey(&j.id.value),
+        _ => None,
+    }
 }
 
 fn created(r: &Resource<'_>, side: &Side) -> Change {

@@ -1,0 +1,306 @@
+//! `sluice plan [DIR] --base DIR2 [--format human|json|markdown]`: what
+//! deploying DIR over DIR2 would change (`journeys::plan`), printed for a
+//! person, as CLI.md's JSON, or as a pull-request comment. Exit 0 when
+//! nothing changes, 2 when something does, 1 on an error (an invalid
+//! config on either side, a journey whose version was not bumped).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use journeys::plan::{self, Action, Change, Plan, Side, Which};
+use journeys::Diagnostics;
+
+/// The first line of the markdown output: CI finds its previous comment by it.
+pub const MARKER: &str = "<!-- sluice-plan -->";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum PlanFormat {
+    #[default]
+    Human,
+    Json,
+    /// A pull-request comment (GitHub Markdown with Mermaid).
+    Markdown,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The config repository to deploy (the head).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Compare with this checkout instead of the deployed state.
+    #[arg(long, value_name = "DIR2")]
+    pub base: Option<PathBuf>,
+    /// Compare with the deployed state in this store (not available yet).
+    #[arg(long, value_name = "PATH", conflicts_with = "base")]
+    pub store: Option<PathBuf>,
+    /// Compare with the deployed state of a running engine (not available yet).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["base", "store"])]
+    pub server: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: PlanFormat,
+}
+
+pub fn run(args: Args) -> miette::Result<ExitCode> {
+    if args.store.is_some() || args.server.is_some() {
+        let flag = if args.store.is_some() {
+            "--store"
+        } else {
+            "--server"
+        };
+        return Err(miette::miette!(
+            help = "compare with another checkout: sluice plan DIR --base DIR2",
+            "{flag} is not available yet: use --base"
+        ));
+    }
+    let Some(base_dir) = args.base.clone() else {
+        return Err(miette::miette!(
+            help = "compare with another checkout: sluice plan DIR --base DIR2",
+            "plan needs --base DIR2 (plans against a store or server are not available yet)"
+        ));
+    };
+    let sides = Side::load(&base_dir, Which::Base)
+        .and_then(|base| Side::load(&args.dir, Which::Head).map(|head| (base, head)));
+    let (base, head) = match sides {
+        Ok(s) => s,
+        Err(plan::Error::Invalid {
+            which,
+            dir,
+            diagnostics,
+        }) => {
+            let title = format!("the {which} config `{}` is invalid", dir.display());
+            report_errors(args.format, &title, &diagnostics);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let plan = plan::plan(&base, &head, None);
+    if plan.diagnostics.has_errors() {
+        report_errors(
+            args.format,
+            "a changed journey keeps its version",
+            &plan.diagnostics,
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let text = match args.format {
+        PlanFormat::Json => format!("{}\n", plan.to_json()),
+        PlanFormat::Human => human(&plan, &base, &head),
+        PlanFormat::Markdown => markdown(&plan, &base, &head),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    Ok(if plan.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// Diagnostics on stderr as validate prints them; with `json` the
+/// validate document on stdout, with `markdown` a comment saying why.
+fn report_errors(format: PlanFormat, title: &str, diags: &Diagnostics) {
+    let mut err = std::io::stderr().lock();
+    for d in diags.iter() {
+        if writeln!(err, "{:?}", d.to_report()).is_err() {
+            break;
+        }
+    }
+    let n = diags.errors().count();
+    let _ = writeln!(err, "{title}: {n} error{}", if n == 1 { "" } else { "s" });
+    let mut out = std::io::stdout().lock();
+    let _ = match format {
+        PlanFormat::Human => Ok(()),
+        PlanFormat::Json => writeln!(out, "{}", diags.to_json()),
+        PlanFormat::Markdown => {
+            let mut s = format!("{MARKER}\n### sluice plan: failed\n\n{title}:\n\n");
+            for d in diags.errors() {
+                let _ = writeln!(
+                    s,
+                    "- `{}:{}:{}` **{}**: {}",
+                    d.file_name(),
+                    d.span.line,
+                    d.span.column,
+                    d.code.as_str(),
+                    md_escape(&d.message)
+                );
+            }
+            write!(out, "{s}")
+        }
+    };
+}
+
+fn summary(plan: &Plan) -> String {
+    format!(
+        "{} to create, {} to update, {} to delete",
+        plan.count(Action::Create),
+        plan.count(Action::Update),
+        plan.count(Action::Delete)
+    )
+}
+
+fn sign(a: Action) -> &'static str {
+    match a {
+        Action::Create => "+",
+        Action::Update => "~",
+        Action::Delete => "-",
+    }
+}
+
+/// What a step does, from whichever side still has it.
+fn step_text(side: &Side, journey: &str, step: &str) -> String {
+    side.config
+        .journey(journey)
+        .and_then(|j| j.states.iter().find(|s| s.id == step))
+        .map(|s| journeys::graph::describe(&s.action))
+        .unwrap_or_default()
+}
+
+fn versions(c: &Change) -> String {
+    match c.journey.as_ref().map(|j| (j.from_version, j.to_version)) {
+        Some((Some(a), Some(b))) => format!("v{a} → v{b}"),
+        Some((None, Some(b))) => format!("v{b}"),
+        Some((Some(a), None)) => format!("v{a}"),
+        _ => String::new(),
+    }
+}
+
+fn human(plan: &Plan, base: &Side, head: &Side) -> String {
+    if plan.is_empty() {
+        return "No changes: the head config deploys exactly what the base has.\n".to_owned();
+    }
+    let mut s = String::new();
+    for c in &plan.changes {
+        let v = versions(c);
+        let _ = write!(
+            s,
+            "{} {} {} {}",
+            sign(c.action),
+            c.action.as_str(),
+            c.kind,
+            c.id
+        );
+        if !v.is_empty() {
+            let _ = write!(s, " ({v})");
+        }
+        s.push('\n');
+        if !c.fields.is_empty() {
+            let _ = writeln!(s, "    fields: {}", c.fields.join(", "));
+        }
+        let Some(j) = &c.journey else { continue };
+        if c.action == Action::Update {
+            for id in &j.steps.added {
+                let _ = writeln!(s, "    + step {id}: {}", step_text(head, &c.id, id));
+            }
+            for id in &j.steps.removed {
+                let _ = writeln!(s, "    - step {id}: {}", step_text(base, &c.id, id));
+            }
+            for (id, parts) in &j.steps.changed {
+                let _ = writeln!(
+                    s,
+                    "    ~ step {id}: {} [{}]",
+                    step_text(head, &c.id, id),
+                    parts.join(", ")
+                );
+            }
+        }
+        if let Some(f) = &j.in_flight {
+            let _ = writeln!(
+                s,
+                "    in flight: {} live, {} at removed steps, {} migrated",
+                f.live, f.at_removed_steps, f.migrated
+            );
+        }
+    }
+    let _ = writeln!(s, "\nPlan: {}.", summary(plan));
+    s
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn markdown(plan: &Plan, base: &Side, head: &Side) -> String {
+    let mut s = format!("{MARKER}\n");
+    if plan.is_empty() {
+        s.push_str("### sluice plan: no changes\n");
+        return s;
+    }
+    let _ = writeln!(s, "### sluice plan: {}\n", summary(plan));
+    s.push_str("| | kind | id | change |\n|---|---|---|---|\n");
+    for c in &plan.changes {
+        let mut what = c.action.as_str().to_owned();
+        let v = versions(c);
+        if !v.is_empty() {
+            let _ = write!(what, " {v}");
+        }
+        if !c.fields.is_empty() {
+            let _ = write!(what, ": {}", c.fields.join(", "));
+        }
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | `{}` | {} |",
+            sign(c.action),
+            c.kind,
+            c.id,
+            md_escape(&what)
+        );
+    }
+    for c in &plan.changes {
+        let Some(j) = &c.journey else { continue };
+        if c.action == Action::Delete {
+            continue;
+        }
+        let _ = writeln!(s, "\n#### Journey `{}` ({})\n", c.id, versions(c));
+        if c.action == Action::Update && !j.steps.is_empty() {
+            s.push_str("| step | change | does |\n|---|---|---|\n");
+            for id in &j.steps.added {
+                let _ = writeln!(
+                    s,
+                    "| `{id}` | added | {} |",
+                    md_escape(&step_text(head, &c.id, id))
+                );
+            }
+            for id in &j.steps.removed {
+                let _ = writeln!(
+                    s,
+                    "| `{id}` | removed | {} |",
+                    md_escape(&step_text(base, &c.id, id))
+                );
+            }
+            for (id, parts) in &j.steps.changed {
+                let _ = writeln!(
+                    s,
+                    "| `{id}` | changed: {} | {} |",
+                    parts.join(", "),
+                    md_escape(&step_text(head, &c.id, id))
+                );
+            }
+            s.push('\n');
+        } else if c.action == Action::Update {
+            s.push_str("No step changed.\n\n");
+        }
+        if let Some(f) = &j.in_flight {
+            let _ = writeln!(
+                s,
+                "In flight: **{}** live, **{}** at removed steps, **{}** migrated.\n",
+                f.live, f.at_removed_steps, f.migrated
+            );
+        }
+        if let Some(journey) = head.config.journey(&c.id) {
+            let marks = journeys::graph::Marks {
+                added: j.steps.added.iter().cloned().collect(),
+                changed: j.steps.changed.iter().map(|(id, _)| id.clone()).collect(),
+            };
+            let _ = write!(
+                s,
+                "```mermaid\n{}```\n",
+                journeys::graph::mermaid(journey, &marks)
+            );
+        }
+    }
+    s
+}
