@@ -464,7 +464,7 @@ impl Kv for View<'_> {
                 break;
             }
             pending.insert(k.clone(), v.clone());
-            if pending.len() > limit * 2 {
+            if pending.len() > limit.saturating_mul(2) {
                 break;
             }
         }
