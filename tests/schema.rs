@@ -88,8 +88,21 @@ fn valid_repositories() -> Vec<PathBuf> {
     let mut more: Vec<PathBuf> = std::fs::read_dir(&fixtures)
         .expect("fixtures")
         .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_dir())
+        .filter(|p| p.is_dir() && !p.ends_with("plan"))
         .collect();
+    // `plan/<case>/{base,head}` are pairs of repositories.
+    let plan = fixtures.join("plan");
+    if let Ok(cases) = std::fs::read_dir(&plan) {
+        for case in cases {
+            let case = case.expect("entry").path();
+            for side in ["base", "head"] {
+                let dir = case.join(side);
+                if dir.is_dir() {
+                    more.push(dir);
+                }
+            }
+        }
+    }
     more.sort();
     dirs.extend(more);
     dirs
