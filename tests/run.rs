@@ -1158,11 +1158,7 @@ fn webhooks_are_signed_retried_dead_lettered_and_replayed() {
 /// event starts a new profile (and the journey can be entered again, its
 /// history being gone).
 #[test]
-#[ignore = "fails: after DELETE, the new profile's welcome is logged `sent` but no new maildir file appears \
-(its key looks identical to the erased message's: keys come from (journey, version, user, instance, step) \
-and the instance numbering restarts); and polling GET /v1/users/{id} while writes are buffered panics the \
-writer thread in debug builds (store/buffer.rs View::scan `limit * 2` with limit = usize::MAX from \
-messages.rs user_messages)"]
+#[ignore = "known bug (issue 9 note): after DELETE, a new user with the same id restarts instance numbering, so the new welcome email gets the erased message's key (same Message-ID file, receivers drop it)"]
 fn erasure_forgets_the_user_and_a_later_event_starts_afresh() {
     let hooks = quiet_receiver();
     let s = Service::new(hooks.port);
