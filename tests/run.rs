@@ -952,7 +952,9 @@ fn the_welcome_email_and_one_click_unsubscribe() {
     // in. 404 and no change.
     let mut forged = token.to_owned();
     let last = forged.pop().expect("token");
-    forged.push(if last == 'A' { 'B' } else { 'A' });
+    // Another hex digit (not the same digit in another case: hex decoding
+    // ignores case, so `a` → `A` would be the same token).
+    forged.push(if last == '0' { '1' } else { '0' });
     for bad in [forged, format!("x{token}"), "nothing".to_owned()] {
         let r = try_http(
             s.port,
