@@ -67,6 +67,22 @@ pub struct DispatchError {
     pub retry_after: Option<Millis>,
 }
 
+/// What a provider learned about the recipient's addresses while
+/// delivering (RUN.md §3): applied to the user's profile by the writer in
+/// the commit that records the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "news", rename_all = "snake_case")]
+pub enum AddressNews {
+    /// The address refused the message for good (an SMTP 5xx for the
+    /// recipient, a hard bounce): `email_status: bounced` while the
+    /// profile's `email` is still this address.
+    EmailBounced { address: String },
+    /// The push provider says this token is no longer registered
+    /// (FCM `UNREGISTERED`, APNs `BadDeviceToken`/410): it leaves the
+    /// user's `push_tokens`.
+    PushTokenGone { token: String },
+}
+
 /// Hands messages to their channel.
 pub trait Dispatcher: Send {
     fn dispatch(&mut self, message: &Message) -> Result<(), DispatchError>;

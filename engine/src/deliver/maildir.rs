@@ -195,6 +195,7 @@ impl Inner {
             return Ok(Delivered {
                 detail: name,
                 duplicate: true,
+                news: Vec::new(),
             });
         }
         let tmp = self.tmp.join(format!(
@@ -225,6 +226,7 @@ impl Inner {
                 return Ok(Delivered {
                     detail: name,
                     duplicate: true,
+                    news: Vec::new(),
                 })
             }
             Err(e) => return Err(transient("cannot link into", &target, e)),
@@ -248,6 +250,7 @@ impl Inner {
         Ok(Delivered {
             detail: name,
             duplicate: false,
+            news: Vec::new(),
         })
     }
 }

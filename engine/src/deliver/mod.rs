@@ -30,7 +30,7 @@ use serde::Serialize;
 use journeys::compiled::{Channel, EmailProvider, Project, PushProvider};
 
 use crate::clock::Millis;
-use crate::dispatch::Message;
+use crate::dispatch::{AddressNews, Message};
 
 pub mod maildir;
 pub mod pushfile;
@@ -76,6 +76,19 @@ pub struct Delivered {
     /// The provider already had this key (a repeated delivery that did
     /// nothing, as after a crash before the result was recorded).
     pub duplicate: bool,
+    /// What the provider said about the addresses (a push token of
+    /// several that is gone, while the others took the message).
+    pub news: Vec<AddressNews>,
+}
+
+impl Delivered {
+    pub fn new(detail: impl Into<String>) -> Delivered {
+        Delivered {
+            detail: detail.into(),
+            duplicate: false,
+            news: Vec::new(),
+        }
+    }
 }
 
 /// Whether trying again may help.
@@ -98,6 +111,9 @@ pub struct Failure {
     pub reason: String,
     /// The provider asked to wait at least this long (`Retry-After`).
     pub retry_after: Option<Duration>,
+    /// What the provider said about the addresses (an SMTP 5xx for the
+    /// recipient: bounced; every push token gone).
+    pub news: Vec<AddressNews>,
 }
 
 impl Failure {
@@ -106,6 +122,7 @@ impl Failure {
             kind: FailureKind::Transient,
             reason: reason.into(),
             retry_after: None,
+            news: Vec::new(),
         }
     }
 
@@ -114,11 +131,17 @@ impl Failure {
             kind: FailureKind::Permanent,
             reason: reason.into(),
             retry_after: None,
+            news: Vec::new(),
         }
     }
 
     pub fn with_retry_after(mut self, after: Option<Duration>) -> Failure {
         self.retry_after = after;
+        self
+    }
+
+    pub fn with_news(mut self, news: AddressNews) -> Failure {
+        self.news.push(news);
         self
     }
 

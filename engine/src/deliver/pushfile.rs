@@ -219,6 +219,7 @@ impl Shared {
                 return Ok(Delivered {
                     detail: "push.jsonl".into(),
                     duplicate: true,
+                    news: Vec::new(),
                 });
             }
             if let Err(e) = w.file.write_all(&line) {
@@ -256,6 +257,7 @@ impl Shared {
         Ok(Delivered {
             detail: "push.jsonl".into(),
             duplicate: false,
+            news: Vec::new(),
         })
     }
 }

@@ -274,6 +274,7 @@ pub fn classify(
         return Ok(Delivered {
             detail: format!("HTTP {}", status.as_u16()),
             duplicate: false,
+            news: Vec::new(),
         });
     }
     let mut reason = format!("HTTP {status}");

@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::clock::{format_ts, Millis};
+use crate::dispatch::AddressNews;
 use crate::store::messages::Messages;
 use crate::store::outbox::OutboxEntry;
 use crate::store::users;
@@ -153,6 +154,50 @@ impl Engine {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Applies what a provider learned about `user`'s addresses
+    /// (RUN.md §3): a bounced email address gets `email_status: bounced`
+    /// while the profile still holds it; a push token that is gone leaves
+    /// `push_tokens`. Each change is a profile change at `now`, as an
+    /// `identify` would make it.
+    pub fn address_news(
+        &mut self,
+        user: &str,
+        news: &[AddressNews],
+        now: Millis,
+    ) -> Result<(), Error> {
+        for n in news {
+            let Some(rec) = self.user(user)? else {
+                return Ok(());
+            };
+            match n {
+                AddressNews::EmailBounced { address } => {
+                    let current = rec.profile.get("email").and_then(Value::as_str);
+                    if current.is_some_and(|c| c.eq_ignore_ascii_case(address))
+                        && rec.profile.get("email_status").and_then(Value::as_str)
+                            != Some("bounced")
+                    {
+                        self.unit(user, now, Step::Set("email_status", json!("bounced")))?;
+                    }
+                }
+                AddressNews::PushTokenGone { token } => {
+                    let Some(tokens) = rec.profile.get("push_tokens").and_then(Value::as_array)
+                    else {
+                        continue;
+                    };
+                    if tokens.iter().any(|t| t.as_str() == Some(token)) {
+                        let kept: Vec<Value> = tokens
+                            .iter()
+                            .filter(|t| t.as_str() != Some(token))
+                            .cloned()
+                            .collect();
+                        self.unit(user, now, Step::Set("push_tokens", Value::Array(kept)))?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sets one profile path (e.g. `subscriptions.marketing` to `false`)

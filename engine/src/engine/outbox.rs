@@ -14,7 +14,7 @@
 use journeys::compiled::RetryPolicy;
 
 use crate::clock::Millis;
-use crate::dispatch::{DispatchError, Message};
+use crate::dispatch::{AddressNews, DispatchError, Message};
 use crate::output::{Kind, Line, Outcome};
 use crate::store::outbox::{Outbox, OutboxEntry};
 use crate::store::timers::{Timer, TimerKind};
@@ -94,16 +94,21 @@ impl Engine {
         Ok(self.store.view().outbox(after, limit)?)
     }
 
-    /// A delivery worker's result for entry `id`.
+    /// A delivery worker's result for entry `id`, with what the provider
+    /// learned about the user's addresses.
     pub fn delivered(
         &mut self,
         id: u64,
         result: Result<(), DispatchError>,
+        news: &[AddressNews],
         now: Millis,
     ) -> Result<(), Error> {
         let Some(entry) = self.store.view().outbox_entry(id)? else {
             return Ok(());
         };
+        if !news.is_empty() {
+            self.address_news(&entry.message.user, news, now)?;
+        }
         match result {
             Ok(()) => {
                 self.delivered_ok(&entry);

@@ -41,7 +41,7 @@ use journeys::event::Event;
 use crate::api::{self, Appended, Unavailable, Unsubscribed};
 use crate::clock::{Clock, Millis};
 use crate::deliver::sign::UnsubscribeSigner;
-use crate::dispatch::DispatchError;
+use crate::dispatch::{AddressNews, DispatchError};
 use crate::engine::{Engine, Replay};
 use crate::machine::event::Ingested;
 use crate::store::outbox::OutboxEntry;
@@ -68,6 +68,8 @@ pub enum Command {
         id: u64,
         channel: Channel,
         result: Result<(), DispatchError>,
+        /// What the provider learned about the user's addresses.
+        news: Vec<AddressNews>,
     },
     User {
         id: String,
@@ -303,9 +305,10 @@ impl<O: Outlet> Writer<O> {
                     id,
                     channel,
                     result,
+                    news,
                 } => {
                     self.in_flight.remove(&id);
-                    self.engine.delivered(id, result, now)?;
+                    self.engine.delivered(id, result, &news, now)?;
                     if self.overflow.contains_key(&channel) {
                         self.backlog.insert(channel, ());
                     }

@@ -91,9 +91,14 @@ pub fn spawn(
                         attempt = attempt.number
                     );
                     let _enter = span.enter();
+                    let news;
                     let result = match provider.deliver(&entry.message, attempt).await {
-                        Ok(_) => Ok(()),
-                        Err(f) => {
+                        Ok(d) => {
+                            news = d.news;
+                            Ok(())
+                        }
+                        Err(mut f) => {
+                            news = std::mem::take(&mut f.news);
                             tracing::info!(reason = %f.reason, permanent = f.is_permanent(), "delivery failed");
                             Err(DispatchError {
                                 retriable: !f.is_permanent(),
@@ -108,6 +113,7 @@ pub fn spawn(
                         id: entry.id,
                         channel,
                         result,
+                        news,
                     });
                     busy.fetch_sub(1, Ordering::SeqCst);
                     drop(permit);
