@@ -1160,7 +1160,6 @@ fn webhooks_are_signed_retried_dead_lettered_and_replayed() {
 /// event starts a new profile (and the journey can be entered again, its
 /// history being gone).
 #[test]
-#[ignore = "known bug (issue 9 note): after DELETE, a new user with the same id restarts instance numbering, so the new welcome email gets the erased message's key (same Message-ID file, receivers drop it)"]
 fn erasure_forgets_the_user_and_a_later_event_starts_afresh() {
     let hooks = quiet_receiver();
     let s = Service::new(hooks.port);

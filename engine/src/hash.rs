@@ -32,6 +32,8 @@ pub fn split_point(journey: &str, step: &str, user: &str) -> u32 {
 }
 
 /// The idempotency key of a message: stable over retries and deferrals.
+/// `instance` is the instance's store-wide id, which is never reused (not
+/// even for a user erased and created again under the same id).
 pub fn message_key(journey: &str, version: u32, user: &str, instance: u64, step: &str) -> String {
     let d = digest(&[
         journey,

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use serde_json::Map;
 
 use engine::deliver::webhook::{self, Webhook};
@@ -47,17 +45,16 @@ async fn delivered_retried_and_dead() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = PushFile::open(dir.path().join("push.jsonl")).expect("open");
     let backoff = Backoff::new(3, Duration::from_secs(1), Duration::from_secs(60));
-    let mut rng = StdRng::seed_from_u64(9);
     let first = Attempt {
         number: 1,
         now: NOW,
     };
 
-    let o = attempt(&file, &push("k1", &["tok"]), first, &backoff, &mut rng).await;
+    let o = attempt(&file, &push("k1", &["tok"]), first, &backoff).await;
     assert_eq!(o.result(), "ok");
     assert!(matches!(o, Outcome::Delivered(d) if !d.duplicate));
 
-    let o = attempt(&file, &push("k2", &[]), first, &backoff, &mut rng).await;
+    let o = attempt(&file, &push("k2", &[]), first, &backoff).await;
     assert_eq!(
         o,
         Outcome::Dead {
@@ -89,7 +86,7 @@ async fn delivered_retried_and_dead() {
     );
     for n in 1..=2u32 {
         let now = NOW + i64::from(n) * 10_000;
-        match attempt(&hook, &m, Attempt { number: n, now }, &backoff, &mut rng).await {
+        match attempt(&hook, &m, Attempt { number: n, now }, &backoff).await {
             Outcome::Retry { next, at, reason } => {
                 assert_eq!(next, n + 1);
                 let cap = 1000 * (1i64 << (n - 1));
@@ -107,7 +104,6 @@ async fn delivered_retried_and_dead() {
             now: NOW,
         },
         &backoff,
-        &mut rng,
     )
     .await
     {

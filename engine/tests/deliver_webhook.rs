@@ -284,7 +284,6 @@ async fn answers_are_classified_and_retry_after_is_honoured() {
     let (base, r) = start().await;
     let w = provider(Some(SECRET), Duration::from_secs(2));
     let backoff = Backoff::new(5, Duration::from_millis(10), Duration::from_millis(50));
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
 
     // 500, then 200: one retry, delivered on the second attempt.
     let m = hook("k-flaky", "POST", format!("{base}/flaky"), &[]);
@@ -292,7 +291,7 @@ async fn answers_are_classified_and_retry_after_is_honoured() {
     assert_eq!(f.kind, FailureKind::Transient);
     assert_eq!(f.reason, "HTTP 500 Internal Server Error: oops");
     assert!(
-        matches!(backoff.decide(1, &f, &mut rng), Decision::Retry { after } if after <= Duration::from_millis(10))
+        matches!(backoff.decide(&m.key, 1, &f), Decision::Retry { after } if after <= Duration::from_millis(10))
     );
     let a2 = Attempt { number: 2, ..now() };
     w.deliver(&m, a2).await.expect("delivered on retry");
@@ -303,7 +302,7 @@ async fn answers_are_classified_and_retry_after_is_honoured() {
     let f = w.deliver(&m, now()).await.expect_err("429");
     assert_eq!(f.kind, FailureKind::Transient);
     assert_eq!(f.retry_after, Some(Duration::from_secs(7)));
-    match backoff.decide(1, &f, &mut rng) {
+    match backoff.decide(&m.key, 1, &f) {
         Decision::Retry { after } => assert!(after >= Duration::from_secs(7)),
         d => panic!("{d:?}"),
     }
@@ -332,7 +331,7 @@ async fn answers_are_classified_and_retry_after_is_honoured() {
         assert_eq!(f.kind, FailureKind::Permanent, "{path}");
         assert!(f.reason.starts_with(start), "{path}: {}", f.reason);
         assert_eq!(
-            backoff.decide(1, &f, &mut rng),
+            backoff.decide(&m.key, 1, &f),
             Decision::Dead {
                 attempts: 1,
                 reason: f.reason.clone()

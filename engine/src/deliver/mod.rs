@@ -199,16 +199,15 @@ impl Outcome {
 /// One attempt at `message` through `provider`, decided with `backoff`:
 /// the single call a delivery worker makes per outbox entry. `attempt.now`
 /// is the engine's clock; a retry's time is `now` plus the backoff's delay.
-pub async fn attempt<R: rand::Rng + ?Sized>(
+pub async fn attempt(
     provider: &dyn Provider,
     message: &Message,
     attempt: Attempt,
     backoff: &Backoff,
-    rng: &mut R,
 ) -> Outcome {
     match provider.deliver(message, attempt).await {
         Ok(d) => Outcome::Delivered(d),
-        Err(failure) => match backoff.decide(attempt.number, &failure, rng) {
+        Err(failure) => match backoff.decide(&message.key, attempt.number, &failure) {
             Decision::Retry { after } => Outcome::Retry {
                 next: attempt.number.saturating_add(1),
                 at: attempt

@@ -5,12 +5,13 @@
 //! failure, the dead-letter queue. The Project's `retry` (FORMAT.md §3:
 //! `{ max_attempts: 8, initial: 1s, max: 10m }` by default) sets it.
 //!
-//! The random draw comes from the caller's RNG, so a seeded RNG gives a
-//! reproducible schedule.
+//! The "random" draw is a hash of the message key and the attempt number,
+//! so a replay of the same failures waits the same times (`simulate` stays
+//! deterministic, a restarted service keeps its schedule) while different
+//! messages spread out. This is the one retry schedule: the engine's
+//! outbox and the providers' tests both use it.
 
 use std::time::Duration;
-
-use rand::Rng;
 
 use journeys::compiled::RetryPolicy;
 
@@ -45,11 +46,10 @@ impl Backoff {
 
     /// The Project's compiled `retry`.
     pub fn from_policy(policy: &RetryPolicy) -> Backoff {
-        Backoff::new(
-            policy.max_attempts,
-            Duration::from_secs(policy.initial.secs()),
-            Duration::from_secs(policy.max.secs()),
-        )
+        let ms = |d: journeys::scalar::Duration| {
+            Duration::from_millis(u64::try_from(d.millis()).unwrap_or(0))
+        };
+        Backoff::new(policy.max_attempts, ms(policy.initial), ms(policy.max))
     }
 
     /// The upper bound of the delay after the `attempt`-th failed try
@@ -62,13 +62,24 @@ impl Backoff {
         Duration::from_millis(initial.saturating_mul(factor).min(max))
     }
 
-    /// Decides after the `attempt`-th try (1-based) failed with `failure`.
-    pub fn decide<R: Rng + ?Sized>(
-        &self,
-        attempt: u32,
-        failure: &Failure,
-        rng: &mut R,
-    ) -> Decision {
+    /// The jittered delay after the `attempt`-th failed try of the message
+    /// with `key`: uniform in `[0, cap(attempt)]`, the same for the same key
+    /// and attempt.
+    pub fn delay(&self, key: &str, attempt: u32) -> Duration {
+        let cap = u64::try_from(self.cap(attempt).as_millis()).unwrap_or(u64::MAX);
+        // FNV-1a over the key and the attempt: 53 bits make the fraction.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.bytes().chain(attempt.to_be_bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        let fraction = (h >> 11) as f64 / (1u64 << 53) as f64;
+        Duration::from_millis((cap as f64 * fraction).round() as u64)
+    }
+
+    /// Decides after the `attempt`-th try (1-based) of the message with
+    /// `key` failed with `failure`.
+    pub fn decide(&self, key: &str, attempt: u32, failure: &Failure) -> Decision {
         if failure.is_permanent() {
             return Decision::Dead {
                 attempts: attempt,
@@ -85,8 +96,7 @@ impl Backoff {
                 ),
             };
         }
-        let cap = u64::try_from(self.cap(attempt).as_millis()).unwrap_or(u64::MAX);
-        let jittered = Duration::from_millis(rng.gen_range(0..=cap));
+        let jittered = self.delay(key, attempt);
         let after = match failure.retry_after {
             Some(at_least) => jittered.max(at_least),
             None => jittered,
@@ -99,8 +109,6 @@ impl Backoff {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use rand::rngs::StdRng;
-    use rand::SeedableRng;
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
@@ -112,18 +120,17 @@ mod tests {
         let caps: Vec<u64> = (1..=12).map(|n| b.cap(n).as_secs()).collect();
         assert_eq!(caps, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]);
         assert_eq!(b.cap(u32::MAX), secs(600));
-        let mut rng = StdRng::seed_from_u64(7);
         let f = Failure::transient("HTTP 503");
-        assert!(matches!(b.decide(7, &f, &mut rng), Decision::Retry { .. }));
+        assert!(matches!(b.decide("k", 7, &f), Decision::Retry { .. }));
         assert_eq!(
-            b.decide(8, &f, &mut rng),
+            b.decide("k", 8, &f),
             Decision::Dead {
                 attempts: 8,
                 reason: "gave up after 8 attempts: HTTP 503".into()
             }
         );
         assert_eq!(
-            b.decide(1, &Failure::permanent("HTTP 400"), &mut rng),
+            b.decide("k", 1, &Failure::permanent("HTTP 400")),
             Decision::Dead {
                 attempts: 1,
                 reason: "HTTP 400".into()
@@ -132,17 +139,15 @@ mod tests {
     }
 
     #[test]
-    fn a_seeded_rng_gives_the_same_schedule() {
+    fn the_same_key_gets_the_same_schedule_and_keys_spread() {
         let b = Backoff::new(10, secs(1), secs(60));
         let f = Failure::transient("down");
-        let run = |seed| {
-            let mut rng = StdRng::seed_from_u64(seed);
-            (1..10)
-                .map(|n| b.decide(n, &f, &mut rng))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(run(42), run(42));
-        assert_ne!(run(42), run(43));
+        let run = |key: &str| (1..10).map(|n| b.decide(key, n, &f)).collect::<Vec<_>>();
+        assert_eq!(run("a"), run("a"));
+        assert_ne!(run("a"), run("b"));
+        let distinct: std::collections::BTreeSet<_> =
+            (0..50).map(|k| b.delay(&format!("k{k}"), 5)).collect();
+        assert!(distinct.len() > 40, "{distinct:?}");
     }
 
     #[test]
@@ -160,20 +165,19 @@ mod tests {
     proptest! {
         #[test]
         fn delays_stay_within_the_cap_and_respect_retry_after(
-            seed in any::<u64>(),
+            key in "[a-z0-9]{1,12}",
             initial_ms in 0u64..5_000,
             max_ms in 0u64..3_600_000,
             attempt in 1u32..40,
             retry_after_ms in proptest::option::of(0u64..7_200_000),
         ) {
             let b = Backoff::new(64, Duration::from_millis(initial_ms), Duration::from_millis(max_ms));
-            let mut rng = StdRng::seed_from_u64(seed);
             let f = Failure::transient("x")
                 .with_retry_after(retry_after_ms.map(Duration::from_millis));
             let cap = b.cap(attempt);
             prop_assert!(cap <= Duration::from_millis(max_ms));
             prop_assert!(b.cap(attempt + 1) >= cap, "upper bound never decreases");
-            match b.decide(attempt, &f, &mut rng) {
+            match b.decide(&key, attempt, &f) {
                 Decision::Retry { after } => match retry_after_ms {
                     None => prop_assert!(after <= cap),
                     Some(ra) => {

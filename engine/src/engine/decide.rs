@@ -65,7 +65,10 @@ impl Engine {
         }
         let step = &d.journey.states[d.state].id;
         let version = inst.version;
-        let key = hash::message_key(&d.journey.id, version, &uid, inst.number, step);
+        // The instance's store-wide id, not its per-user number: ids are never
+        // reused, so a user erased and created again under the same id gets
+        // new keys (receivers drop repeated keys as duplicates).
+        let key = hash::message_key(&d.journey.id, version, &uid, inst.id, step);
         // The context borrows nothing: the profile, entry and event move
         // into it for the render and move back afterwards (cloning them
         // per message was a tenth of the run).

@@ -11,9 +11,8 @@
 //! With [`Delivery::Workers`] (run) it is written with the decision and
 //! handed out once that commit is made ([`Engine::take_outbox`]).
 
-use journeys::compiled::RetryPolicy;
-
 use crate::clock::Millis;
+use crate::deliver::Backoff;
 use crate::dispatch::{AddressNews, DispatchError, Message};
 use crate::output::{Kind, Line, Outcome};
 use crate::store::outbox::{Outbox, OutboxEntry};
@@ -159,7 +158,9 @@ impl Engine {
         entry.last_error = Some(error.message.clone());
         let policy = self.config.project.retry;
         if error.retriable && entry.attempts < policy.max_attempts {
-            let delay = backoff(&policy, &entry.message.key, entry.attempts)
+            let delay = Backoff::from_policy(&policy).delay(&entry.message.key, entry.attempts);
+            let delay = i64::try_from(delay.as_millis())
+                .unwrap_or(i64::MAX)
                 .max(error.retry_after.unwrap_or(0));
             entry.not_before = now.saturating_add(delay.max(1));
             let key = self.timer_key(entry.not_before);
@@ -211,53 +212,5 @@ impl Engine {
         line.key = Some(m.key.clone());
         self.emit(line);
         Ok(())
-    }
-}
-
-/// Exponential backoff with full jitter: attempt `n` (1-based) waits a
-/// uniformly spread time in `[0, min(max, initial × 2^(n−1))]`. The spread
-/// comes from the message key and the attempt, so a replay of the same
-/// failures waits the same times (simulate stays deterministic) while
-/// different messages spread out.
-pub fn backoff(policy: &RetryPolicy, key: &str, attempt: u32) -> Millis {
-    let initial = policy.initial.millis().max(1);
-    let cap = policy.max.millis().max(initial);
-    let exp = initial.saturating_mul(1i64 << attempt.saturating_sub(1).min(40));
-    let ceiling = exp.min(cap);
-    // FNV-1a over the key and the attempt.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes().chain(attempt.to_be_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    let fraction = (h >> 11) as f64 / (1u64 << 53) as f64;
-    (ceiling as f64 * fraction).round() as Millis
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use journeys::scalar::Duration;
-
-    #[test]
-    fn backoff_stays_under_its_exponential_ceiling() {
-        let p = RetryPolicy {
-            max_attempts: 8,
-            initial: Duration(1),
-            max: Duration(600),
-        };
-        for attempt in 1..=20 {
-            let ceiling = (1000i64 << (attempt - 1).min(40)).min(600_000);
-            for k in 0..50 {
-                let d = backoff(&p, &format!("key-{k}"), attempt);
-                assert!((0..=ceiling).contains(&d), "attempt {attempt}: {d}");
-            }
-        }
-        // Spread, and the same for the same key and attempt.
-        let a = backoff(&p, "a", 5);
-        assert_eq!(a, backoff(&p, "a", 5));
-        let distinct: std::collections::BTreeSet<_> =
-            (0..50).map(|k| backoff(&p, &format!("k{k}"), 5)).collect();
-        assert!(distinct.len() > 40);
     }
 }
