@@ -398,9 +398,14 @@ impl EventFile {
             path: self.path.clone(),
             source,
         })?;
+        let jump = File::open(&self.path).map_err(|source| EventsError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         Ok(Events {
             file: self,
             reader: BufReader::with_capacity(1 << 20, file),
+            jump,
             pos: 0,
             next: 0,
             buf: Vec::new(),
@@ -428,9 +433,21 @@ fn trim(b: &[u8]) -> &[u8] {
 }
 
 /// Reads an [`EventFile`] back in order.
+///
+/// Files are mostly in time order with some events far out of place (an
+/// import of old orders, clients' clock skew). The buffered reader follows
+/// the file's order; an event that lies ahead within its buffer is reached
+/// by skipping, and one elsewhere is read on its own through a second
+/// handle, so the buffer (and its megabyte of reading) is kept for the
+/// events that come next in file order. Seeking the buffered reader
+/// instead discarded the buffer on every such event: with 5% of the
+/// events out of place, that was gigabytes of reads for a 170 MB file.
 pub struct Events<'f> {
     file: &'f EventFile,
     reader: BufReader<File>,
+    /// For events out of file order.
+    jump: File,
+    /// The buffered reader's position in the file.
     pos: u64,
     next: usize,
     buf: Vec<u8>,
@@ -446,16 +463,28 @@ impl Iterator for Events<'_> {
             path: self.file.path.clone(),
             source,
         };
-        if e.offset != self.pos {
-            if let Err(err) = self.reader.seek(SeekFrom::Start(e.offset)) {
-                return Some(Err(io(err)));
-            }
-        }
         self.buf.resize(e.len as usize, 0);
-        if let Err(err) = self.reader.read_exact(&mut self.buf) {
+        let ahead = e.offset.checked_sub(self.pos);
+        let read = match ahead {
+            Some(skip) if skip <= self.reader.buffer().len() as u64 => {
+                // In order, or a little ahead within what is buffered.
+                let skipped = match i64::try_from(skip) {
+                    Ok(0) => Ok(()),
+                    Ok(n) => self.reader.seek_relative(n),
+                    Err(_) => Ok(()),
+                };
+                skipped
+                    .and_then(|()| self.reader.read_exact(&mut self.buf))
+                    .map(|()| self.pos = e.offset + u64::from(e.len))
+            }
+            _ => self
+                .jump
+                .seek(SeekFrom::Start(e.offset))
+                .and_then(|_| self.jump.read_exact(&mut self.buf)),
+        };
+        if let Err(err) = read {
             return Some(Err(io(err)));
         }
-        self.pos = e.offset + e.len as u64;
         let text = trim(&self.buf);
         Some(
             serde_json::from_slice::<Event>(text)
