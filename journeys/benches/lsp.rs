@@ -101,17 +101,39 @@ fn main() {
     std::fs::write(dir.join(name), &original).expect("write");
     summary("one journey edited", times);
 
-    // A template edited: every journey may depend on it.
+    // A template's text edited: it and the journeys that send it.
     let name = "templates/tpl-7.yaml";
     let original = std::fs::read_to_string(dir.join(name)).expect("template");
+    assert!(original.contains("Hello"), "the generated template changed");
     let mut times = Vec::new();
-    for i in 0..4 {
+    for i in 0..30 {
         let text = original.replace("Hello", &format!("Hello {i}"));
         let start = Instant::now();
-        let how = ws.change(name, text);
+        let how = ws.change(name, text.clone());
         times.push(start.elapsed());
-        assert_eq!(how, Recheck::All);
+        assert_eq!(how, Recheck::File, "edit {i} re-validated everything");
+        if i < 2 {
+            std::fs::write(dir.join(name), &text).expect("write");
+            same_as_validate(&ws, &dir);
+        }
     }
+    std::fs::write(dir.join(name), &original).expect("write");
+    ws.change(name, original);
     summary("one template edited", times);
+
+    // A segment edited: everything (segments reach journeys, other
+    // segments and their order).
+    let name = "segments/seg-3.yaml";
+    if let Ok(original) = std::fs::read_to_string(dir.join(name)) {
+        let mut times = Vec::new();
+        for i in 0..4 {
+            let text = format!("{original}\n# edit {i}\n");
+            let start = Instant::now();
+            let how = ws.change(name, text);
+            times.push(start.elapsed());
+            assert_eq!(how, Recheck::All);
+        }
+        summary("one segment edited (everything)", times);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -105,12 +105,20 @@ pub enum Recheck {
     All,
 }
 
-/// What other files may depend on in a file of journeys: each journey's
-/// id and step ids. `None` for a file holding any other kind.
-type Interface = Option<Vec<(String, Vec<String>)>>;
+/// What other files may depend on in a file: for a file of journeys, each
+/// journey's id and step ids; for a file of templates, each template's id
+/// and channel. Files of any other kind, or of several kinds, are
+/// [`Interface::Other`]: a change to them re-validates everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Interface {
+    Journeys(Vec<(String, Vec<String>)>),
+    Templates(Vec<(String, String)>),
+    Other,
+}
 
 fn interface(docs: &[Loaded]) -> Interface {
-    docs.iter()
+    let journeys: Option<Vec<_>> = docs
+        .iter()
         .map(|d| match &d.document {
             Document::Journey(j) => Some((
                 j.id.value.clone(),
@@ -122,7 +130,21 @@ fn interface(docs: &[Loaded]) -> Interface {
             )),
             _ => None,
         })
-        .collect()
+        .collect();
+    if let Some(js) = journeys {
+        return Interface::Journeys(js);
+    }
+    let templates: Option<Vec<_>> = docs
+        .iter()
+        .map(|d| match &d.document {
+            Document::Template(t) => Some((t.id.value.clone(), t.channel.value.clone())),
+            _ => None,
+        })
+        .collect();
+    match templates {
+        Some(ts) if !ts.is_empty() => Interface::Templates(ts),
+        _ => Interface::Other,
+    }
 }
 
 fn sort_key(name: &str) -> Vec<String> {
@@ -194,35 +216,104 @@ impl Workspace {
         self.files.remove(&sort_key(name));
     }
 
-    /// Replaces one file's text and re-validates: only that file when
-    /// nothing another file depends on changed (it holds only journeys
-    /// whose ids and step ids are the same, and, if there are
-    /// JourneyTests, that compile before and after), everything otherwise. The diagnostics are then the same as a full
-    /// check's.
+    /// Replaces one file's text and re-validates what it can reach, so
+    /// that the diagnostics are the same as a full check's:
+    ///
+    /// - a file of journeys whose ids and step ids stay the same: that
+    ///   file alone;
+    /// - a file of templates whose ids and channels stay the same, in a
+    ///   repository without partials (`{{> name}}` ties template texts
+    ///   together): that file and the files of the journeys that send
+    ///   its templates;
+    /// - anything else (a segment, a policy, the Project, a Catalog, a new
+    ///   id or step): everything.
+    ///
+    /// With JourneyTests, a re-checked file that gains or loses errors
+    /// re-validates everything too (tests are checked against the journeys
+    /// that compile).
     pub fn change(&mut self, name: &str, text: String) -> Recheck {
         let before = self.files.get(&sort_key(name)).map(|f| interface(&f.docs));
-        let had_errors = self.has_errors(name);
         self.set_text(name, text);
         let Some(state) = self.files.get(&sort_key(name)) else {
             return self.recheck_all();
         };
         let after = interface(&state.docs);
-        let same = !state.broken && after.is_some() && before.as_ref() == Some(&after);
-        if !same {
+        if state.broken || before.as_ref() != Some(&after) {
             return self.recheck_all();
         }
-        let diags = self.check_file(name);
-        let has_errors = diags.iter().any(|d| d.severity == Severity::Error);
-        self.results.insert(name.to_owned(), diags);
+        let mut names = std::collections::BTreeSet::from([name.to_owned()]);
+        match &after {
+            Interface::Journeys(_) => {}
+            Interface::Templates(ts) => {
+                if self.uses_partials() {
+                    return self.recheck_all();
+                }
+                let ids: std::collections::HashSet<&str> =
+                    ts.iter().map(|(id, _)| id.as_str()).collect();
+                names.extend(self.senders_of(&ids));
+            }
+            Interface::Other => return self.recheck_all(),
+        }
+        let had_errors: Vec<bool> = names.iter().map(|n| self.has_errors(n)).collect();
+        let mut found = self.check_files(&names);
+        for n in &names {
+            self.results
+                .insert(n.clone(), found.remove(n).unwrap_or_default());
+        }
+        let changed = names
+            .iter()
+            .zip(had_errors)
+            .any(|(n, had)| self.has_errors(n) != had);
         let tested = self
             .documents()
             .any(|d| matches!(d.document, Document::JourneyTest(_)));
-        if has_errors != had_errors && tested {
-            // Tests are checked against the journeys that compile: theirs
-            // may change.
+        if changed && tested {
             return self.recheck_all();
         }
         Recheck::File
+    }
+
+    /// The files of the journeys that send one of `templates`.
+    fn senders_of(&self, templates: &std::collections::HashSet<&str>) -> Vec<String> {
+        self.files
+            .values()
+            .filter(|f| {
+                f.docs.iter().any(|d| match &d.document {
+                    Document::Journey(j) => j.steps.value.iter().any(|s| {
+                        s.value.send.as_ref().is_some_and(|send| {
+                            templates.contains(send.value.template.value.as_str())
+                        })
+                    }),
+                    _ => false,
+                })
+            })
+            .map(|f| f.file.name.clone())
+            .collect()
+    }
+
+    /// Whether any text of the repository includes a partial: then a
+    /// template's text may matter to other templates, and a change to it
+    /// is checked with everything. Looks at the YAML texts and at the
+    /// files templates name (`text_file`, `html_file`).
+    fn uses_partials(&self) -> bool {
+        const INCLUDE: &str = "{{>";
+        self.files.values().any(|f| {
+            f.file.text.contains(INCLUDE)
+                || f.docs.iter().any(|d| match &d.document {
+                    Document::Template(t) => [&t.text_file, &t.html_file]
+                        .into_iter()
+                        .flatten()
+                        .any(|rel| {
+                            let dir = Path::new(&f.file.name)
+                                .parent()
+                                .map(Path::to_path_buf)
+                                .unwrap_or_default();
+                            std::fs::read_to_string(self.root.join(dir).join(&rel.value))
+                                .map_or(true, |text| text.contains(INCLUDE))
+                        }),
+                    _ => false,
+                })
+        })
     }
 
     /// Re-validates everything (after a change of an unknown reach).
@@ -248,31 +339,37 @@ impl Workspace {
             .is_some_and(|ds| ds.iter().any(|d| d.severity == Severity::Error))
     }
 
-    /// One file's diagnostics, compiled with only what its journeys can
-    /// see of the others: the Project and Catalogs whole, the templates
-    /// they send whole, every other template and segment reduced to its
-    /// id (for references and suggestions), journeys of the same ids (for
-    /// duplicates).
-    fn check_file(&self, name: &str) -> Vec<Diagnostic> {
-        let key = sort_key(name);
-        let Some(state) = self.files.get(&key) else {
-            return Vec::new();
-        };
+    /// Some files' diagnostics, compiled with only what they can see of
+    /// the others: the Project and Catalogs whole, the templates their
+    /// journeys send whole, every other template and segment reduced to
+    /// its id (for references and suggestions), other journeys of the same
+    /// ids (for duplicates).
+    fn check_files(
+        &self,
+        names: &std::collections::BTreeSet<String>,
+    ) -> BTreeMap<String, Vec<Diagnostic>> {
+        let keys: std::collections::HashSet<Vec<String>> =
+            names.iter().map(|n| sort_key(n)).collect();
         let mut sent = std::collections::HashSet::new();
         let mut ids = std::collections::HashSet::new();
-        for d in &state.docs {
-            if let Document::Journey(j) = &d.document {
-                ids.insert(j.id.value.as_str());
-                for s in &j.steps.value {
-                    if let Some(send) = &s.value.send {
-                        sent.insert(send.value.template.value.as_str());
+        for key in &keys {
+            let Some(state) = self.files.get(key) else {
+                continue;
+            };
+            for d in &state.docs {
+                if let Document::Journey(j) = &d.document {
+                    ids.insert(j.id.value.as_str());
+                    for s in &j.steps.value {
+                        if let Some(send) = &s.value.send {
+                            sent.insert(send.value.template.value.as_str());
+                        }
                     }
                 }
             }
         }
         let mut docs = Vec::new();
         for (k, f) in &self.files {
-            if *k == key {
+            if keys.contains(k) {
                 docs.extend(f.docs.iter().cloned());
                 continue;
             }
@@ -304,12 +401,25 @@ impl Workspace {
         }
         let mut compiled = Diagnostics::default();
         crate::compile::compile(&self.root, docs, &mut compiled);
-        let mut out: Vec<Diagnostic> = state.diags.iter().cloned().collect();
-        out.extend(compiled.into_iter().filter(|d| d.file_name() == name));
-        let mut sorted = Diagnostics::default();
-        out.into_iter().for_each(|d| sorted.push(d));
-        sorted.sort();
-        sorted.into_iter().collect()
+        let mut out: BTreeMap<String, Diagnostics> = BTreeMap::new();
+        for key in &keys {
+            if let Some(state) = self.files.get(key) {
+                out.entry(state.file.name.clone())
+                    .or_default()
+                    .extend(state.diags.clone());
+            }
+        }
+        for d in compiled {
+            if names.contains(d.file_name()) {
+                out.entry(d.file_name().to_owned()).or_default().push(d);
+            }
+        }
+        out.into_iter()
+            .map(|(name, mut ds)| {
+                ds.sort();
+                (name, ds.into_iter().collect())
+            })
+            .collect()
     }
 
     /// The current text of a file.

@@ -91,12 +91,27 @@ fn every_edit_gives_validates_diagnostics() {
     ws.change(name, original.clone());
     assert_same(&ws, &tmp);
 
-    // A template: everything.
+    // A template's text: the file and the journeys that send it.
     let name = "templates/cart.yaml";
     let original = std::fs::read_to_string(tmp.join(name)).expect("template");
+    let text = original.replacen("your cart is waiting", "your cart misses you", 1);
+    assert_ne!(text, original);
+    assert_eq!(ws.change(name, text.clone()), Recheck::File);
+    std::fs::write(tmp.join(name), &text).expect("write");
+    assert_same(&ws, &tmp);
+    // A variable the Catalog does not know: an error, and the shop has
+    // JourneyTests, so everything.
+    let text = original.replacen("{{user.first_name}}", "{{user.frist_name}}", 1);
+    ws.change(name, text.clone());
+    std::fs::write(tmp.join(name), &text).expect("write");
+    assert_same(&ws, &tmp);
+    // A template's channel: everything.
     let text = original.replacen("channel: email", "channel: push", 1);
     assert_eq!(ws.change(name, text.clone()), Recheck::All);
     std::fs::write(tmp.join(name), &text).expect("write");
+    assert_same(&ws, &tmp);
+    ws.change(name, original.clone());
+    std::fs::write(tmp.join(name), &original).expect("write");
     assert_same(&ws, &tmp);
     let _ = std::fs::remove_dir_all(&tmp);
 }
@@ -118,6 +133,26 @@ fn without_tests_an_error_in_a_journey_is_checked_alone() {
     assert_same(&ws, &tmp);
     let d = &ws.results()["journeys/j.yaml"][0];
     assert_eq!(journeys::ide::suggestion(d), Some("hello"));
+    std::fs::write(tmp.join("journeys/j.yaml"), j).expect("write");
+    assert_eq!(ws.change("journeys/j.yaml", j.to_owned()), Recheck::File);
+
+    // The template's text, checked with the journey that sends it: a
+    // variable of an event the journey is not entered by.
+    let bad = t.replace("text: Hello", "text: \"Hello {{entry.nothing}} {{user.}}\"");
+    assert_eq!(ws.change("t.yaml", bad.clone()), Recheck::File);
+    std::fs::write(tmp.join("t.yaml"), &bad).expect("write");
+    assert_same(&ws, &tmp);
+    assert!(!ws.results()["t.yaml"].is_empty() || !ws.results()["journeys/j.yaml"].is_empty());
+    assert_eq!(ws.change("t.yaml", t.to_owned()), Recheck::File);
+    std::fs::write(tmp.join("t.yaml"), t).expect("write");
+    assert_same(&ws, &tmp);
+
+    // With a partial anywhere, a template's change re-checks everything.
+    let p = "apiVersion: sluice/v1\nkind: Template\nid: footer\nchannel: email\nsubject: F\ntext: \"{{> hello}}\"\n";
+    std::fs::write(tmp.join("p.yaml"), p).expect("write");
+    let mut ws = Workspace::load(&tmp);
+    ws.recheck_all();
+    assert_eq!(ws.change("t.yaml", t.replace("Hello", "Hi")), Recheck::All);
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
