@@ -107,12 +107,14 @@ pub enum Recheck {
 
 /// What other files may depend on in a file: for a file of journeys, each
 /// journey's id and step ids; for a file of templates, each template's id
-/// and channel. Files of any other kind, or of several kinds, are
-/// [`Interface::Other`]: a change to them re-validates everything.
+/// and channel; for a file of segments, their ids. Files of any other
+/// kind, or of several kinds, are [`Interface::Other`]: a change to them
+/// re-validates everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Interface {
     Journeys(Vec<(String, Vec<String>)>),
     Templates(Vec<(String, String)>),
+    Segments(Vec<String>),
     Other,
 }
 
@@ -141,8 +143,18 @@ fn interface(docs: &[Loaded]) -> Interface {
             _ => None,
         })
         .collect();
-    match templates {
-        Some(ts) if !ts.is_empty() => Interface::Templates(ts),
+    if let Some(ts) = templates.filter(|ts| !ts.is_empty()) {
+        return Interface::Templates(ts);
+    }
+    let segments: Option<Vec<_>> = docs
+        .iter()
+        .map(|d| match &d.document {
+            Document::Segment(s) => Some(s.id.value.clone()),
+            _ => None,
+        })
+        .collect();
+    match segments {
+        Some(ss) if !ss.is_empty() => Interface::Segments(ss),
         _ => Interface::Other,
     }
 }
@@ -225,12 +237,15 @@ impl Workspace {
     ///   repository without partials (`{{> name}}` ties template texts
     ///   together): that file and the files of the journeys that send
     ///   its templates;
-    /// - anything else (a segment, a policy, the Project, a Catalog, a new
-    ///   id or step): everything.
+    /// - a file of segments whose ids stay the same: every file of segments
+    ///   (a segment's condition matters to the segments that name it, and
+    ///   to none of the journeys: they see segment ids only);
+    /// - anything else (a policy, the Project, a Catalog, a new id or
+    ///   step): everything.
     ///
-    /// With JourneyTests, a re-checked file that gains or loses errors
-    /// re-validates everything too (tests are checked against the journeys
-    /// that compile).
+    /// With JourneyTests, a re-checked file of journeys or templates that
+    /// gains or loses errors re-validates everything too (tests are checked
+    /// against the journeys that compile).
     pub fn change(&mut self, name: &str, text: String) -> Recheck {
         let before = self.files.get(&sort_key(name)).map(|f| interface(&f.docs));
         self.set_text(name, text);
@@ -252,6 +267,16 @@ impl Workspace {
                     ts.iter().map(|(id, _)| id.as_str()).collect();
                 names.extend(self.senders_of(&ids));
             }
+            Interface::Segments(_) => names.extend(
+                self.files
+                    .values()
+                    .filter(|f| {
+                        f.docs
+                            .iter()
+                            .any(|d| matches!(d.document, Document::Segment(_)))
+                    })
+                    .map(|f| f.file.name.clone()),
+            ),
             Interface::Other => return self.recheck_all(),
         }
         let had_errors: Vec<bool> = names.iter().map(|n| self.has_errors(n)).collect();
@@ -264,10 +289,13 @@ impl Workspace {
             .iter()
             .zip(had_errors)
             .any(|(n, had)| self.has_errors(n) != had);
+        // Segments reach no journey (journeys see their ids only), so no
+        // JourneyTest either.
+        let reaches_journeys = !matches!(after, Interface::Segments(_));
         let tested = self
             .documents()
             .any(|d| matches!(d.document, Document::JourneyTest(_)));
-        if changed && tested {
+        if changed && tested && reaches_journeys {
             return self.recheck_all();
         }
         Recheck::File

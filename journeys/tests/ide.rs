@@ -113,6 +113,26 @@ fn every_edit_gives_validates_diagnostics() {
     ws.change(name, original.clone());
     std::fs::write(tmp.join(name), &original).expect("write");
     assert_same(&ws, &tmp);
+
+    // Segments: every file of segments, none of the journeys.
+    let name = "segments/customers.yaml";
+    let original = std::fs::read_to_string(tmp.join(name)).expect("segments");
+    let edits = [
+        original.replace("gte: 500", "gte: 400"),
+        // A segment naming one that does not exist.
+        original.replace("- segment: customers", "- segment: custmers"),
+        // A cycle: customers names vip, which names customers.
+        original.replace(
+            "when: { user.lifetime_value: { gt: 0 } }",
+            "when: { segment: vip }",
+        ),
+        original.clone(),
+    ];
+    for text in edits {
+        assert_ne!(ws.change(name, text.clone()), Recheck::All, "{text}");
+        std::fs::write(tmp.join(name), &text).expect("write");
+        assert_same(&ws, &tmp);
+    }
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
