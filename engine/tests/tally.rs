@@ -70,9 +70,7 @@ fn open(config: &Arc<journeys::Config>, store: &Path, at: DateTime<Utc>) -> Simu
 }
 
 /// What the store holds: the committed counters and a count from scratch.
-fn committed_and_rebuilt(
-    store: &Path,
-) -> (BTreeMap<StepKey, Counts>, BTreeMap<StepKey, Counts>) {
+fn committed_and_rebuilt(store: &Path) -> (BTreeMap<StepKey, Counts>, BTreeMap<StepKey, Counts>) {
     let s = SledStore::open(store, &SledOptions::default()).expect("open store");
     let committed = s.tallies().expect("tallies");
     let rebuilt = tally::rebuild(&s).expect("rebuild").counts().clone();
@@ -147,7 +145,10 @@ fn a_workload_counts_live_instances_and_every_outcome() {
     let sum = |f: fn(&Counts) -> u64| committed.values().map(f).sum::<u64>();
     assert!(sum(|c| c.live) > 0, "{committed:?}");
     assert!(sum(|c| c.sent) > 0, "{committed:?}");
-    assert!(sum(|c| c.suppressed) + sum(|c| c.deferred) > 0, "{committed:?}");
+    assert!(
+        sum(|c| c.suppressed) + sum(|c| c.deferred) > 0,
+        "{committed:?}"
+    );
 }
 
 /// Deletes the store's counters and their stamp (a store written before

@@ -444,8 +444,10 @@ impl Engine {
         })?;
         self.store.put_meta(meta::POLICIES, ledgers);
         self.tally.flush(self.store.batch())?;
-        self.store
-            .put_meta(tally::STAMP, store::codec::encode("tally stamp", &self.seq)?);
+        self.store.put_meta(
+            tally::STAMP,
+            store::codec::encode("tally stamp", &self.seq)?,
+        );
         self.store.commit()?;
         Ok(())
     }

@@ -367,9 +367,15 @@ mod tests {
     fn moves_count_only_what_changed() {
         let mut t = Tally::default();
         t.moved(&[], &[p("a", 1, "s1"), p("b", 1, "w")]);
-        t.moved(&[p("a", 1, "s1"), p("b", 1, "w")], &[p("b", 1, "w"), p("a", 1, "s2")]);
+        t.moved(
+            &[p("a", 1, "s1"), p("b", 1, "w")],
+            &[p("b", 1, "w"), p("a", 1, "s2")],
+        );
         let live = |j: &str, s: &str| t.counts().get(&StepKey::new(j, 1, s)).map_or(0, |c| c.live);
-        assert_eq!((live("a", "s1"), live("a", "s2"), live("b", "w")), (0, 1, 1));
+        assert_eq!(
+            (live("a", "s1"), live("a", "s2"), live("b", "w")),
+            (0, 1, 1)
+        );
         t.moved(&[p("b", 1, "w"), p("a", 1, "s2")], &[]);
         let live = |j: &str, s: &str| t.counts().get(&StepKey::new(j, 1, s)).map_or(0, |c| c.live);
         assert_eq!((live("a", "s2"), live("b", "w")), (0, 0));
@@ -400,7 +406,9 @@ mod tests {
         assert_eq!((c.deferred, c.sent), (2, 0));
         let mut b = Batch::default();
         t.flush(&mut b).unwrap();
-        assert!(b.ops.contains_key(&StepKey::new("j", 2, "s").encode(ERASED)));
+        assert!(b
+            .ops
+            .contains_key(&StepKey::new("j", 2, "s").encode(ERASED)));
         // Not a send at a step: ignored.
         t.logged(&serde_json::json!({"kind":"send","journey":"j"}));
         assert_eq!(t.counts().len(), 1);
