@@ -625,6 +625,20 @@ fn without_a_session_every_page_is_the_login_page() {
     );
     assert_eq!(r.status, 401);
     assert!(r.header("set-cookie").is_none());
+    // Posted from another site's page: refused.
+    let body = format!("token={ADMIN}&next=%2F");
+    let r = http(
+        s.port,
+        "POST",
+        "/login",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", "https://evil.example"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 403);
+    assert!(r.header("set-cookie").is_none());
     // The right one: a session cookie (not the token) and back to `next`,
     // never to another site.
     let body = format!("token={ADMIN}&next=%2F%2Fevil.example%2F");

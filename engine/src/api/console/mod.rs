@@ -182,6 +182,22 @@ fn safe_next(next: &str) -> &str {
     }
 }
 
+/// Whether a form post comes from a page of this console: a browser names
+/// the page's origin in `Origin`; its host must be the one asked (`Host`).
+/// Without `Origin` (not a browser form), the post is let through.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
 fn redirect(to: &str, cookie: Option<String>) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
@@ -256,6 +272,9 @@ async fn login<H: Handle>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
+    if !same_origin(&headers) {
+        return Err(Error::Forbidden);
+    }
     let form = body::read_raw(body, &headers, MAX_FORM, c.body_timeout).await?;
     let mut token = None;
     let mut next = String::from("/");
@@ -285,8 +304,11 @@ async fn login<H: Handle>(
     Ok(redirect(&next, Some(c.sessions.cookie(&session))))
 }
 
-async fn logout<H: Handle>(State(c): Shared<H>) -> Response {
-    redirect("/", Some(c.sessions.clear()))
+async fn logout<H: Handle>(State(c): Shared<H>, headers: HeaderMap) -> Result<Response, Error> {
+    if !same_origin(&headers) {
+        return Err(Error::Forbidden);
+    }
+    Ok(redirect("/", Some(c.sessions.clear())))
 }
 
 async fn journey<H: Handle>(
@@ -422,6 +444,25 @@ mod tests {
         assert_eq!(safe_next("https://evil.example/"), "/");
         assert_eq!(safe_next("/login"), "/");
         assert_eq!(safe_next("/a\r\nSet-Cookie: x"), "/");
+    }
+
+    #[test]
+    fn form_posts_come_from_this_console() {
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h));
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:8080"),
+        );
+        assert!(same_origin(&h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(!same_origin(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!same_origin(&h));
     }
 
     #[test]
