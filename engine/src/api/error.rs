@@ -13,6 +13,8 @@ use super::Unavailable;
 pub enum Error {
     #[error("unauthorized")]
     Unauthorized,
+    #[error("forbidden: a form posted from another site")]
+    Forbidden,
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -49,6 +51,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Forbidden => StatusCode::FORBIDDEN,
             Error::NotFound | Error::UnknownUser => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

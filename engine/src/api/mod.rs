@@ -9,6 +9,7 @@
 
 mod auth;
 mod body;
+pub mod console;
 mod error;
 pub mod events;
 mod router;
@@ -17,6 +18,7 @@ mod serve;
 pub mod unsubscribe;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -69,6 +71,21 @@ pub enum Replay {
     All,
 }
 
+/// The counters of one step of one journey version, as of the last
+/// commit (the console's live counts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StepCount {
+    pub journey: String,
+    pub version: u32,
+    pub step: String,
+    /// Live instances standing on the step.
+    pub live: u64,
+    pub sent: u64,
+    pub deferred: u64,
+    pub suppressed: u64,
+    pub failed: u64,
+}
+
 /// How the API reaches the engine. Every method answers from the single
 /// writer; ingest resolves once the events are durable (group commit).
 pub trait Handle: Send + Sync + 'static {
@@ -99,4 +116,17 @@ pub trait Handle: Send + Sync + 'static {
     /// The store is open, the config deployed, due timers caught up, and
     /// the process is not draining.
     fn ready(&self) -> bool;
+    /// Every step's counters as of the last commit (for the console).
+    fn step_counts(&self) -> impl Future<Output = Result<Arc<Vec<StepCount>>, Unavailable>> + Send {
+        async { Err(Unavailable("per-step counts are not kept here".into())) }
+    }
+    /// A user's timeline for the console: profile, live instances, journey
+    /// entries, recent events and messages; `None` when unknown.
+    fn timeline(
+        &self,
+        id: String,
+    ) -> impl Future<Output = Result<Option<Value>, Unavailable>> + Send {
+        let _ = id;
+        async { Err(Unavailable("user timelines are not kept here".into())) }
+    }
 }

@@ -44,6 +44,8 @@ pub struct Options {
     pub max_body: usize,
     /// How long a client may take to send its body (slow clients get 408).
     pub body_timeout: Duration,
+    /// The web console at `/` (`None`: not served).
+    pub console: Option<super::console::Settings>,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             clock: Arc::new(WallClock),
             max_body: MAX_BODY,
             body_timeout: Duration::from_secs(30),
+            console: None,
         }
     }
 }
@@ -61,6 +64,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("max_body", &self.max_body)
             .field("body_timeout", &self.body_timeout)
+            .field("console", &self.console)
             .finish_non_exhaustive()
     }
 }
@@ -80,12 +84,21 @@ pub fn router<H: Handle>(handle: Arc<H>, tokens: Tokens) -> Router {
 
 /// The API's routes.
 pub fn router_with<H: Handle>(handle: Arc<H>, tokens: Tokens, options: Options) -> Router {
+    let console = options.console.clone().map(|settings| {
+        super::console::routes(
+            Arc::clone(&handle),
+            tokens.clone(),
+            settings,
+            Arc::clone(&options.clock),
+            options.body_timeout,
+        )
+    });
     let api = Arc::new(Api {
         handle,
         tokens,
         options,
     });
-    Router::new()
+    let routes = Router::new()
         .route("/v1/events", post(events::<H>))
         .route("/v1/track", post(track::<H>))
         .route("/v1/identify", post(identify::<H>))
@@ -100,10 +113,15 @@ pub fn router_with<H: Handle>(handle: Arc<H>, tokens: Tokens, options: Options) 
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<H>))
+        .with_state(api);
+    let routes = match console {
+        Some(c) => routes.merge(c),
+        None => routes,
+    };
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(trace))
-        .with_state(api)
 }
 
 impl<H: Handle> Api<H> {

@@ -65,6 +65,40 @@ impl Engine {
         })))
     }
 
+    /// A user's timeline for the console: what `inspect` shows, with the
+    /// user's recent events (the bounded history the record keeps) and
+    /// their entries per journey. `None` when unknown.
+    pub fn timeline(&mut self, id: &str) -> Result<Option<Value>, Error> {
+        let Some(mut view) = self.inspect(id)? else {
+            return Ok(None);
+        };
+        let Some(rec) = self.user(id)? else {
+            return Ok(None);
+        };
+        let events: Vec<Value> = rec
+            .history
+            .iter()
+            .map(|e| json!({"at": format_ts(e.ts), "event": e.name, "properties": e.props}))
+            .collect();
+        let journeys: Vec<Value> = rec
+            .journeys
+            .iter()
+            .map(|b| {
+                json!({
+                    "journey": b.journey,
+                    "entries": b.entries,
+                    "last_entered": b.last_entered.map(format_ts),
+                    "last_ended": b.last_ended.map(format_ts),
+                })
+            })
+            .collect();
+        if let Some(m) = view.as_object_mut() {
+            m.insert("events".into(), Value::Array(events));
+            m.insert("journeys".into(), Value::Array(journeys));
+        }
+        Ok(Some(view))
+    }
+
     /// Erases a user: profile, history, live instances (their timers
     /// cancelled), dedupe keys, message log, index entries and undelivered
     /// outbox entries. `false` when the user is unknown.
@@ -81,7 +115,12 @@ impl Engine {
         if let Some(k) = t.rec.reevaluate {
             self.store.cancel_timer(k);
         }
+        self.tally
+            .moved(&crate::store::tally::positions(&t.rec), &[]);
         let view = self.store.view();
+        for line in view.user_messages(id, usize::MAX)? {
+            self.tally.erased(&line);
+        }
         let logged = view.user_message_keys(id)?;
         let mut outbox: Vec<u64> = Vec::new();
         let mut after = None;

@@ -34,6 +34,7 @@ use crate::output::{Kind, Line, Sink, Summary};
 use crate::policy::Policies;
 use crate::store::buffer::{BufferStats, Taken};
 use crate::store::outbox::OutboxEntry;
+use crate::store::tally::{self, Tally};
 use crate::store::timers::{Timer, TimerKey, TimerKind};
 use crate::store::users::UserRecord;
 use crate::store::{self, meta, Buffered, Store};
@@ -115,6 +116,8 @@ pub struct Engine {
     signer: Option<Arc<UnsubscribeSigner>>,
     /// Timers due earlier fire at this instant.
     floor: Millis,
+    /// Per-step counters, written with every commit ([`tally`]).
+    tally: Tally,
 }
 
 fn decode_meta<T: for<'de> Deserialize<'de>>(bytes: Option<Vec<u8>>) -> Result<Option<T>, Error> {
@@ -147,6 +150,7 @@ impl Engine {
         let seq: u64 = decode_meta(buffered.meta(meta::SEQ)?)?.unwrap_or(0);
         let schedules: Schedules =
             decode_meta(buffered.meta(meta::SCHEDULES)?)?.unwrap_or_default();
+        let tally = open_tally(&buffered, seq)?;
         let mut policies = Policies::new(&config);
         if let Some(bytes) = buffered.meta(meta::POLICIES)? {
             let v: Value = serde_json::from_slice(&bytes).map_err(|e| store::Error::Decode {
@@ -172,6 +176,7 @@ impl Engine {
             outbox_now: Vec::new(),
             signer: None,
             floor: Millis::MIN,
+            tally,
         };
         engine.arm_schedules(None)?;
         Ok(engine)
@@ -194,6 +199,12 @@ impl Engine {
 
     pub fn summary(&self) -> &Summary {
         &self.summary
+    }
+
+    /// The per-step counters as they stand (committed with the next
+    /// commit).
+    pub fn tally(&self) -> &Tally {
+        &self.tally
     }
 
     pub fn store_stats(&self) -> BufferStats {
@@ -249,6 +260,7 @@ impl Engine {
         let config = Arc::clone(&self.config);
         let index = Arc::clone(&self.index);
         let mut t = self.store.take_user(id)?;
+        let before = tally::positions(&t.rec);
         let mut result = Ingested::Applied;
         // Whether the step enters journeys, and whether it changes the
         // record whatever it does (`None`: an event, dirty when applied).
@@ -299,6 +311,9 @@ impl Engine {
         drop(ctx);
         self.seq = seq;
         let changed = changes.unwrap_or(result == Ingested::Applied);
+        if !same_positions(&before, &t.rec) {
+            self.tally.moved(&before, &tally::positions(&t.rec));
+        }
         self.finish_unit(id, t, now, effects, changed, touched)?;
         Ok(Some(result))
     }
@@ -341,6 +356,11 @@ impl Engine {
     fn emit(&mut self, line: Line) {
         self.summary.count(&line);
         if line.kind == Kind::Send && self.options.log_messages {
+            if let (Some(version), Some(step), Some(outcome)) =
+                (line.version, line.step.as_deref(), line.outcome)
+            {
+                self.tally.send(&line.journey, version, step, outcome);
+            }
             self.seq += 1;
             match serde_json::to_vec(&line) {
                 Ok(json) => self
@@ -423,6 +443,11 @@ impl Engine {
             message: e.to_string(),
         })?;
         self.store.put_meta(meta::POLICIES, ledgers);
+        self.tally.flush(self.store.batch())?;
+        self.store.put_meta(
+            tally::STAMP,
+            store::codec::encode("tally stamp", &self.seq)?,
+        );
         self.store.commit()?;
         Ok(())
     }
@@ -434,6 +459,36 @@ impl Engine {
         self.store.sync()?;
         Ok(())
     }
+}
+
+/// The stored counters when they belong to this store (their stamp is the
+/// sequence number of the last commit), else counted afresh from the users
+/// and the message log: a store written before counters existed, or by a
+/// sluice that does not keep them.
+fn open_tally(store: &Buffered, seq: u64) -> Result<Tally, Error> {
+    let stamp: Option<u64> = decode_meta(store.meta(tally::STAMP)?)?;
+    if stamp == Some(seq) {
+        return Ok(Tally::load(store.store())?);
+    }
+    let started = std::time::Instant::now();
+    let rebuilt = tally::rebuild(store.store())?;
+    if seq > 0 {
+        tracing::warn!(
+            steps = rebuilt.counts().len(),
+            ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "tally: the store's per-step counters were missing or stale; counted them afresh"
+        );
+    }
+    Ok(rebuilt)
+}
+
+/// Whether a user's live instances stand where `before` says.
+fn same_positions(before: &[tally::Position], rec: &UserRecord) -> bool {
+    before.len() == rec.instances.len()
+        && before
+            .iter()
+            .zip(&rec.instances)
+            .all(|((j, v, s), i)| *j == i.journey && *v == i.version && *s == i.step)
 }
 
 /// Re-evaluates entry segments until the profile stops changing (an entry

@@ -29,7 +29,7 @@ pub mod workers;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 use journeys::compiled::Channel;
 use journeys::event::Event;
 
-use crate::api::{self, Appended, Unavailable, Unsubscribed};
+use crate::api::{self, Appended, StepCount, Unavailable, Unsubscribed};
 use crate::clock::{Clock, Millis};
 use crate::deliver::sign::UnsubscribeSigner;
 use crate::dispatch::{AddressNews, DispatchError};
@@ -75,6 +75,11 @@ pub enum Command {
         id: String,
         reply: Reply<Option<Value>>,
     },
+    /// A user's timeline for the console.
+    Timeline {
+        id: String,
+        reply: Reply<Option<Value>>,
+    },
     Erase {
         id: String,
         reply: Reply<bool>,
@@ -100,6 +105,9 @@ pub enum Command {
 pub struct ServiceHandle {
     tx: Sender<Command>,
     state: Arc<AtomicU8>,
+    /// The per-step counters of the last commit, published by the writer
+    /// (the console reads them without a round trip to the writer).
+    counts: Arc<RwLock<Arc<Vec<StepCount>>>>,
 }
 
 impl ServiceHandle {
@@ -109,6 +117,14 @@ impl ServiceHandle {
 
     pub fn set_state(&self, s: u8) {
         self.state.store(s, Ordering::SeqCst);
+    }
+
+    /// Publishes the counters of a commit.
+    pub fn publish_counts(&self, counts: Vec<StepCount>) {
+        match self.counts.write() {
+            Ok(mut c) => *c = Arc::new(counts),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(counts),
+        }
     }
 
     pub fn send(&self, c: Command) -> bool {
@@ -170,6 +186,21 @@ impl api::Handle for ServiceHandle {
     fn ready(&self) -> bool {
         self.state() == READY
     }
+
+    async fn step_counts(&self) -> Result<Arc<Vec<StepCount>>, Unavailable> {
+        if self.state() == STARTING {
+            return Err(Unavailable("starting: the store is being opened".into()));
+        }
+        let counts = match self.counts.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        Ok(counts)
+    }
+
+    async fn timeline(&self, id: String) -> Result<Option<Value>, Unavailable> {
+        self.ask(|reply| Command::Timeline { id, reply }).await
+    }
 }
 
 /// Creates the channel between handles and the writer.
@@ -179,6 +210,7 @@ pub fn channel() -> (ServiceHandle, Receiver<Command>) {
         ServiceHandle {
             tx,
             state: Arc::new(AtomicU8::new(STARTING)),
+            counts: Arc::new(RwLock::new(Arc::new(Vec::new()))),
         },
         rx,
     )
@@ -204,6 +236,8 @@ pub struct Writer<O: Outlet> {
     backlog: BTreeMap<Channel, ()>,
     /// Channels whose queue was full since their last complete scan.
     overflow: BTreeMap<Channel, ()>,
+    /// The tally generation last published to the handle.
+    published: Option<u64>,
 }
 
 impl<O: Outlet> Writer<O> {
@@ -223,6 +257,7 @@ impl<O: Outlet> Writer<O> {
             in_flight: HashSet::new(),
             backlog: BTreeMap::new(),
             overflow: BTreeMap::new(),
+            published: None,
         }
     }
 
@@ -234,6 +269,7 @@ impl<O: Outlet> Writer<O> {
         self.engine.set_floor(now);
         self.engine.run_due(now)?;
         self.engine.commit()?;
+        self.publish();
         let _ = self.engine.take_outbox()?;
         for c in [Channel::Email, Channel::Push, Channel::Webhook] {
             self.backlog.insert(c, ());
@@ -319,6 +355,12 @@ impl<O: Outlet> Writer<O> {
                         let _ = reply.send(Ok(v));
                     }));
                 }
+                Command::Timeline { id, reply } => {
+                    let v = self.engine.timeline(&id)?;
+                    answers.push(Box::new(move || {
+                        let _ = reply.send(Ok(v));
+                    }));
+                }
                 Command::Erase { id, reply } => {
                     let v = self.engine.erase(&id)?;
                     answers.push(Box::new(move || {
@@ -353,6 +395,7 @@ impl<O: Outlet> Writer<O> {
         // this commit, not the next round's.
         self.engine.run_due(self.clock.now_millis())?;
         self.engine.commit()?;
+        self.publish();
         for (reply, a) in ingests {
             let _ = reply.send(Ok(a));
         }
@@ -364,6 +407,30 @@ impl<O: Outlet> Writer<O> {
         }
         self.refill(now)?;
         Ok(!stop)
+    }
+
+    /// Publishes the committed per-step counters when they changed.
+    fn publish(&mut self) {
+        let tally = self.engine.tally();
+        if self.published == Some(tally.generation()) {
+            return;
+        }
+        self.published = Some(tally.generation());
+        let counts = tally
+            .counts()
+            .iter()
+            .map(|(k, c)| StepCount {
+                journey: k.journey.clone(),
+                version: k.version,
+                step: k.step.clone(),
+                live: c.live,
+                sent: c.sent,
+                deferred: c.deferred,
+                suppressed: c.suppressed,
+                failed: c.failed,
+            })
+            .collect();
+        self.handle.publish_counts(counts);
     }
 
     fn unsubscribe(
@@ -455,7 +522,7 @@ fn fail(c: Command) -> bool {
             let _ = reply.send(Err(no()));
         }
         Command::Delivered { .. } => {}
-        Command::User { reply, .. } => {
+        Command::User { reply, .. } | Command::Timeline { reply, .. } => {
             let _ = reply.send(Err(no()));
         }
         Command::Erase { reply, .. } => {

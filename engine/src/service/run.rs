@@ -287,6 +287,10 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
         tokens,
         api::Options {
             clock: Arc::clone(&clock),
+            console: Some(api::console::Settings::new(
+                Arc::clone(&config),
+                &public_url,
+            )),
             ..api::Options::default()
         },
     );

@@ -11,7 +11,7 @@ use super::{Batch, Error, Kv};
 const LOG: u8 = b'm';
 const DEAD: u8 = b'd';
 /// The message log again, by user: `M` + user + `\0` + time + seq.
-const BY_USER: u8 = b'M';
+pub(super) const BY_USER: u8 = b'M';
 
 fn user_prefix(user: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(user.len() + 2);

@@ -13,6 +13,7 @@
 //! | [`audiences`] | `a` segment `\0` zone `\0` user | the members of the segments schedules enter |
 //! | [`messages`] | `m` / `d` time + seq | the message log (every `send` decision) and the dead-letter queue |
 //! | [`outbox`] | `o` id | rendered messages awaiting delivery, committed with the decision that made them |
+//! | [`tally`] | `c` (`C`: erased users' sends) journey `\0` version step | per-step counters: live instances, sends by outcome (written with the commit that changes them, rebuilt by a scan when missing) |
 //! | [`meta`] | `x` name | engine bookkeeping: sequence counter, policy ledgers, schedule cursors |
 //!
 //! Keeping a user's live state in one record is what makes the engine fast
@@ -37,6 +38,7 @@ pub mod meta;
 pub mod outbox;
 pub mod profile;
 pub mod sled_store;
+pub mod tally;
 pub mod timers;
 pub mod users;
 pub mod zones;
@@ -167,6 +169,7 @@ pub trait Store:
     + messages::Messages
     + outbox::Outbox
     + meta::Meta
+    + tally::Tallies
 {
 }
 
