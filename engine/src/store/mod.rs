@@ -13,6 +13,7 @@
 //! | [`audiences`] | `a` segment `\0` zone `\0` user | the members of the segments schedules enter |
 //! | [`messages`] | `m` / `d` time + seq | the message log (every `send` decision) and the dead-letter queue |
 //! | [`outbox`] | `o` id | rendered messages awaiting delivery, committed with the decision that made them |
+//! | [`recipients`] | `r` message key; `R` user `\0` message key | who each message went to (user, journey, category), written with its outbox entry, for matching bounces and complaints by `Message-ID` |
 //! | [`meta`] | `x` name | engine bookkeeping: sequence counter, policy ledgers, schedule cursors |
 //!
 //! Keeping a user's live state in one record is what makes the engine fast
@@ -36,6 +37,7 @@ pub mod messages;
 pub mod meta;
 pub mod outbox;
 pub mod profile;
+pub mod recipients;
 pub mod sled_store;
 pub mod timers;
 pub mod users;
@@ -166,6 +168,7 @@ pub trait Store:
     + audiences::Audiences
     + messages::Messages
     + outbox::Outbox
+    + recipients::Recipients
     + meta::Meta
 {
 }
