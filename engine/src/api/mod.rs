@@ -11,6 +11,7 @@ mod auth;
 mod body;
 mod error;
 pub mod events;
+pub mod feedback;
 mod router;
 pub mod segment;
 mod serve;
@@ -99,4 +100,15 @@ pub trait Handle: Send + Sync + 'static {
     /// The store is open, the config deployed, due timers caught up, and
     /// the process is not draining.
     fn ready(&self) -> bool;
+    /// Applies an email provider's notices (bounces, complaints,
+    /// RUN.md §3); for each, whether it matched a message. Resolves once
+    /// the changes are durable. A handle without feedback intake answers
+    /// every request 503.
+    fn feedback(
+        &self,
+        notices: Vec<crate::feedback::Notice>,
+    ) -> impl Future<Output = Result<Vec<bool>, Unavailable>> + Send {
+        drop(notices);
+        async { Err(Unavailable("feedback intake is not available here".into())) }
+    }
 }

@@ -22,7 +22,7 @@ use journeys::event::EventType;
 use super::auth::{self, Access};
 use super::error::Error;
 use super::events::{self as parse, LineError, Parsed};
-use super::{body, segment, unsubscribe, Appended, Handle, Replay, Tokens};
+use super::{body, feedback, segment, unsubscribe, Appended, Handle, Replay, Tokens};
 use crate::clock::{Clock, WallClock};
 
 /// The most a request body may hold, inflated or not (RUN.md §2).
@@ -44,6 +44,8 @@ pub struct Options {
     pub max_body: usize,
     /// How long a client may take to send its body (slow clients get 408).
     pub body_timeout: Duration,
+    /// Feedback intake: signature keys, SNS hosts, the outcome counters.
+    pub feedback: feedback::Settings,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             clock: Arc::new(WallClock),
             max_body: MAX_BODY,
             body_timeout: Duration::from_secs(30),
+            feedback: feedback::Settings::default(),
         }
     }
 }
@@ -98,6 +101,7 @@ pub fn router_with<H: Handle>(handle: Arc<H>, tokens: Tokens, options: Options) 
             "/v1/unsubscribe/{token}",
             get(unsubscribe_page).post(unsubscribe::<H>),
         )
+        .route("/v1/feedback/{provider}", post(feedback_post::<H>))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<H>))
         .fallback(not_found)
@@ -445,6 +449,24 @@ async fn unsubscribe<H: Handle>(
             .into_response(),
         (None, false) => html(StatusCode::NOT_FOUND, unsubscribe::unknown_page()),
     })
+}
+
+async fn feedback_post<H: Handle>(
+    State(api): Shared<H>,
+    headers: HeaderMap,
+    provider: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, Error> {
+    let provider = path(provider)?;
+    let request = feedback::Request {
+        handle: &*api.handle,
+        tokens: &api.tokens,
+        settings: &api.options.feedback,
+        clock: &*api.options.clock,
+        max_body: api.options.max_body,
+        body_timeout: api.options.body_timeout,
+    };
+    feedback::post(request, &provider, headers, body).await
 }
 
 async fn healthz() -> Response {

@@ -55,6 +55,7 @@ pub(super) fn project(default_timezone: chrono_tz::Tz) -> Project {
             segment_secret_env: None,
             ingest_token_env: "SLUICE_INGEST_TOKEN".into(),
             admin_token_env: "SLUICE_ADMIN_TOKEN".into(),
+            feedback: Default::default(),
         },
     }
 }
