@@ -294,6 +294,46 @@ mod tests {
         assert!(f.engine.user("u1").expect("user").is_none());
     }
 
+    /// What a delivery worker reports for an SMTP 550 on the recipient
+    /// (RUN.md §3): the message fails into the dead-letter queue and the
+    /// address is bounced in the same commit; later email is suppressed.
+    #[test]
+    fn a_550_for_the_recipient_fails_the_message_and_marks_the_address() {
+        let mut f = Fixture::new();
+        f.identify("u1", json!({"email": "u1@x.io"}));
+        f.order("u1");
+        f.engine.commit().expect("commit");
+        let entry = f
+            .engine
+            .take_outbox()
+            .expect("outbox")
+            .into_iter()
+            .find(|e| e.message.journey == "promo")
+            .expect("the promo email");
+        let failure = crate::dispatch::DispatchError {
+            retriable: false,
+            message: "550 5.1.1 <u1@x.io>: mailbox unavailable".into(),
+            retry_after: None,
+        };
+        let news = [AddressNews::EmailBounced {
+            address: "u1@x.io".into(),
+        }];
+        f.engine
+            .delivered(entry.id, Err(failure), &news, f.now)
+            .expect("delivered");
+        f.engine.commit().expect("commit");
+        assert_eq!(f.profile("u1")["email_status"], "bounced");
+        let (outcome, reason) = f.last_outcome("u1", "promo");
+        assert_eq!(outcome, "failed");
+        assert!(reason.is_some_and(|r| r.contains("550")));
+        assert_eq!(f.engine.dead_letters(10).expect("dlq").len(), 1);
+        f.order("u1");
+        assert_eq!(
+            f.last_outcome("u1", "promo"),
+            ("suppressed".into(), Some("bounced".into()))
+        );
+    }
+
     #[test]
     fn address_news_removes_a_gone_token_and_marks_only_the_current_address() {
         let mut f = Fixture::new();
