@@ -992,6 +992,180 @@ fn the_welcome_email_and_one_click_unsubscribe() {
     assert_eq!(profile["email"], "m1@example.com");
 }
 
+/// Feedback intake end to end (docs/feedback.md): the welcome email goes
+/// to the maildir; SES reports a hard bounce for its Message-ID (posted
+/// with the ingest token) and the user's `email_status` turns `bounced`,
+/// so the next email to them is suppressed `bounced` until a new address
+/// arrives; a Postmark spam complaint about another user's welcome email
+/// sets their `subscriptions.marketing` to false. Unauthenticated posts
+/// change nothing.
+#[test]
+fn a_hard_bounce_suppresses_later_email_and_a_complaint_unsubscribes() {
+    let hooks = quiet_receiver();
+    let s = Service::new(hooks.port);
+    let mut events = signup("b1");
+    events.extend(signup("c1"));
+    assert_eq!(s.post_events(&events).status, 202);
+    s.wait_mails(2);
+    let key_of = |user: &str, step: &str| -> String {
+        let v = s.user(user).expect("known");
+        v["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .find(|m| m["step"] == step)
+            .unwrap_or_else(|| panic!("no {step} in {v}"))["key"]
+            .as_str()
+            .expect("key")
+            .to_owned()
+    };
+    let b1_key = key_of("b1", "welcome-email");
+    let c1_key = key_of("c1", "welcome-email");
+    let mails = s.mails();
+    assert!(
+        mails
+            .values()
+            .any(|m| String::from_utf8_lossy(m).contains(&format!("<{b1_key}@run.example>"))),
+        "the Message-ID carries the key"
+    );
+
+    let ses_event = json!({
+        "notificationType": "Bounce",
+        "bounce": {"bounceType": "Permanent", "bouncedRecipients": [{"emailAddress": "b1@example.com"}]},
+        "mail": {"messageId": "0100018c-ses-own", "commonHeaders": {"messageId": format!("<{b1_key}@run.example>")}}
+    });
+    let sns = json!({
+        "Type": "Notification", "MessageId": "n-1", "TopicArn": "arn:aws:sns:eu-west-1:1:ses",
+        "Message": ses_event.to_string(), "Timestamp": now_ts(), "SignatureVersion": "1",
+        "Signature": "bm90IGEgc2lnbmF0dXJl", "SigningCertURL": "https://certs.example.invalid/x.pem"
+    })
+    .to_string();
+    let text = ("Content-Type", "text/plain; charset=UTF-8");
+    // Unsigned and without a token: 401, nothing changed.
+    let r = try_http(s.port, "POST", "/v1/feedback/ses", &[text], sns.as_bytes()).expect("answer");
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    assert!(s.user("b1").expect("b1")["profile"]
+        .get("email_status")
+        .is_none());
+
+    let auth = bearer(INGEST);
+    let with_token = [text, ("Authorization", auth.as_str())];
+    let r = try_http(
+        s.port,
+        "POST",
+        "/v1/feedback/ses",
+        &with_token,
+        sns.as_bytes(),
+    )
+    .expect("answer");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json(), json!({"received": 1, "matched": 1}));
+    assert_eq!(
+        s.user("b1").expect("b1")["profile"]["email_status"],
+        "bounced"
+    );
+
+    // A later email to b1 (a receipt) is suppressed `bounced`.
+    let order = track(
+        "b1",
+        "b1-order-1",
+        "order_completed",
+        json!({"order_id": "o-1"}),
+    );
+    assert_eq!(s.post_events(&[order]).status, 202);
+    let receipt = wait_for(Duration::from_secs(10), "the receipt decision", || {
+        let v = s.user("b1")?;
+        v["messages"]
+            .as_array()?
+            .iter()
+            .find(|m| m["step"] == "receipt-email")
+            .cloned()
+    });
+    assert_eq!(
+        (&receipt["outcome"], &receipt["reason"]),
+        (&json!("suppressed"), &json!("bounced")),
+        "{receipt}"
+    );
+    assert_eq!(s.mails().len(), 2, "no mail to a bounced address");
+
+    // An unmatched notification: 200, counted, nothing changed.
+    let unknown = sns.replace(&b1_key, "0123456789abcdef0123456789abcdef");
+    let r = try_http(
+        s.port,
+        "POST",
+        "/v1/feedback/ses",
+        &with_token,
+        unknown.as_bytes(),
+    )
+    .expect("answer");
+    assert_eq!(
+        (r.status, r.json()),
+        (200, json!({"received": 1, "matched": 0}))
+    );
+
+    // Postmark: a spam complaint naming c1's welcome email in the bounce
+    // content, with the token as the basic-auth password.
+    let complaint = json!({
+        "RecordType": "SpamComplaint", "Type": "SpamComplaint", "TypeCode": 512,
+        "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483", "Email": "c1@example.com",
+        "Content": format!("Received: by mx\r\nMessage-ID: <{c1_key}@run.example>\r\nSubject: Welcome\r\n\r\n")
+    })
+    .to_string();
+    let json_type = ("Content-Type", "application/json");
+    let r = try_http(
+        s.port,
+        "POST",
+        "/v1/feedback/postmark",
+        &[json_type],
+        complaint.as_bytes(),
+    )
+    .expect("answer");
+    assert_eq!(r.status, 401, "Postmark needs the token");
+    let basic = {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("postmark:{INGEST}"))
+        )
+    };
+    let r = try_http(
+        s.port,
+        "POST",
+        "/v1/feedback/postmark",
+        &[json_type, ("Authorization", basic.as_str())],
+        complaint.as_bytes(),
+    )
+    .expect("answer");
+    assert_eq!(
+        (r.status, r.json()),
+        (200, json!({"received": 1, "matched": 1}))
+    );
+    let c1 = s.user("c1").expect("c1");
+    assert_eq!(
+        c1["profile"]["subscriptions"]["marketing"],
+        json!(false),
+        "{c1}"
+    );
+    assert!(c1["profile"].get("email_status").is_none());
+
+    // A new address for b1: mail flows again.
+    let new = identify("b1", "b1-new-email", json!({"email": "b1-new@example.com"}));
+    let order = track(
+        "b1",
+        "b1-order-2",
+        "order_completed",
+        json!({"order_id": "o-2"}),
+    );
+    assert_eq!(s.post_events(&[new, order]).status, 202);
+    let mails = s.wait_mails(3);
+    assert!(mails
+        .values()
+        .any(|m| String::from_utf8_lossy(m).contains("b1-new@example.com")));
+    assert!(s.user("b1").expect("b1")["profile"]
+        .get("email_status")
+        .is_none());
+}
+
 /// Webhooks as a receiver written from docs/webhooks.md sees them: every
 /// signature verifies; 500 then 200 is delivered once; 429 with
 /// Retry-After waits at least that long; 400 is a dead letter, replayed

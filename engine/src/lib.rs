@@ -24,6 +24,7 @@ pub mod deliver;
 pub mod dispatch;
 pub mod engine;
 pub mod events;
+pub mod feedback;
 pub mod hash;
 pub mod index;
 pub mod machine;

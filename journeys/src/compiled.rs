@@ -147,6 +147,15 @@ pub struct ApiSettings {
     pub segment_secret_env: Option<String>,
     pub ingest_token_env: String,
     pub admin_token_env: String,
+    pub feedback: FeedbackSettings,
+}
+
+/// How feedback intake authenticates providers (`api.feedback`).
+#[derive(Debug, Clone, Default)]
+pub struct FeedbackSettings {
+    pub sendgrid_public_key_env: Option<String>,
+    /// Empty: SNS messages of any topic.
+    pub sns_topic_arns: Vec<String>,
 }
 
 /// A journey as a state machine.

@@ -86,6 +86,24 @@ pub struct Api {
     /// Env var holding the bearer token for the admin routes.
     #[serde(default)]
     pub admin_token_env: Option<Spanned<String>>,
+    /// Extension: how `POST /v1/feedback/{provider}` authenticates
+    /// providers (docs/feedback.md).
+    #[serde(default)]
+    pub feedback: Option<Feedback>,
+}
+
+/// Bounce and complaint intake from email providers (docs/feedback.md).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Feedback {
+    /// Env var holding SendGrid's Event Webhook verification key (base64
+    /// DER, as SendGrid shows it, or PEM): signed posts need no token.
+    #[serde(default)]
+    pub sendgrid_public_key_env: Option<Spanned<String>>,
+    /// When given, only SNS messages from these topic ARNs are taken (any
+    /// other is refused with 401).
+    #[serde(default)]
+    pub sns_topic_arns: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]

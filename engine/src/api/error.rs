@@ -39,6 +39,10 @@ pub enum Error {
     BadRequest(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Something the request named could not be fetched (an SNS
+    /// certificate): the sender may try again.
+    #[error("{0}")]
+    BadGateway(String),
 }
 
 impl From<Unavailable> for Error {
@@ -59,6 +63,7 @@ impl Error {
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Gzip(_) | Error::Body(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
         }
     }
 }

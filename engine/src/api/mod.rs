@@ -12,6 +12,7 @@ mod body;
 pub mod console;
 mod error;
 pub mod events;
+pub mod feedback;
 mod router;
 pub mod segment;
 mod serve;
@@ -128,5 +129,16 @@ pub trait Handle: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Value>, Unavailable>> + Send {
         let _ = id;
         async { Err(Unavailable("user timelines are not kept here".into())) }
+    }
+    /// Applies an email provider's notices (bounces, complaints,
+    /// RUN.md §3); for each, whether it matched a message. Resolves once
+    /// the changes are durable. A handle without feedback intake answers
+    /// every request 503.
+    fn feedback(
+        &self,
+        notices: Vec<crate::feedback::Notice>,
+    ) -> impl Future<Output = Result<Vec<bool>, Unavailable>> + Send {
+        drop(notices);
+        async { Err(Unavailable("feedback intake is not available here".into())) }
     }
 }

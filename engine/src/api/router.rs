@@ -22,7 +22,7 @@ use journeys::event::EventType;
 use super::auth::{self, Access};
 use super::error::Error;
 use super::events::{self as parse, LineError, Parsed};
-use super::{body, segment, unsubscribe, Appended, Handle, Replay, Tokens};
+use super::{body, feedback, segment, unsubscribe, Appended, Handle, Replay, Tokens};
 use crate::clock::{Clock, WallClock};
 
 /// The most a request body may hold, inflated or not (RUN.md §2).
@@ -46,6 +46,8 @@ pub struct Options {
     pub body_timeout: Duration,
     /// The web console at `/` (`None`: not served).
     pub console: Option<super::console::Settings>,
+    /// Feedback intake: signature keys, SNS hosts, the outcome counters.
+    pub feedback: feedback::Settings,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             max_body: MAX_BODY,
             body_timeout: Duration::from_secs(30),
             console: None,
+            feedback: feedback::Settings::default(),
         }
     }
 }
@@ -111,6 +114,7 @@ pub fn router_with<H: Handle>(handle: Arc<H>, tokens: Tokens, options: Options) 
             "/v1/unsubscribe/{token}",
             get(unsubscribe_page).post(unsubscribe::<H>),
         )
+        .route("/v1/feedback/{provider}", post(feedback_post::<H>))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<H>))
         .with_state(api);
@@ -463,6 +467,24 @@ async fn unsubscribe<H: Handle>(
             .into_response(),
         (None, false) => html(StatusCode::NOT_FOUND, unsubscribe::unknown_page()),
     })
+}
+
+async fn feedback_post<H: Handle>(
+    State(api): Shared<H>,
+    headers: HeaderMap,
+    provider: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, Error> {
+    let provider = path(provider)?;
+    let request = feedback::Request {
+        handle: &*api.handle,
+        tokens: &api.tokens,
+        settings: &api.options.feedback,
+        clock: &*api.options.clock,
+        max_body: api.options.max_body,
+        body_timeout: api.options.body_timeout,
+    };
+    feedback::post(request, &provider, headers, body).await
 }
 
 async fn healthz() -> Response {

@@ -8,6 +8,7 @@ use crate::clock::{format_ts, Millis};
 use crate::dispatch::AddressNews;
 use crate::store::messages::Messages;
 use crate::store::outbox::OutboxEntry;
+use crate::store::recipients::Recipients;
 use crate::store::users;
 
 use super::{Engine, Error, Step};
@@ -100,8 +101,8 @@ impl Engine {
     }
 
     /// Erases a user: profile, history, live instances (their timers
-    /// cancelled), dedupe keys, message log, index entries and undelivered
-    /// outbox entries. `false` when the user is unknown.
+    /// cancelled), dedupe keys, message log, index entries, undelivered
+    /// outbox entries and the record of whom their messages went to. `false` when the user is unknown.
     pub fn erase(&mut self, id: &str) -> Result<bool, Error> {
         let t = self.store.take_user(id)?;
         if !t.known {
@@ -121,7 +122,8 @@ impl Engine {
         for line in view.user_messages(id, usize::MAX)? {
             self.tally.erased(&line);
         }
-        let logged = view.user_message_keys(id)?;
+        let mut logged = view.user_message_keys(id)?;
+        logged.extend(view.recipient_keys(id)?);
         let mut outbox: Vec<u64> = Vec::new();
         let mut after = None;
         loop {
@@ -188,7 +190,10 @@ impl Engine {
                 last_error: None,
                 dead_letter: Some((at, id)),
             };
-            self.store.batch().put_outbox(&entry)?;
+            let batch = self.store.batch();
+            batch.put_outbox(&entry)?;
+            // Written again: the same key, whatever an older version kept.
+            batch.put_recipient(&entry.message.key, &super::outbox::recipient(&entry))?;
             self.outbox_new.push(entry.id);
             n += 1;
         }

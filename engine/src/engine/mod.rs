@@ -8,11 +8,13 @@
 //! zone and their cursors), [`audience`] (the zone and schedule-audience
 //! indexes), [`decide`] (a due message through the policies and the
 //! renderer into an outbox entry), [`outbox`] (delivery results: retries
-//! with backoff, dead letters).
+//! with backoff, dead letters), [`feedback`] (providers' bounces and
+//! complaints, matched to their messages).
 
 mod admin;
 mod audience;
 mod decide;
+mod feedback;
 pub mod outbox;
 mod schedule;
 

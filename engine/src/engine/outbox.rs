@@ -16,6 +16,7 @@ use crate::deliver::Backoff;
 use crate::dispatch::{AddressNews, DispatchError, Message};
 use crate::output::{Kind, Line, Outcome};
 use crate::store::outbox::{Outbox, OutboxEntry};
+use crate::store::recipients::Recipient;
 use crate::store::timers::{Timer, TimerKind};
 
 use super::{Delivery, Engine, Error};
@@ -41,7 +42,9 @@ impl Engine {
         match self.delivery {
             Delivery::Inline(_) => self.outbox_now.push(entry),
             Delivery::Workers => {
-                self.store.batch().put_outbox(&entry)?;
+                let batch = self.store.batch();
+                batch.put_outbox(&entry)?;
+                batch.put_recipient(&entry.message.key, &recipient(&entry))?;
                 self.outbox_new.push(entry.id);
             }
         }
@@ -212,5 +215,16 @@ impl Engine {
         line.key = Some(m.key.clone());
         self.emit(line);
         Ok(())
+    }
+}
+/// Who an entry's message goes to, for matching feedback by its key.
+pub(super) fn recipient(entry: &OutboxEntry) -> Recipient {
+    let m = &entry.message;
+    Recipient {
+        user: m.user.clone(),
+        journey: m.journey.clone(),
+        category: entry.category.clone(),
+        channel: m.channel,
+        at: m.at,
     }
 }

@@ -4,6 +4,9 @@
 //! persists what this module returns and never decides on its own.
 //!
 //! Order: subscription/address → frequency caps → quiet hours → throttles.
+//! The address check of step 1 has three outcomes for email: no address
+//! (`no_address`), an address that bounced for good (`email_status:
+//! bounced` on the profile, RUN.md §3: `bounced`), or a usable one.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -176,7 +179,7 @@ fn sub(t: DateTime<Utc>, d: chrono::TimeDelta) -> DateTime<Utc> {
     t.checked_sub_signed(d).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// Step 1: subscription and address.
+/// Step 1: subscription, then address (missing, then bounced).
 fn subscription(msg: &Outgoing<'_>) -> Option<&'static str> {
     let subs = msg.profile.get("subscriptions").and_then(Value::as_object);
     let unsubscribed =
@@ -197,5 +200,17 @@ fn subscription(msg: &Outgoing<'_>) -> Option<&'static str> {
             .is_some_and(|t| t.iter().any(|v| v.as_str().is_some_and(|s| !s.is_empty()))),
         Channel::Webhook => true,
     };
-    (!has_address).then_some("no_address")
+    if !has_address {
+        return Some("no_address");
+    }
+    let bounced = msg.channel == Channel::Email
+        && msg.profile.get(EMAIL_STATUS).and_then(Value::as_str) == Some(BOUNCED);
+    bounced.then_some("bounced")
 }
+
+/// The profile attribute that records the email address's deliverability.
+pub const EMAIL_STATUS: &str = "email_status";
+/// Its value once the address bounced for good (an SMTP 5xx, a hard
+/// bounce reported by the provider): email is suppressed with reason
+/// `bounced` until a different `email` arrives.
+pub const BOUNCED: &str = "bounced";

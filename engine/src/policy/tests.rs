@@ -55,6 +55,7 @@ pub(super) fn project(default_timezone: chrono_tz::Tz) -> Project {
             segment_secret_env: None,
             ingest_token_env: "SLUICE_INGEST_TOKEN".into(),
             admin_token_env: "SLUICE_ADMIN_TOKEN".into(),
+            feedback: Default::default(),
         },
     }
 }
@@ -257,6 +258,51 @@ fn subscription_unsubscribed_and_no_address() {
     );
     assert_eq!(
         p.decide(&msg(&empty, Webhook, "x", "j", &[]), &[], now),
+        Decision::Send
+    );
+}
+
+#[test]
+fn a_bounced_address_suppresses_email_only_after_subscription_and_address() {
+    let mut p = policies(vec![], vec![], vec![]);
+    let now = ts("2026-03-02T10:00:00Z");
+    let mut prof = profile(None);
+    prof.insert("email_status".into(), json!("bounced"));
+    assert_eq!(
+        p.decide(&msg(&prof, Email, "marketing", "j", &[]), &[], now),
+        suppress("bounced")
+    );
+    // Transactional mail too: the address does not take mail.
+    assert_eq!(
+        p.decide(&msg(&prof, Email, "transactional", "j", &[]), &[], now),
+        suppress("bounced")
+    );
+    // Push and webhooks do not care about the email address.
+    assert_eq!(
+        p.decide(&msg(&prof, Push, "marketing", "j", &[]), &[], now),
+        Decision::Send
+    );
+    assert_eq!(
+        p.decide(&msg(&prof, Webhook, "marketing", "j", &[]), &[], now),
+        Decision::Send
+    );
+    // Unsubscribed is checked first, then a missing address.
+    prof.insert("subscriptions".into(), json!({"marketing": false}));
+    assert_eq!(
+        p.decide(&msg(&prof, Email, "marketing", "j", &[]), &[], now),
+        suppress("unsubscribed")
+    );
+    prof.remove("subscriptions");
+    prof.insert("email".into(), json!(""));
+    assert_eq!(
+        p.decide(&msg(&prof, Email, "marketing", "j", &[]), &[], now),
+        suppress("no_address")
+    );
+    // Any other status is not a bounce.
+    prof.insert("email".into(), json!("u@example.com"));
+    prof.insert("email_status".into(), json!("ok"));
+    assert_eq!(
+        p.decide(&msg(&prof, Email, "marketing", "j", &[]), &[], now),
         Decision::Send
     );
 }

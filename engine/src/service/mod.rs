@@ -96,6 +96,11 @@ pub enum Command {
         token: String,
         reply: Reply<Option<Unsubscribed>>,
     },
+    /// An email provider's bounces and complaints (RUN.md §3).
+    Feedback {
+        notices: Vec<crate::feedback::Notice>,
+        reply: Reply<Vec<bool>>,
+    },
     /// Stop: commit, answer, and end the loop.
     Stop,
 }
@@ -200,6 +205,13 @@ impl api::Handle for ServiceHandle {
 
     async fn timeline(&self, id: String) -> Result<Option<Value>, Unavailable> {
         self.ask(|reply| Command::Timeline { id, reply }).await
+    }
+
+    async fn feedback(
+        &self,
+        notices: Vec<crate::feedback::Notice>,
+    ) -> Result<Vec<bool>, Unavailable> {
+        self.ask(|reply| Command::Feedback { notices, reply }).await
     }
 }
 
@@ -389,6 +401,12 @@ impl<O: Outlet> Writer<O> {
                         let _ = reply.send(Ok(v));
                     }));
                 }
+                Command::Feedback { notices, reply } => {
+                    let v = self.engine.feedback(&notices, now)?;
+                    answers.push(Box::new(move || {
+                        let _ = reply.send(Ok(v));
+                    }));
+                }
             }
         }
         // What the commands made due now (a welcome email) goes out with
@@ -535,6 +553,9 @@ fn fail(c: Command) -> bool {
             let _ = reply.send(Err(no()));
         }
         Command::Unsubscribe { reply, .. } => {
+            let _ = reply.send(Err(no()));
+        }
+        Command::Feedback { reply, .. } => {
             let _ = reply.send(Err(no()));
         }
     }

@@ -53,6 +53,8 @@ pub enum RunError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(String),
+    #[error("the SendGrid verification key in ${var} cannot be read: {message}")]
+    SendgridKey { var: String, message: String },
 }
 
 fn file_err<'a>(what: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> RunError + 'a {
@@ -178,6 +180,41 @@ fn unsubscribe_secret(store: &Path) -> Result<Vec<u8>, RunError> {
     }
 }
 
+/// The env var that lets SNS certificates and subscription confirmations
+/// come from URLs starting with its value instead of SNS's own hosts
+/// (tests serve their own certificate on loopback; docs/feedback.md).
+pub const SNS_URL_PREFIX_ENV: &str = "SLUICE_SNS_URL_PREFIX";
+
+/// Feedback intake's settings from the Project (`api.feedback`) and the
+/// environment. An unset SendGrid key variable leaves signed SendGrid
+/// posts refused (a token still works); one that is set and unreadable
+/// stops the start.
+pub fn feedback_settings(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<api::feedback::Settings, RunError> {
+    let f = &config.project.api.feedback;
+    let mut settings = api::feedback::Settings {
+        sns_topics: f.sns_topic_arns.clone(),
+        ..api::feedback::Settings::default()
+    };
+    if let Some(var) = &f.sendgrid_public_key_env {
+        if let Some(text) = env(var).filter(|v| !v.trim().is_empty()) {
+            let key = crate::feedback::sendgrid::PublicKey::parse(&text).map_err(|message| {
+                RunError::SendgridKey {
+                    var: var.clone(),
+                    message,
+                }
+            })?;
+            settings.sendgrid_key = Some(key);
+        }
+    }
+    if let Some(prefix) = env(SNS_URL_PREFIX_ENV).filter(|v| !v.is_empty()) {
+        settings.sns_hosts = crate::feedback::sns::Hosts::Prefix(prefix);
+    }
+    Ok(settings)
+}
+
 /// Decisions go to the log (the store keeps the message log).
 struct LogSink;
 
@@ -199,6 +236,12 @@ impl Sink for LogSink {
 pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Result<(), RunError> {
     let env = |name: &str| std::env::var(name).ok();
     let (tokens, written) = resolve_tokens(&config, &options.dir, &env)?;
+    let feedback = feedback_settings(&config, &env)?;
+    if let crate::feedback::sns::Hosts::Prefix(p) = &feedback.sns_hosts {
+        say(&format!(
+            "warning: SNS certificates are fetched from {p} ({SNS_URL_PREFIX_ENV}), not from SNS"
+        ));
+    }
     if let Some(p) = written {
         say(&format!(
             "tokens: some token variables are unset; the tokens are in {}",
@@ -291,6 +334,7 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
                 Arc::clone(&config),
                 &public_url,
             )),
+            feedback,
             ..api::Options::default()
         },
     );

@@ -14,6 +14,7 @@
 //! | [`messages`] | `m` / `d` time + seq | the message log (every `send` decision) and the dead-letter queue |
 //! | [`outbox`] | `o` id | rendered messages awaiting delivery, committed with the decision that made them |
 //! | [`tally`] | `c` (`C`: erased users' sends) journey `\0` version step | per-step counters: live instances, sends by outcome (written with the commit that changes them, rebuilt by a scan when missing) |
+//! | [`recipients`] | `r` message key; `R` user `\0` message key | who each message went to (user, journey, category), written with its outbox entry, for matching bounces and complaints by `Message-ID` |
 //! | [`meta`] | `x` name | engine bookkeeping: sequence counter, policy ledgers, schedule cursors |
 //!
 //! Keeping a user's live state in one record is what makes the engine fast
@@ -37,6 +38,7 @@ pub mod messages;
 pub mod meta;
 pub mod outbox;
 pub mod profile;
+pub mod recipients;
 pub mod sled_store;
 pub mod tally;
 pub mod timers;
@@ -168,6 +170,7 @@ pub trait Store:
     + audiences::Audiences
     + messages::Messages
     + outbox::Outbox
+    + recipients::Recipients
     + meta::Meta
     + tally::Tallies
 {

@@ -574,6 +574,7 @@ fn default_project() -> compiled::Project {
             segment_secret_env: None,
             ingest_token_env: "SLUICE_INGEST_TOKEN".into(),
             admin_token_env: "SLUICE_ADMIN_TOKEN".into(),
+            feedback: compiled::FeedbackSettings::default(),
         },
     }
 }
@@ -671,6 +672,15 @@ fn project(p: &model::Project, ctx: &mut Ctx<'_>) -> compiled::Project {
         }
         if let Some(t) = s(&api.segment_secret_env) {
             out.api.segment_secret_env = Some(t);
+        }
+        if let Some(f) = &api.feedback {
+            out.api.feedback.sendgrid_public_key_env = s(&f.sendgrid_public_key_env);
+            out.api.feedback.sns_topic_arns = f
+                .sns_topic_arns
+                .iter()
+                .flatten()
+                .map(|t| t.value.clone())
+                .collect();
         }
     }
     out
