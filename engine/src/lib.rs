@@ -27,6 +27,7 @@ pub mod events;
 pub mod hash;
 pub mod index;
 pub mod machine;
+pub mod metrics;
 pub mod output;
 pub mod policy;
 pub mod scope;

@@ -44,6 +44,7 @@ use crate::deliver::sign::UnsubscribeSigner;
 use crate::dispatch::{AddressNews, DispatchError};
 use crate::engine::{Engine, Replay};
 use crate::machine::event::Ingested;
+use crate::metrics::Metrics;
 use crate::store::outbox::OutboxEntry;
 
 /// Commands taken in one round, at most.
@@ -109,6 +110,11 @@ impl ServiceHandle {
 
     pub fn set_state(&self, s: u8) {
         self.state.store(s, Ordering::SeqCst);
+    }
+
+    /// The state cell itself (for `sluice_writer_state`).
+    pub fn state_cell(&self) -> Arc<AtomicU8> {
+        Arc::clone(&self.state)
     }
 
     pub fn send(&self, c: Command) -> bool {
@@ -204,6 +210,7 @@ pub struct Writer<O: Outlet> {
     backlog: BTreeMap<Channel, ()>,
     /// Channels whose queue was full since their last complete scan.
     overflow: BTreeMap<Channel, ()>,
+    metrics: Metrics,
 }
 
 impl<O: Outlet> Writer<O> {
@@ -223,7 +230,15 @@ impl<O: Outlet> Writer<O> {
             in_flight: HashSet::new(),
             backlog: BTreeMap::new(),
             overflow: BTreeMap::new(),
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Where the writer counts ingests, delivery results, commit times and
+    /// the store's depths (and the engine its timer lag).
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.engine.set_metrics(metrics.clone());
+        self.metrics = metrics;
     }
 
     /// Catches up (timers and schedules due while the process was down
@@ -234,6 +249,7 @@ impl<O: Outlet> Writer<O> {
         self.engine.set_floor(now);
         self.engine.run_due(now)?;
         self.engine.commit()?;
+        self.metrics.set_depths(&self.engine.count_depths()?);
         let _ = self.engine.take_outbox()?;
         for c in [Channel::Email, Channel::Push, Channel::Webhook] {
             self.backlog.insert(c, ());
@@ -287,11 +303,17 @@ impl<O: Outlet> Writer<O> {
         let now = self.clock.now_millis();
         self.engine.run_due(now)?;
         let mut answers: Vec<Box<dyn FnOnce()>> = Vec::new();
-        let mut ingests: Vec<(Reply<Appended>, Appended)> = Vec::new();
+        let mut ingests: Vec<(Reply<Appended>, Appended, &'static str)> = Vec::new();
+        // Delivery results recorded this round, counted once committed.
+        let mut results: BTreeMap<(Channel, &'static str), u64> = BTreeMap::new();
         for c in commands {
             match c {
                 Command::Stop => stop = true,
-                Command::Ingest { events, reply, .. } => {
+                Command::Ingest {
+                    events,
+                    reply,
+                    source,
+                } => {
                     let mut a = Appended::default();
                     for ev in &events {
                         match self.engine.ingest(ev)? {
@@ -299,7 +321,7 @@ impl<O: Outlet> Writer<O> {
                             _ => a.duplicates += 1,
                         }
                     }
-                    ingests.push((reply, a));
+                    ingests.push((reply, a, source));
                 }
                 Command::Delivered {
                     id,
@@ -308,7 +330,9 @@ impl<O: Outlet> Writer<O> {
                     news,
                 } => {
                     self.in_flight.remove(&id);
-                    self.engine.delivered(id, result, &news, now)?;
+                    if let Some(r) = self.engine.delivered(id, result, &news, now)? {
+                        *results.entry((channel, r.as_str())).or_default() += 1;
+                    }
                     if self.overflow.contains_key(&channel) {
                         self.backlog.insert(channel, ());
                     }
@@ -352,8 +376,18 @@ impl<O: Outlet> Writer<O> {
         // What the commands made due now (a welcome email) goes out with
         // this commit, not the next round's.
         self.engine.run_due(self.clock.now_millis())?;
+        let started = std::time::Instant::now();
         self.engine.commit()?;
-        for (reply, a) in ingests {
+        if !ingests.is_empty() {
+            self.metrics.ingest_committed(started.elapsed());
+        }
+        self.metrics.set_depths(&self.engine.depths());
+        for ((channel, result), n) in results {
+            self.metrics.delivered(channel, result, n);
+        }
+        for (reply, a, source) in ingests {
+            self.metrics
+                .ingested(source, a.accepted as u64, a.duplicates as u64);
             let _ = reply.send(Ok(a));
         }
         for a in answers {

@@ -40,8 +40,9 @@ pub struct Taken {
 enum TimerOp {
     /// Set since the last commit (so not in the backend).
     Put(Timer),
-    /// In the backend, to delete at the next commit.
-    Delete,
+    /// In the backend, to delete at the next commit. `fired`: read from
+    /// the backend, so known to be there (a cancelled key may not be).
+    Delete { fired: bool },
 }
 
 /// Counters for benchmarks and metrics.
@@ -76,6 +77,9 @@ pub struct Buffered {
     new_users: std::collections::BTreeSet<String>,
     meta: BTreeMap<String, Vec<u8>>,
     pub stats: BufferStats,
+    /// Timers in the backend, once counted ([`Buffered::count_timers`]);
+    /// then kept up to date by each commit.
+    timer_count: Option<i64>,
 }
 
 impl Buffered {
@@ -96,6 +100,7 @@ impl Buffered {
             new_users: std::collections::BTreeSet::new(),
             meta: BTreeMap::new(),
             stats: BufferStats::default(),
+            timer_count: None,
         }
     }
 
@@ -217,15 +222,32 @@ impl Buffered {
     }
 
     pub fn cancel_timer(&mut self, key: TimerKey) {
+        self.remove_timer(key, false);
+    }
+
+    fn remove_timer(&mut self, key: TimerKey, fired: bool) {
         match self.timers.get(&key) {
             Some(TimerOp::Put(_)) => {
                 self.timers.remove(&key);
             }
-            Some(TimerOp::Delete) => {}
+            Some(TimerOp::Delete { .. }) => {}
             None => {
-                self.timers.insert(key, TimerOp::Delete);
+                self.timers.insert(key, TimerOp::Delete { fired });
             }
         }
+    }
+
+    /// Counts the timers in the backend (call right after a commit), and
+    /// keeps the count up to date from then on.
+    pub fn count_timers(&mut self) -> Result<i64, Error> {
+        let n = super::timers::count(self.store.as_ref())?;
+        self.timer_count = Some(n);
+        Ok(n)
+    }
+
+    /// Timers in the backend as of the last commit, when counted.
+    pub fn timer_count(&self) -> Option<i64> {
+        self.timer_count
     }
 
     /// The first backend timer after the cursor that is not deleted in the
@@ -236,7 +258,7 @@ impl Buffered {
         loop {
             while let Some(&k) = self.window.front() {
                 let gone = self.cursor.is_some_and(|c| k <= c)
-                    || matches!(self.timers.get(&k), Some(TimerOp::Delete));
+                    || matches!(self.timers.get(&k), Some(TimerOp::Delete { .. }));
                 if !gone {
                     return Ok(Some(k));
                 }
@@ -294,7 +316,7 @@ impl Buffered {
                 let full = chunk.len() == CHUNK;
                 for (k, t) in chunk {
                     after = Some(k);
-                    if !matches!(self.timers.get(&k), Some(TimerOp::Delete)) {
+                    if !matches!(self.timers.get(&k), Some(TimerOp::Delete { .. })) {
                         out.push((k, t));
                     }
                 }
@@ -320,7 +342,7 @@ impl Buffered {
     /// Marks timers returned by [`Buffered::next_instant`] as fired.
     pub fn fired(&mut self, keys: &[TimerKey]) {
         for k in keys {
-            self.cancel_timer(*k);
+            self.remove_timer(*k, true);
             if self.cursor.is_none_or(|c| *k > c) {
                 self.cursor = Some(*k);
             }
@@ -378,13 +400,27 @@ impl Buffered {
         // A spill keeps new timers in memory (most fire or are cancelled
         // before the end) unless there are very many.
         let keep_puts = !cached && self.timers.len() < MAX_TIMERS_IN_MEMORY;
+        // The change in the backend's timer count, when it is kept: a put
+        // adds one (keys are never reused), a deletion removes one if the
+        // key is there (a fired timer is; a cancelled one is looked up).
+        let counting = self.timer_count.is_some();
+        let mut timers_delta = 0i64;
         for (k, op) in std::mem::take(&mut self.timers) {
             match op {
                 TimerOp::Put(t) if keep_puts => {
                     self.timers.insert(k, TimerOp::Put(t));
                 }
-                TimerOp::Put(t) => batch.put(k.encode(), super::codec::encode("timer", &t)?),
-                TimerOp::Delete => batch.delete(k.encode()),
+                TimerOp::Put(t) => {
+                    timers_delta += 1;
+                    batch.put(k.encode(), super::codec::encode("timer", &t)?);
+                }
+                TimerOp::Delete { fired } => {
+                    let key = k.encode();
+                    if counting && (fired || self.store.get(&key)?.is_some()) {
+                        timers_delta -= 1;
+                    }
+                    batch.delete(key);
+                }
             }
         }
         for (id, bytes) in self.evicted.drain() {
@@ -408,6 +444,9 @@ impl Buffered {
         if !batch.is_empty() {
             self.store.apply(batch)?;
             self.stats.commits += 1;
+        }
+        if let Some(n) = &mut self.timer_count {
+            *n += timers_delta;
         }
         Ok(())
     }
