@@ -225,7 +225,11 @@ impl Service {
         for _ in 0..3 {
             let root = tempfile::tempdir().expect("tempdir");
             let repo = root.path().join("repo");
-            copy_fixture(&root_dir().join("tests/fixtures/metrics/workload"), &repo, hook);
+            copy_fixture(
+                &root_dir().join("tests/fixtures/metrics/workload"),
+                &repo,
+                hook,
+            );
             let log = root.path().join("sluice.log");
             let port = free_port();
             let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -495,15 +499,24 @@ fn workload(s: &Service) -> BTreeMap<String, f64> {
     let mut put = |k: &str, v: f64| {
         m.insert(k.to_owned(), v);
     };
-    put("sluice_events_ingested_total{source=events}", 20.0 + 13.0 + 10.0 + 1.0 + 1.0);
+    put(
+        "sluice_events_ingested_total{source=events}",
+        20.0 + 13.0 + 10.0 + 1.0 + 1.0,
+    );
     put("sluice_events_ingested_total{source=track}", 1.0);
     put("sluice_events_ingested_total{source=batch}", 2.0);
     put("sluice_events_ingested_total{source=identify}", 0.0);
     put("sluice_events_ingested_total{source=segment}", 0.0);
     put("sluice_events_duplicate_total{source=events}", 1.0);
     put("sluice_events_rejected_total{}", 2.0);
-    put("sluice_entries_total{journey=welcome,outcome=entered}", all.len() as f64 - holdout);
-    put("sluice_entries_total{journey=welcome,outcome=holdout}", holdout);
+    put(
+        "sluice_entries_total{journey=welcome,outcome=entered}",
+        all.len() as f64 - holdout,
+    );
+    put(
+        "sluice_entries_total{journey=welcome,outcome=holdout}",
+        holdout,
+    );
     put("sluice_entries_total{journey=welcome,outcome=live}", 8.0);
     put("sluice_entries_total{journey=welcome,outcome=dedupe}", 0.0);
     put("sluice_entries_total{journey=welcome,outcome=reentry}", 0.0);
@@ -514,17 +527,50 @@ fn workload(s: &Service) -> BTreeMap<String, f64> {
     put("sluice_entries_total{journey=order,outcome=entered}", 3.0);
     put("sluice_entries_total{journey=order,outcome=reentry}", 1.0);
     put("sluice_entries_total{journey=order,outcome=holdout}", 0.0);
-    put("sluice_sends_total{channel=email,journey=welcome,outcome=sent}", mailed);
-    put("sluice_sends_total{channel=email,journey=welcome,outcome=suppressed}", unreachable);
-    put("sluice_sends_total{channel=email,journey=welcome,outcome=deferred}", 0.0);
-    put("sluice_sends_total{channel=email,journey=welcome,outcome=failed}", 0.0);
-    put("sluice_sends_total{channel=email,journey=cart,outcome=sent}", 4.0);
-    put("sluice_sends_total{channel=email,journey=cart,outcome=failed}", 1.0);
-    put("sluice_sends_total{channel=email,journey=browse,outcome=deferred}", 3.0);
-    put("sluice_sends_total{channel=email,journey=browse,outcome=sent}", 0.0);
-    put("sluice_sends_total{channel=webhook,journey=order,outcome=sent}", 3.0);
-    put("sluice_sends_total{channel=webhook,journey=order,outcome=failed}", 2.0);
-    put("sluice_deliveries_total{channel=email,result=ok}", mailed + 4.0);
+    put(
+        "sluice_sends_total{channel=email,journey=welcome,outcome=sent}",
+        mailed,
+    );
+    put(
+        "sluice_sends_total{channel=email,journey=welcome,outcome=suppressed}",
+        unreachable,
+    );
+    put(
+        "sluice_sends_total{channel=email,journey=welcome,outcome=deferred}",
+        0.0,
+    );
+    put(
+        "sluice_sends_total{channel=email,journey=welcome,outcome=failed}",
+        0.0,
+    );
+    put(
+        "sluice_sends_total{channel=email,journey=cart,outcome=sent}",
+        4.0,
+    );
+    put(
+        "sluice_sends_total{channel=email,journey=cart,outcome=failed}",
+        1.0,
+    );
+    put(
+        "sluice_sends_total{channel=email,journey=browse,outcome=deferred}",
+        3.0,
+    );
+    put(
+        "sluice_sends_total{channel=email,journey=browse,outcome=sent}",
+        0.0,
+    );
+    put(
+        "sluice_sends_total{channel=webhook,journey=order,outcome=sent}",
+        3.0,
+    );
+    put(
+        "sluice_sends_total{channel=webhook,journey=order,outcome=failed}",
+        2.0,
+    );
+    put(
+        "sluice_deliveries_total{channel=email,result=ok}",
+        mailed + 4.0,
+    );
     put("sluice_deliveries_total{channel=email,result=retry}", 0.0);
     put("sluice_deliveries_total{channel=email,result=dead}", 0.0);
     put("sluice_deliveries_total{channel=webhook,result=ok}", 1.0);
@@ -539,8 +585,14 @@ fn workload(s: &Service) -> BTreeMap<String, f64> {
     // A render failure, two dead webhooks.
     put("sluice_dead_letters{}", 3.0);
     // Attempts: email once each; webhooks ok 1, flaky 2, bad 1.
-    put("sluice_delivery_duration_seconds_count{channel=email}", mailed + 4.0);
-    put("sluice_delivery_duration_seconds_count{channel=webhook}", 4.0);
+    put(
+        "sluice_delivery_duration_seconds_count{channel=email}",
+        mailed + 4.0,
+    );
+    put(
+        "sluice_delivery_duration_seconds_count{channel=webhook}",
+        4.0,
+    );
     put("sluice_delivery_duration_seconds_count{channel=push}", 0.0);
     // Timers fired: a send timer per treatment entry of welcome, cart,
     // browse and order, and the flaky webhook's retry.
@@ -752,7 +804,10 @@ fn full_run(log_format: &str) -> (Samples, String) {
     // differently).
     let strip = |m: &Samples| -> Samples {
         m.iter()
-            .filter(|(k, _)| !k.starts_with("sluice_build_info") && !k.starts_with("sluice_http_requests_total{method=GET,route=/metrics"))
+            .filter(|(k, _)| {
+                !k.starts_with("sluice_build_info")
+                    && !k.starts_with("sluice_http_requests_total{method=GET,route=/metrics")
+            })
             .map(|(k, v)| (k.clone(), *v))
             .collect()
     };
@@ -798,7 +853,10 @@ fn metrics_count_a_known_workload_exactly_and_text_logs_keep_secrets() {
     // The logs say what happened: a span per request and per delivery.
     assert!(logs.contains("http{method=POST route=/v1/events"), "{logs}");
     assert!(logs.contains("route=/v1/users/{id}"), "{logs}");
-    assert!(logs.contains("deliver{channel=webhook journey=order"), "{logs}");
+    assert!(
+        logs.contains("deliver{channel=webhook journey=order"),
+        "{logs}"
+    );
     assert!(logs.contains("delivery failed"), "{logs}");
     assert!(!logs.contains('\u{1b}'), "colours in a log file");
 
@@ -837,7 +895,10 @@ fn metrics_count_a_known_workload_exactly_and_text_logs_keep_secrets() {
         "sluice_delivery_duration_seconds_bucket",
         "sluice_ingest_commit_duration_seconds_bucket",
     ] {
-        assert!(used.contains(needed), "the dashboard has no panel on {needed}");
+        assert!(
+            used.contains(needed),
+            "the dashboard has no panel on {needed}"
+        );
     }
 }
 
@@ -866,17 +927,29 @@ fn json_logs_are_json_lines_with_spans_and_keep_secrets() {
     let mut requests = 0;
     let mut deliveries = 0;
     for line in logs.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
-        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
         let span = &v["span"];
         if span["name"] == "http" && v["fields"]["message"] == "answered" {
-            assert!(span["route"].is_string() && span["method"].is_string(), "{line}");
-            assert!(span["status"].is_number() || span["status"].is_string(), "{line}");
+            assert!(
+                span["route"].is_string() && span["method"].is_string(),
+                "{line}"
+            );
+            assert!(
+                span["status"].is_number() || span["status"].is_string(),
+                "{line}"
+            );
             requests += 1;
         }
         if span["name"] == "deliver" {
-            assert!(span["key"].is_string() && span["channel"].is_string(), "{line}");
+            assert!(
+                span["key"].is_string() && span["channel"].is_string(),
+                "{line}"
+            );
             deliveries += 1;
         }
     }

@@ -74,13 +74,14 @@ fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
             Ok(_) => (text, None),
             Err(e) => (
                 scoped("info"),
-                Some(format!("{var}={value:?} is not a log filter ({e}); logging at info")),
+                Some(format!(
+                    "{var}={value:?} is not a log filter ({e}); logging at info"
+                )),
             ),
         };
         break;
     }
-    let filter = EnvFilter::builder()
-        .parse_lossy(format!("{},{NOTICE}=info", chosen.0));
+    let filter = EnvFilter::builder().parse_lossy(format!("{},{NOTICE}=info", chosen.0));
     (filter, chosen.1)
 }
 

@@ -261,8 +261,9 @@ impl Metrics {
             "How late timers fire: fire time minus due time (timers that fell due while the process was down count their whole delay)",
             timer_lag.clone(),
         );
-        let delivery_duration =
-            Family::<ChannelLabels, Histogram>::new_with_constructor(delivery_histogram as fn() -> Histogram);
+        let delivery_duration = Family::<ChannelLabels, Histogram>::new_with_constructor(
+            delivery_histogram as fn() -> Histogram,
+        );
         registry.register(
             "sluice_delivery_duration_seconds",
             "How long one delivery attempt took at the provider, by channel",
@@ -415,7 +416,9 @@ impl Metrics {
 
     /// A writer round's commit that carried ingests.
     pub fn ingest_committed(&self, took: Duration) {
-        self.inner.ingest_commit_duration.observe(took.as_secs_f64());
+        self.inner
+            .ingest_commit_duration
+            .observe(took.as_secs_f64());
     }
 
     /// The store's committed depths.
@@ -623,7 +626,13 @@ pub fn redact_addresses(text: &str) -> String {
     if !text.contains('@') {
         return text.to_owned();
     }
-    let part = |c: char| !c.is_whitespace() && !matches!(c, '<' | '>' | '"' | '\'' | ',' | ';' | '(' | ')' | '[' | ']' | ':');
+    let part = |c: char| {
+        !c.is_whitespace()
+            && !matches!(
+                c,
+                '<' | '>' | '"' | '\'' | ',' | ';' | '(' | ')' | '[' | ']' | ':'
+            )
+    };
     let chars: Vec<(usize, char)> = text.char_indices().collect();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
@@ -728,7 +737,10 @@ mod tests {
             d.line(l);
         }
         let before = m.openmetrics().expect("encode");
-        assert!(!before.contains("sluice_entries_total{journey=\"welcome\""), "{before}");
+        assert!(
+            !before.contains("sluice_entries_total{journey=\"welcome\""),
+            "{before}"
+        );
         d.committed();
         let after = m.openmetrics().expect("encode");
         let get = |s: &str| sample(&after, s);

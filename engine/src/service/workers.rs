@@ -123,45 +123,48 @@ pub fn spawn_with(
                     key = %entry.message.key,
                     attempt = attempt.number
                 );
-                tokio::spawn(async move {
-                    let started = std::time::Instant::now();
-                    let outcome = provider.deliver(&entry.message, attempt).await;
-                    let took = started.elapsed();
-                    metrics.delivery_took(channel, took);
-                    let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
-                    let news;
-                    let result = match outcome {
-                        Ok(d) => {
-                            news = d.news;
-                            tracing::debug!(duration_ms = ms, "delivered");
-                            Ok(())
-                        }
-                        Err(mut f) => {
-                            news = std::mem::take(&mut f.news);
-                            tracing::info!(
-                                reason = %redact_addresses(&f.reason),
-                                permanent = f.is_permanent(),
-                                duration_ms = ms,
-                                "delivery failed"
-                            );
-                            Err(DispatchError {
-                                retriable: !f.is_permanent(),
-                                message: f.reason.clone(),
-                                retry_after: f
-                                    .retry_after
-                                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-                            })
-                        }
-                    };
-                    handle.send(Command::Delivered {
-                        id: entry.id,
-                        channel,
-                        result,
-                        news,
-                    });
-                    busy.fetch_sub(1, Ordering::SeqCst);
-                    drop(permit);
-                }.instrument(span));
+                tokio::spawn(
+                    async move {
+                        let started = std::time::Instant::now();
+                        let outcome = provider.deliver(&entry.message, attempt).await;
+                        let took = started.elapsed();
+                        metrics.delivery_took(channel, took);
+                        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+                        let news;
+                        let result = match outcome {
+                            Ok(d) => {
+                                news = d.news;
+                                tracing::debug!(duration_ms = ms, "delivered");
+                                Ok(())
+                            }
+                            Err(mut f) => {
+                                news = std::mem::take(&mut f.news);
+                                tracing::info!(
+                                    reason = %redact_addresses(&f.reason),
+                                    permanent = f.is_permanent(),
+                                    duration_ms = ms,
+                                    "delivery failed"
+                                );
+                                Err(DispatchError {
+                                    retriable: !f.is_permanent(),
+                                    message: f.reason.clone(),
+                                    retry_after: f
+                                        .retry_after
+                                        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                                })
+                            }
+                        };
+                        handle.send(Command::Delivered {
+                            id: entry.id,
+                            channel,
+                            result,
+                            news,
+                        });
+                        busy.fetch_sub(1, Ordering::SeqCst);
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
         });
     }
