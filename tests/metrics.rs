@@ -213,6 +213,8 @@ fn answer(mut conn: TcpStream, hits: &AtomicUsize) -> std::io::Result<()> {
 
 struct Service {
     _root: tempfile::TempDir,
+    repo: PathBuf,
+    log_format: String,
     log: PathBuf,
     port: u16,
     child: Option<Child>,
@@ -220,23 +222,44 @@ struct Service {
 
 impl Service {
     /// Starts `sluice run` on a fresh copy of the fixture and waits until
-    /// `/readyz` answers 200 (another port if one was taken meanwhile).
+    /// `/readyz` answers 200.
     fn start(hook: u16, log_format: &str) -> Service {
+        let root = tempfile::tempdir().expect("tempdir");
+        let repo = root.path().join("repo");
+        copy_fixture(
+            &root_dir().join("tests/fixtures/metrics/workload"),
+            &repo,
+            hook,
+        );
+        let log = root.path().join("sluice.log");
+        let mut s = Service {
+            _root: root,
+            repo,
+            log_format: log_format.to_owned(),
+            log,
+            port: 0,
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts the process on the same repository and store (another port
+    /// if one was taken meanwhile); its log is appended to the same file.
+    fn spawn(&mut self) {
+        assert!(self.child.is_none());
         for _ in 0..3 {
-            let root = tempfile::tempdir().expect("tempdir");
-            let repo = root.path().join("repo");
-            copy_fixture(
-                &root_dir().join("tests/fixtures/metrics/workload"),
-                &repo,
-                hook,
-            );
-            let log = root.path().join("sluice.log");
             let port = free_port();
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .expect("log file");
             let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
                 .arg("run")
-                .arg(&repo)
+                .arg(&self.repo)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args(["--drain", "5", "--log-format", log_format])
+                .args(["--drain", "5", "--log-format", &self.log_format])
                 .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
                 .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
                 // Everything sluice logs, debug included.
@@ -245,20 +268,20 @@ impl Service {
                 .env_remove("SLUICE_LOG_FORMAT")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log file"))
+                .stderr(log)
                 .spawn()
                 .expect("start sluice run");
-            let mut s = Service {
-                _root: root,
-                log,
-                port,
-                child: Some(child),
-            };
+            self.port = port;
+            self.child = Some(child);
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
-                if let Some(status) = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                    s.child = None;
-                    let text = s.logs();
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    self.child = None;
+                    let text = self.logs();
                     assert!(
                         text.contains("cannot listen"),
                         "sluice run exited ({status}):\n{text}"
@@ -268,12 +291,12 @@ impl Service {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok()
                     && http(port, "GET", "/readyz", &[], b"").status == 200
                 {
-                    return s;
+                    return;
                 }
                 assert!(
                     Instant::now() < deadline,
                     "not ready in 15 s:\n{}",
-                    s.logs()
+                    self.logs()
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -813,6 +836,24 @@ fn full_run(log_format: &str) -> (Samples, String) {
     };
     assert_eq!(strip(&om_samples), strip(&text_samples));
     assert!(receiver.hits.load(Ordering::SeqCst) >= 4);
+    s.stop();
+
+    // Restarted on the same store: the gauges come from the start-up count
+    // (the same numbers), the counters start again from zero.
+    s.spawn();
+    let (again, _) = parse(&s.scrape(None).body, "text");
+    for k in [
+        "sluice_timers_pending{}",
+        "sluice_dead_letters{}",
+        "sluice_outbox_depth{channel=email}",
+        "sluice_outbox_depth{channel=webhook}",
+    ] {
+        assert_eq!(again.get(k), expected.get(k), "{k} after a restart");
+    }
+    assert_eq!(
+        again.get("sluice_events_ingested_total{source=events}"),
+        Some(&0.0)
+    );
     s.stop();
     (om_samples, s.logs())
 }

@@ -711,4 +711,88 @@ mod tests {
             }
         }
     }
+
+    #[derive(Debug, Clone)]
+    enum TimerOp2 {
+        Set(i64),
+        /// Cancels a key set earlier, whether it is still pending, already
+        /// fired or already cancelled (the engine may cancel stale keys).
+        Cancel(usize),
+        Fire(i64),
+        Commit,
+        Spill,
+        Reopen,
+    }
+
+    fn timer_op() -> impl Strategy<Value = TimerOp2> {
+        prop_oneof![
+            4 => (0i64..40).prop_map(TimerOp2::Set),
+            3 => any::<usize>().prop_map(TimerOp2::Cancel),
+            2 => (0i64..40).prop_map(TimerOp2::Fire),
+            2 => Just(TimerOp2::Commit),
+            1 => Just(TimerOp2::Spill),
+            1 => Just(TimerOp2::Reopen),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// The timer count kept commit by commit (for `sluice_timers_pending`)
+        /// always equals a full count of the backend's timers.
+        #[test]
+        fn the_timer_count_matches_the_store(ops in prop::collection::vec(timer_op(), 1..150)) {
+            let dir = tempfile::tempdir().expect("tmp");
+            let path = dir.path().join("store");
+            let mut b = open(&path);
+            prop_assert_eq!(b.count_timers().expect("count"), 0);
+            let mut keys: Vec<TimerKey> = Vec::new();
+            let mut seq = 0u64;
+            for op in ops {
+                match op {
+                    TimerOp2::Set(due) => {
+                        seq += 1;
+                        let key = TimerKey { due, seq };
+                        b.set_timer(key, Timer { user: String::new(), kind: TimerKind::Segments });
+                        keys.push(key);
+                    }
+                    TimerOp2::Cancel(i) => {
+                        if !keys.is_empty() {
+                            b.cancel_timer(keys[i % keys.len()]);
+                        }
+                    }
+                    TimerOp2::Fire(until) => {
+                        while let Some((_, fired)) = b.next_instant(until).expect("next") {
+                            let fired: Vec<TimerKey> = fired.iter().map(|(k, _)| *k).collect();
+                            b.fired(&fired);
+                        }
+                    }
+                    TimerOp2::Commit => b.commit().expect("commit"),
+                    TimerOp2::Spill => b.spill().expect("spill"),
+                    TimerOp2::Reopen => {
+                        b.commit().expect("commit");
+                        drop(b);
+                        // sled's flusher thread lets go of the lock a moment
+                        // after the store is dropped.
+                        let mut tries = 0;
+                        b = loop {
+                            match SledStore::open(&path, &SledOptions::default()) {
+                                Ok(store) => break Buffered::new(Box::new(store), 16),
+                                Err(_) if tries < 100 => {
+                                    tries += 1;
+                                    std::thread::sleep(std::time::Duration::from_millis(20));
+                                }
+                                Err(e) => panic!("reopen: {e}"),
+                            }
+                        };
+                        b.count_timers().expect("count");
+                    }
+                }
+                if matches!(op, TimerOp2::Commit | TimerOp2::Spill | TimerOp2::Reopen) {
+                    let real = crate::store::timers::count(b.store()).expect("count");
+                    prop_assert_eq!(b.timer_count(), Some(real));
+                }
+            }
+        }
+    }
 }
