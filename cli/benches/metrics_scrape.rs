@@ -266,12 +266,25 @@ fn main() {
                 assert_eq!(c.post_events(&body), 202);
                 round += 1;
             }
+            round
         })
     };
-    let (loaded, _, _) = scrapes(port, n);
+    // For three seconds, so that many batches overlap the scrapes.
+    let mut loaded = Vec::new();
+    let mut c = Conn::open(port);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        let s = Instant::now();
+        c.scrape();
+        loaded.push(s.elapsed());
+    }
     busy.store(false, Ordering::SeqCst);
-    loader.join().expect("loader");
-    println!("while ingesting: {}", percentiles(loaded));
+    let batches = loader.join().expect("loader");
+    println!(
+        "while ingesting ({batches} batches of {} events acknowledged meanwhile): {}",
+        STEP * 2,
+        percentiles(loaded)
+    );
 
     stop(child);
     let (child, _port, ready) = start(repo);
