@@ -7,13 +7,15 @@ use std::time::Duration;
 use clap::ValueEnum;
 use miette::miette;
 
+/// How `sluice run` writes its logs (on stderr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum LogFormat {
+    /// One human-readable line per event (colours only on a terminal).
     #[default]
     Text,
+    /// One JSON object per line, for log collectors.
     Json,
 }
-
 #[derive(clap::Args)]
 pub struct Args {
     /// The config repository.
@@ -25,8 +27,10 @@ pub struct Args {
     /// Address to listen on (default: the Project's `api.listen`).
     #[arg(long)]
     pub listen: Option<String>,
-    /// Log format: text on a terminal, JSON lines for log collectors.
-    #[arg(long, value_enum, default_value_t)]
+    /// Log format on stderr: human-readable text, or JSON lines for log
+    /// collectors. Levels come from SLUICE_LOG (else RUST_LOG; default
+    /// info).
+    #[arg(long, value_enum, default_value_t, env = "SLUICE_LOG_FORMAT")]
     pub log_format: LogFormat,
     /// Seconds in-flight deliveries may take at shutdown.
     #[arg(long, default_value_t = 10)]
@@ -36,16 +40,77 @@ pub struct Args {
     pub concurrency: usize,
 }
 
+/// The crates whose logs a bare level (`SLUICE_LOG=debug`) applies to;
+/// the others (sled, hyper, …) stay at `warn`.
+const OWN_CRATES: [&str; 3] = ["sluice", "engine", "journeys"];
+
+/// The level filter: `SLUICE_LOG`, else `RUST_LOG`, else `info`. A bare
+/// level applies to sluice's own crates (dependencies stay at `warn`); a
+/// filter with targets (`engine=debug,sled=info`) is taken as it is. An
+/// invalid filter is reported and `info` used. Operator notices (the
+/// listening address, the credentials path) always pass.
+fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
+    use tracing_subscriber::EnvFilter;
+    let scoped = |level: &str| {
+        let mut f = String::from("warn");
+        for c in OWN_CRATES {
+            f.push_str(&format!(",{c}={level}"));
+        }
+        f
+    };
+    let mut chosen = (scoped("info"), None);
+    for var in ["SLUICE_LOG", "RUST_LOG"] {
+        let Ok(value) = std::env::var(var) else {
+            continue;
+        };
+        let value = value.trim().to_owned();
+        if value.is_empty() {
+            continue;
+        }
+        let bare = ["off", "error", "warn", "info", "debug", "trace"]
+            .contains(&value.to_ascii_lowercase().as_str());
+        let text = if bare { scoped(&value) } else { value.clone() };
+        chosen = match EnvFilter::builder().parse(&text) {
+            Ok(_) => (text, None),
+            Err(e) => (
+                scoped("info"),
+                Some(format!(
+                    "{var}={value:?} is not a log filter ({e}); logging at info"
+                )),
+            ),
+        };
+        break;
+    }
+    let filter = EnvFilter::builder().parse_lossy(format!("{},{NOTICE}=info", chosen.0));
+    (filter, chosen.1)
+}
+
+/// The target of what `run` tells its operator (also on stderr as plain
+/// lines with text logs).
+const NOTICE: &str = "sluice::notice";
+
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let (filter, problem) = log_filter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let installed = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
     };
+    if let Err(e) = installed {
+        eprintln!("warning: cannot set up logging: {e}");
+    }
+    if let Some(p) = problem {
+        tracing::warn!("{p}");
+    }
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
@@ -68,7 +133,11 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         drain: Duration::from_secs(args.drain),
         concurrency: args.concurrency,
     };
-    engine::service::run::run(config, options, &|m| eprintln!("{m}"))
-        .map_err(|e| miette!("{e}"))?;
+    // With JSON logs every line on stderr is JSON: notices are log events.
+    let say = |m: &str| match args.log_format {
+        LogFormat::Text => eprintln!("{m}"),
+        LogFormat::Json => tracing::info!(target: NOTICE, "{m}"),
+    };
+    engine::service::run::run(config, options, &say).map_err(|e| miette!("{e}"))?;
     Ok(ExitCode::SUCCESS)
 }

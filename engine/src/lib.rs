@@ -28,6 +28,7 @@ pub mod feedback;
 pub mod hash;
 pub mod index;
 pub mod machine;
+pub mod metrics;
 pub mod output;
 pub mod policy;
 pub mod scope;

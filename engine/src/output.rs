@@ -129,6 +129,9 @@ pub trait Sink {
     /// only after its lines are out: a crash after a commit must not lose a
     /// decision that the restart will not make again).
     fn flush(&mut self) {}
+    /// The lines so far are in a commit that succeeded (metrics count only
+    /// what is durable).
+    fn committed(&mut self) {}
 }
 
 impl Sink for Vec<Line> {

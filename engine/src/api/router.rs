@@ -24,6 +24,7 @@ use super::error::Error;
 use super::events::{self as parse, LineError, Parsed};
 use super::{body, feedback, segment, unsubscribe, Appended, Handle, Replay, Tokens};
 use crate::clock::{Clock, WallClock};
+use crate::metrics::Metrics;
 
 /// The most a request body may hold, inflated or not (RUN.md §2).
 pub const MAX_BODY: usize = 10 * 1024 * 1024;
@@ -48,6 +49,9 @@ pub struct Options {
     pub console: Option<super::console::Settings>,
     /// Feedback intake: signature keys, SNS hosts, the outcome counters.
     pub feedback: feedback::Settings,
+    /// What `GET /metrics` serves; rejected lines and requests are counted
+    /// here.
+    pub metrics: Metrics,
 }
 
 impl Default for Options {
@@ -58,6 +62,7 @@ impl Default for Options {
             body_timeout: Duration::from_secs(30),
             console: None,
             feedback: feedback::Settings::default(),
+            metrics: Metrics::new(),
         }
     }
 }
@@ -96,6 +101,8 @@ pub fn router_with<H: Handle>(handle: Arc<H>, tokens: Tokens, options: Options) 
             options.body_timeout,
         )
     });
+    let metrics = options.metrics.clone();
+    options.feedback.counts.export_to(&metrics);
     let api = Arc::new(Api {
         handle,
         tokens,
@@ -117,6 +124,7 @@ pub fn router_with<H: Handle>(handle: Arc<H>, tokens: Tokens, options: Options) 
         .route("/v1/feedback/{provider}", post(feedback_post::<H>))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<H>))
+        .route("/metrics", get(scrape::<H>))
         .with_state(api);
     let routes = match console {
         Some(c) => routes.merge(c),
@@ -125,7 +133,7 @@ pub fn router_with<H: Handle>(handle: Arc<H>, tokens: Tokens, options: Options) 
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(trace))
+        .layer(middleware::from_fn_with_state(metrics, trace))
 }
 
 impl<H: Handle> Api<H> {
@@ -156,6 +164,9 @@ impl<H: Handle> Api<H> {
         parsed: Parsed,
         style: Style,
     ) -> Result<Response, Error> {
+        if !parsed.errors.is_empty() {
+            self.options.metrics.rejected(parsed.errors.len() as u64);
+        }
         let appended = if parsed.events.is_empty() {
             Appended::default()
         } else {
@@ -503,6 +514,30 @@ async fn readyz<H: Handle>(State(api): Shared<H>) -> Response {
     }
 }
 
+/// `GET /metrics` (RUN.md §6): OpenMetrics when the scraper asks for it
+/// (Prometheus does), else Prometheus text 0.0.4. No token.
+async fn scrape<H: Handle>(State(api): Shared<H>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    match api.options.metrics.scrape(&accept) {
+        Ok((content_type, body)) => {
+            let mut r = (StatusCode::OK, body).into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": "cannot encode the metrics"})),
+        )
+            .into_response(),
+    }
+}
+
 async fn not_found() -> Error {
     Error::NotFound
 }
@@ -512,17 +547,19 @@ async fn method_not_allowed() -> Error {
 }
 
 /// One span per request with the method, the route's pattern (never the
-/// path itself, which may hold a user id or an unsubscribe token), the
-/// status and the duration. No headers, no bodies.
-async fn trace(req: Request, next: Next) -> Response {
+/// path itself, which may hold a user id or an unsubscribe token, nor the
+/// query string), the status and the duration. No headers, no bodies.
+/// Each request is also counted in `sluice_http_requests_total`.
+async fn trace(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or("(unmatched)", |p| p.as_str())
         .to_owned();
+    let method = req.method().clone();
     let span = tracing::info_span!(
         "http",
-        method = %req.method(),
+        method = %method,
         route = %route,
         status = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
@@ -533,5 +570,6 @@ async fn trace(req: Request, next: Next) -> Response {
     span.record("status", response.status().as_u16());
     span.record("duration_ms", ms);
     span.in_scope(|| tracing::info!("answered"));
+    metrics.http_request(method.as_str(), &route, response.status().as_u16());
     response
 }

@@ -124,21 +124,28 @@ impl Engine {
         }
         let mut logged = view.user_message_keys(id)?;
         logged.extend(view.recipient_keys(id)?);
-        let mut outbox: Vec<u64> = Vec::new();
+        let mut outbox: Vec<(u64, journeys::compiled::Channel)> = Vec::new();
         let mut after = None;
         loop {
             let page = crate::store::outbox::Outbox::outbox(&view, after, 1_000)?;
             let Some(last) = page.last().map(|e| e.id) else {
                 break;
             };
-            outbox.extend(page.iter().filter(|e| e.message.user == id).map(|e| e.id));
+            outbox.extend(
+                page.iter()
+                    .filter(|e| e.message.user == id)
+                    .map(|e| (e.id, e.message.channel)),
+            );
             after = Some(last);
+        }
+        for (_, channel) in &outbox {
+            self.depths_pending.add_outbox(*channel, -1);
         }
         let batch = self.store.batch();
         for k in logged {
             batch.delete(k);
         }
-        for o in outbox {
+        for (o, _) in outbox {
             batch.delete_outbox(o, false);
         }
         if !t.rec.zone.is_empty() {
@@ -194,6 +201,7 @@ impl Engine {
             batch.put_outbox(&entry)?;
             // Written again: the same key, whatever an older version kept.
             batch.put_recipient(&entry.message.key, &super::outbox::recipient(&entry))?;
+            self.depths_pending.add_outbox(entry.message.channel, 1);
             self.outbox_new.push(entry.id);
             n += 1;
         }

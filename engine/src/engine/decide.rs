@@ -147,7 +147,10 @@ impl Engine {
         restore(user, p, &mut scope);
         let seq = ctx.next_seq();
         match serde_json::to_vec(&letter) {
-            Ok(bytes) => self.store.batch().dead_letter(now, seq, bytes),
+            Ok(bytes) => {
+                self.store.batch().dead_letter(now, seq, bytes);
+                self.depths_pending.dead_letters += 1;
+            }
             Err(e) => tracing::error!("cannot record a dead letter: {e}"),
         }
         send::Result::Failed {

@@ -32,6 +32,7 @@ use crate::dispatch::{Dispatcher, MessageRenderer};
 use crate::index::Index;
 use crate::machine::event::Ingested;
 use crate::machine::{entry, event, instance, segments, send, Ctx, Effect};
+use crate::metrics::{Depths, Metrics};
 use crate::output::{Kind, Line, Sink, Summary};
 use crate::policy::Policies;
 use crate::store::buffer::{BufferStats, Taken};
@@ -120,6 +121,12 @@ pub struct Engine {
     floor: Millis,
     /// Per-step counters, written with every commit ([`tally`]).
     tally: Tally,
+    /// Outbox entries and dead letters in the store as of the last commit
+    /// (timers: [`Buffered::timer_count`]), and the changes since.
+    depths: Depths,
+    depths_pending: Depths,
+    /// Where timer lag goes (`run`).
+    metrics: Option<Metrics>,
 }
 
 fn decode_meta<T: for<'de> Deserialize<'de>>(bytes: Option<Vec<u8>>) -> Result<Option<T>, Error> {
@@ -179,6 +186,9 @@ impl Engine {
             signer: None,
             floor: Millis::MIN,
             tally,
+            depths: Depths::default(),
+            depths_pending: Depths::default(),
+            metrics: None,
         };
         engine.arm_schedules(None)?;
         Ok(engine)
@@ -193,6 +203,43 @@ impl Engine {
     /// Signs `message.unsubscribe_url` with the service's secret.
     pub fn set_signer(&mut self, signer: Arc<UnsubscribeSigner>) {
         self.signer = Some(signer);
+    }
+
+    /// Observes timer lag into `metrics` as timers fire.
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.metrics = Some(metrics);
+    }
+
+    /// What the store holds as of the last commit: outbox entries by
+    /// channel, timers, dead letters. Exact once [`Engine::count_depths`]
+    /// has run; kept up to date by every commit after it, at no read cost.
+    pub fn depths(&self) -> Depths {
+        let mut d = self.depths;
+        d.timers = self.store.timer_count().unwrap_or(0);
+        d
+    }
+
+    /// Counts the outbox, the dead letters and the timers in the store
+    /// (one pass over each, at start-up) and keeps the counts up to date
+    /// from then on. Call right after a commit.
+    pub fn count_depths(&mut self) -> Result<Depths, Error> {
+        let mut d = Depths::default();
+        let mut after = None;
+        loop {
+            let page = crate::store::outbox::Outbox::outbox(&self.store.view(), after, 1_024)?;
+            let Some(last) = page.last().map(|e| e.id) else {
+                break;
+            };
+            for e in &page {
+                d.add_outbox(e.message.channel, 1);
+            }
+            after = Some(last);
+        }
+        d.dead_letters = crate::store::messages::Messages::dead_letter_count(&self.store.view())?;
+        self.store.count_timers()?;
+        self.depths = d;
+        self.depths_pending = Depths::default();
+        Ok(self.depths())
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -392,6 +439,12 @@ impl Engine {
             // A timer that fell due before the floor (before a simulation's
             // start, or while `run` was down) fires once, at the floor.
             let at = due.max(self.floor);
+            if let Some(m) = &self.metrics {
+                let fired = self.clock.now_millis();
+                for (key, _) in &timers {
+                    m.timer_fired(fired.saturating_sub(key.due));
+                }
+            }
             for (key, timer) in timers {
                 self.store.fired(&[key]);
                 self.fire(at, key, timer)?;
@@ -451,6 +504,8 @@ impl Engine {
             store::codec::encode("tally stamp", &self.seq)?,
         );
         self.store.commit()?;
+        self.depths.add(&std::mem::take(&mut self.depths_pending));
+        self.sink.committed();
         Ok(())
     }
 

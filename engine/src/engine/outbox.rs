@@ -45,6 +45,7 @@ impl Engine {
                 let batch = self.store.batch();
                 batch.put_outbox(&entry)?;
                 batch.put_recipient(&entry.message.key, &recipient(&entry))?;
+                self.depths_pending.add_outbox(entry.message.channel, 1);
                 self.outbox_new.push(entry.id);
             }
         }
@@ -97,35 +98,44 @@ impl Engine {
     }
 
     /// A delivery worker's result for entry `id`, with what the provider
-    /// learned about the user's addresses.
+    /// learned about the user's addresses. Says what was recorded (`None`
+    /// when the entry is gone: its user was erased meanwhile).
     pub fn delivered(
         &mut self,
         id: u64,
         result: Result<(), DispatchError>,
         news: &[AddressNews],
         now: Millis,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Recorded>, Error> {
         let Some(entry) = self.store.view().outbox_entry(id)? else {
-            return Ok(());
+            return Ok(None);
         };
         if !news.is_empty() {
             self.address_news(&entry.message.user, news, now)?;
         }
         match result {
             Ok(()) => {
-                self.delivered_ok(&entry);
-                Ok(())
+                self.delivered_ok(&entry)?;
+                Ok(Some(Recorded::Ok))
             }
-            Err(e) => self.attempt_failed(entry, e, now, true),
+            Err(e) => self.attempt_failed(entry, e, now, true).map(Some),
         }
     }
 
-    fn delivered_ok(&mut self, entry: &OutboxEntry) {
+    fn delivered_ok(&mut self, entry: &OutboxEntry) -> Result<(), Error> {
+        self.depths_pending.add_outbox(entry.message.channel, -1);
+        if let Some((at, seq)) = entry.dead_letter {
+            // Two replays of one letter may both succeed: count it once.
+            if crate::store::messages::Messages::has_dead_letter(&self.store.view(), at, seq)? {
+                self.depths_pending.dead_letters -= 1;
+            }
+        }
         let batch = self.store.batch();
         batch.delete_outbox(entry.id, false);
         if let Some((at, seq)) = entry.dead_letter {
             batch.delete_dead_letter(at, seq);
         }
+        Ok(())
     }
 
     /// A retry timer fired: the entry is tried again.
@@ -139,11 +149,8 @@ impl Engine {
                 Ok(())
             }
             Delivery::Inline(dispatcher) => match dispatcher.dispatch(&entry.message) {
-                Ok(()) => {
-                    self.delivered_ok(&entry);
-                    Ok(())
-                }
-                Err(e) => self.attempt_failed(entry, e, now, true),
+                Ok(()) => self.delivered_ok(&entry),
+                Err(e) => self.attempt_failed(entry, e, now, true).map(|_| ()),
             },
         }
     }
@@ -156,7 +163,7 @@ impl Engine {
         error: DispatchError,
         now: Millis,
         stored: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<Recorded, Error> {
         entry.attempts += 1;
         entry.last_error = Some(error.message.clone());
         let policy = self.config.project.retry;
@@ -175,9 +182,15 @@ impl Engine {
                 },
             );
             self.store.batch().put_outbox(&entry)?;
-            return Ok(());
+            if !stored {
+                self.depths_pending.add_outbox(entry.message.channel, 1);
+            }
+            return Ok(Recorded::Retry);
         }
         self.store.batch().delete_outbox(entry.id, !stored);
+        if stored {
+            self.depths_pending.add_outbox(entry.message.channel, -1);
+        }
         let m = &entry.message;
         let reason = format!("delivery:{}", error.message);
         let letter = serde_json::json!({
@@ -198,6 +211,7 @@ impl Engine {
             Some(existing) => existing,
             None => {
                 self.seq += 1;
+                self.depths_pending.dead_letters += 1;
                 (now, self.seq)
             }
         };
@@ -214,7 +228,29 @@ impl Engine {
         line.reason = Some(reason);
         line.key = Some(m.key.clone());
         self.emit(line);
-        Ok(())
+        Ok(Recorded::Dead)
+    }
+}
+
+/// What a delivery result was recorded as: the `result` label of
+/// `sluice_deliveries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Delivered: the entry left the outbox.
+    Ok,
+    /// A transient failure: a retry timer is set.
+    Retry,
+    /// A permanent failure or the last attempt: a dead letter.
+    Dead,
+}
+
+impl Recorded {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recorded::Ok => "ok",
+            Recorded::Retry => "retry",
+            Recorded::Dead => "dead",
+        }
     }
 }
 /// Who an entry's message goes to, for matching feedback by its key.

@@ -15,6 +15,9 @@ const KINDS: usize = Kind::ALL.len();
 #[derive(Debug, Default)]
 pub struct FeedbackCounts {
     cells: [[[AtomicU64; 2]; KINDS]; PROVIDERS],
+    /// Where `sluice_feedback_total` is exported (`GET /metrics`), once
+    /// the API is built.
+    metrics: std::sync::OnceLock<crate::metrics::Metrics>,
 }
 
 /// One counter: `(provider, kind, matched, count)`.
@@ -37,6 +40,15 @@ impl FeedbackCounts {
     pub fn add(&self, provider: Provider, kind: Kind, matched: bool) {
         self.cells[provider_index(provider)][kind_index(kind)][usize::from(matched)]
             .fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = self.metrics.get() {
+            m.feedback(provider.as_str(), kind.as_str(), matched);
+        }
+    }
+
+    /// Exports every later count as `sluice_feedback_total` through
+    /// `metrics` (the first registry given wins).
+    pub fn export_to(&self, metrics: &crate::metrics::Metrics) {
+        let _ = self.metrics.set(metrics.clone());
     }
 
     /// One counter's value.

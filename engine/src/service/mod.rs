@@ -44,6 +44,7 @@ use crate::deliver::sign::UnsubscribeSigner;
 use crate::dispatch::{AddressNews, DispatchError};
 use crate::engine::{Engine, Replay};
 use crate::machine::event::Ingested;
+use crate::metrics::Metrics;
 use crate::store::outbox::OutboxEntry;
 
 /// Commands taken in one round, at most.
@@ -130,6 +131,11 @@ impl ServiceHandle {
             Ok(mut c) => *c = Arc::new(counts),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(counts),
         }
+    }
+
+    /// The state cell itself (for `sluice_writer_state`).
+    pub fn state_cell(&self) -> Arc<AtomicU8> {
+        Arc::clone(&self.state)
     }
 
     pub fn send(&self, c: Command) -> bool {
@@ -250,6 +256,7 @@ pub struct Writer<O: Outlet> {
     overflow: BTreeMap<Channel, ()>,
     /// The tally generation last published to the handle.
     published: Option<u64>,
+    metrics: Metrics,
 }
 
 impl<O: Outlet> Writer<O> {
@@ -270,7 +277,15 @@ impl<O: Outlet> Writer<O> {
             backlog: BTreeMap::new(),
             overflow: BTreeMap::new(),
             published: None,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Where the writer counts ingests, delivery results, commit times and
+    /// the store's depths (and the engine its timer lag).
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.engine.set_metrics(metrics.clone());
+        self.metrics = metrics;
     }
 
     /// Catches up (timers and schedules due while the process was down
@@ -282,6 +297,7 @@ impl<O: Outlet> Writer<O> {
         self.engine.run_due(now)?;
         self.engine.commit()?;
         self.publish();
+        self.metrics.set_depths(&self.engine.count_depths()?);
         let _ = self.engine.take_outbox()?;
         for c in [Channel::Email, Channel::Push, Channel::Webhook] {
             self.backlog.insert(c, ());
@@ -335,11 +351,17 @@ impl<O: Outlet> Writer<O> {
         let now = self.clock.now_millis();
         self.engine.run_due(now)?;
         let mut answers: Vec<Box<dyn FnOnce()>> = Vec::new();
-        let mut ingests: Vec<(Reply<Appended>, Appended)> = Vec::new();
+        let mut ingests: Vec<(Reply<Appended>, Appended, &'static str)> = Vec::new();
+        // Delivery results recorded this round, counted once committed.
+        let mut results: BTreeMap<(Channel, &'static str), u64> = BTreeMap::new();
         for c in commands {
             match c {
                 Command::Stop => stop = true,
-                Command::Ingest { events, reply, .. } => {
+                Command::Ingest {
+                    events,
+                    reply,
+                    source,
+                } => {
                     let mut a = Appended::default();
                     for ev in &events {
                         match self.engine.ingest(ev)? {
@@ -347,7 +369,7 @@ impl<O: Outlet> Writer<O> {
                             _ => a.duplicates += 1,
                         }
                     }
-                    ingests.push((reply, a));
+                    ingests.push((reply, a, source));
                 }
                 Command::Delivered {
                     id,
@@ -356,7 +378,9 @@ impl<O: Outlet> Writer<O> {
                     news,
                 } => {
                     self.in_flight.remove(&id);
-                    self.engine.delivered(id, result, &news, now)?;
+                    if let Some(r) = self.engine.delivered(id, result, &news, now)? {
+                        *results.entry((channel, r.as_str())).or_default() += 1;
+                    }
                     if self.overflow.contains_key(&channel) {
                         self.backlog.insert(channel, ());
                     }
@@ -412,9 +436,19 @@ impl<O: Outlet> Writer<O> {
         // What the commands made due now (a welcome email) goes out with
         // this commit, not the next round's.
         self.engine.run_due(self.clock.now_millis())?;
+        let started = std::time::Instant::now();
         self.engine.commit()?;
         self.publish();
-        for (reply, a) in ingests {
+        if !ingests.is_empty() {
+            self.metrics.ingest_committed(started.elapsed());
+        }
+        self.metrics.set_depths(&self.engine.depths());
+        for ((channel, result), n) in results {
+            self.metrics.delivered(channel, result, n);
+        }
+        for (reply, a, source) in ingests {
+            self.metrics
+                .ingested(source, a.accepted as u64, a.duplicates as u64);
             let _ = reply.send(Ok(a));
         }
         for a in answers {

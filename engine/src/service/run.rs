@@ -15,6 +15,7 @@ use crate::clock::{Clock, WallClock};
 use crate::deliver::sign::UnsubscribeSigner;
 use crate::deliver::Providers;
 use crate::engine::{self, Delivery, Engine};
+use crate::metrics::{Decisions, Metrics};
 use crate::output::{Line, Sink};
 use crate::store::sled_store::{SledOptions, SledStore};
 
@@ -215,17 +216,19 @@ pub fn feedback_settings(
     Ok(settings)
 }
 
-/// Decisions go to the log (the store keeps the message log).
+/// Decisions go to the log (the store keeps the message log), at `debug`:
+/// the journey, step, outcome and reason, never the user.
 struct LogSink;
 
 impl Sink for LogSink {
     fn line(&mut self, line: Line) {
         tracing::debug!(
             target: "sluice::decision",
-            kind = ?line.kind,
+            kind = %line.kind.as_str(),
             journey = %line.journey,
             step = line.step.as_deref().unwrap_or(""),
-            outcome = ?line.outcome,
+            outcome = line.outcome.map_or("", |o| o.as_str()),
+            reason = %crate::metrics::redact_addresses(line.reason.as_deref().unwrap_or("")),
             "decision"
         );
     }
@@ -274,12 +277,14 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
         Arc::clone(&signer) as Arc<dyn crate::deliver::UnsubscribeLinks>,
     )?);
     let clock: Arc<dyn Clock> = Arc::new(WallClock);
+    let metrics = Metrics::new();
+    metrics.declare(&config);
     let mut engine = Engine::open(
         Arc::clone(&config),
         Box::new(store),
         Arc::clone(&clock),
         Delivery::Workers,
-        Box::new(LogSink),
+        Box::new(Decisions::new(metrics.clone(), Box::new(LogSink))),
         engine::Options {
             log_messages: true,
             durable: true,
@@ -300,14 +305,16 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
             message: e.to_string(),
         })?;
     let (handle, rx) = super::channel();
-    let (outlet, busy) = workers::spawn(
+    let (outlet, busy) = workers::spawn_with(
         rt.handle(),
         providers,
         handle.clone(),
         Arc::clone(&clock),
         options.concurrency,
         1_024,
+        metrics.clone(),
     );
+    metrics.watch(handle.state_cell(), busy.cell());
     let mut writer = Writer::new(
         engine,
         Arc::clone(&clock),
@@ -315,6 +322,7 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
         handle.clone(),
         Some(signer),
     );
+    writer.set_metrics(metrics.clone());
     let writer_thread = std::thread::Builder::new()
         .name("sluice-writer".into())
         .spawn(move || -> Result<(), engine::Error> {
@@ -335,6 +343,7 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
                 &public_url,
             )),
             feedback,
+            metrics,
             ..api::Options::default()
         },
     );

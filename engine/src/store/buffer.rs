@@ -40,8 +40,9 @@ pub struct Taken {
 enum TimerOp {
     /// Set since the last commit (so not in the backend).
     Put(Timer),
-    /// In the backend, to delete at the next commit.
-    Delete,
+    /// In the backend, to delete at the next commit. `fired`: read from
+    /// the backend, so known to be there (a cancelled key may not be).
+    Delete { fired: bool },
 }
 
 /// Counters for benchmarks and metrics.
@@ -76,6 +77,9 @@ pub struct Buffered {
     new_users: std::collections::BTreeSet<String>,
     meta: BTreeMap<String, Vec<u8>>,
     pub stats: BufferStats,
+    /// Timers in the backend, once counted ([`Buffered::count_timers`]);
+    /// then kept up to date by each commit.
+    timer_count: Option<i64>,
 }
 
 impl Buffered {
@@ -96,6 +100,7 @@ impl Buffered {
             new_users: std::collections::BTreeSet::new(),
             meta: BTreeMap::new(),
             stats: BufferStats::default(),
+            timer_count: None,
         }
     }
 
@@ -217,15 +222,32 @@ impl Buffered {
     }
 
     pub fn cancel_timer(&mut self, key: TimerKey) {
+        self.remove_timer(key, false);
+    }
+
+    fn remove_timer(&mut self, key: TimerKey, fired: bool) {
         match self.timers.get(&key) {
             Some(TimerOp::Put(_)) => {
                 self.timers.remove(&key);
             }
-            Some(TimerOp::Delete) => {}
+            Some(TimerOp::Delete { .. }) => {}
             None => {
-                self.timers.insert(key, TimerOp::Delete);
+                self.timers.insert(key, TimerOp::Delete { fired });
             }
         }
+    }
+
+    /// Counts the timers in the backend (call right after a commit), and
+    /// keeps the count up to date from then on.
+    pub fn count_timers(&mut self) -> Result<i64, Error> {
+        let n = super::timers::count(self.store.as_ref())?;
+        self.timer_count = Some(n);
+        Ok(n)
+    }
+
+    /// Timers in the backend as of the last commit, when counted.
+    pub fn timer_count(&self) -> Option<i64> {
+        self.timer_count
     }
 
     /// The first backend timer after the cursor that is not deleted in the
@@ -236,7 +258,7 @@ impl Buffered {
         loop {
             while let Some(&k) = self.window.front() {
                 let gone = self.cursor.is_some_and(|c| k <= c)
-                    || matches!(self.timers.get(&k), Some(TimerOp::Delete));
+                    || matches!(self.timers.get(&k), Some(TimerOp::Delete { .. }));
                 if !gone {
                     return Ok(Some(k));
                 }
@@ -294,7 +316,7 @@ impl Buffered {
                 let full = chunk.len() == CHUNK;
                 for (k, t) in chunk {
                     after = Some(k);
-                    if !matches!(self.timers.get(&k), Some(TimerOp::Delete)) {
+                    if !matches!(self.timers.get(&k), Some(TimerOp::Delete { .. })) {
                         out.push((k, t));
                     }
                 }
@@ -320,7 +342,7 @@ impl Buffered {
     /// Marks timers returned by [`Buffered::next_instant`] as fired.
     pub fn fired(&mut self, keys: &[TimerKey]) {
         for k in keys {
-            self.cancel_timer(*k);
+            self.remove_timer(*k, true);
             if self.cursor.is_none_or(|c| *k > c) {
                 self.cursor = Some(*k);
             }
@@ -378,13 +400,27 @@ impl Buffered {
         // A spill keeps new timers in memory (most fire or are cancelled
         // before the end) unless there are very many.
         let keep_puts = !cached && self.timers.len() < MAX_TIMERS_IN_MEMORY;
+        // The change in the backend's timer count, when it is kept: a put
+        // adds one (keys are never reused), a deletion removes one if the
+        // key is there (a fired timer is; a cancelled one is looked up).
+        let counting = self.timer_count.is_some();
+        let mut timers_delta = 0i64;
         for (k, op) in std::mem::take(&mut self.timers) {
             match op {
                 TimerOp::Put(t) if keep_puts => {
                     self.timers.insert(k, TimerOp::Put(t));
                 }
-                TimerOp::Put(t) => batch.put(k.encode(), super::codec::encode("timer", &t)?),
-                TimerOp::Delete => batch.delete(k.encode()),
+                TimerOp::Put(t) => {
+                    timers_delta += 1;
+                    batch.put(k.encode(), super::codec::encode("timer", &t)?);
+                }
+                TimerOp::Delete { fired } => {
+                    let key = k.encode();
+                    if counting && (fired || self.store.get(&key)?.is_some()) {
+                        timers_delta -= 1;
+                    }
+                    batch.delete(key);
+                }
             }
         }
         for (id, bytes) in self.evicted.drain() {
@@ -408,6 +444,9 @@ impl Buffered {
         if !batch.is_empty() {
             self.store.apply(batch)?;
             self.stats.commits += 1;
+        }
+        if let Some(n) = &mut self.timer_count {
+            *n += timers_delta;
         }
         Ok(())
     }
@@ -669,6 +708,90 @@ mod tests {
                 let t = b.take_user(id).expect("take");
                 prop_assert!(t.known);
                 prop_assert_eq!(t.rec.profile.get("v").cloned(), Some(json!(v)));
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum TimerOp2 {
+        Set(i64),
+        /// Cancels a key set earlier, whether it is still pending, already
+        /// fired or already cancelled (the engine may cancel stale keys).
+        Cancel(usize),
+        Fire(i64),
+        Commit,
+        Spill,
+        Reopen,
+    }
+
+    fn timer_op() -> impl Strategy<Value = TimerOp2> {
+        prop_oneof![
+            4 => (0i64..40).prop_map(TimerOp2::Set),
+            3 => any::<usize>().prop_map(TimerOp2::Cancel),
+            2 => (0i64..40).prop_map(TimerOp2::Fire),
+            2 => Just(TimerOp2::Commit),
+            1 => Just(TimerOp2::Spill),
+            1 => Just(TimerOp2::Reopen),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// The timer count kept commit by commit (for `sluice_timers_pending`)
+        /// always equals a full count of the backend's timers.
+        #[test]
+        fn the_timer_count_matches_the_store(ops in prop::collection::vec(timer_op(), 1..150)) {
+            let dir = tempfile::tempdir().expect("tmp");
+            let path = dir.path().join("store");
+            let mut b = open(&path);
+            prop_assert_eq!(b.count_timers().expect("count"), 0);
+            let mut keys: Vec<TimerKey> = Vec::new();
+            let mut seq = 0u64;
+            for op in ops {
+                match op {
+                    TimerOp2::Set(due) => {
+                        seq += 1;
+                        let key = TimerKey { due, seq };
+                        b.set_timer(key, Timer { user: String::new(), kind: TimerKind::Segments });
+                        keys.push(key);
+                    }
+                    TimerOp2::Cancel(i) => {
+                        if !keys.is_empty() {
+                            b.cancel_timer(keys[i % keys.len()]);
+                        }
+                    }
+                    TimerOp2::Fire(until) => {
+                        while let Some((_, fired)) = b.next_instant(until).expect("next") {
+                            let fired: Vec<TimerKey> = fired.iter().map(|(k, _)| *k).collect();
+                            b.fired(&fired);
+                        }
+                    }
+                    TimerOp2::Commit => b.commit().expect("commit"),
+                    TimerOp2::Spill => b.spill().expect("spill"),
+                    TimerOp2::Reopen => {
+                        b.commit().expect("commit");
+                        drop(b);
+                        // sled's flusher thread lets go of the lock a moment
+                        // after the store is dropped.
+                        let mut tries = 0;
+                        b = loop {
+                            match SledStore::open(&path, &SledOptions::default()) {
+                                Ok(store) => break Buffered::new(Box::new(store), 16),
+                                Err(_) if tries < 100 => {
+                                    tries += 1;
+                                    std::thread::sleep(std::time::Duration::from_millis(20));
+                                }
+                                Err(e) => panic!("reopen: {e}"),
+                            }
+                        };
+                        b.count_timers().expect("count");
+                    }
+                }
+                if matches!(op, TimerOp2::Commit | TimerOp2::Spill | TimerOp2::Reopen) {
+                    let real = crate::store::timers::count(b.store()).expect("count");
+                    prop_assert_eq!(b.timer_count(), Some(real));
+                }
             }
         }
     }

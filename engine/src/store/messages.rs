@@ -50,6 +50,10 @@ pub trait Messages {
     fn user_messages(&self, user: &str, limit: usize) -> Result<Vec<serde_json::Value>, Error>;
     /// The keys of one user's logged messages (for erasure).
     fn user_message_keys(&self, user: &str) -> Result<Vec<Vec<u8>>, Error>;
+    /// How many dead letters there are (one pass over their keys).
+    fn dead_letter_count(&self) -> Result<i64, Error>;
+    /// Whether the dead letter (time, sequence) is still in the queue.
+    fn has_dead_letter(&self, at: Millis, seq: u64) -> Result<bool, Error>;
 }
 
 fn read<T: Kv + ?Sized>(kv: &T, prefix: u8, limit: usize) -> Result<Vec<serde_json::Value>, Error> {
@@ -111,6 +115,23 @@ impl<T: Kv + ?Sized> Messages for T {
             .into_iter()
             .map(|(k, _)| k)
             .collect())
+    }
+
+    fn dead_letter_count(&self) -> Result<i64, Error> {
+        let mut n = 0i64;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.scan(&[DEAD], after.as_deref(), None, 4_096)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(n);
+            };
+            after = Some(last.clone());
+            n += i64::try_from(page.len()).unwrap_or(i64::MAX);
+        }
+    }
+
+    fn has_dead_letter(&self, at: Millis, seq: u64) -> Result<bool, Error> {
+        Ok(self.get(&key(DEAD, at, seq))?.is_some())
     }
 }
 

@@ -86,6 +86,20 @@ pub trait Timers {
     ) -> Result<Vec<(TimerKey, Timer)>, Error>;
 }
 
+/// How many timers the store holds (one pass over their keys).
+pub fn count<T: Kv + ?Sized>(kv: &T) -> Result<i64, Error> {
+    let mut n = 0i64;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = kv.scan(&[PREFIX], after.as_deref(), None, 4_096)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(n);
+        };
+        after = Some(last.clone());
+        n += i64::try_from(page.len()).unwrap_or(i64::MAX);
+    }
+}
+
 impl<T: Kv + ?Sized> Timers for T {
     fn timers(
         &self,
