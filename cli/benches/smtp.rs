@@ -192,7 +192,12 @@ struct Figures {
 fn run(smtp: u16, pool: usize, emails: u64, count: &dyn Fn() -> u64) -> Option<Figures> {
     let tmp = tempfile::tempdir().expect("tmp");
     let repo = tmp.path().join("repo");
-    copy(&root().join("tests/fixtures/smtp/service"), &repo, smtp, pool);
+    copy(
+        &root().join("tests/fixtures/smtp/service"),
+        &repo,
+        smtp,
+        pool,
+    );
     let port = free_port();
     let _server = Proc(
         Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -255,7 +260,11 @@ fn run(smtp: u16, pool: usize, emails: u64, count: &dyn Fn() -> u64) -> Option<F
         if first.is_none() && n > 0 {
             first = Some(t);
         }
-        if ingested.is_none() && posters.as_ref().is_some_and(|p| p.iter().all(|h| h.is_finished())) {
+        if ingested.is_none()
+            && posters
+                .as_ref()
+                .is_some_and(|p| p.iter().all(|h| h.is_finished()))
+        {
             for h in posters.take().into_iter().flatten() {
                 h.join().expect("poster");
             }

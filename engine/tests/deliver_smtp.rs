@@ -197,8 +197,9 @@ fn attempt() -> Attempt {
 
 /// A self-signed certificate for 127.0.0.1, as PEM files in `dir`: (cert, key).
 fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .expect("certificate");
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("certificate");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, ck.cert.pem()).expect("write cert");
     std::fs::write(&key, ck.key_pair.serialize_pem()).expect("write key");
@@ -224,7 +225,10 @@ async fn plain_smtp_sends_the_message_of_run_md_over_pooled_connections() {
         assert_eq!(meta["mail_from"], "hello@shop.example");
         assert_eq!(meta["rcpt_tos"], serde_json::json!(["zoe@example.com"]));
         let m = MessageParser::default().parse(raw).expect("parses");
-        assert_eq!(m.message_id(), Some(format!("key{i}@shop.example").as_str()));
+        assert_eq!(
+            m.message_id(),
+            Some(format!("key{i}@shop.example").as_str())
+        );
         assert_eq!(m.subject(), Some("Zoë, ton panier 🛒 t'attend — 42,50 €"));
         let from = m.from().and_then(|a| a.first()).expect("from");
         assert_eq!(from.name(), Some("Shöp Team"));
@@ -310,7 +314,10 @@ async fn starttls_with_a_private_ca_and_auth() {
         .await
         .expect_err("an unknown CA is refused");
     assert!(matches!(e, Error::Unreachable { .. }), "{e}");
-    assert!(e.to_string().contains(&format!("127.0.0.1:{}", peer.port)), "{e}");
+    assert!(
+        e.to_string().contains(&format!("127.0.0.1:{}", peer.port)),
+        "{e}"
+    );
     let f = provider(untrusted)
         .deliver(&email("tls2", "cart", "zoe@example.com"), attempt())
         .await
@@ -409,7 +416,10 @@ async fn dkim_signatures_verify_with_dkimpy_rsa_and_ed25519() {
     let public = key.to_public_key().to_public_key_der().expect("der");
     let rsa_record = format!(
         "v=DKIM1; k=rsa; p={}",
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, public.as_bytes())
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            public.as_bytes()
+        )
     );
 
     // Ed25519 from a seed; its public key computed by PyNaCl.
@@ -423,7 +433,11 @@ async fn dkim_signatures_verify_with_dkimpy_rsa_and_ed25519() {
         ])
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ed_record = format!(
         "v=DKIM1; k=ed25519; p={}",
         String::from_utf8_lossy(&out.stdout).trim()
@@ -434,14 +448,20 @@ async fn dkim_signatures_verify_with_dkimpy_rsa_and_ed25519() {
         c.dkim = Some(dkim(private));
         let smtp = provider(c);
         let before = peer.received().len();
-        smtp.deliver(&email(&format!("dkim-{name}"), "cart", "zoe@example.com"), attempt())
-            .await
-            .expect("delivered");
+        smtp.deliver(
+            &email(&format!("dkim-{name}"), "cart", "zoe@example.com"),
+            attempt(),
+        )
+        .await
+        .expect("delivered");
         let got = peer.received();
         let raw = &got[before].1;
         let sig = signature(raw);
         assert!(sig.contains(&format!("a={name}-sha256")), "{sig}");
-        assert!(sig.contains("d=shop.example") && sig.contains("s=s2026"), "{sig}");
+        assert!(
+            sig.contains("d=shop.example") && sig.contains("s=s2026"),
+            "{sig}"
+        );
         assert!(
             sig.replace(' ', "").contains(
                 "h=from:to:subject:date:message-id:list-unsubscribe:list-unsubscribe-post;"
@@ -449,15 +469,25 @@ async fn dkim_signatures_verify_with_dkimpy_rsa_and_ed25519() {
             "{sig}"
         );
         let (ok, said) = dkim_verify(raw, &record);
-        assert!(ok, "{name}: dkimpy says\n{said}\n{}", String::from_utf8_lossy(raw));
-        assert!(said.contains("asked s2026._domainkey.shop.example"), "{said}");
+        assert!(
+            ok,
+            "{name}: dkimpy says\n{said}\n{}",
+            String::from_utf8_lossy(raw)
+        );
+        assert!(
+            said.contains("asked s2026._domainkey.shop.example"),
+            "{said}"
+        );
 
         // The unsubscribe link is covered: changing it breaks the signature.
         let text = String::from_utf8_lossy(raw).into_owned();
         let tampered = text.replacen("/v1/unsubscribe/", "/v1/unsubscribe/x", 1);
         assert_ne!(tampered, text);
         let (ok, said) = dkim_verify(tampered.as_bytes(), &record);
-        assert!(!ok, "{name}: a changed List-Unsubscribe still verifies: {said}");
+        assert!(
+            !ok,
+            "{name}: a changed List-Unsubscribe still verifies: {said}"
+        );
     }
 }
 
@@ -470,8 +500,14 @@ async fn a_550_for_the_recipient_is_permanent_and_marks_it_bounced() {
         .await
         .expect_err("refused");
     assert_eq!(f.kind, FailureKind::Permanent, "{f}");
-    assert!(f.reason.contains("550") && f.reason.contains("RCPT TO"), "{f}");
-    assert!(!f.reason.contains("gone@example.com"), "the address leaks: {f}");
+    assert!(
+        f.reason.contains("550") && f.reason.contains("RCPT TO"),
+        "{f}"
+    );
+    assert!(
+        !f.reason.contains("gone@example.com"),
+        "the address leaks: {f}"
+    );
     assert_eq!(
         f.news,
         vec![AddressNews::EmailBounced {
@@ -519,9 +555,15 @@ async fn a_dead_server_is_transient_and_a_restarted_one_is_reused_at_once() {
         .await
         .expect_err("server down");
     assert_eq!(f.kind, FailureKind::Transient, "{f}");
-    assert!(f.reason.contains(&format!("127.0.0.1:{}", peer.port)), "{f}");
+    assert!(
+        f.reason.contains(&format!("127.0.0.1:{}", peer.port)),
+        "{f}"
+    );
     let e = smtp.ready().await.expect_err("down at start-up");
-    assert!(e.to_string().contains(&format!("127.0.0.1:{}", peer.port)), "{e}");
+    assert!(
+        e.to_string().contains(&format!("127.0.0.1:{}", peer.port)),
+        "{e}"
+    );
     peer.spawn();
     smtp.deliver(&email("r2", "cart", "zoe@example.com"), attempt())
         .await
@@ -547,5 +589,13 @@ async fn a_dead_server_is_transient_and_a_restarted_one_is_reused_at_once() {
                 .expect("message id")
         })
         .collect();
-    assert_eq!(keys, ["r1@shop.example", "r2@shop.example", "r3@shop.example", "r4@shop.example"]);
+    assert_eq!(
+        keys,
+        [
+            "r1@shop.example",
+            "r2@shop.example",
+            "r3@shop.example",
+            "r4@shop.example"
+        ]
+    );
 }

@@ -243,10 +243,7 @@ mod tests {
         let pem = load(Some(ED25519_PEM)).expect("pem");
         assert_eq!(pem.algorithm(), "ed25519-sha256");
         let raw = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
-        assert_eq!(
-            load(Some(&raw)).expect("raw").algorithm(),
-            "ed25519-sha256"
-        );
+        assert_eq!(load(Some(&raw)).expect("raw").algorithm(), "ed25519-sha256");
         let escaped = ED25519_PEM.replace('\n', "\\n");
         assert_eq!(
             load(Some(&escaped)).expect("escaped").algorithm(),

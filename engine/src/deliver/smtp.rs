@@ -829,10 +829,7 @@ mod tests {
         assert_eq!(s.to_string(), "127.0.0.1:25");
         let s = Server::parse("smtp://[::1]:25").expect("v6");
         assert_eq!(s.to_string(), "[::1]:25");
-        assert_eq!(
-            Server::parse("smtp://localhost").expect("default").port,
-            25
-        );
+        assert_eq!(Server::parse("smtp://localhost").expect("default").port, 25);
     }
 
     #[test]

@@ -586,11 +586,7 @@ fn default_project() -> compiled::Project {
 const MAX_SMTP_POOL: u32 = 256;
 
 /// The email channel's DKIM, SMTP pool, timeout and CA file.
-fn email_extensions(
-    e: &model::EmailChannel,
-    out: &mut compiled::EmailSettings,
-    ctx: &mut Ctx<'_>,
-) {
+fn email_extensions(e: &model::EmailChannel, out: &mut compiled::EmailSettings, ctx: &mut Ctx<'_>) {
     if let Some(url) = &e.url {
         let scheme = url.value.split_once("://").map(|(s, _)| s);
         if !matches!(scheme, Some("smtp" | "smtps")) {
@@ -616,7 +612,10 @@ fn email_extensions(
             ctx.error(
                 Code::InvalidValue,
                 p.span,
-                format!("`pool` must be between 1 and {MAX_SMTP_POOL}, not {}", p.value),
+                format!(
+                    "`pool` must be between 1 and {MAX_SMTP_POOL}, not {}",
+                    p.value
+                ),
             );
         } else {
             out.pool = p.value;
