@@ -114,6 +114,20 @@ pub struct EmailSettings {
     pub username_env: Option<String>,
     pub password_env: Option<String>,
     pub path: PathBuf,
+    pub dkim: Option<DkimSettings>,
+    /// smtp: connections kept open at most (at least 1).
+    pub pool: u32,
+    /// smtp: connecting, and then each message.
+    pub timeout: Duration,
+    /// smtp: extra trusted CA certificates (PEM), relative to the repository.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DkimSettings {
+    pub domain: String,
+    pub selector: String,
+    pub private_key_env: String,
 }
 
 #[derive(Debug, Clone)]

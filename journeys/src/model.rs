@@ -148,6 +148,32 @@ pub struct EmailChannel {
     /// Extension: the maildir directory, relative to the repository.
     #[serde(default)]
     pub path: Option<Spanned<String>>,
+    /// DKIM-sign every message (RSA-SHA256 or Ed25519).
+    #[serde(default)]
+    pub dkim: Option<Dkim>,
+    /// Extension (smtp): connections to the server kept open at most (default 8).
+    #[serde(default)]
+    pub pool: Option<Spanned<u32>>,
+    /// Extension (smtp): how long connecting, and then each message, may take (default 30s).
+    #[serde(default)]
+    #[schemars(with = "Option<crate::schema::Duration>")]
+    pub timeout: Option<Spanned<String>>,
+    /// Extension (smtp): a PEM file of CA certificates trusted besides the public roots
+    /// (a private relay's own CA), relative to the repository.
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
+}
+
+/// DKIM signing of every email (RUN.md §3).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dkim {
+    /// The signing domain (`d=`), e.g. `shop.example`.
+    pub domain: Spanned<String>,
+    /// The selector (`s=`): the key is published at `{selector}._domainkey.{domain}`.
+    pub selector: Spanned<String>,
+    /// The env var holding the private key: RSA (PKCS#1 or PKCS#8 PEM) or Ed25519 (PKCS#8 PEM or base64 of its 32 bytes).
+    pub private_key_env: Spanned<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]

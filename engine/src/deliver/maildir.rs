@@ -1,8 +1,6 @@
 //! Email into a Maildir (RUN.md §3, the default email provider): one
-//! RFC 5322 file per message in `<dir>/new/`, formatted by lettre's
-//! message builder (MIME, RFC 2047 encoded words for non-ASCII subjects
-//! and display names, multipart/alternative when there is both text and
-//! HTML).
+//! RFC 5322 file per message in `<dir>/new/`, built by [`super::email`]
+//! (the same message SMTP sends, DKIM-signed when configured).
 //!
 //! A message is written to `tmp/`, fsynced, then linked into `new/` under
 //! the name `{key}.eml` and removed from `tmp/` (the classic Maildir
@@ -10,8 +8,8 @@
 //! same key, even concurrent ones, leave one file). `new/` is fsynced
 //! before the delivery counts (one fsync shared by concurrent
 //! deliveries). The file's bytes depend only on the message (its `Date`
-//! is the message's `at`), so a repeated delivery would have written the
-//! same file anyway.
+//! is the message's `at`; only a DKIM signature's `t=` differs), so a
+//! repeated delivery would have written the same file anyway.
 //!
 //! Limit: once a mail client has moved the file to `cur/` (renaming it
 //! `{key}.eml:2,S`), a repeated delivery of that key writes a second copy
@@ -21,19 +19,16 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, UNIX_EPOCH};
-
-use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
 
 use journeys::compiled::Channel;
 
+use super::dkim::Dkim;
+use super::email::Composer;
 use super::sign::UnsubscribeLinks;
-use super::{safety, wrong_content, Attempt, BoxFuture, Delivered, Error, Failure, Provider};
-use crate::dispatch::{Content, Message};
+use super::{Attempt, BoxFuture, Delivered, Error, Failure, Provider};
+use crate::dispatch::Message;
 
 /// Where and as whom.
 #[derive(Debug, Clone)]
@@ -46,6 +41,8 @@ pub struct Config {
     /// Fsync each file and `new/` before a delivery counts (default). Off
     /// only for benchmarks of everything else.
     pub sync: bool,
+    /// Sign every message (the channel's `dkim`).
+    pub dkim: Option<Dkim>,
 }
 
 impl Config {
@@ -54,6 +51,7 @@ impl Config {
             dir: dir.into(),
             from: from.to_owned(),
             sync: true,
+            dkim: None,
         }
     }
 }
@@ -66,18 +64,14 @@ pub struct Maildir {
 struct Inner {
     tmp: PathBuf,
     new: PathBuf,
-    from: Mailbox,
+    composer: Composer,
     sync: bool,
-    links: Arc<dyn UnsubscribeLinks>,
     seq: AtomicU64,
     /// Links into `new/` made so far, and how many of them an fsync of
     /// `new/` is known to cover.
     linked: AtomicU64,
     dir_synced: Mutex<u64>,
 }
-
-const LIST_UNSUBSCRIBE: HeaderName = HeaderName::new_from_ascii_str("List-Unsubscribe");
-const LIST_UNSUBSCRIBE_POST: HeaderName = HeaderName::new_from_ascii_str("List-Unsubscribe-Post");
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -90,12 +84,7 @@ impl Maildir {
     /// Creates `tmp/`, `new/` and `cur/` under `config.dir` and checks the
     /// default sender.
     pub fn open(config: Config, links: Arc<dyn UnsubscribeLinks>) -> Result<Maildir, Error> {
-        let bad_from = |reason: String| Error::BadFrom {
-            from: config.from.clone(),
-            reason,
-        };
-        safety::single_line("from", &config.from).map_err(|f| bad_from(f.reason))?;
-        let from = Mailbox::from_str(&config.from).map_err(|e| bad_from(e.to_string()))?;
+        let composer = Composer::new(&config.from, links, config.dkim.clone())?;
         for sub in ["tmp", "new", "cur"] {
             let p = config.dir.join(sub);
             fs::create_dir_all(&p).map_err(io_error(&p))?;
@@ -104,9 +93,8 @@ impl Maildir {
             inner: Arc::new(Inner {
                 tmp: config.dir.join("tmp"),
                 new: config.dir.join("new"),
-                from,
+                composer,
                 sync: config.sync,
-                links,
                 seq: AtomicU64::new(0),
                 linked: AtomicU64::new(0),
                 dir_synced: Mutex::new(0),
@@ -125,67 +113,9 @@ impl Maildir {
     }
 }
 
-fn mailbox(field: &str, value: &str) -> Result<Mailbox, Failure> {
-    safety::single_line(field, value)?;
-    // The address itself stays out of the reason: reasons are logged.
-    Mailbox::from_str(value)
-        .map_err(|e| Failure::permanent(format!("the {field} address is not valid: {e}")))
-}
-
 impl Inner {
     fn format(&self, message: &Message) -> Result<Vec<u8>, Failure> {
-        let Content::Email {
-            to,
-            from,
-            reply_to,
-            subject,
-            text,
-            html,
-        } = &message.content
-        else {
-            return Err(wrong_content(message, "email"));
-        };
-        safety::key(&message.key)?;
-        let to = to
-            .as_deref()
-            .ok_or_else(|| Failure::permanent("the user has no email address"))?;
-        let to = mailbox("to", to)?;
-        let from = match from {
-            Some(f) => mailbox("from", f)?,
-            None => self.from.clone(),
-        };
-        safety::single_line("subject", subject)?;
-        let message_id = format!("<{}@{}>", message.key, from.email.domain());
-        let date = UNIX_EPOCH + Duration::from_millis(u64::try_from(message.at).unwrap_or(0));
-        let mut builder = lettre::Message::builder()
-            .message_id(Some(message_id))
-            .date(date)
-            .from(from)
-            .to(to)
-            .subject(subject.as_str());
-        if let Some(r) = reply_to {
-            builder = builder.reply_to(mailbox("reply_to", r)?);
-        }
-        if let Some(url) = self.links.url(message) {
-            safety::url("the unsubscribe URL", &url)?;
-            builder = builder
-                .raw_header(HeaderValue::new(LIST_UNSUBSCRIBE, format!("<{url}>")))
-                .raw_header(HeaderValue::new(
-                    LIST_UNSUBSCRIBE_POST,
-                    "List-Unsubscribe=One-Click".to_owned(),
-                ));
-        }
-        let built = match (text, html) {
-            (Some(t), Some(h)) => {
-                builder.multipart(MultiPart::alternative_plain_html(t.clone(), h.clone()))
-            }
-            (None, Some(h)) => builder.singlepart(SinglePart::html(h.clone())),
-            (Some(t), None) => builder.singlepart(SinglePart::plain(t.clone())),
-            (None, None) => builder.singlepart(SinglePart::plain(String::new())),
-        };
-        let email =
-            built.map_err(|e| Failure::permanent(format!("cannot build the email: {e}")))?;
-        Ok(email.formatted())
+        Ok(self.composer.compose(message)?.formatted())
     }
 
     fn write(&self, key: &str, bytes: &[u8]) -> Result<Delivered, Failure> {

@@ -2,7 +2,8 @@
 //! engine (RUN.md §3 "What leaves the process", §4 "Dead letters").
 //!
 //! Owns: the [`Provider`] trait, one file per provider ([`maildir`],
-//! [`pushfile`], [`webhook`]), the checks that keep control characters out
+//! [`smtp`], [`pushfile`], [`webhook`]), the email message both email
+//! providers send ([`email`], signed by [`dkim`]), the checks that keep control characters out
 //! of headers, addresses and URLs ([`safety`]), the webhook signature and
 //! unsubscribe tokens ([`sign`]) and the retry schedule ([`retry`]).
 //!
@@ -32,17 +33,21 @@ use journeys::compiled::{Channel, EmailProvider, Project, PushProvider};
 use crate::clock::Millis;
 use crate::dispatch::{AddressNews, Message};
 
+pub mod dkim;
+pub mod email;
 pub mod maildir;
 pub mod pushfile;
 pub mod retry;
 pub mod safety;
 pub mod sign;
+pub mod smtp;
 pub mod webhook;
 
 pub use maildir::Maildir;
 pub use pushfile::PushFile;
 pub use retry::{Backoff, Decision};
 pub use sign::{Signer, UnsubscribeLinks, UnsubscribeSigner};
+pub use smtp::Smtp;
 pub use webhook::Webhook;
 
 /// A boxed future, so that providers can sit behind `dyn Provider`.
@@ -168,6 +173,13 @@ pub trait Provider: Send + Sync {
         message: &'a Message,
         attempt: Attempt,
     ) -> BoxFuture<'a, Result<Delivered, Failure>>;
+
+    /// The start-up check: whether the provider can reach what it
+    /// delivers to (`sluice run` refuses to start otherwise, naming it).
+    /// Providers with nothing to reach answer `Ok` at once.
+    fn ready(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// What became of one attempt, as a worker records it.
@@ -280,6 +292,21 @@ pub enum Error {
     MissingEnv { var: String, field: &'static str },
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    #[error("the private key in {var} is unreadable: {reason}")]
+    BadKey { var: String, reason: String },
+    #[error("the email channel's `url` is not usable: {reason}")]
+    BadUrl { reason: String },
+    #[error("`{field}` is set but `{missing}` is not: SMTP authentication needs both")]
+    HalfCredentials {
+        field: &'static str,
+        missing: &'static str,
+    },
+    #[error("the CA file {path} (channels.email.ca_file) is unusable: {reason}")]
+    CaFile { path: PathBuf, reason: String },
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
+    #[error("the SMTP server {server} is unreachable: {reason}")]
+    Unreachable { server: String, reason: String },
 }
 
 /// One provider per channel, built from the Project's channels.
@@ -299,17 +326,21 @@ impl Providers {
         env: &dyn Fn(&str) -> Option<String>,
         links: Arc<dyn UnsubscribeLinks>,
     ) -> Result<Providers, Error> {
+        let dkim = match &project.email.dkim {
+            Some(d) => Some(dkim::Dkim::from_settings(d, env)?),
+            None => None,
+        };
         let email: Arc<dyn Provider> = match project.email.provider {
-            EmailProvider::Maildir => Arc::new(Maildir::open(
-                maildir::Config::new(root.join(&project.email.path), &project.email.from),
+            EmailProvider::Maildir => {
+                let mut config =
+                    maildir::Config::new(root.join(&project.email.path), &project.email.from);
+                config.dkim = dkim;
+                Arc::new(Maildir::open(config, links)?)
+            }
+            EmailProvider::Smtp => Arc::new(Smtp::new(
+                smtp_config(&project.email, root, env, dkim)?,
                 links,
             )?),
-            EmailProvider::Smtp => {
-                return Err(Error::Unsupported {
-                    channel: Channel::Email,
-                    provider: "smtp",
-                })
-            }
         };
         let push: Arc<dyn Provider> = match project.push.provider {
             PushProvider::File => Arc::new(PushFile::open(root.join(&project.push.path))?),
@@ -334,6 +365,13 @@ impl Providers {
         })
     }
 
+    /// The start-up check of every provider ([`Provider::ready`]).
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.email.ready().await?;
+        self.push.ready().await?;
+        self.webhook.ready().await
+    }
+
     pub fn for_channel(&self, channel: Channel) -> &Arc<dyn Provider> {
         match channel {
             Channel::Email => &self.email,
@@ -341,4 +379,65 @@ impl Providers {
             Channel::Webhook => &self.webhook,
         }
     }
+}
+
+/// The SMTP provider's settings from the email channel: the URL parsed,
+/// the credentials' env vars read, the CA file read.
+fn smtp_config(
+    email: &journeys::compiled::EmailSettings,
+    root: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    dkim: Option<dkim::Dkim>,
+) -> Result<smtp::Config, Error> {
+    let url = email.url.as_deref().ok_or_else(|| Error::BadUrl {
+        reason: "the smtp provider needs a `url` such as smtp://localhost:2525".into(),
+    })?;
+    let server = smtp::Server::parse(url).map_err(|reason| Error::BadUrl { reason })?;
+    let read = |var: &String, field: &'static str| {
+        env(var)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Error::MissingEnv {
+                var: var.clone(),
+                field,
+            })
+    };
+    let credentials = match (&email.username_env, &email.password_env) {
+        (None, None) => None,
+        (Some(u), Some(p)) => Some((
+            read(u, "channels.email.username_env")?,
+            read(p, "channels.email.password_env")?,
+        )),
+        (Some(_), None) => {
+            return Err(Error::HalfCredentials {
+                field: "username_env",
+                missing: "password_env",
+            })
+        }
+        (None, Some(_)) => {
+            return Err(Error::HalfCredentials {
+                field: "password_env",
+                missing: "username_env",
+            })
+        }
+    };
+    let ca = match &email.ca_file {
+        None => None,
+        Some(file) => {
+            let path = root.join(file);
+            let pem = std::fs::read(&path).map_err(|e| Error::CaFile {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            Some((path, pem))
+        }
+    };
+    Ok(smtp::Config {
+        server,
+        from: email.from.clone(),
+        credentials,
+        pool: usize::try_from(email.pool).unwrap_or(usize::MAX),
+        timeout: Duration::from_secs(email.timeout.secs()),
+        ca,
+        dkim,
+    })
 }

@@ -73,6 +73,14 @@ impl Backoff {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
+        // FNV's last bytes barely reach the high bits: mix them (murmur3's
+        // finaliser) so that each attempt of each key gets its own fraction
+        // (without it, some keys retried every few ms).
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
         let fraction = (h >> 11) as f64 / (1u64 << 53) as f64;
         Duration::from_millis((cap as f64 * fraction).round() as u64)
     }

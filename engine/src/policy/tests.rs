@@ -29,6 +29,10 @@ pub(super) fn project(default_timezone: chrono_tz::Tz) -> Project {
             username_env: None,
             password_env: None,
             path: PathBuf::from(".sluice/outbox/maildir"),
+            dkim: None,
+            pool: 8,
+            timeout: Duration(30),
+            ca_file: None,
         },
         push: PushSettings {
             provider: PushProvider::File,

@@ -298,6 +298,9 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
         .enable_all()
         .build()
         .map_err(|e| RunError::Runtime(e.to_string()))?;
+    // An unreachable SMTP server is said now, naming it, not at the
+    // first send.
+    rt.block_on(providers.ready())?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(&options.listen))
         .map_err(|e| RunError::Listen {

@@ -548,6 +548,10 @@ fn default_project() -> compiled::Project {
             username_env: None,
             password_env: None,
             path: PathBuf::from(".sluice/outbox/maildir"),
+            dkim: None,
+            pool: 8,
+            timeout: scalar::Duration(30),
+            ca_file: None,
         },
         push: compiled::PushSettings {
             provider: model::PushProvider::File,
@@ -576,6 +580,55 @@ fn default_project() -> compiled::Project {
             admin_token_env: "SLUICE_ADMIN_TOKEN".into(),
             feedback: compiled::FeedbackSettings::default(),
         },
+    }
+}
+
+/// The most SMTP connections one channel may keep open.
+const MAX_SMTP_POOL: u32 = 256;
+
+/// The email channel's DKIM, SMTP pool, timeout and CA file.
+fn email_extensions(e: &model::EmailChannel, out: &mut compiled::EmailSettings, ctx: &mut Ctx<'_>) {
+    if let Some(url) = &e.url {
+        let scheme = url.value.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("smtp" | "smtps")) {
+            ctx.error(
+                Code::InvalidValue,
+                url.span,
+                format!(
+                    "`url` {:?} is not an SMTP URL: use smtp://host:port, smtp://host:port?tls=required (STARTTLS) or smtps://host:port",
+                    url.value
+                ),
+            );
+        }
+    }
+    if let Some(d) = &e.dkim {
+        out.dkim = Some(compiled::DkimSettings {
+            domain: d.domain.value.clone(),
+            selector: d.selector.value.clone(),
+            private_key_env: d.private_key_env.value.clone(),
+        });
+    }
+    if let Some(p) = &e.pool {
+        if p.value == 0 || p.value > MAX_SMTP_POOL {
+            ctx.error(
+                Code::InvalidValue,
+                p.span,
+                format!(
+                    "`pool` must be between 1 and {MAX_SMTP_POOL}, not {}",
+                    p.value
+                ),
+            );
+        } else {
+            out.pool = p.value;
+        }
+    }
+    if let Some(t) = &e.timeout {
+        if let Some(d) = ctx.scalar(t, Code::InvalidDuration, scalar::parse_duration) {
+            out.timeout = d;
+        }
+    }
+    if let Some(f) = &e.ca_file {
+        out.ca_file = Some(PathBuf::from(&f.value));
     }
 }
 
@@ -612,6 +665,7 @@ fn project(p: &model::Project, ctx: &mut Ctx<'_>) -> compiled::Project {
             if let Some(path) = s(&e.path) {
                 out.email.path = PathBuf::from(path);
             }
+            email_extensions(e, &mut out.email, ctx);
         }
         if let Some(push) = &ch.push {
             if let Some(provider) = &push.provider {
