@@ -2,7 +2,8 @@
 //! engine (RUN.md §3 "What leaves the process", §4 "Dead letters").
 //!
 //! Owns: the [`Provider`] trait, one file per provider ([`maildir`],
-//! [`pushfile`], [`webhook`]), the checks that keep control characters out
+//! [`pushfile`], [`fcm`], [`apns`], [`webhook`]), one push message's
+//! fan-out to a user's tokens ([`devices`]), the checks that keep control characters out
 //! of headers, addresses and URLs ([`safety`]), the webhook signature and
 //! unsubscribe tokens ([`sign`]) and the retry schedule ([`retry`]).
 //!
@@ -16,8 +17,9 @@
 //!
 //! Idempotency: every provider uses the message's key so that delivering
 //! the same message twice is harmless: the maildir file is named by the
-//! key, the push file keeps one line per key within a process run, and a
-//! webhook carries `Idempotency-Key: {key}`.
+//! key, the push file keeps one line per key within a process run, FCM
+//! messages carry `data.sluice_key`, APNs notifications
+//! `apns-collapse-id: {key}`, and a webhook carries `Idempotency-Key: {key}`.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,9 @@ use journeys::compiled::{Channel, EmailProvider, Project, PushProvider};
 use crate::clock::Millis;
 use crate::dispatch::{AddressNews, Message};
 
+pub mod apns;
+pub mod devices;
+pub mod fcm;
 pub mod maildir;
 pub mod pushfile;
 pub mod retry;
@@ -39,6 +44,8 @@ pub mod safety;
 pub mod sign;
 pub mod webhook;
 
+pub use apns::Apns;
+pub use fcm::Fcm;
 pub use maildir::Maildir;
 pub use pushfile::PushFile;
 pub use retry::{Backoff, Decision};
@@ -281,6 +288,20 @@ pub enum Error {
     MissingEnv { var: String, field: &'static str },
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    #[error("the {provider} push provider needs `channels.push.{field}`")]
+    MissingSetting {
+        provider: &'static str,
+        field: &'static str,
+    },
+    #[error("`{field}`: {reason}")]
+    BadSetting { field: &'static str, reason: String },
+    #[error("the environment variable {var} named by `{field}` does not hold {what}: {reason}")]
+    BadCredentials {
+        var: String,
+        field: &'static str,
+        what: &'static str,
+        reason: String,
+    },
 }
 
 /// One provider per channel, built from the Project's channels.
@@ -314,18 +335,8 @@ impl Providers {
         };
         let push: Arc<dyn Provider> = match project.push.provider {
             PushProvider::File => Arc::new(PushFile::open(root.join(&project.push.path))?),
-            PushProvider::Fcm => {
-                return Err(Error::Unsupported {
-                    channel: Channel::Push,
-                    provider: "fcm",
-                })
-            }
-            PushProvider::Apns => {
-                return Err(Error::Unsupported {
-                    channel: Channel::Push,
-                    provider: "apns",
-                })
-            }
+            PushProvider::Fcm => Arc::new(Fcm::from_settings(&project.push, env)?),
+            PushProvider::Apns => Arc::new(Apns::from_settings(&project.push, env)?),
         };
         let webhook = Arc::new(Webhook::from_settings(&project.webhook, env)?);
         Ok(Providers {
