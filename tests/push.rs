@@ -75,7 +75,13 @@ fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) ->
 }
 
 /// One HTTP/1.1 request with `Connection: close`: status and body.
-fn http(port: u16, method: &str, path: &str, token: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
     write!(
@@ -87,7 +93,10 @@ fn http(port: u16, method: &str, path: &str, token: &str, body: &[u8]) -> std::i
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad answer");
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(bad)?;
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let status = head
         .split(' ')
@@ -95,7 +104,10 @@ fn http(port: u16, method: &str, path: &str, token: &str, body: &[u8]) -> std::i
         .and_then(|s| s.parse().ok())
         .ok_or_else(bad)?;
     let mut body = raw[end + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut out = Vec::new();
         let mut rest = &body[..];
         while let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
@@ -136,7 +148,10 @@ impl Service {
                 .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
                 .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
                 .env(env.0, env.1)
-                .env("SLUICE_LOG", std::env::var("SLUICE_LOG").unwrap_or("warn".into()))
+                .env(
+                    "SLUICE_LOG",
+                    std::env::var("SLUICE_LOG").unwrap_or("warn".into()),
+                )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).expect("log"))
@@ -147,7 +162,10 @@ impl Service {
                 if let Ok(Some(status)) = child.try_wait() {
                     // Another process took the port: try another one.
                     let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    assert!(text.contains("cannot listen"), "sluice run exited ({status}):\n{text}");
+                    assert!(
+                        text.contains("cannot listen"),
+                        "sluice run exited ({status}):\n{text}"
+                    );
                     break;
                 }
                 if http(port, "GET", "/readyz", "", b"").is_ok_and(|(st, _)| st == 200) {
@@ -180,7 +198,7 @@ impl Service {
         let body: String = events.iter().map(|e| format!("{e}\n")).collect();
         let (status, answer) = http(self.port, "POST", "/v1/events", INGEST, body.as_bytes())
             .unwrap_or_else(|e| panic!("POST /v1/events: {e}\n{}", self.logs()));
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        assert_eq!(status, 202, "{}", String::from_utf8_lossy(&answer));
     }
 
     fn user(&self, id: &str) -> Value {
@@ -241,10 +259,17 @@ fn fcm_gone_token_leaves_push_tokens_while_the_other_gets_the_message() {
     assert_eq!(m["notification"]["title"], "Your cart, Ana");
     assert_eq!(m["notification"]["body"], "3 items are waiting.");
     assert_eq!(m["data"]["cart_id"], "c-17");
-    assert!(m["data"]["sluice_key"].as_str().is_some_and(|k| k.len() == 32), "{m}");
-    wait_for(Duration::from_secs(10), "fcm-gone to leave push_tokens", || {
-        (service.push_tokens("ana") == json!(["fcm-live"])).then_some(())
-    });
+    assert!(
+        m["data"]["sluice_key"]
+            .as_str()
+            .is_some_and(|k| k.len() == 32),
+        "{m}"
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "fcm-gone to leave push_tokens",
+        || (service.push_tokens("ana") == json!(["fcm-live"])).then_some(()),
+    );
     let st = peer.state();
     assert!(st.problems.is_empty(), "{:?}", st.problems);
     assert_eq!(st.issued.len(), 1, "one OAuth exchange");
@@ -270,11 +295,16 @@ fn apns_gone_token_leaves_push_tokens_while_the_other_gets_the_message() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].token, "abcd0001");
     assert_eq!(sent[0].payload["aps"]["alert"]["title"], "Your cart, Ana");
-    let key = sent[0].payload["sluice_key"].as_str().expect("sluice_key").to_owned();
+    let key = sent[0].payload["sluice_key"]
+        .as_str()
+        .expect("sluice_key")
+        .to_owned();
     assert_eq!(sent[0].collapse_id.as_deref(), Some(key.as_str()));
-    wait_for(Duration::from_secs(10), "the gone tokens to leave push_tokens", || {
-        (service.push_tokens("ana") == json!(["abcd0001"])).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the gone tokens to leave push_tokens",
+        || (service.push_tokens("ana") == json!(["abcd0001"])).then_some(()),
+    );
     let st = peer.state();
     assert!(st.problems.is_empty(), "{:?}", st.problems);
     assert_eq!(st.jwts.len(), 1, "one provider token");
@@ -311,23 +341,50 @@ fn start_with(fixture_name: &str, var: &str, value: Option<&str>) -> (Option<i32
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().expect("output");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn malformed_credentials_stop_the_start_naming_the_variable() {
     for (fixture_name, var, value, says) in [
-        ("push-fcm", "SLUICE_TEST_FCM_CREDENTIALS", Some("{\"client_email\": \"x@y\""), "not a service account JSON"),
-        ("push-fcm", "SLUICE_TEST_FCM_CREDENTIALS", Some("{\"client_email\":\"x@y\",\"private_key\":\"garbage\"}"), "private_key"),
+        (
+            "push-fcm",
+            "SLUICE_TEST_FCM_CREDENTIALS",
+            Some("{\"client_email\": \"x@y\""),
+            "not a service account JSON",
+        ),
+        (
+            "push-fcm",
+            "SLUICE_TEST_FCM_CREDENTIALS",
+            Some("{\"client_email\":\"x@y\",\"private_key\":\"garbage\"}"),
+            "private_key",
+        ),
         ("push-fcm", "SLUICE_TEST_FCM_CREDENTIALS", None, "not set"),
-        ("push-apns", "SLUICE_TEST_APNS_KEY", Some("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), ".p8"),
+        (
+            "push-apns",
+            "SLUICE_TEST_APNS_KEY",
+            Some("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+            ".p8",
+        ),
         ("push-apns", "SLUICE_TEST_APNS_KEY", None, "not set"),
     ] {
         let (code, stderr) = start_with(fixture_name, var, value);
         assert_eq!(code, Some(1), "{fixture_name} {value:?}: {stderr}");
-        assert!(stderr.contains(var), "{fixture_name}: names the variable: {stderr}");
-        assert!(stderr.contains(says), "{fixture_name}: says {says:?}: {stderr}");
+        assert!(
+            stderr.contains(var),
+            "{fixture_name}: names the variable: {stderr}"
+        );
+        assert!(
+            stderr.contains(says),
+            "{fixture_name}: says {says:?}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
-        assert!(!stderr.contains("garbage"), "the credentials are not quoted: {stderr}");
+        assert!(
+            !stderr.contains("garbage"),
+            "the credentials are not quoted: {stderr}"
+        );
     }
 }

@@ -164,7 +164,10 @@ fn main() {
     let st = apns_peer.state();
     assert!(st.problems.is_empty(), "{:?}", st.problems);
     let expected = (1_000 + n + (n / 3) * 3) as u64;
-    assert_eq!(st.accepted, expected, "every notification reached the APNs peer");
+    assert_eq!(
+        st.accepted, expected,
+        "every notification reached the APNs peer"
+    );
     drop(st);
     let st = fcm_peer.state();
     assert!(st.problems.is_empty(), "{:?}", st.problems);

@@ -20,8 +20,8 @@ use serde_json::{json, Map, Value};
 const TOPIC: &str = "com.shop.app";
 
 fn message(key: &str, tokens: &[&str]) -> Message {
-    let data: Map<String, Value> = serde_json::from_value(json!({"cart": "c-17", "total": 42.5}))
-        .expect("data");
+    let data: Map<String, Value> =
+        serde_json::from_value(json!({"cart": "c-17", "total": 42.5})).expect("data");
     Message {
         key: key.into(),
         at: WallClock.now_millis(),
@@ -70,16 +70,20 @@ fn fcm_for(peer: &FcmPeer) -> Fcm {
     let mut s = settings(PushProvider::Fcm);
     s.endpoint = Some(peer.endpoint());
     let json = peer.service_account();
-    Fcm::from_settings(&s, &|v: &str| (v == "PUSH_CREDENTIALS").then(|| json.clone()))
-        .unwrap_or_else(|e| panic!("{e}"))
+    Fcm::from_settings(&s, &|v: &str| {
+        (v == "PUSH_CREDENTIALS").then(|| json.clone())
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn apns_for(peer: &ApnsPeer) -> Apns {
     let mut s = settings(PushProvider::Apns);
     s.endpoint = Some(peer.endpoint());
     let pem = peer.key_pem().to_owned();
-    Apns::from_settings(&s, &|v: &str| (v == "PUSH_CREDENTIALS").then(|| pem.clone()))
-        .unwrap_or_else(|e| panic!("{e}"))
+    Apns::from_settings(&s, &|v: &str| {
+        (v == "PUSH_CREDENTIALS").then(|| pem.clone())
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 // ------------------------------------------------------------------- FCM
@@ -176,7 +180,8 @@ async fn fcm_429_waits_at_least_its_retry_after() {
     let backoff = Backoff::new(8, Duration::from_millis(10), Duration::from_millis(20));
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let a = now();
-    let out = engine::deliver::attempt(&fcm, &message("k1", &["tok-a"]), a, &backoff, &mut rng).await;
+    let out =
+        engine::deliver::attempt(&fcm, &message("k1", &["tok-a"]), a, &backoff, &mut rng).await;
     match out {
         Outcome::Retry { next, at, reason } => {
             assert_eq!(next, 2);
@@ -201,10 +206,18 @@ async fn fcm_a_retry_goes_only_to_the_token_that_failed() {
     peer.state().flaky.insert("tok-b".into(), 1);
     let fcm = fcm_for(&peer);
     let m = message("k1", &["tok-a", "tok-b"]);
-    let f = fcm.deliver(&m, now()).await.expect_err("tok-b is unavailable");
+    let f = fcm
+        .deliver(&m, now())
+        .await
+        .expect_err("tok-b is unavailable");
     assert!(!f.is_permanent());
     assert_eq!(f.retry_after, Some(Duration::from_secs(1)));
-    assert!(f.reason.starts_with("fcm: sent to 1 of 2 tokens; will retry tok-b: HTTP 503"), "{}", f.reason);
+    assert!(
+        f.reason
+            .starts_with("fcm: sent to 1 of 2 tokens; will retry tok-b: HTTP 503"),
+        "{}",
+        f.reason
+    );
     let d = fcm.deliver(&m, now()).await.expect("delivered");
     assert_eq!(d.detail, "fcm: sent to 2 of 2 tokens");
     let st = peer.state();
@@ -222,14 +235,22 @@ fn fcm_malformed_credentials_name_the_variable() {
             .expect_err("refused")
             .to_string()
     };
-    let e = err(Some("{\"client_email\": \"x@y\", \"private_key\": \"nope\"}"));
+    let e = err(Some(
+        "{\"client_email\": \"x@y\", \"private_key\": \"nope\"}",
+    ));
     assert!(e.contains("PUSH_CREDENTIALS"), "{e}");
     assert!(e.contains("private_key"), "{e}");
     assert!(!e.contains("nope"), "the key is not quoted: {e}");
     let e = err(Some("{ not json"));
-    assert!(e.contains("PUSH_CREDENTIALS") && e.contains("not a service account JSON"), "{e}");
+    assert!(
+        e.contains("PUSH_CREDENTIALS") && e.contains("not a service account JSON"),
+        "{e}"
+    );
     let e = err(None);
-    assert!(e.contains("PUSH_CREDENTIALS") && e.contains("not set"), "{e}");
+    assert!(
+        e.contains("PUSH_CREDENTIALS") && e.contains("not set"),
+        "{e}"
+    );
 }
 
 // ------------------------------------------------------------------ APNs
@@ -347,14 +368,25 @@ async fn apns_429_is_transient_with_its_retry_after() {
 #[test]
 fn apns_malformed_key_names_the_variable() {
     let s = settings(PushProvider::Apns);
-    let e = Apns::from_settings(&s, &|_: &str| Some("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into()))
-        .expect_err("refused")
-        .to_string();
+    let e = Apns::from_settings(&s, &|_: &str| {
+        Some("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into())
+    })
+    .expect_err("refused")
+    .to_string();
     assert!(e.contains("PUSH_CREDENTIALS") && e.contains(".p8"), "{e}");
     let mut s = settings(PushProvider::Apns);
     s.team_id = None;
     let e = Apns::from_settings(&s, &|_: &str| None).expect_err("refused");
-    assert!(matches!(e, Error::MissingSetting { field: "team_id", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::MissingSetting {
+                field: "team_id",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -365,8 +397,18 @@ fn the_project_builds_fcm_and_apns() {
     let mut config = journeys::load(&shop).unwrap_or_else(|_| panic!("examples/shop is invalid"));
     let root = tempfile::tempdir().expect("tempdir");
     for (provider, name, secret, endpoint) in [
-        (PushProvider::Fcm, "fcm", fcm_peer.service_account(), fcm_peer.endpoint()),
-        (PushProvider::Apns, "apns", apns_peer.key_pem().to_owned(), apns_peer.endpoint()),
+        (
+            PushProvider::Fcm,
+            "fcm",
+            fcm_peer.service_account(),
+            fcm_peer.endpoint(),
+        ),
+        (
+            PushProvider::Apns,
+            "apns",
+            apns_peer.key_pem().to_owned(),
+            apns_peer.endpoint(),
+        ),
     ] {
         config.project.push = settings(provider);
         config.project.push.endpoint = Some(endpoint);

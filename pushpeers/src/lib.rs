@@ -87,7 +87,8 @@ impl RsaKey {
             .to_pkcs8_pem(LineEnding::LF)
             .expect("PKCS#8 PEM")
             .to_string();
-        let public = DecodingKey::from_rsa_raw_components(&key.n().to_bytes_be(), &key.e().to_bytes_be());
+        let public =
+            DecodingKey::from_rsa_raw_components(&key.n().to_bytes_be(), &key.e().to_bytes_be());
         RsaKey {
             private_pem,
             public,
@@ -195,7 +196,11 @@ impl Drop for Server {
 }
 
 fn bearer(req: &Request<Incoming>, scheme: &str) -> Option<String> {
-    let v = req.headers().get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+    let v = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (s, token) = v.split_once(' ')?;
     s.eq_ignore_ascii_case(scheme).then(|| token.to_owned())
 }
@@ -372,7 +377,9 @@ async fn fcm_handle(shared: Arc<FcmShared>, req: Request<Incoming>) -> Answer {
         .strip_prefix("/v1/projects/")
         .and_then(|p| p.strip_suffix("/messages:send"))
     else {
-        lock(&shared.state).problems.push(format!("unknown path {path}"));
+        lock(&shared.state)
+            .problems
+            .push(format!("unknown path {path}"));
         return fcm_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such path", None);
     };
     let auth = bearer(&req, "Bearer");
@@ -389,7 +396,12 @@ async fn fcm_handle(shared: Arc<FcmShared>, req: Request<Incoming>) -> Answer {
     }
     let Some(auth) = auth else {
         st.problems.push("a send without a bearer token".into());
-        return fcm_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "no token", None);
+        return fcm_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "no token",
+            None,
+        );
     };
     if !st.issued.contains(&auth) || st.revoked.contains(&auth) {
         return fcm_error(
@@ -424,14 +436,29 @@ async fn fcm_handle(shared: Arc<FcmShared>, req: Request<Incoming>) -> Answer {
     }
     let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let message = parsed.get("message").cloned().unwrap_or(Value::Null);
-    let Some(token) = message.get("token").and_then(Value::as_str).map(str::to_owned) else {
-        st.problems.push(format!("a send without message.token: {parsed}"));
-        return fcm_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "no token", Some("INVALID_ARGUMENT"));
+    let Some(token) = message
+        .get("token")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        st.problems
+            .push(format!("a send without message.token: {parsed}"));
+        return fcm_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "no token",
+            Some("INVALID_ARGUMENT"),
+        );
     };
     if let Some(data) = message.get("data").and_then(Value::as_object) {
         if let Some((k, _)) = data.iter().find(|(_, v)| !v.is_string()) {
             st.problems.push(format!("data.{k} is not a string"));
-            return fcm_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "data values must be strings", Some("INVALID_ARGUMENT"));
+            return fcm_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                "data values must be strings",
+                Some("INVALID_ARGUMENT"),
+            );
         }
     }
     if let Some(n) = st.flaky.get_mut(&token).filter(|n| **n > 0) {
@@ -480,7 +507,9 @@ fn fcm_token(shared: &FcmShared, form: &[u8]) -> Answer {
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .collect();
-    let grant = fields.get("grant_type").map(|g| g.replace("%3A", ":").replace("%3a", ":"));
+    let grant = fields
+        .get("grant_type")
+        .map(|g| g.replace("%3A", ":").replace("%3a", ":"));
     let mut st = lock(&shared.state);
     let refuse = |st: &mut FcmState, why: String| {
         st.problems.push(why.clone());
@@ -695,12 +724,16 @@ fn check_provider_jwt(shared: &ApnsShared, jwt: &str) -> Result<(), String> {
 
 async fn apns_handle(shared: Arc<ApnsShared>, req: Request<Incoming>) -> Answer {
     if req.version() != hyper::Version::HTTP_2 {
-        lock(&shared.state).problems.push(format!("{:?} request", req.version()));
+        lock(&shared.state)
+            .problems
+            .push(format!("{:?} request", req.version()));
         return apns_error(StatusCode::BAD_REQUEST, "BadProtocol");
     }
     let path = req.uri().path().to_owned();
     let Some(token) = path.strip_prefix("/3/device/").map(str::to_owned) else {
-        lock(&shared.state).problems.push(format!("unknown path {path}"));
+        lock(&shared.state)
+            .problems
+            .push(format!("unknown path {path}"));
         return apns_error(StatusCode::NOT_FOUND, "BadPath");
     };
     if req.method() != hyper::Method::POST {
@@ -714,7 +747,9 @@ async fn apns_handle(shared: Arc<ApnsShared>, req: Request<Incoming>) -> Answer 
     let priority = header(&req, "apns-priority");
     let bytes = body(req).await;
     let Some(jwt) = jwt else {
-        lock(&shared.state).problems.push("no provider token".into());
+        lock(&shared.state)
+            .problems
+            .push("no provider token".into());
         return apns_error(StatusCode::FORBIDDEN, "MissingProviderToken");
     };
     let known = {
@@ -753,7 +788,8 @@ async fn apns_handle(shared: Arc<ApnsShared>, req: Request<Incoming>) -> Answer 
         }
     };
     if collapse_id.as_ref().is_some_and(|c| c.len() > 64) {
-        st.problems.push("apns-collapse-id longer than 64 bytes".into());
+        st.problems
+            .push("apns-collapse-id longer than 64 bytes".into());
         return apns_error(StatusCode::BAD_REQUEST, "BadCollapseId");
     }
     let payload: Value = match serde_json::from_slice(&bytes) {
@@ -837,13 +873,22 @@ mod tests {
         let other = EcKey::generate();
         let s = apns_shared(&key);
         let now = unix_now();
-        assert_eq!(check_provider_jwt(&s, &es256(&key, APNS_KEY_ID, APNS_TEAM_ID, now)), Ok(()));
+        assert_eq!(
+            check_provider_jwt(&s, &es256(&key, APNS_KEY_ID, APNS_TEAM_ID, now)),
+            Ok(())
+        );
         for (what, jwt) in [
             ("another key", es256(&other, APNS_KEY_ID, APNS_TEAM_ID, now)),
             ("another kid", es256(&key, "OTHERKEY12", APNS_TEAM_ID, now)),
             ("another team", es256(&key, APNS_KEY_ID, "OTHERTEAM1", now)),
-            ("over an hour old", es256(&key, APNS_KEY_ID, APNS_TEAM_ID, now - 3700)),
-            ("from the future", es256(&key, APNS_KEY_ID, APNS_TEAM_ID, now + 600)),
+            (
+                "over an hour old",
+                es256(&key, APNS_KEY_ID, APNS_TEAM_ID, now - 3700),
+            ),
+            (
+                "from the future",
+                es256(&key, APNS_KEY_ID, APNS_TEAM_ID, now + 600),
+            ),
         ] {
             assert!(check_provider_jwt(&s, &jwt).is_err(), "{what} is refused");
         }
@@ -870,21 +915,78 @@ mod tests {
             let ek = EncodingKey::from_rsa_pem(k.private_pem.as_bytes()).expect("key");
             jsonwebtoken::encode(&h, &claims, &ek).expect("sign")
         };
-        let claims = |iss: &str, scope: &str, aud: &str, iat: i64, exp: i64| {
-            json!({"iss": iss, "scope": scope, "aud": aud, "iat": iat, "exp": exp})
-        };
+        let claims = |iss: &str, scope: &str, aud: &str, iat: i64, exp: i64| json!({"iss": iss, "scope": scope, "aud": aud, "iat": iat, "exp": exp});
         let good = claims(&s.client_email, FCM_SCOPE, &s.token_url, now, now + 3600);
-        assert_eq!(check_service_account_jwt(&s, &sign(&key, "kid-1", good.clone())), Ok(()));
+        assert_eq!(
+            check_service_account_jwt(&s, &sign(&key, "kid-1", good.clone())),
+            Ok(())
+        );
         for (what, jwt) in [
             ("another key", sign(&other, "kid-1", good.clone())),
             ("another kid", sign(&key, "kid-2", good)),
-            ("another issuer", sign(&key, "kid-1", claims("x@y", FCM_SCOPE, &s.token_url, now, now + 3600))),
-            ("another scope", sign(&key, "kid-1", claims(&s.client_email, "https://www.googleapis.com/auth/cloud-platform.read-only", &s.token_url, now, now + 3600))),
-            ("another audience", sign(&key, "kid-1", claims(&s.client_email, FCM_SCOPE, "https://oauth2.googleapis.com/token", now, now + 3600))),
-            ("too long", sign(&key, "kid-1", claims(&s.client_email, FCM_SCOPE, &s.token_url, now, now + 7200))),
-            ("expired", sign(&key, "kid-1", claims(&s.client_email, FCM_SCOPE, &s.token_url, now - 7200, now - 3600))),
+            (
+                "another issuer",
+                sign(
+                    &key,
+                    "kid-1",
+                    claims("x@y", FCM_SCOPE, &s.token_url, now, now + 3600),
+                ),
+            ),
+            (
+                "another scope",
+                sign(
+                    &key,
+                    "kid-1",
+                    claims(
+                        &s.client_email,
+                        "https://www.googleapis.com/auth/cloud-platform.read-only",
+                        &s.token_url,
+                        now,
+                        now + 3600,
+                    ),
+                ),
+            ),
+            (
+                "another audience",
+                sign(
+                    &key,
+                    "kid-1",
+                    claims(
+                        &s.client_email,
+                        FCM_SCOPE,
+                        "https://oauth2.googleapis.com/token",
+                        now,
+                        now + 3600,
+                    ),
+                ),
+            ),
+            (
+                "too long",
+                sign(
+                    &key,
+                    "kid-1",
+                    claims(&s.client_email, FCM_SCOPE, &s.token_url, now, now + 7200),
+                ),
+            ),
+            (
+                "expired",
+                sign(
+                    &key,
+                    "kid-1",
+                    claims(
+                        &s.client_email,
+                        FCM_SCOPE,
+                        &s.token_url,
+                        now - 7200,
+                        now - 3600,
+                    ),
+                ),
+            ),
         ] {
-            assert!(check_service_account_jwt(&s, &jwt).is_err(), "{what} is refused");
+            assert!(
+                check_service_account_jwt(&s, &jwt).is_err(),
+                "{what} is refused"
+            );
         }
     }
 }

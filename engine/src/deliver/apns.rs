@@ -91,8 +91,9 @@ impl SigningKey {
     /// Reads the `.p8` key's PEM; the error says what is wrong (never
     /// quoting the key).
     pub fn parse(pem: &str, key_id: &str, team_id: &str) -> Result<SigningKey, String> {
-        let key = EncodingKey::from_ec_pem(pem.as_bytes())
-            .map_err(|e| format!("not a P-256 private key in PKCS#8 PEM, as Apple's .p8 files are ({e})"))?;
+        let key = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| {
+            format!("not a P-256 private key in PKCS#8 PEM, as Apple's .p8 files are ({e})")
+        })?;
         let k = SigningKey {
             key_id: key_id.to_owned(),
             team_id: team_id.to_owned(),
@@ -325,14 +326,13 @@ impl Apns {
                 })
             }
         };
-        let key = SigningKey::parse(&pem, &key_id, &team_id).map_err(|reason| {
-            Error::BadCredentials {
+        let key =
+            SigningKey::parse(&pem, &key_id, &team_id).map_err(|reason| Error::BadCredentials {
                 var: var.clone(),
                 field: "channels.push.credentials_env",
                 what: "an APNs signing key (.p8)",
                 reason,
-            }
-        })?;
+            })?;
         Apns::new(Config {
             endpoint: settings
                 .endpoint
@@ -436,7 +436,10 @@ impl Apns {
                     HeaderValue::from_static("10"),
                 )
                 .header(HeaderName::from_static("apns-id"), id.clone())
-                .header(HeaderName::from_static("apns-collapse-id"), collapse.clone())
+                .header(
+                    HeaderName::from_static("apns-collapse-id"),
+                    collapse.clone(),
+                )
                 .header(CONTENT_TYPE, "application/json")
                 .body(payload.to_vec())
                 .send()
@@ -444,11 +447,7 @@ impl Apns {
             {
                 Ok(a) => a,
                 Err(e) => {
-                    return TokenOutcome::Failed(network_failure_timeout(
-                        "APNs",
-                        e,
-                        self.timeout,
-                    ))
+                    return TokenOutcome::Failed(network_failure_timeout("APNs", e, self.timeout))
                 }
             };
             let status = answer.status();
@@ -474,7 +473,11 @@ fn classify(status: StatusCode, reason: &str, retry_after: Option<Duration>) -> 
         return TokenOutcome::Sent;
     }
     if status == StatusCode::GONE {
-        let r = if reason.is_empty() { "Unregistered" } else { reason };
+        let r = if reason.is_empty() {
+            "Unregistered"
+        } else {
+            reason
+        };
         return TokenOutcome::Gone(format!("HTTP 410: {}", clean(r)));
     }
     if status == StatusCode::BAD_REQUEST && reason == "BadDeviceToken" {
@@ -542,7 +545,11 @@ mod tests {
             c(400, "BadDeviceToken"),
             TokenOutcome::Gone("HTTP 400: BadDeviceToken".into())
         );
-        for (s, r) in [(429, "TooManyRequests"), (500, "InternalServerError"), (503, "ServiceUnavailable")] {
+        for (s, r) in [
+            (429, "TooManyRequests"),
+            (500, "InternalServerError"),
+            (503, "ServiceUnavailable"),
+        ] {
             match c(s, r) {
                 TokenOutcome::Failed(f) => assert!(!f.is_permanent(), "{s}"),
                 other => panic!("{other:?}"),
@@ -565,8 +572,12 @@ mod tests {
 
     #[test]
     fn a_malformed_key_says_so_without_quoting_it() {
-        let e = SigningKey::parse("-----BEGIN PRIVATE KEY-----\nQUJD\n-----END PRIVATE KEY-----\n", "K", "T")
-            .expect_err("malformed");
+        let e = SigningKey::parse(
+            "-----BEGIN PRIVATE KEY-----\nQUJD\n-----END PRIVATE KEY-----\n",
+            "K",
+            "T",
+        )
+        .expect_err("malformed");
         assert!(e.contains("P-256"), "{e}");
         assert!(!e.contains("QUJD"), "{e}");
         assert!(SigningKey::parse("not a pem", "K", "T").is_err());

@@ -138,7 +138,9 @@ where
         .map(String::as_str)
         .filter(|t| seen.insert(*t))
         .filter(|t| {
-            !settled.sent.contains(*t) && !settled.gone.contains(*t) && !settled.refused.contains(*t)
+            !settled.sent.contains(*t)
+                && !settled.gone.contains(*t)
+                && !settled.refused.contains(*t)
         })
         .collect();
     let total = seen.len();
@@ -189,7 +191,10 @@ where
     }
     let sent = settled.sent.len();
     let tally = {
-        let mut s = format!("{provider}: sent to {sent} of {total} token{}", plural(total));
+        let mut s = format!(
+            "{provider}: sent to {sent} of {total} token{}",
+            plural(total)
+        );
         if !settled.gone.is_empty() {
             s.push_str(&format!(", {} gone", settled.gone.len()));
         }
@@ -368,7 +373,9 @@ mod tests {
                 TokenOutcome::Failed(Failure::permanent("INVALID_ARGUMENT"))
             }
         };
-        let d = run(&p, &tokens(&["ok", "bad"]), refuse).0.expect("delivered");
+        let d = run(&p, &tokens(&["ok", "bad"]), refuse)
+            .0
+            .expect("delivered");
         assert_eq!(d.detail, "test: sent to 1 of 2 tokens, 1 refused");
         let f = run(&p, &tokens(&["bad"]), refuse).0.expect_err("fails");
         assert!(f.is_permanent());
@@ -385,7 +392,10 @@ mod tests {
             p.keep(&format!("k{i}"), Settled::default());
         }
         assert_eq!(p.pending(), MAX_PENDING);
-        assert!(p.lock().settled.contains_key(&format!("k{}", MAX_PENDING + 9)));
+        assert!(p
+            .lock()
+            .settled
+            .contains_key(&format!("k{}", MAX_PENDING + 9)));
         assert!(!p.lock().settled.contains_key("k0"));
     }
 }

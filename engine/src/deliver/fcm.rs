@@ -243,11 +243,14 @@ impl Auth {
     }
 
     /// Trades a fresh JWT for an access token at `token_uri`.
-    async fn exchange(&self, client: &reqwest::Client, now: Millis) -> Result<AccessToken, Failure> {
-        let jwt = self
-            .credentials
-            .assertion(now)
-            .map_err(|e| Failure::permanent(format!("cannot sign the FCM service account JWT: {e}")))?;
+    async fn exchange(
+        &self,
+        client: &reqwest::Client,
+        now: Millis,
+    ) -> Result<AccessToken, Failure> {
+        let jwt = self.credentials.assertion(now).map_err(|e| {
+            Failure::permanent(format!("cannot sign the FCM service account JWT: {e}"))
+        })?;
         // The JWT is base64url and dots: nothing to escape.
         let form = format!(
             "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={jwt}"
@@ -265,10 +268,16 @@ impl Auth {
         let body = read_bounded(answer).await;
         if status.is_success() {
             let t: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
-                Failure::transient(format!("the FCM token endpoint's answer is not a token: {e}"))
+                Failure::transient(format!(
+                    "the FCM token endpoint's answer is not a token: {e}"
+                ))
             })?;
-            let header = HeaderValue::from_str(&format!("Bearer {}", t.access_token))
-                .map_err(|_| Failure::transient("the FCM token endpoint's access token is not a header value"))?;
+            let header =
+                HeaderValue::from_str(&format!("Bearer {}", t.access_token)).map_err(|_| {
+                    Failure::transient(
+                        "the FCM token endpoint's access token is not a header value",
+                    )
+                })?;
             let lifetime = t.expires_in.unwrap_or(3600).clamp(0, 86_400 * 7);
             return Ok(AccessToken {
                 header,
@@ -422,10 +431,13 @@ impl Fcm {
             provider: "fcm",
             field: "project_id",
         })?;
-        let var = settings.credentials_env.clone().ok_or(Error::MissingSetting {
-            provider: "fcm",
-            field: "credentials_env",
-        })?;
+        let var = settings
+            .credentials_env
+            .clone()
+            .ok_or(Error::MissingSetting {
+                provider: "fcm",
+                field: "credentials_env",
+            })?;
         let json = match env(&var) {
             Some(v) if !v.trim().is_empty() => v,
             _ => {
@@ -519,11 +531,7 @@ impl Fcm {
             {
                 Ok(a) => a,
                 Err(e) => {
-                    return TokenOutcome::Failed(network_failure_timeout(
-                        "FCM",
-                        e,
-                        self.timeout,
-                    ))
+                    return TokenOutcome::Failed(network_failure_timeout("FCM", e, self.timeout))
                 }
             };
             let status = answer.status();
@@ -688,7 +696,10 @@ mod tests {
         };
         assert_eq!(c(200, "{}"), TokenOutcome::Sent);
         let unregistered = r#"{"error":{"code":404,"message":"Requested entity was not found.","status":"NOT_FOUND","details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"UNREGISTERED"}]}}"#;
-        assert_eq!(c(404, unregistered), TokenOutcome::Gone("UNREGISTERED".into()));
+        assert_eq!(
+            c(404, unregistered),
+            TokenOutcome::Gone("UNREGISTERED".into())
+        );
         let invalid = r#"{"error":{"code":400,"message":"The registration token is not a valid FCM registration token","status":"INVALID_ARGUMENT","details":[{"errorCode":"INVALID_ARGUMENT"}]}}"#;
         match c(400, invalid) {
             TokenOutcome::Failed(f) => {
@@ -731,12 +742,23 @@ mod tests {
     #[test]
     fn malformed_service_accounts_say_what_is_wrong() {
         let err = |json: &str| Credentials::parse(json).expect_err("malformed");
-        assert!(err("{").starts_with("not a service account JSON"), "{}", err("{"));
+        assert!(
+            err("{").starts_with("not a service account JSON"),
+            "{}",
+            err("{")
+        );
         assert!(err(r#"{"client_email":"a@b"}"#).contains("private_key"));
-        assert!(err(r#"{"type":"authorized_user","client_email":"a@b","private_key":"x"}"#)
-            .contains("authorized_user"));
-        let bad_key = err(r#"{"client_email":"a@b","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#);
+        assert!(
+            err(r#"{"type":"authorized_user","client_email":"a@b","private_key":"x"}"#)
+                .contains("authorized_user")
+        );
+        let bad_key = err(
+            r#"{"client_email":"a@b","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#,
+        );
         assert!(bad_key.contains("private_key"), "{bad_key}");
-        assert!(!bad_key.contains("AAAA"), "the key is never quoted: {bad_key}");
+        assert!(
+            !bad_key.contains("AAAA"),
+            "the key is never quoted: {bad_key}"
+        );
     }
 }
