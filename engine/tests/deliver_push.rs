@@ -169,6 +169,39 @@ async fn fcm_caches_the_access_token_and_refreshes_it_once_on_401() {
 }
 
 #[tokio::test]
+async fn fcm_a_failed_token_fetch_is_shared_by_the_sends_waiting_for_it() {
+    let peer = FcmPeer::start("shop-app");
+    peer.state().token_unavailable = 1_000;
+    let fcm = Arc::new(fcm_for(&peer));
+    let at = now();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let fcm = Arc::clone(&fcm);
+        tasks.push(tokio::spawn(async move {
+            fcm.deliver(&message(&format!("c{i}"), &["tok-a"]), at).await
+        }));
+    }
+    for t in tasks {
+        let f = t.await.expect("task").expect_err("no token");
+        assert!(!f.is_permanent(), "a 503 of the token endpoint is transient");
+        assert_eq!(f.retry_after, Some(Duration::from_secs(2)));
+        assert!(f.reason.contains("token endpoint"), "{}", f.reason);
+    }
+    assert_eq!(fcm.exchanges(), 1, "one fetch failed for all 20");
+    // Later, the endpoint is back: a new fetch.
+    peer.state().token_unavailable = 0;
+    let later = Attempt {
+        number: 2,
+        now: at.now + 2_000,
+    };
+    fcm.deliver(&message("c0", &["tok-a"]), later)
+        .await
+        .expect("delivered");
+    assert_eq!(fcm.exchanges(), 2);
+    assert!(peer.state().problems.is_empty());
+}
+
+#[tokio::test]
 async fn fcm_429_waits_at_least_its_retry_after() {
     let peer = FcmPeer::start("shop-app");
     {

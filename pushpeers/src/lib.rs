@@ -253,6 +253,8 @@ pub struct FcmState {
     /// Tokens answered 503 `UNAVAILABLE` (with `Retry-After`) this many
     /// more times.
     pub flaky: HashMap<String, usize>,
+    /// The next this many token requests are answered 503.
+    pub token_unavailable: usize,
     /// The access tokens' lifetime (`expires_in`).
     pub expires_in: u64,
     /// Checks that failed (a test asserts this empty).
@@ -511,6 +513,14 @@ fn fcm_token(shared: &FcmShared, form: &[u8]) -> Answer {
         .get("grant_type")
         .map(|g| g.replace("%3A", ":").replace("%3a", ":"));
     let mut st = lock(&shared.state);
+    if st.token_unavailable > 0 {
+        st.token_unavailable -= 1;
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "backend_error"}),
+            &[("retry-after", "2".into())],
+        );
+    }
     let refuse = |st: &mut FcmState, why: String| {
         st.problems.push(why.clone());
         answer(

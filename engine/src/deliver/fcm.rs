@@ -59,6 +59,9 @@ pub const KEY_FIELD: &str = "sluice_key";
 const ASSERTION_SECS: i64 = 3600;
 /// An access token is replaced this long before it expires.
 const EXPIRY_MARGIN_MS: Millis = 60_000;
+/// A failed token fetch is shared by the sends that started within this
+/// long of it.
+const SHARED_FAILURE_MS: Millis = 1_000;
 /// One request, answer included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of an answer is read.
@@ -188,6 +191,8 @@ struct Auth {
     credentials: Credentials,
     cached: Mutex<Option<AccessToken>>,
     refresh: tokio::sync::Mutex<()>,
+    /// The last failed fetch and when (the attempt's time).
+    failed: Mutex<Option<(Millis, Failure)>>,
     generation: AtomicU64,
     /// Exchanges made (tests, logs).
     exchanges: AtomicU64,
@@ -237,9 +242,28 @@ impl Auth {
         if let Some(t) = self.fresh(now) {
             return Ok(t);
         }
-        let t = self.exchange(client, now).await?;
-        *self.cached() = Some(t.clone());
-        Ok(t)
+        // Sends that waited for a fetch that failed share its failure
+        // rather than each trying again in turn.
+        if let Some((at, f)) = self.failed().as_ref() {
+            if *at >= now.saturating_sub(SHARED_FAILURE_MS) {
+                return Err(f.clone());
+            }
+        }
+        match self.exchange(client, now).await {
+            Ok(t) => {
+                *self.cached() = Some(t.clone());
+                *self.failed() = None;
+                Ok(t)
+            }
+            Err(f) => {
+                *self.failed() = Some((now, f.clone()));
+                Err(f)
+            }
+        }
+    }
+
+    fn failed(&self) -> MutexGuard<'_, Option<(Millis, Failure)>> {
+        self.failed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Trades a fresh JWT for an access token at `token_uri`.
@@ -412,6 +436,7 @@ impl Fcm {
                 credentials: config.credentials,
                 cached: Mutex::new(None),
                 refresh: tokio::sync::Mutex::new(()),
+                failed: Mutex::new(None),
                 generation: AtomicU64::new(0),
                 exchanges: AtomicU64::new(0),
             },
