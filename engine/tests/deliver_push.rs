@@ -178,12 +178,16 @@ async fn fcm_a_failed_token_fetch_is_shared_by_the_sends_waiting_for_it() {
     for i in 0..20 {
         let fcm = Arc::clone(&fcm);
         tasks.push(tokio::spawn(async move {
-            fcm.deliver(&message(&format!("c{i}"), &["tok-a"]), at).await
+            fcm.deliver(&message(&format!("c{i}"), &["tok-a"]), at)
+                .await
         }));
     }
     for t in tasks {
         let f = t.await.expect("task").expect_err("no token");
-        assert!(!f.is_permanent(), "a 503 of the token endpoint is transient");
+        assert!(
+            !f.is_permanent(),
+            "a 503 of the token endpoint is transient"
+        );
         assert_eq!(f.retry_after, Some(Duration::from_secs(2)));
         assert!(f.reason.contains("token endpoint"), "{}", f.reason);
     }
