@@ -137,6 +137,10 @@ pub struct PushSettings {
     pub credentials_env: Option<String>,
     pub endpoint: Option<String>,
     pub topic: Option<String>,
+    /// apns: the signing key's id (`kid`).
+    pub key_id: Option<String>,
+    /// apns: the team id (`iss`).
+    pub team_id: Option<String>,
     pub path: PathBuf,
 }
 

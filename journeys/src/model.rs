@@ -202,6 +202,14 @@ pub struct PushChannel {
     /// Extension (apns): the app's bundle id, sent as `apns-topic`.
     #[serde(default)]
     pub topic: Option<Spanned<String>>,
+    /// Extension (apns): the id of the token signing key (the .p8 key's
+    /// Key ID), the `kid` of the provider token.
+    #[serde(default)]
+    pub key_id: Option<Spanned<String>>,
+    /// Extension (apns): the Apple developer team id, the `iss` of the
+    /// provider token.
+    #[serde(default)]
+    pub team_id: Option<Spanned<String>>,
     /// Extension (file): the JSONL file, relative to the repository.
     #[serde(default)]
     pub path: Option<Spanned<String>>,

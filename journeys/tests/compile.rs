@@ -94,3 +94,52 @@ fn the_shop_compiles_to_state_machines() {
             && !config.throttles.is_empty()
     );
 }
+
+/// A repository with only `sluice.yaml`: the diagnostics' messages, or the
+/// compiled push settings.
+fn push_project(name: &str, push: &str) -> Result<journeys::compiled::PushSettings, Vec<String>> {
+    let dir = std::env::temp_dir().join(format!("sluice-push-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("sluice.yaml"),
+        format!("apiVersion: sluice/v1\nkind: Project\nid: p\nchannels:\n  push:\n{push}"),
+    )
+    .expect("write");
+    let out = journeys::load(&dir)
+        .map(|c| c.project.push.clone())
+        .map_err(|d| d.iter().map(|d| d.message.clone()).collect());
+    std::fs::remove_dir_all(&dir).ok();
+    out
+}
+
+#[test]
+fn push_providers_name_what_they_miss() {
+    let fcm = push_project("fcm", "    provider: fcm\n").expect_err("fcm needs settings");
+    assert_eq!(
+        fcm,
+        [
+            "the fcm push provider needs `project_id`: the Firebase project id",
+            "the fcm push provider needs `credentials_env`: the env var holding the service account JSON",
+        ]
+    );
+    let apns = push_project("apns", "    provider: apns\n    topic: com.shop.app\n")
+        .expect_err("apns needs settings");
+    assert_eq!(
+        apns,
+        [
+            "the apns push provider needs `credentials_env`: the env var holding the .p8 signing key (PEM)",
+            "the apns push provider needs `key_id`: the signing key's Key ID",
+            "the apns push provider needs `team_id`: the Apple developer team id",
+        ]
+    );
+    let ok = push_project(
+        "apns-ok",
+        "    provider: apns\n    credentials_env: APNS_KEY\n    key_id: ABC123DEFG\n    team_id: DEF123GHIJ\n    topic: com.shop.app\n    endpoint: http://127.0.0.1:9\n",
+    )
+    .expect("complete apns settings");
+    assert_eq!(ok.key_id.as_deref(), Some("ABC123DEFG"));
+    assert_eq!(ok.team_id.as_deref(), Some("DEF123GHIJ"));
+    assert_eq!(ok.topic.as_deref(), Some("com.shop.app"));
+    assert_eq!(ok.endpoint.as_deref(), Some("http://127.0.0.1:9"));
+}

@@ -2,8 +2,9 @@
 //! engine (RUN.md §3 "What leaves the process", §4 "Dead letters").
 //!
 //! Owns: the [`Provider`] trait, one file per provider ([`maildir`],
-//! [`smtp`], [`pushfile`], [`webhook`]), the email message both email
-//! providers send ([`email`], signed by [`dkim`]), the checks that keep control characters out
+//! [`smtp`], [`pushfile`], [`fcm`], [`apns`], [`webhook`]), the email
+//! message both email providers send ([`email`], signed by [`dkim`]), one
+//! push message's fan-out to a user's tokens ([`devices`]), the checks that keep control characters out
 //! of headers, addresses and URLs ([`safety`]), the webhook signature and
 //! unsubscribe tokens ([`sign`]) and the retry schedule ([`retry`]).
 //!
@@ -17,8 +18,9 @@
 //!
 //! Idempotency: every provider uses the message's key so that delivering
 //! the same message twice is harmless: the maildir file is named by the
-//! key, the push file keeps one line per key within a process run, and a
-//! webhook carries `Idempotency-Key: {key}`.
+//! key, the push file keeps one line per key within a process run, FCM
+//! messages carry `data.sluice_key`, APNs notifications
+//! `apns-collapse-id: {key}`, and a webhook carries `Idempotency-Key: {key}`.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,9 @@ use crate::dispatch::{AddressNews, Message};
 
 pub mod dkim;
 pub mod email;
+pub mod apns;
+pub mod devices;
+pub mod fcm;
 pub mod maildir;
 pub mod pushfile;
 pub mod retry;
@@ -43,6 +48,8 @@ pub mod sign;
 pub mod smtp;
 pub mod webhook;
 
+pub use apns::Apns;
+pub use fcm::Fcm;
 pub use maildir::Maildir;
 pub use pushfile::PushFile;
 pub use retry::{Backoff, Decision};
@@ -307,6 +314,20 @@ pub enum Error {
     Tls(String),
     #[error("the SMTP server {server} is unreachable: {reason}")]
     Unreachable { server: String, reason: String },
+    #[error("the {provider} push provider needs `channels.push.{field}`")]
+    MissingSetting {
+        provider: &'static str,
+        field: &'static str,
+    },
+    #[error("`{field}`: {reason}")]
+    BadSetting { field: &'static str, reason: String },
+    #[error("the environment variable {var} named by `{field}` does not hold {what}: {reason}")]
+    BadCredentials {
+        var: String,
+        field: &'static str,
+        what: &'static str,
+        reason: String,
+    },
 }
 
 /// One provider per channel, built from the Project's channels.
@@ -344,18 +365,8 @@ impl Providers {
         };
         let push: Arc<dyn Provider> = match project.push.provider {
             PushProvider::File => Arc::new(PushFile::open(root.join(&project.push.path))?),
-            PushProvider::Fcm => {
-                return Err(Error::Unsupported {
-                    channel: Channel::Push,
-                    provider: "fcm",
-                })
-            }
-            PushProvider::Apns => {
-                return Err(Error::Unsupported {
-                    channel: Channel::Push,
-                    provider: "apns",
-                })
-            }
+            PushProvider::Fcm => Arc::new(Fcm::from_settings(&project.push, env)?),
+            PushProvider::Apns => Arc::new(Apns::from_settings(&project.push, env)?),
         };
         let webhook = Arc::new(Webhook::from_settings(&project.webhook, env)?);
         Ok(Providers {

@@ -40,6 +40,8 @@ pub(super) fn project(default_timezone: chrono_tz::Tz) -> Project {
             credentials_env: None,
             endpoint: None,
             topic: None,
+            key_id: None,
+            team_id: None,
             path: PathBuf::from(".sluice/outbox/push.jsonl"),
         },
         webhook: WebhookSettings {

@@ -559,6 +559,8 @@ fn default_project() -> compiled::Project {
             credentials_env: None,
             endpoint: None,
             topic: None,
+            key_id: None,
+            team_id: None,
             path: PathBuf::from(".sluice/outbox/push.jsonl"),
         },
         webhook: compiled::WebhookSettings {
@@ -632,6 +634,50 @@ fn email_extensions(e: &model::EmailChannel, out: &mut compiled::EmailSettings, 
     }
 }
 
+/// The push channel's settings that its provider cannot do without: fcm
+/// needs `project_id` and `credentials_env`; apns needs `credentials_env`,
+/// `key_id`, `team_id` and `topic` (docs/delivery.md).
+fn push_needs(push: &model::PushChannel, provider: model::PushProvider, ctx: &mut Ctx<'_>) {
+    let needed: &[(&str, bool)] = match provider {
+        model::PushProvider::File => &[],
+        model::PushProvider::Fcm => &[
+            ("project_id", push.project_id.is_some()),
+            ("credentials_env", push.credentials_env.is_some()),
+        ],
+        model::PushProvider::Apns => &[
+            ("credentials_env", push.credentials_env.is_some()),
+            ("key_id", push.key_id.is_some()),
+            ("team_id", push.team_id.is_some()),
+            ("topic", push.topic.is_some()),
+        ],
+    };
+    let name = match provider {
+        model::PushProvider::Fcm => "fcm",
+        model::PushProvider::Apns => "apns",
+        model::PushProvider::File => "file",
+    };
+    let span = push.provider.as_ref().map(|p| p.span).unwrap_or_default();
+    for (field, present) in needed {
+        if !present {
+            let what = match *field {
+                "project_id" => "the Firebase project id",
+                "credentials_env" if provider == model::PushProvider::Fcm => {
+                    "the env var holding the service account JSON"
+                }
+                "credentials_env" => "the env var holding the .p8 signing key (PEM)",
+                "key_id" => "the signing key's Key ID",
+                "team_id" => "the Apple developer team id",
+                _ => "the app's bundle id, sent as `apns-topic`",
+            };
+            ctx.error(
+                Code::MissingField,
+                span,
+                format!("the {name} push provider needs `{field}`: {what}"),
+            );
+        }
+    }
+}
+
 fn project(p: &model::Project, ctx: &mut Ctx<'_>) -> compiled::Project {
     let mut out = default_project();
     out.id = p.id.value.clone();
@@ -675,6 +721,9 @@ fn project(p: &model::Project, ctx: &mut Ctx<'_>) -> compiled::Project {
             out.push.credentials_env = s(&push.credentials_env);
             out.push.endpoint = s(&push.endpoint);
             out.push.topic = s(&push.topic);
+            out.push.key_id = s(&push.key_id);
+            out.push.team_id = s(&push.team_id);
+            push_needs(push, out.push.provider, ctx);
             if let Some(path) = s(&push.path) {
                 out.push.path = PathBuf::from(path);
             }
