@@ -12,6 +12,7 @@
 //! | [`zones`] | `z` zone `\0` user | which users live in which time zone (for `timezone: user` schedules) |
 //! | [`audiences`] | `a` segment `\0` zone `\0` user | the members of the segments schedules enter |
 //! | [`messages`] | `m` / `d` time + seq | the message log (every `send` decision) and the dead-letter queue |
+//! | [`journal`] | `j` time + seq | the report journal: one anonymous record per entry, `send` decision and conversion (for `sluice report`) |
 //! | [`outbox`] | `o` id | rendered messages awaiting delivery, committed with the decision that made them |
 //! | [`meta`] | `x` name | engine bookkeeping: sequence counter, policy ledgers, schedule cursors |
 //!
@@ -31,6 +32,7 @@ pub mod format;
 pub mod goals;
 pub mod history;
 pub mod instances;
+pub mod journal;
 pub mod log;
 pub mod messages;
 pub mod meta;
