@@ -44,6 +44,7 @@ use crate::deliver::sign::UnsubscribeSigner;
 use crate::dispatch::{AddressNews, DispatchError};
 use crate::engine::{Engine, Replay};
 use crate::machine::event::Ingested;
+use crate::report::Tally;
 use crate::store::outbox::OutboxEntry;
 
 /// Commands taken in one round, at most.
@@ -90,6 +91,11 @@ pub enum Command {
     Unsubscribe {
         token: String,
         reply: Reply<Option<Unsubscribed>>,
+    },
+    /// `sluice report`: read one journal page per round until done.
+    Report {
+        query: crate::report::Query,
+        reply: Reply<Result<Value, String>>,
     },
     /// Stop: commit, answer, and end the loop.
     Stop,
@@ -167,6 +173,13 @@ impl api::Handle for ServiceHandle {
             .await
     }
 
+    async fn report(
+        &self,
+        query: crate::report::Query,
+    ) -> Result<Result<Value, String>, Unavailable> {
+        self.ask(|reply| Command::Report { query, reply }).await
+    }
+
     fn ready(&self) -> bool {
         self.state() == READY
     }
@@ -204,6 +217,8 @@ pub struct Writer<O: Outlet> {
     backlog: BTreeMap<Channel, ()>,
     /// Channels whose queue was full since their last complete scan.
     overflow: BTreeMap<Channel, ()>,
+    /// Reports being read, a page per round (ingest goes on meanwhile).
+    reports: Vec<(Tally, Reply<Result<Value, String>>)>,
 }
 
 impl<O: Outlet> Writer<O> {
@@ -223,6 +238,7 @@ impl<O: Outlet> Writer<O> {
             in_flight: HashSet::new(),
             backlog: BTreeMap::new(),
             overflow: BTreeMap::new(),
+            reports: Vec::new(),
         }
     }
 
@@ -271,6 +287,8 @@ impl<O: Outlet> Writer<O> {
             Some(due) => (due - now).clamp(0, 1_000),
             None => 1_000,
         };
+        // A report being read takes a page every round.
+        let wait = if self.reports.is_empty() { wait } else { 0 };
         let mut commands = Vec::new();
         let mut stop = false;
         match rx.recv_timeout(Duration::from_millis(wait as u64)) {
@@ -347,6 +365,19 @@ impl<O: Outlet> Writer<O> {
                         let _ = reply.send(Ok(v));
                     }));
                 }
+                Command::Report { query, reply } => {
+                    self.reports.push((Tally::new(query), reply));
+                }
+            }
+        }
+        for (mut tally, reply) in std::mem::take(&mut self.reports) {
+            if self.engine.report_step(&mut tally)? {
+                self.reports.push((tally, reply));
+            } else {
+                let v = self.engine.report_finish(tally)?;
+                answers.push(Box::new(move || {
+                    let _ = reply.send(Ok(v));
+                }));
             }
         }
         // What the commands made due now (a welcome email) goes out with
@@ -468,6 +499,9 @@ fn fail(c: Command) -> bool {
             let _ = reply.send(Err(no()));
         }
         Command::Unsubscribe { reply, .. } => {
+            let _ = reply.send(Err(no()));
+        }
+        Command::Report { reply, .. } => {
             let _ = reply.send(Err(no()));
         }
     }
