@@ -68,9 +68,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         server: args.server.clone(),
         token: args.token.clone(),
     };
-    let bar = crate::progress::spinner(
-        "{spinner} reading the report journal: {human_pos} records ({per_sec}) {msg}",
-    );
+    let bar =
+        crate::progress::spinner("{spinner} reading the report journal: {human_pos} records {msg}");
     let mut progress = |t: &Tally| {
         if let Some(b) = &bar {
             b.set_position(t.records);

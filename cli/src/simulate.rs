@@ -224,7 +224,7 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
     }
     let bar = crate::progress::bar(
         file.len() as u64,
-        "simulating {bar:40} {human_pos}/{human_len} events {per_sec} eta {eta}{msg}",
+        "simulating {bar:40} {human_pos}/{human_len} events eta {eta}{msg}",
     );
     // Events are read and parsed on a thread of their own.
     let events = file.events().into_diagnostic()?;

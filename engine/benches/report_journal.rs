@@ -29,6 +29,22 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let records: u64 = args
@@ -80,6 +96,11 @@ fn main() {
             records as f64 / secs
         );
     }
+    println!(
+        "store on disk: {:.0} MiB ({:.0} bytes per record)",
+        dir_bytes(&path) as f64 / (1 << 20) as f64,
+        dir_bytes(&path) as f64 / records as f64
+    );
     let store = SledStore::open(&path, &SledOptions::default()).expect("reopen");
     let rss_before = peak_rss_mib();
     for (what, since) in [

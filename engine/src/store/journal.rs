@@ -8,10 +8,12 @@
 //! (`DELETE /v1/users/{id}`) therefore leaves it as it is, which is what
 //! RUN.md asks of `report` ("keep anonymous totals").
 //!
-//! Size: a record is about 30 bytes plus the journey id (key 17 bytes),
-//! so a million entries with two sends each and a conversion rate of 10%
-//! take about 150 MB in sled. It is kept for the life of the store, like
-//! the message log (docs/report.md, "Retention").
+//! Size: a record's value is about 20 bytes plus the journey id, its key
+//! 17; on disk, with sled's overhead and the commit log, about 180 bytes
+//! per record were measured (BENCHMARKS.md), so roughly 0.6 GB per million
+//! entries of a journey with two sends and a goal. It is kept for the life
+//! of the store, like the message log (docs/report.md, "Size and
+//! retention").
 //!
 //! Knows nothing of the statistics: it stores facts and reads them back.
 
