@@ -6,6 +6,8 @@ mod graph;
 mod inspect;
 mod lsp;
 mod plan;
+mod progress;
+mod report;
 mod run;
 mod send_events;
 mod simulate;
@@ -58,6 +60,9 @@ enum Command {
     /// What deploying DIR would change, compared with another checkout
     /// (`--base`): exit 0 no changes, 2 changes, 1 error.
     Plan(plan::Args),
+    /// Per journey and version: entries, holdout, sends by outcome, and
+    /// conversion with the uplift and its 95% interval.
+    Report(report::Args),
     /// Draw a journey's state machine (Mermaid or Graphviz dot).
     Graph(graph::Args),
     /// Write the JSON Schema of every kind to DIR (for editor completion).
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
         Command::Lsp(args) => lsp::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Report(args) => report::run(args),
         Command::Schemas { dir } => journeys::schema::write_all(&dir)
             .map(|()| {
                 println!("wrote schemas to {}", dir.display());

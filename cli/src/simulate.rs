@@ -51,8 +51,10 @@ pub struct SimulateArgs {
     /// JSON document on stderr. The lines on stdout are JSON either way.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
-    /// Keep the store in this directory instead of a temporary one.
-    #[arg(long, hide = true)]
+    /// Keep the store in this directory instead of a temporary one (with
+    /// its message log and report journal: `sluice report --store DIR`
+    /// reads it; running again on it resumes where it stopped).
+    #[arg(long)]
     pub store: Option<PathBuf>,
     /// Users kept in the engine's write-back cache.
     #[arg(long, hide = true, default_value_t = 30_000)]
@@ -155,7 +157,7 @@ impl Drop for Stdout {
     }
 }
 
-fn parse_ts(what: &str, s: &str) -> miette::Result<DateTime<Utc>> {
+pub(crate) fn parse_ts(what: &str, s: &str) -> miette::Result<DateTime<Utc>> {
     let t = DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
@@ -168,7 +170,20 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
     let Some(config) = crate::load_config(&args.dir) else {
         return Ok(ExitCode::from(1));
     };
-    let file = match EventFile::open(&args.events, args.users) {
+    let size = std::fs::metadata(&args.events).map_or(0, |m| m.len());
+    let checking = crate::progress::bar(
+        size,
+        "checking events {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    );
+    let opened = EventFile::open_with_progress(&args.events, args.users, &mut |n| {
+        if let Some(b) = &checking {
+            b.set_position(n);
+        }
+    });
+    if let Some(b) = &checking {
+        b.finish_and_clear();
+    }
+    let file = match opened {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
@@ -207,6 +222,10 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
     if !recovered.is_empty() {
         eprintln!("warning: {recovered}");
     }
+    let bar = crate::progress::bar(
+        file.len() as u64,
+        "simulating {bar:40} {human_pos}/{human_len} events eta {eta}{msg}",
+    );
     // Events are read and parsed on a thread of their own.
     let events = file.events().into_diagnostic()?;
     let failed = std::thread::scope(|scope| -> miette::Result<bool> {
@@ -227,6 +246,9 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
             let _ = tx.send(batch);
         });
         for batch in rx {
+            if let Some(b) = &bar {
+                b.inc(batch.len() as u64);
+            }
             for ev in batch {
                 let ev = match ev {
                     Ok(ev) => ev,
@@ -244,10 +266,24 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
         }
         Ok(false)
     })?;
-    if failed {
-        return Ok(ExitCode::from(1));
+    if let Some(b) = &bar {
+        b.set_message(format!(
+            "; running the clock to {}",
+            engine::clock::format_ts(until.timestamp_millis())
+        ));
     }
-    let summary = sim.finish(until).map_err(|e| miette!("{e}"))?;
+    let finished = if failed {
+        None
+    } else {
+        Some(sim.finish(until).map_err(|e| miette!("{e}")))
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let Some(summary) = finished else {
+        return Ok(ExitCode::from(1));
+    };
+    let summary = summary?;
     let secs = began.elapsed().as_secs_f64();
     match args.format {
         Format::Json => {

@@ -285,6 +285,16 @@ impl EventFile {
     /// [`MAX_EVENT_ERRORS`] are reported with their line numbers. Lines end
     /// with `\n`, `\r\n` or `\r`; a UTF-8 byte order mark is skipped.
     pub fn open(path: &Path, max_users: Option<usize>) -> Result<EventFile, EventsError> {
+        Self::open_with_progress(path, max_users, &mut |_| {})
+    }
+
+    /// [`EventFile::open`], telling `progress` how many bytes have been
+    /// checked (every MiB or so, and at the end).
+    pub fn open_with_progress(
+        path: &Path,
+        max_users: Option<usize>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<EventFile, EventsError> {
         let io = |source| EventsError::Io {
             path: path.to_owned(),
             source,
@@ -306,8 +316,13 @@ impl EventFile {
         let mut line_no = 0usize;
         let mut bad: Vec<(usize, String)> = Vec::new();
         let mut bad_total = 0usize;
+        let mut told = 0u64;
         while let Some(raw) = lines.next_line(&mut buf).map_err(io)? {
             line_no += 1;
+            if raw.offset >= told + (1 << 20) {
+                told = raw.offset;
+                progress(told);
+            }
             let mut offset = raw.offset;
             let mut body: &[u8] = &buf;
             if raw.offset == 0 && body.starts_with(b"\xEF\xBB\xBF") {
@@ -358,6 +373,7 @@ impl EventFile {
                 line: u32::try_from(line_no).unwrap_or(u32::MAX),
             });
         }
+        progress(lines.offset);
         if bad_total > 0 {
             return Err(EventsError::Lines {
                 path: path.to_owned(),

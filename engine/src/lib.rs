@@ -7,7 +7,8 @@
 //! message policies ([`policy`]), rendering ([`dispatch`]), the single
 //! writer that ties them together ([`engine`]), delivery providers
 //! ([`deliver`]), the service around the writer ([`service`]) and its HTTP
-//! API ([`api`]), and simulation on a virtual clock ([`simulate`],
+//! API ([`api`]), `sluice report`'s counts and intervals ([`report`]),
+//! and simulation on a virtual clock ([`simulate`],
 //! [`test`]).
 //!
 //! Must not know about: YAML, spans or diagnostics (it receives a compiled
@@ -31,6 +32,7 @@ pub mod machine;
 pub mod metrics;
 pub mod output;
 pub mod policy;
+pub mod report;
 pub mod scope;
 pub mod service;
 pub mod simulate;

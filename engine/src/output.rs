@@ -91,6 +91,18 @@ pub struct Line {
     pub until: Option<Millis>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Not printed. On `entered` and `converted` lines of a journey with a
+    /// goal: the instance whose conversion is watched (the report journal
+    /// keeps it, [`crate::store::journal`]).
+    #[serde(skip)]
+    pub goal: Option<GoalMark>,
+}
+
+/// The instance a goal watch belongs to: its version and entry time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoalMark {
+    pub version: u32,
+    pub entered_at: Millis,
 }
 
 impl Line {
@@ -109,6 +121,7 @@ impl Line {
             reason: None,
             until: None,
             key: None,
+            goal: None,
         }
     }
 

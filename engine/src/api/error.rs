@@ -21,6 +21,9 @@ pub enum Error {
     MethodNotAllowed,
     #[error("unknown user")]
     UnknownUser,
+    /// Something named in the request does not exist (a journey).
+    #[error("{0}")]
+    Missing(String),
     #[error("request body larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error(
@@ -56,7 +59,7 @@ impl Error {
         match self {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Forbidden => StatusCode::FORBIDDEN,
-            Error::NotFound | Error::UnknownUser => StatusCode::NOT_FOUND,
+            Error::NotFound | Error::UnknownUser | Error::Missing(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::ContentType(_) | Error::Encoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -114,6 +114,16 @@ pub trait Handle: Send + Sync + 'static {
         &self,
         token: String,
     ) -> impl Future<Output = Result<Option<Unsubscribed>, Unavailable>> + Send;
+    /// `sluice report` (RUN.md §5): a JSON array with one object per
+    /// journey version; the inner `Err` says the journey is unknown. Not
+    /// every engine keeps reports: by default, 503.
+    fn report(
+        &self,
+        query: crate::report::Query,
+    ) -> impl Future<Output = Result<Result<Value, String>, Unavailable>> + Send {
+        let _ = query;
+        async { Err(Unavailable("this engine does not keep reports".into())) }
+    }
     /// The store is open, the config deployed, due timers caught up, and
     /// the process is not draining.
     fn ready(&self) -> bool;

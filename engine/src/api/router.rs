@@ -117,6 +117,7 @@ pub fn router_with<H: Handle>(handle: Arc<H>, tokens: Tokens, options: Options) 
         .route("/v1/users/{id}", get(user::<H>).delete(erase::<H>))
         .route("/v1/dlq", get(dead_letters::<H>))
         .route("/v1/dlq/replay", post(replay::<H>))
+        .route("/v1/report", get(report::<H>))
         .route(
             "/v1/unsubscribe/{token}",
             get(unsubscribe_page).post(unsubscribe::<H>),
@@ -407,6 +408,44 @@ async fn replay<H: Handle>(
     };
     let replayed = api.handle.replay(which).await?;
     Ok(Json(json!({"replayed": replayed})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    journey: Option<String>,
+    since: Option<String>,
+}
+
+/// `GET /v1/report[?journey=ID][&since=TS]` (an extension: RUN.md §5's
+/// `sluice report` through the API, docs/api.md).
+async fn report<H: Handle>(
+    State(api): Shared<H>,
+    headers: HeaderMap,
+    query: Result<Query<ReportQuery>, QueryRejection>,
+) -> Result<Response, Error> {
+    api.auth(&headers, Access::Admin, false)?;
+    let Query(q) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let since = match q.since.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|e| {
+                    Error::BadRequest(format!(
+                        "`since` `{s}` is not an RFC 3339 timestamp such as 2026-03-02T09:00:00Z: {e}"
+                    ))
+                })?
+                .timestamp_millis(),
+        ),
+    };
+    let query = crate::report::Query {
+        journey: q.journey.filter(|j| !j.is_empty()),
+        since,
+    };
+    match api.handle.report(query).await? {
+        Ok(v) => Ok(Json(v).into_response()),
+        Err(message) => Err(Error::Missing(message)),
+    }
 }
 
 /// An HTML answer with headers that keep the page to itself: no external

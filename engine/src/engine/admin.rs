@@ -1,6 +1,7 @@
 //! What the service asks of the single writer besides events and timers:
 //! a user's view (`inspect`), erasure, the dead-letter queue and its
-//! replay, and a profile change (one-click unsubscribe).
+//! replay, a profile change (one-click unsubscribe), and reports read a
+//! page at a time.
 
 use serde_json::{json, Value};
 
@@ -12,6 +13,7 @@ use crate::store::recipients::Recipients;
 use crate::store::users;
 
 use super::{Engine, Error, Step};
+use crate::report::Tally;
 
 /// Which dead letters to re-queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +159,24 @@ impl Engine {
         batch.delete_blob(users::key(id));
         self.store.forget_user(id);
         Ok(true)
+    }
+
+    /// Reads the next page of a report (what is committed and what the
+    /// next commit holds); `false` once read to the end.
+    pub fn report_step(&self, tally: &mut Tally) -> Result<bool, Error> {
+        Ok(tally.step(&self.store.view(), crate::report::PAGE)?)
+    }
+
+    /// The finished report as JSON; the inner `Err` names an unknown
+    /// journey.
+    pub fn report_finish(&self, tally: Tally) -> Result<Result<Value, String>, Error> {
+        match tally.finish(&self.config) {
+            Ok(r) => Ok(Ok(r.to_json())),
+            Err(crate::report::Error::UnknownJourney(j)) => {
+                Ok(Err(crate::report::Error::UnknownJourney(j).to_string()))
+            }
+            Err(crate::report::Error::Store(e)) => Err(e.into()),
+        }
     }
 
     /// Dead letters, oldest first, each with its `id` (RUN.md §4).

@@ -64,8 +64,9 @@ pub struct Options {
     pub commit_every: usize,
     /// Base of `message.unsubscribe_url` (the run API's address).
     pub unsubscribe_base: String,
-    /// Whether every `send` decision is written to the message log
-    /// (`simulate` prints them instead, unless it keeps its store).
+    /// Whether every `send` decision is written to the message log, and
+    /// every entry, send and conversion to the report journal (`simulate`
+    /// prints them instead, unless it keeps its store).
     pub log_messages: bool,
     /// Whether every periodic commit is a restart point. A store that is
     /// never reopened (a simulation's temporary one) only spills what
@@ -419,7 +420,22 @@ impl Engine {
                 Err(e) => tracing::error!("cannot log a send decision: {e}"),
             }
         }
+        if self.options.log_messages {
+            self.journal(&line);
+        }
         self.sink.line(line);
+    }
+
+    /// Records an entry, a `send` decision or a conversion in the report
+    /// journal (`store::journal`), with the message log.
+    fn journal(&mut self, line: &Line) {
+        let Some(record) = store::journal::Record::of(line) else {
+            return;
+        };
+        self.seq += 1;
+        if let Err(e) = self.store.batch().journal(line.at, self.seq, &record) {
+            tracing::error!("cannot record a decision in the report journal: {e}");
+        }
     }
 
     /// Fires every timer due at or before the clock's now.

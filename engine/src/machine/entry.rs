@@ -10,7 +10,7 @@ use journeys::compiled::{Next, Trigger};
 use journeys::scalar::Reentry;
 
 use crate::hash;
-use crate::output::{Kind, Line};
+use crate::output::{GoalMark, Kind, Line};
 use crate::scope::UserScope;
 use crate::store::dedupe;
 use crate::store::goals::GoalWatch;
@@ -127,6 +127,10 @@ pub fn try_enter(
     let mut line = Line::new(now, Kind::Entered, user.id(), &journey.id);
     line.version = Some(journey.version);
     line.holdout = Some(holdout);
+    line.goal = journey.goal.is_some().then_some(GoalMark {
+        version: journey.version,
+        entered_at: now,
+    });
     ctx.line(line);
     let first = journey
         .states

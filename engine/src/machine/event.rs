@@ -9,7 +9,7 @@ use serde_json::Value;
 use journeys::compiled::Action;
 use journeys::event::{Event, EventType};
 
-use crate::output::{Kind, Line};
+use crate::output::{GoalMark, Kind, Line};
 use crate::scope::UserScope;
 use crate::store::history::{self, HistEntry};
 use crate::store::profile;
@@ -205,6 +205,10 @@ fn goals(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
                 converted.push(i);
                 let mut line = Line::new(now, Kind::Converted, user.id(), &journey.id);
                 line.holdout = Some(g.holdout);
+                line.goal = Some(GoalMark {
+                    version: g.version,
+                    entered_at: g.entered_at,
+                });
                 lines.push(line);
             }
         }

@@ -60,6 +60,8 @@ pub enum Error {
     Store(#[from] crate::store::Error),
     #[error(transparent)]
     Engine(#[from] engine::Error),
+    #[error(transparent)]
+    Report(#[from] crate::report::Error),
     #[error("cannot start the HTTP client: {0}")]
     Setup(String),
 }
@@ -71,6 +73,9 @@ impl Error {
             self,
             Error::Store(crate::store::Error::Locked { .. })
                 | Error::Engine(engine::Error::Store(crate::store::Error::Locked { .. }))
+                | Error::Report(crate::report::Error::Store(
+                    crate::store::Error::Locked { .. }
+                ))
         )
     }
 }
@@ -355,6 +360,38 @@ impl Client {
     }
 }
 
+impl Client {
+    /// `GET /v1/report`: the report as a JSON array (RUN.md §5).
+    pub fn report(&self, query: &crate::report::Query) -> Result<Value, Error> {
+        let mut params = Vec::new();
+        if let Some(j) = &query.journey {
+            params.push(format!("journey={}", encode_segment(j)));
+        }
+        if let Some(t) = query.since {
+            params.push(format!(
+                "since={}",
+                encode_segment(&crate::clock::format_ts(t))
+            ));
+        }
+        let mut path = "/v1/report".to_owned();
+        if !params.is_empty() {
+            path.push('?');
+            path.push_str(&params.join("&"));
+        }
+        let a = self.request(reqwest::Method::GET, &path, None)?;
+        let body = self.expect_ok(a)?;
+        if body.is_array() {
+            Ok(body)
+        } else {
+            Err(Error::Status {
+                url: self.target.url.clone(),
+                status: 200,
+                message: format!("expected a JSON array of report rows, got {body}"),
+            })
+        }
+    }
+}
+
 /// A path segment with everything but unreserved characters escaped.
 fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -613,6 +650,18 @@ pub fn dead_letters_store(
 ) -> Result<Vec<Value>, Error> {
     let engine = open_engine(config, store, false)?;
     Ok(engine.dead_letters(limit)?.iter().map(dlq_entry).collect())
+}
+
+/// The report of a store that no engine runs on (nothing is written),
+/// read page by page; `progress` is called after each page.
+pub fn report_store(
+    config: &Arc<Config>,
+    store: &Path,
+    query: crate::report::Query,
+    progress: &mut dyn FnMut(&crate::report::Tally),
+) -> Result<crate::report::Report, Error> {
+    let store = open_store(store, false)?;
+    Ok(crate::report::report(config, &store, query, progress)?)
 }
 
 /// Re-queues dead letters in a store and commits: the next `sluice run`

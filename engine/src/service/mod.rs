@@ -45,6 +45,7 @@ use crate::dispatch::{AddressNews, DispatchError};
 use crate::engine::{Engine, Replay};
 use crate::machine::event::Ingested;
 use crate::metrics::Metrics;
+use crate::report::Tally;
 use crate::store::outbox::OutboxEntry;
 
 /// Commands taken in one round, at most.
@@ -101,6 +102,11 @@ pub enum Command {
     Feedback {
         notices: Vec<crate::feedback::Notice>,
         reply: Reply<Vec<bool>>,
+    },
+    /// `sluice report`: read one journal page per round until done.
+    Report {
+        query: crate::report::Query,
+        reply: Reply<Result<Value, String>>,
     },
     /// Stop: commit, answer, and end the loop.
     Stop,
@@ -194,6 +200,13 @@ impl api::Handle for ServiceHandle {
             .await
     }
 
+    async fn report(
+        &self,
+        query: crate::report::Query,
+    ) -> Result<Result<Value, String>, Unavailable> {
+        self.ask(|reply| Command::Report { query, reply }).await
+    }
+
     fn ready(&self) -> bool {
         self.state() == READY
     }
@@ -257,6 +270,8 @@ pub struct Writer<O: Outlet> {
     /// The tally generation last published to the handle.
     published: Option<u64>,
     metrics: Metrics,
+    /// Reports being read, a page per round (ingest goes on meanwhile).
+    reports: Vec<(Tally, Reply<Result<Value, String>>)>,
 }
 
 impl<O: Outlet> Writer<O> {
@@ -278,6 +293,7 @@ impl<O: Outlet> Writer<O> {
             overflow: BTreeMap::new(),
             published: None,
             metrics: Metrics::new(),
+            reports: Vec::new(),
         }
     }
 
@@ -335,6 +351,8 @@ impl<O: Outlet> Writer<O> {
             Some(due) => (due - now).clamp(0, 1_000),
             None => 1_000,
         };
+        // A report being read takes a page every round.
+        let wait = if self.reports.is_empty() { wait } else { 0 };
         let mut commands = Vec::new();
         let mut stop = false;
         match rx.recv_timeout(Duration::from_millis(wait as u64)) {
@@ -431,6 +449,19 @@ impl<O: Outlet> Writer<O> {
                         let _ = reply.send(Ok(v));
                     }));
                 }
+                Command::Report { query, reply } => {
+                    self.reports.push((Tally::new(query), reply));
+                }
+            }
+        }
+        for (mut tally, reply) in std::mem::take(&mut self.reports) {
+            if self.engine.report_step(&mut tally)? {
+                self.reports.push((tally, reply));
+            } else {
+                let v = self.engine.report_finish(tally)?;
+                answers.push(Box::new(move || {
+                    let _ = reply.send(Ok(v));
+                }));
             }
         }
         // What the commands made due now (a welcome email) goes out with
@@ -590,6 +621,9 @@ fn fail(c: Command) -> bool {
             let _ = reply.send(Err(no()));
         }
         Command::Feedback { reply, .. } => {
+            let _ = reply.send(Err(no()));
+        }
+        Command::Report { reply, .. } => {
             let _ = reply.send(Err(no()));
         }
     }

@@ -12,6 +12,7 @@
 //! | [`zones`] | `z` zone `\0` user | which users live in which time zone (for `timezone: user` schedules) |
 //! | [`audiences`] | `a` segment `\0` zone `\0` user | the members of the segments schedules enter |
 //! | [`messages`] | `m` / `d` time + seq | the message log (every `send` decision) and the dead-letter queue |
+//! | [`journal`] | `j` time + seq | the report journal: one anonymous record per entry, `send` decision and conversion (for `sluice report`) |
 //! | [`outbox`] | `o` id | rendered messages awaiting delivery, committed with the decision that made them |
 //! | [`tally`] | `c` (`C`: erased users' sends) journey `\0` version step | per-step counters: live instances, sends by outcome (written with the commit that changes them, rebuilt by a scan when missing) |
 //! | [`recipients`] | `r` message key; `R` user `\0` message key | who each message went to (user, journey, category), written with its outbox entry, for matching bounces and complaints by `Message-ID` |
@@ -33,6 +34,7 @@ pub mod format;
 pub mod goals;
 pub mod history;
 pub mod instances;
+pub mod journal;
 pub mod log;
 pub mod messages;
 pub mod meta;
