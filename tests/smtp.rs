@@ -447,6 +447,24 @@ fn a_550_for_one_recipient_dead_letters_it_and_marks_it_bounced() {
         .any(|m| m["outcome"] == "failed");
     assert!(failed, "{user}");
     assert!(s.get("/v1/users/fine")["profile"]["email_status"].is_null());
+
+    // Later email to that user is suppressed `bounced` (RUN.md §3), even a
+    // transactional receipt; nothing more reaches the server for it.
+    s.post_events(&[json!({"type":"track","user":"gone","id":"gone-o1",
+        "event":"order_completed","ts":now_ts(),"props":{"order_id":"B-1"}})]);
+    let receipt = wait_for(Duration::from_secs(10), "the receipt's decision", || {
+        let u = s.get("/v1/users/gone");
+        u["messages"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["journey"] == "receipt").cloned())
+    });
+    assert_eq!(receipt["outcome"], "suppressed", "{receipt}");
+    assert_eq!(receipt["reason"], "bounced", "{receipt}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(smtp
+        .received()
+        .iter()
+        .all(|(m, _, _)| m["rcpt_tos"] != json!(["gone@example.com"])));
 }
 
 /// `sluice run` with `edit` applied to the fixture's Project and `env`

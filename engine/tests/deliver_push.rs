@@ -14,7 +14,6 @@ use engine::deliver::{Attempt, Backoff, Error, Outcome, Provider, Providers};
 use engine::dispatch::{AddressNews, Content, Message};
 use journeys::compiled::{Channel, PushProvider, PushSettings};
 use pushpeers::{ApnsPeer, FcmPeer, APNS_KEY_ID, APNS_TEAM_ID};
-use rand::SeedableRng;
 use serde_json::{json, Map, Value};
 
 const TOPIC: &str = "com.shop.app";
@@ -215,10 +214,8 @@ async fn fcm_429_waits_at_least_its_retry_after() {
     }
     let fcm = fcm_for(&peer);
     let backoff = Backoff::new(8, Duration::from_millis(10), Duration::from_millis(20));
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let a = now();
-    let out =
-        engine::deliver::attempt(&fcm, &message("k1", &["tok-a"]), a, &backoff, &mut rng).await;
+    let out = engine::deliver::attempt(&fcm, &message("k1", &["tok-a"]), a, &backoff).await;
     match out {
         Outcome::Retry { next, at, reason } => {
             assert_eq!(next, 2);

@@ -35,10 +35,10 @@ use journeys::compiled::{Channel, EmailProvider, Project, PushProvider};
 use crate::clock::Millis;
 use crate::dispatch::{AddressNews, Message};
 
-pub mod dkim;
-pub mod email;
 pub mod apns;
 pub mod devices;
+pub mod dkim;
+pub mod email;
 pub mod fcm;
 pub mod maildir;
 pub mod pushfile;

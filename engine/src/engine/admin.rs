@@ -126,6 +126,9 @@ impl Engine {
         }
         let mut logged = view.user_message_keys(id)?;
         logged.extend(view.recipient_keys(id)?);
+        let letters = view.user_dead_letter_keys(id)?;
+        self.depths_pending.dead_letters -= letters.len() as i64;
+        logged.extend(letters);
         let mut outbox: Vec<(u64, journeys::compiled::Channel)> = Vec::new();
         let mut after = None;
         loop {

@@ -292,6 +292,21 @@ mod tests {
             .is_empty());
         assert!(!f.feedback(Kind::Complaint, &key, "u1@x.io"));
         assert!(f.engine.user("u1").expect("user").is_none());
+        // Nothing the store keeps names the erased user or their address:
+        // not the message log in either order, not a dead letter.
+        f.engine.commit().expect("commit");
+        let view = f.engine.store.view();
+        for (k, v) in crate::store::Kv::scan(&view, &[], None, None, usize::MAX).expect("scan") {
+            let holds = |b: &[u8], needle: &[u8]| b.windows(needle.len()).any(|w| w == needle);
+            for needle in [&b"u1@x.io"[..], &b"\"u1\""[..]] {
+                assert!(
+                    !holds(&k, needle) && !holds(&v, needle),
+                    "{} = {}",
+                    String::from_utf8_lossy(&k),
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        }
     }
 
     /// What a delivery worker reports for an SMTP 550 on the recipient

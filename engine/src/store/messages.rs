@@ -49,7 +49,12 @@ pub trait Messages {
     /// The most recent `limit` logged messages of one user, oldest first.
     fn user_messages(&self, user: &str, limit: usize) -> Result<Vec<serde_json::Value>, Error>;
     /// The keys of one user's logged messages (for erasure).
+    /// Every key of `user`'s message log, in both orders (what erasure
+    /// deletes).
     fn user_message_keys(&self, user: &str) -> Result<Vec<Vec<u8>>, Error>;
+    /// The keys of `user`'s dead letters (they name the user and hold the
+    /// rendered message: erasure deletes them too).
+    fn user_dead_letter_keys(&self, user: &str) -> Result<Vec<Vec<u8>>, Error>;
     /// How many dead letters there are (one pass over their keys).
     fn dead_letter_count(&self) -> Result<i64, Error>;
     /// Whether the dead letter (time, sequence) is still in the queue.
@@ -110,11 +115,31 @@ impl<T: Kv + ?Sized> Messages for T {
     }
 
     fn user_message_keys(&self, user: &str) -> Result<Vec<Vec<u8>>, Error> {
-        Ok(self
-            .scan(&user_prefix(user), None, None, usize::MAX)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect())
+        let mut keys = Vec::new();
+        for (k, _) in self.scan(&user_prefix(user), None, None, usize::MAX)? {
+            // The same line in time order: `m` + the by-user key's time
+            // and sequence number.
+            if let Some((at, seq)) = time_seq(&k) {
+                keys.push(key(LOG, at, seq));
+            }
+            keys.push(k);
+        }
+        Ok(keys)
+    }
+
+    fn user_dead_letter_keys(&self, user: &str) -> Result<Vec<Vec<u8>>, Error> {
+        let mut keys = Vec::new();
+        for (k, v) in self.scan(&[DEAD], None, None, usize::MAX)? {
+            let letter: serde_json::Value =
+                serde_json::from_slice(&v).map_err(|e| Error::Decode {
+                    what: "dead letter",
+                    message: e.to_string(),
+                })?;
+            if letter.get("user").and_then(serde_json::Value::as_str) == Some(user) {
+                keys.push(k);
+            }
+        }
+        Ok(keys)
     }
 
     fn dead_letter_count(&self) -> Result<i64, Error> {
