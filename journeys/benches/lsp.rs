@@ -62,6 +62,13 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("sluice-bench-lsp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     repo::generate(&dir);
+    // Policies, so that a policy edit can be timed too.
+    std::fs::create_dir_all(dir.join("policies")).expect("mkdir");
+    std::fs::write(
+        dir.join("policies/limits.yaml"),
+        "apiVersion: sluice/v1\nkind: Throttle\nid: crm\nchannel: webhook\nrate: 50 per second\njourneys: [journey-1, journey-2, journey-3]\n---\napiVersion: sluice/v1\nkind: QuietHours\nid: nights\nchannels: [push]\nstart: \"21:00\"\nend: \"08:00\"\n",
+    )
+    .expect("policies");
 
     let start = Instant::now();
     let mut ws = Workspace::load(&dir);
@@ -138,5 +145,23 @@ fn main() {
     }
     std::fs::write(dir.join(name), &original).expect("write");
     summary("one segment edited", times);
+
+    // A policy edited: every file of policies.
+    let name = "policies/limits.yaml";
+    let original = std::fs::read_to_string(dir.join(name)).expect("policies");
+    let mut times = Vec::new();
+    for i in 0..30 {
+        let text = original.replace("50 per second", &format!("{} per second", 50 + i));
+        let start = Instant::now();
+        let how = ws.change(name, text.clone());
+        times.push(start.elapsed());
+        assert_eq!(how, Recheck::File, "edit {i} re-validated everything");
+        if i < 2 {
+            std::fs::write(dir.join(name), &text).expect("write");
+            same_as_validate(&ws, &dir);
+        }
+    }
+    std::fs::write(dir.join(name), &original).expect("write");
+    summary("one policy edited", times);
     let _ = std::fs::remove_dir_all(&dir);
 }

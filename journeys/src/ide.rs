@@ -115,6 +115,8 @@ enum Interface {
     Journeys(Vec<(String, Vec<String>)>),
     Templates(Vec<(String, String)>),
     Segments(Vec<String>),
+    /// Quiet hours, throttles and frequency caps: (kind, id).
+    Policies(Vec<(&'static str, String)>),
     Other,
 }
 
@@ -153,10 +155,29 @@ fn interface(docs: &[Loaded]) -> Interface {
             _ => None,
         })
         .collect();
-    match segments {
-        Some(ss) if !ss.is_empty() => Interface::Segments(ss),
+    if let Some(ss) = segments.filter(|ss| !ss.is_empty()) {
+        return Interface::Segments(ss);
+    }
+    let policies: Option<Vec<_>> = docs
+        .iter()
+        .map(|d| match &d.document {
+            Document::QuietHours(_) | Document::Throttle(_) | Document::FrequencyCap(_) => {
+                Some((d.document.kind(), d.document.id().value.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    match policies {
+        Some(ps) if !ps.is_empty() => Interface::Policies(ps),
         _ => Interface::Other,
     }
+}
+
+fn is_policy(d: &Document) -> bool {
+    matches!(
+        d,
+        Document::QuietHours(_) | Document::Throttle(_) | Document::FrequencyCap(_)
+    )
 }
 
 fn sort_key(name: &str) -> Vec<String> {
@@ -240,8 +261,11 @@ impl Workspace {
     /// - a file of segments whose ids stay the same: every file of segments
     ///   (a segment's condition matters to the segments that name it, and
     ///   to none of the journeys: they see segment ids only);
-    /// - anything else (a policy, the Project, a Catalog, a new id or
-    ///   step): everything.
+    /// - a file of policies (quiet hours, throttles, frequency caps) whose
+    ///   kinds and ids stay the same: every file of policies (quiet hours
+    ///   are checked against each other; journeys never see policies);
+    /// - anything else (the Project, a Catalog, a new id or step):
+    ///   everything.
     ///
     /// With JourneyTests, a re-checked file of journeys or templates that
     /// gains or loses errors re-validates everything too (tests are checked
@@ -277,6 +301,12 @@ impl Workspace {
                     })
                     .map(|f| f.file.name.clone()),
             ),
+            Interface::Policies(_) => names.extend(
+                self.files
+                    .values()
+                    .filter(|f| f.docs.iter().any(|d| is_policy(&d.document)))
+                    .map(|f| f.file.name.clone()),
+            ),
             Interface::Other => return self.recheck_all(),
         }
         let had_errors: Vec<bool> = names.iter().map(|n| self.has_errors(n)).collect();
@@ -289,9 +319,9 @@ impl Workspace {
             .iter()
             .zip(had_errors)
             .any(|(n, had)| self.has_errors(n) != had);
-        // Segments reach no journey (journeys see their ids only), so no
-        // JourneyTest either.
-        let reaches_journeys = !matches!(after, Interface::Segments(_));
+        // Segments and policies reach no journey (journeys see segment ids
+        // only, and no policy), so no JourneyTest either.
+        let reaches_journeys = !matches!(after, Interface::Segments(_) | Interface::Policies(_));
         let tested = self
             .documents()
             .any(|d| matches!(d.document, Document::JourneyTest(_)));
@@ -395,6 +425,14 @@ impl Workspace {
                 }
             }
         }
+        // Throttles name journeys: then every journey counts, as its id.
+        let throttles = keys.iter().any(|k| {
+            self.files.get(k).is_some_and(|f| {
+                f.docs
+                    .iter()
+                    .any(|d| matches!(d.document, Document::Throttle(_)))
+            })
+        });
         let mut docs = Vec::new();
         for (k, f) in &self.files {
             if keys.contains(k) {
@@ -413,7 +451,7 @@ impl Workspace {
                         s.when = Spanned::new(Node::Map(Vec::new()), s.when.span);
                         Document::Segment(s)
                     }
-                    Document::Journey(j) if ids.contains(j.id.value.as_str()) => {
+                    Document::Journey(j) if throttles || ids.contains(j.id.value.as_str()) => {
                         let mut j = j.clone();
                         j.steps.value.clear();
                         Document::Journey(j)

@@ -133,6 +133,29 @@ fn every_edit_gives_validates_diagnostics() {
         std::fs::write(tmp.join(name), &text).expect("write");
         assert_same(&ws, &tmp);
     }
+
+    // Policies: every file of policies, none of the journeys.
+    for name in [
+        "policies/throttles.yaml",
+        "policies/quiet-hours.yaml",
+        "policies/frequency-caps.yaml",
+    ] {
+        let original = std::fs::read_to_string(tmp.join(name)).expect("policies");
+        let edits = [
+            format!("{original}\n# a comment\n"),
+            // An unknown journey in a throttle, a bad time, a bad duration.
+            original
+                .replacen("[order-confirmation]", "[order-confirmaton]", 1)
+                .replacen("\"21:00\"", "\"25:00\"", 1)
+                .replacen("per: 7d", "per: 7 days", 1),
+            original.clone(),
+        ];
+        for text in edits {
+            assert_ne!(ws.change(name, text.clone()), Recheck::All, "{name}");
+            std::fs::write(tmp.join(name), &text).expect("write");
+            assert_same(&ws, &tmp);
+        }
+    }
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
