@@ -409,6 +409,35 @@ fn send_events_reports_lines_and_duplicates() {
     );
     assert!(out.contains(&format!("{name}:1203: ")), "{out}");
 
+    // --format json: one document with the counts and the rejected lines.
+    let o = run(sluice()
+        .arg("send-events")
+        .arg(&file)
+        .arg("--format")
+        .arg("json")
+        .env("SLUICE_SERVER", server.url())
+        .env("SLUICE_TOKEN", INGEST));
+    assert_eq!(o.status.code(), Some(1));
+    let doc: serde_json::Value =
+        serde_json::from_str(stdout(&o).trim()).expect("one JSON document");
+    assert_eq!(doc["accepted"], 0, "{doc}");
+    assert_eq!(doc["duplicates"], good as u64, "{doc}");
+    assert_eq!(doc["error"], serde_json::Value::Null, "{doc}");
+    let lines: Vec<u64> = doc["rejected"]
+        .as_array()
+        .expect("rejected")
+        .iter()
+        .map(|r| {
+            assert!(r["message"].as_str().is_some_and(|m| !m.is_empty()), "{r}");
+            r["line"].as_u64().expect("line")
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        bad.iter().map(|&n| n as u64).collect::<Vec<_>>(),
+        "{doc}"
+    );
+
     // Only the good lines: nothing rejected, exit 0.
     let text = std::fs::read_to_string(&file).expect("read");
     let clean: Vec<&str> = text

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 use engine::service::client::{self, Client, Progress, Role, Target};
 use miette::miette;
+use serde_json::json;
+
+use crate::Format;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,6 +30,10 @@ pub struct Args {
     /// The config repository whose Project names the server and tokens.
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
+    /// `json`: one document at the end,
+    /// `{"accepted":…,"duplicates":…,"rejected":[{"line":…,"message":…}],"error":…}`.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
 }
 
 /// The server and token for a client command: flags and variables first;
@@ -88,11 +95,16 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         bar
     });
     let name = args.file.display().to_string();
+    let json = args.format == Format::Json;
+    let mut rejected = Vec::new();
     let mut on = |p: Progress<'_>| match p {
         Progress::Bytes(n) => {
             if let Some(b) = &bar {
                 b.set_position(n);
             }
+        }
+        Progress::Rejected { line, message } if json => {
+            rejected.push(json!({"line": line, "message": message}));
         }
         Progress::Rejected { line, message } => {
             let print = || println!("{name}:{line}: {message}");
@@ -117,10 +129,22 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         Ok(s) => (s, None),
         Err((s, e)) => (s, Some(e)),
     };
-    println!(
-        "accepted {}, duplicates {}, rejected {}",
-        sent.accepted, sent.duplicates, sent.rejected
-    );
+    if json {
+        let doc = json!({
+            "accepted": sent.accepted,
+            "duplicates": sent.duplicates,
+            "rejected": rejected,
+            "error": error.as_ref().map(|e| format!(
+                "{e}; the lines after the last answered batch were not sent"
+            )),
+        });
+        println!("{doc}");
+    } else {
+        println!(
+            "accepted {}, duplicates {}, rejected {}",
+            sent.accepted, sent.duplicates, sent.rejected
+        );
+    }
     if let Some(e) = error {
         return Err(miette!(
             "{e}; the lines after the last answered batch were not sent"
