@@ -180,13 +180,7 @@ impl SledStore {
                 "the sled database is missing (the store has a FORMAT file, so it was created)",
             ));
         }
-        let db = sled::Config::new()
-            .path(&sled_dir)
-            .cache_capacity(options.cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| Error::corrupt(&sled_dir, format!("sled cannot open it: {e}")))?;
+        let db = open_sled(&sled_dir, options.cache_bytes)?;
         let ck_path = path.join("CHECKPOINT");
         let checkpoint = if new {
             // Creating: the checkpoint, then FORMAT last, so that a store
@@ -739,6 +733,36 @@ impl Kv for SledStore {
             return inner.log.write_out();
         }
         self.checkpoint(&mut inner)
+    }
+}
+
+/// Opens sled's database. We hold the store's `LOCK`, so no other store
+/// has it open; but a store of this process that was just dropped may
+/// still hold sled's own file lock for a moment (its background threads
+/// let go of the file after the drop returns). That lock is waited for, a
+/// few seconds at most; anything else is an error at once.
+fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut pause = std::time::Duration::from_millis(10);
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            // sled reports its lock as an `Other` I/O error with this text.
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            Err(e) => return Err(Error::corrupt(dir, format!("sled cannot open it: {e}"))),
+        }
     }
 }
 
