@@ -89,79 +89,79 @@ fn main() {
         .expect("a send")
         .to_owned();
     let broken_send = send.replace("template: tpl-", "template: tlp-");
-    let mut times = Vec::new();
-    for i in 0..30 {
-        let text = match i % 3 {
+    timed_edits(
+        &mut ws,
+        &dir,
+        name,
+        "one journey edited",
+        3,
+        |original, i| match i % 3 {
             0 => original.replace("wait: 1h", &format!("wait: {}h", i + 2)),
             1 => original.replace(&send, &broken_send),
-            _ => original.clone(),
-        };
-        let start = Instant::now();
-        let how = ws.change(name, text.clone());
-        times.push(start.elapsed());
-        assert_eq!(how, Recheck::File, "edit {i} re-validated everything");
-        if i < 3 {
-            std::fs::write(dir.join(name), &text).expect("write");
-            same_as_validate(&ws, &dir);
-        }
-    }
-    std::fs::write(dir.join(name), &original).expect("write");
-    summary("one journey edited", times);
+            _ => original.to_owned(),
+        },
+    );
 
     // A template's text edited: it and the journeys that send it.
     let name = "templates/tpl-7.yaml";
     let original = std::fs::read_to_string(dir.join(name)).expect("template");
     assert!(original.contains("Hello"), "the generated template changed");
+    timed_edits(
+        &mut ws,
+        &dir,
+        name,
+        "one template edited",
+        2,
+        |original, i| original.replace("Hello", &format!("Hello {i}")),
+    );
+
+    // A segment edited: every file of segments.
+    timed_edits(
+        &mut ws,
+        &dir,
+        "segments/seg-3.yaml",
+        "one segment edited",
+        2,
+        |original, i| format!("{original}\n# edit {i}\n"),
+    );
+
+    // A policy edited: every file of policies.
+    timed_edits(
+        &mut ws,
+        &dir,
+        "policies/limits.yaml",
+        "one policy edited",
+        2,
+        |original, i| original.replace("50 per second", &format!("{} per second", 50 + i)),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Times 30 edits of one file made by `edit(original, i)`: each must
+/// re-validate that file's reach only, and the first `checked` must give
+/// `validate`'s diagnostics. The file is put back afterwards.
+fn timed_edits(
+    ws: &mut Workspace,
+    dir: &Path,
+    name: &str,
+    label: &str,
+    checked: usize,
+    edit: impl Fn(&str, usize) -> String,
+) {
+    let original = std::fs::read_to_string(dir.join(name)).expect("read");
     let mut times = Vec::new();
     for i in 0..30 {
-        let text = original.replace("Hello", &format!("Hello {i}"));
+        let text = edit(&original, i);
         let start = Instant::now();
         let how = ws.change(name, text.clone());
         times.push(start.elapsed());
         assert_eq!(how, Recheck::File, "edit {i} re-validated everything");
-        if i < 2 {
+        if i < checked {
             std::fs::write(dir.join(name), &text).expect("write");
-            same_as_validate(&ws, &dir);
+            same_as_validate(ws, dir);
         }
     }
     std::fs::write(dir.join(name), &original).expect("write");
     ws.change(name, original);
-    summary("one template edited", times);
-
-    // A segment edited: every file of segments.
-    let name = "segments/seg-3.yaml";
-    let original = std::fs::read_to_string(dir.join(name)).expect("segment");
-    let mut times = Vec::new();
-    for i in 0..30 {
-        let text = format!("{original}\n# edit {i}\n");
-        let start = Instant::now();
-        let how = ws.change(name, text.clone());
-        times.push(start.elapsed());
-        assert_eq!(how, Recheck::File, "edit {i} re-validated everything");
-        if i < 2 {
-            std::fs::write(dir.join(name), &text).expect("write");
-            same_as_validate(&ws, &dir);
-        }
-    }
-    std::fs::write(dir.join(name), &original).expect("write");
-    summary("one segment edited", times);
-
-    // A policy edited: every file of policies.
-    let name = "policies/limits.yaml";
-    let original = std::fs::read_to_string(dir.join(name)).expect("policies");
-    let mut times = Vec::new();
-    for i in 0..30 {
-        let text = original.replace("50 per second", &format!("{} per second", 50 + i));
-        let start = Instant::now();
-        let how = ws.change(name, text.clone());
-        times.push(start.elapsed());
-        assert_eq!(how, Recheck::File, "edit {i} re-validated everything");
-        if i < 2 {
-            std::fs::write(dir.join(name), &text).expect("write");
-            same_as_validate(&ws, &dir);
-        }
-    }
-    std::fs::write(dir.join(name), &original).expect("write");
-    summary("one policy edited", times);
-    let _ = std::fs::remove_dir_all(&dir);
+    summary(label, times);
 }
