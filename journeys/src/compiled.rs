@@ -316,8 +316,10 @@ pub enum UpdateValue {
 #[derive(Debug)]
 pub struct Migration {
     pub from: u32,
-    /// Old step id → new state (or end). Unmapped steps stay on the old version.
+    /// Old step id → new state (or end).
     pub steps: BTreeMap<String, Next>,
+    /// Instances at unmapped steps stay on the old version, or exit.
+    pub on_unmapped: crate::model::OnUnmapped,
 }
 
 /// A message template.

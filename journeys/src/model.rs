@@ -352,6 +352,20 @@ pub struct Migrate {
     /// Old step id → new step id or `end`.
     #[serde(default)]
     pub steps: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// What happens to live instances at steps `steps` does not map:
+    /// `stay` (default: they finish on the old version) or `exit` (they end,
+    /// reason `migrated_out`).
+    #[serde(default)]
+    pub on_unmapped: Option<Spanned<OnUnmapped>>,
+}
+
+/// `migrate.on_unmapped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnmapped {
+    #[default]
+    Stay,
+    Exit,
 }
 
 /// One step of a journey: an `id`, exactly one of the step types, and an

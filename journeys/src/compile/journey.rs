@@ -331,6 +331,12 @@ pub(crate) fn compile(
         Migration {
             from: m.value.from.value,
             steps,
+            on_unmapped: m
+                .value
+                .on_unmapped
+                .as_ref()
+                .map(|o| o.value)
+                .unwrap_or_default(),
         }
     });
 
