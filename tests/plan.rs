@@ -163,18 +163,23 @@ fn an_invalid_side_is_reported_as_validate_does() {
 }
 
 #[test]
-fn store_and_server_are_not_available_yet() {
+fn a_plan_against_a_missing_store_or_an_unreachable_server_says_so() {
     let shop = root().join("examples/shop");
     let shop = shop.to_str().expect("path");
-    for flag in [
-        ["--store", "/tmp/nowhere"],
-        ["--server", "http://127.0.0.1:1"],
-    ] {
-        let (code, stdout, stderr) = sluice(&["plan", shop, flag[0], flag[1]]);
-        assert_eq!(code, 1, "{stdout}{stderr}");
-        assert!(stderr.contains("not available yet: use --base"), "{stderr}");
-    }
-    let (code, _, stderr) = sluice(&["plan", shop]);
-    assert_eq!(code, 1);
-    assert!(stderr.contains("--base"), "{stderr}");
+    let (code, stdout, stderr) = sluice(&["plan", shop, "--store", "/tmp/sluice-no-such-store"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("no store at /tmp/sluice-no-such-store"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = sluice(&[
+        "plan",
+        shop,
+        "--server",
+        "http://127.0.0.1:1",
+        "--token",
+        "t",
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
 }

@@ -88,7 +88,7 @@ fn valid_repositories() -> Vec<PathBuf> {
     let mut more: Vec<PathBuf> = std::fs::read_dir(&fixtures)
         .expect("fixtures")
         .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_dir() && !p.ends_with("plan"))
+        .filter(|p| p.is_dir() && !p.ends_with("plan") && !p.ends_with("deploy"))
         .collect();
     // `plan/<case>/{base,head}` are pairs of repositories.
     let plan = fixtures.join("plan");
@@ -100,6 +100,15 @@ fn valid_repositories() -> Vec<PathBuf> {
                 if dir.is_dir() {
                     more.push(dir);
                 }
+            }
+        }
+    }
+    // `deploy/<version>` are checkouts of one repository.
+    if let Ok(versions) = std::fs::read_dir(fixtures.join("deploy")) {
+        for v in versions {
+            let v = v.expect("entry").path();
+            if v.is_dir() {
+                more.push(v);
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The `sluice` binary: argument parsing and output formatting only. Every
 //! decision is made in the `journeys` and `engine` crates.
 
+mod deploy;
 mod dlq;
 mod graph;
 mod inspect;
@@ -57,14 +58,27 @@ enum Command {
     /// A language server over stdio: live diagnostics, definitions,
     /// references, completion and hover for a config repository.
     Lsp(lsp::Args),
-    /// What deploying DIR would change, compared with another checkout
-    /// (`--base`): exit 0 no changes, 2 changes, 1 error.
+    /// What deploying DIR would change, compared with the deployed state
+    /// (a store or a server) or another checkout (`--base`): exit 0 no
+    /// changes, 2 changes, 1 error.
     Plan(plan::Args),
     /// Per journey and version: entries, holdout, sends by outcome, and
     /// conversion with the uplift and its 95% interval.
     Report(report::Args),
     /// Draw a journey's state machine (Mermaid or Graphviz dot).
     Graph(graph::Args),
+    /// Deploy what `plan` shows (DEPLOY.md §3), optionally as a guarded
+    /// canary.
+    Apply(deploy::ApplyArgs),
+    /// Make a journey's canary its stable version for every new entry.
+    Promote(deploy::JourneyArgs),
+    /// Send a journey's new entries back to its previous version (or drop
+    /// its canary); live instances stay where they are.
+    Rollback(deploy::JourneyArgs),
+    /// Canaries: `canary status [JOURNEY]`.
+    Canary(deploy::CanaryArgs),
+    /// The audit log of applies, promotions and rollbacks.
+    History(deploy::ListArgs),
     /// Write the JSON Schema of every kind to DIR (for editor completion).
     Schemas {
         /// Where to write `<Kind>.schema.json` and `sluice.schema.json`.
@@ -106,6 +120,11 @@ fn main() -> ExitCode {
         Command::Lsp(args) => lsp::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Apply(args) => deploy::apply(args),
+        Command::Promote(args) => deploy::promote(args),
+        Command::Rollback(args) => deploy::rollback(args),
+        Command::Canary(args) => deploy::canary(args),
+        Command::History(args) => deploy::history(args),
         Command::Report(args) => report::run(args),
         Command::Schemas { dir } => journeys::schema::write_all(&dir)
             .map(|()| {

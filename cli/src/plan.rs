@@ -32,36 +32,48 @@ pub struct Args {
     /// Compare with this checkout instead of the deployed state.
     #[arg(long, value_name = "DIR2")]
     pub base: Option<PathBuf>,
-    /// Compare with the deployed state in this store (not available yet).
+    /// Compare with the deployed state in this store (default: the
+    /// Project's store, or the running engine holding it).
     #[arg(long, value_name = "PATH", conflicts_with = "base")]
     pub store: Option<PathBuf>,
-    /// Compare with the deployed state of a running engine (not available yet).
+    /// Compare with the deployed state of a running engine (or
+    /// `SLUICE_SERVER`).
     #[arg(long, value_name = "URL", conflicts_with_all = ["base", "store"])]
     pub server: Option<String>,
+    /// The admin token for `--server` (default: `SLUICE_TOKEN`, else the
+    /// Project's admin token variable, else `.sluice/credentials`).
+    #[arg(long, requires = "server")]
+    pub token: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     pub format: PlanFormat,
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    if args.store.is_some() || args.server.is_some() {
-        let flag = if args.store.is_some() {
-            "--store"
-        } else {
-            "--server"
-        };
-        return Err(miette::miette!(
-            help = "compare with another checkout: sluice plan DIR --base DIR2",
-            "{flag} is not available yet: use --base"
-        ));
-    }
-    let Some(base_dir) = args.base.clone() else {
-        return Err(miette::miette!(
-            help = "compare with another checkout: sluice plan DIR --base DIR2",
-            "plan needs --base DIR2 (plans against a store or server are not available yet)"
-        ));
+    // Against a checkout, or against the deployed state (a store or a
+    // server: then with in-flight counts).
+    let mut live: Option<crate::deploy::Live> = None;
+    // The deployed files' temporary directory lives as long as the plan.
+    let mut keep: Option<tempfile::TempDir> = None;
+    #[allow(unused_assignments)]
+    let sides = match args.base.clone() {
+        Some(base_dir) => Side::load(&base_dir, Which::Base)
+            .and_then(|base| Side::load(&args.dir, Which::Head).map(|head| (base, head))),
+        None => match Side::load(&args.dir, Which::Head) {
+            Ok(head) => {
+                let place = crate::deploy::Place {
+                    store: args.store.clone(),
+                    server: args.server.clone(),
+                    token: args.token.clone(),
+                };
+                let mut target = crate::deploy::Target::open(&args.dir, &place)?;
+                let d = crate::deploy::deployed(&mut target)?;
+                live = Some(d.live);
+                keep = Some(d.dir);
+                Ok((d.side, head))
+            }
+            Err(e) => Err(e),
+        },
     };
-    let sides = Side::load(&base_dir, Which::Base)
-        .and_then(|base| Side::load(&args.dir, Which::Head).map(|head| (base, head)));
     let (base, head) = match sides {
         Ok(s) => s,
         Err(plan::Error::Invalid {
@@ -74,7 +86,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let plan = plan::plan(&base, &head, None);
+    let _deployed_files = keep;
+    let in_flight = live.as_ref().map(|d| d as &dyn plan::InFlight);
+    let plan = plan::plan(&base, &head, in_flight);
     if plan.diagnostics.has_errors() {
         report_errors(
             args.format,
@@ -166,7 +180,7 @@ fn versions(c: &Change) -> String {
     }
 }
 
-fn human(plan: &Plan, base: &Side, head: &Side) -> String {
+pub fn human(plan: &Plan, base: &Side, head: &Side) -> String {
     if plan.is_empty() {
         return "No changes: the head config deploys exactly what the base has.\n".to_owned();
     }

@@ -26,6 +26,13 @@ pub fn is_held_out(journey: &str, user: &str, holdout_bp: u32) -> bool {
     holdout_bp > 0 && basis_points(&["holdout", journey, user]) < holdout_bp
 }
 
+/// Whether `user`'s new entry into `journey` goes to its canary at
+/// `canary_bp` basis points. Salted apart from holdouts (independent of
+/// them) and of the version (the same users stay in as the share grows).
+pub fn in_canary(journey: &str, user: &str, canary_bp: u32) -> bool {
+    canary_bp > 0 && basis_points(&["canary", journey, user]) < canary_bp
+}
+
 /// A number in 0..10 000 for a split step, stable per (journey, step, user).
 pub fn split_point(journey: &str, step: &str, user: &str) -> u32 {
     basis_points(&["split", journey, step, user])
@@ -67,5 +74,27 @@ mod tests {
             message_key("j", 2, "u", 7, "s")
         );
         assert_eq!(message_key("j", 1, "u", 7, "s").len(), 32);
+    }
+
+    #[test]
+    fn canary_buckets_take_their_share_grow_stably_and_ignore_holdouts() {
+        let users: Vec<String> = (0..20_000).map(|i| format!("user-{i}")).collect();
+        let at = |bp| users.iter().filter(|u| in_canary("cart", u, bp)).count();
+        let ten = at(1000);
+        assert!((1_800..=2_200).contains(&ten), "{ten}");
+        // Growing the share keeps everyone already in.
+        assert!(users
+            .iter()
+            .filter(|u| in_canary("cart", u, 1000))
+            .all(|u| in_canary("cart", u, 2500)));
+        // Independent of holdouts: about 10% of the held-out 10% are in.
+        let held: Vec<&String> = users
+            .iter()
+            .filter(|u| is_held_out("cart", u, 1000))
+            .collect();
+        let both = held.iter().filter(|u| in_canary("cart", u, 1000)).count();
+        let share = both as f64 / held.len() as f64;
+        assert!((0.06..=0.14).contains(&share), "{share}");
+        assert!(!in_canary("cart", "u1", 0));
     }
 }

@@ -4,7 +4,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use journeys::compiled::{Action, Config, Trigger};
+use std::sync::Arc;
+
+use journeys::compiled::{Action, Config, Journey, Trigger};
 use journeys::condition::Condition;
 use journeys::scalar::Zone;
 
@@ -67,8 +69,58 @@ fn walk_histories(c: &Condition, out: &mut Vec<(String, Option<Millis>)>, segs: 
     });
 }
 
+/// What one journey version reads as events arrive: exits, goals, awaited
+/// events, and the history its conditions look at.
+fn reads(
+    journey: &Journey,
+    ix: &mut Index,
+    histories: &mut Vec<(String, Option<Millis>)>,
+    segs: &mut Vec<String>,
+) {
+    if let Some(w) = &journey.entry.when {
+        walk_histories(w, histories, segs);
+    }
+    for e in &journey.exits {
+        ix.exits.insert(e.event.clone());
+        if let Some(w) = &e.when {
+            walk_histories(w, histories, segs);
+        }
+    }
+    if let Some(g) = &journey.goal {
+        ix.goals.insert(g.event.clone());
+        if let Some(w) = &g.when {
+            walk_histories(w, histories, segs);
+        }
+    }
+    for s in &journey.states {
+        match &s.action {
+            Action::WaitFor { event, where_, .. } => {
+                ix.awaited.insert(event.clone());
+                if let Some(w) = where_ {
+                    walk_histories(w, histories, segs);
+                }
+            }
+            Action::Branch { arms, .. } => {
+                for (w, _) in arms {
+                    if let Some(w) = w {
+                        walk_histories(w, histories, segs);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Index {
     pub fn new(config: &Config) -> Index {
+        Index::with_versions(config, &[])
+    }
+
+    /// The index of `config` (whose journeys are the versions new entries
+    /// go to), with `others`: further deployed versions that live
+    /// instances run on (a canary, an older stable).
+    pub fn with_versions(config: &Config, others: &[Arc<Journey>]) -> Index {
         let mut ix = Index {
             segments: config
                 .segments
@@ -106,39 +158,13 @@ impl Index {
                     }
                 }
             }
-            if let Some(w) = &journey.entry.when {
-                walk_histories(w, &mut histories, &mut segs);
-            }
-            for e in &journey.exits {
-                ix.exits.insert(e.event.clone());
-                if let Some(w) = &e.when {
-                    walk_histories(w, &mut histories, &mut segs);
-                }
-            }
-            if let Some(g) = &journey.goal {
-                ix.goals.insert(g.event.clone());
-                if let Some(w) = &g.when {
-                    walk_histories(w, &mut histories, &mut segs);
-                }
-            }
-            for s in &journey.states {
-                match &s.action {
-                    Action::WaitFor { event, where_, .. } => {
-                        ix.awaited.insert(event.clone());
-                        if let Some(w) = where_ {
-                            walk_histories(w, &mut histories, &mut segs);
-                        }
-                    }
-                    Action::Branch { arms, .. } => {
-                        for (w, _) in arms {
-                            if let Some(w) = w {
-                                walk_histories(w, &mut histories, &mut segs);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            reads(journey, &mut ix, &mut histories, &mut segs);
+        }
+        // Versions other than the current one that live instances still
+        // run on: their exits, goals and awaited events count, and the
+        // history they read is kept (they are never entered from here).
+        for journey in others {
+            reads(journey, &mut ix, &mut histories, &mut segs);
         }
         for s in &config.segments {
             walk_histories(&s.when, &mut histories, &mut Vec::new());

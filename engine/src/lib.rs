@@ -22,6 +22,7 @@ pub mod api;
 pub mod calendar;
 pub mod clock;
 pub mod deliver;
+pub mod deploy;
 pub mod dispatch;
 pub mod engine;
 pub mod events;

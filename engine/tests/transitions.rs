@@ -36,9 +36,17 @@ fn event(line: &str) -> Event {
 fn a_signup_enters_and_sets_the_send_timer_at_once() {
     let config = config();
     let index = Index::new(&config);
+    let versions = engine::deploy::Versions::of(&config);
     let mut seq = 0;
     let mut user = UserRecord::new("ana");
-    let mut ctx = Ctx::new(&config, &index, ms("2026-03-02T09:00:00Z"), true, &mut seq);
+    let mut ctx = Ctx::new(
+        &config,
+        &index,
+        &versions,
+        ms("2026-03-02T09:00:00Z"),
+        true,
+        &mut seq,
+    );
     let ev = event(
         r#"{"type":"track","user":"ana","ts":"2026-03-02T09:00:00Z","id":"e1","event":"signed_up"}"#,
     );
@@ -68,7 +76,14 @@ fn a_signup_enters_and_sets_the_send_timer_at_once() {
     assert_eq!(user.instances[0].step, "hello");
 
     // The same event again: nothing happens.
-    let mut ctx = Ctx::new(&config, &index, ms("2026-03-02T09:00:00Z"), true, &mut seq);
+    let mut ctx = Ctx::new(
+        &config,
+        &index,
+        &versions,
+        ms("2026-03-02T09:00:00Z"),
+        true,
+        &mut seq,
+    );
     assert_ne!(on_event(&mut ctx, &mut user, &ev, false), Ingested::Applied);
     assert!(ctx.effects.is_empty(), "{:?}", ctx.effects);
 }
@@ -77,10 +92,11 @@ fn a_signup_enters_and_sets_the_send_timer_at_once() {
 fn a_sent_message_becomes_an_outbox_effect_then_the_wait_starts() {
     let config = config();
     let index = Index::new(&config);
+    let versions = engine::deploy::Versions::of(&config);
     let mut seq = 0;
     let mut user = UserRecord::new("ana");
     let now = ms("2026-03-02T09:00:00Z");
-    let mut ctx = Ctx::new(&config, &index, now, true, &mut seq);
+    let mut ctx = Ctx::new(&config, &index, &versions, now, true, &mut seq);
     let ev =
         event(r#"{"type":"track","user":"ana","ts":"2026-03-02T09:00:00Z","event":"signed_up"}"#);
     on_event(&mut ctx, &mut user, &ev, false);
@@ -94,7 +110,7 @@ fn a_sent_message_becomes_an_outbox_effect_then_the_wait_starts() {
             _ => None,
         })
         .expect("a send timer");
-    let mut ctx = Ctx::new(&config, &index, now, true, &mut seq);
+    let mut ctx = Ctx::new(&config, &index, &versions, now, true, &mut seq);
     let d = send::due(&mut ctx, &mut user, key, due.0, due.1).expect("the message is due");
     let message = Message {
         key: "k1".into(),
@@ -143,9 +159,17 @@ fn a_sent_message_becomes_an_outbox_effect_then_the_wait_starts() {
 fn an_exit_event_ends_the_instance_and_cancels_its_timer() {
     let config = config();
     let index = Index::new(&config);
+    let versions = engine::deploy::Versions::of(&config);
     let mut seq = 0;
     let mut user = UserRecord::new("ana");
-    let mut ctx = Ctx::new(&config, &index, ms("2026-03-02T09:00:00Z"), true, &mut seq);
+    let mut ctx = Ctx::new(
+        &config,
+        &index,
+        &versions,
+        ms("2026-03-02T09:00:00Z"),
+        true,
+        &mut seq,
+    );
     on_event(
         &mut ctx,
         &mut user,
@@ -153,7 +177,14 @@ fn an_exit_event_ends_the_instance_and_cancels_its_timer() {
         false,
     );
     let timer = user.instances[0].timer.expect("a pending timer");
-    let mut ctx = Ctx::new(&config, &index, ms("2026-03-02T09:01:00Z"), true, &mut seq);
+    let mut ctx = Ctx::new(
+        &config,
+        &index,
+        &versions,
+        ms("2026-03-02T09:01:00Z"),
+        true,
+        &mut seq,
+    );
     on_event(
         &mut ctx,
         &mut user,

@@ -194,6 +194,9 @@ pub struct Journey {
     /// A hex SHA-256 of the journey's content, version excluded, spans
     /// ignored: equal hashes mean the journey did not change.
     pub hash: String,
+    /// The template texts of its conditions and steps (named per journey
+    /// and version), for a renderer that runs several versions at once.
+    pub texts: Vec<crate::template::Text>,
 }
 
 impl Journey {

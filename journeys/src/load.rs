@@ -506,3 +506,52 @@ fn de_diagnostic(file: &Arc<SourceFile>, e: &DeError, span: span::Span) -> Diagn
         }
     }
 }
+
+/// Every file a config reads, relative to `root` with `/` separators,
+/// sorted: its YAML files and the files its Templates (`text_file`,
+/// `html_file`, next to their YAML) and Project (`email.ca_file`) name.
+/// What a deployment keeps of a repository. Problems reading the YAML are
+/// in `diags` (the files read are still listed).
+pub fn config_files(root: &Path, diags: &mut Diagnostics) -> Vec<String> {
+    let docs = load_documents(root, diags);
+    let mut out: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for d in &docs {
+        out.insert(d.file.name.clone());
+        let yaml_dir = Path::new(&d.file.name)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut add = |rel: PathBuf| {
+            let name = rel
+                .components()
+                .fold(PathBuf::new(), |mut acc, c| {
+                    match c {
+                        std::path::Component::ParentDir => {
+                            acc.pop();
+                        }
+                        std::path::Component::CurDir => {}
+                        other => acc.push(other),
+                    }
+                    acc
+                })
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.insert(name);
+        };
+        match &d.document {
+            Document::Template(t) => {
+                for f in [&t.text_file, &t.html_file].into_iter().flatten() {
+                    add(yaml_dir.join(&f.value));
+                }
+            }
+            Document::Project(p) => {
+                let email = p.channels.as_ref().and_then(|c| c.email.as_ref());
+                if let Some(f) = email.and_then(|e| e.ca_file.as_ref()) {
+                    add(PathBuf::from(&f.value));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.into_iter().collect()
+}

@@ -300,6 +300,21 @@ fn resources(side: &Side) -> BTreeMap<(usize, String), Resource<'_>> {
     out
 }
 
+/// Each deployable resource's canonical content hash (FORMAT.md: key
+/// order and positions ignored; a template's body files by their text),
+/// by kind and id (the Project's id is empty). What a deployment records.
+pub fn content_hashes(side: &Side) -> BTreeMap<(&'static str, String), String> {
+    resources(side)
+        .into_iter()
+        .map(|((_, id), r)| {
+            (
+                (r.loaded.document.kind(), id),
+                model::canonical_hash(&r.value),
+            )
+        })
+        .collect()
+}
+
 fn document_json(doc: &Document) -> Value {
     let v = match doc {
         Document::Project(d) => serde_json::to_value(d),

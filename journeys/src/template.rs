@@ -561,6 +561,7 @@ impl RenderError {
 }
 
 /// Every compiled template text of a repository, ready to render.
+#[derive(Clone)]
 pub struct Renderer {
     html: Handlebars<'static>,
     plain: Handlebars<'static>,

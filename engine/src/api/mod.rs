@@ -7,6 +7,7 @@
 //! calls the engine through a [`Handle`], which answers from the single
 //! writer (and, for ingest, only once what it accepted is durable).
 
+pub mod admin;
 mod auth;
 mod body;
 pub mod console;
@@ -150,5 +151,15 @@ pub trait Handle: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<bool>, Unavailable>> + Send {
         drop(notices);
         async { Err(Unavailable("feedback intake is not available here".into())) }
+    }
+    /// A deployment request (DEPLOY.md through `/v1/admin/…`): the JSON
+    /// answer, or a refusal with its status. By default, 503.
+    fn admin(
+        &self,
+        request: crate::engine::deploy::AdminRequest,
+    ) -> impl Future<Output = Result<Result<Value, crate::engine::deploy::AdminFailure>, Unavailable>>
+           + Send {
+        drop(request);
+        async { Err(Unavailable("deployments are not available here".into())) }
     }
 }

@@ -77,10 +77,10 @@ impl std::fmt::Debug for Options {
     }
 }
 
-struct Api<H> {
-    handle: Arc<H>,
+pub(super) struct Api<H> {
+    pub(super) handle: Arc<H>,
     tokens: Tokens,
-    options: Options,
+    pub(super) options: Options,
 }
 
 type Shared<H> = State<Arc<Api<H>>>;
@@ -118,6 +118,13 @@ pub fn router_with<H: Handle>(handle: Arc<H>, tokens: Tokens, options: Options) 
         .route("/v1/dlq", get(dead_letters::<H>))
         .route("/v1/dlq/replay", post(replay::<H>))
         .route("/v1/report", get(report::<H>))
+        .route("/v1/admin/deployed", get(super::admin::deployed::<H>))
+        .route("/v1/admin/plan", post(super::admin::plan::<H>))
+        .route("/v1/admin/apply", post(super::admin::apply::<H>))
+        .route("/v1/admin/promote", post(super::admin::promote::<H>))
+        .route("/v1/admin/rollback", post(super::admin::rollback::<H>))
+        .route("/v1/admin/canary", get(super::admin::canary::<H>))
+        .route("/v1/admin/history", get(super::admin::history::<H>))
         .route(
             "/v1/unsubscribe/{token}",
             get(unsubscribe_page).post(unsubscribe::<H>),
@@ -138,7 +145,12 @@ pub fn router_with<H: Handle>(handle: Arc<H>, tokens: Tokens, options: Options) 
 }
 
 impl<H: Handle> Api<H> {
-    fn auth(&self, headers: &HeaderMap, access: Access, basic: bool) -> Result<(), Error> {
+    pub(super) fn auth(
+        &self,
+        headers: &HeaderMap,
+        access: Access,
+        basic: bool,
+    ) -> Result<(), Error> {
         if auth::allowed(&self.tokens, headers, access, basic) {
             Ok(())
         } else {

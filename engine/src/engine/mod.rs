@@ -14,6 +14,7 @@
 mod admin;
 mod audience;
 mod decide;
+pub mod deploy;
 mod feedback;
 pub mod outbox;
 mod schedule;
@@ -28,6 +29,7 @@ use journeys::event::Event;
 
 use crate::clock::{to_millis, Clock, Millis};
 use crate::deliver::sign::UnsubscribeSigner;
+use crate::deploy::Versions;
 use crate::dispatch::{Dispatcher, MessageRenderer};
 use crate::index::Index;
 use crate::machine::event::Ingested;
@@ -50,6 +52,8 @@ pub use schedule::Schedules;
 pub enum Error {
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error(transparent)]
+    Deploy(#[from] crate::deploy::state::Error),
 }
 
 /// How the engine runs.
@@ -101,6 +105,9 @@ pub enum Delivery {
 pub struct Engine {
     config: Arc<Config>,
     index: Arc<Index>,
+    /// Every runnable journey version (`config`'s, a canary, older ones
+    /// live instances stay on).
+    versions: Arc<Versions>,
     store: Buffered,
     policies: Policies,
     delivery: Delivery,
@@ -128,6 +135,13 @@ pub struct Engine {
     depths_pending: Depths,
     /// Where timer lag goes (`run`).
     metrics: Option<Metrics>,
+    /// The deployed state, when the engine runs one (`run`, the deploy
+    /// commands).
+    deploy: Option<deploy::DeployState>,
+    /// What the last migration unit did to each instance it looked at.
+    migrated: Vec<crate::machine::instance::Moved>,
+    /// Unsubscribes from each journey version's messages (guards).
+    unsubscribes: std::collections::BTreeMap<(String, u32), u64>,
 }
 
 fn decode_meta<T: for<'de> Deserialize<'de>>(bytes: Option<Vec<u8>>) -> Result<Option<T>, Error> {
@@ -143,6 +157,8 @@ enum Step<'e> {
     Schedule(usize),
     /// Set one profile path (an unsubscribe).
     Set(&'e str, Value),
+    /// Move the user's live instances a migration maps.
+    Migrate(&'e crate::deploy::state::Migration),
 }
 
 impl Engine {
@@ -161,6 +177,12 @@ impl Engine {
         let schedules: Schedules =
             decode_meta(buffered.meta(meta::SCHEDULES)?)?.unwrap_or_default();
         let tally = open_tally(&buffered, seq)?;
+        let unsubscribes: Vec<(String, u32, u64)> =
+            decode_meta(buffered.meta(meta::UNSUBSCRIBES)?)?.unwrap_or_default();
+        let unsubscribes = unsubscribes
+            .into_iter()
+            .map(|(j, v, n)| ((j, v), n))
+            .collect();
         let mut policies = Policies::new(&config);
         if let Some(bytes) = buffered.meta(meta::POLICIES)? {
             let v: Value = serde_json::from_slice(&bytes).map_err(|e| store::Error::Decode {
@@ -169,8 +191,10 @@ impl Engine {
             })?;
             policies.restore(&v);
         }
+        let versions = Versions::of(&config);
         let mut engine = Engine {
             index: Arc::new(Index::new(&config)),
+            versions: Arc::new(versions),
             renderer: MessageRenderer::new(&config),
             config,
             store: buffered,
@@ -190,6 +214,9 @@ impl Engine {
             depths: Depths::default(),
             depths_pending: Depths::default(),
             metrics: None,
+            deploy: None,
+            migrated: Vec::new(),
+            unsubscribes,
         };
         engine.arm_schedules(None)?;
         Ok(engine)
@@ -199,6 +226,12 @@ impl Engine {
     /// decided in the past of a simulation's start or of a restart.
     pub fn set_floor(&mut self, floor: Millis) {
         self.floor = floor;
+    }
+
+    /// The base of `message.unsubscribe_url` (known once the deployed
+    /// Project is).
+    pub fn set_unsubscribe_base(&mut self, base: String) {
+        self.options.unsubscribe_base = base;
     }
 
     /// Signs `message.unsubscribe_url` with the service's secret.
@@ -309,6 +342,7 @@ impl Engine {
     fn unit(&mut self, id: &str, now: Millis, step: Step<'_>) -> Result<Option<Ingested>, Error> {
         let config = Arc::clone(&self.config);
         let index = Arc::clone(&self.index);
+        let versions = Arc::clone(&self.versions);
         let mut t = self.store.take_user(id)?;
         let before = tally::positions(&t.rec);
         let mut result = Ingested::Applied;
@@ -325,9 +359,18 @@ impl Engine {
             Step::Timer(..) => (true, Some(true)),
             Step::Schedule(_) => (true, Some(false)),
             Step::Set(..) => (true, Some(true)),
+            Step::Migrate(..) if !t.known => return Ok(None),
+            Step::Migrate(..) => (false, Some(true)),
         };
         let mut seq = self.seq;
-        let mut ctx = Ctx::new(&config, &index, now, self.options.holdouts, &mut seq);
+        let mut ctx = Ctx::new(
+            &config,
+            &index,
+            &versions,
+            now,
+            self.options.holdouts,
+            &mut seq,
+        );
         match step {
             Step::Event(ev, import) => result = event::on_event(&mut ctx, &mut t.rec, ev, import),
             Step::Set(path, value) => {
@@ -338,6 +381,21 @@ impl Engine {
             }
             Step::Schedule(j) => {
                 entry::on_schedule(&mut ctx, &mut t.rec, j);
+            }
+            Step::Migrate(m) => {
+                let ids: Vec<(u64, String)> = t
+                    .rec
+                    .instances
+                    .iter()
+                    .filter(|i| i.journey == m.journey && i.version == m.from)
+                    .map(|i| (i.id, i.step.clone()))
+                    .collect();
+                let exit = m.on_unmapped == journeys::model::OnUnmapped::Exit;
+                for (id, step) in ids {
+                    let target = m.steps.get(&step).copied();
+                    let moved = instance::migrate(&mut ctx, &mut t.rec, id, &m.to, target, exit);
+                    self.migrated.push(moved);
+                }
             }
             Step::Timer(key, timer) => match timer.kind {
                 TimerKind::Instance { instance: id } => {
@@ -515,6 +573,17 @@ impl Engine {
         })?;
         self.store.put_meta(meta::POLICIES, ledgers);
         self.tally.flush(self.store.batch())?;
+        if !self.unsubscribes.is_empty() {
+            let list: Vec<(&String, &u32, &u64)> = self
+                .unsubscribes
+                .iter()
+                .map(|((j, v), n)| (j, v, n))
+                .collect();
+            self.store.put_meta(
+                meta::UNSUBSCRIBES,
+                store::codec::encode("unsubscribe counts", &list)?,
+            );
+        }
         self.store.put_meta(
             tally::STAMP,
             store::codec::encode("tally stamp", &self.seq)?,

@@ -46,7 +46,7 @@ pub fn try_enter(
     j: usize,
     event: Option<&Value>,
 ) -> Option<u64> {
-    let journey = Arc::clone(&ctx.config.journeys[j]);
+    let journey = Arc::clone(ctx.versions.entering(&ctx.config.journeys[j], user.id()));
     let now = ctx.now;
     let empty = Value::Object(Map::new());
     let entry_props = event.unwrap_or(&empty);

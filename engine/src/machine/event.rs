@@ -2,8 +2,6 @@
 //! `id`, the profile or history update, then exits, awaited events, goals
 //! and entries, in that order.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 
 use journeys::compiled::Action;
@@ -96,7 +94,7 @@ fn exits(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
     let mut p = 0;
     while p < user.instances.len() {
         let inst = &user.instances[p];
-        let hit = ctx.config.journey(&inst.journey).is_some_and(|j| {
+        let hit = ctx.journey(&inst.journey, inst.version).is_some_and(|j| {
             j.exits.iter().any(|rule| {
                 rule.event == name
                     && rule.when.as_ref().is_none_or(|w| {
@@ -133,7 +131,7 @@ fn awaited(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) 
         if inst.timer.is_none() {
             continue;
         }
-        let Some(journey) = ctx.config.journey(&inst.journey).map(Arc::clone) else {
+        let Some(journey) = ctx.journey(&inst.journey, inst.version) else {
             continue;
         };
         let Some(s) = instance::current_state(&journey, inst) else {
@@ -177,21 +175,19 @@ fn goals(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
         if user.journeys[b].goals.is_empty() {
             continue;
         }
-        let Some(journey) = ctx
-            .config
-            .journey(&user.journeys[b].journey)
-            .map(Arc::clone)
-        else {
-            continue;
-        };
-        let Some(goal) = &journey.goal else { continue };
+        let id = user.journeys[b].journey.clone();
         user.journeys[b].goals.retain(|g| g.until > now);
-        if goal.event != name {
-            continue;
-        }
         let mut converted = Vec::new();
         for (i, g) in user.journeys[b].goals.iter().enumerate() {
             if now < g.entered_at {
+                continue;
+            }
+            // The goal of the version the instance entered.
+            let Some(journey) = ctx.journey(&id, g.version) else {
+                continue;
+            };
+            let Some(goal) = &journey.goal else { continue };
+            if goal.event != name {
                 continue;
             }
             let ok = goal.when.as_ref().is_none_or(|w| {

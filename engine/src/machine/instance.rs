@@ -1,8 +1,6 @@
 //! Running an instance through its journey's states: executing states
 //! until one waits, resuming on timers, ending.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 
 use journeys::compiled::{Action, Journey, Next, UpdateValue};
@@ -72,11 +70,8 @@ pub fn advance(
     event: Option<&Value>,
 ) {
     let Some(p) = pos(user, id) else { return };
-    let Some(journey) = ctx
-        .config
-        .journey(&user.instances[p].journey)
-        .map(Arc::clone)
-    else {
+    let inst = &user.instances[p];
+    let Some(journey) = ctx.journey(&inst.journey, inst.version) else {
         // The journey is gone from the configuration: drop the instance.
         let inst = user.instances.remove(p);
         if let Some(k) = inst.timer {
@@ -243,11 +238,8 @@ pub fn on_timer(ctx: &mut Ctx<'_>, user: &mut UserRecord, key: TimerKey, id: u64
         return;
     }
     user.instances[p].timer = None;
-    let Some(journey) = ctx
-        .config
-        .journey(&user.instances[p].journey)
-        .map(Arc::clone)
-    else {
+    let inst = &user.instances[p];
+    let Some(journey) = ctx.journey(&inst.journey, inst.version) else {
         user.instances.remove(p);
         return;
     };
@@ -260,4 +252,67 @@ pub fn on_timer(ctx: &mut Ctx<'_>, user: &mut UserRecord, key: TimerKey, id: u64
         _ => return,
     };
     advance(ctx, user, id, next, None);
+}
+
+/// What a migration did to one live instance (DEPLOY.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    /// Moved to a step of the same kind: its timer (due time) kept.
+    Kept,
+    /// Moved to a step of another kind: started it at the migration.
+    Restarted,
+    /// Mapped to `end`: completed.
+    Completed,
+    /// Unmapped, `on_unmapped: exit`: ended with reason `migrated_out`.
+    Exited,
+    /// Unmapped, `on_unmapped: stay`: finishes on its version.
+    Stayed,
+}
+
+/// Moves instance `id` to version `to` at `target` (`None`: its step is
+/// unmapped). `to` must be among the context's versions.
+pub fn migrate(
+    ctx: &mut Ctx<'_>,
+    user: &mut UserRecord,
+    id: u64,
+    to: &Journey,
+    target: Option<Next>,
+    exit_unmapped: bool,
+) -> Moved {
+    let Some(p) = pos(user, id) else {
+        return Moved::Stayed;
+    };
+    let s = match target {
+        None if exit_unmapped => {
+            finish(ctx, user, p, Kind::Exited, Some("migrated_out"));
+            return Moved::Exited;
+        }
+        None => return Moved::Stayed,
+        Some(Next::End) => {
+            finish(ctx, user, p, Kind::Completed, None);
+            return Moved::Completed;
+        }
+        Some(Next::State(s)) => s,
+    };
+    let Some(new) = to.states.get(s) else {
+        return Moved::Stayed;
+    };
+    let inst = &user.instances[p];
+    let old_kind = ctx.journey(&inst.journey, inst.version).and_then(|old| {
+        current_state(&old, inst).map(|i| std::mem::discriminant(&old.states[i].action))
+    });
+    let same = old_kind == Some(std::mem::discriminant(&new.action));
+    let inst = &mut user.instances[p];
+    inst.version = to.version;
+    inst.state = s as u32;
+    inst.step.clone_from(&new.id);
+    if same && inst.timer.is_some() {
+        return Moved::Kept;
+    }
+    if let Some(k) = inst.timer.take() {
+        ctx.cancel(k);
+    }
+    inst.deferred = None;
+    advance(ctx, user, id, Next::State(s), None);
+    Moved::Restarted
 }

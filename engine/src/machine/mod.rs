@@ -13,7 +13,12 @@ pub mod send;
 
 use journeys::compiled::Config;
 
+use std::sync::Arc;
+
+use journeys::compiled::Journey;
+
 use crate::clock::Millis;
+use crate::deploy::Versions;
 use crate::dispatch::Message;
 use crate::index::Index;
 use crate::output::Line;
@@ -37,6 +42,8 @@ pub enum Effect {
 pub struct Ctx<'a> {
     pub config: &'a Config,
     pub index: &'a Index,
+    /// Every runnable version: instances run on the one they entered.
+    pub versions: &'a Versions,
     /// The instant being processed (an event's own `ts`, a timer's due time).
     pub now: Millis,
     /// Whether holdouts apply (`ignore_holdouts` turns them off in tests).
@@ -55,6 +62,7 @@ impl<'a> Ctx<'a> {
     pub fn new(
         config: &'a Config,
         index: &'a Index,
+        versions: &'a Versions,
         now: Millis,
         holdouts: bool,
         seq: &'a mut u64,
@@ -62,6 +70,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             config,
             index,
+            versions,
             now,
             holdouts,
             seq,
@@ -69,6 +78,13 @@ impl<'a> Ctx<'a> {
             profile_changed: false,
             touched: false,
         }
+    }
+
+    /// The version `version` of `journey` (an instance's own).
+    pub fn journey(&self, journey: &str, version: u32) -> Option<Arc<Journey>> {
+        self.versions
+            .get(self.config, journey, version)
+            .map(Arc::clone)
     }
 
     pub fn next_seq(&mut self) -> u64 {

@@ -42,10 +42,7 @@ pub fn due(
         return None;
     }
     user.instances[p].timer = None;
-    let journey = ctx
-        .config
-        .journey(&user.instances[p].journey)
-        .map(Arc::clone)?;
+    let journey = ctx.journey(&user.instances[p].journey, user.instances[p].version)?;
     let s = instance::current_state(&journey, &user.instances[p])?;
     let Action::Send {
         channel,

@@ -108,6 +108,12 @@ pub enum Command {
         query: crate::report::Query,
         reply: Reply<Result<Value, String>>,
     },
+    /// A deployment request (`/v1/admin/…`): applied between the events
+    /// around it, in order, with nothing dropped.
+    Admin {
+        request: crate::engine::deploy::AdminRequest,
+        reply: Reply<Result<Value, crate::engine::deploy::AdminFailure>>,
+    },
     /// Stop: commit, answer, and end the loop.
     Stop,
 }
@@ -232,6 +238,13 @@ impl api::Handle for ServiceHandle {
     ) -> Result<Vec<bool>, Unavailable> {
         self.ask(|reply| Command::Feedback { notices, reply }).await
     }
+
+    async fn admin(
+        &self,
+        request: crate::engine::deploy::AdminRequest,
+    ) -> Result<Result<Value, crate::engine::deploy::AdminFailure>, Unavailable> {
+        self.ask(|reply| Command::Admin { request, reply }).await
+    }
 }
 
 /// Creates the channel between handles and the writer.
@@ -272,6 +285,20 @@ pub struct Writer<O: Outlet> {
     metrics: Metrics,
     /// Reports being read, a page per round (ingest goes on meanwhile).
     reports: Vec<(Tally, Reply<Result<Value, String>>)>,
+    /// When canary guards are next checked.
+    next_guard_check: Millis,
+}
+
+/// How often the running engine checks canary guards (DEPLOY.md §4: each
+/// minute; `SLUICE_GUARD_INTERVAL_MS` shortens it for tests).
+const GUARD_EVERY_DEFAULT: Millis = 60_000;
+
+fn guard_every() -> Millis {
+    std::env::var("SLUICE_GUARD_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse::<Millis>().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(GUARD_EVERY_DEFAULT)
 }
 
 impl<O: Outlet> Writer<O> {
@@ -294,6 +321,7 @@ impl<O: Outlet> Writer<O> {
             published: None,
             metrics: Metrics::new(),
             reports: Vec::new(),
+            next_guard_check: 0,
         }
     }
 
@@ -452,6 +480,23 @@ impl<O: Outlet> Writer<O> {
                 Command::Report { query, reply } => {
                     self.reports.push((Tally::new(query), reply));
                 }
+                Command::Admin { request, reply } => {
+                    let v = self.engine.admin(request, now)?;
+                    answers.push(Box::new(move || {
+                        let _ = reply.send(Ok(v));
+                    }));
+                }
+            }
+        }
+        if now >= self.next_guard_check {
+            self.next_guard_check = now + guard_every();
+            for e in self.engine.check_guards(now)? {
+                tracing::warn!(
+                    target: "sluice::deploy",
+                    journey = e.journey.as_deref().unwrap_or(""),
+                    detail = %e.detail,
+                    "canary rolled back automatically"
+                );
             }
         }
         for (mut tally, reply) in std::mem::take(&mut self.reports) {
@@ -537,6 +582,7 @@ impl<O: Outlet> Writer<O> {
         {
             return Ok(None);
         }
+        self.engine.count_unsubscribe(&u.user, &u.key)?;
         Ok(Some(Unsubscribed {
             user: u.user,
             category: u.category,
@@ -624,6 +670,9 @@ fn fail(c: Command) -> bool {
             let _ = reply.send(Err(no()));
         }
         Command::Report { reply, .. } => {
+            let _ = reply.send(Err(no()));
+        }
+        Command::Admin { reply, .. } => {
             let _ = reply.send(Err(no()));
         }
     }

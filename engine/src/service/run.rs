@@ -234,6 +234,59 @@ impl Sink for LogSink {
     }
 }
 
+/// Who deploys: `explicit` (`--actor`), else `$SLUICE_ACTOR`, else the OS
+/// user.
+pub fn actor(explicit: Option<&str>) -> String {
+    explicit
+        .map(str::to_owned)
+        .or_else(|| std::env::var("SLUICE_ACTOR").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Runs the deployed state of the store (DEPLOY.md §1): on a store with
+/// nothing deployed, DIR is deployed first; when DIR differs from what is
+/// deployed, the deployed state runs and `say` tells so. Returns the
+/// config the engine now runs.
+pub fn deploy_at_start(
+    engine: &mut Engine,
+    options: &RunOptions,
+    now: crate::clock::Millis,
+    say: &dyn Fn(&str),
+) -> Result<Arc<Config>, RunError> {
+    let deployed = engine.open_deployments(options.store.join("deployed"))?;
+    let snapshot = crate::deploy::Snapshot::read(&options.dir).map_err(engine::Error::from)?;
+    if !deployed {
+        let applied = engine.apply(&crate::deploy::ApplyRequest {
+            snapshot,
+            actor: actor(None),
+            at: now,
+            canary: None,
+            guards: Vec::new(),
+            min_sends: 100,
+            expected: Some(0),
+        })?;
+        say(&format!(
+            "deployed {} as generation {} (nothing was deployed in {})",
+            options.dir.display(),
+            applied.generation,
+            options.store.display()
+        ));
+    } else {
+        let (plan, generation) = engine.plan(&snapshot)?;
+        if !plan.is_empty() || plan.diagnostics.has_errors() {
+            say(&format!(
+                "{} differs from the deployed state (generation {generation}, {} change(s)): running the deployed state; run sluice plan / apply",
+                options.dir.display(),
+                plan.changes.len()
+            ));
+        }
+    }
+    Ok(Arc::clone(engine.config()))
+}
+
 /// Runs until SIGTERM or SIGINT. `say` prints what the operator must know
 /// on stderr (never a token).
 pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Result<(), RunError> {
@@ -262,23 +315,8 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
     if !recovered.is_empty() {
         say(&format!("warning: {recovered}"));
     }
-    let secret = unsubscribe_secret(&options.store)?;
-    let public_url = config
-        .project
-        .api
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", options.listen));
-    let signer = Arc::new(UnsubscribeSigner::for_config(&public_url, &secret, &config));
-    let providers = Arc::new(Providers::from_project(
-        &config.project,
-        &options.dir,
-        &env,
-        Arc::clone(&signer) as Arc<dyn crate::deliver::UnsubscribeLinks>,
-    )?);
     let clock: Arc<dyn Clock> = Arc::new(WallClock);
     let metrics = Metrics::new();
-    metrics.declare(&config);
     let mut engine = Engine::open(
         Arc::clone(&config),
         Box::new(store),
@@ -288,10 +326,26 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
         engine::Options {
             log_messages: true,
             durable: true,
-            unsubscribe_base: format!("{public_url}/v1/unsubscribe"),
             ..engine::Options::default()
         },
     )?;
+    let config = deploy_at_start(&mut engine, &options, clock.now_millis(), say)?;
+    metrics.declare(&config);
+    let secret = unsubscribe_secret(&options.store)?;
+    let public_url = config
+        .project
+        .api
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", options.listen));
+    engine.set_unsubscribe_base(format!("{public_url}/v1/unsubscribe"));
+    let signer = Arc::new(UnsubscribeSigner::for_config(&public_url, &secret, &config));
+    let providers = Arc::new(Providers::from_project(
+        &config.project,
+        &options.dir,
+        &env,
+        Arc::clone(&signer) as Arc<dyn crate::deliver::UnsubscribeLinks>,
+    )?);
     engine.set_signer(Arc::clone(&signer));
 
     let rt = tokio::runtime::Builder::new_multi_thread()

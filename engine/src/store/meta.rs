@@ -5,7 +5,7 @@ use super::{Batch, Error, Kv};
 
 const PREFIX: u8 = b'x';
 
-fn key(name: &str) -> Vec<u8> {
+pub(crate) fn key(name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(name.len() + 1);
     k.push(PREFIX);
     k.extend_from_slice(name.as_bytes());
@@ -15,6 +15,8 @@ fn key(name: &str) -> Vec<u8> {
 pub const SEQ: &str = "seq";
 pub const POLICIES: &str = "policies";
 pub const SCHEDULES: &str = "schedules";
+/// Unsubscribes per journey version (canary guards).
+pub const UNSUBSCRIBES: &str = "unsubscribes";
 
 /// Reads of the meta table.
 pub trait Meta {

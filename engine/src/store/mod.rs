@@ -16,6 +16,7 @@
 //! | [`outbox`] | `o` id | rendered messages awaiting delivery, committed with the decision that made them |
 //! | [`tally`] | `c` (`C`: erased users' sends) journey `\0` version step | per-step counters: live instances, sends by outcome (written with the commit that changes them, rebuilt by a scan when missing) |
 //! | [`recipients`] | `r` message key; `R` user `\0` message key | who each message went to (user, journey, category), written with its outbox entry, for matching bounces and complaints by `Message-ID` |
+//! | [`deployments`] | `g` generation; `f` SHA-256; `v` kind, id, seq; `h` seq; meta `deployed` | deployed config generations and their files, resource versions, the audit log, the rollouts |
 //! | [`meta`] | `x` name | engine bookkeeping: sequence counter, policy ledgers, schedule cursors |
 //!
 //! Keeping a user's live state in one record is what makes the engine fast
@@ -29,6 +30,7 @@ pub mod audiences;
 pub mod buffer;
 pub mod codec;
 pub mod dedupe;
+pub mod deployments;
 pub mod event_ids;
 pub mod format;
 pub mod goals;

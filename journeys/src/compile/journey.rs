@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use sha2::{Digest, Sha256};
-
 use super::graph;
 use super::message::inline_text;
 use super::{Ctx, Ids, TypeEnv};
@@ -44,7 +42,12 @@ struct Builder<'j, 'c, 'd> {
 
 impl Builder<'_, '_, '_> {
     fn name(&self, what: &str) -> String {
-        format!("journey/{}/{what}", self.journey.id.value)
+        // The version is part of the name: a running engine registers
+        // several versions of one journey in one renderer.
+        format!(
+            "journey/{}@{}/{what}",
+            self.journey.id.value, self.journey.version.value
+        )
     }
 
     fn fail(&mut self, code: Code, span: Span, message: impl Into<String>) {
@@ -121,40 +124,11 @@ use crate::condition as journeys_condition;
 /// The content hash: SHA-256 of the journey's canonical JSON, without its
 /// version and without spans.
 fn content_hash(j: &model::Journey) -> String {
-    fn canonical(v: &serde_json::Value, out: &mut String) {
-        use serde_json::Value;
-        match v {
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for k in keys {
-                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
-                    out.push(':');
-                    canonical(&map[k], out);
-                    out.push(',');
-                }
-                out.push('}');
-            }
-            Value::Array(items) => {
-                out.push('[');
-                for i in items {
-                    canonical(i, out);
-                    out.push(',');
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
     let mut value = serde_json::to_value(j).unwrap_or_default();
     if let Some(obj) = value.as_object_mut() {
         obj.remove("version");
     }
-    let mut text = String::new();
-    canonical(&value, &mut text);
-    let digest = Sha256::digest(text.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    model::canonical_hash(&value)
 }
 
 pub(crate) fn compile(
@@ -365,6 +339,7 @@ pub(crate) fn compile(
             states,
             migrate,
             hash: content_hash(j),
+            texts: texts.clone(),
         },
         texts,
     ))

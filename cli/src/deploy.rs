@@ -1,0 +1,723 @@
+//! `sluice apply`, `promote`, `rollback`, `canary status` and `history`
+//! (DEPLOY.md), and the deployed side of `plan --store/--server`: on a
+//! store when no engine runs on it, else through `/v1/admin/…`. Every
+//! decision is the engine's ([`engine::engine::deploy`]); this module
+//! moves requests and prints answers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use miette::miette;
+use serde_json::{json, Value};
+
+use engine::clock::{Clock, WallClock};
+use engine::deploy::{ApplyRequest, Snapshot};
+use engine::engine::deploy::{AdminFailure, AdminRequest};
+use engine::engine::{Delivery, Engine};
+use engine::output::{Line, Sink};
+use engine::service::client::{self, Client, Role};
+use engine::store::sled_store::{SledOptions, SledStore};
+use journeys::plan::{Side, Which};
+
+use crate::Format;
+
+/// Where the deployed state is: a store or a running engine.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Place {
+    /// The deployed state in this store (default: the Project's `store`
+    /// inside DIR, or the running engine that holds it).
+    #[arg(long, conflicts_with = "server")]
+    pub store: Option<PathBuf>,
+    /// A running engine's URL (or `SLUICE_SERVER`): through its admin API.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// The admin token (default: `SLUICE_TOKEN`, else the Project's admin
+    /// token variable, else `.sluice/credentials`).
+    #[arg(long)]
+    pub token: Option<String>,
+}
+
+struct Quiet;
+
+impl Sink for Quiet {
+    fn line(&mut self, _line: Line) {}
+}
+
+/// An open deployed state.
+pub enum Target {
+    Store(Box<Engine>),
+    Server(Client),
+}
+
+impl Target {
+    /// Opens `place` for the config repository `dir`: `--server` or
+    /// `SLUICE_SERVER`, else the store (the running engine when it holds
+    /// the store).
+    pub fn open(dir: &Path, place: &Place) -> miette::Result<Target> {
+        let server = place.server.clone().or_else(|| {
+            if place.store.is_some() {
+                None
+            } else {
+                std::env::var(client::SERVER_ENV)
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+            }
+        });
+        if let Some(url) = server {
+            return Target::server(dir, Some(&url), place);
+        }
+        let Some(config) = crate::load_config(dir) else {
+            return Err(miette!(
+                "cannot read the config in {}; pass --store or --server",
+                dir.display()
+            ));
+        };
+        let store = place
+            .store
+            .clone()
+            .unwrap_or_else(|| dir.join(&config.project.store));
+        match open_store(&store, config) {
+            Ok(e) => Ok(Target::Store(Box::new(e))),
+            Err(Opened::Locked) => {
+                let t = Target::server(dir, None, place)?;
+                if let Target::Server(c) = &t {
+                    eprintln!(
+                        "{} is in use by `sluice run`; asking it at {}",
+                        store.display(),
+                        c.url()
+                    );
+                }
+                Ok(t)
+            }
+            Err(Opened::Failed(e)) => Err(e),
+        }
+    }
+
+    fn server(dir: &Path, url: Option<&str>, place: &Place) -> miette::Result<Target> {
+        let target = crate::send_events::target(dir, url, place.token.as_deref(), Role::Admin)?;
+        Ok(Target::Server(
+            Client::new(target).map_err(|e| miette!("{e}"))?,
+        ))
+    }
+
+    /// Carries out `req`: the answer, or a refusal (status and body).
+    pub fn ask(&mut self, req: AdminRequest) -> miette::Result<Result<Value, AdminFailure>> {
+        match self {
+            Target::Store(e) => {
+                let now = WallClock.now_millis();
+                e.admin(req, now).map_err(|e| miette!("{e}"))
+            }
+            Target::Server(c) => over_http(c, req),
+        }
+    }
+}
+
+enum Opened {
+    Locked,
+    Failed(miette::Report),
+}
+
+fn open_store(store: &Path, config: Arc<journeys::Config>) -> Result<Engine, Opened> {
+    if !store.exists() {
+        return Err(Opened::Failed(miette!(
+            "no store at {}: nothing is deployed there (sluice run deploys DIR when it starts; or pass --store or --server)",
+            store.display()
+        )));
+    }
+    let s = match SledStore::open(
+        store,
+        &SledOptions {
+            sync_commits: true,
+            ..SledOptions::default()
+        },
+    ) {
+        Ok(s) => s,
+        Err(engine::store::Error::Locked { .. }) => return Err(Opened::Locked),
+        Err(e) => return Err(Opened::Failed(miette!("{e}"))),
+    };
+    let clock: Arc<dyn Clock> = Arc::new(WallClock);
+    let mut e = Engine::open(
+        config,
+        Box::new(s),
+        clock,
+        Delivery::Workers,
+        Box::new(Quiet),
+        engine::engine::Options::default(),
+    )
+    .map_err(|e| Opened::Failed(miette!("{e}")))?;
+    e.open_deployments(store.join("deployed"))
+        .map_err(|e| Opened::Failed(miette!("{e}")))?;
+    Ok(e)
+}
+
+fn b64(files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
+    files
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                base64::engine::general_purpose::STANDARD.encode(v),
+            )
+        })
+        .collect()
+}
+
+fn over_http(c: &Client, req: AdminRequest) -> miette::Result<Result<Value, AdminFailure>> {
+    use reqwest::Method;
+    let enc = |s: &str| client::encode_segment(s);
+    let (method, path, body) = match req {
+        AdminRequest::Deployed => (Method::GET, "/v1/admin/deployed".to_owned(), None),
+        AdminRequest::Plan(s) => (
+            Method::POST,
+            "/v1/admin/plan".to_owned(),
+            Some(json!({"files": b64(&s.files)})),
+        ),
+        AdminRequest::Apply(r) => (
+            Method::POST,
+            "/v1/admin/apply".to_owned(),
+            Some(json!({
+                "files": b64(&r.snapshot.files),
+                "expected_generation": r.expected,
+                "actor": r.actor,
+                "canary": r.canary.map(|bp| format!("{}%", f64::from(bp) / 100.0)),
+                "guards": r.guards,
+                "min_sends": r.min_sends,
+            })),
+        ),
+        AdminRequest::Promote {
+            journey,
+            force,
+            actor,
+        } => (
+            Method::POST,
+            "/v1/admin/promote".to_owned(),
+            Some(json!({"journey": journey, "force": force, "actor": actor})),
+        ),
+        AdminRequest::Rollback { journey, actor } => (
+            Method::POST,
+            "/v1/admin/rollback".to_owned(),
+            Some(json!({"journey": journey, "actor": actor})),
+        ),
+        AdminRequest::Canary { journey } => (
+            Method::GET,
+            match journey {
+                Some(j) => format!("/v1/admin/canary?journey={}", enc(&j)),
+                None => "/v1/admin/canary".to_owned(),
+            },
+            None,
+        ),
+        AdminRequest::History { journey } => (
+            Method::GET,
+            match journey {
+                Some(j) => format!("/v1/admin/history?journey={}", enc(&j)),
+                None => "/v1/admin/history".to_owned(),
+            },
+            None,
+        ),
+    };
+    let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+    let a = c.request(method, &path, body).map_err(|e| miette!("{e}"))?;
+    if (200..300).contains(&a.status) {
+        Ok(Ok(a.body))
+    } else if a.status == 404 && a.body["error"] == "not found" {
+        Err(miette!(
+            "{} does not serve /v1/admin (an older sluice?)",
+            c.url()
+        ))
+    } else {
+        Ok(Err(AdminFailure {
+            status: a.status,
+            body: a.body,
+        }))
+    }
+}
+
+/// Prints a refusal: its message, and the diagnostics when the config
+/// does not validate.
+fn refused(f: &AdminFailure) {
+    eprintln!("error: {}", f.body["error"].as_str().unwrap_or("refused"));
+    if let Some(ds) = f.body["diagnostics"]["diagnostics"]
+        .as_array()
+        .or_else(|| f.body["diagnostics"].as_array())
+    {
+        for d in ds {
+            eprintln!(
+                "  {}:{}:{}: {}: {}",
+                d["file"].as_str().unwrap_or(""),
+                d["line"],
+                d["column"],
+                d["code"].as_str().unwrap_or(""),
+                d["message"].as_str().unwrap_or("")
+            );
+        }
+    }
+}
+
+/// The deployed side of a plan: the deployed files written to a temporary
+/// directory and loaded, the live instances per step, the generation.
+pub struct Deployed {
+    pub side: Side,
+    pub live: Live,
+    pub generation: u64,
+    pub dir: tempfile::TempDir,
+}
+
+/// Live instances per journey version and step.
+#[derive(Debug, Default)]
+pub struct Live(BTreeMap<(String, u32), BTreeMap<String, u64>>);
+
+pub fn deployed(target: &mut Target) -> miette::Result<Deployed> {
+    let v = match target.ask(AdminRequest::Deployed)? {
+        Ok(v) => v,
+        Err(f) => {
+            refused(&f);
+            return Err(miette!("cannot read the deployed state"));
+        }
+    };
+    let dir =
+        tempfile::tempdir().map_err(|e| miette!("cannot create a temporary directory: {e}"))?;
+    let mut snapshot = Snapshot::default();
+    if let Some(files) = v["files"].as_object() {
+        for (name, b) in files {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b.as_str().unwrap_or_default())
+                .map_err(|e| miette!("the deployed file {name} is not base64: {e}"))?;
+            snapshot.files.insert(name.clone(), bytes);
+        }
+    }
+    snapshot.check_paths().map_err(|e| miette!("{e}"))?;
+    for (name, bytes) in &snapshot.files {
+        let path = dir.path().join(name);
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).map_err(|e| miette!("cannot write {}: {e}", p.display()))?;
+        }
+        std::fs::write(&path, bytes)
+            .map_err(|e| miette!("cannot write {}: {e}", path.display()))?;
+    }
+    let side = Side::load(dir.path(), Which::Base)
+        .map_err(|e| miette!("the deployed config does not validate with this sluice: {e}"))?;
+    let mut live: BTreeMap<(String, u32), BTreeMap<String, u64>> = BTreeMap::new();
+    for l in v["live"].as_array().into_iter().flatten() {
+        let (Some(j), Some(ver), Some(step), Some(n)) = (
+            l["journey"].as_str(),
+            l["version"].as_u64().and_then(|v| u32::try_from(v).ok()),
+            l["step"].as_str(),
+            l["live"].as_u64(),
+        ) else {
+            continue;
+        };
+        live.entry((j.to_owned(), ver))
+            .or_default()
+            .insert(step.to_owned(), n);
+    }
+    Ok(Deployed {
+        side,
+        live: Live(live),
+        generation: v["generation"].as_u64().unwrap_or(0),
+        dir,
+    })
+}
+
+impl journeys::plan::InFlight for Live {
+    fn live_per_step(&self, journey: &str, version: u32) -> BTreeMap<String, u64> {
+        self.0
+            .get(&(journey.to_owned(), version))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------- apply
+
+#[derive(clap::Args)]
+pub struct ApplyArgs {
+    /// The config repository to deploy.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Send this share of each changed journey's new entries to its new
+    /// version (e.g. `10%`); the previous stable keeps the rest.
+    #[arg(long, value_name = "PCT")]
+    pub canary: Option<String>,
+    /// Guards the running engine checks each minute, comma-separated:
+    /// `failed_rate < 2%, suppressed_rate < +50%`. A broken one rolls the
+    /// canary back.
+    #[arg(long, value_name = "EXPR", requires = "canary")]
+    pub guard: Vec<String>,
+    /// Send decisions each version needs before guards are checked.
+    #[arg(long, default_value_t = 100)]
+    pub min_sends: u64,
+    /// Who applies (default: `SLUICE_ACTOR`, else the OS user).
+    #[arg(long)]
+    pub actor: Option<String>,
+    #[command(flatten)]
+    pub place: Place,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
+    let canary = args
+        .canary
+        .as_deref()
+        .map(engine::api::admin::parse_share)
+        .transpose()
+        .map_err(|e| miette!("{e}"))?;
+    let guards: Vec<String> = args
+        .guard
+        .iter()
+        .flat_map(|g| engine::api::admin::split_guards(g))
+        .collect();
+    for g in &guards {
+        engine::deploy::guard::parse(g).map_err(|e| miette!("{e}"))?;
+    }
+    // The head must validate here first: nothing is sent otherwise.
+    let head = match Side::load(&args.dir, Which::Head) {
+        Ok(h) => h,
+        Err(journeys::plan::Error::Invalid {
+            diagnostics, dir, ..
+        }) => {
+            for d in diagnostics.iter() {
+                eprintln!("{:?}", d.to_report());
+            }
+            eprintln!("{} is invalid: nothing was applied", dir.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let snapshot = Snapshot::read(&args.dir).map_err(|e| miette!("{e}"))?;
+    let mut target = Target::open(&args.dir, &args.place)?;
+    let base = deployed(&mut target)?;
+    let plan = journeys::plan::plan(&base.side, &head, Some(&base.live));
+    if plan.diagnostics.has_errors() {
+        for d in plan.diagnostics.iter() {
+            eprintln!("{:?}", d.to_report());
+        }
+        eprintln!("a changed journey keeps its version: nothing was applied");
+        return Ok(ExitCode::from(1));
+    }
+    if args.format == Format::Human {
+        print!("{}", crate::plan::human(&plan, &base.side, &head));
+    }
+    if plan.is_empty() {
+        if args.format == Format::Json {
+            println!(
+                "{}",
+                json!({"applied": false, "generation": base.generation, "plan": plan.to_json()})
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let request = ApplyRequest {
+        snapshot,
+        actor: engine::service::run::actor(args.actor.as_deref()),
+        at: WallClock.now_millis(),
+        canary,
+        guards,
+        min_sends: args.min_sends,
+        expected: Some(base.generation),
+    };
+    match target.ask(AdminRequest::Apply(request))? {
+        Ok(v) => {
+            match args.format {
+                Format::Json => println!("{v}"),
+                Format::Human => {
+                    println!(
+                        "applied: generation {}{}",
+                        v["generation"],
+                        match canary {
+                            Some(bp) => format!(
+                                ", changed journeys' new versions take {}% of new entries",
+                                f64::from(bp) / 100.0
+                            ),
+                            None => String::new(),
+                        }
+                    );
+                    if let Some(m) = v["migrated"].as_object() {
+                        for (j, c) in m {
+                            println!(
+                                "migrated {j}: {} kept their timer, {} restarted at apply, {} completed, {} exited (migrated_out), {} stayed",
+                                c["kept"], c["restarted"], c["completed"], c["exited"], c["stayed"]
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(f) if f.status == 409 => {
+            eprintln!(
+                "error: {}",
+                f.body["error"]
+                    .as_str()
+                    .unwrap_or("the deployed state moved")
+            );
+            // Re-plan against what is deployed now, so the change is seen.
+            let now = deployed(&mut target)?;
+            let again = journeys::plan::plan(&now.side, &head, Some(&now.live));
+            eprintln!("what apply would do now (generation {}):", now.generation);
+            eprint!("{}", crate::plan::human(&again, &now.side, &head));
+            Ok(ExitCode::from(1))
+        }
+        Err(f) => {
+            refused(&f);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+// ------------------------------------------------- promote, rollback
+
+#[derive(clap::Args)]
+pub struct JourneyArgs {
+    /// The journey.
+    pub journey: String,
+    /// The config repository (for the Project: store, server, token).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Promote even while a guard is broken.
+    #[arg(long)]
+    pub force: bool,
+    /// Who does it (default: `SLUICE_ACTOR`, else the OS user).
+    #[arg(long)]
+    pub actor: Option<String>,
+    #[command(flatten)]
+    pub place: Place,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+fn print_audit(v: &Value, format: Format) {
+    match format {
+        Format::Json => println!("{v}"),
+        Format::Human => println!("{}", audit_line(v)),
+    }
+}
+
+fn audit_line(v: &Value) -> String {
+    let d = &v["detail"];
+    let what = match v["action"].as_str().unwrap_or("") {
+        "apply" => {
+            let n = d["changes"].as_array().map_or(0, Vec::len);
+            let mut s = format!("apply generation {}: {n} change(s)", d["generation"]);
+            if let Some(c) = d["canary"].as_f64() {
+                s.push_str(&format!(", canary {c}%"));
+            }
+            if let Some(g) = d["guards"].as_array().filter(|g| !g.is_empty()) {
+                let g: Vec<&str> = g.iter().filter_map(Value::as_str).collect();
+                s.push_str(&format!(", guards: {}", g.join(", ")));
+            }
+            s
+        }
+        "promote" => format!(
+            "promote {}: v{} → v{}{}",
+            v["journey"].as_str().unwrap_or(""),
+            d["from_version"],
+            d["to_version"],
+            if d["forced"] == true { " (forced)" } else { "" }
+        ),
+        "rollback" | "auto_rollback" => {
+            let j = v["journey"].as_str().unwrap_or("");
+            let mut s = if d.get("canary_version").is_some_and(|c| !c.is_null()) {
+                format!(
+                    "{} {j}: canary v{} removed, new entries back on v{}",
+                    v["action"].as_str().unwrap_or(""),
+                    d["canary_version"],
+                    d["stable_version"]
+                )
+            } else {
+                format!(
+                    "{} {j}: v{} → v{}",
+                    v["action"].as_str().unwrap_or(""),
+                    d["from_version"],
+                    d["to_version"]
+                )
+            };
+            if let Some(g) = d["guard"].as_str() {
+                s.push_str(&format!(
+                    " (guard `{g}` broken: canary {}, stable {})",
+                    pct(&d["rates"]["canary_rate"]),
+                    pct(&d["rates"]["stable_rate"])
+                ));
+            }
+            s
+        }
+        other => other.to_owned(),
+    };
+    format!(
+        "{}  {:<14} {}",
+        v["at"].as_str().unwrap_or(""),
+        v["actor"].as_str().unwrap_or(""),
+        what
+    )
+}
+
+fn pct(v: &Value) -> String {
+    match v.as_f64() {
+        Some(r) => format!("{:.2}%", r * 100.0),
+        None => "–".into(),
+    }
+}
+
+pub fn promote(args: JourneyArgs) -> miette::Result<ExitCode> {
+    let mut target = Target::open(&args.dir, &args.place)?;
+    let req = AdminRequest::Promote {
+        journey: args.journey.clone(),
+        force: args.force,
+        actor: engine::service::run::actor(args.actor.as_deref()),
+    };
+    match target.ask(req)? {
+        Ok(v) => {
+            print_audit(&v, args.format);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(f) => {
+            refused(&f);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+pub fn rollback(args: JourneyArgs) -> miette::Result<ExitCode> {
+    let mut target = Target::open(&args.dir, &args.place)?;
+    let req = AdminRequest::Rollback {
+        journey: args.journey.clone(),
+        actor: engine::service::run::actor(args.actor.as_deref()),
+    };
+    match target.ask(req)? {
+        Ok(v) => {
+            print_audit(&v, args.format);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(f) => {
+            refused(&f);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+// ------------------------------------------------- history, canary status
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// Only this journey.
+    pub journey: Option<String>,
+    /// The config repository (for the Project: store, server, token).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub place: Place,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+pub fn history(args: ListArgs) -> miette::Result<ExitCode> {
+    let mut target = Target::open(&args.dir, &args.place)?;
+    match target.ask(AdminRequest::History {
+        journey: args.journey.clone(),
+    })? {
+        Ok(v) => {
+            match args.format {
+                Format::Json => println!("{v}"),
+                Format::Human => {
+                    for e in v.as_array().into_iter().flatten() {
+                        println!("{}", audit_line(e));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(f) => {
+            refused(&f);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct CanaryArgs {
+    #[command(subcommand)]
+    pub what: CanaryWhat,
+}
+
+#[derive(clap::Subcommand)]
+pub enum CanaryWhat {
+    /// Each canary's share, sends and rates per version, and its guards;
+    /// exit 1 when a guard is broken or a canary was rolled back.
+    Status(ListArgs),
+}
+
+pub fn canary(args: CanaryArgs) -> miette::Result<ExitCode> {
+    let CanaryWhat::Status(args) = args.what;
+    let mut target = Target::open(&args.dir, &args.place)?;
+    let v = match target.ask(AdminRequest::Canary {
+        journey: args.journey.clone(),
+    })? {
+        Ok(v) => v,
+        Err(f) => {
+            refused(&f);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let list = v.as_array().cloned().unwrap_or_default();
+    let broken = list.iter().any(|s| s["broken"] == true);
+    match args.format {
+        Format::Json => println!("{v}"),
+        Format::Human => {
+            if list.is_empty() {
+                println!("no canaries");
+            }
+            for s in &list {
+                let j = s["journey"].as_str().unwrap_or("");
+                match s["canary_version"].as_u64() {
+                    None => {
+                        let rb = &s["rolled_back"];
+                        if rb.is_null() {
+                            println!("{j}: no canary (stable v{})", s["stable_version"]);
+                        } else {
+                            println!(
+                                "{j}: canary v{} ROLLED BACK at {}: {} (stable v{})",
+                                rb["version"],
+                                rb["at"].as_str().unwrap_or(""),
+                                rb["reason"].as_str().unwrap_or(""),
+                                s["stable_version"]
+                            );
+                        }
+                    }
+                    Some(cv) => {
+                        println!(
+                            "{j}: canary v{cv} takes {}% of new entries since {} (stable v{})",
+                            s["share"],
+                            s["since"].as_str().unwrap_or(""),
+                            s["stable_version"]
+                        );
+                        for (name, c) in [("stable", &s["stable"]), ("canary", &s["canary"])] {
+                            println!(
+                                "  {name:<6} sends {:>7}  failed {}  suppressed {}  unsubscribed {}",
+                                c["sends"],
+                                pct(&c["failed_rate"]),
+                                pct(&c["suppressed_rate"]),
+                                pct(&c["unsubscribe_rate"])
+                            );
+                        }
+                        for g in s["guards"].as_array().into_iter().flatten() {
+                            println!(
+                                "  guard {:<28} {:<8} canary {}  stable {}",
+                                g["guard"].as_str().unwrap_or(""),
+                                g["state"].as_str().unwrap_or(""),
+                                pct(&g["canary_rate"]),
+                                pct(&g["stable_rate"])
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(if broken {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

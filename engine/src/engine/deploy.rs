@@ -1,0 +1,662 @@
+//! The shell's side of deployments: running the deployed state kept in the
+//! store, and committing what [`crate::deploy`] computes for an apply, a
+//! promote, a rollback or a broken guard, with the live instances a
+//! `migrate` block moves, in one commit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use journeys::plan::Plan;
+
+use crate::clock::Millis;
+use crate::deploy::guard::{self, Verdict};
+use crate::deploy::state::{self, ApplyRequest, Change, Loader, Migration, Runtime, Snapshot};
+use crate::dispatch::MessageRenderer;
+use crate::index::Index;
+use crate::machine::instance::Moved;
+use crate::policy::Policies;
+use crate::store::deployments::{AuditEntry, Deployed, Deployments, SendCounts};
+use crate::store::timers::TimerKind;
+
+use super::{Engine, Error, Step};
+
+/// The deployed state the engine runs, and where its generations are
+/// written out.
+pub(super) struct DeployState {
+    loader: Loader,
+    deployed: Option<Deployed>,
+}
+
+/// How many live instances a migration moved, by what happened to them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Migrated {
+    pub kept: u64,
+    pub restarted: u64,
+    pub completed: u64,
+    pub exited: u64,
+    pub stayed: u64,
+}
+
+impl Migrated {
+    fn count(&mut self, m: Moved) {
+        match m {
+            Moved::Kept => self.kept += 1,
+            Moved::Restarted => self.restarted += 1,
+            Moved::Completed => self.completed += 1,
+            Moved::Exited => self.exited += 1,
+            Moved::Stayed => self.stayed += 1,
+        }
+    }
+}
+
+/// What an apply did.
+#[derive(Debug)]
+pub struct Applied {
+    pub plan: Plan,
+    /// The generation now deployed (unchanged when the plan was empty).
+    pub generation: u64,
+    /// Per journey migrated.
+    pub migrated: BTreeMap<String, Migrated>,
+    pub audit: Option<AuditEntry>,
+}
+
+/// One canary as `canary status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CanaryStatus {
+    pub journey: String,
+    pub stable_version: u32,
+    pub canary_version: Option<u32>,
+    /// Percent of new entries.
+    pub share: f64,
+    pub since: Option<Millis>,
+    pub min_sends: u64,
+    pub stable: Value,
+    pub canary: Value,
+    pub guards: Vec<Value>,
+    /// A broken guard, or a canary that was rolled back.
+    pub broken: bool,
+    pub rolled_back: Option<Value>,
+}
+
+fn rates(c: &SendCounts) -> Value {
+    let r = |m: guard::Metric| m.rate(c);
+    json!({
+        "sends": c.sends(),
+        "sent": c.sent,
+        "deferred": c.deferred,
+        "suppressed": c.suppressed,
+        "failed": c.failed,
+        "unsubscribed": c.unsubscribed,
+        "failed_rate": r(guard::Metric::Failed),
+        "suppressed_rate": r(guard::Metric::Suppressed),
+        "unsubscribe_rate": r(guard::Metric::Unsubscribe),
+    })
+}
+
+impl Engine {
+    /// Runs the deployed state kept in the store, writing its generations
+    /// out under `dir` (`<store>/deployed`). Returns whether something is
+    /// deployed (when nothing is, the engine keeps the config it was
+    /// opened with until the first apply).
+    pub fn open_deployments(&mut self, dir: PathBuf) -> Result<bool, Error> {
+        let deployed = self.store.store().deployed()?;
+        let mut loader = Loader::new(dir);
+        if let Some(d) = &deployed {
+            let rt = loader.runtime(self.store.store(), d)?;
+            self.use_runtime(rt)?;
+        }
+        let found = deployed.is_some();
+        self.deploy = Some(DeployState { loader, deployed });
+        Ok(found)
+    }
+
+    /// The deployed state (`None`: nothing deployed, or deployments not
+    /// opened).
+    pub fn deployed(&self) -> Option<&Deployed> {
+        self.deploy.as_ref().and_then(|d| d.deployed.as_ref())
+    }
+
+    fn use_runtime(&mut self, rt: Runtime) -> Result<(), Error> {
+        let others = rt.versions.others(&rt.config);
+        self.index = Arc::new(Index::with_versions(&rt.config, &others));
+        self.renderer = MessageRenderer::new(&rt.config);
+        let ledgers = self.policies.snapshot();
+        let mut policies = Policies::new(&rt.config);
+        policies.restore(&ledgers);
+        self.policies = policies;
+        self.versions = Arc::new(rt.versions);
+        self.config = rt.config;
+        self.arm_schedules(None)
+    }
+
+    /// A version's send decisions so far (with unsubscribes from its
+    /// messages).
+    pub fn version_counts(&self, journey: &str, version: u32) -> SendCounts {
+        let mut c = SendCounts::default();
+        for (k, n) in self.tally.counts() {
+            if k.journey == journey && k.version == version {
+                c.sent += n.sent;
+                c.deferred += n.deferred;
+                c.suppressed += n.suppressed;
+                c.failed += n.failed;
+            }
+        }
+        c.unsubscribed = self
+            .unsubscribes
+            .get(&(journey.to_owned(), version))
+            .copied()
+            .unwrap_or(0);
+        c
+    }
+
+    /// Live instances per step of one version.
+    pub fn live_per_step(&self, journey: &str, version: u32) -> BTreeMap<String, u64> {
+        self.tally
+            .counts()
+            .iter()
+            .filter(|(k, n)| k.journey == journey && k.version == version && n.live > 0)
+            .map(|(k, n)| (k.step.clone(), n.live))
+            .collect()
+    }
+
+    fn take_deploy(&mut self) -> Result<DeployState, Error> {
+        self.deploy.take().ok_or_else(|| {
+            Error::Deploy(state::Error::Refused(
+                "deployments are not open on this engine".into(),
+            ))
+        })
+    }
+
+    /// What applying `snapshot` would change, with in-flight counts, and
+    /// the generation it was planned against.
+    pub fn plan(&mut self, snapshot: &Snapshot) -> Result<(Plan, u64), Error> {
+        let mut st = self.take_deploy()?;
+        let result = (|| {
+            let base = state::base_side(&mut st.loader, self.store.store(), st.deployed.as_ref())?;
+            let head = state::head_side(&mut st.loader, st.deployed.as_ref(), snapshot)?;
+            let live = |j: &str, v: u32| self.live_per_step(j, v);
+            let plan = journeys::plan::plan(&base, &head, Some(&live));
+            Ok::<_, state::Error>((plan, st.deployed.as_ref().map_or(0, |d| d.generation)))
+        })();
+        self.deploy = Some(st);
+        Ok(result?)
+    }
+
+    /// Applies `req` (DEPLOY.md §3): the records, the new runtime and the
+    /// migrated instances in one durable commit. Nothing changes when it
+    /// is refused.
+    pub fn apply(&mut self, req: &ApplyRequest) -> Result<Applied, Error> {
+        self.commit()?;
+        let mut st = self.take_deploy()?;
+        let prepared = {
+            let live = |j: &str, v: u32| self.live_per_step(j, v);
+            let counts = |j: &str, v: u32| self.version_counts(j, v);
+            state::prepare_apply(
+                &mut st.loader,
+                self.store.store(),
+                st.deployed.as_ref(),
+                req,
+                &live,
+                &counts,
+            )
+        };
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                self.deploy = Some(st);
+                return Err(e.into());
+            }
+        };
+        let generation = st.deployed.as_ref().map_or(0, |d| d.generation);
+        let Some(deployed) = prepared.change.deployed.clone() else {
+            self.deploy = Some(st);
+            return Ok(Applied {
+                plan: prepared.plan,
+                generation,
+                migrated: BTreeMap::new(),
+                audit: None,
+            });
+        };
+        let mut change = prepared.change;
+        if let Some(rt) = change.runtime.take() {
+            self.use_runtime(rt)?;
+        }
+        let mut migrated = BTreeMap::new();
+        for m in &change.migrations {
+            let counts = self.migrate(m, req.at)?;
+            migrated.insert(m.journey.clone(), counts);
+        }
+        if let Some(a) = change.audit.first_mut() {
+            if !migrated.is_empty() {
+                a.detail["migrated"] = json!(migrated);
+            }
+        }
+        self.write_change(&change)?;
+        self.sync()?;
+        let audit = change.audit.first().cloned();
+        st.deployed = Some(deployed.clone());
+        self.deploy = Some(st);
+        Ok(Applied {
+            plan: prepared.plan,
+            generation: deployed.generation,
+            migrated,
+            audit,
+        })
+    }
+
+    fn write_change(&mut self, change: &Change) -> Result<(), Error> {
+        let batch = self.store.batch();
+        for (hash, bytes) in &change.files {
+            batch.put_file(hash, bytes.clone());
+        }
+        if let Some(g) = &change.generation {
+            batch.put_generation(g)?;
+        }
+        for (seq, v) in &change.versions {
+            batch.put_resource_version(*seq, v)?;
+        }
+        for a in &change.audit {
+            batch.put_audit(a)?;
+        }
+        if let Some(d) = &change.deployed {
+            batch.put_deployed(d)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the live instances of `m.journey` at version `m.from`.
+    fn migrate(&mut self, m: &Migration, at: Millis) -> Result<Migrated, Error> {
+        // Every live instance waits on a timer: the timers name the users
+        // who have one. The store is current (committed before).
+        let mut users = BTreeSet::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .store
+                .store()
+                .scan(b"t", after.as_deref(), None, 4_096)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (_, v) in page {
+                let t: crate::store::timers::Timer = crate::store::codec::decode("timer", &v)?;
+                if matches!(t.kind, TimerKind::Instance { .. } | TimerKind::Send { .. }) {
+                    users.insert(t.user);
+                }
+            }
+        }
+        let mut out = Migrated::default();
+        for user in users {
+            self.unit(&user, at, Step::Migrate(m))?;
+            for mv in self.migrated.drain(..) {
+                out.count(mv);
+            }
+            self.maybe_commit()?;
+        }
+        Ok(out)
+    }
+
+    /// `promote JOURNEY`.
+    pub fn promote(
+        &mut self,
+        journey: &str,
+        force: bool,
+        actor: &str,
+        at: Millis,
+    ) -> Result<AuditEntry, Error> {
+        let broken = self.canary_status(Some(journey)).into_iter().find_map(|s| {
+            s.guards
+                .iter()
+                .find(|g| g["state"] == "broken")
+                .map(|g| g["guard"].as_str().unwrap_or_default().to_owned())
+        });
+        self.change_rollout(|d| {
+            state::prepare_promote(d, journey, force, broken.as_deref(), actor, at)
+        })
+    }
+
+    /// `rollback JOURNEY`; with `guard`, an automatic rollback naming the
+    /// broken guard and both rates.
+    pub fn rollback(
+        &mut self,
+        journey: &str,
+        guard: Option<(String, Value)>,
+        actor: &str,
+        at: Millis,
+    ) -> Result<AuditEntry, Error> {
+        self.change_rollout(|d| state::prepare_rollback(d, journey, guard.clone(), actor, at))
+    }
+
+    fn change_rollout(
+        &mut self,
+        f: impl FnOnce(&Deployed) -> Result<(Deployed, AuditEntry), state::Error>,
+    ) -> Result<AuditEntry, Error> {
+        self.commit()?;
+        let mut st = self.take_deploy()?;
+        let result = (|| {
+            let d = st
+                .deployed
+                .as_ref()
+                .ok_or_else(|| state::Error::Refused("nothing is deployed in this store".into()))?;
+            let (d, entry) = f(d)?;
+            let rt = st.loader.runtime(self.store.store(), &d)?;
+            Ok::<_, state::Error>((d, entry, rt))
+        })();
+        let (d, entry, rt) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                self.deploy = Some(st);
+                return Err(e.into());
+            }
+        };
+        self.use_runtime(rt)?;
+        let batch = self.store.batch();
+        batch.put_audit(&entry)?;
+        batch.put_deployed(&d)?;
+        self.sync()?;
+        st.deployed = Some(d);
+        self.deploy = Some(st);
+        Ok(entry)
+    }
+
+    /// Each canary (or the one of `journey`): share, counts and rates per
+    /// version since it started, and its guards.
+    pub fn canary_status(&self, journey: Option<&str>) -> Vec<CanaryStatus> {
+        let Some(d) = self.deployed() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (id, r) in &d.journeys {
+            if journey.is_some_and(|j| j != id) {
+                continue;
+            }
+            let rolled_back = r.rolled_back.as_ref().map(|b| {
+                json!({"version": b.version, "at": crate::clock::format_ts(b.at), "guard": b.guard, "reason": b.reason})
+            });
+            let Some(c) = &r.canary else {
+                if rolled_back.is_some() || journey.is_some() {
+                    out.push(CanaryStatus {
+                        journey: id.clone(),
+                        stable_version: r.stable.version,
+                        canary_version: None,
+                        share: 0.0,
+                        since: None,
+                        min_sends: 0,
+                        stable: Value::Null,
+                        canary: Value::Null,
+                        guards: Vec::new(),
+                        broken: rolled_back.is_some(),
+                        rolled_back,
+                    });
+                }
+                continue;
+            };
+            let stable = self
+                .version_counts(id, r.stable.version)
+                .since(&c.baseline_stable);
+            let canary = self
+                .version_counts(id, c.pin.version)
+                .since(&c.baseline_canary);
+            let mut broken = false;
+            let guards = c
+                .guards
+                .iter()
+                .filter_map(|g| guard::parse(g).ok())
+                .map(|g| {
+                    let verdict = guard::check(&g, &canary, &stable, c.min_sends);
+                    broken |= verdict == Verdict::Broken;
+                    let mut v = guard::rates(&g, &canary, &stable);
+                    v["state"] = json!(verdict.as_str());
+                    v
+                })
+                .collect();
+            out.push(CanaryStatus {
+                journey: id.clone(),
+                stable_version: r.stable.version,
+                canary_version: Some(c.pin.version),
+                share: f64::from(c.basis_points) / 100.0,
+                since: Some(c.since),
+                min_sends: c.min_sends,
+                stable: rates(&stable),
+                canary: rates(&canary),
+                guards,
+                broken,
+                rolled_back,
+            });
+        }
+        out
+    }
+
+    /// Checks every canary's guards (the running engine, each minute): a
+    /// broken one rolls its canary back, with an audit entry naming the
+    /// guard and both rates.
+    pub fn check_guards(&mut self, at: Millis) -> Result<Vec<AuditEntry>, Error> {
+        let mut broken = Vec::new();
+        for s in self.canary_status(None) {
+            if s.canary_version.is_none() {
+                continue;
+            }
+            if let Some(g) = s.guards.iter().find(|g| g["state"] == "broken") {
+                let name = g["guard"].as_str().unwrap_or_default().to_owned();
+                broken.push((s.journey.clone(), name, g.clone()));
+            }
+        }
+        let mut entries = Vec::new();
+        for (journey, name, rates) in broken {
+            tracing::warn!(journey = %journey, guard = %name, "canary guard broken: rolling the canary back");
+            entries.push(self.rollback(&journey, Some((name, rates)), "sluice (guard)", at)?);
+        }
+        Ok(entries)
+    }
+
+    /// The audit log, oldest first (of one journey, with `journey`).
+    pub fn history(&self, journey: Option<&str>) -> Result<Vec<AuditEntry>, Error> {
+        let all = self.store.store().audit()?;
+        Ok(all
+            .into_iter()
+            .filter(|e| journey.is_none_or(|j| e.journey.as_deref() == Some(j) || mentions(e, j)))
+            .collect())
+    }
+
+    /// Counts an unsubscribe from `user`'s message `key` against the
+    /// journey version that sent it (what `unsubscribe_rate` guards read).
+    pub fn count_unsubscribe(&mut self, user: &str, key: &str) -> Result<(), Error> {
+        self.commit()?;
+        let lines = self.store.store().user_messages(user, usize::MAX)?;
+        let found = lines.iter().rev().find(|l| l["key"] == key).and_then(|l| {
+            Some((
+                l["journey"].as_str()?.to_owned(),
+                u32::try_from(l["version"].as_u64()?).ok()?,
+            ))
+        });
+        if let Some(k) = found {
+            *self.unsubscribes.entry(k).or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Whether an apply entry changed `journey`.
+fn mentions(e: &AuditEntry, journey: &str) -> bool {
+    e.detail["changes"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["kind"] == "Journey" && c["id"] == journey)
+    })
+}
+
+/// A deployment request, as `/v1/admin/…` and the deploy commands with
+/// `--store` make it.
+#[derive(Debug, Clone)]
+pub enum AdminRequest {
+    /// The deployed generation's files and the live instances per step:
+    /// what a client plans against.
+    Deployed,
+    /// What applying these files would change (`{"generation", "plan"}`).
+    Plan(Snapshot),
+    Apply(ApplyRequest),
+    Promote {
+        journey: String,
+        force: bool,
+        actor: String,
+    },
+    Rollback {
+        journey: String,
+        actor: String,
+    },
+    Canary {
+        journey: Option<String>,
+    },
+    History {
+        journey: Option<String>,
+    },
+}
+
+/// A refused deployment request: an HTTP status and a JSON body with
+/// `error` (and `diagnostics` when the config does not validate).
+#[derive(Debug, Clone)]
+pub struct AdminFailure {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl AdminFailure {
+    fn of(e: state::Error) -> AdminFailure {
+        let message = e.to_string();
+        match e {
+            state::Error::Moved { read, now } => AdminFailure {
+                status: 409,
+                body: json!({"error": message, "read_generation": read, "generation": now}),
+            },
+            state::Error::Invalid { diagnostics, .. } | state::Error::Plan { diagnostics } => {
+                AdminFailure {
+                    status: 422,
+                    body: json!({"error": message, "diagnostics": diagnostics.to_json()}),
+                }
+            }
+            state::Error::Refused(_) => AdminFailure {
+                status: 400,
+                body: json!({ "error": message }),
+            },
+            state::Error::Corrupt(_) | state::Error::Io { .. } | state::Error::Store(_) => {
+                AdminFailure {
+                    status: 500,
+                    body: json!({ "error": message }),
+                }
+            }
+        }
+    }
+}
+
+/// An audit entry as `history` prints it.
+pub fn audit_json(e: &AuditEntry) -> Value {
+    json!({
+        "seq": e.seq,
+        "at": crate::clock::format_ts(e.at),
+        "actor": e.actor,
+        "action": e.action,
+        "journey": e.journey,
+        "detail": e.detail,
+    })
+}
+
+impl Engine {
+    /// Carries out a deployment request. The outer error is the store's
+    /// (fatal for a service); the inner one a refusal that changed nothing.
+    pub fn admin(
+        &mut self,
+        req: AdminRequest,
+        now: Millis,
+    ) -> Result<Result<Value, AdminFailure>, Error> {
+        let out = match req {
+            AdminRequest::Deployed => self.deployed_files().map(|(generation, files)| {
+                use base64::Engine as _;
+                let files: BTreeMap<String, String> = files
+                    .into_iter()
+                    .map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v)))
+                    .collect();
+                let live: Vec<Value> = self
+                    .tally
+                    .counts()
+                    .iter()
+                    .filter(|(_, n)| n.live > 0)
+                    .map(|(k, n)| json!({"journey": k.journey, "version": k.version, "step": k.step, "live": n.live}))
+                    .collect();
+                json!({"generation": generation, "files": files, "live": live})
+            }),
+            AdminRequest::Plan(snapshot) => self.plan(&snapshot).and_then(|(plan, generation)| {
+                if plan.diagnostics.has_errors() {
+                    return Err(Error::Deploy(state::Error::Plan {
+                        diagnostics: plan.diagnostics,
+                    }));
+                }
+                Ok(json!({"generation": generation, "plan": plan.to_json()}))
+            }),
+            AdminRequest::Apply(req) => self.apply(&req).map(|a| {
+                json!({
+                    "applied": a.audit.is_some(),
+                    "generation": a.generation,
+                    "plan": a.plan.to_json(),
+                    "migrated": a.migrated,
+                    "audit": a.audit.as_ref().map(audit_json),
+                })
+            }),
+            AdminRequest::Promote {
+                journey,
+                force,
+                actor,
+            } => self
+                .promote(&journey, force, &actor, now)
+                .map(|e| audit_json(&e)),
+            AdminRequest::Rollback { journey, actor } => self
+                .rollback(&journey, None, &actor, now)
+                .map(|e| audit_json(&e)),
+            AdminRequest::Canary { journey } => {
+                let list = self.canary_status(journey.as_deref());
+                if let Some(j) = &journey {
+                    if self.deployed().is_none_or(|d| !d.journeys.contains_key(j)) {
+                        return Ok(Err(AdminFailure::of(state::Error::Refused(format!(
+                            "journey `{j}` is not deployed"
+                        )))));
+                    }
+                }
+                Ok(json!(list
+                    .iter()
+                    .map(|s| {
+                        let mut v = json!(s);
+                        v["since"] = json!(s.since.map(crate::clock::format_ts));
+                        v
+                    })
+                    .collect::<Vec<_>>()))
+            }
+            AdminRequest::History { journey } => self
+                .history(journey.as_deref())
+                .map(|es| json!(es.iter().map(audit_json).collect::<Vec<_>>())),
+        };
+        match out {
+            Ok(v) => Ok(Ok(v)),
+            Err(Error::Deploy(e)) => Ok(Err(AdminFailure::of(e))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The files of the deployed generation (none when nothing is deployed).
+    pub fn deployed_files(&mut self) -> Result<(u64, BTreeMap<String, Vec<u8>>), Error> {
+        let Some(g) = self.deployed().map(|d| d.generation) else {
+            return Ok((0, BTreeMap::new()));
+        };
+        let gen =
+            self.store.store().generation(g)?.ok_or_else(|| {
+                state::Error::Corrupt(format!("generation {g} is not in the store"))
+            })?;
+        let mut files = BTreeMap::new();
+        for (name, hash) in gen.files {
+            let bytes = self.store.store().file(&hash)?.ok_or_else(|| {
+                state::Error::Corrupt(format!("file {name} of generation {g} is missing"))
+            })?;
+            files.insert(name, bytes);
+        }
+        Ok((g, files))
+    }
+}

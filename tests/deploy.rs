@@ -1,0 +1,597 @@
+//! Deployments end to end (DEPLOY.md) on the built binary: `sluice run`
+//! deploys v1 at start; `apply --canary` splits new entries; a broken guard
+//! rolls the canary back by itself; `promote` and `rollback` move new
+//! entries; `migrate` moves live instances with `on_unmapped: exit` and
+//! `stay`; bad input is refused with nothing changed. Fixtures:
+//! tests/fixtures/deploy/ (one directory per checkout).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const INGEST: &str = "deploy-ingest-token";
+const ADMIN: &str = "deploy-admin-token";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/deploy")
+        .join(name)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read fixture") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// `sluice` with the test's tokens in its environment.
+fn sluice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
+        .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
+        .env("SLUICE_ACTOR", "deploy-test")
+        .env_remove("SLUICE_SERVER")
+        .env_remove("SLUICE_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sluice")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json_out(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(o)))
+}
+
+/// A running `sluice run`, killed (and reaped) on drop.
+struct Service {
+    child: Option<Child>,
+    url: String,
+    log: PathBuf,
+}
+
+impl Service {
+    fn start(repo: &Path) -> Service {
+        let port = free_port();
+        let log = repo.join("run.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("run")
+            .arg(repo)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
+            .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
+            .env("SLUICE_ACTOR", "deploy-test")
+            // Guards every 200 ms instead of every minute.
+            .env("SLUICE_GUARD_INTERVAL_MS", "200")
+            .env("SLUICE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start sluice run");
+        let s = Service {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ready(port) {
+            assert!(
+                Instant::now() < deadline,
+                "sluice run not ready in 20 s:\n{}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A deploy command through this server with the admin token.
+    fn admin(&self, args: &[&str]) -> Output {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--server", &self.url, "--token", ADMIN]);
+        sluice(&a)
+    }
+
+    /// Posts `signed_up` for each user (with `plan` when given).
+    fn sign_up(&self, dir: &Path, users: &[String], plan: Option<&str>) {
+        let mut body = String::new();
+        // `sluice run` runs on the wall clock: events are stamped with it.
+        #[allow(clippy::disallowed_methods)]
+        let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        for u in users {
+            let traits = match plan {
+                Some(p) => format!(r#","traits":{{"plan":"{p}"}}"#),
+                None => String::new(),
+            };
+            body.push_str(&format!(
+                r#"{{"type":"identify","user":"{u}","id":"i-{u}","ts":"{ts}"{traits}}}"#
+            ));
+            body.push('\n');
+            body.push_str(&format!(
+                r#"{{"type":"track","user":"{u}","event":"signed_up","id":"s-{u}","ts":"{ts}"}}"#
+            ));
+            body.push('\n');
+        }
+        let file = dir.join(format!(
+            "events-{}.jsonl",
+            users.first().map_or("none", |u| u)
+        ));
+        std::fs::write(&file, body).expect("events");
+        let o = sluice(&[
+            "send-events",
+            file.to_str().expect("path"),
+            "--server",
+            &self.url,
+            "--token",
+            INGEST,
+        ]);
+        assert!(
+            o.status.success(),
+            "send-events:\n{}\n{}",
+            text(&o),
+            self.log()
+        );
+    }
+
+    /// The version of `user`'s live instance of `onboard` and its step.
+    fn instance(&self, user: &str) -> Option<(u64, String, Option<String>)> {
+        let o = self.admin(&["inspect", "user", user, "--format", "json"]);
+        assert!(o.status.success(), "inspect {user}:\n{}", text(&o));
+        let v = json_out(&o);
+        v["instances"].as_array().and_then(|is| {
+            is.iter().find(|i| i["journey"] == "onboard").map(|i| {
+                (
+                    i["version"].as_u64().unwrap_or(0),
+                    i["step"].as_str().unwrap_or("").to_owned(),
+                    i["waiting_until"].as_str().map(str::to_owned),
+                )
+            })
+        })
+    }
+
+    /// Entries of `onboard` per version (from the report).
+    fn entries(&self) -> std::collections::BTreeMap<u64, u64> {
+        let o = self.admin(&["report", "onboard", "--format", "json"]);
+        assert!(o.status.success(), "report:\n{}", text(&o));
+        json_out(&o)
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r["version"].as_u64().unwrap_or(0),
+                    r["entries"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn ready(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+fn users(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// A checkout of `version` beside the running repository.
+fn checkout(root: &Path, version: &str) -> PathBuf {
+    let dir = root.join(version);
+    copy_dir(&fixture(version), &dir);
+    dir
+}
+
+#[test]
+fn a_canary_takes_its_share_then_promote_and_rollback_move_new_entries() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = checkout(tmp.path(), "v1");
+    let s = Service::start(&repo);
+    assert!(s.log().contains("deployed"), "{}", s.log());
+    let before = users("early-", 100);
+    s.sign_up(tmp.path(), &before, None);
+
+    // The plan against the server shows the step change and who is in
+    // flight (the 100 early users wait at wait-a).
+    let v2 = checkout(tmp.path(), "v2");
+    let o = s.admin(&["plan", v2.to_str().expect("path"), "--format", "json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let plan = json_out(&o);
+    let change = &plan["changes"][0];
+    assert_eq!(change["id"], "onboard");
+    assert_eq!(change["steps"]["changed"][0], "wait-a", "{plan}");
+    assert_eq!(change["in_flight"]["live"], 100, "{plan}");
+
+    let o = s.admin(&["apply", v2.to_str().expect("path"), "--canary", "10%"]);
+    assert!(o.status.success(), "apply:\n{}\n{}", text(&o), s.log());
+
+    // 5,000 new users: 10% ± 2% of them enter v2.
+    let new = users("new-", 5_000);
+    s.sign_up(tmp.path(), &new, None);
+    let entries = s.entries();
+    let v2_entries = entries.get(&2).copied().unwrap_or(0);
+    assert!(
+        (400..=600).contains(&v2_entries),
+        "v2 took {v2_entries} of 5,000 new entries: {entries:?}"
+    );
+    assert_eq!(entries.values().sum::<u64>(), 5_100, "{entries:?}");
+    // Early users stay on the version they entered.
+    for u in before.iter().take(5) {
+        assert_eq!(s.instance(u).map(|i| i.0), Some(1), "{u}");
+    }
+
+    let o = s.admin(&["canary", "status", "onboard", "--format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let st = json_out(&o);
+    assert_eq!(st[0]["canary_version"], 2);
+    assert_eq!(st[0]["share"], 10.0);
+
+    // Promote: every new entry goes to v2.
+    let o = s.admin(&["promote", "onboard"]);
+    assert!(o.status.success(), "promote:\n{}", text(&o));
+    let after_promote = users("promoted-", 200);
+    s.sign_up(tmp.path(), &after_promote, None);
+    let e = s.entries();
+    assert_eq!(e.get(&2).copied().unwrap_or(0), v2_entries + 200, "{e:?}");
+
+    // Rollback: new entries back on v1; v2's live instances stay on v2.
+    let o = s.admin(&["rollback", "onboard"]);
+    assert!(o.status.success(), "rollback:\n{}", text(&o));
+    let after_rollback = users("rolled-", 200);
+    s.sign_up(tmp.path(), &after_rollback, None);
+    let e2 = s.entries();
+    assert_eq!(e2.get(&2).copied(), e.get(&2).copied(), "{e2:?}");
+    assert_eq!(s.instance(&after_promote[0]).map(|i| i.0), Some(2));
+    assert_eq!(s.instance(&after_rollback[0]).map(|i| i.0), Some(1));
+
+    // A rollback with nothing left to roll back to, and a promote without
+    // a canary, are refused and change nothing.
+    let o = s.admin(&["promote", "onboard"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has no canary"),
+        "{}",
+        text(&o)
+    );
+
+    // The audit log has every step, by the actor.
+    let o = s.admin(&["history", "--format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let h = json_out(&o);
+    let actions: Vec<&str> = h
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["apply", "apply", "promote", "rollback"], "{h}");
+    assert!(
+        h.as_array()
+            .into_iter()
+            .flatten()
+            .all(|e| e["actor"] == "deploy-test"),
+        "{h}"
+    );
+}
+
+#[test]
+fn a_broken_guard_rolls_the_canary_back_by_itself() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = checkout(tmp.path(), "v1");
+    let s = Service::start(&repo);
+    let broken = checkout(tmp.path(), "v2-broken");
+    let o = s.admin(&[
+        "apply",
+        broken.to_str().expect("path"),
+        "--canary",
+        "50%",
+        "--guard",
+        "failed_rate < 2%",
+        "--min-sends",
+        "20",
+    ]);
+    assert!(o.status.success(), "apply:\n{}\n{}", text(&o), s.log());
+    s.sign_up(tmp.path(), &users("g-", 300), None);
+
+    // The engine checks guards by itself; wait for the rollback.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let o = s.admin(&["canary", "status", "onboard", "--format", "json"]);
+        let v = json_out(&o);
+        if !v[0]["rolled_back"].is_null() {
+            assert_eq!(
+                o.status.code(),
+                Some(1),
+                "a rolled-back canary exits 1:\n{}",
+                text(&o)
+            );
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no automatic rollback:\n{v}\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        status[0]["rolled_back"]["guard"], "failed_rate < 2%",
+        "{status}"
+    );
+    assert!(status[0]["canary_version"].is_null(), "{status}");
+
+    let o = s.admin(&["history", "onboard", "--format", "json"]);
+    let h = json_out(&o);
+    let auto = h
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["action"] == "auto_rollback")
+        .unwrap_or_else(|| panic!("no auto_rollback entry: {h}"));
+    assert_eq!(auto["detail"]["guard"], "failed_rate < 2%", "{auto}");
+    assert_eq!(auto["detail"]["rates"]["canary_rate"], 1.0, "{auto}");
+    assert_eq!(auto["detail"]["rates"]["stable_rate"], 0.0, "{auto}");
+
+    // New entries are back on v1.
+    let later = users("later-", 20);
+    s.sign_up(tmp.path(), &later, None);
+    for u in later.iter().take(5) {
+        assert_eq!(s.instance(u).map(|i| i.0), Some(1), "{u}");
+    }
+}
+
+/// Deploys v1 with `sluice run`, puts 20 users at wait-a and 10 plus
+/// users at wait-plus, stops the service, then applies `version` to the
+/// store (no server).
+/// What [`migrated`] leaves: the temporary root, the repository, the
+/// plain and plus users, the plain users' due times, and apply's output.
+struct Migrated {
+    _tmp: tempfile::TempDir,
+    repo: PathBuf,
+    plain: Vec<String>,
+    plus: Vec<String>,
+    due: Vec<Option<String>>,
+    apply: Output,
+}
+
+fn migrated(version: &str) -> Migrated {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = checkout(tmp.path(), "v1");
+    let plain = users("m-", 20);
+    let plus = users("p-", 10);
+    let due;
+    {
+        let s = Service::start(&repo);
+        s.sign_up(tmp.path(), &plain, None);
+        s.sign_up(tmp.path(), &plus, Some("plus"));
+        for u in &plus {
+            assert_eq!(s.instance(u).map(|i| i.1), Some("wait-plus".into()), "{u}");
+        }
+        due = plain
+            .iter()
+            .map(|u| s.instance(u).and_then(|i| i.2))
+            .collect::<Vec<_>>();
+    }
+    let next = checkout(tmp.path(), version);
+    let store = repo.join(".sluice/store");
+    let o = sluice(&[
+        "plan",
+        next.to_str().expect("path"),
+        "--store",
+        store.to_str().expect("path"),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "plan --store:\n{}", text(&o));
+    let plan = json_out(&o);
+    assert_eq!(plan["changes"][0]["in_flight"]["live"], 30, "{plan}");
+    assert_eq!(plan["changes"][0]["in_flight"]["migrated"], 20, "{plan}");
+    let o = sluice(&[
+        "apply",
+        next.to_str().expect("path"),
+        "--store",
+        store.to_str().expect("path"),
+    ]);
+    Migrated {
+        _tmp: tmp,
+        repo,
+        plain,
+        plus,
+        due,
+        apply: o,
+    }
+}
+
+fn inspect_store(repo: &Path, user: &str) -> Value {
+    let store = repo.join(".sluice/store");
+    let o = sluice(&[
+        "inspect",
+        "user",
+        user,
+        repo.to_str().expect("path"),
+        "--store",
+        store.to_str().expect("path"),
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "inspect:\n{}", text(&o));
+    json_out(&o)
+}
+
+#[test]
+fn migrate_moves_mapped_instances_keeping_their_timers_and_exits_the_rest() {
+    let Migrated {
+        _tmp,
+        repo,
+        plain,
+        plus,
+        due,
+        apply: o,
+    } = migrated("v3-exit");
+    assert!(o.status.success(), "apply --store:\n{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("20 kept their timer") && out.contains("10 exited"),
+        "{out}"
+    );
+    for (u, due) in plain.iter().zip(&due) {
+        let v = inspect_store(&repo, u);
+        let i = &v["instances"][0];
+        assert_eq!(i["version"], 3, "{u}: {v}");
+        assert_eq!(i["step"], "wait-a2", "{u}: {v}");
+        assert_eq!(
+            i["waiting_until"].as_str(),
+            due.as_deref(),
+            "{u} keeps its due time"
+        );
+        assert_eq!(
+            v["instances"].as_array().map(Vec::len),
+            Some(1),
+            "not doubled: {v}"
+        );
+    }
+    for u in &plus {
+        let v = inspect_store(&repo, u);
+        assert_eq!(
+            v["instances"].as_array().map(Vec::len),
+            Some(0),
+            "{u} exited: {v}"
+        );
+    }
+    let o = sluice(&[
+        "history",
+        "--dir",
+        repo.to_str().expect("path"),
+        "--format",
+        "json",
+    ]);
+    let h = json_out(&o);
+    assert_eq!(h[1]["detail"]["migrated"]["onboard"]["exited"], 10, "{h}");
+}
+
+#[test]
+fn migrate_with_stay_leaves_unmapped_instances_on_their_version() {
+    let Migrated {
+        _tmp,
+        repo,
+        plain,
+        plus,
+        apply: o,
+        ..
+    } = migrated("v3-stay");
+    assert!(o.status.success(), "apply --store:\n{}", text(&o));
+    assert_eq!(
+        inspect_store(&repo, &plain[0])["instances"][0]["version"],
+        3
+    );
+    for u in &plus {
+        let v = inspect_store(&repo, u);
+        assert_eq!(v["instances"][0]["version"], 1, "{u} stays on v1: {v}");
+        assert_eq!(v["instances"][0]["step"], "wait-plus", "{v}");
+    }
+}
+
+#[test]
+fn bad_deploy_input_is_refused_and_changes_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = checkout(tmp.path(), "v1");
+    let s = Service::start(&repo);
+    let v2 = checkout(tmp.path(), "v2");
+    let v2p = v2.to_str().expect("path");
+    for (args, says) in [
+        (vec!["apply", v2p, "--canary", "150%"], "outside 0–100%"),
+        (
+            vec![
+                "apply",
+                v2p,
+                "--canary",
+                "10%",
+                "--guard",
+                "failed_rate > 2%",
+            ],
+            "does not parse",
+        ),
+        (vec!["promote", "onboard"], "has no canary"),
+        (
+            vec!["rollback", "onboard"],
+            "no canary and no earlier version",
+        ),
+        (vec!["promote", "no-such-journey"], "not deployed"),
+    ] {
+        let o = s.admin(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}:\n{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(says),
+            "{args:?}:\n{}",
+            text(&o)
+        );
+    }
+    // A changed journey that keeps its version is refused at its line.
+    let same = tmp.path().join("not-bumped");
+    copy_dir(&v2, &same);
+    let j = same.join("journeys.yaml");
+    let t = std::fs::read_to_string(&j).expect("read");
+    std::fs::write(&j, t.replace("version: 2", "version: 1")).expect("write");
+    let o = s.admin(&["apply", same.to_str().expect("path")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("version_not_bumped"),
+        "{}",
+        text(&o)
+    );
+    // Nothing was applied: the history holds the start-up deployment only.
+    let o = s.admin(&["history", "--format", "json"]);
+    assert_eq!(
+        json_out(&o).as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        text(&o)
+    );
+}
