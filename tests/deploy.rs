@@ -595,3 +595,69 @@ fn bad_deploy_input_is_refused_and_changes_nothing() {
         text(&o)
     );
 }
+
+#[test]
+fn deploys_through_the_server_drop_no_event_while_events_stream_and_survive_a_restart() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = checkout(tmp.path(), "v1");
+    let v2 = checkout(tmp.path(), "v2");
+    let v2p = v2.to_str().expect("path");
+    let total = 3_000;
+    {
+        let s = Service::start(&repo);
+        std::thread::scope(|scope| {
+            let sender = scope.spawn(|| {
+                for b in 0..30 {
+                    s.sign_up(tmp.path(), &users(&format!("stream{b}-"), total / 30), None);
+                }
+            });
+            // Deployments while the events come in.
+            for args in [
+                vec!["apply", v2p, "--canary", "50%"],
+                vec!["rollback", "onboard"],
+                vec!["apply", v2p, "--canary", "30%"],
+                vec!["promote", "onboard"],
+            ] {
+                std::thread::sleep(Duration::from_millis(150));
+                let o = s.admin(&args);
+                assert!(o.status.success(), "{args:?}:\n{}\n{}", text(&o), s.log());
+            }
+            sender.join().expect("sender");
+        });
+        // Every event applied exactly once: one entry per user.
+        let e = s.entries();
+        assert_eq!(e.values().sum::<u64>(), total as u64, "{e:?}");
+        assert!(
+            e.contains_key(&1) && e.contains_key(&2),
+            "both versions took entries: {e:?}"
+        );
+    }
+    // After a restart (SIGKILL above), the rollout and the versions of live
+    // instances are what they were.
+    let s = Service::start(&repo);
+    assert!(
+        !s.log().contains("deployed ."),
+        "a store with a deployment is not deployed again:\n{}",
+        s.log()
+    );
+    let mut versions = std::collections::BTreeMap::new();
+    for b in [0, 29] {
+        for u in users(&format!("stream{b}-"), 20) {
+            let v = s.instance(&u).map(|i| i.0).expect("live instance");
+            *versions.entry(v).or_insert(0) += 1;
+        }
+    }
+    assert!(versions.keys().all(|v| *v == 1 || *v == 2), "{versions:?}");
+    let later = users("after-restart-", 20);
+    s.sign_up(tmp.path(), &later, None);
+    for u in later.iter().take(5) {
+        assert_eq!(s.instance(u).map(|i| i.0), Some(2), "promoted v2 takes {u}");
+    }
+    let o = s.admin(&["history", "--format", "json"]);
+    assert_eq!(
+        json_out(&o).as_array().map(Vec::len),
+        Some(5),
+        "{}",
+        text(&o)
+    );
+}

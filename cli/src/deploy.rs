@@ -263,6 +263,47 @@ pub struct Deployed {
     pub live: Live,
     pub generation: u64,
     pub dir: tempfile::TempDir,
+    /// Per journey, the versions its new entries go to: stable, canary.
+    pub running: BTreeMap<String, (u32, Option<u32>)>,
+}
+
+/// A journey whose config did not change but whose new entries run another
+/// version (after a rollback): apply rolls the config's version out again.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rerollout {
+    pub journey: String,
+    pub running: u32,
+    pub version: u32,
+}
+
+impl Deployed {
+    /// The journeys of `head` whose version their rollout does not run.
+    pub fn rerollouts(&self, head: &Side) -> Vec<Rerollout> {
+        head.config
+            .journeys
+            .iter()
+            .filter_map(|j| {
+                let (stable, canary) = *self.running.get(&j.id)?;
+                (stable != j.version && canary != Some(j.version)).then(|| Rerollout {
+                    journey: j.id.clone(),
+                    running: canary.unwrap_or(stable),
+                    version: j.version,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One line per journey rolled out again.
+pub fn rerollout_lines(rs: &[Rerollout]) -> String {
+    rs.iter()
+        .map(|r| {
+            format!(
+                "~ roll out Journey {} v{} again (new entries run v{} since a rollback)\n",
+                r.journey, r.version, r.running
+            )
+        })
+        .collect()
 }
 
 /// Live instances per journey version and step.
@@ -313,11 +354,22 @@ pub fn deployed(target: &mut Target) -> miette::Result<Deployed> {
             .or_default()
             .insert(step.to_owned(), n);
     }
+    let running = v["running"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(j, r)| {
+            let stable = u32::try_from(r["stable"].as_u64()?).ok()?;
+            let canary = r["canary"].as_u64().and_then(|c| u32::try_from(c).ok());
+            Some((j.clone(), (stable, canary)))
+        })
+        .collect();
     Ok(Deployed {
         side,
         live: Live(live),
         generation: v["generation"].as_u64().unwrap_or(0),
         dir,
+        running,
     })
 }
 
@@ -397,10 +449,12 @@ pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
         eprintln!("a changed journey keeps its version: nothing was applied");
         return Ok(ExitCode::from(1));
     }
+    let rerolled = base.rerollouts(&head);
     if args.format == Format::Human {
+        print!("{}", rerollout_lines(&rerolled));
         print!("{}", crate::plan::human(&plan, &base.side, &head));
     }
-    if plan.is_empty() {
+    if plan.is_empty() && rerolled.is_empty() {
         if args.format == Format::Json {
             println!(
                 "{}",

@@ -52,6 +52,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     // Against a checkout, or against the deployed state (a store or a
     // server: then with in-flight counts).
     let mut live: Option<crate::deploy::Live> = None;
+    let mut rerolled: Vec<crate::deploy::Rerollout> = Vec::new();
     // The deployed files' temporary directory lives as long as the plan.
     let mut keep: Option<tempfile::TempDir> = None;
     #[allow(unused_assignments)]
@@ -67,6 +68,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                 };
                 let mut target = crate::deploy::Target::open(&args.dir, &place)?;
                 let d = crate::deploy::deployed(&mut target)?;
+                rerolled = d.rerollouts(&head);
                 live = Some(d.live);
                 keep = Some(d.dir);
                 Ok((d.side, head))
@@ -98,14 +100,24 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let text = match args.format {
+        PlanFormat::Json if !rerolled.is_empty() => {
+            let mut doc = plan.to_json();
+            doc["rollouts"] = serde_json::json!(rerolled);
+            format!("{doc}\n")
+        }
         PlanFormat::Json => format!("{}\n", plan.to_json()),
+        PlanFormat::Human if !rerolled.is_empty() => format!(
+            "{}{}",
+            crate::deploy::rerollout_lines(&rerolled),
+            human(&plan, &base, &head)
+        ),
         PlanFormat::Human => human(&plan, &base, &head),
         PlanFormat::Markdown => markdown(&plan, &base, &head),
     };
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
-    Ok(if plan.is_empty() {
+    Ok(if plan.is_empty() && rerolled.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)

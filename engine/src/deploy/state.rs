@@ -403,6 +403,36 @@ pub struct Change {
 pub struct Prepared {
     pub plan: Plan,
     pub change: Change,
+    /// Journeys whose config did not change but whose new entries run
+    /// another version (a rollback): the apply rolls this one out again.
+    pub rerolled: Vec<Rerollout>,
+}
+
+/// A journey whose deployed config holds `version` while its new entries
+/// go to `running` (after a rollback): applying the same config rolls
+/// `version` out again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rerollout {
+    pub journey: String,
+    pub running: u32,
+    pub version: u32,
+}
+
+/// Journeys of `head` whose version is neither the stable nor the canary
+/// version their rollout runs.
+pub fn rerollouts(d: &Deployed, head: &Config) -> Vec<Rerollout> {
+    head.journeys
+        .iter()
+        .filter_map(|j| {
+            let r = d.journeys.get(&j.id).filter(|r| !r.deleted)?;
+            let canary = r.canary.as_ref().map(|c| c.pin.version);
+            (r.stable.version != j.version && canary != Some(j.version)).then(|| Rerollout {
+                journey: j.id.clone(),
+                running: canary.unwrap_or(r.stable.version),
+                version: j.version,
+            })
+        })
+        .collect()
 }
 
 fn empty_side(loader: &mut Loader) -> Result<Side, Error> {
@@ -521,10 +551,14 @@ pub fn prepare_apply(
             diagnostics: plan.diagnostics,
         });
     }
-    if plan.is_empty() {
+    let rerolled = current
+        .map(|d| rerollouts(d, &head.config))
+        .unwrap_or_default();
+    if plan.is_empty() && rerolled.is_empty() {
         return Ok(Prepared {
             plan,
             change: Change::default(),
+            rerolled,
         });
     }
     let mut d = current.cloned().unwrap_or_else(new_deployed);
@@ -600,7 +634,13 @@ pub fn prepare_apply(
             version: j.version,
             generation: n,
         };
-        match changed.get(j.id.as_str()).map(|c| c.action) {
+        let action = changed.get(j.id.as_str()).map(|c| c.action).or_else(|| {
+            rerolled
+                .iter()
+                .any(|r| r.journey == j.id)
+                .then_some(Action::Update)
+        });
+        match action {
             Some(Action::Create) => {
                 d.journeys.insert(
                     j.id.clone(),
@@ -650,7 +690,8 @@ pub fn prepare_apply(
                         r.stable = pin;
                     }
                 }
-                if let Some(m) = &j.migrate {
+                let planned = changed.contains_key(j.id.as_str());
+                if let (Some(m), true) = (&j.migrate, planned) {
                     change.migrations.push(Migration {
                         journey: j.id.clone(),
                         from: m.from,
@@ -710,12 +751,17 @@ pub fn prepare_apply(
             "changes": changes,
             "canary": req.canary.map(|bp| f64::from(bp) / 100.0),
             "guards": req.guards,
+            "rolled_out_again": rerolled,
         }),
     );
     change.audit.push(entry);
     change.runtime = Some(loader.runtime(kv, &d)?);
     change.deployed = Some(d);
-    Ok(Prepared { plan, change })
+    Ok(Prepared {
+        plan,
+        change,
+        rerolled,
+    })
 }
 
 /// `promote JOURNEY`: the canary becomes stable for every new entry.
@@ -802,4 +848,107 @@ pub fn prepare_rollback(
     };
     let e = audit(&mut d, at, actor, action, Some(journey), detail);
     Ok((d, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pin(version: u32, generation: u64) -> Pin {
+        Pin {
+            version,
+            generation,
+        }
+    }
+
+    fn with_canary() -> Deployed {
+        let mut journeys = BTreeMap::new();
+        journeys.insert(
+            "cart".to_owned(),
+            Rollout {
+                stable: pin(1, 1),
+                previous: Vec::new(),
+                canary: Some(CanaryRollout {
+                    pin: pin(2, 2),
+                    basis_points: 1000,
+                    guards: vec!["failed_rate < 2%".into()],
+                    min_sends: 100,
+                    since: 0,
+                    baseline_stable: SendCounts::default(),
+                    baseline_canary: SendCounts::default(),
+                }),
+                rolled_back: None,
+                retained: Vec::new(),
+                deleted: false,
+            },
+        );
+        Deployed {
+            format: FORMAT,
+            generation: 2,
+            journeys,
+            audit_seq: 3,
+            version_seq: 9,
+        }
+    }
+
+    #[test]
+    fn promote_makes_the_canary_stable_and_is_refused_while_a_guard_is_broken() {
+        let d = with_canary();
+        let e = prepare_promote(&d, "cart", false, Some("failed_rate < 2%"), "ana", 5)
+            .expect_err("broken guard");
+        assert!(e.to_string().contains("--force"), "{e}");
+        let (p, entry) =
+            prepare_promote(&d, "cart", true, Some("failed_rate < 2%"), "ana", 5).expect("forced");
+        let r = &p.journeys["cart"];
+        assert_eq!(r.stable, pin(2, 2));
+        assert_eq!(r.previous, vec![pin(1, 1)]);
+        assert!(r.canary.is_none());
+        assert_eq!(entry.seq, 4);
+        assert_eq!(entry.detail["forced"], true);
+        let e = prepare_promote(&p, "cart", false, None, "ana", 6).expect_err("no canary");
+        assert!(e.to_string().contains("has no canary"), "{e}");
+        let e = prepare_promote(&p, "nope", false, None, "ana", 6).expect_err("unknown");
+        assert!(e.to_string().contains("not deployed"), "{e}");
+    }
+
+    #[test]
+    fn rollback_drops_the_canary_first_then_returns_to_the_previous_stable() {
+        let d = with_canary();
+        let guard = Some(("failed_rate < 2%".to_owned(), json!({"canary_rate": 0.5})));
+        let (d1, e1) = prepare_rollback(&d, "cart", guard, "sluice", 7).expect("auto");
+        assert_eq!(e1.action, "auto_rollback");
+        let r = &d1.journeys["cart"];
+        assert!(r.canary.is_none());
+        assert_eq!(r.stable, pin(1, 1));
+        assert_eq!(r.retained, vec![pin(2, 2)], "its live instances still run");
+        assert_eq!(
+            r.rolled_back.as_ref().and_then(|b| b.guard.as_deref()),
+            Some("failed_rate < 2%")
+        );
+        let e = prepare_rollback(&d1, "cart", None, "ana", 8).expect_err("nothing left");
+        assert!(e.to_string().contains("no earlier version"), "{e}");
+        let (p, _) = prepare_promote(&d, "cart", false, None, "ana", 5).expect("promote");
+        let (d2, e2) = prepare_rollback(&p, "cart", None, "ana", 9).expect("manual");
+        assert_eq!(e2.action, "rollback");
+        assert_eq!(d2.journeys["cart"].stable, pin(1, 1));
+        assert_eq!(d2.journeys["cart"].retained, vec![pin(2, 2)]);
+    }
+
+    #[test]
+    fn client_paths_must_be_plain_and_relative() {
+        for bad in [
+            "/etc/passwd",
+            "../x.yaml",
+            "a/../../b",
+            ".sluice/credentials",
+            "",
+        ] {
+            let mut s = Snapshot::default();
+            s.files.insert(bad.to_owned(), b"x".to_vec());
+            assert!(s.check_paths().is_err(), "{bad}");
+        }
+        let mut s = Snapshot::default();
+        s.files.insert("journeys/a.yaml".into(), b"x".to_vec());
+        assert!(s.check_paths().is_ok());
+    }
 }

@@ -61,6 +61,8 @@ pub struct Applied {
     /// Per journey migrated.
     pub migrated: BTreeMap<String, Migrated>,
     pub audit: Option<AuditEntry>,
+    /// Journeys rolled out again (their config had not changed).
+    pub rerolled: Vec<state::Rerollout>,
 }
 
 /// One canary as `canary status` shows it.
@@ -218,6 +220,7 @@ impl Engine {
                 generation,
                 migrated: BTreeMap::new(),
                 audit: None,
+                rerolled: prepared.rerolled,
             });
         };
         let mut change = prepared.change;
@@ -244,6 +247,7 @@ impl Engine {
             generation: deployed.generation,
             migrated,
             audit,
+            rerolled: prepared.rerolled,
         })
     }
 
@@ -583,7 +587,20 @@ impl Engine {
                     .filter(|(_, n)| n.live > 0)
                     .map(|(k, n)| json!({"journey": k.journey, "version": k.version, "step": k.step, "live": n.live}))
                     .collect();
-                json!({"generation": generation, "files": files, "live": live})
+                // The versions each journey's new entries go to.
+                let running: BTreeMap<&String, Value> = self
+                    .deployed()
+                    .map(|d| {
+                        d.journeys
+                            .iter()
+                            .filter(|(_, r)| !r.deleted)
+                            .map(|(id, r)| {
+                                (id, json!({"stable": r.stable.version, "canary": r.canary.as_ref().map(|c| c.pin.version)}))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!({"generation": generation, "files": files, "live": live, "running": running})
             }),
             AdminRequest::Plan(snapshot) => self.plan(&snapshot).and_then(|(plan, generation)| {
                 if plan.diagnostics.has_errors() {
@@ -599,6 +616,7 @@ impl Engine {
                     "generation": a.generation,
                     "plan": a.plan.to_json(),
                     "migrated": a.migrated,
+                    "rolled_out_again": a.rerolled,
                     "audit": a.audit.as_ref().map(audit_json),
                 })
             }),
