@@ -203,6 +203,45 @@ impl Drop for Service {
     }
 }
 
+/// One HTTP/1.1 request on a fresh connection: the whole answer as text.
+fn http(url: &str, request: &str) -> String {
+    let addr = url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The web console's page for `journey`, signed in with the admin token.
+fn console_page(url: &str, journey: &str) -> String {
+    let body = format!("token={ADMIN}&next=%2F");
+    let login = http(
+        url,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let cookie = login
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no session cookie:\n{login}"))
+        .to_owned();
+    http(
+        url,
+        &format!(
+            "GET /journeys/{journey} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: {cookie}\r\n\r\n"
+        ),
+    )
+}
+
 fn ready(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -272,6 +311,12 @@ fn a_canary_takes_its_share_then_promote_and_rollback_move_new_entries() {
     let st = json_out(&o);
     assert_eq!(st[0]["canary_version"], 2);
     assert_eq!(st[0]["share"], 10.0);
+    // The console shows the canary beside the stable version.
+    let page = console_page(&s.url, "onboard");
+    assert!(
+        page.contains("Canary: version 2 takes 10% of new entries."),
+        "{page}"
+    );
 
     // Promote: every new entry goes to v2.
     let o = s.admin(&["promote", "onboard"]);

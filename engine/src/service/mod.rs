@@ -287,6 +287,9 @@ pub struct Writer<O: Outlet> {
     reports: Vec<(Tally, Reply<Result<Value, String>>)>,
     /// When canary guards are next checked.
     next_guard_check: Millis,
+    /// Where the config the engine runs is published after a deployment
+    /// changes it (the console reads it).
+    config_cell: Option<crate::api::console::ConfigCell>,
 }
 
 /// How often the running engine checks canary guards (DEPLOY.md §4: each
@@ -322,6 +325,23 @@ impl<O: Outlet> Writer<O> {
             metrics: Metrics::new(),
             reports: Vec::new(),
             next_guard_check: 0,
+            config_cell: None,
+        }
+    }
+
+    /// Publishes the running config to `cell` whenever a deployment
+    /// changes it.
+    pub fn set_config_cell(&mut self, cell: crate::api::console::ConfigCell) {
+        self.config_cell = Some(cell);
+    }
+
+    fn publish_config(&self) {
+        if let Some(cell) = &self.config_cell {
+            let c = std::sync::Arc::clone(self.engine.config());
+            match cell.write() {
+                Ok(mut w) => *w = c,
+                Err(poisoned) => *poisoned.into_inner() = c,
+            }
         }
     }
 
@@ -482,6 +502,7 @@ impl<O: Outlet> Writer<O> {
                 }
                 Command::Admin { request, reply } => {
                     let v = self.engine.admin(request, now)?;
+                    self.publish_config();
                     answers.push(Box::new(move || {
                         let _ = reply.send(Ok(v));
                     }));
@@ -490,7 +511,11 @@ impl<O: Outlet> Writer<O> {
         }
         if now >= self.next_guard_check {
             self.next_guard_check = now + guard_every();
-            for e in self.engine.check_guards(now)? {
+            let rolled = self.engine.check_guards(now)?;
+            if !rolled.is_empty() {
+                self.publish_config();
+            }
+            for e in rolled {
                 tracing::warn!(
                     target: "sluice::deploy",
                     journey = e.journey.as_deref().unwrap_or(""),

@@ -372,6 +372,7 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
         metrics.clone(),
     );
     metrics.watch(handle.state_cell(), busy.cell());
+    let console = api::console::Settings::new(Arc::clone(&config), &public_url);
     let mut writer = Writer::new(
         engine,
         Arc::clone(&clock),
@@ -380,6 +381,7 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
         Some(signer),
     );
     writer.set_metrics(metrics.clone());
+    writer.set_config_cell(console.config.clone());
     let writer_thread = std::thread::Builder::new()
         .name("sluice-writer".into())
         .spawn(move || -> Result<(), engine::Error> {
@@ -395,10 +397,7 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
         tokens,
         api::Options {
             clock: Arc::clone(&clock),
-            console: Some(api::console::Settings::new(
-                Arc::clone(&config),
-                &public_url,
-            )),
+            console: Some(console),
             feedback,
             metrics,
             ..api::Options::default()

@@ -54,11 +54,15 @@ const MAX_FORM: usize = 8 * 1024;
 /// A user id longer than this is refused before asking the engine.
 const MAX_USER_ID: usize = 1024;
 
+/// The config the engine runs now, replaced by the writer when a
+/// deployment changes it.
+pub type ConfigCell = Arc<std::sync::RwLock<Arc<Config>>>;
+
 /// What the console needs besides the handle.
 #[derive(Clone)]
 pub struct Settings {
     /// The deployed config: its journeys are drawn.
-    pub config: Arc<Config>,
+    pub config: ConfigCell,
     /// Whether cookies get `Secure` (the public URL is https).
     pub secure: bool,
     /// How long a session lasts.
@@ -70,9 +74,19 @@ impl Settings {
     /// last 12 hours).
     pub fn new(config: Arc<Config>, public_url: &str) -> Settings {
         Settings {
-            config,
+            config: Arc::new(std::sync::RwLock::new(config)),
             secure: is_https(public_url),
             session_ttl: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+impl Settings {
+    /// The config as it stands.
+    pub fn current(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
     }
 }
@@ -86,7 +100,7 @@ fn is_https(url: &str) -> bool {
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
-            .field("journeys", &self.config.journeys.len())
+            .field("journeys", &self.current().journeys.len())
             .field("secure", &self.secure)
             .field("session_ttl", &self.session_ttl)
             .finish()
@@ -233,6 +247,18 @@ impl<H: Handle> Console<H> {
 }
 
 /// The path and query a request asked for, to come back to after a login.
+/// Each canary's status (`canary status`), or none where the engine runs
+/// no deployments.
+async fn canaries<H: Handle>(handle: &H, journey: Option<&str>) -> Vec<serde_json::Value> {
+    let request = crate::engine::deploy::AdminRequest::Canary {
+        journey: journey.map(str::to_owned),
+    };
+    match handle.admin(request).await {
+        Ok(Ok(serde_json::Value::Array(list))) => list,
+        _ => Vec::new(),
+    }
+}
+
 fn asked(uri: &axum::http::Uri) -> String {
     uri.path_and_query()
         .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
@@ -247,12 +273,13 @@ async fn home<H: Handle>(
         return Ok(c.login_instead(&asked(&uri)));
     }
     let counts = c.counts().await?;
+    let canaries = canaries(c.handle.as_ref(), None).await;
     Ok(html_response(
         StatusCode::OK,
         page(
             "Journeys",
             Section::Journeys,
-            &pages::journeys(&c.settings.config, &counts),
+            &pages::journeys(&c.settings.current(), &counts, &canaries),
         ),
     ))
 }
@@ -321,7 +348,8 @@ async fn journey<H: Handle>(
         return Ok(c.login_instead(&asked(&uri)));
     }
     let id = id.map(|Path(s)| s).unwrap_or_default();
-    let Some(j) = c.settings.config.journey(&id) else {
+    let config = c.settings.current();
+    let Some(j) = config.journey(&id) else {
         let body = format!(
             "<h1>Unknown journey</h1><p class=\"error\">No journey <code>{}</code> is deployed. <a href=\"/\">All journeys</a></p>",
             html::Esc(&id)
@@ -332,9 +360,14 @@ async fn journey<H: Handle>(
         ));
     };
     let counts = c.counts().await?;
+    let canaries = canaries(c.handle.as_ref(), Some(&j.id)).await;
     Ok(html_response(
         StatusCode::OK,
-        page(&j.id, Section::Journeys, &pages::journey(j, &counts)),
+        page(
+            &j.id,
+            Section::Journeys,
+            &pages::journey(j, &counts, canaries.first()),
+        ),
     ))
 }
 
@@ -405,7 +438,8 @@ async fn counts<H: Handle>(
         return Err(Error::Unauthorized);
     }
     let Query(q) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let Some(j) = c.settings.config.journey(&q.journey) else {
+    let config = c.settings.current();
+    let Some(j) = config.journey(&q.journey) else {
         return Err(Error::NotFound);
     };
     let counts = c.counts().await?;

@@ -48,7 +48,7 @@ fn total(counts: &[&StepCount], f: impl Fn(&StepCount) -> u64) -> u64 {
 }
 
 /// Every deployed journey with its totals.
-pub fn journeys(config: &Config, counts: &[StepCount]) -> String {
+pub fn journeys(config: &Config, counts: &[StepCount], canaries: &[serde_json::Value]) -> String {
     let mut out = String::from("<h1>Journeys</h1>");
     if config.journeys.is_empty() {
         out.push_str("<p class=\"muted\">No journey is deployed.</p>");
@@ -63,13 +63,14 @@ pub fn journeys(config: &Config, counts: &[StepCount]) -> String {
         let _ = write!(
             out,
             "<tr data-journey=\"{id}\"><td><a href=\"/journeys/{url}\">{id}</a></td><td>{name}</td>\
-             <td>{entry}</td><td class=\"n\">{version}</td><td class=\"muted\">none</td>\
+             <td>{entry}</td><td class=\"n\">{version}</td><td>{canary}</td>\
              <td class=\"n\">{live}</td><td class=\"n\">{sent}</td><td class=\"n\">{failed}</td></tr>",
             id = Esc(&j.id),
             url = Esc(&Url(&j.id).to_string()),
             name = Esc(j.name.as_deref().unwrap_or("")),
             entry = Esc(&journeys::graph::describe_entry(j)),
             version = j.version,
+            canary = canary_cell(canaries.iter().find(|c| c["journey"] == j.id.as_str())),
             live = total(&all, |c| c.live),
             sent = total(&all, |c| c.sent),
             failed = total(&all, |c| c.failed),
@@ -79,9 +80,36 @@ pub fn journeys(config: &Config, counts: &[StepCount]) -> String {
     out
 }
 
+/// The canaries column of the journeys table.
+fn canary_cell(c: Option<&serde_json::Value>) -> String {
+    let Some(c) = c else {
+        return "<span class=\"muted\">none</span>".into();
+    };
+    if let Some(v) = c["canary_version"].as_u64() {
+        let broken = if c["broken"] == true {
+            " <strong class=\"error\">guard broken</strong>"
+        } else {
+            ""
+        };
+        return format!("v{v} at {}%{broken}", c["share"]);
+    }
+    if !c["rolled_back"].is_null() {
+        return format!(
+            "<strong class=\"error\">v{} rolled back</strong>",
+            c["rolled_back"]["version"]
+        );
+    }
+    "<span class=\"muted\">none</span>".into()
+}
+
+fn rate(v: &serde_json::Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "–".to_owned(), |r| format!("{:.2}%", r * 100.0))
+}
+
 /// One journey: versions and canaries, the drawing with live counts, and
 /// the counts as a table.
-pub fn journey(j: &Journey, counts: &[StepCount]) -> String {
+pub fn journey(j: &Journey, counts: &[StepCount], canary: Option<&serde_json::Value>) -> String {
     let mine = counts_of(counts, &j.id, j.version);
     let mut out = String::new();
     let _ = write!(
@@ -98,13 +126,60 @@ pub fn journey(j: &Journey, counts: &[StepCount]) -> String {
         Esc(&Url(&j.id).to_string())
     );
     out.push_str("<h2>Versions and canaries</h2><table id=\"versions\"><thead><tr><th>Version</th><th>Role</th><th>Traffic</th><th>Guard rates</th><th>Live</th></tr></thead><tbody>");
+    let share = canary
+        .filter(|c| !c["canary_version"].is_null())
+        .and_then(|c| c["share"].as_f64());
     let _ = write!(
         out,
-        "<tr><td class=\"n\">{}</td><td>deployed</td><td class=\"n\">100%</td><td class=\"muted\">—</td><td class=\"n\" data-total=\"live\">{}</td></tr>",
+        "<tr><td class=\"n\">{}</td><td>stable</td><td class=\"n\">{}%</td><td class=\"muted\">—</td><td class=\"n\" data-total=\"live\">{}</td></tr>",
         j.version,
+        100.0 - share.unwrap_or(0.0),
         total(&mine, |c| c.live)
     );
-    out.push_str("</tbody></table><p id=\"canaries\">Canaries: none.</p>");
+    let mut note = "Canaries: none.".to_owned();
+    if let (Some(c), Some(share)) = (canary, share) {
+        let v = c["canary_version"].as_u64().unwrap_or(0);
+        let live: u64 = counts
+            .iter()
+            .filter(|s| s.journey == j.id && u64::from(s.version) == v)
+            .map(|s| s.live)
+            .sum();
+        let guards: Vec<String> = c["guards"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| {
+                format!(
+                    "{} ({}: canary {}, stable {})",
+                    Esc(g["guard"].as_str().unwrap_or("")),
+                    Esc(g["state"].as_str().unwrap_or("")),
+                    rate(&g["canary_rate"]),
+                    rate(&g["stable_rate"])
+                )
+            })
+            .collect();
+        let _ = write!(
+            out,
+            "<tr data-canary=\"{v}\"><td class=\"n\">{v}</td><td>canary</td><td class=\"n\">{share}%</td><td>{}</td><td class=\"n\">{live}</td></tr>",
+            if guards.is_empty() { "no guards".to_owned() } else { guards.join("<br>") }
+        );
+        note = format!(
+            "Canary: version {v} takes {share}% of new entries{}.",
+            if c["broken"] == true {
+                "; a guard is broken"
+            } else {
+                ""
+            }
+        );
+    } else if let Some(rb) = canary.map(|c| &c["rolled_back"]).filter(|r| !r.is_null()) {
+        note = format!(
+            "Canaries: none. Version {} was rolled back at {}: {}.",
+            rb["version"],
+            Esc(rb["at"].as_str().unwrap_or("")),
+            Esc(rb["reason"].as_str().unwrap_or(""))
+        );
+    }
+    let _ = write!(out, "</tbody></table><p id=\"canaries\">{note}</p>");
     out.push_str("<h2>State machine</h2>");
     out.push_str(&svg::journey(j, &mine));
     let _ = write!(
