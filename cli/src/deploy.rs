@@ -57,15 +57,7 @@ impl Target {
     /// `SLUICE_SERVER`, else the store (the running engine when it holds
     /// the store).
     pub fn open(dir: &Path, place: &Place) -> miette::Result<Target> {
-        let server = place.server.clone().or_else(|| {
-            if place.store.is_some() {
-                None
-            } else {
-                std::env::var(client::SERVER_ENV)
-                    .ok()
-                    .filter(|v| !v.trim().is_empty())
-            }
-        });
+        let server = crate::inspect::chosen_server(place.server.as_deref(), place.store.is_some());
         if let Some(url) = server {
             return Target::server(dir, Some(&url), place);
         }
@@ -615,30 +607,25 @@ fn pct(v: &Value) -> String {
 }
 
 pub fn promote(args: JourneyArgs) -> miette::Result<ExitCode> {
-    let mut target = Target::open(&args.dir, &args.place)?;
     let req = AdminRequest::Promote {
         journey: args.journey.clone(),
         force: args.force,
         actor: engine::service::run::actor(args.actor.as_deref()),
     };
-    match target.ask(req)? {
-        Ok(v) => {
-            print_audit(&v, args.format);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(f) => {
-            refused(&f);
-            Ok(ExitCode::from(1))
-        }
-    }
+    audited(&args, req)
 }
 
 pub fn rollback(args: JourneyArgs) -> miette::Result<ExitCode> {
-    let mut target = Target::open(&args.dir, &args.place)?;
     let req = AdminRequest::Rollback {
         journey: args.journey.clone(),
         actor: engine::service::run::actor(args.actor.as_deref()),
     };
+    audited(&args, req)
+}
+
+/// Carries out a request whose answer is an audit entry, and prints it.
+fn audited(args: &JourneyArgs, req: AdminRequest) -> miette::Result<ExitCode> {
+    let mut target = Target::open(&args.dir, &args.place)?;
     match target.ask(req)? {
         Ok(v) => {
             print_audit(&v, args.format);

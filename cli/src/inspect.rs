@@ -30,6 +30,20 @@ pub struct Source {
     pub token: Option<String>,
 }
 
+/// The server a command goes through: `--server`, else `SLUICE_SERVER`
+/// unless `--store` was given; `None`: the store.
+pub fn chosen_server(flag: Option<&str>, store_given: bool) -> Option<String> {
+    flag.map(str::to_owned).or_else(|| {
+        if store_given {
+            None
+        } else {
+            std::env::var(client::SERVER_ENV)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+        }
+    })
+}
+
 /// Which way a command went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
@@ -52,15 +66,7 @@ impl Source {
         direct: impl FnOnce(&Arc<journeys::Config>, &Path) -> Result<T, client::Error>,
         api: impl FnOnce(&Client) -> Result<T, client::Error>,
     ) -> miette::Result<(T, Via)> {
-        let server = self.server.clone().or_else(|| {
-            if self.store.is_some() {
-                None
-            } else {
-                std::env::var(client::SERVER_ENV)
-                    .ok()
-                    .filter(|v| !v.trim().is_empty())
-            }
-        });
+        let server = chosen_server(self.server.as_deref(), self.store.is_some());
         if let Some(url) = server {
             let c = self.client(Some(&url))?;
             return api(&c)

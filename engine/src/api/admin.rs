@@ -204,38 +204,40 @@ struct JourneyBody {
 }
 
 pub(super) async fn promote<H: Handle>(
-    State(api): Shared<H>,
+    state: Shared<H>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    api.auth(&headers, Access::Admin, false)?;
-    let b: JourneyBody = json_body(&api, &headers, body, MAX_SMALL, "{\"journey\":…}").await?;
-    ask(
-        &api,
-        AdminRequest::Promote {
-            journey: b.journey,
-            force: b.force,
-            actor: b.actor.unwrap_or_else(|| "api".into()),
-        },
-    )
+    for_journey(state, headers, body, |b| AdminRequest::Promote {
+        journey: b.journey,
+        force: b.force,
+        actor: b.actor.unwrap_or_else(|| "api".into()),
+    })
     .await
 }
 
 pub(super) async fn rollback<H: Handle>(
-    State(api): Shared<H>,
+    state: Shared<H>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
+    for_journey(state, headers, body, |b| AdminRequest::Rollback {
+        journey: b.journey,
+        actor: b.actor.unwrap_or_else(|| "api".into()),
+    })
+    .await
+}
+
+/// A change to one journey's rollout, from a `{"journey", …}` body.
+async fn for_journey<H: Handle>(
+    State(api): Shared<H>,
+    headers: HeaderMap,
+    body: Body,
+    request: impl FnOnce(JourneyBody) -> AdminRequest,
+) -> Result<Response, Error> {
     api.auth(&headers, Access::Admin, false)?;
     let b: JourneyBody = json_body(&api, &headers, body, MAX_SMALL, "{\"journey\":…}").await?;
-    ask(
-        &api,
-        AdminRequest::Rollback {
-            journey: b.journey,
-            actor: b.actor.unwrap_or_else(|| "api".into()),
-        },
-    )
-    .await
+    ask(&api, request(b)).await
 }
 
 #[derive(Deserialize)]
@@ -245,35 +247,37 @@ pub(super) struct JourneyQuery {
 }
 
 pub(super) async fn canary<H: Handle>(
-    State(api): Shared<H>,
+    state: Shared<H>,
     headers: HeaderMap,
     query: Result<Query<JourneyQuery>, QueryRejection>,
 ) -> Result<Response, Error> {
-    api.auth(&headers, Access::Admin, false)?;
-    let Query(q) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
-    ask(
-        &api,
-        AdminRequest::Canary {
-            journey: q.journey.filter(|j| !j.is_empty()),
-        },
-    )
+    by_journey(state, headers, query, |journey| AdminRequest::Canary {
+        journey,
+    })
     .await
 }
 
 pub(super) async fn history<H: Handle>(
-    State(api): Shared<H>,
+    state: Shared<H>,
     headers: HeaderMap,
     query: Result<Query<JourneyQuery>, QueryRejection>,
 ) -> Result<Response, Error> {
+    by_journey(state, headers, query, |journey| AdminRequest::History {
+        journey,
+    })
+    .await
+}
+
+/// A read of every journey, or of the one in `?journey=`.
+async fn by_journey<H: Handle>(
+    State(api): Shared<H>,
+    headers: HeaderMap,
+    query: Result<Query<JourneyQuery>, QueryRejection>,
+    request: impl FnOnce(Option<String>) -> AdminRequest,
+) -> Result<Response, Error> {
     api.auth(&headers, Access::Admin, false)?;
     let Query(q) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
-    ask(
-        &api,
-        AdminRequest::History {
-            journey: q.journey.filter(|j| !j.is_empty()),
-        },
-    )
-    .await
+    ask(&api, request(q.journey.filter(|j| !j.is_empty()))).await
 }
 
 #[cfg(test)]

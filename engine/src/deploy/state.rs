@@ -764,6 +764,12 @@ pub fn prepare_apply(
     })
 }
 
+fn rollout_mut<'d>(d: &'d mut Deployed, journey: &str) -> Result<&'d mut Rollout, Error> {
+    d.journeys
+        .get_mut(journey)
+        .ok_or_else(|| Error::Refused(format!("journey `{journey}` is not deployed")))
+}
+
 /// `promote JOURNEY`: the canary becomes stable for every new entry.
 /// Refused without a canary, and while a guard is broken unless `force`.
 pub fn prepare_promote(
@@ -775,10 +781,7 @@ pub fn prepare_promote(
     at: Millis,
 ) -> Result<(Deployed, AuditEntry), Error> {
     let mut d = d.clone();
-    let r = d
-        .journeys
-        .get_mut(journey)
-        .ok_or_else(|| Error::Refused(format!("journey `{journey}` is not deployed")))?;
+    let r = rollout_mut(&mut d, journey)?;
     let Some(c) = r.canary.take() else {
         return Err(Error::Refused(format!(
             "journey `{journey}` has no canary to promote"
@@ -809,10 +812,7 @@ pub fn prepare_rollback(
     at: Millis,
 ) -> Result<(Deployed, AuditEntry), Error> {
     let mut d = d.clone();
-    let r = d
-        .journeys
-        .get_mut(journey)
-        .ok_or_else(|| Error::Refused(format!("journey `{journey}` is not deployed")))?;
+    let r = rollout_mut(&mut d, journey)?;
     let detail;
     if let Some(c) = r.canary.take() {
         r.retained.push(c.pin);
