@@ -464,8 +464,23 @@ pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
         min_sends: args.min_sends,
         expected: Some(base.generation),
     };
+    // What a running engine sets up once, at start.
+    let restart: Vec<&String> = plan
+        .changes
+        .iter()
+        .filter(|c| c.kind == "Project")
+        .flat_map(|c| c.fields.iter())
+        .filter(|f| matches!(f.as_str(), "channels" | "api" | "store"))
+        .collect();
     match target.ask(AdminRequest::Apply(request))? {
         Ok(v) => {
+            if !restart.is_empty() && matches!(target, Target::Server(_)) {
+                let names: Vec<&str> = restart.iter().map(|s| s.as_str()).collect();
+                eprintln!(
+                    "note: the Project's {} changed: a running engine takes them up when it restarts (its journeys, templates, segments and policies changed now)",
+                    names.join(", ")
+                );
+            }
             match args.format {
                 Format::Json => println!("{v}"),
                 Format::Human => {
