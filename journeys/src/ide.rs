@@ -87,6 +87,10 @@ struct FileState {
     /// line: where a Catalog entry's name is looked for when its type
     /// changes ([`mentions`]).
     words: String,
+    /// What the other files' checks see of each of `docs` when this file
+    /// is not re-checked ([`stub`]), made once here rather than on every
+    /// check.
+    stubs: Vec<Option<Document>>,
 }
 
 /// A config repository held in memory: every YAML file parsed once, one
@@ -346,12 +350,14 @@ impl Workspace {
                 diags,
                 broken: true,
                 words: old.words,
+                stubs: old.stubs,
             },
             _ => FileState {
                 file,
-                docs,
                 diags,
                 broken: !parses,
+                stubs: docs.iter().map(|d| stub(&d.document)).collect(),
+                docs,
                 words,
             },
         };
@@ -708,22 +714,17 @@ impl Workspace {
                 docs.extend(f.docs.iter().cloned());
                 continue;
             }
-            for d in &f.docs {
-                let document = match &d.document {
-                    Document::Project(_) | Document::Catalog(_) => d.document.clone(),
-                    Document::Template(t) if sent.contains(t.id.value.as_str()) => {
+            for (d, stub) in f.docs.iter().zip(&f.stubs) {
+                let document = match (&d.document, stub) {
+                    (Document::Project(_) | Document::Catalog(_), _) => d.document.clone(),
+                    (Document::Template(t), _) if sent.contains(t.id.value.as_str()) => {
                         d.document.clone()
                     }
-                    Document::Template(t) => Document::Template(template_stub(t)),
-                    Document::Segment(s) => {
-                        let mut s = s.clone();
-                        s.when = Spanned::new(Node::Map(Vec::new()), s.when.span);
-                        Document::Segment(s)
-                    }
-                    Document::Journey(j) if throttles || ids.contains(j.id.value.as_str()) => {
-                        let mut j = j.clone();
-                        j.steps.value.clear();
-                        Document::Journey(j)
+                    (Document::Template(_) | Document::Segment(_), Some(stub)) => stub.clone(),
+                    (Document::Journey(j), Some(stub))
+                        if throttles || ids.contains(j.id.value.as_str()) =>
+                    {
+                        stub.clone()
                     }
                     _ => continue,
                 };
@@ -810,6 +811,27 @@ impl Workspace {
             .into_iter()
             .flat_map(|f| f.docs.iter())
     }
+}
+
+/// What a check of other files sees of a document not re-checked: a
+/// template reduced to its id and channel, a segment to its id (for
+/// references and suggestions), a journey to its id and entry (for
+/// duplicates and throttles). Other kinds are seen whole or not at all.
+fn stub(d: &Document) -> Option<Document> {
+    Some(match d {
+        Document::Template(t) => Document::Template(template_stub(t)),
+        Document::Segment(s) => {
+            let mut s = s.clone();
+            s.when = Spanned::new(Node::Map(Vec::new()), s.when.span);
+            Document::Segment(s)
+        }
+        Document::Journey(j) => {
+            let mut j = j.clone();
+            j.steps.value.clear();
+            Document::Journey(j)
+        }
+        _ => return None,
+    })
 }
 
 /// A template with its channel and id only: it counts as defined, and
