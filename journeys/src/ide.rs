@@ -1814,6 +1814,53 @@ mod tests {
     }
 
     #[test]
+    fn a_name_is_mentioned_as_a_whole_word() {
+        let words = "user.plan\n{{entry.cart_id}} and planet\nfirst-name\n";
+        assert!(mentions(words, "plan"));
+        assert!(mentions(words, "cart_id"));
+        assert!(!mentions(words, "cart"));
+        assert!(!mentions(words, "lan"));
+        assert!(mentions(words, "first"), "`-` is no part of a word");
+        assert!(mentions(words, "first-name"));
+        assert!(!mentions(words, "name_x"));
+        assert!(mentions(words, ""), "an empty name cannot be ruled out");
+    }
+
+    #[test]
+    fn catalog_changes_name_what_differs() {
+        use crate::compiled::{Catalog, FieldType};
+        let mut a = Catalog::default();
+        a.user.insert("plan".into(), FieldType::String);
+        a.user.insert("score".into(), FieldType::Number);
+        a.events.insert(
+            "ordered".into(),
+            BTreeMap::from([
+                ("total".into(), FieldType::Number),
+                ("id".into(), FieldType::String),
+            ]),
+        );
+        let mut b = a.clone();
+        assert_eq!(
+            catalog_changes(&Some(a.clone()), &Some(b.clone())),
+            Some(BTreeSet::new())
+        );
+        b.user.insert("score".into(), FieldType::String);
+        b.user.insert("vip".into(), FieldType::Boolean);
+        b.events
+            .get_mut("ordered")
+            .map(|p| p.remove("total"))
+            .expect("event");
+        b.events.insert("signed_up".into(), BTreeMap::new());
+        let names: Vec<String> = catalog_changes(&Some(a.clone()), &Some(b))
+            .expect("bounded")
+            .into_iter()
+            .collect();
+        assert_eq!(names, ["ordered", "score", "signed_up", "total", "vip"]);
+        assert_eq!(catalog_changes(&Some(a), &None), None);
+        assert_eq!(catalog_changes(&None, &None), Some(BTreeSet::new()));
+    }
+
+    #[test]
     fn suggestions_come_from_the_message() {
         let d = Diagnostic::error(
             crate::diagnostic::Code::UnknownField,
