@@ -1,10 +1,12 @@
 //! `cargo bench -p journeys --bench lsp`: what `sluice lsp` does after one
 //! file changes on the benchmark repository (1,000 journeys × 20 steps, 200
-//! segments, 300 templates): `Workspace::change` re-reads that file and
-//! re-validates. Prints the initial load, one journey edited (the common
-//! case: only that file is re-validated) and one template edited (other
-//! files depend on it: everything is), and checks after each edit that the
-//! diagnostics equal a full `journeys::check` of the same files.
+//! segments, 300 templates, with a Catalog typing them, a Project, ten
+//! journeys on a schedule and two policies): `Workspace::change` re-reads
+//! that file and re-validates what it can reach. Prints the initial load
+//! and, for each kind of edit (a journey, a template, a segment, a policy,
+//! the Catalog, the Project), the best, median and worst of 30 edits, and
+//! checks after the first edits that the diagnostics equal a full
+//! `journeys::check` of the same files.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -69,6 +71,17 @@ fn main() {
         "apiVersion: sluice/v1\nkind: Throttle\nid: crm\nchannel: webhook\nrate: 50 per second\njourneys: [journey-1, journey-2, journey-3]\n---\napiVersion: sluice/v1\nkind: QuietHours\nid: nights\nchannels: [push]\nstart: \"21:00\"\nend: \"08:00\"\n",
     )
     .expect("policies");
+    // A Catalog declaring what the generated files read, and a Project.
+    std::fs::write(dir.join("catalog.yaml"), CATALOG).expect("catalog");
+    std::fs::write(dir.join("sluice.yaml"), PROJECT).expect("project");
+    // Journeys on a schedule without a timezone: they read the Project's.
+    for k in 0..10 {
+        std::fs::write(
+            dir.join(format!("journeys/digest-{k}.yaml")),
+            format!("apiVersion: sluice/v1\nkind: Journey\nid: digest-{k}\nversion: 1\nentry:\n  schedule: \"0 0 9 * * Mon *\"\n  segment: seg-{k}\nsteps:\n  - id: send\n    send: {{ channel: email, template: tpl-1 }}\n"),
+        )
+        .expect("digest");
+    }
 
     let start = Instant::now();
     let mut ws = Workspace::load(&dir);
@@ -134,8 +147,97 @@ fn main() {
         2,
         |original, i| original.replace("50 per second", &format!("{} per second", 50 + i)),
     );
+
+    // The Catalog edited without changing what other files read: a
+    // comment, an attribute nobody reads.
+    timed_edits(
+        &mut ws,
+        &dir,
+        "catalog.yaml",
+        "one Catalog edited (nothing others read)",
+        2,
+        |original, i| match i % 2 {
+            0 => original.replace("# The types", &format!("# ({i}) The types")),
+            _ => original.replace("user:\n", &format!("user:\n  unused_{i}: number\n")),
+        },
+    );
+    // A type changed that every segment compares (`user.score`): the
+    // Catalog and the 200 segments; then back.
+    timed_edits(
+        &mut ws,
+        &dir,
+        "catalog.yaml",
+        "one Catalog type changed (200 segments read it)",
+        2,
+        |original, i| match i % 2 {
+            0 => original.replace("score: number", "score: string"),
+            _ => original.to_owned(),
+        },
+    );
+    // A property of the event every journey is entered by: every journey.
+    timed_edits(
+        &mut ws,
+        &dir,
+        "catalog.yaml",
+        "one Catalog type changed (every journey reads it)",
+        2,
+        |original, i| match i % 2 {
+            0 => original.replace("cart_value: number", "cart_value: string"),
+            _ => original.to_owned(),
+        },
+    );
+
+    // The Project edited: a setting no other file reads, then the default
+    // timezone (the ten scheduled journeys read it).
+    timed_edits(
+        &mut ws,
+        &dir,
+        "sluice.yaml",
+        "one Project edited (nothing others read)",
+        2,
+        |original, i| {
+            original.replace("history_limit: 500", &format!("history_limit: {}", 501 + i))
+        },
+    );
+    timed_edits(
+        &mut ws,
+        &dir,
+        "sluice.yaml",
+        "one Project's default timezone changed",
+        2,
+        |original, i| match i % 2 {
+            0 => original.replace("Europe/Berlin", "Asia/Tokyo"),
+            _ => original.replace("Europe/Berlin", "America/New_York"),
+        },
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const CATALOG: &str = "# The types the generated repository reads.
+apiVersion: sluice/v1
+kind: Catalog
+id: bench
+user:
+  score: number
+  first_name: string
+  vip: boolean
+  step_3: string
+  step_8: string
+  step_13: string
+  step_18: string
+events:
+  cart_updated: { cart_value: number, cart_id: string }
+  order_completed: { cart_id: string }
+";
+
+const PROJECT: &str = "apiVersion: sluice/v1
+kind: Project
+id: bench
+default_timezone: Europe/Berlin
+history_limit: 500
+channels:
+  email: { provider: maildir, from: \"Shop <hello@shop.example>\" }
+";
 
 /// Times 30 edits of one file made by `edit(original, i)`: each must
 /// re-validate that file's reach only, and the first `checked` must give

@@ -7,13 +7,14 @@
 //!
 //! Nothing here knows the protocol: the CLI maps these answers to it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::diagnostic::{Diagnostic, Diagnostics, Severity, SourceFile};
+use crate::compiled;
+use crate::diagnostic::{Code, Diagnostic, Diagnostics, Severity, SourceFile};
 use crate::load::{self, Loaded};
 use crate::model::{Document, Journey, Step, Template};
 use crate::span::{self, LineIndex, Node, Span, Spanned};
@@ -82,6 +83,14 @@ struct FileState {
     /// The current text is not valid YAML: `docs` are from an older text,
     /// so what compilation says about this file is not shown.
     broken: bool,
+    /// Every key and scalar of the documents compiled, decoded, one a
+    /// line: where a Catalog entry's name is looked for when its type
+    /// changes ([`mentions`]).
+    words: String,
+    /// What the other files' checks see of each of `docs` when this file
+    /// is not re-checked ([`stub`]), made once here rather than on every
+    /// check.
+    stubs: Vec<Option<Document>>,
 }
 
 /// A config repository held in memory: every YAML file parsed once, one
@@ -110,6 +119,10 @@ pub enum Recheck {
 /// and channel; for a file of segments, their ids. Files of any other
 /// kind, or of several kinds, are [`Interface::Other`]: a change to them
 /// re-validates everything.
+///
+/// What a Catalog's or the Project's entries mean to other files (the
+/// types, the default timezone) is compared separately, across every
+/// Catalog or Project of the repository: here only their ids and count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Interface {
     Journeys(Vec<(String, Vec<String>)>),
@@ -117,6 +130,10 @@ enum Interface {
     Segments(Vec<String>),
     /// Quiet hours, throttles and frequency caps: (kind, id).
     Policies(Vec<(&'static str, String)>),
+    /// Catalogs, by id (duplicate ids are reported on the later one).
+    Catalogs(Vec<String>),
+    /// Project documents, counted (a second one is an error).
+    Project(usize),
     Other,
 }
 
@@ -167,10 +184,107 @@ fn interface(docs: &[Loaded]) -> Interface {
             _ => None,
         })
         .collect();
-    match policies {
-        Some(ps) if !ps.is_empty() => Interface::Policies(ps),
-        _ => Interface::Other,
+    if let Some(ps) = policies.filter(|ps| !ps.is_empty()) {
+        return Interface::Policies(ps);
     }
+    let catalogs: Option<Vec<_>> = docs
+        .iter()
+        .map(|d| match &d.document {
+            Document::Catalog(c) => Some(c.id.value.clone()),
+            _ => None,
+        })
+        .collect();
+    if let Some(cs) = catalogs.filter(|cs| !cs.is_empty()) {
+        return Interface::Catalogs(cs);
+    }
+    if docs
+        .iter()
+        .all(|d| matches!(d.document, Document::Project(_)))
+    {
+        return Interface::Project(docs.len());
+    }
+    Interface::Other
+}
+
+/// The names a Catalog change is about: the user attributes whose type
+/// changed, appeared or went away, and each event whose properties changed
+/// together with those properties. `None` when a Catalog appeared or went
+/// away: then every condition and template is checked differently.
+fn catalog_changes(
+    before: &Option<compiled::Catalog>,
+    after: &Option<compiled::Catalog>,
+) -> Option<BTreeSet<String>> {
+    fn differing<'a, V: PartialEq>(
+        a: &'a BTreeMap<String, V>,
+        b: &'a BTreeMap<String, V>,
+    ) -> impl Iterator<Item = &'a String> {
+        a.keys()
+            .chain(b.keys())
+            .filter(move |k| a.get(*k) != b.get(*k))
+    }
+    let (Some(a), Some(b)) = (before, after) else {
+        return (before.is_none() && after.is_none()).then(BTreeSet::new);
+    };
+    let mut names: BTreeSet<String> = differing(&a.user, &b.user).cloned().collect();
+    let none = BTreeMap::new();
+    for event in differing(&a.events, &b.events) {
+        names.insert(event.clone());
+        let (pa, pb) = (
+            a.events.get(event).unwrap_or(&none),
+            b.events.get(event).unwrap_or(&none),
+        );
+        names.extend(differing(pa, pb).cloned());
+    }
+    Some(names)
+}
+
+/// Whether `name` is written in `words` as a whole: not glued to letters,
+/// digits or `_` on a side where `name` itself starts or ends with one
+/// (`user.plan`, `{{entry.plan}}` and `plan:` mention `plan`; `planet`
+/// does not). Variables are split at dots, so this finds every place a
+/// Catalog entry can be read from.
+fn mentions(words: &str, name: &str) -> bool {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    if name.is_empty() {
+        return true;
+    }
+    words.match_indices(name).any(|(i, _)| {
+        let before = !name.starts_with(is_word) || !words[..i].ends_with(is_word);
+        let after = !name.ends_with(is_word) || !words[i + name.len()..].starts_with(is_word);
+        before && after
+    })
+}
+
+/// Every key and scalar of some documents, one a line.
+fn words_of(nodes: &[Spanned<Node>]) -> String {
+    fn walk(node: &Node, out: &mut String) {
+        match node {
+            Node::Scalar(s) => {
+                out.push_str(&s.text);
+                out.push('\n');
+            }
+            Node::Seq(items) => items.iter().for_each(|i| walk(&i.value, out)),
+            Node::Map(entries) => {
+                for (k, v) in entries {
+                    out.push_str(&k.value);
+                    out.push('\n');
+                    walk(&v.value, out);
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    nodes.iter().for_each(|n| walk(&n.value, &mut out));
+    out
+}
+
+/// Whether a document is typed against the Catalog: journeys (conditions,
+/// events, texts), templates (texts) and segments (conditions).
+fn reads_catalog(d: &Document) -> bool {
+    matches!(
+        d,
+        Document::Journey(_) | Document::Template(_) | Document::Segment(_)
+    )
 }
 
 fn is_policy(d: &Document) -> bool {
@@ -224,7 +338,9 @@ impl Workspace {
         let file = Arc::new(SourceFile::new(name, text));
         let mut diags = Diagnostics::default();
         let mut docs = Vec::new();
-        let parses = span::parse_documents(&file.text, &LineIndex::new(&file.text)).is_ok();
+        let parsed = span::parse_documents(&file.text, &LineIndex::new(&file.text));
+        let parses = parsed.is_ok();
+        let words = parsed.as_deref().map(words_of).unwrap_or_default();
         load::load_text(&file, &mut diags, &mut docs);
         let key = sort_key(name);
         let state = match (parses, self.files.remove(&key)) {
@@ -233,12 +349,16 @@ impl Workspace {
                 docs: old.docs,
                 diags,
                 broken: true,
+                words: old.words,
+                stubs: old.stubs,
             },
             _ => FileState {
                 file,
-                docs,
                 diags,
                 broken: !parses,
+                stubs: docs.iter().map(|d| stub(&d.document)).collect(),
+                docs,
+                words,
             },
         };
         self.files.insert(key, state);
@@ -252,6 +372,8 @@ impl Workspace {
     /// Replaces one file's text and re-validates what it can reach, so
     /// that the diagnostics are the same as a full check's:
     ///
+    /// - a text that is not valid YAML: its syntax problems alone (the
+    ///   other files keep seeing its last documents);
     /// - a file of journeys whose ids and step ids stay the same: that
     ///   file alone;
     /// - a file of templates whose ids and channels stay the same, in a
@@ -264,23 +386,47 @@ impl Workspace {
     /// - a file of policies (quiet hours, throttles, frequency caps) whose
     ///   kinds and ids stay the same: every file of policies (quiet hours
     ///   are checked against each other; journeys never see policies);
-    /// - anything else (the Project, a Catalog, a new id or step):
-    ///   everything.
+    /// - a file of Catalogs whose ids stay the same: that file, and when
+    ///   the types the repository is checked against changed, the files
+    ///   of journeys, templates and segments that mention a changed
+    ///   attribute, event or property (or hold an unknown one, whose
+    ///   suggestion may change), and if any segment is among them, every
+    ///   file of segments;
+    /// - the Project, still one: that file, and when the default timezone
+    ///   changed, the journeys whose schedule has no timezone of its own;
+    /// - anything else (a new id or step, a Catalog appearing or going
+    ///   away, a Catalog change reaching a file of JourneyTests or, in a
+    ///   repository with partials, a journey or template): everything.
     ///
     /// With JourneyTests, a re-checked file of journeys or templates that
     /// gains or loses errors re-validates everything too (tests are checked
     /// against the journeys that compile).
     pub fn change(&mut self, name: &str, text: String) -> Recheck {
-        let before = self.files.get(&sort_key(name)).map(|f| interface(&f.docs));
+        let key = sort_key(name);
+        let before = self.files.get(&key).map(|f| interface(&f.docs));
+        let catalog_before =
+            matches!(before, Some(Interface::Catalogs(_))).then(|| self.catalog_view());
+        let zone_before =
+            matches!(before, Some(Interface::Project(_))).then(|| self.default_zone());
         self.set_text(name, text);
-        let Some(state) = self.files.get(&sort_key(name)) else {
+        let Some(state) = self.files.get(&key) else {
             return self.recheck_all();
         };
+        if state.broken {
+            // Its documents are the last ones that parsed (none for a new
+            // file): nothing the other files see changed, and a full check
+            // shows its syntax problems only.
+            let mut diags = state.diags.clone();
+            diags.sort();
+            self.results
+                .insert(name.to_owned(), diags.into_iter().collect());
+            return Recheck::File;
+        }
         let after = interface(&state.docs);
-        if state.broken || before.as_ref() != Some(&after) {
+        if before.as_ref() != Some(&after) {
             return self.recheck_all();
         }
-        let mut names = std::collections::BTreeSet::from([name.to_owned()]);
+        let mut names = BTreeSet::from([name.to_owned()]);
         match &after {
             Interface::Journeys(_) => {}
             Interface::Templates(ts) => {
@@ -291,22 +437,28 @@ impl Workspace {
                     ts.iter().map(|(id, _)| id.as_str()).collect();
                 names.extend(self.senders_of(&ids));
             }
-            Interface::Segments(_) => names.extend(
-                self.files
-                    .values()
-                    .filter(|f| {
-                        f.docs
-                            .iter()
-                            .any(|d| matches!(d.document, Document::Segment(_)))
-                    })
-                    .map(|f| f.file.name.clone()),
-            ),
+            Interface::Segments(_) => names.extend(self.segment_files()),
             Interface::Policies(_) => names.extend(
                 self.files
                     .values()
                     .filter(|f| f.docs.iter().any(|d| is_policy(&d.document)))
                     .map(|f| f.file.name.clone()),
             ),
+            Interface::Catalogs(_) => {
+                let catalog_after = self.catalog_view();
+                let readers = catalog_before
+                    .and_then(|before| catalog_changes(&before, &catalog_after))
+                    .and_then(|changed| self.catalog_readers(name, &changed));
+                match readers {
+                    Some(readers) => names.extend(readers),
+                    None => return self.recheck_all(),
+                }
+            }
+            Interface::Project(_) => {
+                if zone_before != Some(self.default_zone()) {
+                    names.extend(self.default_zone_readers());
+                }
+            }
             Interface::Other => return self.recheck_all(),
         }
         let had_errors: Vec<bool> = names.iter().map(|n| self.has_errors(n)).collect();
@@ -315,20 +467,143 @@ impl Workspace {
             self.results
                 .insert(n.clone(), found.remove(n).unwrap_or_default());
         }
-        let changed = names
-            .iter()
-            .zip(had_errors)
-            .any(|(n, had)| self.has_errors(n) != had);
-        // Segments and policies reach no journey (journeys see segment ids
-        // only, and no policy), so no JourneyTest either.
-        let reaches_journeys = !matches!(after, Interface::Segments(_) | Interface::Policies(_));
+        // Segments, policies, Catalogs and the Project reach no JourneyTest
+        // themselves (tests see which journeys compile); the files of
+        // journeys and templates re-checked with them might.
+        let changed = names.iter().zip(had_errors).any(|(n, had)| {
+            self.has_errors(n) != had
+                && self
+                    .documents_of(n)
+                    .any(|d| matches!(d.document, Document::Journey(_) | Document::Template(_)))
+        });
         let tested = self
             .documents()
             .any(|d| matches!(d.document, Document::JourneyTest(_)));
-        if changed && tested && reaches_journeys {
+        if changed && tested {
             return self.recheck_all();
         }
         Recheck::File
+    }
+
+    /// The types every Catalog declares together, as compilation sees
+    /// them (entries of an invalid type left out).
+    fn catalog_view(&self) -> Option<compiled::Catalog> {
+        let catalogs: Vec<Loaded> = self
+            .documents()
+            .filter(|d| matches!(d.document, Document::Catalog(_)))
+            .cloned()
+            .collect();
+        // Their problems are reported by the check of their files.
+        crate::compile::merged_catalog(&catalogs, &mut Diagnostics::default())
+    }
+
+    /// The Project's default timezone, as compilation sees it.
+    fn default_zone(&self) -> chrono_tz::Tz {
+        let projects: Vec<Loaded> = self
+            .documents()
+            .filter(|d| matches!(d.document, Document::Project(_)))
+            .cloned()
+            .collect();
+        // Their problems are reported by the check of their files.
+        crate::compile::project_settings(&projects, &mut Diagnostics::default()).default_timezone
+    }
+
+    /// The files of journeys entered on a schedule without a timezone of
+    /// its own: the only readers of the Project's default timezone.
+    fn default_zone_readers(&self) -> Vec<String> {
+        self.files
+            .values()
+            .filter(|f| {
+                f.docs.iter().any(|d| match &d.document {
+                    Document::Journey(j) => {
+                        j.entry.value.schedule.is_some() && j.entry.value.timezone.is_none()
+                    }
+                    _ => false,
+                })
+            })
+            .map(|f| f.file.name.clone())
+            .collect()
+    }
+
+    /// Every file holding a segment.
+    fn segment_files(&self) -> Vec<String> {
+        self.files
+            .values()
+            .filter(|f| {
+                f.docs
+                    .iter()
+                    .any(|d| matches!(d.document, Document::Segment(_)))
+            })
+            .map(|f| f.file.name.clone())
+            .collect()
+    }
+
+    /// The files other than `edited` whose diagnostics can change when the
+    /// Catalog entries named `changed` do; `None` when that cannot be
+    /// bounded (a file of JourneyTests among them, which is checked against
+    /// every journey, or partials tying texts together).
+    fn catalog_readers(
+        &self,
+        edited: &str,
+        changed: &BTreeSet<String>,
+    ) -> Option<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        if changed.is_empty() {
+            return Some(out);
+        }
+        if changed.iter().any(|n| n.contains('\n')) {
+            return None; // `words` are separated by new lines
+        }
+        let unknown_named = |name: &str| {
+            self.results.get(name).is_some_and(|ds| {
+                ds.iter()
+                    .any(|d| d.code == Code::UnknownVariable || d.code == Code::UnknownReference)
+            })
+        };
+        let mut segments = false;
+        let mut texts = false;
+        for f in self.files.values() {
+            let name = f.file.name.as_str();
+            if name == edited || !f.docs.iter().any(|d| reads_catalog(&d.document)) {
+                continue;
+            }
+            // Texts in other files (`text_file`, `html_file`) are read by
+            // compilation from the disk: such templates always count.
+            let external = f.docs.iter().any(|d| match &d.document {
+                Document::Template(t) => t.text_file.is_some() || t.html_file.is_some(),
+                _ => false,
+            });
+            let reads =
+                external || unknown_named(name) || changed.iter().any(|n| mentions(&f.words, n));
+            if !reads {
+                continue;
+            }
+            for d in &f.docs {
+                match &d.document {
+                    Document::JourneyTest(_) => return None,
+                    Document::Segment(_) => segments = true,
+                    Document::Journey(_) | Document::Template(_) => texts = true,
+                    _ => {}
+                }
+            }
+            out.insert(name.to_owned());
+        }
+        if texts && self.uses_partials() {
+            return None;
+        }
+        if segments {
+            out.extend(self.segment_files());
+        }
+        // No journey that sends a re-checked template needs to be: what it
+        // says about the template (its `entry.*` variables against its
+        // entry event) changes with that event, which it names itself, and
+        // whether a template compiles does not depend on the Catalog.
+        out.remove(edited);
+        let tests = out.iter().any(|n| {
+            self.documents_of(n)
+                .any(|d| matches!(d.document, Document::JourneyTest(_)))
+        });
+        (!tests).then_some(out)
     }
 
     /// The files of the journeys that send one of `templates`.
@@ -439,22 +714,17 @@ impl Workspace {
                 docs.extend(f.docs.iter().cloned());
                 continue;
             }
-            for d in &f.docs {
-                let document = match &d.document {
-                    Document::Project(_) | Document::Catalog(_) => d.document.clone(),
-                    Document::Template(t) if sent.contains(t.id.value.as_str()) => {
+            for (d, stub) in f.docs.iter().zip(&f.stubs) {
+                let document = match (&d.document, stub) {
+                    (Document::Project(_) | Document::Catalog(_), _) => d.document.clone(),
+                    (Document::Template(t), _) if sent.contains(t.id.value.as_str()) => {
                         d.document.clone()
                     }
-                    Document::Template(t) => Document::Template(template_stub(t)),
-                    Document::Segment(s) => {
-                        let mut s = s.clone();
-                        s.when = Spanned::new(Node::Map(Vec::new()), s.when.span);
-                        Document::Segment(s)
-                    }
-                    Document::Journey(j) if throttles || ids.contains(j.id.value.as_str()) => {
-                        let mut j = j.clone();
-                        j.steps.value.clear();
-                        Document::Journey(j)
+                    (Document::Template(_) | Document::Segment(_), Some(stub)) => stub.clone(),
+                    (Document::Journey(j), Some(stub))
+                        if throttles || ids.contains(j.id.value.as_str()) =>
+                    {
+                        stub.clone()
                     }
                     _ => continue,
                 };
@@ -475,8 +745,11 @@ impl Workspace {
                     .extend(state.diags.clone());
             }
         }
+        // As in `check`: what compilation says about a file whose text is
+        // not valid YAML (its last documents) is not shown.
+        let broken = |name: &str| self.files.get(&sort_key(name)).is_some_and(|f| f.broken);
         for d in compiled {
-            if names.contains(d.file_name()) {
+            if names.contains(d.file_name()) && !broken(d.file_name()) {
                 out.entry(d.file_name().to_owned()).or_default().push(d);
             }
         }
@@ -538,6 +811,27 @@ impl Workspace {
             .into_iter()
             .flat_map(|f| f.docs.iter())
     }
+}
+
+/// What a check of other files sees of a document not re-checked: a
+/// template reduced to its id and channel, a segment to its id (for
+/// references and suggestions), a journey to its id and entry (for
+/// duplicates and throttles). Other kinds are seen whole or not at all.
+fn stub(d: &Document) -> Option<Document> {
+    Some(match d {
+        Document::Template(t) => Document::Template(template_stub(t)),
+        Document::Segment(s) => {
+            let mut s = s.clone();
+            s.when = Spanned::new(Node::Map(Vec::new()), s.when.span);
+            Document::Segment(s)
+        }
+        Document::Journey(j) => {
+            let mut j = j.clone();
+            j.steps.value.clear();
+            Document::Journey(j)
+        }
+        _ => return None,
+    })
 }
 
 /// A template with its channel and id only: it counts as defined, and
@@ -1517,6 +1811,53 @@ mod tests {
             let _ = hover(&ws, &index, &schema, "j.yaml", offset);
             let _ = completions(&ws, &schema, "j.yaml", offset);
         }
+    }
+
+    #[test]
+    fn a_name_is_mentioned_as_a_whole_word() {
+        let words = "user.plan\n{{entry.cart_id}} and planet\nfirst-name\n";
+        assert!(mentions(words, "plan"));
+        assert!(mentions(words, "cart_id"));
+        assert!(!mentions(words, "cart"));
+        assert!(!mentions(words, "lan"));
+        assert!(mentions(words, "first"), "`-` is no part of a word");
+        assert!(mentions(words, "first-name"));
+        assert!(!mentions(words, "name_x"));
+        assert!(mentions(words, ""), "an empty name cannot be ruled out");
+    }
+
+    #[test]
+    fn catalog_changes_name_what_differs() {
+        use crate::compiled::{Catalog, FieldType};
+        let mut a = Catalog::default();
+        a.user.insert("plan".into(), FieldType::String);
+        a.user.insert("score".into(), FieldType::Number);
+        a.events.insert(
+            "ordered".into(),
+            BTreeMap::from([
+                ("total".into(), FieldType::Number),
+                ("id".into(), FieldType::String),
+            ]),
+        );
+        let mut b = a.clone();
+        assert_eq!(
+            catalog_changes(&Some(a.clone()), &Some(b.clone())),
+            Some(BTreeSet::new())
+        );
+        b.user.insert("score".into(), FieldType::String);
+        b.user.insert("vip".into(), FieldType::Boolean);
+        b.events
+            .get_mut("ordered")
+            .map(|p| p.remove("total"))
+            .expect("event");
+        b.events.insert("signed_up".into(), BTreeMap::new());
+        let names: Vec<String> = catalog_changes(&Some(a.clone()), &Some(b))
+            .expect("bounded")
+            .into_iter()
+            .collect();
+        assert_eq!(names, ["ordered", "score", "signed_up", "total", "vip"]);
+        assert_eq!(catalog_changes(&Some(a), &None), None);
+        assert_eq!(catalog_changes(&None, &None), Some(BTreeSet::new()));
     }
 
     #[test]

@@ -236,3 +236,453 @@ fn half_typed_files_never_panic() {
         ws.set_text(&name, full);
     }
 }
+
+/// The diagnostics of a full check of the workspace's texts, one a line.
+fn full(ws: &Workspace) -> Vec<String> {
+    ws.check().iter().map(lines).collect()
+}
+
+fn incremental(ws: &Workspace) -> Vec<String> {
+    ws.results().values().flatten().map(lines).collect()
+}
+
+/// Catalog and Project edits on the shop: after each, the diagnostics
+/// equal `validate`'s of the same files.
+#[test]
+fn catalog_and_project_edits_give_validates_diagnostics() {
+    let tmp = tempfile_dir();
+    let shop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop");
+    copy(&shop, &tmp);
+    let mut ws = Workspace::load(&tmp);
+    ws.recheck_all();
+    assert_same(&ws, &tmp);
+
+    let name = "catalog/shop.yaml";
+    let original = std::fs::read_to_string(tmp.join(name)).expect("catalog");
+    let edits = [
+        // Nothing the others see: this file alone.
+        (
+            original.replace("# The shop's data dictionary.", "# The data dictionary."),
+            Some(Recheck::File),
+        ),
+        // An attribute nobody reads: this file alone.
+        (
+            original.replace(
+                "  signup_source: string\n",
+                "  signup_source: string\n  shoe_size: number\n",
+            ),
+            Some(Recheck::File),
+        ),
+        // A type changed: conditions compare it with a number.
+        (
+            original.replace("lifetime_value: number", "lifetime_value: string"),
+            None,
+        ),
+        // An attribute removed that templates and conditions read.
+        (original.replace("  first_name: string\n", ""), None),
+        // An event's property removed that a template reads (`entry.source`).
+        (
+            original.replace("signed_up: { source: string }", "signed_up: {}"),
+            None,
+        ),
+        // An event removed that journeys are entered by.
+        (
+            original.replace("  cart_cleared: { cart_id: string }\n", ""),
+            None,
+        ),
+        // An invalid type: the entry is left out.
+        (original.replace("country: string", "country: strng"), None),
+        // A syntax error, then fixed.
+        (format!("{original}\nuser: [oops\n"), Some(Recheck::File)),
+        (original.clone(), None),
+        // Another id: everything.
+        (
+            original.replace("id: shop", "id: store"),
+            Some(Recheck::All),
+        ),
+        (original.clone(), Some(Recheck::All)),
+    ];
+    for (i, (text, expected)) in edits.into_iter().enumerate() {
+        let how = ws.change(name, text.clone());
+        if let Some(e) = expected {
+            assert_eq!(how, e, "catalog edit {i}");
+        }
+        std::fs::write(tmp.join(name), &text).expect("write");
+        if text.contains("[oops") {
+            // `validate` has no last documents: compare with the texts held.
+            assert_eq!(incremental(&ws), full(&ws), "catalog edit {i}");
+        } else {
+            assert_same(&ws, &tmp);
+        }
+    }
+
+    let name = "sluice.yaml";
+    let original = std::fs::read_to_string(tmp.join(name)).expect("project");
+    let edits = [
+        original.replace(
+            "default_timezone: Europe/Berlin",
+            "default_timezone: Asia/Tokyo",
+        ),
+        original.replace(
+            "default_timezone: Europe/Berlin",
+            "default_timezone: Mars/Olympus",
+        ),
+        original.replace("timeout: 5s", "timeout: 5 seconds"),
+        original.replace("provider: maildir", "provider: smtp"),
+        original.replace("max_attempts: 8", "max_attempts: 3"),
+        format!("{original}\nretry: [oops\n"),
+        original.clone(),
+    ];
+    for (i, text) in edits.into_iter().enumerate() {
+        assert_eq!(
+            ws.change(name, text.clone()),
+            Recheck::File,
+            "project edit {i}"
+        );
+        std::fs::write(tmp.join(name), &text).expect("write");
+        if text.contains("[oops") {
+            assert_eq!(incremental(&ws), full(&ws), "project edit {i}");
+        } else {
+            assert_same(&ws, &tmp);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// A small repository without JourneyTests: a Catalog type change
+/// re-checks the files that mention it, not everything.
+const CATALOG: &str = "apiVersion: sluice/v1
+kind: Catalog
+id: types
+user:
+  plan: { enum: [free, plus] }
+  score: number
+  first_name: string
+events:
+  signed_up: { source: string }
+  ordered: { total: number, cart_id: string }
+";
+
+const PROJECT: &str = "apiVersion: sluice/v1
+kind: Project
+id: small
+default_timezone: Europe/Berlin
+";
+
+const TEMPLATES: &str = "apiVersion: sluice/v1
+kind: Template
+id: hello
+channel: email
+subject: \"Hi {{user.first_name}}\"
+text: \"Welcome, from {{entry.source}}\"
+---
+apiVersion: sluice/v1
+kind: Template
+id: promo
+channel: push
+title: \"{{user.plan}} offer\"
+body: Offer
+";
+
+const SEGMENTS: &str = "apiVersion: sluice/v1
+kind: Segment
+id: high
+when: { user.score: { gte: 10 } }
+---
+apiVersion: sluice/v1
+kind: Segment
+id: plus
+when:
+  any:
+    - user.plan: plus
+    - segment: high
+";
+
+const WELCOME: &str = "apiVersion: sluice/v1
+kind: Journey
+id: welcome
+version: 1
+entry:
+  event: signed_up
+  when: { event.source: { eq: ads } }
+steps:
+  - id: hi
+    send: { channel: email, template: hello }
+  - id: wait
+    wait_for:
+      event: ordered
+      where: { event.total: { gt: 5 } }
+      timeout: 1d
+      on_event: end
+";
+
+const DIGEST: &str = "apiVersion: sluice/v1
+kind: Journey
+id: digest
+version: 1
+entry:
+  schedule: \"0 0 9 * * * *\"
+  segment: plus
+steps:
+  - id: promo
+    send: { channel: push, template: promo }
+";
+
+const ORDERS: &str = "apiVersion: sluice/v1
+kind: Journey
+id: orders
+version: 1
+entry:
+  event: ordered
+steps:
+  - id: score
+    update: { user.score: \"{{entry.total}}\" }
+";
+
+/// A segment in a file of its own that names `high`: when `high` names
+/// it back, the cycle is reported in `segments/s.yaml`.
+const LOOP: &str = "apiVersion: sluice/v1
+kind: Segment
+id: aloop
+when: { segment: high }
+";
+
+fn small_repo() -> (std::path::PathBuf, Vec<(&'static str, &'static str)>) {
+    let files = vec![
+        ("catalog.yaml", CATALOG),
+        ("sluice.yaml", PROJECT),
+        ("templates/t.yaml", TEMPLATES),
+        ("segments/s.yaml", SEGMENTS),
+        ("segments/u.yaml", LOOP),
+        ("journeys/welcome.yaml", WELCOME),
+        ("journeys/digest.yaml", DIGEST),
+        ("journeys/orders.yaml", ORDERS),
+    ];
+    let tmp = tempfile_dir();
+    for (name, text) in &files {
+        let path = tmp.join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+    (tmp, files)
+}
+
+#[test]
+fn a_catalog_type_change_rechecks_its_readers_only() {
+    let (tmp, _) = small_repo();
+    let mut ws = Workspace::load(&tmp);
+    ws.recheck_all();
+    assert_same(&ws, &tmp);
+    assert!(
+        ws.results().values().all(Vec::is_empty),
+        "{:?}",
+        ws.results()
+    );
+    let edits = [
+        CATALOG.replace("score: number", "score: string"),
+        CATALOG.replace("  plan: { enum: [free, plus] }\n", ""),
+        CATALOG.replace(
+            "plan: { enum: [free, plus] }",
+            "plan: { enum: [free, gold] }",
+        ),
+        CATALOG.replace("signed_up: { source: string }", "signed_up: {}"),
+        CATALOG.replace(
+            "ordered: { total: number, cart_id: string }",
+            "ordred: { total: number }",
+        ),
+        CATALOG.replace("first_name: string", "first_name: strng"),
+        CATALOG.replace(
+            "first_name: string",
+            "first_name: string\n  last_name: string",
+        ),
+        CATALOG.to_owned(),
+    ];
+    for (i, text) in edits.into_iter().enumerate() {
+        assert_eq!(
+            ws.change("catalog.yaml", text.clone()),
+            Recheck::File,
+            "edit {i}"
+        );
+        std::fs::write(tmp.join("catalog.yaml"), &text).expect("write");
+        assert_same(&ws, &tmp);
+    }
+    // A removed attribute is reported where it is read.
+    ws.change("catalog.yaml", CATALOG.replace("  score: number\n", ""));
+    let segments: Vec<String> = ws.results()["segments/s.yaml"]
+        .iter()
+        .map(|d| d.message.clone())
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    assert!(segments[0].contains("user.score"), "{segments:?}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// `high` naming `aloop`, which names it back.
+const CYCLE: &str = "when: { any: [ { user.score: { gte: 10 } }, { segment: aloop } ] }";
+
+/// Catalog changes that reach files not mentioning the changed entries:
+/// each sequence ends equal to a full check.
+#[test]
+fn a_catalog_change_reaches_what_depends_on_its_readers() {
+    let sequences: Vec<(&str, Vec<(&str, String)>)> = vec![
+        (
+            // An unknown attribute's suggestion: `user.frist_name`, did
+            // you mean `user.fist_name`?
+            "suggestion",
+            vec![
+                (
+                    "templates/t.yaml",
+                    TEMPLATES.replace("{{user.first_name}}", "{{user.frist_name}}"),
+                ),
+                ("catalog.yaml", CATALOG.replace("first_name", "fist_name")),
+            ],
+        ),
+        (
+            // A send of the wrong channel, in a journey that does not
+            // mention the attribute its template reads: the template stops
+            // being valid, the send stays reported (a template's variables
+            // do not keep it from compiling).
+            "sender",
+            vec![
+                (
+                    "journeys/welcome.yaml",
+                    WELCOME.replace("channel: email", "channel: push"),
+                ),
+                (
+                    "catalog.yaml",
+                    CATALOG.replace("  first_name: string\n", ""),
+                ),
+                ("catalog.yaml", CATALOG.to_owned()),
+            ],
+        ),
+        (
+            // A cycle across two files of segments, one of them reading
+            // the changed attribute.
+            "segments",
+            vec![
+                (
+                    "segments/s.yaml",
+                    SEGMENTS.replace("when: { user.score: { gte: 10 } }", CYCLE),
+                ),
+                (
+                    "catalog.yaml",
+                    CATALOG.replace("score: number", "score: string"),
+                ),
+                ("catalog.yaml", CATALOG.to_owned()),
+            ],
+        ),
+    ];
+    for (label, edits) in sequences {
+        let (tmp, _) = small_repo();
+        let mut ws = Workspace::load(&tmp);
+        ws.recheck_all();
+        for (name, text) in edits {
+            assert_eq!(
+                ws.change(name, text.clone()),
+                Recheck::File,
+                "{label}: {name}"
+            );
+            std::fs::write(tmp.join(name), &text).expect("write");
+            assert_same(&ws, &tmp);
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}
+
+/// One file's possible texts, for random edit sequences.
+fn variants() -> Vec<(&'static str, Vec<String>)> {
+    vec![
+        (
+            "catalog.yaml",
+            vec![
+                CATALOG.to_owned(),
+                CATALOG.replace("score: number", "score: string"),
+                CATALOG.replace("  plan: { enum: [free, plus] }\n", ""),
+                CATALOG.replace(
+                    "plan: { enum: [free, plus] }",
+                    "plan: { enum: [free, gold] }",
+                ),
+                CATALOG.replace("  first_name: string\n", "  frist_name: string\n"),
+                CATALOG.replace("  first_name: string\n", "  fist_name: string\n"),
+                CATALOG.replace("first_name: string", "first_name: strng"),
+                CATALOG.replace("signed_up: { source: string }", "signed_up: {}"),
+                CATALOG.replace("  signed_up: { source: string }\n", ""),
+                CATALOG.replace("total: number", "total: string"),
+                CATALOG.replace("  ordered: { total: number, cart_id: string }\n", ""),
+                CATALOG.replace("id: types", "id: kinds"),
+                CATALOG.replace("user:\n", "user: [oops\n"),
+                String::new(),
+            ],
+        ),
+        (
+            "sluice.yaml",
+            vec![
+                PROJECT.to_owned(),
+                PROJECT.replace("Europe/Berlin", "UTC"),
+                PROJECT.replace("Europe/Berlin", "Mars/Olympus"),
+                PROJECT.replace("default_timezone: Europe/Berlin\n", ""),
+                format!("{PROJECT}channels:\n  email: {{ provider: smtp }}\n"),
+                format!("{PROJECT}retry: [oops\n"),
+                format!("{PROJECT}---\n{PROJECT}"),
+            ],
+        ),
+        (
+            "templates/t.yaml",
+            vec![
+                TEMPLATES.to_owned(),
+                TEMPLATES.replace("{{user.first_name}}", "{{user.frist_name}}"),
+                TEMPLATES.replace("{{entry.source}}", "{{entry.total}}"),
+                TEMPLATES.replace("{{user.plan}} offer", "{{user.score}} offer"),
+            ],
+        ),
+        (
+            "segments/s.yaml",
+            vec![
+                SEGMENTS.to_owned(),
+                SEGMENTS.replace("user.plan: plus", "user.plan: gold"),
+                SEGMENTS.replace("gte: 10", "gte: ten"),
+                SEGMENTS.replace("when: { user.score: { gte: 10 } }", CYCLE),
+            ],
+        ),
+        (
+            "journeys/welcome.yaml",
+            vec![
+                WELCOME.to_owned(),
+                WELCOME.replace("event: signed_up", "event: signed_upp"),
+                WELCOME.replace("event.total", "event.totl"),
+                WELCOME.replace("channel: email", "channel: push"),
+            ],
+        ),
+        (
+            "journeys/orders.yaml",
+            vec![
+                ORDERS.to_owned(),
+                ORDERS.replace("{{entry.total}}", "{{entry.cart_id}} {{entry.nope}}"),
+            ],
+        ),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Random sequences of edits to the Catalog, the Project and the files
+    /// reading them: after each, the incremental diagnostics equal a full
+    /// check of the same texts.
+    #[test]
+    fn random_edits_give_a_full_checks_diagnostics(
+        edits in proptest::collection::vec((0usize..6, 0usize..14), 1..12)
+    ) {
+        let (tmp, _) = small_repo();
+        let variants = variants();
+        let mut ws = Workspace::load(&tmp);
+        ws.recheck_all();
+        for (file, variant) in edits {
+            let (name, texts) = &variants[file];
+            let text = texts[variant % texts.len()].clone();
+            ws.change(name, text.clone());
+            proptest::prop_assert_eq!(incremental(&ws), full(&ws), "after {} became {}", name, text);
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}

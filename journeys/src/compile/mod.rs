@@ -166,45 +166,8 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
         }
     }
 
-    let project = docs
-        .iter()
-        .find_map(|d| match &d.document {
-            Document::Project(p) => Some((d, p)),
-            _ => None,
-        })
-        .map(|(d, p)| {
-            project(
-                p,
-                &mut Ctx {
-                    file: &d.file,
-                    diags,
-                },
-            )
-        })
-        .unwrap_or_else(default_project);
-
-    // Catalog.
-    let mut catalog: Option<compiled::Catalog> = None;
-    for d in &docs {
-        if let Document::Catalog(c) = &d.document {
-            let parsed = catalog::parse(
-                c,
-                &mut Ctx {
-                    file: &d.file,
-                    diags,
-                },
-            );
-            match &mut catalog {
-                None => catalog = Some(parsed),
-                Some(existing) => {
-                    existing.user.extend(parsed.user);
-                    for (k, v) in parsed.events {
-                        existing.events.entry(k).or_default().extend(v);
-                    }
-                }
-            }
-        }
-    }
+    let project = project_settings(&docs, diags);
+    let catalog = merged_catalog(&docs, diags);
     let types = TypeEnv::new(catalog.as_ref());
 
     let mut ids = Ids::default();
@@ -436,6 +399,56 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
         tests,
         renderer: Arc::new(renderer),
     })
+}
+
+/// The repository's Project settings: the first Project compiled (its
+/// problems reported), or the defaults without one.
+pub(crate) fn project_settings(docs: &[Loaded], diags: &mut Diagnostics) -> compiled::Project {
+    docs.iter()
+        .find_map(|d| match &d.document {
+            Document::Project(p) => Some((d, p)),
+            _ => None,
+        })
+        .map(|(d, p)| {
+            project(
+                p,
+                &mut Ctx {
+                    file: &d.file,
+                    diags,
+                },
+            )
+        })
+        .unwrap_or_else(default_project)
+}
+
+/// Every Catalog document merged into one (later entries win), their
+/// problems reported; `None` without a Catalog: nothing is type-checked.
+pub(crate) fn merged_catalog(
+    docs: &[Loaded],
+    diags: &mut Diagnostics,
+) -> Option<compiled::Catalog> {
+    let mut catalog: Option<compiled::Catalog> = None;
+    for d in docs {
+        if let Document::Catalog(c) = &d.document {
+            let parsed = catalog::parse(
+                c,
+                &mut Ctx {
+                    file: &d.file,
+                    diags,
+                },
+            );
+            match &mut catalog {
+                None => catalog = Some(parsed),
+                Some(existing) => {
+                    existing.user.extend(parsed.user);
+                    for (k, v) in parsed.events {
+                        existing.events.entry(k).or_default().extend(v);
+                    }
+                }
+            }
+        }
+    }
+    catalog
 }
 
 /// Warns when delaying quiet-hour windows that can apply to the same
