@@ -132,25 +132,32 @@ pub fn send_raw(port: u16, head: &str, body: &[u8]) -> std::io::Result<Response>
     };
     let chunked = value("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
     let length = value("content-length").and_then(|v| v.parse::<usize>().ok());
-    match length {
-        Some(len) if !chunked => {
-            while raw.len() < end + 4 + len {
-                let n = s.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                raw.extend_from_slice(&buf[..n]);
+    let body = if chunked {
+        // To the last chunk (the server may keep the connection open).
+        loop {
+            if let Some(body) = dechunk(&raw[end + 4..])? {
+                break body;
             }
-            raw.truncate(end + 4 + len);
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Err(invalid("the connection closed inside a chunked body"));
+            }
+            raw.extend_from_slice(&buf[..n]);
         }
-        _ => {
-            s.read_to_end(&mut raw)?;
+    } else if let Some(len) = length {
+        while raw.len() < end + 4 + len {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
         }
-    }
-    let mut body = raw[end + 4..].to_vec();
-    if chunked {
-        body = dechunk(&body)?;
-    }
+        raw.truncate(end + 4 + len);
+        raw[end + 4..].to_vec()
+    } else {
+        s.read_to_end(&mut raw)?;
+        raw[end + 4..].to_vec()
+    };
     Ok(Response {
         status,
         headers,
@@ -159,21 +166,23 @@ pub fn send_raw(port: u16, head: &str, body: &[u8]) -> std::io::Result<Response>
     })
 }
 
-/// The data of a chunked body.
-fn dechunk(mut rest: &[u8]) -> std::io::Result<Vec<u8>> {
+/// The data of a chunked body, `None` while its last chunk has not
+/// arrived yet.
+fn dechunk(mut rest: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
     let mut out = Vec::new();
     loop {
-        let nl = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| invalid("bad chunk"))?;
+        let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return Ok(None);
+        };
         let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..nl]).trim(), 16)
             .map_err(|_| invalid("bad chunk size"))?;
         rest = &rest[nl + 2..];
         if size == 0 {
-            return Ok(out);
+            return Ok(Some(out));
         }
-        let chunk = rest.get(..size).ok_or_else(|| invalid("short chunk"))?;
+        let Some(chunk) = rest.get(..size) else {
+            return Ok(None);
+        };
         out.extend_from_slice(chunk);
         rest = rest.get(size + 2..).unwrap_or_default();
     }

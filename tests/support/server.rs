@@ -121,12 +121,7 @@ impl SluiceRun {
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + self.ready_within;
         loop {
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                self.child = None;
+            if let Some(status) = self.exited() {
                 let log = self.log(self.starts);
                 assert!(
                     self.fixed_port.is_none() && log.contains("cannot listen"),
@@ -159,12 +154,7 @@ impl SluiceRun {
         self.spawn();
         let deadline = Instant::now() + limit;
         loop {
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                self.child = None;
+            if let Some(status) = self.exited() {
                 return (status, self.logs());
             }
             if Instant::now() > deadline {
@@ -191,6 +181,14 @@ impl SluiceRun {
             .spawn()
             .expect("start sluice run");
         self.child = Some(child);
+    }
+
+    /// Its exit status if it has exited (then it is reaped and no longer
+    /// running).
+    fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(status)
     }
 
     fn command(&self) -> Command {
@@ -221,6 +219,11 @@ impl SluiceRun {
     /// Everything every start wrote to stderr, in order.
     pub fn logs(&self) -> String {
         (1..=self.starts).map(|n| self.log(n)).collect()
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The port it listens on (the last start's).
