@@ -6,54 +6,28 @@
 //! Everything runs on 127.0.0.1 with bounded waits; every server is killed
 //! when its guard drops, also when a test fails.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use support::cli::{output as run, sluice, stderr, stdout};
+use support::http::free_port;
+use support::receiver::{Receiver, Reply};
+use support::server::SluiceRun;
+
 const INGEST: &str = "ingest-token-for-tests";
 const ADMIN: &str = "admin-token-for-tests";
-
-fn sluice() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    // Nothing from the developer's shell decides where the client goes.
-    c.env_remove("SLUICE_SERVER").env_remove("SLUICE_TOKEN");
-    c.env_remove("SLUICE_INGEST_TOKEN")
-        .env_remove("SLUICE_ADMIN_TOKEN");
-    c.stdin(Stdio::null());
-    c
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir") {
-        let e = e.expect("entry");
-        let target = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            if e.file_name() != ".sluice" {
-                copy_dir(&e.path(), &target);
-            }
-        } else {
-            std::fs::copy(e.path(), &target).expect("copy");
-        }
-    }
-}
 
 /// The example shop, listening on `port`, its CRM webhook pointed at
 /// `crm` (a local receiver).
 fn shop(dir: &Path, port: u16, crm: u16) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop");
-    copy_dir(&src, dir);
+    support::fixture::copy_dir(&support::fixture::shop(), dir);
     let project = dir.join("sluice.yaml");
     let mut text = std::fs::read_to_string(&project).expect("sluice.yaml");
     text.push_str(&format!("\napi:\n  listen: 127.0.0.1:{port}\n"));
@@ -68,242 +42,57 @@ fn shop(dir: &Path, port: u16, crm: u16) {
     std::fs::write(&templates, text).expect("write orders.yaml");
 }
 
-/// A running `sluice run`, killed when dropped.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    log: PathBuf,
+/// `sluice run` on the shop in `dir` with `store`, on the Project's
+/// `port`; killed when dropped.
+fn start(dir: &Path, store: &Path, port: u16) -> SluiceRun {
+    SluiceRun::new(dir)
+        .store(store)
+        .listen_on(port)
+        .args(&["--drain", "2"])
+        .env("SLUICE_INGEST_TOKEN", INGEST)
+        .env("SLUICE_ADMIN_TOKEN", ADMIN)
+        .env("SHOP_WEBHOOK_SECRET", "dev-secret")
+        .ready_within(Duration::from_secs(60))
+        .start()
 }
 
-impl Server {
-    fn start(dir: &Path, store: &Path, port: u16) -> Server {
-        let log = dir.join("run.log");
-        let err = std::fs::File::create(&log).expect("log");
-        let child = sluice()
-            .arg("run")
-            .arg(dir)
-            .arg("--store")
-            .arg(store)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--drain")
-            .arg("2")
-            .env("SLUICE_INGEST_TOKEN", INGEST)
-            .env("SLUICE_ADMIN_TOKEN", ADMIN)
-            .env("SHOP_WEBHOOK_SECRET", "dev-secret")
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("start sluice run");
-        let mut s = Server {
-            child: Some(child),
-            port,
-            log,
-        };
-        s.wait_ready();
-        s
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if http_status(self.port, "/readyz") == Some(200) {
-                return;
-            }
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!("sluice run exited with {status}:\n{}", self.log());
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not ready within 60 s:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, and waits (bounded) for a clean exit.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let ok = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "cannot send SIGTERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    assert!(status.success(), "run exited {status}:\n{}", self.log());
-                    return;
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("run did not stop within 30 s of SIGTERM");
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The status of a plain GET, `None` when nothing answers.
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-/// A webhook receiver: answers every request with `status`, counts them
-/// and keeps their `Idempotency-Key`s.
-struct Receiver {
-    port: u16,
+/// The shop's CRM: answers every webhook with `status` (which the test
+/// changes), and keeps what it got.
+struct Crm {
+    receiver: Receiver,
     status: Arc<AtomicU16>,
-    hits: Arc<AtomicUsize>,
-    keys: Arc<std::sync::Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Receiver {
-    fn start(status: u16) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
-        let port = listener.local_addr().expect("addr").port();
-        listener.set_nonblocking(true).expect("nonblocking");
+impl Crm {
+    fn start(status: u16) -> Crm {
         let status = Arc::new(AtomicU16::new(status));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let keys = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, h, k, sp) = (
-            Arc::clone(&status),
-            Arc::clone(&hits),
-            Arc::clone(&keys),
-            Arc::clone(&stop),
-        );
-        let thread = std::thread::spawn(move || {
-            while !sp.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        if let Some(key) = answer(conn, st.load(Ordering::SeqCst)) {
-                            if let Ok(mut keys) = k.lock() {
-                                keys.push(key);
-                            }
-                        }
-                        h.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        Receiver {
-            port,
-            status,
-            hits,
-            keys,
-            stop,
-            thread: Some(thread),
-        }
+        let answer = Arc::clone(&status);
+        let receiver = Receiver::start(move |_, _| Reply::status(answer.load(Ordering::SeqCst)));
+        Crm { receiver, status }
     }
-}
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    fn port(&self) -> u16 {
+        self.receiver.port
     }
-}
 
-/// Reads one request (headers and a Content-Length body) and answers it;
-/// returns its `Idempotency-Key`.
-fn answer(mut conn: TcpStream, status: u16) -> Option<String> {
-    conn.set_nonblocking(false).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = conn.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 1 << 20 {
-            return None;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let header = |name: &str| {
-        head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_owned())
-        })
-    };
-    let length: usize = header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + length.min(1 << 20) {
-        let n = conn.read(&mut chunk).ok()?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+    /// From now on, answer `status`.
+    fn answer(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
     }
-    let _ = write!(
-        conn,
-        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    header("idempotency-key")
-}
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run sluice")
-}
+    /// How many webhooks arrived.
+    fn hits(&self) -> usize {
+        self.receiver.count()
+    }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    /// Their `Idempotency-Key`s, in order.
+    fn keys(&self) -> Vec<String> {
+        self.receiver
+            .requests()
+            .iter()
+            .map(|r| r.header("idempotency-key").to_owned())
+            .collect()
+    }
 }
 
 fn now() -> String {
@@ -313,13 +102,9 @@ fn now() -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Waits (bounded) until `f` holds.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Waits (at most 30 s) until `f` holds.
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    support::wait::until(Duration::from_secs(30), Duration::from_millis(100), what, f);
 }
 
 /// 2,400 events with ids over 3 batches, a blank line, and bad lines at
@@ -361,9 +146,9 @@ fn send_events_reports_lines_and_duplicates() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("shop");
     let port = free_port();
-    let crm = Receiver::start(200);
-    shop(&dir, port, crm.port);
-    let server = Server::start(&dir, &tmp.path().join("store"), port);
+    let crm = Crm::start(200);
+    shop(&dir, port, crm.port());
+    let server = start(&dir, &tmp.path().join("store"), port);
     let (file, good, bad) = events_file(tmp.path());
 
     // The token from the Project's ingest variable, the server from --server.
@@ -371,7 +156,7 @@ fn send_events_reports_lines_and_duplicates() {
         .arg("send-events")
         .arg(&file)
         .arg("--server")
-        .arg(server.url())
+        .arg(server.base_url())
         .arg("--dir")
         .arg(&dir)
         .env("SLUICE_INGEST_TOKEN", INGEST));
@@ -399,7 +184,7 @@ fn send_events_reports_lines_and_duplicates() {
         .arg(&file)
         .arg("--batch")
         .arg("333")
-        .env("SLUICE_SERVER", server.url())
+        .env("SLUICE_SERVER", server.base_url())
         .env("SLUICE_TOKEN", INGEST));
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
@@ -415,7 +200,7 @@ fn send_events_reports_lines_and_duplicates() {
         .arg(&file)
         .arg("--format")
         .arg("json")
-        .env("SLUICE_SERVER", server.url())
+        .env("SLUICE_SERVER", server.base_url())
         .env("SLUICE_TOKEN", INGEST));
     assert_eq!(o.status.code(), Some(1));
     let doc: serde_json::Value =
@@ -452,7 +237,7 @@ fn send_events_reports_lines_and_duplicates() {
         .arg("send-events")
         .arg(&clean_file)
         .arg("--server")
-        .arg(server.url())
+        .arg(server.base_url())
         .arg("--token")
         .arg(ADMIN));
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
@@ -467,7 +252,7 @@ fn send_events_reports_lines_and_duplicates() {
         .arg("send-events")
         .arg(&clean_file)
         .arg("--server")
-        .arg(server.url())
+        .arg(server.base_url())
         .arg("--token")
         .arg("wrong"));
     assert_eq!(o.status.code(), Some(1));
@@ -496,9 +281,9 @@ fn inspect_user_through_the_api_and_on_the_store() {
     let dir = tmp.path().join("shop");
     let store = tmp.path().join("store");
     let port = free_port();
-    let crm = Receiver::start(200);
-    shop(&dir, port, crm.port);
-    let mut server = Server::start(&dir, &store, port);
+    let crm = Crm::start(200);
+    shop(&dir, port, crm.port());
+    let mut server = start(&dir, &store, port);
     let ts = now();
     let file = tmp.path().join("lena.jsonl");
     std::fs::write(
@@ -514,7 +299,7 @@ fn inspect_user_through_the_api_and_on_the_store() {
         .arg("send-events")
         .arg(&file)
         .arg("--server")
-        .arg(server.url())
+        .arg(server.base_url())
         .arg("--token")
         .arg(INGEST));
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
@@ -543,7 +328,7 @@ fn inspect_user_through_the_api_and_on_the_store() {
     let via_locked: Value = serde_json::from_str(&stdout(&o)).expect("json");
 
     // With --server and the ingest token: refused (admin only).
-    let url = server.url();
+    let url = server.base_url();
     let o = inspect(&["--server", &url, "--token", INGEST], &[]);
     assert_eq!(o.status.code(), Some(1));
     let o = inspect(&["--server", &url, "--token", ADMIN], &[]);
@@ -594,7 +379,7 @@ fn inspect_user_through_the_api_and_on_the_store() {
     );
 
     // After SIGTERM: straight from the store, the same document.
-    server.stop();
+    server.stop(Duration::from_secs(30));
     let o = inspect(&["--store", &store_arg], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stderr(&o).contains("in use"), "{}", stderr(&o));
@@ -673,10 +458,10 @@ fn dead_webhook_listed_and_replayed_through_the_api() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("shop");
     let port = free_port();
-    let crm = Receiver::start(400);
-    shop(&dir, port, crm.port);
-    let server = Server::start(&dir, &tmp.path().join("store"), port);
-    let url = server.url();
+    let crm = Crm::start(400);
+    shop(&dir, port, crm.port());
+    let server = start(&dir, &tmp.path().join("store"), port);
+    let url = server.base_url();
     let api = ["--server", url.as_str(), "--token", ADMIN];
     assert!(dlq_list(&dir, &api).is_empty());
     order(tmp.path(), &url, 1);
@@ -708,14 +493,14 @@ fn dead_webhook_listed_and_replayed_through_the_api() {
         "{l}"
     );
     let key = l["key"].as_str().expect("key").to_owned();
-    assert_eq!(crm.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(crm.hits(), 1);
 
     // The human list names it too.
     let o = run(sluice().args(["dlq", "list"]).arg(&dir).args(api));
     assert!(stdout(&o).contains(&key), "{}", stdout(&o));
 
     // Fixed: replay everything; delivered with the same key, gone.
-    crm.status.store(200, Ordering::SeqCst);
+    crm.answer(200);
     let o = run(sluice()
         .args(["dlq", "replay", "--all"])
         .arg(&dir)
@@ -723,9 +508,9 @@ fn dead_webhook_listed_and_replayed_through_the_api() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "replayed 1");
     eventually("the replayed delivery", || {
-        crm.hits.load(Ordering::SeqCst) >= 2 && dlq_list(&dir, &api).is_empty()
+        crm.hits() >= 2 && dlq_list(&dir, &api).is_empty()
     });
-    let keys = crm.keys.lock().expect("keys").clone();
+    let keys = crm.keys();
     assert_eq!(keys, [key.clone(), key]);
 
     // Nothing left to replay by id: exit 1.
@@ -740,25 +525,23 @@ fn dead_webhook_replayed_on_the_store_then_delivered_at_start() {
     let store = tmp.path().join("store");
     let store_arg = store.display().to_string();
     let port = free_port();
-    let crm = Receiver::start(400);
-    shop(&dir, port, crm.port);
-    let mut server = Server::start(&dir, &store, port);
-    order(tmp.path(), &server.url(), 1);
-    eventually("the refused delivery", || {
-        crm.hits.load(Ordering::SeqCst) >= 1
-    });
+    let crm = Crm::start(400);
+    shop(&dir, port, crm.port());
+    let mut server = start(&dir, &store, port);
+    order(tmp.path(), &server.base_url(), 1);
+    eventually("the refused delivery", || crm.hits() >= 1);
     // Locked store: the list goes through the API (the Project's address).
     eventually("a dead letter", || {
         dlq_list(&dir, &["--store", &store_arg, "--token", ADMIN])
             .iter()
             .any(|l| l["channel"] == "webhook")
     });
-    server.stop();
+    server.stop(Duration::from_secs(30));
 
     let letters = dlq_list(&dir, &["--store", &store_arg]);
     assert_eq!(letters.len(), 1, "{letters:?}");
     let id = letters[0]["id"].as_u64().expect("id");
-    crm.status.store(200, Ordering::SeqCst);
+    crm.answer(200);
     let o = run(sluice()
         .args(["dlq", "replay", &id.to_string()])
         .arg(&dir)
@@ -767,13 +550,11 @@ fn dead_webhook_replayed_on_the_store_then_delivered_at_start() {
     assert_eq!(stdout(&o).trim(), "replayed 1");
     assert!(stderr(&o).contains("when it next starts"), "{}", stderr(&o));
     // Re-queued, not delivered: still listed until a run delivers it.
-    assert_eq!(crm.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(crm.hits(), 1);
 
-    let server = Server::start(&dir, &store, port);
-    eventually("the delivery at start", || {
-        crm.hits.load(Ordering::SeqCst) >= 2
-    });
-    let url = server.url();
+    let server = start(&dir, &store, port);
+    eventually("the delivery at start", || crm.hits() >= 2);
+    let url = server.base_url();
     eventually("an empty queue", || {
         dlq_list(&dir, &["--server", &url, "--token", ADMIN]).is_empty()
     });

@@ -11,16 +11,24 @@
 //! Also, with a plain HTTP client: no session (or a forged one) gets the
 //! login page and no data, and the headers keep the page to itself.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
+
+use support::events::{identify, track};
+use support::fixture::workspace;
+use support::http::{request as http, Response as Resp};
+use support::server::SluiceRun;
 
 const INGEST: &str = "ingest-token-for-console-tests";
 const ADMIN: &str = "admin-token-for-console-tests";
@@ -28,265 +36,48 @@ const EVIL: &str = "<script>alert(1)</script>";
 
 // ---------------------------------------------------------------- helpers
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read fixture") {
-        let entry = entry.expect("entry");
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if src.is_dir() {
-            copy_dir(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).expect("copy");
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-#[allow(clippy::disallowed_methods)]
-fn now_ts() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// An answer, read whole (requests are sent with `Connection: close`).
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
-    }
-}
-
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15)))
-        .expect("timeout");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).expect("write");
-    s.write_all(body).expect("write");
-    // Read the head, then as much body as Content-Length says (Chromium's
-    // DevTools server keeps the connection open), or to the end.
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    let end = loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        let n = s.read(&mut buf).expect("read");
-        assert!(n > 0, "the connection closed before the end of the headers");
-        raw.extend_from_slice(&buf[..n]);
-    };
-    let length = String::from_utf8_lossy(&raw[..end])
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
-    match length {
-        Some(len) => {
-            while raw.len() < end + 4 + len {
-                let n = s.read(&mut buf).expect("read");
-                if n == 0 {
-                    break;
-                }
-                raw.extend_from_slice(&buf[..n]);
-            }
-        }
-        None => {
-            s.read_to_end(&mut raw).expect("read");
-        }
-    }
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    if let Some(len) = length {
-        body.truncate(len);
-    }
-    if headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    }) {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let nl = rest.windows(2).position(|w| w == b"\r\n").expect("chunk");
-            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..nl]).trim(), 16)
-                .expect("size");
-            rest = &rest[nl + 2..];
-            if size == 0 {
-                break;
-            }
-            out.extend_from_slice(&rest[..size]);
-            rest = &rest[size + 2..];
-        }
-        body = out;
-    }
-    Resp {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+fn wait_for<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    support::wait::poll_for(limit, Duration::from_millis(50), what, f)
 }
 
 // ---------------------------------------------------------- sluice run
 
 /// `sluice run` on a copy of the fixture; killed when dropped.
 struct Service {
-    root: tempfile::TempDir,
+    run: SluiceRun,
     port: u16,
-    child: Option<Child>,
+    _root: tempfile::TempDir,
 }
 
 impl Service {
     fn start() -> Service {
-        let root = tempfile::tempdir().expect("tempdir");
-        let repo = root.path().join("repo");
-        copy_dir(&workspace().join("tests/fixtures/console/service"), &repo);
-        let mut s = Service {
-            root,
-            port: 0,
-            child: None,
-        };
-        for _ in 0..3 {
-            s.port = free_port();
-            let log = std::fs::File::create(s.root.path().join("sluice.log")).expect("log");
-            let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-                .arg("run")
-                .arg(&repo)
-                .args(["--listen", &format!("127.0.0.1:{}", s.port)])
-                .args(["--drain", "2"])
-                .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
-                .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
-                .env("SLUICE_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start sluice run");
-            s.child = Some(child);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                let exited = s
-                    .child
-                    .as_mut()
-                    .is_some_and(|c| c.try_wait().ok().flatten().is_some());
-                if exited {
-                    // Another process took the port between the probe and
-                    // the bind: try another; anything else is fatal.
-                    let log = s.log();
-                    assert!(log.contains("cannot listen"), "sluice run exited:\n{log}");
-                    s.child = None;
-                    break;
-                }
-                let ready = TcpStream::connect(("127.0.0.1", s.port)).is_ok()
-                    && http(s.port, "GET", "/readyz", &[], b"").status == 200;
-                if ready {
-                    return s;
-                }
-                assert!(Instant::now() < deadline, "not ready:\n{}", s.log());
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        let (root, repo) = support::fixture::temp_copy("console/service", &[]);
+        let run = SluiceRun::new(&repo)
+            .args(&["--drain", "2"])
+            .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
+            .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
+            .env("SLUICE_LOG", "warn")
+            .start();
+        Service {
+            port: run.port(),
+            run,
+            _root: root,
         }
-        panic!("could not start sluice run on a free port");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.root.path().join("sluice.log")).unwrap_or_default()
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        self.run.url(path)
     }
 
     fn events(&self, events: &[Value]) {
-        let body: String = events.iter().map(|e| format!("{e}\n")).collect();
-        let auth = format!("Bearer {INGEST}");
-        let r = http(
-            self.port,
-            "POST",
-            "/v1/events",
-            &[("Authorization", &auth)],
-            body.as_bytes(),
-        );
-        assert_eq!(r.status, 202, "{}", r.body);
+        let r = self.run.post_events(INGEST, events);
+        assert_eq!(r.status, 202, "{}", r.text);
     }
 
     fn admin(&self, path: &str) -> Resp {
-        let auth = format!("Bearer {ADMIN}");
-        http(self.port, "GET", path, &[("Authorization", &auth)], b"")
+        self.run.request("GET", path, Some(ADMIN), b"")
     }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("----- sluice run's log -----\n{}", self.log());
-        }
-    }
-}
-
-fn identify(user: &str, id: &str, traits: Value) -> Value {
-    json!({"type":"identify","user":user,"id":id,"ts":now_ts(),"traits":traits})
-}
-
-fn track(user: &str, id: &str, event: &str, props: Value) -> Value {
-    json!({"type":"track","user":user,"id":id,"event":event,"ts":now_ts(),"props":props})
 }
 
 fn signup(user: &str, traits: Value) -> Vec<Value> {
@@ -304,7 +95,7 @@ fn store_counts(service: &Service, users: &[&str]) -> BTreeMap<(String, String, 
     for u in users {
         let path = format!("/v1/users/{}", percent(u));
         let r = service.admin(&path);
-        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
         let v = r.json();
         for i in v["instances"].as_array().expect("instances") {
             let key = (
@@ -401,7 +192,7 @@ impl Browser {
         // The page Chromium opened (about:blank).
         let page_ws = wait_for(Duration::from_secs(10), "a page target", || {
             let list = http(port, "GET", "/json/list", &[], b"");
-            let v: Value = serde_json::from_str(&list.body).ok()?;
+            let v: Value = serde_json::from_str(&list.text).ok()?;
             v.as_array()?
                 .iter()
                 .find(|t| t["type"] == "page")
@@ -586,9 +377,9 @@ fn without_a_session_every_page_is_the_login_page() {
     for path in ["/", "/journeys/onboarding", "/users?id=u1", "/dlq"] {
         let r = http(s.port, "GET", path, &[], b"");
         assert_eq!(r.status, 401, "{path}");
-        assert!(r.body.contains("name=\"token\""), "{path}: a login form");
-        assert!(!r.body.contains("welcome"), "{path}: no data");
-        assert!(!r.body.contains("u1@example.com"), "{path}: no data");
+        assert!(r.text.contains("name=\"token\""), "{path}: a login form");
+        assert!(!r.text.contains("welcome"), "{path}: no data");
+        assert!(!r.text.contains("u1@example.com"), "{path}: no data");
         let csp = r.header("content-security-policy").expect("CSP");
         assert!(csp.contains("default-src 'self'"), "{csp}");
     }
@@ -665,7 +456,7 @@ fn without_a_session_every_page_is_the_login_page() {
         b"",
     );
     assert_eq!(r.status, 200);
-    assert!(r.body.contains("welcome"));
+    assert!(r.text.contains("welcome"));
     let r = http(
         s.port,
         "GET",

@@ -5,42 +5,24 @@
 //! `stay`; bad input is refused with nothing changed. Fixtures:
 //! tests/fixtures/deploy/ (one directory per checkout).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use support::fixture::copy_dir;
+use support::server::SluiceRun;
+
 const INGEST: &str = "deploy-ingest-token";
 const ADMIN: &str = "deploy-admin-token";
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/deploy")
-        .join(name)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read fixture") {
-        let e = e.expect("entry");
-        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// `sluice` with the test's tokens in its environment.
 fn sluice(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
+    support::cli::sluice()
         .args(args)
         .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
         .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
@@ -65,51 +47,28 @@ fn json_out(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(o)))
 }
 
-/// A running `sluice run`, killed (and reaped) on drop.
+/// A running `sluice run` (killed and reaped on drop, by its guard).
 struct Service {
-    child: Option<Child>,
+    run: SluiceRun,
     url: String,
-    log: PathBuf,
 }
 
 impl Service {
     fn start(repo: &Path) -> Service {
-        let port = free_port();
-        let log = repo.join("run.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("run")
-            .arg(repo)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+        let run = SluiceRun::new(repo)
             .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
             .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
             .env("SLUICE_ACTOR", "deploy-test")
             // Guards every 200 ms instead of every minute.
             .env("SLUICE_GUARD_INTERVAL_MS", "200")
-            .env("SLUICE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("start sluice run");
-        let s = Service {
-            child: Some(child),
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !ready(port) {
-            assert!(
-                Instant::now() < deadline,
-                "sluice run not ready in 20 s:\n{}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
+            .ready_within(Duration::from_secs(20))
+            .start();
+        let url = run.base_url();
+        Service { run, url }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.run.logs()
     }
 
     /// A deploy command through this server with the admin token.
@@ -194,67 +153,32 @@ impl Service {
     }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection: the whole answer as text.
-fn http(url: &str, request: &str) -> String {
-    let addr = url.trim_start_matches("http://");
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(request.as_bytes()).expect("write");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 /// The web console's page for `journey`, signed in with the admin token.
-fn console_page(url: &str, journey: &str) -> String {
+fn console_page(run: &SluiceRun, journey: &str) -> String {
     let body = format!("token={ADMIN}&next=%2F");
-    let login = http(
-        url,
+    let login = support::http::send_raw(
+        run.port(),
         &format!(
-            "POST /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
             body.len()
         ),
-    );
+        body.as_bytes(),
+    )
+    .expect("login");
     let cookie = login
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("set-cookie: ")
-                .or_else(|| l.strip_prefix("Set-Cookie: "))
-        })
+        .header("set-cookie")
         .and_then(|c| c.split(';').next())
-        .unwrap_or_else(|| panic!("no session cookie:\n{login}"))
+        .unwrap_or_else(|| panic!("no session cookie: {}", login.status))
         .to_owned();
-    http(
-        url,
+    let page = support::http::send_raw(
+        run.port(),
         &format!(
             "GET /journeys/{journey} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: {cookie}\r\n\r\n"
         ),
+        b"",
     )
-}
-
-fn ready(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200")
+    .expect("console page");
+    String::from_utf8_lossy(&page.body).into_owned()
 }
 
 fn users(prefix: &str, n: usize) -> Vec<String> {
@@ -264,7 +188,10 @@ fn users(prefix: &str, n: usize) -> Vec<String> {
 /// A checkout of `version` beside the running repository.
 fn checkout(root: &Path, version: &str) -> PathBuf {
     let dir = root.join(version);
-    copy_dir(&fixture(version), &dir);
+    copy_dir(
+        &support::fixture::fixture(&format!("deploy/{version}")),
+        &dir,
+    );
     dir
 }
 
@@ -312,7 +239,7 @@ fn a_canary_takes_its_share_then_promote_and_rollback_move_new_entries() {
     assert_eq!(st[0]["canary_version"], 2);
     assert_eq!(st[0]["share"], 10.0);
     // The console shows the canary beside the stable version.
-    let page = console_page(&s.url, "onboard");
+    let page = console_page(&s.run, "onboard");
     assert!(
         page.contains("Canary: version 2 takes 10% of new entries."),
         "{page}"

@@ -2,55 +2,21 @@
 //! `sluice simulate`: one fixture repository per group of rules under
 //! `tests/fixtures/`, the exact lines each run prints.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{json, Value};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .join("tests/fixtures")
-        .join(name)
-}
+use support::cli::simulate_lines as simulate;
+use support::fixture::fixture;
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .output()
-        .expect("run sluice")
-}
-
-/// `sluice simulate DIR --events FILE ARGS…`: exit 0, every line JSON, in
-/// time order.
-fn simulate(dir: &Path, events: &Path, args: &[&str]) -> Vec<Value> {
-    let mut all = vec![
-        "simulate",
-        dir.to_str().expect("utf-8"),
-        "--events",
-        events.to_str().expect("utf-8"),
-    ];
-    all.extend_from_slice(args);
-    let out = run(&all);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-        .collect();
-    for pair in lines.windows(2) {
-        assert!(
-            pair[0]["at"].as_str() <= pair[1]["at"].as_str(),
-            "out of order: {} {}",
-            pair[0],
-            pair[1]
-        );
-    }
-    lines
+    support::cli::output(support::cli::sluice().args(args))
 }
 
 fn simulate_fixture(name: &str, args: &[&str]) -> Vec<Value> {

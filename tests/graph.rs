@@ -1,29 +1,15 @@
 //! `sluice graph` through the binary: every journey of the example shop
 //! drawn in Mermaid and dot (snapshotted), and an unknown journey.
 
-use std::path::Path;
+#[path = "support/mod.rs"]
+mod support;
+
 use std::process::Command;
 
-fn sluice(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .output()
-        .expect("run sluice");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::cli::sluice_out as sluice;
 
 fn shop() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .join("examples/shop")
-        .to_str()
-        .expect("path")
-        .to_owned()
+    support::fixture::utf8(&support::fixture::shop()).to_owned()
 }
 
 const JOURNEYS: &[&str] = &[

@@ -5,29 +5,16 @@
 //! hang or a quadratic blow-up, not a slow machine); bounds on work are
 //! counts checked exactly.
 
-use std::path::{Path, PathBuf};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn sluice(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .output()
-        .expect("run sluice");
-    (
-        // A panic exits with 101 and a signal (stack overflow) with none.
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn shop() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .join("examples/shop")
-}
+// A panic exits with 101 and a signal (stack overflow) with none (-1).
+use support::cli::sluice_out as sluice;
+use support::fixture::shop;
 
 fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")

@@ -1,14 +1,14 @@
 //! `sluice test`: a pass/fail line per JourneyTest, a readable diff per
 //! failure, exit 0 only when all pass.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .join(path)
+    support::fixture::workspace().join(path)
 }
 
 fn sluice_test(dir: &Path, json: bool) -> (Option<i32>, String) {

@@ -4,17 +4,15 @@
 //! (decisions after the last commit may be printed twice: at-least-once).
 //! The moments come from a fixed seed, so a failure can be replayed.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-fn shop() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .join("examples/shop")
-}
+use support::fixture::shop;
 
 fn command(events: &Path, store: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));

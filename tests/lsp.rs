@@ -215,6 +215,15 @@ impl Client {
     }
 }
 
+/// A failing test never leaves `sluice lsp` behind: SIGKILL and reap (a
+/// no-op once it has exited).
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn assert_exits_cleanly(child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

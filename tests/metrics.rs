@@ -12,16 +12,21 @@
 //! in JSON, must hold no token, no address, no subject and no body; every
 //! metric the example Grafana dashboard queries must exist.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use support::events::{identify, now_ts, track};
+use support::fixture::workspace as root;
+use support::http::{request as http, Response as Resp};
+use support::receiver::{Receiver, Reply};
+use support::server::SluiceRun;
 
 const INGEST: &str = "ingest-token-METRICS-4f9a";
 const ADMIN: &str = "admin-token-METRICS-b7c1";
@@ -29,308 +34,73 @@ const ADMIN: &str = "admin-token-METRICS-b7c1";
 const WITH_EMAIL: [&str; 8] = ["e00", "e01", "e02", "e03", "e04", "e05", "e06", "e07"];
 const WITHOUT_EMAIL: [&str; 2] = ["n00", "n01"];
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_owned()
-}
-
 fn email(user: &str) -> String {
     format!("{user}.buyer@shop-metrics.example")
-}
-
-/// Copies `from` into `to`, with `__HOOK__` replaced by `hook` in YAML.
-fn copy_fixture(from: &Path, to: &Path, hook: u16) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read fixture") {
-        let entry = entry.expect("entry");
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if src.is_dir() {
-            copy_fixture(&src, &dst, hook);
-        } else {
-            let text = std::fs::read_to_string(&src).expect("read");
-            std::fs::write(&dst, text.replace("__HOOK__", &hook.to_string())).expect("write");
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-#[allow(clippy::disallowed_methods)]
-fn now_ts() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-// ------------------------------------------------------------ HTTP client
-
-struct Resp {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(15)))
-        .expect("timeout");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).expect("write");
-    s.write_all(body).expect("write");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        let mut out = String::new();
-        let mut rest = body;
-        loop {
-            let (size, tail) = rest.split_once("\r\n").expect("chunk size");
-            let size = usize::from_str_radix(size.trim(), 16).expect("hex size");
-            if size == 0 {
-                break;
-            }
-            out.push_str(&tail[..size]);
-            rest = &tail[size + 2..];
-        }
-        out
-    } else {
-        body.to_owned()
-    };
-    Resp {
-        status,
-        headers: head.to_owned(),
-        body,
-    }
 }
 
 // ------------------------------------------------------ webhook receiver
 
 /// Answers webhooks by the body's `outcome`: `ok` 200, `flaky` 500, `bad`
 /// 400. Counts what it got.
-struct Receiver {
-    port: u16,
-    hits: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
-        let port = listener.local_addr().expect("addr").port();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (h, st) = (Arc::clone(&hits), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let h = Arc::clone(&h);
-                std::thread::spawn(move || {
-                    let _ = answer(conn, &h);
-                });
-            }
-        });
-        Receiver { port, hits, stop }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-fn answer(mut conn: TcpStream, hits: &AtomicUsize) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 8192];
-    let end = loop {
-        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p;
-        }
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        raw.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-    let len: usize = head
-        .split("\r\n")
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim() == "content-length")
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0);
-    let mut body = raw[end + 4..].to_vec();
-    while body.len() < len {
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&buf[..n]);
-    }
-    hits.fetch_add(1, Ordering::SeqCst);
-    let outcome = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v["outcome"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let status = match outcome.as_str() {
-        "ok" => 200,
-        "bad" => 400,
-        _ => 500,
-    };
-    let out = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    conn.write_all(out.as_bytes())?;
-    conn.flush()
+fn receiver() -> Receiver {
+    Receiver::start(|request, _| {
+        let outcome = request
+            .json()
+            .and_then(|v| v["outcome"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Reply::status(match outcome.as_str() {
+            "ok" => 200,
+            "bad" => 400,
+            _ => 500,
+        })
+    })
 }
 
 // ---------------------------------------------------------- sluice run
 
+/// `sluice run` on a fresh copy of `tests/fixtures/metrics/workload`,
+/// logging everything (debug included) in `log_format`.
 struct Service {
+    run: SluiceRun,
     _root: tempfile::TempDir,
-    repo: PathBuf,
-    log_format: String,
-    log: PathBuf,
-    port: u16,
-    child: Option<Child>,
 }
 
 impl Service {
     /// Starts `sluice run` on a fresh copy of the fixture and waits until
     /// `/readyz` answers 200.
     fn start(hook: u16, log_format: &str) -> Service {
-        let root = tempfile::tempdir().expect("tempdir");
-        let repo = root.path().join("repo");
-        copy_fixture(
-            &root_dir().join("tests/fixtures/metrics/workload"),
-            &repo,
-            hook,
-        );
-        let log = root.path().join("sluice.log");
-        let mut s = Service {
-            _root: root,
-            repo,
-            log_format: log_format.to_owned(),
-            log,
-            port: 0,
-            child: None,
-        };
-        s.spawn();
-        s
+        let (root, repo) =
+            support::fixture::temp_copy("metrics/workload", &[("__HOOK__", hook.to_string())]);
+        let run = SluiceRun::new(&repo)
+            .args(&["--drain", "5", "--log-format", log_format])
+            .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
+            .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
+            // Everything sluice logs, debug included.
+            .env("SLUICE_LOG", "debug")
+            .env_remove("RUST_LOG")
+            .env_remove("SLUICE_LOG_FORMAT")
+            .start();
+        Service { run, _root: root }
     }
 
-    /// Starts the process on the same repository and store (another port
-    /// if one was taken meanwhile); its log is appended to the same file.
+    /// Starts the process again on the same repository and store (another
+    /// port); its log follows the earlier ones in [`Service::logs`].
     fn spawn(&mut self) {
-        assert!(self.child.is_none());
-        for _ in 0..3 {
-            let port = free_port();
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.log)
-                .expect("log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-                .arg("run")
-                .arg(&self.repo)
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args(["--drain", "5", "--log-format", &self.log_format])
-                .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
-                .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
-                // Everything sluice logs, debug included.
-                .env("SLUICE_LOG", "debug")
-                .env_remove("RUST_LOG")
-                .env_remove("SLUICE_LOG_FORMAT")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start sluice run");
-            self.port = port;
-            self.child = Some(child);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                if let Some(status) = self
-                    .child
-                    .as_mut()
-                    .and_then(|c| c.try_wait().ok().flatten())
-                {
-                    self.child = None;
-                    let text = self.logs();
-                    assert!(
-                        text.contains("cannot listen"),
-                        "sluice run exited ({status}):\n{text}"
-                    );
-                    break;
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok()
-                    && http(port, "GET", "/readyz", &[], b"").status == 200
-                {
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "not ready in 15 s:\n{}",
-                    self.logs()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("could not start sluice run on a free port");
+        self.run.restart();
     }
 
+    fn port(&self) -> u16 {
+        self.run.port()
+    }
+
+    /// Everything every start logged.
     fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.run.logs()
     }
 
     /// SIGTERM and wait (the logs are complete afterwards).
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let ok = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                assert!(status.success(), "exit {status}:\n{}", self.logs());
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no exit within 15 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.run.stop(Duration::from_secs(15));
     }
 
     fn post(&self, path: &str, lines: &[Value]) -> Resp {
@@ -339,52 +109,24 @@ impl Service {
     }
 
     fn post_raw(&self, path: &str, body: &[u8]) -> Resp {
-        let auth = format!("Bearer {INGEST}");
-        http(
-            self.port,
+        self.run.request_with(
             "POST",
             path,
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
+            Some(INGEST),
+            &[("Content-Type", "application/json")],
             body,
         )
     }
 
     fn scrape(&self, accept: Option<&str>) -> Resp {
         let headers: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();
-        let r = http(self.port, "GET", "/metrics", &headers, b"");
-        assert_eq!(r.status, 200, "{}", r.body);
+        let r = http(self.port(), "GET", "/metrics", &headers, b"");
+        assert_eq!(r.status, 200, "{}", r.text);
         r
     }
 }
 
-fn root_dir() -> PathBuf {
-    root()
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("----- sluice run's log -----\n{}", self.logs());
-        }
-    }
-}
-
 // ------------------------------------------------------------- workload
-
-fn identify(user: &str, id: &str, traits: Value) -> Value {
-    json!({"type":"identify","user":user,"id":id,"ts":now_ts(),"traits":traits})
-}
-
-fn track(user: &str, id: &str, event: &str, props: Value) -> Value {
-    json!({"type":"track","user":user,"id":id,"event":event,"ts":now_ts(),"props":props})
-}
 
 fn held_out(user: &str) -> bool {
     // The fixture's `holdout: 20%`, in basis points.
@@ -408,7 +150,7 @@ fn workload(s: &Service) -> BTreeMap<String, f64> {
         first.push(track(u, &format!("{u}-up"), "signed_up", json!({})));
     }
     let r = s.post("/v1/events", &first);
-    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.status, 202, "{}", r.text);
     // 2. Signed up again (live), carts (one without a total).
     let mut second = Vec::new();
     for u in WITH_EMAIL {
@@ -429,7 +171,7 @@ fn workload(s: &Service) -> BTreeMap<String, f64> {
         json!({"cart_id": "c-e04"}),
     ));
     let r = s.post("/v1/events", &second);
-    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.status, 202, "{}", r.text);
     // 3. The same carts again (dedupe), views (deferred by the cap),
     //    orders (webhooks: ok, flaky, bad).
     let mut third = Vec::new();
@@ -453,7 +195,7 @@ fn workload(s: &Service) -> BTreeMap<String, f64> {
         ));
     }
     let r = s.post("/v1/events", &third);
-    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.status, 202, "{}", r.text);
     // 4. A second order (reentry) and a duplicate.
     let fourth = vec![
         track(
@@ -469,9 +211,9 @@ fn workload(s: &Service) -> BTreeMap<String, f64> {
         ),
     ];
     let r = s.post("/v1/events", &fourth);
-    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.status, 202, "{}", r.text);
     assert_eq!(
-        serde_json::from_str::<Value>(&r.body).expect("json"),
+        serde_json::from_str::<Value>(&r.text).expect("json"),
         json!({"accepted": 1, "duplicates": 1})
     );
     // 5. Two bad lines beside a good one.
@@ -481,36 +223,42 @@ fn workload(s: &Service) -> BTreeMap<String, f64> {
         json!({"type": "track", "id": "no-user", "event": "x", "ts": now_ts()}),
     );
     let r = s.post_raw("/v1/events", body.as_bytes());
-    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.status, 400, "{}", r.text);
     // 6. Segment's API: one track call, a batch of two.
     let call = json!({"userId": "e02", "event": "page_viewed", "messageId": "seg-1", "timestamp": now_ts()});
     let r = s.post("/v1/track", &[call]);
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.status, 200, "{}", r.text);
     let batch = json!({"batch": [
         {"type": "identify", "userId": "e03", "traits": {"plan": "pro"}, "messageId": "seg-2", "timestamp": now_ts()},
         {"type": "track", "userId": "e03", "event": "page_viewed", "messageId": "seg-3", "timestamp": now_ts()},
     ]});
     let r = s.post_raw("/v1/batch", batch.to_string().as_bytes());
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.status, 200, "{}", r.text);
     // 7. Requests whose path or query must not reach the logs.
     let admin = format!("Bearer {ADMIN}");
     let r = http(
-        s.port,
+        s.port(),
         "GET",
         "/v1/users/e00",
         &[("Authorization", &admin)],
         b"",
     );
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.status, 200, "{}", r.text);
     let r = http(
-        s.port,
+        s.port(),
         "GET",
         "/v1/unsubscribe/SECRET-LINK-TOKEN-9d2e",
         &[],
         b"",
     );
     assert_eq!(r.status, 200);
-    let r = http(s.port, "GET", "/metrics?token=QUERY-SECRET-51ab", &[], b"");
+    let r = http(
+        s.port(),
+        "GET",
+        "/metrics?token=QUERY-SECRET-51ab",
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 200);
 
     // What that must make the metrics say.
@@ -733,7 +481,7 @@ fn settle(s: &Service, expected: &Samples) {
     let email_ok = want("sluice_deliveries_total{channel=email,result=ok}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let t = s.scrape(None).body;
+        let t = s.scrape(None).text;
         let done = quick(
             &t,
             "sluice_deliveries_total{channel=\"webhook\",result=\"dead\"}",
@@ -783,7 +531,7 @@ fn check(samples: &Samples, expected: &Samples, format: &str) {
 /// metrics in both expositions, stops the service; returns the samples and
 /// the whole log.
 fn full_run(log_format: &str) -> (Samples, String) {
-    let receiver = Receiver::start();
+    let receiver = receiver();
     let mut s = Service::start(receiver.port, log_format);
     let expected = workload(&s);
     settle(&s, &expected);
@@ -791,24 +539,20 @@ fn full_run(log_format: &str) -> (Samples, String) {
     let om = s.scrape(Some(
         "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
     ));
+    let content_type = |r: &Resp| r.header("content-type").unwrap_or("").to_ascii_lowercase();
     assert!(
-        om.headers
-            .to_ascii_lowercase()
-            .contains("content-type: application/openmetrics-text; version=1.0.0"),
-        "{}",
+        content_type(&om).starts_with("application/openmetrics-text; version=1.0.0"),
+        "{:?}",
         om.headers
     );
     let plain = s.scrape(None);
     assert!(
-        plain
-            .headers
-            .to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
-        "{}",
+        content_type(&plain).starts_with("text/plain; version=0.0.4"),
+        "{:?}",
         plain.headers
     );
-    let (om_samples, om_types) = parse(&om.body, "openmetrics");
-    let (text_samples, text_types) = parse(&plain.body, "text");
+    let (om_samples, om_types) = parse(&om.text, "openmetrics");
+    let (text_samples, text_types) = parse(&plain.text, "text");
     check(&om_samples, &expected, "openmetrics");
     check(&text_samples, &expected, "text 0.0.4");
     for (name, kind) in [
@@ -835,13 +579,13 @@ fn full_run(log_format: &str) -> (Samples, String) {
             .collect()
     };
     assert_eq!(strip(&om_samples), strip(&text_samples));
-    assert!(receiver.hits.load(Ordering::SeqCst) >= 4);
+    assert!(receiver.count() >= 4);
     s.stop();
 
     // Restarted on the same store: the gauges come from the start-up count
     // (the same numbers), the counters start again from zero.
     s.spawn();
-    let (again, _) = parse(&s.scrape(None).body, "text");
+    let (again, _) = parse(&s.scrape(None).text, "text");
     for k in [
         "sluice_timers_pending{}",
         "sluice_dead_letters{}",

@@ -2,25 +2,15 @@
 //! over the fixture pairs of tests/fixtures/plan/<case>/{base,head}, and
 //! the exit codes of CLI.md (0 no changes, 2 changes, 1 error).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "support/mod.rs"]
+mod support;
 
-fn sluice(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .output()
-        .expect("run sluice");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::path::PathBuf;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
+use support::cli::sluice_out as sluice;
+
+fn root() -> PathBuf {
+    support::fixture::workspace()
 }
 
 fn case(name: &str) -> (PathBuf, PathBuf) {

@@ -3,50 +3,23 @@
 //! tabulates the expected decisions), and the exact `send` lines each run
 //! prints — when, to whom, the outcome, the reason and the `until`.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .join("tests/fixtures")
+    support::fixture::workspace().join("tests/fixtures")
 }
 
 /// Runs `sluice simulate DIR --events EVENTS ARGS…`, requires exit 0 and
-/// returns every stdout line as JSON, checked for the shape of CLI.md.
+/// returns every stdout line as JSON (in time order), checked for the
+/// shape of CLI.md.
 fn simulate_raw(dir: &Path, events: &Path, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("simulate")
-        .arg(dir)
-        .arg("--events")
-        .arg(events)
-        .args(args)
-        .output()
-        .expect("run sluice");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}: {stdout}{stderr}",
-        dir.display()
-    );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-        .collect();
-    for pair in lines.windows(2) {
-        assert!(
-            pair[0]["at"].as_str() <= pair[1]["at"].as_str(),
-            "lines out of time order: {} then {}",
-            pair[0],
-            pair[1]
-        );
-    }
+    let lines = support::cli::simulate_lines(dir, events, args);
     for l in lines.iter().filter(|l| l["kind"] == "send") {
         check_send_shape(l);
     }

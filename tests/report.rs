@@ -5,36 +5,25 @@
 //! simulated experiments whose true uplift is known
 //! (tests/fixtures/report-coverage).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .join("tests/fixtures")
-        .join(name)
-}
+use support::fixture::{copy_dir, fixture, utf8 as path};
+use support::server::SluiceRun;
 
 fn sluice(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env_remove("SLUICE_SERVER")
-        .env_remove("SLUICE_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sluice")
+    support::cli::output(support::cli::sluice().args(args))
 }
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 /// `sluice simulate DIR --events FILE --store STORE`, which must succeed.
@@ -361,120 +350,6 @@ fn interval_covers_the_true_uplift() {
 const INGEST: &str = "report-ingest-token";
 const ADMIN: &str = "report-admin-token";
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir") {
-        let e = e.expect("entry");
-        let target = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).expect("copy");
-        }
-    }
-}
-
-/// A plain HTTP/1.1 request on loopback: the status and the body.
-fn http(port: u16, method: &str, path: &str, token: &str) -> Option<(u16, String)> {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let status = raw.get(9..12)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
-}
-
-/// `sluice run`, killed when dropped.
-struct Server {
-    child: Option<std::process::Child>,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, store: &Path, port: u16) -> Server {
-        let log = dir.join("run.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", path(dir), "--store", path(store), "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .env_remove("SLUICE_SERVER")
-            .env_remove("SLUICE_TOKEN")
-            .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
-            .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("start sluice run");
-        let mut s = Server {
-            child: Some(child),
-            log,
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while http(port, "GET", "/readyz", "").map(|(s, _)| s) != Some(200) {
-            if let Some(Ok(Some(status))) = s.child.as_mut().map(|c| c.try_wait()) {
-                panic!("sluice run exited with {status}:\n{}", s.log());
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "not ready within 60 s:\n{}",
-                s.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM and a bounded wait for a clean exit.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(sent, "cannot send SIGTERM");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    assert!(status.success(), "run exited {status}:\n{}", self.log());
-                    return;
-                }
-                Ok(None) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(50))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("run did not stop within 30 s of SIGTERM");
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Through `sluice run`: `report --server` (and the automatic detour when
 /// `run` holds the store) answers what the store then reads directly; an
 /// erased user leaves the totals as they were (RUN.md: anonymous totals).
@@ -484,10 +359,7 @@ fn through_a_running_engine() {
     let dir = tmp.path().join("repo");
     copy_dir(&fixture("report-small"), &dir);
     let store = tmp.path().join("store");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = support::http::free_port();
     let url = format!("http://127.0.0.1:{port}");
     // The Project names the address, so a command that finds the store in
     // use knows where to ask.
@@ -496,7 +368,13 @@ fn through_a_running_engine() {
     assert!(yaml.trim_end().ends_with("SLUICE_TEST_ADMIN_TOKEN"));
     yaml.push_str(&format!("  listen: 127.0.0.1:{port}\n"));
     std::fs::write(&project, yaml).expect("write sluice.yaml");
-    let mut server = Server::start(&dir, &store, port);
+    let mut server = SluiceRun::new(&dir)
+        .store(&store)
+        .listen_on(port)
+        .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
+        .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
+        .ready_within(Duration::from_secs(60))
+        .start();
     let out = sluice(&[
         "send-events",
         path(&dir.join("events.jsonl")),
@@ -529,10 +407,10 @@ fn through_a_running_engine() {
         "{}",
         text(&out.stderr)
     );
-    let (status, _) = http(port, "GET", "/v1/report", INGEST).expect("answer");
-    assert_eq!(status, 401, "the ingest token cannot read reports");
-    let (status, body) = http(port, "GET", "/v1/report?since=soon", ADMIN).expect("answer");
-    assert_eq!(status, 400, "{body}");
+    let r = server.request("GET", "/v1/report", Some(INGEST), b"");
+    assert_eq!(r.status, 401, "the ingest token cannot read reports");
+    let r = server.request("GET", "/v1/report?since=soon", Some(ADMIN), b"");
+    assert_eq!(r.status, 400, "{}", r.text);
 
     // Run holds the store: the direct read goes through the API instead.
     let out = sluice(&[
@@ -551,13 +429,13 @@ fn through_a_running_engine() {
     assert_eq!(detour, via_api);
 
     // Erasing a user keeps the anonymous totals.
-    let (status, body) = http(port, "DELETE", "/v1/users/u02", ADMIN).expect("answer");
-    assert_eq!(status, 200, "{body}");
+    let r = server.request("DELETE", "/v1/users/u02", Some(ADMIN), b"");
+    assert_eq!(r.status, 200, "{}", r.text);
     let out = api(&[]);
     let after: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(after, via_api);
 
-    server.stop();
+    server.stop(Duration::from_secs(30));
     let direct = report_json(&dir, &store, &[]);
     assert_eq!(direct, via_api);
 }

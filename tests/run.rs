@@ -6,11 +6,13 @@
 //! (with the receiver's port in place of `__HOOK__`), starts `sluice run`
 //! on a free port, and kills it when the test ends, whatever happens.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,320 +21,70 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use support::events::{identify, now_ts, track};
+use support::http::{bearer, send_raw, try_request as try_http, Response as Resp};
+use support::receiver::{unix_millis, Receiver, Reply, Request};
+use support::server::SluiceRun;
+use support::wait::wait_for;
+
 const INGEST: &str = "ingest-token-for-tests";
 const ADMIN: &str = "admin-token-for-tests";
 const WEBHOOK_SECRET: &str = "webhook-secret-for-tests";
 
-// ---------------------------------------------------------------- helpers
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .join("tests/fixtures/run/service")
-}
-
-/// Copies `from` into `to`, with `__HOOK__` replaced by `hook` in YAML.
-fn copy_fixture(from: &Path, to: &Path, hook: u16) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read fixture") {
-        let entry = entry.expect("entry");
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if src.is_dir() {
-            copy_fixture(&src, &dst, hook);
-        } else if src.extension().is_some_and(|e| e == "yaml") {
-            let text = std::fs::read_to_string(&src).expect("read");
-            std::fs::write(&dst, text.replace("__HOOK__", &hook.to_string())).expect("write");
-        } else {
-            std::fs::copy(&src, &dst).expect("copy");
-        }
-    }
-}
-
-/// Polls `f` every 20 ms until it returns `Some`, or panics after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Milliseconds since the Unix epoch: `sluice run` runs on the wall clock,
-/// so its events and signatures are stamped with it.
-#[allow(clippy::disallowed_methods)]
-fn unix_millis() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock");
-    i64::try_from(d.as_millis()).expect("millis")
-}
-
-fn now_ts() -> String {
-    chrono::DateTime::from_timestamp_millis(unix_millis())
-        .expect("timestamp")
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-// ------------------------------------------------------------ HTTP client
-
-/// An answer, read whole (every request is sent with `Connection: close`).
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {} {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no status"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    if chunked {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let nl = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .ok_or_else(|| bad("bad chunk"))?;
-            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..nl]).trim(), 16)
-                .map_err(|_| bad("bad chunk size"))?;
-            rest = &rest[nl + 2..];
-            if size == 0 {
-                break;
-            }
-            out.extend_from_slice(&rest[..size]);
-            rest = &rest[size + 2..];
-        }
-        body = out;
-    } else if let Some(len) = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-    {
-        body.truncate(len);
-    }
-    Ok(Resp {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// Sends a request as given (head and body) and reads the answer.
-fn send_raw(port: u16, head: &str, body: &[u8]) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(15)))?;
-    s.set_write_timeout(Some(Duration::from_secs(15)))?;
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse_response(&raw)
-}
-
-fn try_http(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<Resp> {
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    send_raw(port, &head, body)
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
 // ---------------------------------------------------------- sluice run
 
-/// A `sluice run` process on a copy of the fixture; killed when dropped.
+/// A `sluice run` process on a copy of `tests/fixtures/run/service`;
+/// killed when dropped.
 struct Service {
-    root: tempfile::TempDir,
+    run: SluiceRun,
     repo: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    starts: usize,
+    _root: tempfile::TempDir,
 }
 
 impl Service {
     /// Copies the fixture (webhooks to `hook`) and starts the service.
     fn new(hook: u16) -> Service {
-        let root = tempfile::tempdir().expect("tempdir");
-        let repo = root.path().join("repo");
-        copy_fixture(&fixture(), &repo, hook);
-        let mut s = Service {
-            root,
+        let (root, repo) =
+            support::fixture::temp_copy("run/service", &[("__HOOK__", hook.to_string())]);
+        let run = SluiceRun::new(&repo)
+            .args(&["--drain", "5"])
+            .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
+            .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
+            .env("SLUICE_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .start();
+        Service {
+            run,
             repo,
-            port: 0,
-            child: None,
-            starts: 0,
-        };
-        s.start();
-        s
+            _root: root,
+        }
     }
 
-    fn log(&self, n: usize) -> PathBuf {
-        self.root.path().join(format!("sluice-{n}.log"))
+    fn port(&self) -> u16 {
+        self.run.port()
     }
 
     fn logs(&self) -> String {
-        (1..=self.starts)
-            .map(|n| std::fs::read_to_string(self.log(n)).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n----- restart -----\n")
+        self.run.logs()
     }
 
-    /// Starts `sluice run` on the same repository and store, on a free
-    /// port, and waits until `/readyz` answers 200.
+    /// Starts `sluice run` again on the same repository and store, on a
+    /// free port, and waits until `/readyz` answers 200.
     fn start(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        for _ in 0..3 {
-            self.starts += 1;
-            self.port = free_port();
-            let log = std::fs::File::create(self.log(self.starts)).expect("log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-                .arg("run")
-                .arg(&self.repo)
-                .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-                .args(["--drain", "5"])
-                .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
-                .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
-                .env("SLUICE_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
-                .env(
-                    "SLUICE_LOG",
-                    std::env::var("SLUICE_LOG").unwrap_or("warn".into()),
-                )
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start sluice run");
-            self.child = Some(child);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                if let Some(status) = self
-                    .child
-                    .as_mut()
-                    .and_then(|c| c.try_wait().ok().flatten())
-                {
-                    // Another process took the port between our probe and
-                    // its bind: try another one; anything else is fatal.
-                    self.child = None;
-                    let log = std::fs::read_to_string(self.log(self.starts)).unwrap_or_default();
-                    assert!(
-                        log.contains("cannot listen"),
-                        "sluice run exited at start ({status}):\n{log}"
-                    );
-                    break;
-                }
-                if try_http(self.port, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200) {
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "sluice run not ready in 15 s:\n{}",
-                    self.logs()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("could not start sluice run on a free port");
+        self.run.restart();
     }
 
     /// SIGTERM, then the exit status (within 15 s).
     fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let ok = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("sluice run did not stop within 15 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.run.terminate(Duration::from_secs(15))
     }
 
     fn http(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Resp {
-        let auth = token.map(bearer);
-        let mut headers = vec![];
-        if let Some(a) = &auth {
-            headers.push(("Authorization", a.as_str()));
-        }
-        try_http(self.port, method, path, &headers, body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.logs()))
+        self.run.request(method, path, token, body)
     }
 
     /// `POST /v1/events` with the ingest token.
     fn post_events(&self, events: &[Value]) -> Resp {
-        let body: String = events.iter().map(|e| format!("{e}\n")).collect();
-        self.http("POST", "/v1/events", Some(INGEST), body.as_bytes())
+        self.run.post_events(INGEST, events)
     }
 
     /// `GET /v1/users/{id}` with the admin token: `None` on 404.
@@ -375,26 +127,6 @@ impl Service {
             (m.len() >= n).then_some(m)
         })
     }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("----- sluice run's log -----\n{}", self.logs());
-        }
-    }
-}
-
-fn identify(user: &str, id: &str, traits: Value) -> Value {
-    json!({"type":"identify","user":user,"id":id,"ts":now_ts(),"traits":traits})
-}
-
-fn track(user: &str, id: &str, event: &str, props: Value) -> Value {
-    json!({"type":"track","user":user,"id":id,"event":event,"ts":now_ts(),"props":props})
 }
 
 /// A user who signs up: an identify with an address and a `signed_up`.
@@ -455,46 +187,74 @@ struct Hit {
     status: u16,
 }
 
+impl Hit {
+    /// What the receiver makes of a request: its signature checked at the
+    /// moment it arrived.
+    fn of(r: &Request) -> Hit {
+        let signature = r.header("sluice-signature").to_owned();
+        Hit {
+            at: r.at,
+            key: r.header("idempotency-key").to_owned(),
+            verified: verify(
+                WEBHOOK_SECRET.as_bytes(),
+                &signature,
+                &r.body,
+                r.unix_ms / 1000,
+            ),
+            signature,
+            user_agent: r.header("user-agent").to_owned(),
+            source: r.header("x-source").to_owned(),
+            body: r.body.clone(),
+            n: r.json()
+                .and_then(|v| v["n"].as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            status: r.status,
+        }
+    }
+}
+
 /// How the receiver answers one request: status, extra headers, body.
 type Answer = (u16, Vec<(String, String)>, String);
 type Script = Box<dyn FnMut(&str, usize) -> Answer + Send>;
 
-/// A webhook receiver on 127.0.0.1: verifies every request's signature and
-/// answers by a script given the body's `n` and how many requests with the
-/// same `Idempotency-Key` came before.
-struct Receiver {
+/// A webhook receiver on 127.0.0.1: verifies every request's signature
+/// (401 when it does not verify) and answers by a script given the body's
+/// `n` and how many requests with the same `Idempotency-Key` came before.
+struct Hooks {
     port: u16,
-    hits: Arc<Mutex<Vec<Hit>>>,
-    stop: Arc<AtomicBool>,
+    receiver: Receiver,
 }
 
-impl Receiver {
-    fn start(script: Script) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
-        let port = listener.local_addr().expect("addr").port();
-        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let script = Arc::new(Mutex::new(script));
-        {
-            let (hits, stop) = (Arc::clone(&hits), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let (hits, script) = (Arc::clone(&hits), Arc::clone(&script));
-                    std::thread::spawn(move || {
-                        let _ = serve_one(conn, &hits, &script);
-                    });
-                }
-            });
+impl Hooks {
+    fn start(mut script: Script) -> Hooks {
+        let receiver = Receiver::start(move |request, earlier| {
+            let hit = Hit::of(request);
+            if !hit.verified {
+                return Reply {
+                    status: 401,
+                    headers: vec![],
+                    body: "bad signature".to_owned(),
+                };
+            }
+            let before = earlier
+                .iter()
+                .filter(|e| e.header("idempotency-key") == hit.key)
+                .count();
+            let (status, headers, body) = script(&hit.n, before);
+            Reply {
+                status,
+                headers,
+                body,
+            }
+        });
+        Hooks {
+            port: receiver.port,
+            receiver,
         }
-        Receiver { port, hits, stop }
     }
 
     fn hits(&self) -> Vec<Hit> {
-        self.hits.lock().expect("hits").clone()
+        self.receiver.requests().iter().map(Hit::of).collect()
     }
 
     fn hits_for(&self, n: &str) -> Vec<Hit> {
@@ -502,105 +262,9 @@ impl Receiver {
     }
 }
 
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-/// Reads one request (headers, `Content-Length` body), answers it, closes.
-fn serve_one(
-    mut conn: TcpStream,
-    hits: &Mutex<Vec<Hit>>,
-    script: &Mutex<Script>,
-) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 8192];
-    let end = loop {
-        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p;
-        }
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        raw.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let header = |name: &str| {
-        head.split("\r\n")
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim().to_owned())
-            .unwrap_or_default()
-    };
-    let len: usize = header("content-length").parse().unwrap_or(0);
-    let mut body = raw[end + 4..].to_vec();
-    while body.len() < len {
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&buf[..n]);
-    }
-    let now = unix_millis() / 1000;
-    let signature = header("sluice-signature");
-    let verified = verify(WEBHOOK_SECRET.as_bytes(), &signature, &body, now);
-    let n = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v["n"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let key = header("idempotency-key");
-    let (status, headers, text) = if verified {
-        let mut hits = hits.lock().expect("hits");
-        let before = hits.iter().filter(|h| h.key == key).count();
-        let answer = (script.lock().expect("script"))(&n, before);
-        hits.push(Hit {
-            at: Instant::now(),
-            key,
-            signature,
-            verified,
-            user_agent: header("user-agent"),
-            source: header("x-source"),
-            body,
-            n,
-            status: answer.0,
-        });
-        answer
-    } else {
-        hits.lock().expect("hits").push(Hit {
-            at: Instant::now(),
-            key,
-            signature,
-            verified,
-            user_agent: header("user-agent"),
-            source: header("x-source"),
-            body,
-            n,
-            status: 401,
-        });
-        (401, vec![], "bad signature".to_owned())
-    };
-    let mut out = format!(
-        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-        text.len()
-    );
-    for (k, v) in headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(&text);
-    conn.write_all(out.as_bytes())?;
-    conn.flush()
-}
-
 /// A receiver that answers 200 to everything (for tests without webhooks).
-fn quiet_receiver() -> Receiver {
-    Receiver::start(Box::new(|_, _| (200, vec![], String::new())))
+fn quiet_receiver() -> Hooks {
+    Hooks::start(Box::new(|_, _| (200, vec![], String::new())))
 }
 
 // ------------------------------------------------------------------ tests
@@ -656,7 +320,7 @@ fn every_route_refuses_a_missing_or_wrong_token_and_changes_nothing() {
                 .as_deref()
                 .map(|a| vec![("Authorization", a)])
                 .unwrap_or_default();
-            let r = try_http(s.port, method, path, &headers, body).expect("request");
+            let r = try_http(s.port(), method, path, &headers, body).expect("request");
             assert_eq!(r.status, 401, "{method} {path} with {auth:?}");
             assert_eq!(r.json(), json!({"error":"unauthorized"}), "{method} {path}");
             checked += 1;
@@ -667,8 +331,8 @@ fn every_route_refuses_a_missing_or_wrong_token_and_changes_nothing() {
         // and the admin token as a Basic username (admin routes take
         // bearer tokens only).
         for auth in [bearer(INGEST), basic_admin.clone()] {
-            let r =
-                try_http(s.port, method, path, &[("Authorization", &auth)], body).expect("request");
+            let r = try_http(s.port(), method, path, &[("Authorization", &auth)], body)
+                .expect("request");
             assert_eq!(r.status, 401, "{method} {path} with {auth}");
             assert_eq!(r.json(), json!({"error":"unauthorized"}));
             checked += 1;
@@ -756,7 +420,7 @@ fn bad_lines_get_line_numbers_and_good_lines_are_kept_and_big_bodies_413() {
         "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {INGEST}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
         10 * 1024 * 1024 + 1
     );
-    let r = send_raw(s.port, &head, b"").expect("413 answer");
+    let r = send_raw(s.port(), &head, b"").expect("413 answer");
     assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.json()["error"]
         .as_str()
@@ -776,7 +440,7 @@ fn bad_lines_get_line_numbers_and_good_lines_are_kept_and_big_bodies_413() {
     assert!(gz.len() < 1024 * 1024);
     let auth = bearer(INGEST);
     let r = try_http(
-        s.port,
+        s.port(),
         "POST",
         "/v1/events",
         &[("Authorization", &auth), ("Content-Encoding", "gzip")],
@@ -792,7 +456,7 @@ fn bad_lines_get_line_numbers_and_good_lines_are_kept_and_big_bodies_413() {
     gz.write_all(small.as_bytes()).expect("gzip");
     let gz = gz.finish().expect("gzip");
     let r = try_http(
-        s.port,
+        s.port(),
         "POST",
         "/v1/events",
         &[("Authorization", &auth), ("Content-Encoding", "gzip")],
@@ -929,7 +593,7 @@ fn the_welcome_email_and_one_click_unsubscribe() {
         .expect("List-Unsubscribe on marketing")
         .trim()
         .to_owned();
-    let prefix = format!("<http://127.0.0.1:{}/v1/unsubscribe/", s.port);
+    let prefix = format!("<http://127.0.0.1:{}/v1/unsubscribe/", s.port());
     assert!(list.starts_with(&prefix) && list.ends_with('>'), "{list}");
     assert_eq!(
         welcome.header_raw("List-Unsubscribe-Post").map(str::trim),
@@ -942,7 +606,7 @@ fn the_welcome_email_and_one_click_unsubscribe() {
     assert_eq!(receipt.header_raw("List-Unsubscribe-Post"), None);
 
     let path = url
-        .strip_prefix(&format!("http://127.0.0.1:{}", s.port))
+        .strip_prefix(&format!("http://127.0.0.1:{}", s.port()))
         .expect("path");
     let token = path.strip_prefix("/v1/unsubscribe/").expect("token");
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
@@ -957,7 +621,7 @@ fn the_welcome_email_and_one_click_unsubscribe() {
     forged.push(if last == '0' { '1' } else { '0' });
     for bad in [forged, format!("x{token}"), "nothing".to_owned()] {
         let r = try_http(
-            s.port,
+            s.port(),
             "POST",
             &format!("/v1/unsubscribe/{bad}"),
             &form,
@@ -981,7 +645,7 @@ fn the_welcome_email_and_one_click_unsubscribe() {
     );
 
     // RFC 8058 one-click.
-    let r = try_http(s.port, "POST", path, &form, one_click).expect("answer");
+    let r = try_http(s.port(), "POST", path, &form, one_click).expect("answer");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let profile = &s.user("m1").expect("m1")["profile"];
     assert_eq!(
@@ -1042,7 +706,14 @@ fn a_hard_bounce_suppresses_later_email_and_a_complaint_unsubscribes() {
     .to_string();
     let text = ("Content-Type", "text/plain; charset=UTF-8");
     // Unsigned and without a token: 401, nothing changed.
-    let r = try_http(s.port, "POST", "/v1/feedback/ses", &[text], sns.as_bytes()).expect("answer");
+    let r = try_http(
+        s.port(),
+        "POST",
+        "/v1/feedback/ses",
+        &[text],
+        sns.as_bytes(),
+    )
+    .expect("answer");
     assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
     assert!(s.user("b1").expect("b1")["profile"]
         .get("email_status")
@@ -1051,7 +722,7 @@ fn a_hard_bounce_suppresses_later_email_and_a_complaint_unsubscribes() {
     let auth = bearer(INGEST);
     let with_token = [text, ("Authorization", auth.as_str())];
     let r = try_http(
-        s.port,
+        s.port(),
         "POST",
         "/v1/feedback/ses",
         &with_token,
@@ -1091,7 +762,7 @@ fn a_hard_bounce_suppresses_later_email_and_a_complaint_unsubscribes() {
     // An unmatched notification: 200, counted, nothing changed.
     let unknown = sns.replace(&b1_key, "0123456789abcdef0123456789abcdef");
     let r = try_http(
-        s.port,
+        s.port(),
         "POST",
         "/v1/feedback/ses",
         &with_token,
@@ -1113,7 +784,7 @@ fn a_hard_bounce_suppresses_later_email_and_a_complaint_unsubscribes() {
     .to_string();
     let json_type = ("Content-Type", "application/json");
     let r = try_http(
-        s.port,
+        s.port(),
         "POST",
         "/v1/feedback/postmark",
         &[json_type],
@@ -1129,7 +800,7 @@ fn a_hard_bounce_suppresses_later_email_and_a_complaint_unsubscribes() {
         )
     };
     let r = try_http(
-        s.port,
+        s.port(),
         "POST",
         "/v1/feedback/postmark",
         &[json_type, ("Authorization", basic.as_str())],
@@ -1188,7 +859,7 @@ fn webhooks_are_signed_retried_dead_lettered_and_replayed() {
             _ => (200, vec![], "ok".into()),
         })
     };
-    let hooks = Receiver::start(script);
+    let hooks = Hooks::start(script);
     let s = Service::new(hooks.port);
     let names = ["ok", "fail-once", "rate-limited", "refused"];
     let events: Vec<Value> = names
@@ -1395,7 +1066,7 @@ fn erasure_forgets_the_user_and_a_later_event_starts_afresh() {
 fn sigterm_under_load_loses_nothing_acknowledged() {
     let hooks = quiet_receiver();
     let mut s = Service::new(hooks.port);
-    let port = s.port;
+    let port = s.port();
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let refused = Arc::new(AtomicUsize::new(0));

@@ -13,315 +13,76 @@
 //!
 //! Needs `python3` with aiosmtpd: `.ci/install/smtp.sh` installs it.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use mail_parser::MessageParser;
 use serde_json::{json, Value};
 
+use support::events::now_ts;
+use support::http::free_port;
+use support::server::SluiceRun;
+use support::smtp::SmtpServer;
+use support::wait::poll_for;
+
 const INGEST: &str = "ingest-token-for-tests";
 const ADMIN: &str = "admin-token-for-tests";
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-#[allow(clippy::disallowed_methods)]
-fn now_ts() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-// ------------------------------------------------------------ SMTP server
-
-/// aiosmtpd on 127.0.0.1; stopped when dropped.
-struct SmtpServer {
-    port: u16,
-    dir: tempfile::TempDir,
-    args: Vec<String>,
-    child: Option<Child>,
-}
-
-impl SmtpServer {
-    fn start(args: &[&str]) -> SmtpServer {
-        let ok = Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "python3 with aiosmtpd is needed: run .ci/install/smtp.sh"
-        );
-        let mut s = SmtpServer {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("tempdir"),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            child: None,
-        };
-        s.spawn();
-        s
-    }
-
-    fn spawn(&mut self) {
-        let mut child = Command::new("python3")
-            .arg(root().join("tests/fixtures/smtp/server.py"))
-            .args(["--port", &self.port.to_string()])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start server.py");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("server.py ready within 20 s");
-        assert_eq!(line.trim(), "ready");
-        self.child = Some(child);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Every message received: (envelope, parsed Message-ID, bytes).
-    fn received(&self) -> Vec<(Value, String, Vec<u8>)> {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .expect("read dir")
-            .map(|e| e.expect("entry").path())
-            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-            .collect();
-        names.sort();
-        names
-            .into_iter()
-            .map(|eml| {
-                let meta = std::fs::read_to_string(eml.with_extension("json")).expect("json");
-                let raw = std::fs::read(&eml).expect("eml");
-                let id = MessageParser::default()
-                    .parse(&raw)
-                    .and_then(|m| m.message_id().map(str::to_owned))
-                    .expect("a Message-ID");
-                (serde_json::from_str(&meta).expect("meta"), id, raw)
-            })
-            .collect()
-    }
-
-    fn wait_received(&self, n: usize) -> Vec<(Value, String, Vec<u8>)> {
-        wait_for(Duration::from_secs(30), &format!("{n} mails"), || {
-            let got = self.received();
-            (got.len() >= n).then_some(got)
-        })
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`.
+fn wait_for<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll_for(limit, Duration::from_millis(50), what, f)
 }
 
 // ------------------------------------------------------------- sluice run
 
-fn copy_fixture(from: &Path, to: &Path, smtp: u16) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read fixture") {
-        let entry = entry.expect("entry");
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if src.is_dir() {
-            copy_fixture(&src, &dst, smtp);
-        } else {
-            let text = std::fs::read_to_string(&src).expect("read");
-            std::fs::write(&dst, text.replace("__SMTP__", &smtp.to_string())).expect("write");
-        }
-    }
-}
-
+/// `sluice run` on a copy of `tests/fixtures/smtp/service`; killed when
+/// dropped.
 struct Service {
+    run: SluiceRun,
     _root: tempfile::TempDir,
-    log: PathBuf,
-    port: u16,
-    child: Option<Child>,
 }
 
 impl Service {
     /// A repository: the fixture with its SMTP port, and `edit` applied to
     /// its `sluice.yaml`.
     fn repo(smtp: u16, edit: impl Fn(String) -> String) -> (tempfile::TempDir, PathBuf) {
-        let root = tempfile::tempdir().expect("tempdir");
-        let repo = root.path().join("repo");
-        copy_fixture(&root_fixture(), &repo, smtp);
+        let (root, repo) =
+            support::fixture::temp_copy("smtp/service", &[("__SMTP__", smtp.to_string())]);
         let project = repo.join("sluice.yaml");
         let text = std::fs::read_to_string(&project).expect("read");
         std::fs::write(&project, edit(text)).expect("write");
         (root, repo)
     }
 
-    fn command(repo: &Path, port: u16) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        c.arg("run")
-            .arg(repo)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--drain", "5"])
+    fn command(repo: &std::path::Path) -> SluiceRun {
+        SluiceRun::new(repo)
+            .args(&["--drain", "5"])
             .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
             .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
-            .env(
-                "SLUICE_LOG",
-                std::env::var("SLUICE_LOG").unwrap_or("warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        c
     }
 
     fn start(smtp: u16) -> Service {
         let (root, repo) = Service::repo(smtp, |t| t);
-        let port = free_port();
-        let log = root.path().join("sluice.log");
-        let child = Service::command(&repo, port)
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("start sluice run");
-        let mut s = Service {
-            _root: root,
-            log,
-            port,
-            child: Some(child),
-        };
-        wait_for(Duration::from_secs(20), "sluice run ready", || {
-            if let Some(status) = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("sluice run exited ({status}):\n{}", s.logs());
-            }
-            http(s.port, "GET", "/readyz", None, b"")
-                .ok()
-                .filter(|(code, _)| *code == 200)
-        });
-        s
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let run = Service::command(&repo)
+            .ready_within(Duration::from_secs(20))
+            .start();
+        Service { run, _root: root }
     }
 
     fn post_events(&self, events: &[Value]) {
-        let body: String = events.iter().map(|e| format!("{e}\n")).collect();
-        let (code, answer) = http(
-            self.port,
-            "POST",
-            "/v1/events",
-            Some(INGEST),
-            body.as_bytes(),
-        )
-        .unwrap_or_else(|e| panic!("POST /v1/events: {e}\n{}", self.logs()));
-        assert_eq!(code, 202, "{answer}");
+        let r = self.run.post_events(INGEST, events);
+        assert_eq!(r.status, 202, "{}", r.text);
     }
 
     fn get(&self, path: &str) -> Value {
-        let (code, body) = http(self.port, "GET", path, Some(ADMIN), b"").expect("GET");
-        assert_eq!(code, 200, "GET {path}: {body}");
-        serde_json::from_str(&body).expect("JSON")
+        let r = self.run.request("GET", path, Some(ADMIN), b"");
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text);
+        serde_json::from_str(&r.text).expect("JSON")
     }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("----- sluice run's log -----\n{}", self.logs());
-        }
-    }
-}
-
-fn root_fixture() -> PathBuf {
-    root().join("tests/fixtures/smtp/service")
-}
-
-/// One request with `Connection: close`: (status, body).
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &[u8],
-) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(15)))?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n",
-        body.len()
-    )?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&after[..n.min(after.len())]);
-            rest = after.get(n + 2..).unwrap_or("");
-        }
-        out
-    } else {
-        body.to_owned()
-    };
-    Ok((code, body))
 }
 
 fn signup(user: &str, email: &str) -> Vec<Value> {
@@ -471,29 +232,11 @@ fn a_550_for_one_recipient_dead_letters_it_and_marks_it_bounced() {
 /// set: it must exit 1 quickly; its stderr.
 fn start_fails(smtp: u16, edit: impl Fn(String) -> String, env: &[(&str, &str)]) -> String {
     let (_root, repo) = Service::repo(smtp, edit);
-    let mut c = Service::command(&repo, free_port());
+    let mut run = Service::command(&repo);
     for (k, v) in env {
-        c.env(k, v);
+        run = run.env(k, v);
     }
-    let mut child = c.stderr(Stdio::piped()).spawn().expect("start");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("sluice run did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("read");
+    let (status, err) = run.run_to_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     err

@@ -1,25 +1,15 @@
 //! `sluice validate` through the binary: exit codes and the JSON shape of
 //! CLI.md, on the example shop and on the error fixtures.
 
-use std::path::Path;
-use std::process::Command;
+#[path = "support/mod.rs"]
+mod support;
 
-fn sluice(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .output()
-        .expect("run sluice");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::path::PathBuf;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
+use support::cli::sluice_out as sluice;
+
+fn root() -> PathBuf {
+    support::fixture::workspace()
 }
 
 #[test]

@@ -4,6 +4,9 @@
 //! confirmation), SendGrid posts signed with a test P-256 key, Postmark
 //! with and without the token, and the counts of every outcome.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Query, State};
@@ -228,12 +231,7 @@ async fn start(settings: Settings) -> Server {
         feedback: settings,
         ..Options::default()
     };
-    let app = api::router_with(fake.clone(), tokens, options);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("test setup");
-    let addr = listener.local_addr().expect("test setup");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = support::api::serve(api::router_with(fake.clone(), tokens, options)).await;
     Server {
         base: format!("http://{addr}"),
         fake,

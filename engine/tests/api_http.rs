@@ -2,6 +2,9 @@
 //! spoken to with reqwest (and raw TCP where a client must misbehave),
 //! against a fake engine handle that records every call.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,12 +163,7 @@ struct Server {
 
 async fn start_with(fake: Fake, tokens: Tokens, options: Options) -> Server {
     let fake = Arc::new(fake);
-    let app = api::router_with(fake.clone(), tokens, options);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("test setup");
-    let addr = listener.local_addr().expect("test setup");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = support::api::serve(api::router_with(fake.clone(), tokens, options)).await;
     Server {
         base: format!("http://{addr}"),
         addr,

@@ -1,6 +1,9 @@
 //! The API's request spans (method, route, status, duration) never carry a
 //! token, a body, a user id from the path or an email address.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -73,10 +76,8 @@ async fn request_spans_hold_no_secrets() {
         admin: ADMIN.into(),
         segment_secret: None,
     };
-    let app = api::router(Arc::new(Quiet), tokens);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = support::api::serve(api::router(Arc::new(Quiet), tokens)).await;
+    let base = format!("http://{addr}");
     let http = reqwest::Client::new();
 
     let identify =

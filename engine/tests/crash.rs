@@ -11,6 +11,9 @@
 //! log cut at a random offset after it, sled put back to its last flush),
 //! then the store reopens without error with every synced commit.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,11 +24,7 @@ use engine::simulate::{SimOptions, Simulation};
 use engine::store::log::Faults;
 use engine::test::SharedLines;
 use journeys::event::Event;
-
-fn shop() -> Arc<journeys::Config> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop");
-    Arc::new(journeys::load(&dir).unwrap_or_else(|_| panic!("examples/shop is invalid")))
-}
+use support::shop::{config as shop, start};
 
 fn events(users: u64, events: u64, days: u64, seed: u64) -> Vec<Event> {
     let spec = shopgen::Spec {
@@ -35,21 +34,7 @@ fn events(users: u64, events: u64, days: u64, seed: u64) -> Vec<Event> {
         seed,
         ..shopgen::Spec::default()
     };
-    let mut out = Vec::new();
-    shopgen::generate(&spec, &mut out).expect("generate");
-    let mut evs: Vec<Event> = String::from_utf8(out)
-        .expect("utf-8")
-        .lines()
-        .map(|l| Event::from_line(l).expect("event"))
-        .collect();
-    evs.sort_by_key(|e| e.ts);
-    evs
-}
-
-fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z")
-        .expect("ts")
-        .with_timezone(&Utc)
+    support::shop::generated_sorted(&spec)
 }
 
 fn options(store: &Path, faults: Option<Faults>) -> SimOptions {

@@ -7,6 +7,9 @@
 //! Needs `python3` with aiosmtpd, dkimpy and PyNaCl:
 //! `.ci/install/smtp.sh` installs them.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,18 +25,12 @@ use journeys::compiled::{Channel, DkimSettings};
 use mail_parser::{MessageParser, MimeHeaders};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use serde_json::Value;
+use support::http::free_port;
 
 const AT: i64 = 1_772_442_000_000; // 2026-03-02T09:00:00Z
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_owned()
-}
-
 fn fixture(name: &str) -> PathBuf {
-    repo_root().join("tests/fixtures/smtp").join(name)
+    support::fixture::fixture("smtp").join(name)
 }
 
 /// Fails with the fix when the Python peers are missing (CI installs them).
@@ -47,14 +44,6 @@ fn need_python() {
         ok,
         "python3 with aiosmtpd, dkimpy and PyNaCl is needed: run .ci/install/smtp.sh"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// An aiosmtpd server; stopped when dropped.

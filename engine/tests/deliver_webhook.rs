@@ -2,6 +2,9 @@
 //! 127.0.0.1, started here: the request on the wire, the signature checked
 //! as docs/webhooks.md tells receivers to, and how answers are classified.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -136,13 +139,7 @@ async fn receive(
 async fn start() -> (String, Arc<Receiver>) {
     let r = Arc::new(Receiver::default());
     let app = Router::new().fallback(receive).with_state(Arc::clone(&r));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = support::api::serve(app).await;
     (format!("http://{addr}"), r)
 }
 

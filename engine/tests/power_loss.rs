@@ -7,14 +7,17 @@
 //! a commit that was made durable (every commit with `sync_commits`, up to
 //! the last checkpoint without).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use proptest::prelude::*;
 
 use engine::store::log::Faults;
 use engine::store::sled_store::{SledOptions, SledStore};
 use engine::store::{Batch, Kv};
+use support::fixture::copy_dir;
 
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -28,19 +31,6 @@ fn read_all(store: &SledStore) -> State {
         out.insert(k, v);
     }
     out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir") {
-        let e = e.expect("entry");
-        let target = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).expect("copy");
-        }
-    }
 }
 
 /// One write of a commit: (blob?, key number, value length or delete).

@@ -3,19 +3,18 @@
 //! deferred messages, schedules) resumes where it was: the lines are exactly
 //! those of an uninterrupted run.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 
 use engine::simulate::{SimOptions, Simulation};
 use engine::test::SharedLines;
 use journeys::event::Event;
-
-fn shop() -> Arc<journeys::Config> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop");
-    Arc::new(journeys::load(&dir).unwrap_or_else(|_| panic!("examples/shop is invalid")))
-}
+use support::shop::{config as shop, start};
 
 fn events() -> Vec<Event> {
     let spec = shopgen::Spec {
@@ -25,19 +24,7 @@ fn events() -> Vec<Event> {
         seed: 7,
         ..shopgen::Spec::default()
     };
-    let mut out = Vec::new();
-    shopgen::generate(&spec, &mut out).expect("generate");
-    String::from_utf8(out)
-        .expect("utf-8")
-        .lines()
-        .map(|l| Event::from_line(l).expect("event"))
-        .collect()
-}
-
-fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z")
-        .expect("ts")
-        .with_timezone(&Utc)
+    support::shop::generated(&spec)
 }
 
 #[test]

@@ -6,6 +6,9 @@
 //! If this test breaks, the format changed: bump `store::format::CURRENT`
 //! and teach `open` to upgrade (or refuse) version 2.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,19 +18,7 @@ use engine::simulate::{SimOptions, Simulation};
 use engine::store::sled_store::{SledOptions, SledStore};
 use engine::store::users::Users;
 use engine::test::SharedLines;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir") {
-        let e = e.expect("entry");
-        let target = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).expect("copy");
-        }
-    }
-}
+use support::fixture::copy_dir;
 
 fn ts(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)

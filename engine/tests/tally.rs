@@ -6,6 +6,9 @@
 //! stale gets them rebuilt when opened, and a crash at any write leaves
 //! counters that match what the store kept.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,11 +22,7 @@ use engine::store::tally::{self, Counts, StepKey, Tallies};
 use engine::store::{Batch, Kv};
 use engine::test::SharedLines;
 use journeys::event::Event;
-
-fn shop() -> Arc<journeys::Config> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop");
-    Arc::new(journeys::load(&dir).unwrap_or_else(|_| panic!("examples/shop is invalid")))
-}
+use support::shop::{config as shop, start};
 
 fn events(users: u64, events: u64, seed: u64) -> Vec<Event> {
     let spec = shopgen::Spec {
@@ -33,21 +32,7 @@ fn events(users: u64, events: u64, seed: u64) -> Vec<Event> {
         seed,
         ..shopgen::Spec::default()
     };
-    let mut out = Vec::new();
-    shopgen::generate(&spec, &mut out).expect("generate");
-    let mut evs: Vec<Event> = String::from_utf8(out)
-        .expect("utf-8")
-        .lines()
-        .map(|l| Event::from_line(l).expect("event"))
-        .collect();
-    evs.sort_by_key(|e| e.ts);
-    evs
-}
-
-fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z")
-        .expect("ts")
-        .with_timezone(&Utc)
+    support::shop::generated_sorted(&spec)
 }
 
 fn options(store: &Path) -> SimOptions {

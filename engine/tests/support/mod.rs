@@ -1,0 +1,20 @@
+//! The engine's integration tests' harness (each `engine/tests/*.rs` that
+//! needs it includes it with `#[path = "support/mod.rs"] mod support;`).
+//!
+//! - [`fixture`] and [`http`]: the workspace's `tests/support` modules
+//!   that do not need the `sluice` binary (paths and fixture copies; free
+//!   ports);
+//! - [`shop`]: the example shop compiled, and events generated for it;
+//! - [`api`]: an axum router served on 127.0.0.1 in the test's runtime.
+//!
+//! Engine tests never run the `sluice` binary: they must not include
+//! `tests/support/server.rs` or `cli.rs`.
+#![allow(dead_code)]
+
+#[path = "../../../tests/support/fixture.rs"]
+pub mod fixture;
+#[path = "../../../tests/support/http.rs"]
+pub mod http;
+
+pub mod api;
+pub mod shop;
