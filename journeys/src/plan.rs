@@ -10,9 +10,16 @@
 //! A journey whose content changed while its `version` did not grow is the
 //! error `version_not_bumped`, at the head's `version:` line.
 //!
+//! A head journey's `migrate` block (DEPLOY.md §6) becomes a
+//! [`MigrationPlan`]: per rule the new step and what a waiting instance's
+//! timer does ([`Timer`]). The plan checks the block against the deployed
+//! version: `from` no higher than it, and every old step a step of `from`
+//! when that version's definition is known (the base's, or a store's).
+//!
 //! Live instances are not known here: a store-backed caller passes an
 //! [`InFlight`] that counts them per step, and each journey change then
-//! carries its [`InFlightCounts`].
+//! carries its [`InFlightCounts`], per migration rule too. This module must
+//! not know how a store keeps instances or versions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
