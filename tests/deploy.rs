@@ -405,6 +405,21 @@ fn migrated(version: &str) -> Migrated {
     let plan = json_out(&o);
     assert_eq!(plan["changes"][0]["in_flight"]["live"], 30, "{plan}");
     assert_eq!(plan["changes"][0]["in_flight"]["migrated"], 20, "{plan}");
+    // Per rule: the 20 at wait-a move to wait-a2 (both waits: their timers
+    // are kept); the 10 plus users at wait-plus are unmapped.
+    let rules = plan["changes"][0]["in_flight"]["migration"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let wait_a = rules
+        .iter()
+        .find(|r| r["from_step"] == "wait-a")
+        .unwrap_or_else(|| panic!("no rule for wait-a: {plan}"));
+    assert_eq!(wait_a["to_step"], "wait-a2", "{plan}");
+    assert_eq!(wait_a["instances"], 20, "{plan}");
+    assert_eq!(wait_a["timer"], "kept", "{plan}");
+    let exited = if version.ends_with("exit") { 10 } else { 0 };
+    assert_eq!(plan["changes"][0]["in_flight"]["exited"], exited, "{plan}");
     let o = sluice(&[
         "apply",
         next.to_str().expect("path"),

@@ -44,6 +44,55 @@ fn added_removed_and_changed_steps() {
 }
 
 #[test]
+fn migrate_rules_with_their_timers_without_a_store() {
+    snapshot_all("migrate", 2);
+    let (_, stdout, _) = plan("migrate", "json");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let cart = &doc["changes"][0];
+    assert!(cart.get("in_flight").is_none(), "{cart}");
+    assert_eq!(cart["migrate"]["on_unmapped"], "exit");
+    assert_eq!(cart["migrate"]["steps"][2]["timer"], "restarted");
+}
+
+#[test]
+fn migrate_blocks_that_do_not_fit_the_base_are_errors() {
+    let (code, stdout, stderr) = plan("migrate-errors", "json");
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let found: Vec<(&str, &str, u64, u64)> = doc["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| {
+            (
+                e["code"].as_str().unwrap_or_default(),
+                e["file"].as_str().unwrap_or_default(),
+                e["line"].as_u64().unwrap_or_default(),
+                e["column"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("unknown_reference", "journeys/cart.yaml", 19, 12),
+            ("invalid_value", "journeys/winback.yaml", 14, 9),
+        ]
+    );
+    assert!(stderr.contains("did you mean `wait-1h`?"), "{stderr}");
+    assert!(
+        stderr.contains("a journey's `migrate` block does not fit the deployed version"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = plan("migrate-errors", "markdown");
+    assert_eq!(code, 1);
+    assert!(
+        stdout.starts_with("<!-- sluice-plan -->\n### sluice plan: failed"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn every_kind_created_updated_or_deleted() {
     snapshot_all("kinds", 2);
     let (_, stdout, _) = plan("kinds", "json");

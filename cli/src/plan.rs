@@ -94,7 +94,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     if plan.diagnostics.has_errors() {
         report_errors(
             args.format,
-            "a changed journey keeps its version",
+            blocked_title(&plan.diagnostics),
             &plan.diagnostics,
         );
         return Ok(ExitCode::from(1));
@@ -231,16 +231,114 @@ pub fn human(plan: &Plan, base: &Side, head: &Side) -> String {
                 );
             }
         }
+        if let Some(m) = &j.migration {
+            let _ = writeln!(
+                s,
+                "    migrate live v{} instances (unmapped steps: {}):",
+                m.from,
+                plan::on_unmapped_str(m.on_unmapped)
+            );
+            for (rule, instances) in rules_with_instances(m, j.in_flight.as_ref()) {
+                let _ = write!(
+                    s,
+                    "      {} → {}: timer {}",
+                    rule.from_step,
+                    rule.to_name(),
+                    rule.timer.as_str()
+                );
+                if let Some(n) = instances {
+                    let _ = write!(s, ", {n} live");
+                }
+                s.push('\n');
+            }
+        }
         if let Some(f) = &j.in_flight {
             let _ = writeln!(
                 s,
-                "    in flight: {} live, {} at removed steps, {} migrated",
-                f.live, f.at_removed_steps, f.migrated
+                "    in flight: {} live, {} at removed steps, {} migrated, {} exited",
+                f.live, f.at_removed_steps, f.migrated, f.exited
             );
         }
     }
     let _ = writeln!(s, "\nPlan: {}.", summary(plan));
     s
+}
+
+/// The first line of the errors a plan itself finds.
+fn blocked_title(diags: &Diagnostics) -> &'static str {
+    let not_bumped = diags
+        .errors()
+        .any(|d| d.code == journeys::diagnostic::Code::VersionNotBumped);
+    let other = diags
+        .errors()
+        .any(|d| d.code != journeys::diagnostic::Code::VersionNotBumped);
+    match (not_bumped, other) {
+        (true, false) => "a changed journey keeps its version",
+        (false, _) => "a journey's `migrate` block does not fit the deployed version",
+        (true, true) => "the plan found errors in changed journeys",
+    }
+}
+
+/// Each rule of a migration with the live instances it moves, when the
+/// plan counted them.
+fn rules_with_instances<'p>(
+    m: &'p plan::MigrationPlan,
+    in_flight: Option<&'p plan::InFlightCounts>,
+) -> Vec<(&'p plan::MigrationRule, Option<u64>)> {
+    m.rules
+        .iter()
+        .map(|rule| {
+            let n = in_flight.map(|f| {
+                f.migration
+                    .iter()
+                    .find(|r| r.rule.from_step == rule.from_step)
+                    .map_or(0, |r| r.instances)
+            });
+            (rule, n)
+        })
+        .collect()
+}
+
+/// A journey's migration as a markdown table: old step, new step, timer
+/// and, with in-flight counts, the instances each rule moves.
+fn migration_table(
+    s: &mut String,
+    m: &plan::MigrationPlan,
+    in_flight: Option<&plan::InFlightCounts>,
+) {
+    let _ = writeln!(
+        s,
+        "Migration of live v{} instances (unmapped steps: **{}**):\n",
+        m.from,
+        plan::on_unmapped_str(m.on_unmapped)
+    );
+    let counted = in_flight.is_some();
+    s.push_str(if counted {
+        "| from step | to step | timer | instances |\n|---|---|---|---|\n"
+    } else {
+        "| from step | to step | timer |\n|---|---|---|\n"
+    });
+    for (rule, instances) in rules_with_instances(m, in_flight) {
+        let _ = write!(
+            s,
+            "| `{}` | `{}` | {} |",
+            rule.from_step,
+            rule.to_name(),
+            rule.timer.as_str()
+        );
+        if let Some(n) = instances {
+            let _ = write!(s, " {n} |");
+        }
+        s.push('\n');
+    }
+    s.push_str(
+        "\n_kept_: keeps its due time · _restarted_: the new step starts at apply time · \
+         _none_: the new step does not wait (`end` completes the instance)",
+    );
+    if m.rules.iter().any(|r| r.timer == plan::Timer::Unknown) {
+        s.push_str(" · _unknown_: this plan does not have the old version's steps");
+    }
+    s.push_str("\n\n");
 }
 
 fn md_escape(s: &str) -> String {
@@ -309,11 +407,14 @@ fn markdown(plan: &Plan, base: &Side, head: &Side) -> String {
         } else if c.action == Action::Update {
             s.push_str("No step changed.\n\n");
         }
+        if let Some(m) = &j.migration {
+            migration_table(&mut s, m, j.in_flight.as_ref());
+        }
         if let Some(f) = &j.in_flight {
             let _ = writeln!(
                 s,
-                "In flight: **{}** live, **{}** at removed steps, **{}** migrated.\n",
-                f.live, f.at_removed_steps, f.migrated
+                "In flight: **{}** live, **{}** at removed steps, **{}** migrated, **{}** exited.\n",
+                f.live, f.at_removed_steps, f.migrated, f.exited
             );
         }
         if let Some(journey) = head.config.journey(&c.id) {
@@ -329,4 +430,79 @@ fn markdown(plan: &Plan, base: &Side, head: &Side) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+
+    fn sides(case: &str) -> (Side, Side) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/plan")
+            .join(case);
+        let load = |sub: &str, which| match Side::load(&dir.join(sub), which) {
+            Ok(side) => side,
+            Err(e) => panic!("{case}/{sub}: {e}"),
+        };
+        (load("base", Which::Base), load("head", Which::Head))
+    }
+
+    /// Live instances as a store would count them for the migrate fixture.
+    fn live(journey: &str, version: u32) -> BTreeMap<String, u64> {
+        let steps: &[(&str, u64)] = match (journey, version) {
+            ("cart-abandonment", 3) => &[
+                ("wait-1h", 5),
+                ("reminder", 1),
+                ("wait-morning", 4),
+                ("nudge", 2),
+                ("wait-purchase", 3),
+            ],
+            ("win-back", 2) => &[("wait-week", 6)],
+            ("win-back", 1) => &[("wait-week", 2), ("offer", 1)],
+            _ => &[],
+        };
+        steps.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
+    }
+
+    #[test]
+    fn migration_impact_in_human_and_markdown() {
+        let (base, head) = sides("migrate");
+        let plan = plan::plan(&base, &head, Some(&live));
+        let human = human(&plan, &base, &head);
+        assert!(
+            human.contains("      wait-1h → wait-2h: timer kept, 5 live\n"),
+            "{human}"
+        );
+        assert!(
+            human.contains("    in flight: 15 live, 11 at removed steps, 14 migrated, 1 exited\n"),
+            "{human}"
+        );
+        insta::assert_snapshot!("plan_migrate_human_in_flight", human);
+        let markdown = markdown(&plan, &base, &head);
+        assert!(markdown.starts_with(MARKER));
+        assert!(
+            markdown.contains("| `wait-morning` | `wait-purchase` | restarted | 4 |"),
+            "{markdown}"
+        );
+        insta::assert_snapshot!("plan_migrate_markdown_in_flight", markdown);
+    }
+
+    #[test]
+    fn the_error_title_names_what_the_plan_found() {
+        let (base, head) = sides("migrate-errors");
+        let plan = plan::plan(&base, &head, None);
+        assert_eq!(
+            blocked_title(&plan.diagnostics),
+            "a journey's `migrate` block does not fit the deployed version"
+        );
+        let (base, head) = sides("not-bumped");
+        let plan = plan::plan(&base, &head, None);
+        assert_eq!(
+            blocked_title(&plan.diagnostics),
+            "a changed journey keeps its version"
+        );
+    }
 }

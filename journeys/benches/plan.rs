@@ -1,7 +1,7 @@
 //! `cargo bench -p journeys --bench plan`: two checkouts of the 1,000-journey
 //! benchmark repository (20 steps each, 200 segments, 300 templates), the
 //! head with 100 journeys changed (a step's wait, a new step, the version
-//! bumped), one deleted and one added; times what `sluice plan --base`
+//! bumped, a `migrate` block of three rules), one deleted and one added; times what `sluice plan --base`
 //! does: load, validate and compile both sides, then diff them (best and
 //! median of several warm runs).
 
@@ -19,7 +19,8 @@ fn edit_head(head: &std::path::Path) {
         let text = text
             .replacen("version: 1", "version: 2", 1)
             .replacen("wait: 1h", "wait: 2h", 1)
-            + "  - id: extra\n    wait: 5m\n";
+            + "  - id: extra\n    wait: 5m\n"
+            + "migrate:\n  from: 1\n  steps: { s0: s0, s4: s4, s2: end }\n  on_unmapped: exit\n";
         std::fs::write(&path, text).expect("write");
     }
     std::fs::remove_file(head.join("journeys/journey-999.yaml")).expect("delete");
@@ -44,7 +45,8 @@ fn main() {
         let plan = plan::plan(&base, &head, None);
         let json = plan.to_json();
         let elapsed = start.elapsed();
-        assert!(plan.diagnostics.is_empty());
+        assert!(plan.diagnostics.is_empty(), "{:?}", plan.diagnostics);
+        assert_eq!(json["changes"][0]["migrate"]["steps"][0]["timer"], "kept");
         if run == 0 {
             println!(
                 "plan: {} changes ({} to create, {} to update, {} to delete), {} bytes of JSON",

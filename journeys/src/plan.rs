@@ -10,9 +10,16 @@
 //! A journey whose content changed while its `version` did not grow is the
 //! error `version_not_bumped`, at the head's `version:` line.
 //!
+//! A head journey's `migrate` block (DEPLOY.md §6) becomes a
+//! [`MigrationPlan`]: per rule the new step and what a waiting instance's
+//! timer does ([`Timer`]). The plan checks the block against the deployed
+//! version: `from` no higher than it, and every old step a step of `from`
+//! when that version's definition is known (the base's, or a store's).
+//!
 //! Live instances are not known here: a store-backed caller passes an
 //! [`InFlight`] that counts them per step, and each journey change then
-//! carries its [`InFlightCounts`].
+//! carries its [`InFlightCounts`], per migration rule too. This module must
+//! not know how a store keeps instances or versions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -129,20 +136,94 @@ impl StepDiff {
 }
 
 /// Live instances a journey change touches (from a store or server).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InFlightCounts {
-    /// Live instances of the deployed (base) version.
+    /// Live instances the change touches: those of the deployed (base)
+    /// version, plus those of `migrate.from` when that is an older version.
     pub live: u64,
-    /// Of those, the ones waiting at a step the head removes.
+    /// Of the base version's, the ones at a step the head removes (they
+    /// finish on the version they entered unless a migration moves them).
     pub at_removed_steps: u64,
-    /// Of those, the ones the head's `migrate` block moves.
+    /// Of `migrate.from`'s, the ones the head's `migrate` block moves.
     pub migrated: u64,
+    /// Of `migrate.from`'s, the ones `on_unmapped: exit` ends (reason
+    /// `migrated_out`); 0 with `on_unmapped: stay`.
+    pub exited: u64,
+    /// Per `migrate.steps` rule, how many instances it moves (empty without
+    /// a migration that applies).
+    pub migration: Vec<RuleImpact>,
+}
+
+/// What happens to a moved instance's timer (DEPLOY.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// The new step waits the same way (wait→wait, wait_until→wait_until,
+    /// wait_for→wait_for): the instance keeps its due time.
+    Kept,
+    /// The new step waits another way: it starts at apply time.
+    Restarted,
+    /// The new step does not wait, or is `end` (the instance completes).
+    None,
+    /// The old version's steps are not known to this plan (a `--base`
+    /// checkout deploys another version than `migrate.from`).
+    Unknown,
+}
+
+impl Timer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Timer::Kept => "kept",
+            Timer::Restarted => "restarted",
+            Timer::None => "none",
+            Timer::Unknown => "unknown",
+        }
+    }
+}
+
+/// One `migrate.steps` rule of a head journey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationRule {
+    /// A step of the `from` version.
+    pub from_step: String,
+    /// A step of the head, or `None` for `end`.
+    pub to_step: Option<String>,
+    pub timer: Timer,
+}
+
+impl MigrationRule {
+    /// `to_step`, `end` for the end.
+    pub fn to_name(&self) -> &str {
+        self.to_step.as_deref().unwrap_or("end")
+    }
+}
+
+/// A rule with the live instances it moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleImpact {
+    pub rule: MigrationRule,
+    pub instances: u64,
+}
+
+/// The head's `migrate` block as the plan shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationPlan {
+    pub from: u32,
+    pub on_unmapped: model::OnUnmapped,
+    /// In the order of the old step ids.
+    pub rules: Vec<MigrationRule>,
 }
 
 /// Counts live instances: for a journey and a version, how many instances
 /// are at each step. A plan against a checkout (`--base`) has none.
 pub trait InFlight {
     fn live_per_step(&self, journey: &str, version: u32) -> BTreeMap<String, u64>;
+
+    /// The compiled definition of a deployed version, when the caller
+    /// keeps older versions (a store does): lets the plan say whether a
+    /// migration keeps timers when `migrate.from` is not the base version.
+    fn definition(&self, _journey: &str, _version: u32) -> Option<Arc<compiled::Journey>> {
+        None
+    }
 }
 
 impl<F: Fn(&str, u32) -> BTreeMap<String, u64>> InFlight for F {
@@ -172,6 +253,8 @@ pub struct JourneyChange {
     pub steps: StepDiff,
     /// Only when the plan was given an [`InFlight`].
     pub in_flight: Option<InFlightCounts>,
+    /// The head's `migrate` block (updates only).
+    pub migration: Option<MigrationPlan>,
 }
 
 /// The changes from a base config to a head config.
@@ -245,15 +328,49 @@ impl Change {
                         "parts": parts,
                     }),
                 );
-                if let Some(f) = &j.in_flight {
+                if let Some(m) = &j.migration {
+                    let steps: Vec<Value> = m
+                        .rules
+                        .iter()
+                        .map(|r| {
+                            json!({
+                                "from_step": r.from_step,
+                                "to_step": r.to_name(),
+                                "timer": r.timer.as_str(),
+                            })
+                        })
+                        .collect();
                     o.insert(
-                        "in_flight".into(),
+                        "migrate".into(),
                         json!({
-                            "live": f.live,
-                            "at_removed_steps": f.at_removed_steps,
-                            "migrated": f.migrated,
+                            "from": m.from,
+                            "on_unmapped": on_unmapped_str(m.on_unmapped),
+                            "steps": steps,
                         }),
                     );
+                }
+                if let Some(f) = &j.in_flight {
+                    let mut inf = Map::new();
+                    inf.insert("live".into(), json!(f.live));
+                    inf.insert("at_removed_steps".into(), json!(f.at_removed_steps));
+                    inf.insert("migrated".into(), json!(f.migrated));
+                    inf.insert("exited".into(), json!(f.exited));
+                    if j.migration.is_some() {
+                        let rules: Vec<Value> = f
+                            .migration
+                            .iter()
+                            .map(|r| {
+                                json!({
+                                    "from_step": r.rule.from_step,
+                                    "to_step": r.rule.to_name(),
+                                    "instances": r.instances,
+                                    "timer": r.rule.timer.as_str(),
+                                })
+                            })
+                            .collect();
+                        inf.insert("migration".into(), json!(rules));
+                    }
+                    o.insert("in_flight".into(), Value::Object(inf));
                 }
             }
             None => {
@@ -263,6 +380,14 @@ impl Change {
             }
         }
         Value::Object(o)
+    }
+}
+
+/// `stay` or `exit`, as FORMAT.md §7 spells them.
+pub fn on_unmapped_str(o: model::OnUnmapped) -> &'static str {
+    match o {
+        model::OnUnmapped::Stay => "stay",
+        model::OnUnmapped::Exit => "exit",
     }
 }
 
@@ -414,6 +539,7 @@ fn created(r: &Resource<'_>, side: &Side) -> Change {
             ..StepDiff::default()
         },
         in_flight: None,
+        migration: None,
     });
     Change {
         kind: r.loaded.document.kind(),
@@ -435,6 +561,7 @@ fn deleted(r: &Resource<'_>, side: &Side, in_flight: Option<&dyn InFlight>) -> C
                 removed,
                 ..StepDiff::default()
             },
+            migration: None,
         }
     });
     Change {
@@ -446,25 +573,96 @@ fn deleted(r: &Resource<'_>, side: &Side, in_flight: Option<&dyn InFlight>) -> C
     }
 }
 
+/// The way a step waits, if it does.
+fn wait_kind(action: &compiled::Action) -> Option<&'static str> {
+    match action {
+        compiled::Action::Wait { .. } => Some("wait"),
+        compiled::Action::WaitUntil { .. } => Some("wait_until"),
+        compiled::Action::WaitFor { .. } => Some("wait_for"),
+        _ => None,
+    }
+}
+
+/// The head's `migrate` rules with what each does to a timer; `old` is
+/// the `from` version's definition when this plan knows it.
+fn migration_plan(
+    head: &compiled::Journey,
+    old: Option<&compiled::Journey>,
+) -> Option<MigrationPlan> {
+    let m = head.migrate.as_ref()?;
+    let rules = m
+        .steps
+        .iter()
+        .map(|(from_step, to)| {
+            let target = match to {
+                Next::End => None,
+                Next::State(i) => head.states.get(*i),
+            };
+            let timer = match target.and_then(|t| wait_kind(&t.action)) {
+                None => Timer::None,
+                Some(kind) => {
+                    match old.and_then(|o| o.states.iter().find(|s| &s.id == from_step)) {
+                        Some(s) if wait_kind(&s.action) == Some(kind) => Timer::Kept,
+                        Some(_) => Timer::Restarted,
+                        None => Timer::Unknown,
+                    }
+                }
+            };
+            MigrationRule {
+                from_step: from_step.clone(),
+                to_step: target.map(|t| t.id.clone()),
+                timer,
+            }
+        })
+        .collect();
+    Some(MigrationPlan {
+        from: m.from,
+        on_unmapped: m.on_unmapped,
+        rules,
+    })
+}
+
+/// Live instances of the base version and, with a migration that applies
+/// (`from` not above the base version), of its `from` version.
 fn counts(
     f: &dyn InFlight,
     base: &compiled::Journey,
     removed: &[String],
-    head: Option<&compiled::Journey>,
+    migration: Option<&MigrationPlan>,
 ) -> InFlightCounts {
     let per_step = f.live_per_step(&base.id, base.version);
-    let live = per_step.values().sum();
-    let at_removed_steps = removed.iter().filter_map(|s| per_step.get(s)).sum::<u64>();
-    let migrated = head
-        .and_then(|h| h.migrate.as_ref())
-        .filter(|m| m.from == base.version)
-        .map(|m| m.steps.keys().filter_map(|s| per_step.get(s)).sum::<u64>())
-        .unwrap_or(0);
-    InFlightCounts {
-        live,
-        at_removed_steps,
-        migrated,
+    let mut out = InFlightCounts {
+        live: per_step.values().sum(),
+        at_removed_steps: removed.iter().filter_map(|s| per_step.get(s)).sum(),
+        ..InFlightCounts::default()
+    };
+    let Some(m) = migration.filter(|m| m.from <= base.version) else {
+        return out;
+    };
+    let from_steps = if m.from == base.version {
+        per_step
+    } else {
+        let older = f.live_per_step(&base.id, m.from);
+        out.live += older.values().sum::<u64>();
+        older
+    };
+    out.migration = m
+        .rules
+        .iter()
+        .map(|r| RuleImpact {
+            rule: r.clone(),
+            instances: from_steps.get(&r.from_step).copied().unwrap_or(0),
+        })
+        .collect();
+    out.migrated = out.migration.iter().map(|r| r.instances).sum();
+    if m.on_unmapped == model::OnUnmapped::Exit {
+        out.exited = from_steps
+            .iter()
+            .filter(|(step, _)| !m.rules.iter().any(|r| &r.from_step == *step))
+            .map(|(_, n)| n)
+            .sum();
     }
+    out
 }
 
 fn updated(
@@ -497,12 +695,29 @@ fn updated(
     if !content_changed && bj.version == hj.version {
         return None;
     }
+    let doc = match &hr.loaded.document {
+        Document::Journey(doc) => Some(doc),
+        _ => None,
+    };
     if content_changed && hj.version <= bj.version {
-        if let Document::Journey(doc) = &hr.loaded.document {
+        if let Some(doc) = doc {
             diags.push(version_not_bumped(&hr.loaded.file, doc, bj.version));
         }
     }
-    let in_flight = in_flight.map(|f| counts(f, bj, &steps.removed, Some(hj)));
+    // The `from` version's definition: the base's, or a store's.
+    let older = match hj.migrate.as_ref().map(|m| m.from) {
+        Some(from) if from < bj.version => in_flight.and_then(|f| f.definition(&id, from)),
+        _ => None,
+    };
+    let old: Option<&compiled::Journey> = match hj.migrate.as_ref() {
+        Some(m) if m.from == bj.version => Some(bj),
+        _ => older.as_deref(),
+    };
+    if let Some(doc) = doc {
+        check_migrate(&hr.loaded.file, doc, bj.version, old, diags);
+    }
+    let migration = migration_plan(hj, old);
+    let in_flight = in_flight.map(|f| counts(f, bj, &steps.removed, migration.as_ref()));
     Some(Change {
         kind,
         id,
@@ -513,8 +728,61 @@ fn updated(
             to_version: Some(hj.version),
             steps,
             in_flight,
+            migration,
         }),
     })
+}
+
+/// `migrate.from` must name a version the base has deployed, and every
+/// old step of `migrate.steps` must be a step of that version (checked
+/// when its definition is known).
+fn check_migrate(
+    file: &Arc<SourceFile>,
+    doc: &model::Journey,
+    deployed: u32,
+    old: Option<&compiled::Journey>,
+    diags: &mut Diagnostics,
+) {
+    let Some(m) = &doc.migrate else { return };
+    let from = &m.value.from;
+    if from.value > deployed {
+        diags.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                format!(
+                    "`migrate.from` is {} but the deployed version of journey `{}` is {deployed}: no live instance is on version {}",
+                    from.value, doc.id.value, from.value
+                ),
+            )
+            .at(file, from.span)
+            .with_help(format!(
+                "migrate from the deployed version: `from: {deployed}`"
+            )),
+        );
+        return;
+    }
+    let Some(old) = old else { return };
+    for step in m.value.steps.keys() {
+        if old.states.iter().any(|s| s.id == step.value) {
+            continue;
+        }
+        let message = crate::diagnostic::with_suggestion(
+            format!(
+                "`migrate.steps` maps `{}`, which is not a step of version {} of journey `{}`",
+                step.value, from.value, doc.id.value
+            ),
+            &step.value,
+            old.states.iter().map(|s| s.id.as_str()),
+        );
+        diags.push(
+            Diagnostic::error(Code::UnknownReference, message)
+                .at(file, step.span)
+                .with_help(format!(
+                    "the keys of `migrate.steps` are steps of version {}; the values are steps of this version or `end`",
+                    from.value
+                )),
+        );
+    }
 }
 
 fn version_not_bumped(file: &Arc<SourceFile>, doc: &model::Journey, base: u32) -> Diagnostic {
@@ -713,15 +981,32 @@ mod tests {
         let f = plan.changes[0]
             .journey
             .as_ref()
-            .and_then(|j| j.in_flight)
+            .and_then(|j| j.in_flight.clone())
             .expect("counts");
-        // migrate from 2 maps wait-1h and old-step.
+        // migrate from 2 maps wait-1h (wait 1h → wait 30m: same kind) and
+        // old-step (a send in v2) → wait-purchase (a wait_for).
+        let rule = |from: &str, to: &str, timer| MigrationRule {
+            from_step: from.to_owned(),
+            to_step: Some(to.to_owned()),
+            timer,
+        };
         assert_eq!(
             f,
             InFlightCounts {
                 live: 10,
                 at_removed_steps: 3,
-                migrated: 8
+                migrated: 8,
+                exited: 0,
+                migration: vec![
+                    RuleImpact {
+                        rule: rule("old-step", "wait-purchase", Timer::Restarted),
+                        instances: 3
+                    },
+                    RuleImpact {
+                        rule: rule("wait-1h", "wait-1h", Timer::Kept),
+                        instances: 5
+                    },
+                ],
             }
         );
         assert_eq!(plan.to_json()["changes"][0]["in_flight"]["live"], 10);
@@ -738,5 +1023,158 @@ mod tests {
         assert_eq!(d.file_name(), "journeys/cart.yaml");
         // Two comment lines push `version: 2` from line 4 to line 6.
         assert_eq!((d.span.line, d.span.column), (6, 10));
+    }
+
+    /// Live instances of the migrate fixture: cart-abandonment v3 and
+    /// win-back v2 (deployed) and v1 (older, what win-back v3 migrates).
+    fn migrate_counts(journey: &str, version: u32) -> BTreeMap<String, u64> {
+        let steps: &[(&str, u64)] = match (journey, version) {
+            ("cart-abandonment", 3) => &[
+                ("wait-1h", 5),
+                ("reminder", 1),
+                ("wait-morning", 4),
+                ("nudge", 2),
+                ("wait-purchase", 3),
+            ],
+            ("win-back", 2) => &[("wait-week", 6)],
+            ("win-back", 1) => &[("wait-week", 2), ("offer", 1)],
+            other => panic!("the plan asked for {other:?}"),
+        };
+        steps.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
+    }
+
+    #[test]
+    fn migration_impact_per_rule_with_timers_and_exits() {
+        let (base, head) = fixture("migrate");
+        let plan = plan(&base, &head, Some(&migrate_counts));
+        assert!(plan.diagnostics.is_empty(), "{:?}", plan.diagnostics);
+        let cart = plan.changes[0].journey.as_ref().expect("journey");
+        let f = cart.in_flight.as_ref().expect("counts");
+        // 15 live v3 instances; wait-1h, wait-morning and nudge are removed
+        // (11); every mapped step moves (5 + 4 + 2 + 3); the one at the
+        // unmapped `reminder` exits (`on_unmapped: exit`).
+        assert_eq!(
+            (f.live, f.at_removed_steps, f.migrated, f.exited),
+            (15, 11, 14, 1)
+        );
+        let rules: Vec<(&str, &str, u64, Timer)> = f
+            .migration
+            .iter()
+            .map(|r| {
+                (
+                    r.rule.from_step.as_str(),
+                    r.rule.to_name(),
+                    r.instances,
+                    r.rule.timer,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rules,
+            vec![
+                ("nudge", "end", 2, Timer::None),
+                ("wait-1h", "wait-2h", 5, Timer::Kept),
+                ("wait-morning", "wait-purchase", 4, Timer::Restarted),
+                ("wait-purchase", "wait-purchase", 3, Timer::Kept),
+            ]
+        );
+        // win-back v3 migrates v1 while v2 is deployed: both are counted
+        // live, only v1's mapped step moves, `stay` ends nobody.
+        let winback = plan.changes[1].journey.as_ref().expect("journey");
+        let f = winback.in_flight.as_ref().expect("counts");
+        assert_eq!(
+            (f.live, f.at_removed_steps, f.migrated, f.exited),
+            (9, 0, 2, 0)
+        );
+        assert_eq!(f.migration[0].rule.timer, Timer::Unknown);
+        insta::assert_snapshot!(
+            "plan_migrate_json_in_flight",
+            serde_json::to_string_pretty(&plan.to_json()).expect("json")
+        );
+    }
+
+    /// A store that also keeps the definition of older versions.
+    struct Store {
+        older: Side,
+    }
+
+    impl InFlight for Store {
+        fn live_per_step(&self, journey: &str, version: u32) -> BTreeMap<String, u64> {
+            migrate_counts(journey, version)
+        }
+
+        fn definition(&self, journey: &str, version: u32) -> Option<Arc<compiled::Journey>> {
+            assert_eq!((journey, version), ("win-back", 1));
+            self.older.config.journey(journey).cloned()
+        }
+    }
+
+    #[test]
+    fn an_older_from_version_is_judged_on_the_definition_the_store_keeps() {
+        let (base, head) = fixture("migrate");
+        // The base's win-back (a wait step) stands in for the stored v1.
+        let (older, _) = fixture("migrate");
+        let plan = plan(&base, &head, Some(&Store { older }));
+        let winback = plan.changes[1].journey.as_ref().expect("journey");
+        let m = winback.migration.as_ref().expect("migration");
+        assert_eq!((m.from, m.rules[0].timer), (1, Timer::Kept));
+    }
+
+    #[test]
+    fn without_a_store_the_migration_is_shown_without_counts() {
+        let (base, head) = fixture("migrate");
+        let plan = plan(&base, &head, None);
+        let json = plan.to_json();
+        let cart = &json["changes"][0];
+        assert!(cart.get("in_flight").is_none());
+        assert_eq!(
+            cart["migrate"],
+            json!({"from": 3, "on_unmapped": "exit", "steps": [
+                {"from_step": "nudge", "to_step": "end", "timer": "none"},
+                {"from_step": "wait-1h", "to_step": "wait-2h", "timer": "kept"},
+                {"from_step": "wait-morning", "to_step": "wait-purchase", "timer": "restarted"},
+                {"from_step": "wait-purchase", "to_step": "wait-purchase", "timer": "kept"},
+            ]})
+        );
+    }
+
+    #[test]
+    fn migrate_blocks_that_do_not_fit_the_deployed_version_are_errors_at_their_keys() {
+        let (base, head) = fixture("migrate-errors");
+        let plan = plan(&base, &head, None);
+        let errors: Vec<(Code, &str, usize, usize, &str)> = plan
+            .diagnostics
+            .errors()
+            .map(|d| {
+                (
+                    d.code,
+                    d.file_name(),
+                    d.span.line,
+                    d.span.column,
+                    d.message.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            vec![
+                (
+                    Code::UnknownReference,
+                    "journeys/cart.yaml",
+                    19,
+                    12,
+                    "`migrate.steps` maps `wait-1hr`, which is not a step of version 3 of journey \
+                     `cart-abandonment`, did you mean `wait-1h`?"
+                ),
+                (
+                    Code::InvalidValue,
+                    "journeys/winback.yaml",
+                    14,
+                    9,
+                    "`migrate.from` is 3 but the deployed version of journey `win-back` is 2: \
+                     no live instance is on version 3"
+                ),
+            ]
+        );
     }
 }
