@@ -573,6 +573,19 @@ fn bad_deploy_input_is_refused_and_changes_nothing() {
         "{}",
         text(&o)
     );
+    // An apply planned against another generation is refused (409): the
+    // deployed state moved since it was read.
+    let r = s.run.request(
+        "POST",
+        "/v1/admin/apply",
+        Some(ADMIN),
+        br#"{"files":{},"expected_generation":7}"#,
+    );
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("changed since it was read"), "{}", r.text);
+    // The admin routes take the admin token only.
+    let r = s.run.request("GET", "/v1/admin/history", Some(INGEST), b"");
+    assert_eq!(r.status, 401, "{}", r.text);
     // Nothing was applied: the history holds the start-up deployment only.
     let o = s.admin(&["history", "--format", "json"]);
     assert_eq!(
