@@ -14,7 +14,9 @@ use crate::clock::{to_millis, Millis, VirtualClock};
 use crate::dispatch::Recording;
 use crate::engine::{self, Delivery, Engine, Error};
 use crate::output::{Sink, Summary};
+use crate::store::scratch::ScratchStore;
 use crate::store::sled_store::{Recovery, SledOptions, SledStore};
+use crate::store::Store;
 
 /// How a simulation runs.
 #[derive(Debug, Clone)]
@@ -88,21 +90,32 @@ impl Simulation {
                 (d.path().join("store"), Some(d))
             }
         };
-        let store = SledStore::open(
-            &path,
-            &SledOptions {
-                cache_bytes: options.sled_cache_bytes,
-                temporary: dir.is_some(),
-                faults: options.faults.clone(),
-                ..SledOptions::default()
-            },
-        )
-        .map_err(Error::from)?;
-        let recovery = store.recovery().clone();
+        // A temporary store is never reopened: the scratch store, unless
+        // a test injects failures into the sled one.
+        let (store, recovery): (Box<dyn Store>, Recovery) = match &dir {
+            Some(_) if options.faults.is_none() => (
+                Box::new(ScratchStore::create(&path).map_err(Error::from)?),
+                Recovery::default(),
+            ),
+            _ => {
+                let store = SledStore::open(
+                    &path,
+                    &SledOptions {
+                        cache_bytes: options.sled_cache_bytes,
+                        temporary: dir.is_some(),
+                        faults: options.faults.clone(),
+                        ..SledOptions::default()
+                    },
+                )
+                .map_err(Error::from)?;
+                let recovery = store.recovery().clone();
+                (Box::new(store), recovery)
+            }
+        };
         let clock = VirtualClock::new(start);
         let engine = Engine::open(
             config,
-            Box::new(store),
+            store,
             Arc::new(clock.clone()),
             Delivery::Inline(Box::new(Recording::default())),
             sink,
