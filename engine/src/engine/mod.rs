@@ -128,6 +128,9 @@ pub struct Engine {
     depths_pending: Depths,
     /// Where timer lag goes (`run`).
     metrics: Option<Metrics>,
+    /// The positions of the current unit's user before its transition
+    /// (kept to reuse its strings).
+    positions: Vec<tally::Position>,
 }
 
 fn decode_meta<T: for<'de> Deserialize<'de>>(bytes: Option<Vec<u8>>) -> Result<Option<T>, Error> {
@@ -190,6 +193,7 @@ impl Engine {
             depths: Depths::default(),
             depths_pending: Depths::default(),
             metrics: None,
+            positions: Vec::new(),
         };
         engine.arm_schedules(None)?;
         Ok(engine)
@@ -310,7 +314,6 @@ impl Engine {
         let config = Arc::clone(&self.config);
         let index = Arc::clone(&self.index);
         let mut t = self.store.take_user(id)?;
-        let before = tally::positions(&t.rec);
         let mut result = Ingested::Applied;
         // Whether the step enters journeys, and whether it changes the
         // record whatever it does (`None`: an event, dirty when applied).
@@ -326,6 +329,8 @@ impl Engine {
             Step::Schedule(_) => (true, Some(false)),
             Step::Set(..) => (true, Some(true)),
         };
+        let mut before = std::mem::take(&mut self.positions);
+        tally::positions_into(&t.rec, &mut before);
         let mut seq = self.seq;
         let mut ctx = Ctx::new(&config, &index, now, self.options.holdouts, &mut seq);
         match step {
@@ -364,6 +369,7 @@ impl Engine {
         if !same_positions(&before, &t.rec) {
             self.tally.moved(&before, &tally::positions(&t.rec));
         }
+        self.positions = before;
         self.finish_unit(id, t, now, effects, changed, touched)?;
         Ok(Some(result))
     }
