@@ -27,7 +27,8 @@ pub struct SimOptions {
     pub store: Option<PathBuf>,
     /// Users kept in the write-back cache.
     pub cache_users: usize,
-    /// sled's page cache in bytes.
+    /// sled's page cache in bytes (a kept store; a temporary one is a
+    /// [`ScratchStore`], without sled).
     pub sled_cache_bytes: u64,
     /// Keep the message log in the store (off by default: the lines are
     /// the simulation's output).
