@@ -42,14 +42,10 @@ pub fn split_point(journey: &str, step: &str, user: &str) -> u32 {
 /// `instance` is the instance's store-wide id, which is never reused (not
 /// even for a user erased and created again under the same id).
 pub fn message_key(journey: &str, version: u32, user: &str, instance: u64, step: &str) -> String {
-    let d = digest(&[
-        journey,
-        &version.to_string(),
-        user,
-        &instance.to_string(),
-        step,
-    ]);
-    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+    let mut v = itoa::Buffer::new();
+    let mut i = itoa::Buffer::new();
+    let d = digest(&[journey, v.format(version), user, i.format(instance), step]);
+    hex::encode(&d[..16])
 }
 
 #[cfg(test)]
@@ -74,6 +70,20 @@ mod tests {
             message_key("j", 2, "u", 7, "s")
         );
         assert_eq!(message_key("j", 1, "u", 7, "s").len(), 32);
+        // Pinned: keys are stored and sent, so they never change.
+        assert_eq!(
+            message_key("cart-abandonment", 12, "u0001", 1_234_567, "reminder"),
+            expected_key("cart-abandonment", "12", "u0001", "1234567", "reminder")
+        );
+    }
+
+    /// The key as first defined: the hex of the first 16 bytes of the
+    /// digest of the decimal texts.
+    fn expected_key(j: &str, v: &str, u: &str, i: &str, s: &str) -> String {
+        digest(&[j, v, u, i, s])[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     #[test]

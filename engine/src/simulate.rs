@@ -14,7 +14,9 @@ use crate::clock::{to_millis, Millis, VirtualClock};
 use crate::dispatch::Recording;
 use crate::engine::{self, Delivery, Engine, Error};
 use crate::output::{Sink, Summary};
+use crate::store::scratch::ScratchStore;
 use crate::store::sled_store::{Recovery, SledOptions, SledStore};
+use crate::store::Store;
 
 /// How a simulation runs.
 #[derive(Debug, Clone)]
@@ -25,7 +27,8 @@ pub struct SimOptions {
     pub store: Option<PathBuf>,
     /// Users kept in the write-back cache.
     pub cache_users: usize,
-    /// sled's page cache in bytes.
+    /// sled's page cache in bytes (a kept store; a temporary one is a
+    /// [`ScratchStore`], without sled).
     pub sled_cache_bytes: u64,
     /// Keep the message log in the store (off by default: the lines are
     /// the simulation's output).
@@ -88,21 +91,32 @@ impl Simulation {
                 (d.path().join("store"), Some(d))
             }
         };
-        let store = SledStore::open(
-            &path,
-            &SledOptions {
-                cache_bytes: options.sled_cache_bytes,
-                temporary: dir.is_some(),
-                faults: options.faults.clone(),
-                ..SledOptions::default()
-            },
-        )
-        .map_err(Error::from)?;
-        let recovery = store.recovery().clone();
+        // A temporary store is never reopened: the scratch store, unless
+        // a test injects failures into the sled one.
+        let (store, recovery): (Box<dyn Store>, Recovery) = match &dir {
+            Some(_) if options.faults.is_none() => (
+                Box::new(ScratchStore::create(&path).map_err(Error::from)?),
+                Recovery::default(),
+            ),
+            _ => {
+                let store = SledStore::open(
+                    &path,
+                    &SledOptions {
+                        cache_bytes: options.sled_cache_bytes,
+                        temporary: dir.is_some(),
+                        faults: options.faults.clone(),
+                        ..SledOptions::default()
+                    },
+                )
+                .map_err(Error::from)?;
+                let recovery = store.recovery().clone();
+                (Box::new(store), recovery)
+            }
+        };
         let clock = VirtualClock::new(start);
         let engine = Engine::open(
             config,
-            Box::new(store),
+            store,
             Arc::new(clock.clone()),
             Delivery::Inline(Box::new(Recording::default())),
             sink,

@@ -142,6 +142,9 @@ pub struct Engine {
     migrated: Vec<crate::machine::instance::Moved>,
     /// Unsubscribes from each journey version's messages (guards).
     unsubscribes: std::collections::BTreeMap<(String, u32), u64>,
+    /// The positions of the current unit's user before its transition
+    /// (kept to reuse its strings).
+    positions: Vec<tally::Position>,
 }
 
 fn decode_meta<T: for<'de> Deserialize<'de>>(bytes: Option<Vec<u8>>) -> Result<Option<T>, Error> {
@@ -217,6 +220,7 @@ impl Engine {
             deploy: None,
             migrated: Vec::new(),
             unsubscribes,
+            positions: Vec::new(),
         };
         engine.arm_schedules(None)?;
         Ok(engine)
@@ -344,7 +348,6 @@ impl Engine {
         let index = Arc::clone(&self.index);
         let versions = Arc::clone(&self.versions);
         let mut t = self.store.take_user(id)?;
-        let before = tally::positions(&t.rec);
         let mut result = Ingested::Applied;
         // Whether the step enters journeys, and whether it changes the
         // record whatever it does (`None`: an event, dirty when applied).
@@ -362,6 +365,8 @@ impl Engine {
             Step::Migrate(..) if !t.known => return Ok(None),
             Step::Migrate(..) => (false, Some(true)),
         };
+        let mut before = std::mem::take(&mut self.positions);
+        tally::positions_into(&t.rec, &mut before);
         let mut seq = self.seq;
         let mut ctx = Ctx::new(
             &config,
@@ -422,6 +427,7 @@ impl Engine {
         if !same_positions(&before, &t.rec) {
             self.tally.moved(&before, &tally::positions(&t.rec));
         }
+        self.positions = before;
         self.finish_unit(id, t, now, effects, changed, touched)?;
         Ok(Some(result))
     }

@@ -23,8 +23,9 @@
 //! on sled: one read when a user gets busy, one write when they are flushed
 //! (see [`buffer`]), instead of a multi-tree transaction per event.
 //!
-//! [`sled_store`] is the sled implementation; any ordered key-value store
-//! implementing [`Kv`] gets every table.
+//! [`sled_store`] is the sled implementation; [`scratch`] the store of a run
+//! that is never reopened (in memory, records in a temporary file); any
+//! ordered key-value store implementing [`Kv`] gets every table.
 
 pub mod audiences;
 pub mod buffer;
@@ -43,6 +44,7 @@ pub mod meta;
 pub mod outbox;
 pub mod profile;
 pub mod recipients;
+pub mod scratch;
 pub mod sled_store;
 pub mod tally;
 pub mod timers;

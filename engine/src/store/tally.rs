@@ -109,10 +109,71 @@ pub type Position = (String, u32, String);
 
 /// The positions of a user's live instances.
 pub fn positions(rec: &UserRecord) -> Vec<Position> {
-    rec.instances
-        .iter()
-        .map(|i| (i.journey.clone(), i.version, i.step.clone()))
-        .collect()
+    let mut out = Vec::new();
+    positions_into(rec, &mut out);
+    out
+}
+
+/// [`positions`] into `out`, reusing its strings (the engine takes this
+/// snapshot before every transition: allocating it each time was a tenth
+/// of all allocations).
+pub fn positions_into(rec: &UserRecord, out: &mut Vec<Position>) {
+    out.truncate(rec.instances.len());
+    for (i, inst) in rec.instances.iter().enumerate() {
+        match out.get_mut(i) {
+            Some((journey, version, step)) => {
+                journey.clone_from(&inst.journey);
+                *version = inst.version;
+                step.clone_from(&inst.step);
+            }
+            None => out.push((inst.journey.clone(), inst.version, inst.step.clone())),
+        }
+    }
+}
+
+/// A [`StepKey`] seen through borrowed parts, so that the counters are
+/// looked up without allocating a key. Orders exactly as `StepKey`'s
+/// derived order (journey, version, step).
+trait StepRef {
+    fn parts(&self) -> (&str, u32, &str);
+}
+
+impl StepRef for StepKey {
+    fn parts(&self) -> (&str, u32, &str) {
+        (&self.journey, self.version, &self.step)
+    }
+}
+
+impl StepRef for (&str, u32, &str) {
+    fn parts(&self) -> (&str, u32, &str) {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn StepRef + 'a> for StepKey {
+    fn borrow(&self) -> &(dyn StepRef + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn StepRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn StepRef + '_ {}
+
+impl PartialOrd for dyn StepRef + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn StepRef + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
 }
 
 /// The counters in memory, with the keys changed since they were last
@@ -139,28 +200,39 @@ impl Tally {
         self.generation
     }
 
-    fn entry(&mut self, key: StepKey) -> &mut Counts {
+    /// Changes the counters of one step, marking them for the next flush.
+    fn update(&mut self, journey: &str, version: u32, step: &str, f: impl FnOnce(&mut Counts)) {
         self.generation += 1;
-        self.dirty.insert(key.clone());
-        self.counts.entry(key).or_default()
+        let probe = (journey, version, step);
+        let probe: &dyn StepRef = &probe;
+        if !self.dirty.contains(probe) {
+            self.dirty.insert(StepKey::new(journey, version, step));
+        }
+        match self.counts.get_mut(probe) {
+            Some(c) => f(c),
+            None => f(self
+                .counts
+                .entry(StepKey::new(journey, version, step))
+                .or_default()),
+        }
     }
 
     fn live(&mut self, (journey, version, step): &Position, up: bool) {
-        let key = StepKey::new(journey, *version, step);
-        let c = self.entry(key);
-        if up {
-            c.live += 1;
-        } else if c.live == 0 {
-            // A bug, not a user's doing: say so, and keep counting.
-            tracing::warn!(
-                journey = %journey,
-                version = *version,
-                step = %step,
-                "tally: a live instance left a step that counted none"
-            );
-        } else {
-            c.live -= 1;
-        }
+        self.update(journey, *version, step, |c| {
+            if up {
+                c.live += 1;
+            } else if c.live == 0 {
+                // A bug, not a user's doing: say so, and keep counting.
+                tracing::warn!(
+                    journey = %journey,
+                    version = *version,
+                    step = %step,
+                    "tally: a live instance left a step that counted none"
+                );
+            } else {
+                c.live -= 1;
+            }
+        });
     }
 
     /// A user's live instances moved from `before` to `after` (positions
@@ -186,9 +258,7 @@ impl Tally {
 
     /// A `send` decision at a step (as logged).
     pub fn send(&mut self, journey: &str, version: u32, step: &str, outcome: Outcome) {
-        *self
-            .entry(StepKey::new(journey, version, step))
-            .outcome(outcome) += 1;
+        self.update(journey, version, step, |c| *c.outcome(outcome) += 1);
     }
 
     /// Counts a logged message (a `send` line as JSON). Lines without an
