@@ -21,13 +21,18 @@
 //! - `-- soak [SECONDS RATE]` (600 5000), on the example shop: RATE events/s
 //!   of `shopgen` events in 100-event batches (deliveries to the maildir,
 //!   the push file and the local CRM receiver), the server's resident memory
-//!   (`VmRSS` from `/proc`) sampled every 10 s and printed with the store's
-//!   size; after the first minute of warm-up: min, max, max/min.
+//!   (`VmRSS` from `/proc`) sampled every 10 s and printed with the timers
+//!   pending (`/metrics`) and the store's size; after the first minute of
+//!   warm-up: min, max, max/min. `-- soak SECONDS RATE ping` posts the
+//!   latency fixture's pings instead (each a new user and one immediate
+//!   webhook, nothing deferred): a steady state, where the shop's throttles
+//!   (1,000 emails a minute) make the backlog grow all along.
 //!
 //! ```sh
 //! cargo bench -p sluice --bench ingest                       # -- 10 8 500
 //! cargo bench -p sluice --bench ingest -- latency 30 1000
 //! cargo bench -p sluice --bench ingest -- soak 600 5000
+//! cargo bench -p sluice --bench ingest -- soak 600 1000 ping
 //! ```
 //!
 //! Bounded in count and time: every phase stops after its seconds (plus at
@@ -331,7 +336,11 @@ fn main() {
     };
     match args.first().map(String::as_str) {
         Some("latency") => latency(num(1, 30), num(2, 1000)),
-        Some("soak") => soak(num(1, 600), num(2, 5000)),
+        Some("soak") => soak(
+            num(1, 600),
+            num(2, 5000),
+            args.get(3).map(String::as_str) == Some("ping"),
+        ),
         _ => throughput(num(0, 10), num(1, 8) as usize, num(2, 500) as usize),
     }
 }
@@ -618,8 +627,37 @@ fn latency(seconds: u64, rate: u64) {
     drop(server);
 }
 
-/// Resident memory over a steady load of `rate` shop events/s.
-fn soak(seconds: u64, rate: u64) {
+/// A gauge's value from the server's `/metrics` (no token needed).
+fn gauge(port: u16, name: &str) -> Option<f64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `n` ping events (the latency fixture's), numbered from `first`.
+fn pings(first: u64, n: u64) -> Vec<u8> {
+    let ts = wall_clock_ts();
+    (first..first + n)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"track\",\"user\":\"p{i}\",\"event\":\"ping\",\"ts\":\"{ts}\",\
+                 \"id\":\"ping-{i}\",\"props\":{{\"seq\":{i},\"sent_us\":0}}}}\n"
+            )
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Resident memory over a steady load of `rate` events/s: shop events
+/// (whose throttled channels build a growing backlog of deferred messages
+/// and timers), or with `ping` the latency fixture's events (one immediate
+/// webhook each, nothing deferred: a steady state).
+fn soak(seconds: u64, rate: u64, ping: bool) {
     const BATCH: usize = 100;
     const CONNS: u64 = 10;
     const SAMPLE_S: u64 = 10;
@@ -627,23 +665,45 @@ fn soak(seconds: u64, rate: u64) {
     let rate = rate.max(1);
     let webhooks = Arc::new(AtomicU64::new(0));
     let tmp = tempfile::tempdir().expect("tmp");
-    let dir = shop(tmp.path(), {
+    let hook = {
         let webhooks = Arc::clone(&webhooks);
         receiver(Arc::new(move |_| {
             webhooks.fetch_add(1, Ordering::Relaxed);
         }))
-    });
+    };
+    let dir = if ping {
+        let dir = tmp.path().join("ping");
+        copy(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/ping"),
+            &dir,
+            hook,
+        );
+        dir
+    } else {
+        shop(tmp.path(), hook)
+    };
     // Enough events that the default soak never posts one twice; a longer
     // one starts over with the event ids renamed per lap (same users, new
     // events).
-    let lines = Arc::new(shop_events(200_000, rate * seconds * 21 / 20));
+    let lines = Arc::new(if ping {
+        Vec::new()
+    } else {
+        shop_events(200_000, rate * seconds * 21 / 20)
+    });
     let mut server = Server::start(&dir);
     let (port, pid) = (server.port, server.pid());
-    println!(
-        "soak: {rate} events/s ({BATCH} per request over {CONNS} connections) for {seconds} s, \
-         {} shopgen events of 200,000 users, RSS sampled every {SAMPLE_S} s",
-        lines.len()
-    );
+    if ping {
+        println!(
+            "soak: {rate} ping events/s ({BATCH} per request over {CONNS} connections) for {seconds} s, \
+             each a new user and one immediate webhook, RSS sampled every {SAMPLE_S} s"
+        );
+    } else {
+        println!(
+            "soak: {rate} events/s ({BATCH} per request over {CONNS} connections) for {seconds} s, \
+             {} shopgen events of 200,000 users, RSS sampled every {SAMPLE_S} s",
+            lines.len()
+        );
+    }
 
     let requests_per_s = (rate as f64 / BATCH as f64).max(0.001);
     let period = Duration::from_secs_f64(CONNS as f64 / requests_per_s);
@@ -670,21 +730,26 @@ fn soak(seconds: u64, rate: u64) {
                         std::thread::sleep(wait);
                     }
                     let from = next.fetch_add(BATCH, Ordering::Relaxed);
-                    let lap = from / lines.len();
-                    let from = from % lines.len();
-                    let to = (from + BATCH).min(lines.len());
-                    let mut body: Vec<u8> = lines[from..to].concat();
-                    if lap > 0 {
-                        body = String::from_utf8_lossy(&body)
-                            .replace("\"id\":\"e", &format!("\"id\":\"l{lap}e"))
-                            .into_bytes();
-                    }
+                    let (body, events) = if lines.is_empty() {
+                        (pings(from as u64, BATCH as u64), BATCH)
+                    } else {
+                        let lap = from / lines.len();
+                        let from = from % lines.len();
+                        let to = (from + BATCH).min(lines.len());
+                        let mut body: Vec<u8> = lines[from..to].concat();
+                        if lap > 0 {
+                            body = String::from_utf8_lossy(&body)
+                                .replace("\"id\":\"e", &format!("\"id\":\"l{lap}e"))
+                                .into_bytes();
+                        }
+                        (body, to - from)
+                    };
                     let t = Instant::now();
                     let status = c
                         .as_mut()
                         .and_then(|c| c.post("/v1/events", "bench", &body));
                     if status == Some(202) {
-                        accepted.fetch_add((to - from) as u64, Ordering::Relaxed);
+                        accepted.fetch_add(events as u64, Ordering::Relaxed);
                         if let Ok(mut l) = acks.lock() {
                             l.push(t.elapsed().as_secs_f64() * 1000.0);
                         }
@@ -700,7 +765,7 @@ fn soak(seconds: u64, rate: u64) {
         })
         .collect();
 
-    println!("    t     RSS  events/s  ack p99  webhooks  store");
+    println!("    t     RSS  events/s  ack p99  webhooks   timers  store");
     let mut samples: Vec<(u64, f64)> = Vec::new();
     let mut last_accepted = 0;
     let mut tick = 1;
@@ -719,10 +784,11 @@ fn soak(seconds: u64, rate: u64) {
         let n = accepted.load(Ordering::SeqCst);
         let window = Quantiles::new(take(&acks));
         println!(
-            "{t:>5} s {rss:>5.0} MB {:>9.0} {:>6.1} ms {:>9} {:>5.0} MB",
+            "{t:>5} s {rss:>5.0} MB {:>9.0} {:>6.1} ms {:>9} {:>8.0} {:>5.0} MB",
             (n - last_accepted) as f64 / SAMPLE_S as f64,
             window.q(0.99),
             webhooks.load(Ordering::SeqCst),
+            gauge(port, "sluice_timers_pending").unwrap_or(f64::NAN),
             dir_bytes(&server.dir.join(".sluice")) as f64 / 1e6,
         );
         samples.push((t, rss));
