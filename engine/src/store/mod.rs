@@ -142,6 +142,20 @@ impl Batch {
 /// Key-value pairs, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// The key range a [`Kv::scan`] reads: from `prefix` (or just past `after`)
+/// up to `before`, exclusive. The caller stops at the first key outside
+/// `prefix`.
+pub(crate) fn scan_range<'a>(
+    prefix: &'a [u8],
+    after: Option<&'a [u8]>,
+    before: Option<&'a [u8]>,
+) -> (std::ops::Bound<&'a [u8]>, std::ops::Bound<&'a [u8]>) {
+    use std::ops::Bound;
+    let lo = after.map_or(Bound::Included(prefix), Bound::Excluded);
+    let hi = before.map_or(Bound::Unbounded, Bound::Excluded);
+    (lo, hi)
+}
+
 /// An ordered key-value store: what a backend provides. The tables are
 /// built on it.
 pub trait Kv: Send + Sync {

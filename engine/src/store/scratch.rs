@@ -153,21 +153,13 @@ impl Kv for ScratchStore {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<Entries, Error> {
-        use std::ops::Bound;
         let from = after.unwrap_or(prefix);
         if before.is_some_and(|b| b <= from) {
             // An empty range (which `BTreeMap::range` refuses).
             return Ok(Vec::new());
         }
         let inner = self.inner()?;
-        let lo = match after {
-            Some(a) => Bound::Excluded(a),
-            None => Bound::Included(prefix),
-        };
-        let hi = match before {
-            Some(b) => Bound::Excluded(b),
-            None => Bound::Unbounded,
-        };
+        let (lo, hi) = super::scan_range(prefix, after, before);
         let mut out = Vec::new();
         for (k, s) in inner.tables.range::<[u8], _>((lo, hi)) {
             if !k.starts_with(prefix) || out.len() >= limit {

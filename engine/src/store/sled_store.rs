@@ -631,16 +631,8 @@ impl Kv for SledStore {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<super::Entries, Error> {
-        use std::ops::Bound;
         let mut out = Vec::new();
-        let lo = match after {
-            Some(a) => Bound::Excluded(a),
-            None => Bound::Included(prefix),
-        };
-        let hi = match before {
-            Some(b) => Bound::Excluded(b),
-            None => Bound::Unbounded,
-        };
+        let (lo, hi) = super::scan_range(prefix, after, before);
         let iter = self.db.range::<&[u8], _>((lo, hi));
         for item in iter {
             let (k, v) = item.map_err(sled_err(&self.dir))?;
