@@ -214,7 +214,22 @@ impl Server {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("port");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        // `SLUICE_BENCH_BIN` runs another build of the binary (one with the
+        // system allocator, say); `SLUICE_BENCH_WRAP` a command before it
+        // (`heaptrack -o /tmp/ht`): the RSS figures are then the wrapper's.
+        let bin = std::env::var("SLUICE_BENCH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_owned());
+        let wrap = std::env::var("SLUICE_BENCH_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut command = match wrap.next() {
+            Some(first) => {
+                let mut c = Command::new(first);
+                c.args(wrap).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = command
             .arg("run")
             .arg(dir)
             .arg("--listen")
@@ -765,7 +780,7 @@ fn soak(seconds: u64, rate: u64, ping: bool) {
         })
         .collect();
 
-    println!("    t     RSS  events/s  ack p99  webhooks   timers  store");
+    println!("    t     RSS (anon  file) events/s  ack p99  webhooks   timers  store");
     let mut samples: Vec<(u64, f64)> = Vec::new();
     let mut last_accepted = 0;
     let mut tick = 1;
@@ -781,10 +796,13 @@ fn soak(seconds: u64, rate: u64, ping: bool) {
         }
         let t = tick * SAMPLE_S;
         let rss = proc_mb(pid, "VmRSS:").unwrap_or(f64::NAN);
+        let anon = proc_mb(pid, "RssAnon:").unwrap_or(f64::NAN);
+        let file =
+            proc_mb(pid, "RssFile:").unwrap_or(f64::NAN) + proc_mb(pid, "RssShmem:").unwrap_or(0.0);
         let n = accepted.load(Ordering::SeqCst);
         let window = Quantiles::new(take(&acks));
         println!(
-            "{t:>5} s {rss:>5.0} MB {:>9.0} {:>6.1} ms {:>9} {:>8.0} {:>5.0} MB",
+            "{t:>5} s {rss:>5.0} MB ({anon:>4.0} {file:>4.0}) {:>9.0} {:>6.1} ms {:>9} {:>8.0} {:>5.0} MB",
             (n - last_accepted) as f64 / SAMPLE_S as f64,
             window.q(0.99),
             webhooks.load(Ordering::SeqCst),
