@@ -182,6 +182,24 @@ fn proc_mb(pid: u32, field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The CPU seconds (user + system) a process has used, from
+/// `/proc/{pid}/stat` (fields 14 and 15, in clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // The command name may hold spaces: count fields after its `)`.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (tick(11), tick(12)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
 fn peak_rss_mb(pid: u32) -> f64 {
     proc_mb(pid, "VmHWM:").unwrap_or(f64::NAN)
 }
@@ -372,6 +390,7 @@ fn throughput(seconds: u64, clients: usize, batch: usize) {
     // 1. Sustained durable ingest.
     let accepted = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = cpu_seconds(pid);
     let began = Instant::now();
     let workers: Vec<_> = (0..clients)
         .map(|_| {
@@ -406,6 +425,11 @@ fn throughput(seconds: u64, clients: usize, batch: usize) {
     println!(
         "sustained durable ingest: {:.0} events/s ({n} events in {secs:.1} s, {clients} clients, {batch} per request)",
         n as f64 / secs
+    );
+    let cpu = cpu_seconds(pid) - cpu_before;
+    println!(
+        "server CPU: {cpu:.1} s in {secs:.1} s ({:.1} µs per event)",
+        cpu * 1e6 / n.max(1) as f64
     );
 
     // 2. Latency at 10,000 events/s: 100 requests/s of 100 events.
