@@ -6,7 +6,9 @@
 //! is bounded by count (queues, the outbox hand-off, a round's commands).
 
 /// sled's page cache by default, in MiB (sled's own default is 1 GiB).
-pub const STORE_CACHE_MB: u64 = 16;
+/// 16 MiB saves ~28 MB of RSS on the ping soak but ingests ~15% slower
+/// (BENCHMARKS.md, issue 9).
+pub const STORE_CACHE_MB: u64 = 32;
 /// The user records' cache by default, in MiB (encoded).
 pub const USER_CACHE_MB: u64 = 32;
 
