@@ -182,6 +182,24 @@ fn proc_mb(pid: u32, field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The CPU seconds (user + system) a process has used, from
+/// `/proc/{pid}/stat` (fields 14 and 15, in clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // The command name may hold spaces: count fields after its `)`.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (tick(11), tick(12)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
 fn peak_rss_mb(pid: u32) -> f64 {
     proc_mb(pid, "VmHWM:").unwrap_or(f64::NAN)
 }
@@ -214,7 +232,22 @@ impl Server {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("port");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        // `SLUICE_BENCH_BIN` runs another build of the binary (one with the
+        // system allocator, say); `SLUICE_BENCH_WRAP` a command before it
+        // (`heaptrack -o /tmp/ht`): the RSS figures are then the wrapper's.
+        let bin = std::env::var("SLUICE_BENCH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_owned());
+        let wrap = std::env::var("SLUICE_BENCH_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut command = match wrap.next() {
+            Some(first) => {
+                let mut c = Command::new(first);
+                c.args(wrap).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = command
             .arg("run")
             .arg(dir)
             .arg("--listen")
@@ -357,6 +390,7 @@ fn throughput(seconds: u64, clients: usize, batch: usize) {
     // 1. Sustained durable ingest.
     let accepted = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = cpu_seconds(pid);
     let began = Instant::now();
     let workers: Vec<_> = (0..clients)
         .map(|_| {
@@ -391,6 +425,11 @@ fn throughput(seconds: u64, clients: usize, batch: usize) {
     println!(
         "sustained durable ingest: {:.0} events/s ({n} events in {secs:.1} s, {clients} clients, {batch} per request)",
         n as f64 / secs
+    );
+    let cpu = cpu_seconds(pid) - cpu_before;
+    println!(
+        "server CPU: {cpu:.1} s in {secs:.1} s ({:.1} µs per event)",
+        cpu * 1e6 / n.max(1) as f64
     );
 
     // 2. Latency at 10,000 events/s: 100 requests/s of 100 events.
@@ -765,7 +804,7 @@ fn soak(seconds: u64, rate: u64, ping: bool) {
         })
         .collect();
 
-    println!("    t     RSS  events/s  ack p99  webhooks   timers  store");
+    println!("    t     RSS (anon  file) events/s  ack p99  webhooks   timers  store");
     let mut samples: Vec<(u64, f64)> = Vec::new();
     let mut last_accepted = 0;
     let mut tick = 1;
@@ -781,10 +820,13 @@ fn soak(seconds: u64, rate: u64, ping: bool) {
         }
         let t = tick * SAMPLE_S;
         let rss = proc_mb(pid, "VmRSS:").unwrap_or(f64::NAN);
+        let anon = proc_mb(pid, "RssAnon:").unwrap_or(f64::NAN);
+        let file =
+            proc_mb(pid, "RssFile:").unwrap_or(f64::NAN) + proc_mb(pid, "RssShmem:").unwrap_or(0.0);
         let n = accepted.load(Ordering::SeqCst);
         let window = Quantiles::new(take(&acks));
         println!(
-            "{t:>5} s {rss:>5.0} MB {:>9.0} {:>6.1} ms {:>9} {:>8.0} {:>5.0} MB",
+            "{t:>5} s {rss:>5.0} MB ({anon:>4.0} {file:>4.0}) {:>9.0} {:>6.1} ms {:>9} {:>8.0} {:>5.0} MB",
             (n - last_accepted) as f64 / SAMPLE_S as f64,
             window.q(0.99),
             webhooks.load(Ordering::SeqCst),

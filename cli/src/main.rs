@@ -18,7 +18,9 @@ mod validate;
 use std::process::ExitCode;
 
 /// The engine allocates many small, short-lived values; mimalloc is much
-/// faster at that than the system allocator (see BENCHMARKS.md).
+/// faster at that than the system allocator (see BENCHMARKS.md). Without
+/// the default `mimalloc` feature the system allocator is used (heaptrack).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

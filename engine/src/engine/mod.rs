@@ -64,6 +64,10 @@ pub struct Options {
     pub holdouts: bool,
     /// Users kept in the write-back cache.
     pub cache_users: usize,
+    /// The bound on the cached users' records, encoded: a user with a long
+    /// history weighs more than one with a short one, so `cache_users`
+    /// alone does not bound the memory.
+    pub cache_bytes: usize,
     /// Commit once this many writes are pending.
     pub commit_every: usize,
     /// Base of `message.unsubscribe_url` (the run API's address).
@@ -83,6 +87,7 @@ impl Default for Options {
         Options {
             holdouts: true,
             cache_users: 30_000,
+            cache_bytes: crate::store::buffer::DEFAULT_CACHE_BYTES,
             commit_every: 50_000,
             unsubscribe_base: "http://127.0.0.1:8080/v1/unsubscribe".to_owned(),
             log_messages: true,
@@ -175,7 +180,7 @@ impl Engine {
         sink: Box<dyn Sink + Send>,
         options: Options,
     ) -> Result<Engine, Error> {
-        let buffered = Buffered::new(store, options.cache_users);
+        let buffered = Buffered::with_bounds(store, options.cache_users, options.cache_bytes);
         let seq: u64 = decode_meta(buffered.meta(meta::SEQ)?)?.unwrap_or(0);
         let schedules: Schedules =
             decode_meta(buffered.meta(meta::SCHEDULES)?)?.unwrap_or_default();

@@ -23,6 +23,7 @@
 //! keeps serving until it is restarted (recovery then replays the log).
 
 pub mod client;
+pub mod memory;
 pub mod run;
 pub mod workers;
 

@@ -42,6 +42,8 @@ pub enum RunError {
     Store(#[from] crate::store::Error),
     #[error(transparent)]
     Engine(#[from] engine::Error),
+    #[error(transparent)]
+    Memory(#[from] super::memory::BadSetting),
     #[error("cannot set up the channels: {0}")]
     Providers(#[from] crate::deliver::Error),
     #[error("cannot listen on {addr}: {message}")]
@@ -304,10 +306,12 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
             p.display()
         ));
     }
+    let bounds = super::memory::Bounds::from_env()?;
     let store = SledStore::open(
         &options.store,
         &SledOptions {
             sync_commits: true,
+            cache_bytes: bounds.store_cache_bytes,
             ..SledOptions::default()
         },
     )?;
@@ -326,6 +330,7 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
         engine::Options {
             log_messages: true,
             durable: true,
+            cache_bytes: bounds.user_cache_bytes,
             ..engine::Options::default()
         },
     )?;

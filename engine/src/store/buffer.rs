@@ -20,7 +20,18 @@ struct Cached {
     rec: UserRecord,
     dirty: bool,
     used: u64,
+    /// The record's encoded size when last read or written (its weight in
+    /// the cache's byte bound).
+    bytes: usize,
 }
+
+/// The weight of a record whose encoded size is not known yet (a new
+/// user, until the commit encodes it).
+const UNKNOWN_RECORD_BYTES: usize = 512;
+
+/// The default bound on the cached records' encoded bytes. Decoded, a
+/// record takes about three to four times its encoded size in memory.
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
 /// How many new timers a spill may keep in memory.
 const MAX_TIMERS_IN_MEMORY: usize = 1_000_000;
@@ -60,6 +71,16 @@ pub struct Buffered {
     store: Box<dyn Store>,
     cache: HashMap<String, Cached>,
     capacity: usize,
+    /// The bound on the encoded bytes of the cached records, and their sum.
+    max_bytes: usize,
+    bytes: usize,
+    /// The last record taken out, its weight and whether it was dirty
+    /// (then it is in `dirty` already), for its return.
+    taken: Option<(String, usize, bool)>,
+    /// Users put back dirty since the last commit (some may have been
+    /// evicted or taken out since): a commit encodes these, not the whole
+    /// cache.
+    dirty: Vec<String>,
     tick: u64,
     /// Dirty users evicted from the cache, encoded, awaiting commit.
     evicted: HashMap<String, Vec<u8>>,
@@ -83,12 +104,24 @@ pub struct Buffered {
 }
 
 impl Buffered {
-    /// `capacity`: how many users the cache holds (at least 16).
+    /// `capacity`: how many users the cache holds (at least 16), and
+    /// at most [`DEFAULT_CACHE_BYTES`] of them encoded.
     pub fn new(store: Box<dyn Store>, capacity: usize) -> Self {
+        Self::with_bounds(store, capacity, DEFAULT_CACHE_BYTES)
+    }
+
+    /// A cache of at most `capacity` users (at least 16) whose records
+    /// take at most `max_bytes` encoded: users with a long history weigh
+    /// more, so a count alone does not bound the memory.
+    pub fn with_bounds(store: Box<dyn Store>, capacity: usize, max_bytes: usize) -> Self {
         Buffered {
             store,
             cache: HashMap::new(),
             capacity: capacity.max(16),
+            max_bytes,
+            bytes: 0,
+            taken: None,
+            dirty: Vec::new(),
             tick: 0,
             evicted: HashMap::new(),
             timers: BTreeMap::new(),
@@ -113,6 +146,8 @@ impl Buffered {
     pub fn take_user(&mut self, id: &str) -> Result<Taken, Error> {
         if let Some(c) = self.cache.remove(id) {
             self.stats.user_hits += 1;
+            self.bytes = self.bytes.saturating_sub(c.bytes);
+            self.taken = Some((id.to_owned(), c.bytes, c.dirty));
             return Ok(Taken {
                 rec: c.rec,
                 known: true,
@@ -121,6 +156,7 @@ impl Buffered {
         }
         if let Some(bytes) = self.evicted.remove(id) {
             self.stats.user_hits += 1;
+            self.taken = Some((id.to_owned(), bytes.len(), true));
             return Ok(Taken {
                 rec: UserRecord::decode(&bytes)?,
                 known: true,
@@ -129,7 +165,17 @@ impl Buffered {
         }
         self.stats.user_loads += 1;
         let erased = matches!(self.batch.blobs.get(&super::users::key(id)), Some(None));
-        let stored = if erased { None } else { self.store.user(id)? };
+        let stored = if erased {
+            None
+        } else {
+            self.store.get_blob(&super::users::key(id))?
+        };
+        self.taken = Some((
+            id.to_owned(),
+            stored.as_ref().map_or(UNKNOWN_RECORD_BYTES, Vec::len),
+            false,
+        ));
+        let stored = stored.map(|b| UserRecord::decode(&b)).transpose()?;
         Ok(match stored {
             Some(rec) => Taken {
                 rec,
@@ -158,24 +204,44 @@ impl Buffered {
         if new {
             self.new_users.insert(id.clone());
         }
-        self.cache.insert(
+        let (bytes, listed) = match self.taken.take() {
+            Some((taken, bytes, was_dirty)) if taken == id => (bytes, was_dirty),
+            _ => (UNKNOWN_RECORD_BYTES, false),
+        };
+        self.bytes += bytes;
+        if dirty && !listed {
+            self.dirty.push(id.clone());
+        }
+        if let Some(old) = self.cache.insert(
             id,
             Cached {
                 rec,
                 dirty,
                 used: self.tick,
+                bytes,
             },
-        );
-        if self.cache.len() > self.capacity {
+        ) {
+            self.bytes = self.bytes.saturating_sub(old.bytes);
+        }
+        if self.cache.len() > self.capacity || self.bytes > self.max_bytes {
             self.evict()?;
         }
         Ok(())
     }
 
+    /// Users in the cache, and their records' encoded bytes (as last read
+    /// or written).
+    pub fn cached(&self) -> (usize, usize) {
+        (self.cache.len(), self.bytes)
+    }
+
     /// Drops the least recently used eighth of the cache, encoding the
     /// dirty ones for the next commit.
     fn evict(&mut self) -> Result<(), Error> {
-        let n = (self.capacity / 8).max(1);
+        if self.cache.is_empty() {
+            return Ok(());
+        }
+        let n = (self.cache.len() / 8).clamp(1, self.cache.len());
         let mut ages: Vec<u64> = self.cache.values().map(|c| c.used).collect();
         let (_, nth, _) = ages.select_nth_unstable(n - 1);
         let limit = *nth;
@@ -187,6 +253,7 @@ impl Buffered {
             .collect();
         for k in old {
             if let Some(c) = self.cache.remove(&k) {
+                self.bytes = self.bytes.saturating_sub(c.bytes);
                 if c.dirty {
                     self.stats.evictions += 1;
                     self.evicted.insert(k, c.rec.encode()?);
@@ -199,7 +266,9 @@ impl Buffered {
     /// Drops a user from the cache (after erasure: the record's deletion
     /// is in the batch).
     pub fn forget_user(&mut self, id: &str) {
-        self.cache.remove(id);
+        if let Some(c) = self.cache.remove(id) {
+            self.bytes = self.bytes.saturating_sub(c.bytes);
+        }
         self.evicted.remove(id);
         self.new_users.remove(id);
     }
@@ -428,12 +497,25 @@ impl Buffered {
             self.stats.user_writes += 1;
             batch.put_blob(super::users::key(&id), bytes);
         }
-        for (id, c) in self.cache.iter_mut().filter(|_| cached) {
+        let dirty = if cached {
+            // A record out of the cache now is not in this commit: its
+            // return must list it again.
+            self.taken = None;
+            std::mem::take(&mut self.dirty)
+        } else {
+            Vec::new()
+        };
+        for id in dirty {
+            let Some(c) = self.cache.get_mut(&id) else {
+                continue;
+            };
             if c.dirty {
                 let bytes = c.rec.encode()?;
                 self.stats.user_bytes_written += bytes.len() as u64;
                 self.stats.user_writes += 1;
-                batch.put_blob(super::users::key(id), bytes);
+                self.bytes = self.bytes.saturating_sub(c.bytes) + bytes.len();
+                c.bytes = bytes.len();
+                batch.put_blob(super::users::key(&id), bytes);
                 c.dirty = false;
             }
         }
@@ -447,6 +529,11 @@ impl Buffered {
         }
         if let Some(n) = &mut self.timer_count {
             *n += timers_delta;
+        }
+        // The records' sizes are up to date now: drop what exceeds the
+        // byte bound (clean records after a full commit, nothing to write).
+        while cached && self.bytes > self.max_bytes && self.cache.len() > 16 {
+            self.evict()?;
         }
         Ok(())
     }
@@ -794,5 +881,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A user whose record weighs `kb` kilobytes encoded.
+    fn heavy(b: &mut Buffered, id: &str, kb: usize) {
+        let mut t = b.take_user(id).expect("take");
+        t.rec.profile["pad"] = json!("x".repeat(kb * 1024));
+        b.put_user(id.to_owned(), t.rec, true, !t.known)
+            .expect("put");
+    }
+
+    #[test]
+    fn the_cache_keeps_to_its_byte_bound() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store =
+            SledStore::open(&dir.path().join("store"), &SledOptions::default()).expect("open");
+        // Room for 1,000 users by count, but only ~100 kB of records.
+        let mut b = Buffered::with_bounds(Box::new(store), 1_000, 100 << 10);
+        for i in 0..200 {
+            heavy(&mut b, &format!("u{i}"), 4);
+            if i % 10 == 9 {
+                b.commit().expect("commit");
+                let (users, bytes) = b.cached();
+                assert!(bytes <= 100 << 10, "{bytes} bytes cached after a commit");
+                assert!(users <= 25, "{users} users of 4 kB cached");
+            }
+        }
+        // Evicted records were written and read back whole, with their
+        // weight known from the store.
+        b.commit().expect("commit");
+        let t = b.take_user("u3").expect("take");
+        assert!(t.known);
+        assert_eq!(t.rec.profile["pad"].as_str().map(str::len), Some(4096));
+        b.put_user("u3".to_owned(), t.rec, false, false)
+            .expect("put");
+        let (_, bytes) = b.cached();
+        assert!(bytes <= (100 << 10) + 5_000, "{bytes}");
+    }
+
+    #[test]
+    fn light_users_are_bounded_by_count() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store =
+            SledStore::open(&dir.path().join("store"), &SledOptions::default()).expect("open");
+        let mut b = Buffered::with_bounds(Box::new(store), 64, DEFAULT_CACHE_BYTES);
+        for i in 0..500 {
+            heavy(&mut b, &format!("u{i}"), 0);
+            assert!(b.cached().0 <= 64);
+        }
+        b.commit().expect("commit");
+        assert!(b.cached().0 > 32, "a count-bound cache stays mostly full");
     }
 }
