@@ -25,7 +25,7 @@ use crate::scalar;
 use crate::span::{Node, Span, Spanned};
 use crate::template::{Renderer, Text};
 
-pub(crate) use catalog::TypeEnv;
+pub(crate) use catalog::{Recorded, TypeCheck, TypeEnv};
 
 /// Reports into the diagnostics of one file.
 pub(crate) struct Ctx<'a> {
@@ -127,6 +127,29 @@ fn valid_id(id: &str) -> bool {
 
 /// Validates and compiles loaded documents.
 pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Option<Config> {
+    let (config, _) = compile_with(root, docs, diags, None);
+    diags.sort();
+    config
+}
+
+/// [`compile`], keeping every check against the Catalog that it runs in
+/// the files `files` names. The diagnostics are left in the order they
+/// were found, which the records' indices refer to.
+pub(crate) fn compile_recording(
+    root: &Path,
+    docs: Vec<Loaded>,
+    diags: &mut Diagnostics,
+    files: &dyn Fn(&str) -> bool,
+) -> Vec<Recorded> {
+    compile_with(root, docs, diags, Some(files)).1
+}
+
+fn compile_with(
+    root: &Path,
+    docs: Vec<Loaded>,
+    diags: &mut Diagnostics,
+    record: Option<&dyn Fn(&str) -> bool>,
+) -> (Option<Config>, Vec<Recorded>) {
     // Ids: format and uniqueness per kind.
     let mut seen: HashMap<(&'static str, String), ()> = HashMap::new();
     let mut projects = 0;
@@ -168,7 +191,10 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
 
     let project = project_settings(&docs, diags);
     let catalog = merged_catalog(&docs, diags);
-    let types = TypeEnv::new(catalog.as_ref());
+    let types = match record {
+        Some(files) => TypeEnv::record(catalog.as_ref(), files),
+        None => TypeEnv::new(catalog.as_ref()),
+    };
 
     let mut ids = Ids::default();
     for d in &docs {
@@ -382,11 +408,11 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
         }
     }
 
-    diags.sort();
+    let log = types.into_log();
     if diags.has_errors() {
-        return None;
+        return (None, log);
     }
-    Some(Config {
+    let config = Config {
         root: root.to_path_buf(),
         project,
         journeys,
@@ -398,7 +424,8 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
         catalog,
         tests,
         renderer: Arc::new(renderer),
-    })
+    };
+    (Some(config), log)
 }
 
 /// The repository's Project settings: the first Project compiled (its
