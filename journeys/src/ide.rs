@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::compile::{Ctx, TypeCheck, TypeEnv};
 use crate::compiled;
-use crate::diagnostic::{Diagnostic, Diagnostics, Severity, SourceFile};
+use crate::diagnostic::{Diagnostic, Diagnostics, SourceFile};
 use crate::load::{self, Loaded};
 use crate::model::{Document, Journey, Step, Template};
 use crate::span::{self, LineIndex, Node, Span, Spanned};
@@ -105,6 +105,9 @@ pub struct Workspace {
     /// reported some of them, so that a Catalog edit runs those checks
     /// again and keeps the rest ([`Workspace::retype`]).
     found: HashMap<String, Vec<Piece>>,
+    /// The ids of the journeys that compiled in the last checks: what
+    /// JourneyTests are checked against.
+    compiled: BTreeSet<String>,
 }
 
 /// Part of what a check found in one file.
@@ -137,14 +140,14 @@ fn settle(pieces: &[Piece]) -> Vec<Diagnostic> {
 
 /// Compiles `docs`: the diagnostics found in the files `keep` names, in
 /// the order they were found, with the checks against the Catalog that
-/// found some of them, by file.
+/// found some of them, by file; and the ids of the journeys that compile.
 fn compile_pieces(
     root: &Path,
     docs: Vec<Loaded>,
     keep: &dyn Fn(&str) -> bool,
-) -> HashMap<String, Vec<Piece>> {
+) -> (HashMap<String, Vec<Piece>>, BTreeSet<String>) {
     let mut compiled = Diagnostics::default();
-    let log = crate::compile::compile_recording(root, docs, &mut compiled, keep);
+    let (log, journeys) = crate::compile::compile_recording(root, docs, &mut compiled, keep);
     let mut out: HashMap<String, Vec<Piece>> = HashMap::new();
     let fixed = |out: &mut HashMap<String, Vec<Piece>>, d: Diagnostic| {
         if keep(d.file_name()) {
@@ -174,7 +177,7 @@ fn compile_pieces(
     for (_, d) in diags {
         fixed(&mut out, d);
     }
-    out
+    (out, journeys)
 }
 
 /// The user attributes whose type differs between two Catalogs, and the
@@ -331,6 +334,7 @@ impl Workspace {
             files: BTreeMap::new(),
             results: BTreeMap::new(),
             found: HashMap::new(),
+            compiled: BTreeSet::new(),
         };
         for path in load::discover(root).unwrap_or_default() {
             let name = load::relative_name(root, &path);
@@ -411,20 +415,22 @@ impl Workspace {
     ///   kinds and ids stay the same: every file of policies (quiet hours
     ///   are checked against each other; journeys never see policies);
     /// - a file of Catalogs whose ids stay the same: that file, and when
-    ///   the types the repository is checked against changed, the files
-    ///   of journeys, templates and segments that mention a changed
-    ///   attribute, event or property (or hold an unknown one, whose
-    ///   suggestion may change), and if any segment is among them, every
-    ///   file of segments;
+    ///   the types the repository is checked against changed, no other
+    ///   file is compiled: the checks against the Catalog that the last
+    ///   checks recorded in each file are run again (those that found
+    ///   something, and those reading a changed attribute or event), and
+    ///   each file keeps the rest of its diagnostics (`retype`);
     /// - the Project, still one: that file, and when the default timezone
     ///   changed, the journeys whose schedule has no timezone of its own;
     /// - anything else (a new id or step, a Catalog appearing or going
-    ///   away, a Catalog change reaching a file of JourneyTests or, in a
-    ///   repository with partials, a journey or template): everything.
+    ///   away): everything.
     ///
-    /// With JourneyTests, a re-checked file of journeys or templates that
-    /// gains or loses errors re-validates everything too (tests are checked
-    /// against the journeys that compile).
+    /// With JourneyTests (checked against the journeys that compile),
+    /// everything too when the journeys of the re-checked files that
+    /// compile are others than before, or when a Catalog edit changes the
+    /// verdict of a check that decides whether a journey compiles (a sent
+    /// template's `entry.*` variables; with partials as well, which are
+    /// checked in compiled journeys' texts).
     pub fn change(&mut self, name: &str, text: String) -> Recheck {
         let key = sort_key(name);
         let before = self.files.get(&key).map(|f| interface(&f.docs));
@@ -486,24 +492,31 @@ impl Workspace {
             }
             Interface::Other => return self.recheck_all(),
         }
-        let had_errors: Vec<bool> = names.iter().map(|n| self.has_errors(n)).collect();
-        let mut found = self.check_files(&names);
+        let (mut found, compiled) = self.check_files(&names);
         for n in &names {
             self.keep(n.clone(), found.remove(n).unwrap_or_default());
         }
-        // Segments, policies, Catalogs and the Project reach no JourneyTest
-        // themselves (tests see which journeys compile); the files of
-        // journeys and templates re-checked with them might.
-        let changed = names.iter().zip(had_errors).any(|(n, had)| {
-            self.has_errors(n) != had
-                && self
-                    .documents_of(n)
-                    .any(|d| matches!(d.document, Document::Journey(_) | Document::Template(_)))
-        });
-        let tested = self
-            .documents()
-            .any(|d| matches!(d.document, Document::JourneyTest(_)));
-        if changed && tested {
+        // JourneyTests are checked against the journeys that compile (and
+        // their step ids, which stay the same here): when the re-checked
+        // files' journeys that compile are others, so may be the tests'
+        // diagnostics.
+        let journeys: BTreeSet<String> = names
+            .iter()
+            .flat_map(|n| self.documents_of(n))
+            .filter_map(|d| match &d.document {
+                Document::Journey(j) => Some(j.id.value.clone()),
+                _ => None,
+            })
+            .collect();
+        let before: BTreeSet<&String> = self.compiled.intersection(&journeys).collect();
+        let now: BTreeSet<&String> = compiled.intersection(&journeys).collect();
+        let changed = before != now;
+        for id in &journeys {
+            self.compiled.remove(id);
+        }
+        self.compiled
+            .extend(compiled.intersection(&journeys).cloned());
+        if changed && self.tested() {
             return self.recheck_all();
         }
         Recheck::File
@@ -624,10 +637,13 @@ impl Workspace {
                 self.results.insert(name, settle(pieces));
             }
         }
-        let tested = self
-            .documents()
-            .any(|d| matches!(d.document, Document::JourneyTest(_)));
-        !(gates_changed && (tested || self.uses_partials()))
+        !(gates_changed && (self.tested() || self.uses_partials()))
+    }
+
+    /// Whether the repository has JourneyTests.
+    fn tested(&self) -> bool {
+        self.documents()
+            .any(|d| matches!(d.document, Document::JourneyTest(_)))
     }
 
     /// Keeps what a check found in one file, and the diagnostics it makes.
@@ -682,7 +698,8 @@ impl Workspace {
     /// Re-validates everything (after a change of an unknown reach).
     pub fn recheck_all(&mut self) -> Recheck {
         let docs: Vec<Loaded> = self.documents().cloned().collect();
-        let mut by_file = compile_pieces(&self.root, docs, &|_| true);
+        let (mut by_file, compiled) = compile_pieces(&self.root, docs, &|_| true);
+        self.compiled = compiled;
         self.results.clear();
         self.found.clear();
         let mut kept = Vec::new();
@@ -712,18 +729,15 @@ impl Workspace {
         &self.results
     }
 
-    fn has_errors(&self, name: &str) -> bool {
-        self.results
-            .get(name)
-            .is_some_and(|ds| ds.iter().any(|d| d.severity == Severity::Error))
-    }
-
     /// Some files' diagnostics, compiled with only what they can see of
     /// the others: the Project and Catalogs whole, the templates their
     /// journeys send whole, every other template and segment reduced to
     /// its id (for references and suggestions), other journeys of the same
     /// ids (for duplicates).
-    fn check_files(&self, names: &BTreeSet<String>) -> BTreeMap<String, Vec<Piece>> {
+    fn check_files(
+        &self,
+        names: &BTreeSet<String>,
+    ) -> (BTreeMap<String, Vec<Piece>>, BTreeSet<String>) {
         let keys: std::collections::HashSet<Vec<String>> =
             names.iter().map(|n| sort_key(n)).collect();
         let mut sent = std::collections::HashSet::new();
@@ -778,7 +792,8 @@ impl Workspace {
                 });
             }
         }
-        let mut by_file = compile_pieces(&self.root, docs, &|name| names.contains(name));
+        let (mut by_file, compiled) =
+            compile_pieces(&self.root, docs, &|name| names.contains(name));
         let mut out = BTreeMap::new();
         for key in &keys {
             if let Some(state) = self.files.get(key) {
@@ -792,7 +807,7 @@ impl Workspace {
                 out.insert(state.file.name.clone(), pieces);
             }
         }
-        out
+        (out, compiled)
     }
 
     /// The current text of a file.
@@ -1837,6 +1852,7 @@ mod tests {
             files: BTreeMap::new(),
             results: BTreeMap::new(),
             found: HashMap::new(),
+            compiled: BTreeSet::new(),
         };
         let text = "kind: Journey\nname: —é—\n—priority: 5\n";
         ws.set_text("j.yaml", text.to_owned());

@@ -12,7 +12,7 @@ mod message;
 mod partials;
 mod test;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -127,21 +127,23 @@ fn valid_id(id: &str) -> bool {
 
 /// Validates and compiles loaded documents.
 pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Option<Config> {
-    let (config, _) = compile_with(root, docs, diags, None);
+    let (config, _, _) = compile_with(root, docs, diags, None);
     diags.sort();
     config
 }
 
 /// [`compile`], keeping every check against the Catalog that it runs in
-/// the files `files` names. The diagnostics are left in the order they
-/// were found, which the records' indices refer to.
+/// the files `files` names; with the ids of the journeys that compile
+/// (JourneyTests see those only). The diagnostics are left in the order
+/// they were found, which the records' indices refer to.
 pub(crate) fn compile_recording(
     root: &Path,
     docs: Vec<Loaded>,
     diags: &mut Diagnostics,
     files: &dyn Fn(&str) -> bool,
-) -> Vec<Recorded> {
-    compile_with(root, docs, diags, Some(files)).1
+) -> (Vec<Recorded>, BTreeSet<String>) {
+    let (_, log, journeys) = compile_with(root, docs, diags, Some(files));
+    (log, journeys)
 }
 
 fn compile_with(
@@ -149,7 +151,7 @@ fn compile_with(
     docs: Vec<Loaded>,
     diags: &mut Diagnostics,
     record: Option<&dyn Fn(&str) -> bool>,
-) -> (Option<Config>, Vec<Recorded>) {
+) -> (Option<Config>, Vec<Recorded>, BTreeSet<String>) {
     // Ids: format and uniqueness per kind.
     let mut seen: HashMap<(&'static str, String), ()> = HashMap::new();
     let mut projects = 0;
@@ -409,8 +411,12 @@ fn compile_with(
     }
 
     let log = types.into_log();
+    let compiled = match record {
+        Some(_) => journeys.iter().map(|j| j.id.clone()).collect(),
+        None => BTreeSet::new(),
+    };
     if diags.has_errors() {
-        return (None, log);
+        return (None, log, compiled);
     }
     let config = Config {
         root: root.to_path_buf(),
@@ -425,7 +431,7 @@ fn compile_with(
         tests,
         renderer: Arc::new(renderer),
     };
-    (Some(config), log)
+    (Some(config), log, compiled)
 }
 
 /// The repository's Project settings: the first Project compiled (its
