@@ -239,11 +239,19 @@ fn half_typed_files_never_panic() {
 
 /// The diagnostics of a full check of the workspace's texts, one a line.
 fn full(ws: &Workspace) -> Vec<String> {
-    ws.check().iter().map(lines).collect()
+    full_as(ws, lines)
 }
 
 fn incremental(ws: &Workspace) -> Vec<String> {
-    ws.results().values().flatten().map(lines).collect()
+    incremental_as(ws, lines)
+}
+
+fn full_as(ws: &Workspace, line: fn(&journeys::Diagnostic) -> String) -> Vec<String> {
+    ws.check().iter().map(line).collect()
+}
+
+fn incremental_as(ws: &Workspace, line: fn(&journeys::Diagnostic) -> String) -> Vec<String> {
+    ws.results().values().flatten().map(line).collect()
 }
 
 /// Catalog and Project edits on the shop: after each, the diagnostics
@@ -458,13 +466,18 @@ fn small_repo() -> (std::path::PathBuf, Vec<(&'static str, &'static str)>) {
         ("journeys/digest.yaml", DIGEST),
         ("journeys/orders.yaml", ORDERS),
     ];
+    (write_repo(&files), files)
+}
+
+/// A new repository holding these files.
+fn write_repo(files: &[(&str, &str)]) -> std::path::PathBuf {
     let tmp = tempfile_dir();
-    for (name, text) in &files {
+    for (name, text) in files {
         let path = tmp.join(name);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(path, text).expect("write");
     }
-    (tmp, files)
+    tmp
 }
 
 #[test]
@@ -674,17 +687,35 @@ proptest::proptest! {
         edits in proptest::collection::vec((0usize..6, 0usize..14), 1..12)
     ) {
         let (tmp, _) = small_repo();
-        let variants = variants();
-        let mut ws = Workspace::load(&tmp);
-        ws.recheck_all();
-        for (file, variant) in edits {
-            let (name, texts) = &variants[file];
-            let text = texts[variant % texts.len()].clone();
-            ws.change(name, text.clone());
-            proptest::prop_assert_eq!(incremental(&ws), full(&ws), "after {} became {}", name, text);
-        }
-        let _ = std::fs::remove_dir_all(&tmp);
+        edits_equal_a_full_check(&tmp, &variants(), &edits, lines)?;
     }
+}
+
+/// Makes `edits` (a file of `variants`, one of its texts) in a workspace
+/// of `tmp`, then removes it: after each, the incremental diagnostics, one
+/// a `line`, equal a full check's of the same texts.
+fn edits_equal_a_full_check(
+    tmp: &Path,
+    variants: &[(&str, Vec<String>)],
+    edits: &[(usize, usize)],
+    line: fn(&journeys::Diagnostic) -> String,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    let mut ws = Workspace::load(tmp);
+    ws.recheck_all();
+    for &(file, variant) in edits {
+        let (name, texts) = &variants[file];
+        let text = &texts[variant % texts.len()];
+        ws.change(name, text.clone());
+        proptest::prop_assert_eq!(
+            incremental_as(&ws, line),
+            full_as(&ws, line),
+            "after {} became {}",
+            name,
+            text
+        );
+    }
+    let _ = std::fs::remove_dir_all(tmp);
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -706,14 +737,6 @@ fn strict(d: &journeys::Diagnostic) -> String {
         d.message,
         d.help
     )
-}
-
-fn strict_full(ws: &Workspace) -> Vec<String> {
-    ws.check().iter().map(strict).collect()
-}
-
-fn strict_incremental(ws: &Workspace) -> Vec<String> {
-    ws.results().values().flatten().map(strict).collect()
 }
 
 /// A repository whose files read the Catalog in every way a check can: event
@@ -823,7 +846,6 @@ expect:
 ";
 
 fn typed_repo(with_test: bool) -> std::path::PathBuf {
-    let tmp = tempfile_dir();
     let mut files = vec![
         ("catalog.yaml", TYPED_CATALOG),
         ("templates/t.yaml", TYPED_TEMPLATES),
@@ -834,12 +856,7 @@ fn typed_repo(with_test: bool) -> std::path::PathBuf {
     if with_test {
         files.push(("tests/orders.yaml", TYPED_TEST));
     }
-    for (name, text) in files {
-        let path = tmp.join(name);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, text).expect("write");
-    }
-    tmp
+    write_repo(&files)
 }
 
 /// Catalog edits of every kind: a type changed, an attribute or property
@@ -891,7 +908,7 @@ fn catalog_edits_equal_a_check_from_scratch() {
         let tmp = typed_repo(with_test);
         let mut ws = Workspace::load(&tmp);
         ws.recheck_all();
-        assert_eq!(strict_incremental(&ws), strict_full(&ws));
+        assert_eq!(incremental_as(&ws, strict), full_as(&ws, strict));
         assert!(
             ws.results().values().all(Vec::is_empty),
             "the typed repository is valid: {:?}",
@@ -907,10 +924,10 @@ fn catalog_edits_equal_a_check_from_scratch() {
             if !with_test {
                 assert_eq!(how, Recheck::File, "edit {i} without tests:\n{text}");
             }
-            let incremental = strict_incremental(&ws);
+            let incremental = incremental_as(&ws, strict);
             assert_eq!(
                 incremental,
-                strict_full(&ws),
+                full_as(&ws, strict),
                 "edit {i} (tests: {with_test}):\n{text}"
             );
             any_diagnostics += usize::from(!incremental.is_empty());
@@ -972,25 +989,12 @@ proptest::proptest! {
     #[test]
     fn random_catalog_edits_equal_a_check_from_scratch(
         with_test in proptest::bool::ANY,
-        edits in proptest::collection::vec((0usize..5, 0usize..21), 1..16)
+        edits in proptest::collection::vec((0usize..6, 0usize..21), 1..16)
     ) {
         let tmp = typed_repo(with_test);
-        let variants = typed_variants();
-        let mut ws = Workspace::load(&tmp);
-        ws.recheck_all();
-        for (file, variant) in edits {
-            // Mostly the Catalog.
-            let (name, texts) = &variants[if file < 2 { 0 } else { file }];
-            let text = texts[variant % texts.len()].clone();
-            ws.change(name, text.clone());
-            proptest::prop_assert_eq!(
-                strict_incremental(&ws),
-                strict_full(&ws),
-                "after {} became {}",
-                name,
-                text
-            );
-        }
-        let _ = std::fs::remove_dir_all(&tmp);
+        // Mostly the Catalog.
+        let edits: Vec<(usize, usize)> =
+            edits.into_iter().map(|(f, v)| (f.saturating_sub(1), v)).collect();
+        edits_equal_a_full_check(&tmp, &typed_variants(), &edits, strict)?;
     }
 }
