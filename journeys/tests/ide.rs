@@ -863,39 +863,40 @@ fn typed_repo(with_test: bool) -> std::path::PathBuf {
 /// added, removed or misspelt (suggestions change), an enum's values, an
 /// event removed or renamed, a reserved attribute declared, an invalid type.
 fn typed_catalogs() -> Vec<String> {
-    let c = TYPED_CATALOG;
-    vec![
-        c.replace("score: number", "score: string"),
-        c.replace("  first_name: string\n", ""),
-        c.replace("first_name: string", "frist_name: string"),
-        c.replace("first_name: string", "first_name: strng"),
-        c.replace(
-            "plan: { enum: [free, plus] }",
-            "plan: { enum: [free, gold] }",
-        ),
-        c.replace("plan: { enum: [free, plus] }", "plan: string"),
-        c.replace("tags: list", "tags: string"),
-        c.replace("prefs: map", "prefs: string"),
-        c.replace("user:\n", "user:\n  email: number\n"),
-        c.replace("user:\n", "user:\n  first_nam: string\n"),
-        c.replace(
-            "signed_up: { source: string }",
-            "signed_up: { source: number }",
-        ),
-        c.replace("signed_up: { source: string }", "signed_up: {}"),
-        c.replace("  signed_up: { source: string }\n", ""),
-        c.replace("total: number", "total: string"),
-        c.replace("total: number, ", ""),
-        c.replace("cart_id: string, items: list", "items: list"),
-        c.replace("ordered:", "orderd:"),
-        c.replace("  viewed: { page: string, cart_id: string }\n", ""),
-        c.replace(
-            "viewed: { page: string, cart_id: string }",
-            "viewed: { page: number }",
-        ),
-        c.replace("events:\n", "events:\n  viewd: {}\n"),
-        c.to_owned(),
-    ]
+    with_replacements(
+        TYPED_CATALOG,
+        &[
+            ("score: number", "score: string"),
+            ("  first_name: string\n", ""),
+            ("first_name: string", "frist_name: string"),
+            ("first_name: string", "first_name: strng"),
+            (
+                "plan: { enum: [free, plus] }",
+                "plan: { enum: [free, gold] }",
+            ),
+            ("plan: { enum: [free, plus] }", "plan: string"),
+            ("tags: list", "tags: string"),
+            ("prefs: map", "prefs: string"),
+            ("user:\n", "user:\n  email: number\n"),
+            ("user:\n", "user:\n  first_nam: string\n"),
+            (
+                "signed_up: { source: string }",
+                "signed_up: { source: number }",
+            ),
+            ("signed_up: { source: string }", "signed_up: {}"),
+            ("  signed_up: { source: string }\n", ""),
+            ("total: number", "total: string"),
+            ("total: number, ", ""),
+            ("cart_id: string, items: list", "items: list"),
+            ("ordered:", "orderd:"),
+            ("  viewed: { page: string, cart_id: string }\n", ""),
+            (
+                "viewed: { page: string, cart_id: string }",
+                "viewed: { page: number }",
+            ),
+            ("events:\n", "events:\n  viewd: {}\n"),
+        ],
+    )
 }
 
 /// Every Catalog edit, one after another, then each from the original: the
@@ -937,43 +938,59 @@ fn catalog_edits_equal_a_check_from_scratch() {
     }
 }
 
+/// `original`, then `original` with each replacement made.
+fn with_replacements(original: &str, replacements: &[(&str, &str)]) -> Vec<String> {
+    std::iter::once(original.to_owned())
+        .chain(
+            replacements
+                .iter()
+                .map(|(from, to)| original.replace(from, to)),
+        )
+        .collect()
+}
+
 /// One file's possible texts in the typed repository.
 fn typed_variants() -> Vec<(&'static str, Vec<String>)> {
     vec![
         ("catalog.yaml", typed_catalogs()),
         (
             "templates/t.yaml",
-            vec![
-                TYPED_TEMPLATES.to_owned(),
-                TYPED_TEMPLATES.replace("{{entry.source}}", "{{entry.sorce}}"),
-                TYPED_TEMPLATES.replace("{{entry.cart_id}}", "{{entry.items}} {{user.nope}}"),
-                TYPED_TEMPLATES.replace("Your order", "{{> footer}}"),
-            ],
+            with_replacements(
+                TYPED_TEMPLATES,
+                &[
+                    ("{{entry.source}}", "{{entry.sorce}}"),
+                    ("{{entry.cart_id}}", "{{entry.items}} {{user.nope}}"),
+                    ("Your order", "{{> footer}}"),
+                ],
+            ),
         ),
         (
             "segments/s.yaml",
-            vec![
-                TYPED_SEGMENTS.to_owned(),
-                TYPED_SEGMENTS.replace("gt: 10", "gt: ten"),
-                TYPED_SEGMENTS.replace("contains: vip", "eq: vip"),
-            ],
+            with_replacements(
+                TYPED_SEGMENTS,
+                &[("gt: 10", "gt: ten"), ("contains: vip", "eq: vip")],
+            ),
         ),
         (
             "journeys/welcome.yaml",
-            vec![
-                TYPED_WELCOME.to_owned(),
-                TYPED_WELCOME.replace("eq: pricing", "eq: 3"),
-                TYPED_WELCOME.replace("event: viewed\n      where", "event: viewd\n      where"),
-                TYPED_WELCOME.replace("{{entry.source}}", "{{entry.total}}"),
-            ],
+            with_replacements(
+                TYPED_WELCOME,
+                &[
+                    ("eq: pricing", "eq: 3"),
+                    ("event: viewed\n      where", "event: viewd\n      where"),
+                    ("{{entry.source}}", "{{entry.total}}"),
+                ],
+            ),
         ),
         (
             "journeys/orders.yaml",
-            vec![
-                TYPED_ORDERS.to_owned(),
-                TYPED_ORDERS.replace("user.plan: plus", "user.plan: gold"),
-                TYPED_ORDERS.replace("template: receipt", "template: hello"),
-            ],
+            with_replacements(
+                TYPED_ORDERS,
+                &[
+                    ("user.plan: plus", "user.plan: gold"),
+                    ("template: receipt", "template: hello"),
+                ],
+            ),
         ),
     ]
 }
