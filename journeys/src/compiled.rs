@@ -497,7 +497,7 @@ impl FieldType {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Catalog {
     pub user: BTreeMap<String, FieldType>,
     pub events: BTreeMap<String, BTreeMap<String, FieldType>>,

@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::compile::{Ctx, TypeCheck, TypeEnv};
 use crate::compiled;
-use crate::diagnostic::{Code, Diagnostic, Diagnostics, Severity, SourceFile};
+use crate::diagnostic::{Diagnostic, Diagnostics, SourceFile};
 use crate::load::{self, Loaded};
 use crate::model::{Document, Journey, Step, Template};
 use crate::span::{self, LineIndex, Node, Span, Spanned};
@@ -83,10 +84,6 @@ struct FileState {
     /// The current text is not valid YAML: `docs` are from an older text,
     /// so what compilation says about this file is not shown.
     broken: bool,
-    /// Every key and scalar of the documents compiled, decoded, one a
-    /// line: where a Catalog entry's name is looked for when its type
-    /// changes ([`mentions`]).
-    words: String,
     /// What the other files' checks see of each of `docs` when this file
     /// is not re-checked ([`stub`]), made once here rather than on every
     /// check.
@@ -103,6 +100,118 @@ pub struct Workspace {
     /// The diagnostics of the last check, by file name (`""` for those
     /// without a file).
     results: BTreeMap<String, Vec<Diagnostic>>,
+    /// What `results` are made of, by file name: the diagnostics in the
+    /// order they were found, with the checks against the Catalog that
+    /// reported some of them, so that a Catalog edit runs those checks
+    /// again and keeps the rest ([`Workspace::retype`]).
+    found: HashMap<String, Vec<Piece>>,
+    /// The ids of the journeys that compiled in the last checks: what
+    /// JourneyTests are checked against.
+    compiled: BTreeSet<String>,
+}
+
+/// Part of what a check found in one file.
+#[derive(Debug)]
+enum Piece {
+    /// A diagnostic that does not depend on the Catalog.
+    Fixed(Diagnostic),
+    /// A check against the Catalog and what it reported.
+    Typed {
+        check: TypeCheck,
+        file: Arc<SourceFile>,
+        /// It decides whether its journey compiles (a sent template's `entry.*` variables).
+        gates: bool,
+        found: Vec<Diagnostic>,
+    },
+}
+
+/// A file's diagnostics, as a check sorts them.
+fn settle(pieces: &[Piece]) -> Vec<Diagnostic> {
+    let mut out = Diagnostics::default();
+    for p in pieces {
+        match p {
+            Piece::Fixed(d) => out.push(d.clone()),
+            Piece::Typed { found, .. } => found.iter().for_each(|d| out.push(d.clone())),
+        }
+    }
+    out.sort();
+    out.into_iter().collect()
+}
+
+/// Compiles `docs`: the diagnostics found in the files `keep` names, in
+/// the order they were found, with the checks against the Catalog that
+/// found some of them, by file; and the ids of the journeys that compile.
+fn compile_pieces(
+    root: &Path,
+    docs: Vec<Loaded>,
+    keep: &dyn Fn(&str) -> bool,
+) -> (HashMap<String, Vec<Piece>>, BTreeSet<String>) {
+    let mut compiled = Diagnostics::default();
+    let (log, journeys) = crate::compile::compile_recording(root, docs, &mut compiled, keep);
+    let mut out: HashMap<String, Vec<Piece>> = HashMap::new();
+    let fixed = |out: &mut HashMap<String, Vec<Piece>>, d: Diagnostic| {
+        if keep(d.file_name()) {
+            out.entry(d.file_name().to_owned())
+                .or_default()
+                .push(Piece::Fixed(d));
+        }
+    };
+    let mut diags = compiled.into_iter().enumerate().peekable();
+    for r in log {
+        while let Some((_, d)) = diags.next_if(|(i, _)| *i < r.found.start) {
+            fixed(&mut out, d);
+        }
+        let mut found = Vec::new();
+        while let Some((_, d)) = diags.next_if(|(i, _)| r.found.contains(i)) {
+            found.push(d);
+        }
+        out.entry(r.file.name.clone())
+            .or_default()
+            .push(Piece::Typed {
+                check: r.check,
+                file: r.file,
+                gates: r.gates,
+                found,
+            });
+    }
+    for (_, d) in diags {
+        fixed(&mut out, d);
+    }
+    (out, journeys)
+}
+
+/// The user attributes whose type differs between two Catalogs, and the
+/// events that differ (declared in one only, or any property's type).
+fn catalog_delta(
+    a: &Option<compiled::Catalog>,
+    b: &Option<compiled::Catalog>,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    fn differing<V: PartialEq>(
+        a: Option<&BTreeMap<String, V>>,
+        b: Option<&BTreeMap<String, V>>,
+    ) -> BTreeSet<String> {
+        let none = BTreeMap::new();
+        let (a, b) = (a.unwrap_or(&none), b.unwrap_or(&none));
+        a.keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect()
+    }
+    (
+        differing(a.as_ref().map(|c| &c.user), b.as_ref().map(|c| &c.user)),
+        differing(a.as_ref().map(|c| &c.events), b.as_ref().map(|c| &c.events)),
+    )
+}
+
+/// Whether two lists of diagnostics say the same, at the same places.
+fn same_diagnostics(a: &[Diagnostic], b: &[Diagnostic]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            (x.code, x.severity, &x.message, &x.help, x.span)
+                == (y.code, y.severity, &y.message, &y.help, y.span)
+                && x.file_name() == y.file_name()
+        })
 }
 
 /// How a change was re-validated.
@@ -206,87 +315,6 @@ fn interface(docs: &[Loaded]) -> Interface {
     Interface::Other
 }
 
-/// The names a Catalog change is about: the user attributes whose type
-/// changed, appeared or went away, and each event whose properties changed
-/// together with those properties. `None` when a Catalog appeared or went
-/// away: then every condition and template is checked differently.
-fn catalog_changes(
-    before: &Option<compiled::Catalog>,
-    after: &Option<compiled::Catalog>,
-) -> Option<BTreeSet<String>> {
-    fn differing<'a, V: PartialEq>(
-        a: &'a BTreeMap<String, V>,
-        b: &'a BTreeMap<String, V>,
-    ) -> impl Iterator<Item = &'a String> {
-        a.keys()
-            .chain(b.keys())
-            .filter(move |k| a.get(*k) != b.get(*k))
-    }
-    let (Some(a), Some(b)) = (before, after) else {
-        return (before.is_none() && after.is_none()).then(BTreeSet::new);
-    };
-    let mut names: BTreeSet<String> = differing(&a.user, &b.user).cloned().collect();
-    let none = BTreeMap::new();
-    for event in differing(&a.events, &b.events) {
-        names.insert(event.clone());
-        let (pa, pb) = (
-            a.events.get(event).unwrap_or(&none),
-            b.events.get(event).unwrap_or(&none),
-        );
-        names.extend(differing(pa, pb).cloned());
-    }
-    Some(names)
-}
-
-/// Whether `name` is written in `words` as a whole: not glued to letters,
-/// digits or `_` on a side where `name` itself starts or ends with one
-/// (`user.plan`, `{{entry.plan}}` and `plan:` mention `plan`; `planet`
-/// does not). Variables are split at dots, so this finds every place a
-/// Catalog entry can be read from.
-fn mentions(words: &str, name: &str) -> bool {
-    let is_word = |c: char| c.is_alphanumeric() || c == '_';
-    if name.is_empty() {
-        return true;
-    }
-    words.match_indices(name).any(|(i, _)| {
-        let before = !name.starts_with(is_word) || !words[..i].ends_with(is_word);
-        let after = !name.ends_with(is_word) || !words[i + name.len()..].starts_with(is_word);
-        before && after
-    })
-}
-
-/// Every key and scalar of some documents, one a line.
-fn words_of(nodes: &[Spanned<Node>]) -> String {
-    fn walk(node: &Node, out: &mut String) {
-        match node {
-            Node::Scalar(s) => {
-                out.push_str(&s.text);
-                out.push('\n');
-            }
-            Node::Seq(items) => items.iter().for_each(|i| walk(&i.value, out)),
-            Node::Map(entries) => {
-                for (k, v) in entries {
-                    out.push_str(&k.value);
-                    out.push('\n');
-                    walk(&v.value, out);
-                }
-            }
-        }
-    }
-    let mut out = String::new();
-    nodes.iter().for_each(|n| walk(&n.value, &mut out));
-    out
-}
-
-/// Whether a document is typed against the Catalog: journeys (conditions,
-/// events, texts), templates (texts) and segments (conditions).
-fn reads_catalog(d: &Document) -> bool {
-    matches!(
-        d,
-        Document::Journey(_) | Document::Template(_) | Document::Segment(_)
-    )
-}
-
 fn is_policy(d: &Document) -> bool {
     matches!(
         d,
@@ -305,6 +333,8 @@ impl Workspace {
             root: root.to_path_buf(),
             files: BTreeMap::new(),
             results: BTreeMap::new(),
+            found: HashMap::new(),
+            compiled: BTreeSet::new(),
         };
         for path in load::discover(root).unwrap_or_default() {
             let name = load::relative_name(root, &path);
@@ -340,7 +370,6 @@ impl Workspace {
         let mut docs = Vec::new();
         let parsed = span::parse_documents(&file.text, &LineIndex::new(&file.text));
         let parses = parsed.is_ok();
-        let words = parsed.as_deref().map(words_of).unwrap_or_default();
         load::load_text(&file, &mut diags, &mut docs);
         let key = sort_key(name);
         let state = match (parses, self.files.remove(&key)) {
@@ -349,7 +378,6 @@ impl Workspace {
                 docs: old.docs,
                 diags,
                 broken: true,
-                words: old.words,
                 stubs: old.stubs,
             },
             _ => FileState {
@@ -358,7 +386,6 @@ impl Workspace {
                 broken: !parses,
                 stubs: docs.iter().map(|d| stub(&d.document)).collect(),
                 docs,
-                words,
             },
         };
         self.files.insert(key, state);
@@ -367,6 +394,7 @@ impl Workspace {
     /// Forgets a file (deleted on disk).
     pub fn remove(&mut self, name: &str) {
         self.files.remove(&sort_key(name));
+        self.found.remove(name);
     }
 
     /// Replaces one file's text and re-validates what it can reach, so
@@ -387,20 +415,22 @@ impl Workspace {
     ///   kinds and ids stay the same: every file of policies (quiet hours
     ///   are checked against each other; journeys never see policies);
     /// - a file of Catalogs whose ids stay the same: that file, and when
-    ///   the types the repository is checked against changed, the files
-    ///   of journeys, templates and segments that mention a changed
-    ///   attribute, event or property (or hold an unknown one, whose
-    ///   suggestion may change), and if any segment is among them, every
-    ///   file of segments;
+    ///   the types the repository is checked against changed, no other
+    ///   file is compiled: the checks against the Catalog that the last
+    ///   checks recorded in each file are run again (those that found
+    ///   something, and those reading a changed attribute or event), and
+    ///   each file keeps the rest of its diagnostics (`retype`);
     /// - the Project, still one: that file, and when the default timezone
     ///   changed, the journeys whose schedule has no timezone of its own;
     /// - anything else (a new id or step, a Catalog appearing or going
-    ///   away, a Catalog change reaching a file of JourneyTests or, in a
-    ///   repository with partials, a journey or template): everything.
+    ///   away): everything.
     ///
-    /// With JourneyTests, a re-checked file of journeys or templates that
-    /// gains or loses errors re-validates everything too (tests are checked
-    /// against the journeys that compile).
+    /// With JourneyTests (checked against the journeys that compile),
+    /// everything too when the journeys of the re-checked files that
+    /// compile are others than before, or when a Catalog edit changes the
+    /// verdict of a check that decides whether a journey compiles (a sent
+    /// template's `entry.*` variables; with partials as well, which are
+    /// checked in compiled journeys' texts).
     pub fn change(&mut self, name: &str, text: String) -> Recheck {
         let key = sort_key(name);
         let before = self.files.get(&key).map(|f| interface(&f.docs));
@@ -416,10 +446,8 @@ impl Workspace {
             // Its documents are the last ones that parsed (none for a new
             // file): nothing the other files see changed, and a full check
             // shows its syntax problems only.
-            let mut diags = state.diags.clone();
-            diags.sort();
-            self.results
-                .insert(name.to_owned(), diags.into_iter().collect());
+            let pieces = state.diags.iter().cloned().map(Piece::Fixed).collect();
+            self.keep(name.to_owned(), pieces);
             return Recheck::File;
         }
         let after = interface(&state.docs);
@@ -446,12 +474,15 @@ impl Workspace {
             ),
             Interface::Catalogs(_) => {
                 let catalog_after = self.catalog_view();
-                let readers = catalog_before
-                    .and_then(|before| catalog_changes(&before, &catalog_after))
-                    .and_then(|changed| self.catalog_readers(name, &changed));
-                match readers {
-                    Some(readers) => names.extend(readers),
-                    None => return self.recheck_all(),
+                if let Some(before) = catalog_before.filter(|b| *b != catalog_after) {
+                    // A Catalog appeared or went away (every condition and
+                    // text is checked differently), or the types changed in
+                    // a way that may change which journeys compile.
+                    if before.is_some() != catalog_after.is_some()
+                        || !self.retype(&before, &catalog_after, name)
+                    {
+                        return self.recheck_all();
+                    }
                 }
             }
             Interface::Project(_) => {
@@ -461,25 +492,31 @@ impl Workspace {
             }
             Interface::Other => return self.recheck_all(),
         }
-        let had_errors: Vec<bool> = names.iter().map(|n| self.has_errors(n)).collect();
-        let mut found = self.check_files(&names);
+        let (mut found, compiled) = self.check_files(&names);
         for n in &names {
-            self.results
-                .insert(n.clone(), found.remove(n).unwrap_or_default());
+            self.keep(n.clone(), found.remove(n).unwrap_or_default());
         }
-        // Segments, policies, Catalogs and the Project reach no JourneyTest
-        // themselves (tests see which journeys compile); the files of
-        // journeys and templates re-checked with them might.
-        let changed = names.iter().zip(had_errors).any(|(n, had)| {
-            self.has_errors(n) != had
-                && self
-                    .documents_of(n)
-                    .any(|d| matches!(d.document, Document::Journey(_) | Document::Template(_)))
-        });
-        let tested = self
-            .documents()
-            .any(|d| matches!(d.document, Document::JourneyTest(_)));
-        if changed && tested {
+        // JourneyTests are checked against the journeys that compile (and
+        // their step ids, which stay the same here): when the re-checked
+        // files' journeys that compile are others, so may be the tests'
+        // diagnostics.
+        let journeys: BTreeSet<String> = names
+            .iter()
+            .flat_map(|n| self.documents_of(n))
+            .filter_map(|d| match &d.document {
+                Document::Journey(j) => Some(j.id.value.clone()),
+                _ => None,
+            })
+            .collect();
+        let before: BTreeSet<&String> = self.compiled.intersection(&journeys).collect();
+        let now: BTreeSet<&String> = compiled.intersection(&journeys).collect();
+        let changed = before != now;
+        for id in &journeys {
+            self.compiled.remove(id);
+        }
+        self.compiled
+            .extend(compiled.intersection(&journeys).cloned());
+        if changed && self.tested() {
             return self.recheck_all();
         }
         Recheck::File
@@ -538,72 +575,81 @@ impl Workspace {
             .collect()
     }
 
-    /// The files other than `edited` whose diagnostics can change when the
-    /// Catalog entries named `changed` do; `None` when that cannot be
-    /// bounded (a file of JourneyTests among them, which is checked against
-    /// every journey, or partials tying texts together).
-    fn catalog_readers(
-        &self,
+    /// Runs every check against the Catalog that the last checks ran
+    /// again, against `catalog`, in every file but `edited` (checked whole
+    /// afterwards): a file whose checks now find something else gets its
+    /// diagnostics anew, with the rest of what was found in it kept. The
+    /// other diagnostics of a file of journeys, templates or segments do
+    /// not depend on the Catalog, with one exception: whether a journey
+    /// compiles depends on the `entry.*` variables of the templates it
+    /// sends, and JourneyTests and partials see compiled journeys only.
+    /// `false` when such a check's verdict changed in a repository with
+    /// JourneyTests or partials: then everything must be checked again.
+    fn retype(
+        &mut self,
+        before: &Option<compiled::Catalog>,
+        catalog: &Option<compiled::Catalog>,
         edited: &str,
-        changed: &BTreeSet<String>,
-    ) -> Option<BTreeSet<String>> {
-        let mut out = BTreeSet::new();
-        if changed.is_empty() {
-            return Some(out);
-        }
-        if changed.iter().any(|n| n.contains('\n')) {
-            return None; // `words` are separated by new lines
-        }
-        let unknown_named = |name: &str| {
-            self.results.get(name).is_some_and(|ds| {
-                ds.iter()
-                    .any(|d| d.code == Code::UnknownVariable || d.code == Code::UnknownReference)
-            })
-        };
-        let mut segments = false;
-        let mut texts = false;
-        for f in self.files.values() {
-            let name = f.file.name.as_str();
-            if name == edited || !f.docs.iter().any(|d| reads_catalog(&d.document)) {
+    ) -> bool {
+        let (user, events) = catalog_delta(before, catalog);
+        let types = TypeEnv::new(catalog.as_ref());
+        let mut gates_changed = false;
+        let mut changed = Vec::new();
+        for (name, pieces) in &mut self.found {
+            if name == edited {
                 continue;
             }
-            // Texts in other files (`text_file`, `html_file`) are read by
-            // compilation from the disk: such templates always count.
-            let external = f.docs.iter().any(|d| match &d.document {
-                Document::Template(t) => t.text_file.is_some() || t.html_file.is_some(),
-                _ => false,
-            });
-            let reads =
-                external || unknown_named(name) || changed.iter().any(|n| mentions(&f.words, n));
-            if !reads {
-                continue;
-            }
-            for d in &f.docs {
-                match &d.document {
-                    Document::JourneyTest(_) => return None,
-                    Document::Segment(_) => segments = true,
-                    Document::Journey(_) | Document::Template(_) => texts = true,
-                    _ => {}
+            let mut differs = false;
+            for piece in pieces.iter_mut() {
+                let Piece::Typed {
+                    check,
+                    file,
+                    gates,
+                    found,
+                } = piece
+                else {
+                    continue;
+                };
+                if found.is_empty() && !check.reads(&user, &events) {
+                    continue;
+                }
+                let mut diags = Diagnostics::default();
+                types.run(
+                    check,
+                    &mut Ctx {
+                        file,
+                        diags: &mut diags,
+                    },
+                );
+                let now: Vec<Diagnostic> = diags.into_iter().collect();
+                if !same_diagnostics(&now, found) {
+                    gates_changed |= *gates && now.is_empty() != found.is_empty();
+                    *found = now;
+                    differs = true;
                 }
             }
-            out.insert(name.to_owned());
+            if differs {
+                changed.push(name.clone());
+            }
         }
-        if texts && self.uses_partials() {
-            return None;
+        for name in changed {
+            if let Some(pieces) = self.found.get(&name) {
+                self.results.insert(name, settle(pieces));
+            }
         }
-        if segments {
-            out.extend(self.segment_files());
-        }
-        // No journey that sends a re-checked template needs to be: what it
-        // says about the template (its `entry.*` variables against its
-        // entry event) changes with that event, which it names itself, and
-        // whether a template compiles does not depend on the Catalog.
-        out.remove(edited);
-        let tests = out.iter().any(|n| {
-            self.documents_of(n)
-                .any(|d| matches!(d.document, Document::JourneyTest(_)))
-        });
-        (!tests).then_some(out)
+        !(gates_changed && (self.tested() || self.uses_partials()))
+    }
+
+    /// Whether the repository has JourneyTests.
+    fn tested(&self) -> bool {
+        self.documents()
+            .any(|d| matches!(d.document, Document::JourneyTest(_)))
+    }
+
+    /// Keeps what a check found in one file, and the diagnostics it makes.
+    fn keep(&mut self, name: String, pieces: Vec<Piece>) {
+        self.results.insert(name.clone(), settle(&pieces));
+        self.found.insert(name, pieces);
     }
 
     /// The files of the journeys that send one of `templates`.
@@ -651,12 +697,29 @@ impl Workspace {
 
     /// Re-validates everything (after a change of an unknown reach).
     pub fn recheck_all(&mut self) -> Recheck {
+        let docs: Vec<Loaded> = self.documents().cloned().collect();
+        let (mut by_file, compiled) = compile_pieces(&self.root, docs, &|_| true);
+        self.compiled = compiled;
         self.results.clear();
-        for d in self.check() {
-            self.results
-                .entry(d.file_name().to_owned())
-                .or_default()
-                .push(d);
+        self.found.clear();
+        let mut kept = Vec::new();
+        for f in self.files.values() {
+            let mut pieces: Vec<Piece> = f.diags.iter().cloned().map(Piece::Fixed).collect();
+            let compiled = by_file.remove(&f.file.name).unwrap_or_default();
+            // As in `check`: what compilation says about a file whose text
+            // is not valid YAML (its last documents) is not shown.
+            if !f.broken {
+                pieces.extend(compiled);
+            }
+            kept.push((f.file.name.clone(), pieces));
+        }
+        kept.extend(by_file);
+        for (name, pieces) in kept {
+            let diags = settle(&pieces);
+            if !diags.is_empty() {
+                self.results.insert(name.clone(), diags);
+            }
+            self.found.insert(name, pieces);
         }
         Recheck::All
     }
@@ -666,12 +729,6 @@ impl Workspace {
         &self.results
     }
 
-    fn has_errors(&self, name: &str) -> bool {
-        self.results
-            .get(name)
-            .is_some_and(|ds| ds.iter().any(|d| d.severity == Severity::Error))
-    }
-
     /// Some files' diagnostics, compiled with only what they can see of
     /// the others: the Project and Catalogs whole, the templates their
     /// journeys send whole, every other template and segment reduced to
@@ -679,8 +736,8 @@ impl Workspace {
     /// ids (for duplicates).
     fn check_files(
         &self,
-        names: &std::collections::BTreeSet<String>,
-    ) -> BTreeMap<String, Vec<Diagnostic>> {
+        names: &BTreeSet<String>,
+    ) -> (BTreeMap<String, Vec<Piece>>, BTreeSet<String>) {
         let keys: std::collections::HashSet<Vec<String>> =
             names.iter().map(|n| sort_key(n)).collect();
         let mut sent = std::collections::HashSet::new();
@@ -735,30 +792,22 @@ impl Workspace {
                 });
             }
         }
-        let mut compiled = Diagnostics::default();
-        crate::compile::compile(&self.root, docs, &mut compiled);
-        let mut out: BTreeMap<String, Diagnostics> = BTreeMap::new();
+        let (mut by_file, compiled) =
+            compile_pieces(&self.root, docs, &|name| names.contains(name));
+        let mut out = BTreeMap::new();
         for key in &keys {
             if let Some(state) = self.files.get(key) {
-                out.entry(state.file.name.clone())
-                    .or_default()
-                    .extend(state.diags.clone());
+                let mut pieces: Vec<Piece> =
+                    state.diags.iter().cloned().map(Piece::Fixed).collect();
+                // As in `check`: what compilation says about a file whose
+                // text is not valid YAML (its last documents) is not shown.
+                if !state.broken {
+                    pieces.extend(by_file.remove(&state.file.name).unwrap_or_default());
+                }
+                out.insert(state.file.name.clone(), pieces);
             }
         }
-        // As in `check`: what compilation says about a file whose text is
-        // not valid YAML (its last documents) is not shown.
-        let broken = |name: &str| self.files.get(&sort_key(name)).is_some_and(|f| f.broken);
-        for d in compiled {
-            if names.contains(d.file_name()) && !broken(d.file_name()) {
-                out.entry(d.file_name().to_owned()).or_default().push(d);
-            }
-        }
-        out.into_iter()
-            .map(|(name, mut ds)| {
-                ds.sort();
-                (name, ds.into_iter().collect())
-            })
-            .collect()
+        (out, compiled)
     }
 
     /// The current text of a file.
@@ -1802,6 +1851,8 @@ mod tests {
             root: PathBuf::from("."),
             files: BTreeMap::new(),
             results: BTreeMap::new(),
+            found: HashMap::new(),
+            compiled: BTreeSet::new(),
         };
         let text = "kind: Journey\nname: —é—\n—priority: 5\n";
         ws.set_text("j.yaml", text.to_owned());
@@ -1811,53 +1862,6 @@ mod tests {
             let _ = hover(&ws, &index, &schema, "j.yaml", offset);
             let _ = completions(&ws, &schema, "j.yaml", offset);
         }
-    }
-
-    #[test]
-    fn a_name_is_mentioned_as_a_whole_word() {
-        let words = "user.plan\n{{entry.cart_id}} and planet\nfirst-name\n";
-        assert!(mentions(words, "plan"));
-        assert!(mentions(words, "cart_id"));
-        assert!(!mentions(words, "cart"));
-        assert!(!mentions(words, "lan"));
-        assert!(mentions(words, "first"), "`-` is no part of a word");
-        assert!(mentions(words, "first-name"));
-        assert!(!mentions(words, "name_x"));
-        assert!(mentions(words, ""), "an empty name cannot be ruled out");
-    }
-
-    #[test]
-    fn catalog_changes_name_what_differs() {
-        use crate::compiled::{Catalog, FieldType};
-        let mut a = Catalog::default();
-        a.user.insert("plan".into(), FieldType::String);
-        a.user.insert("score".into(), FieldType::Number);
-        a.events.insert(
-            "ordered".into(),
-            BTreeMap::from([
-                ("total".into(), FieldType::Number),
-                ("id".into(), FieldType::String),
-            ]),
-        );
-        let mut b = a.clone();
-        assert_eq!(
-            catalog_changes(&Some(a.clone()), &Some(b.clone())),
-            Some(BTreeSet::new())
-        );
-        b.user.insert("score".into(), FieldType::String);
-        b.user.insert("vip".into(), FieldType::Boolean);
-        b.events
-            .get_mut("ordered")
-            .map(|p| p.remove("total"))
-            .expect("event");
-        b.events.insert("signed_up".into(), BTreeMap::new());
-        let names: Vec<String> = catalog_changes(&Some(a.clone()), &Some(b))
-            .expect("bounded")
-            .into_iter()
-            .collect();
-        assert_eq!(names, ["ordered", "score", "signed_up", "total", "vip"]);
-        assert_eq!(catalog_changes(&Some(a), &None), None);
-        assert_eq!(catalog_changes(&None, &None), Some(BTreeSet::new()));
     }
 
     #[test]

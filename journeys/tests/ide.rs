@@ -239,11 +239,19 @@ fn half_typed_files_never_panic() {
 
 /// The diagnostics of a full check of the workspace's texts, one a line.
 fn full(ws: &Workspace) -> Vec<String> {
-    ws.check().iter().map(lines).collect()
+    full_as(ws, lines)
 }
 
 fn incremental(ws: &Workspace) -> Vec<String> {
-    ws.results().values().flatten().map(lines).collect()
+    incremental_as(ws, lines)
+}
+
+fn full_as(ws: &Workspace, line: fn(&journeys::Diagnostic) -> String) -> Vec<String> {
+    ws.check().iter().map(line).collect()
+}
+
+fn incremental_as(ws: &Workspace, line: fn(&journeys::Diagnostic) -> String) -> Vec<String> {
+    ws.results().values().flatten().map(line).collect()
 }
 
 /// Catalog and Project edits on the shop: after each, the diagnostics
@@ -458,13 +466,18 @@ fn small_repo() -> (std::path::PathBuf, Vec<(&'static str, &'static str)>) {
         ("journeys/digest.yaml", DIGEST),
         ("journeys/orders.yaml", ORDERS),
     ];
+    (write_repo(&files), files)
+}
+
+/// A new repository holding these files.
+fn write_repo(files: &[(&str, &str)]) -> std::path::PathBuf {
     let tmp = tempfile_dir();
-    for (name, text) in &files {
+    for (name, text) in files {
         let path = tmp.join(name);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(path, text).expect("write");
     }
-    (tmp, files)
+    tmp
 }
 
 #[test]
@@ -674,15 +687,331 @@ proptest::proptest! {
         edits in proptest::collection::vec((0usize..6, 0usize..14), 1..12)
     ) {
         let (tmp, _) = small_repo();
-        let variants = variants();
+        edits_equal_a_full_check(&tmp, &variants(), &edits, lines)?;
+    }
+}
+
+/// Makes `edits` (a file of `variants`, one of its texts) in a workspace
+/// of `tmp`, then removes it: after each, the incremental diagnostics, one
+/// a `line`, equal a full check's of the same texts.
+fn edits_equal_a_full_check(
+    tmp: &Path,
+    variants: &[(&str, Vec<String>)],
+    edits: &[(usize, usize)],
+    line: fn(&journeys::Diagnostic) -> String,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    let mut ws = Workspace::load(tmp);
+    ws.recheck_all();
+    for &(file, variant) in edits {
+        let (name, texts) = &variants[file];
+        let text = &texts[variant % texts.len()];
+        ws.change(name, text.clone());
+        proptest::prop_assert_eq!(
+            incremental_as(&ws, line),
+            full_as(&ws, line),
+            "after {} became {}",
+            name,
+            text
+        );
+    }
+    let _ = std::fs::remove_dir_all(tmp);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// A Catalog edit re-runs the checks against the Catalog that the last checks
+// recorded, and keeps the rest of each file's diagnostics: the result must be
+// what a check from scratch finds, to the severity, help and byte range.
+
+/// Everything a diagnostic says, one a line.
+fn strict(d: &journeys::Diagnostic) -> String {
+    format!(
+        "{}:{}:{} [{}..{}] {:?} {} {} | {:?}",
+        d.file_name(),
+        d.span.line,
+        d.span.column,
+        d.span.start,
+        d.span.end,
+        d.severity,
+        d.code,
+        d.message,
+        d.help
+    )
+}
+
+/// A repository whose files read the Catalog in every way a check can: event
+/// names (entry, exit, goal, `wait_for`, `history`), comparisons with values,
+/// lists and paths, `history … where`, texts of templates, of dedupe keys and
+/// of updates, a sent template's `entry.*` variables, reserved attributes.
+const TYPED_CATALOG: &str = "apiVersion: sluice/v1
+kind: Catalog
+id: types
+user:
+  plan: { enum: [free, plus] }
+  score: number
+  first_name: string
+  tags: list
+  prefs: map
+events:
+  signed_up: { source: string }
+  ordered: { total: number, cart_id: string, items: list }
+  viewed: { page: string, cart_id: string }
+";
+
+const TYPED_TEMPLATES: &str = "apiVersion: sluice/v1
+kind: Template
+id: hello
+channel: email
+subject: \"Hi {{user.first_name}}\"
+text: \"From {{entry.source}}, {{user.email}}\"
+---
+apiVersion: sluice/v1
+kind: Template
+id: receipt
+channel: email
+subject: Your order
+text: \"{{entry.total}} for {{entry.cart_id}} in {{user.prefs.lang}}\"
+";
+
+const TYPED_SEGMENTS: &str = "apiVersion: sluice/v1
+kind: Segment
+id: buyers
+when:
+  all:
+    - user.plan: { in: [free, plus] }
+    - history: { event: ordered, within: 30d, count: { gte: 1 }, where: { event.total: { gt: 10 } } }
+---
+apiVersion: sluice/v1
+kind: Segment
+id: tagged
+when: { user.tags: { contains: vip } }
+";
+
+const TYPED_WELCOME: &str = "apiVersion: sluice/v1
+kind: Journey
+id: welcome
+version: 1
+entry:
+  event: signed_up
+  when: { event.source: { in: [ads, search] } }
+  dedupe_key: \"{{event.source}}-{{user.id}}\"
+exit:
+  - event: ordered
+    when: { event.total: { gte: \"{{user.score}}\" } }
+goal: { event: viewed, within: 7d, when: { event.page: { eq: pricing } } }
+steps:
+  - id: hi
+    send: { channel: email, template: hello }
+  - id: look
+    wait_for:
+      event: viewed
+      where: { event.cart_id: { exists: true } }
+      timeout: 1d
+      on_event: end
+      on_timeout: tag
+  - id: tag
+    update: { user.score: \"{{entry.source}}\" }
+";
+
+const TYPED_ORDERS: &str = "apiVersion: sluice/v1
+kind: Journey
+id: orders
+version: 1
+entry:
+  event: ordered
+  when: { all: [ { event.total: { gt: 5 } }, { user.plan: plus }, { segment: buyers } ] }
+steps:
+  - id: thanks
+    send: { channel: email, template: receipt }
+  - id: branch
+    branch:
+      - when: { user.score: { gte: \"{{entry.total}}\" } }
+        next: end
+      - next: end
+";
+
+/// Expects `orders` to compile: when a Catalog edit makes the template it
+/// sends read an undeclared `entry.*` variable, it stops compiling and this
+/// test names an undefined journey.
+const TYPED_TEST: &str = "apiVersion: sluice/v1
+kind: JourneyTest
+id: orders-thank
+start: \"2026-03-02T09:00:00Z\"
+events:
+  - { type: identify, user: u1, ts: \"+0s\", traits: { email: u@example.com, plan: plus } }
+  - { type: track, user: u1, ts: \"+5m\", event: ordered, props: { total: 20, cart_id: c1 } }
+run_until: \"+1h\"
+expect:
+  - { user: u1, journey: orders, step: thanks, outcome: sent }
+";
+
+fn typed_repo(with_test: bool) -> std::path::PathBuf {
+    let mut files = vec![
+        ("catalog.yaml", TYPED_CATALOG),
+        ("templates/t.yaml", TYPED_TEMPLATES),
+        ("segments/s.yaml", TYPED_SEGMENTS),
+        ("journeys/welcome.yaml", TYPED_WELCOME),
+        ("journeys/orders.yaml", TYPED_ORDERS),
+    ];
+    if with_test {
+        files.push(("tests/orders.yaml", TYPED_TEST));
+    }
+    write_repo(&files)
+}
+
+/// Catalog edits of every kind: a type changed, an attribute or property
+/// added, removed or misspelt (suggestions change), an enum's values, an
+/// event removed or renamed, a reserved attribute declared, an invalid type.
+fn typed_catalogs() -> Vec<String> {
+    with_replacements(
+        TYPED_CATALOG,
+        &[
+            ("score: number", "score: string"),
+            ("  first_name: string\n", ""),
+            ("first_name: string", "frist_name: string"),
+            ("first_name: string", "first_name: strng"),
+            (
+                "plan: { enum: [free, plus] }",
+                "plan: { enum: [free, gold] }",
+            ),
+            ("plan: { enum: [free, plus] }", "plan: string"),
+            ("tags: list", "tags: string"),
+            ("prefs: map", "prefs: string"),
+            ("user:\n", "user:\n  email: number\n"),
+            ("user:\n", "user:\n  first_nam: string\n"),
+            (
+                "signed_up: { source: string }",
+                "signed_up: { source: number }",
+            ),
+            ("signed_up: { source: string }", "signed_up: {}"),
+            ("  signed_up: { source: string }\n", ""),
+            ("total: number", "total: string"),
+            ("total: number, ", ""),
+            ("cart_id: string, items: list", "items: list"),
+            ("ordered:", "orderd:"),
+            ("  viewed: { page: string, cart_id: string }\n", ""),
+            (
+                "viewed: { page: string, cart_id: string }",
+                "viewed: { page: number }",
+            ),
+            ("events:\n", "events:\n  viewd: {}\n"),
+        ],
+    )
+}
+
+/// Every Catalog edit, one after another, then each from the original: the
+/// diagnostics equal a full check's, with and without a JourneyTest (which
+/// sees only the journeys that compile), and only a JourneyTest whose
+/// journey's verdict changes makes the edit re-check everything.
+#[test]
+fn catalog_edits_equal_a_check_from_scratch() {
+    for with_test in [false, true] {
+        let tmp = typed_repo(with_test);
         let mut ws = Workspace::load(&tmp);
         ws.recheck_all();
-        for (file, variant) in edits {
-            let (name, texts) = &variants[file];
-            let text = texts[variant % texts.len()].clone();
-            ws.change(name, text.clone());
-            proptest::prop_assert_eq!(incremental(&ws), full(&ws), "after {} became {}", name, text);
+        assert_eq!(incremental_as(&ws, strict), full_as(&ws, strict));
+        assert!(
+            ws.results().values().all(Vec::is_empty),
+            "the typed repository is valid: {:?}",
+            ws.results()
+        );
+        let catalogs = typed_catalogs();
+        let from_original = catalogs
+            .iter()
+            .flat_map(|c| [c.clone(), TYPED_CATALOG.to_owned()]);
+        let mut any_diagnostics = 0;
+        for (i, text) in catalogs.iter().cloned().chain(from_original).enumerate() {
+            let how = ws.change("catalog.yaml", text.clone());
+            if !with_test {
+                assert_eq!(how, Recheck::File, "edit {i} without tests:\n{text}");
+            }
+            let incremental = incremental_as(&ws, strict);
+            assert_eq!(
+                incremental,
+                full_as(&ws, strict),
+                "edit {i} (tests: {with_test}):\n{text}"
+            );
+            any_diagnostics += usize::from(!incremental.is_empty());
         }
+        assert!(any_diagnostics > 20, "the edits are reported somewhere");
         let _ = std::fs::remove_dir_all(&tmp);
+    }
+}
+
+/// `original`, then `original` with each replacement made.
+fn with_replacements(original: &str, replacements: &[(&str, &str)]) -> Vec<String> {
+    std::iter::once(original.to_owned())
+        .chain(
+            replacements
+                .iter()
+                .map(|(from, to)| original.replace(from, to)),
+        )
+        .collect()
+}
+
+/// One file's possible texts in the typed repository.
+fn typed_variants() -> Vec<(&'static str, Vec<String>)> {
+    vec![
+        ("catalog.yaml", typed_catalogs()),
+        (
+            "templates/t.yaml",
+            with_replacements(
+                TYPED_TEMPLATES,
+                &[
+                    ("{{entry.source}}", "{{entry.sorce}}"),
+                    ("{{entry.cart_id}}", "{{entry.items}} {{user.nope}}"),
+                    ("Your order", "{{> footer}}"),
+                ],
+            ),
+        ),
+        (
+            "segments/s.yaml",
+            with_replacements(
+                TYPED_SEGMENTS,
+                &[("gt: 10", "gt: ten"), ("contains: vip", "eq: vip")],
+            ),
+        ),
+        (
+            "journeys/welcome.yaml",
+            with_replacements(
+                TYPED_WELCOME,
+                &[
+                    ("eq: pricing", "eq: 3"),
+                    ("event: viewed\n      where", "event: viewd\n      where"),
+                    ("{{entry.source}}", "{{entry.total}}"),
+                ],
+            ),
+        ),
+        (
+            "journeys/orders.yaml",
+            with_replacements(
+                TYPED_ORDERS,
+                &[
+                    ("user.plan: plus", "user.plan: gold"),
+                    ("template: receipt", "template: hello"),
+                ],
+            ),
+        ),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Random sequences of Catalog edits among edits to the files that read
+    /// it (some of them adding a partial, some making a journey send a
+    /// template whose `entry.*` variables its entry event lacks), with and
+    /// without a JourneyTest: after each, the incremental diagnostics equal
+    /// a check from scratch of the same texts, to the byte range and help.
+    #[test]
+    fn random_catalog_edits_equal_a_check_from_scratch(
+        with_test in proptest::bool::ANY,
+        edits in proptest::collection::vec((0usize..6, 0usize..21), 1..16)
+    ) {
+        let tmp = typed_repo(with_test);
+        // Mostly the Catalog.
+        let edits: Vec<(usize, usize)> =
+            edits.into_iter().map(|(f, v)| (f.saturating_sub(1), v)).collect();
+        edits_equal_a_full_check(&tmp, &typed_variants(), &edits, strict)?;
     }
 }

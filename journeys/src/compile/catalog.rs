@@ -1,12 +1,17 @@
 //! The optional Catalog: parsing its types, and checking conditions,
 //! template variables and event names against it.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::Ctx;
 use crate::compiled::{Catalog, FieldType};
 use crate::condition::{Comparison, Condition, Op, Operand, Root};
-use crate::diagnostic::{with_suggestion, Code};
+use crate::diagnostic::{with_suggestion, Code, SourceFile};
 use crate::model;
 use crate::span::{Node, Span, Spanned};
 use crate::template::Text;
@@ -120,10 +125,115 @@ enum Lookup {
     Unknown(Vec<String>),
 }
 
+/// One check against the Catalog with everything it reads besides the
+/// Catalog, so that it can be run again when only the Catalog changed
+/// (`ide`: a Catalog edit re-runs these instead of compiling the files).
+#[derive(Debug, Clone)]
+pub enum TypeCheck {
+    /// An event name (entry, exit, goal, `wait_for`).
+    Event(Spanned<String>),
+    /// Every comparison of a condition: the event in scope and the entry
+    /// event.
+    Condition {
+        condition: Condition,
+        event: Option<String>,
+        entry: Option<String>,
+    },
+    /// The variables of a template text, reported inside `span`: the
+    /// entry event's name (`None` where `entry.*` is not judged,
+    /// `Some(None)` where the journey is not entered by an event) and the
+    /// event in scope.
+    Text {
+        variables: BTreeSet<String>,
+        span: Span,
+        entry: Option<Option<String>>,
+        event: Option<String>,
+    },
+}
+
+impl TypeCheck {
+    /// Whether what the check finds may depend on one of these user
+    /// attributes or events (an event's presence or any of its
+    /// properties). Errs on the side of yes; a check that found nothing
+    /// and reads none of them finds nothing again. (What it suggests for
+    /// an unknown name depends on every name: a check that found something
+    /// is run again whatever it reads.)
+    pub fn reads(&self, user: &BTreeSet<String>, events: &BTreeSet<String>) -> bool {
+        let event = |e: &Option<String>| e.as_ref().is_some_and(|e| events.contains(e));
+        match self {
+            TypeCheck::Event(name) => events.contains(&name.value),
+            TypeCheck::Condition {
+                condition,
+                event: scope,
+                entry,
+            } => {
+                let mut reads = event(scope) || event(entry);
+                condition.walk(&mut |c| match c {
+                    Condition::Compare(cmp) => {
+                        let mut paths = vec![&cmp.path];
+                        let mut operands = vec![&cmp.operand];
+                        while let Some(o) = operands.pop() {
+                            match o {
+                                Operand::Path(p) => paths.push(p),
+                                Operand::List(items) => operands.extend(items),
+                                Operand::Value(_) | Operand::Template(_) => {}
+                            }
+                        }
+                        reads |= paths.iter().any(|p| {
+                            p.root == Root::User && p.keys.first().is_some_and(|k| user.contains(k))
+                        });
+                    }
+                    Condition::History(h) => reads |= events.contains(&h.event.value),
+                    _ => {}
+                });
+                reads
+            }
+            TypeCheck::Text {
+                variables,
+                entry,
+                event: scope,
+                ..
+            } => {
+                let entry = entry.as_ref().is_some_and(event);
+                variables.iter().any(|v| {
+                    let mut parts = v.split('.');
+                    match (parts.next(), parts.next()) {
+                        (Some("user"), Some(k)) => user.contains(k),
+                        (Some("entry"), _) => entry,
+                        (Some("event"), _) => event(scope),
+                        _ => false,
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// A check run during compilation, as [`TypeEnv::record`] keeps it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub check: TypeCheck,
+    /// The file it reports into.
+    pub file: Arc<SourceFile>,
+    /// The diagnostics it reported: their indices in the compilation's
+    /// diagnostics, before they are sorted.
+    pub found: Range<usize>,
+    /// Whether what it reports decides if its journey compiles (a sent
+    /// template's `entry.*` variables): then JourneyTests and partial
+    /// checks, which see compiled journeys only, depend on it too.
+    pub gates: bool,
+}
+
 /// Type checks against an optional Catalog.
 pub(crate) struct TypeEnv<'a> {
     catalog: Option<&'a Catalog>,
+    /// Every check run in the files named, in order, when asked for
+    /// ([`TypeEnv::record`]).
+    log: Option<(RefCell<Vec<Recorded>>, &'a FileFilter<'a>)>,
 }
+
+/// Which files' checks [`TypeEnv::record`] keeps, by name.
+pub(crate) type FileFilter<'f> = dyn Fn(&str) -> bool + 'f;
 
 fn reserved(attr: &str) -> Option<FieldType> {
     Some(match attr {
@@ -136,11 +246,72 @@ fn reserved(attr: &str) -> Option<FieldType> {
 
 impl<'a> TypeEnv<'a> {
     pub fn new(catalog: Option<&'a Catalog>) -> Self {
-        TypeEnv { catalog }
+        TypeEnv { catalog, log: None }
+    }
+
+    /// Like [`TypeEnv::new`], keeping every check run in a file `files`
+    /// names ([`TypeEnv::into_log`]).
+    pub fn record(catalog: Option<&'a Catalog>, files: &'a FileFilter<'a>) -> Self {
+        TypeEnv {
+            catalog,
+            log: Some((RefCell::new(Vec::new()), files)),
+        }
+    }
+
+    /// The checks kept, in order (none when not recording).
+    pub fn into_log(self) -> Vec<Recorded> {
+        self.log
+            .map(|(log, _)| log.into_inner())
+            .unwrap_or_default()
+    }
+
+    /// Keeps a check that reported `ctx.diags[before..]`, if recording.
+    fn note(&self, ctx: &Ctx<'_>, before: usize, gates: bool, check: impl FnOnce() -> TypeCheck) {
+        if let Some((log, files)) = &self.log {
+            if !files(&ctx.file.name) {
+                return;
+            }
+            log.borrow_mut().push(Recorded {
+                check: check(),
+                file: ctx.file.clone(),
+                found: before..ctx.diags.len(),
+                gates,
+            });
+        }
+    }
+
+    /// Runs a recorded check again (against this environment's Catalog).
+    pub fn run(&self, check: &TypeCheck, ctx: &mut Ctx<'_>) {
+        match check {
+            TypeCheck::Event(name) => self.event(name, ctx),
+            TypeCheck::Condition {
+                condition,
+                event,
+                entry,
+            } => self.condition(condition, event.as_deref(), entry.as_deref(), ctx),
+            TypeCheck::Text {
+                variables,
+                span,
+                entry,
+                event,
+            } => self.variables(
+                variables,
+                *span,
+                entry.as_ref().map(Option::as_deref),
+                event.as_deref(),
+                ctx,
+            ),
+        }
     }
 
     /// Reports an event name the Catalog does not declare.
     pub fn check_event(&self, name: &Spanned<String>, ctx: &mut Ctx<'_>) {
+        let before = ctx.diags.len();
+        self.event(name, ctx);
+        self.note(ctx, before, false, || TypeCheck::Event(name.clone()));
+    }
+
+    fn event(&self, name: &Spanned<String>, ctx: &mut Ctx<'_>) {
         let Some(cat) = self.catalog else { return };
         if !cat.events.contains_key(&name.value) {
             let message = with_suggestion(
@@ -206,16 +377,41 @@ impl<'a> TypeEnv<'a> {
         entry: Option<&str>,
         ctx: &mut Ctx<'_>,
     ) {
+        let before = ctx.diags.len();
+        self.condition(c, event, entry, ctx);
+        if self.log.is_none() {
+            return;
+        }
+        // Only comparisons and history read the Catalog.
+        let mut reads = false;
+        c.walk(&mut |c| reads |= matches!(c, Condition::Compare(_) | Condition::History(_)));
+        if !reads {
+            return;
+        }
+        self.note(ctx, before, false, || TypeCheck::Condition {
+            condition: c.clone(),
+            event: event.map(str::to_owned),
+            entry: entry.map(str::to_owned),
+        });
+    }
+
+    fn condition(
+        &self,
+        c: &Condition,
+        event: Option<&str>,
+        entry: Option<&str>,
+        ctx: &mut Ctx<'_>,
+    ) {
         if self.catalog.is_none() {
             return;
         }
         c.walk(&mut |node| match node {
             Condition::Compare(cmp) => self.check_comparison(cmp, event, entry, ctx),
             Condition::History(h) => {
-                self.check_event(&h.event, ctx);
+                self.event(&h.event, ctx);
                 if let Some(w) = &h.where_ {
                     // `event.*` inside `where` is the historical event.
-                    self.check_condition(w, Some(&h.event.value), entry, ctx);
+                    self.condition(w, Some(&h.event.value), entry, ctx);
                 }
             }
             _ => {}
@@ -293,7 +489,62 @@ impl<'a> TypeEnv<'a> {
         event: Option<&str>,
         ctx: &mut Ctx<'_>,
     ) {
-        for var in &text.variables {
+        self.check_text_gating(text, span, entry, event, false, ctx);
+    }
+
+    /// [`TypeEnv::check_text`] for a template a journey sends: whether it
+    /// reported anything, which decides whether the journey compiles.
+    pub fn check_sent_text(
+        &self,
+        text: &Text,
+        span: Span,
+        entry: Option<Option<&str>>,
+        ctx: &mut Ctx<'_>,
+    ) -> bool {
+        self.check_text_gating(text, span, entry, None, true, ctx)
+    }
+
+    fn check_text_gating(
+        &self,
+        text: &Text,
+        span: Span,
+        entry: Option<Option<&str>>,
+        event: Option<&str>,
+        gates: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> bool {
+        let before = ctx.diags.len();
+        self.variables(&text.variables, span, entry, event, ctx);
+        let reported = ctx.diags.len() > before;
+        if self.log.is_none() {
+            return reported;
+        }
+        // Only paths below `user`, `entry` and `event` read the Catalog.
+        let reads = text.variables.iter().any(|v| {
+            v.split_once('.')
+                .is_some_and(|(root, _)| matches!(root, "user" | "entry" | "event"))
+        });
+        if !reads {
+            return reported;
+        }
+        self.note(ctx, before, gates, || TypeCheck::Text {
+            variables: text.variables.clone(),
+            span,
+            entry: entry.map(|e| e.map(str::to_owned)),
+            event: event.map(str::to_owned),
+        });
+        reported
+    }
+
+    fn variables(
+        &self,
+        variables: &BTreeSet<String>,
+        span: Span,
+        entry: Option<Option<&str>>,
+        event: Option<&str>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        for var in variables {
             let span = ctx.locate(span, var);
             let mut parts = var.split('.');
             let root = parts.next().unwrap_or_default();

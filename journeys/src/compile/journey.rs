@@ -768,11 +768,7 @@ fn send_step(
         if only_entry.is_empty() {
             continue;
         }
-        let before = b.ctx.diags.len();
-        b.env
-            .types
-            .check_text(t, tpl.span, entry_scope, None, b.ctx);
-        if b.ctx.diags.len() > before {
+        if b.env.types.check_sent_text(t, tpl.span, entry_scope, b.ctx) {
             b.ok = false;
         }
     }

@@ -12,7 +12,7 @@ mod message;
 mod partials;
 mod test;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ use crate::scalar;
 use crate::span::{Node, Span, Spanned};
 use crate::template::{Renderer, Text};
 
-pub(crate) use catalog::TypeEnv;
+pub(crate) use catalog::{Recorded, TypeCheck, TypeEnv};
 
 /// Reports into the diagnostics of one file.
 pub(crate) struct Ctx<'a> {
@@ -127,6 +127,31 @@ fn valid_id(id: &str) -> bool {
 
 /// Validates and compiles loaded documents.
 pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Option<Config> {
+    let (config, _, _) = compile_with(root, docs, diags, None);
+    diags.sort();
+    config
+}
+
+/// [`compile`], keeping every check against the Catalog that it runs in
+/// the files `files` names; with the ids of the journeys that compile
+/// (JourneyTests see those only). The diagnostics are left in the order
+/// they were found, which the records' indices refer to.
+pub(crate) fn compile_recording(
+    root: &Path,
+    docs: Vec<Loaded>,
+    diags: &mut Diagnostics,
+    files: &dyn Fn(&str) -> bool,
+) -> (Vec<Recorded>, BTreeSet<String>) {
+    let (_, log, journeys) = compile_with(root, docs, diags, Some(files));
+    (log, journeys)
+}
+
+fn compile_with(
+    root: &Path,
+    docs: Vec<Loaded>,
+    diags: &mut Diagnostics,
+    record: Option<&dyn Fn(&str) -> bool>,
+) -> (Option<Config>, Vec<Recorded>, BTreeSet<String>) {
     // Ids: format and uniqueness per kind.
     let mut seen: HashMap<(&'static str, String), ()> = HashMap::new();
     let mut projects = 0;
@@ -168,7 +193,10 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
 
     let project = project_settings(&docs, diags);
     let catalog = merged_catalog(&docs, diags);
-    let types = TypeEnv::new(catalog.as_ref());
+    let types = match record {
+        Some(files) => TypeEnv::record(catalog.as_ref(), files),
+        None => TypeEnv::new(catalog.as_ref()),
+    };
 
     let mut ids = Ids::default();
     for d in &docs {
@@ -382,11 +410,15 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
         }
     }
 
-    diags.sort();
+    let log = types.into_log();
+    let compiled = match record {
+        Some(_) => journeys.iter().map(|j| j.id.clone()).collect(),
+        None => BTreeSet::new(),
+    };
     if diags.has_errors() {
-        return None;
+        return (None, log, compiled);
     }
-    Some(Config {
+    let config = Config {
         root: root.to_path_buf(),
         project,
         journeys,
@@ -398,7 +430,8 @@ pub fn compile(root: &Path, docs: Vec<Loaded>, diags: &mut Diagnostics) -> Optio
         catalog,
         tests,
         renderer: Arc::new(renderer),
-    })
+    };
+    (Some(config), log, compiled)
 }
 
 /// The repository's Project settings: the first Project compiled (its
