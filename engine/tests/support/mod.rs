@@ -17,4 +17,6 @@ pub mod fixture;
 pub mod http;
 
 pub mod api;
+#[path = "../../../tests/support/nats.rs"]
+pub mod nats;
 pub mod shop;
