@@ -29,6 +29,7 @@ pub mod log;
 pub mod members;
 pub mod meta;
 pub mod tokens;
+pub mod worker;
 
 use std::time::Duration;
 

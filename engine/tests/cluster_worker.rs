@@ -1,0 +1,289 @@
+//! `engine::cluster::worker` with in-process workers on one nats-server:
+//! under continuous ingest, workers are cut off at random moments (their
+//! task aborted mid-round, leases left to age out) and replaced, and a
+//! fourth worker joins; at the end every acknowledged event was applied
+//! exactly once in the restored state, and the fencing tokens of each
+//! partition's commits never go back.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use engine::cluster::worker::{Processor, Tuning, Worker};
+use engine::cluster::{changelog, log, Cluster, Settings};
+use rand::Rng;
+use support::nats::Nats;
+use tokio::task::JoinHandle;
+
+const P: u32 = 8;
+
+/// One commit as a worker logged it: (worker, partition, token, last seq).
+type Commits = Arc<Mutex<Vec<(String, u32, u64, u64)>>>;
+
+/// A model of the engine: per user, the ids of the events applied, each
+/// once (a repeat is skipped by its id).
+struct Model {
+    me: String,
+    users: HashMap<u32, BTreeMap<String, Vec<String>>>,
+    commits: Commits,
+}
+
+impl Processor for Model {
+    fn restore(&mut self, partition: u32, records: Vec<changelog::Record>) {
+        let users = records
+            .into_iter()
+            .map(|r| {
+                (
+                    r.user,
+                    serde_json::from_slice(&r.bytes).expect("a model record"),
+                )
+            })
+            .collect();
+        self.users.insert(partition, users);
+    }
+
+    fn apply(
+        &mut self,
+        partition: u32,
+        events: &[(u64, bytes::Bytes)],
+    ) -> Vec<(String, bytes::Bytes)> {
+        let users = self.users.entry(partition).or_default();
+        let mut changed = BTreeSet::new();
+        for (_, payload) in events {
+            let e: serde_json::Value = serde_json::from_slice(payload).expect("a test event");
+            let user = e["user"].as_str().expect("user").to_string();
+            let id = e["id"].as_str().expect("id").to_string();
+            let ids = users.entry(user.clone()).or_default();
+            if !ids.contains(&id) {
+                ids.push(id);
+                changed.insert(user);
+            }
+        }
+        changed
+            .into_iter()
+            .map(|u| {
+                let bytes = serde_json::to_vec(&users[&u]).expect("json");
+                (u, bytes::Bytes::from(bytes))
+            })
+            .collect()
+    }
+
+    fn committed(&mut self, partition: u32, token: u64, seq: u64) {
+        self.commits
+            .lock()
+            .expect("the commit log")
+            .push((self.me.clone(), partition, token, seq));
+    }
+
+    fn forget(&mut self, partition: u32) {
+        self.users.remove(&partition);
+    }
+}
+
+fn settings(nats: &Nats) -> Settings {
+    let mut s = Settings::new(nats.url(), "w");
+    s.lease_ttl = Duration::from_millis(1500);
+    s.request_timeout = Duration::from_secs(3);
+    s
+}
+
+fn spawn_worker(nats: &Nats, me: &str, commits: &Commits) -> JoinHandle<()> {
+    let s = settings(nats);
+    let model = Model {
+        me: me.to_string(),
+        users: HashMap::new(),
+        commits: commits.clone(),
+    };
+    let me = me.to_string();
+    tokio::spawn(async move {
+        let cluster = Cluster::connect(s).await.expect("connect");
+        let tuning = Tuning {
+            partitions: P,
+            batch: 64,
+            poll: Duration::from_millis(5),
+        };
+        let mut worker = Worker::new(cluster, me, tuning, model);
+        if let Err(e) = worker.run().await {
+            panic!("worker failed: {e}");
+        }
+    })
+}
+
+/// Appends events for 160 users until `stop`; returns every acknowledged
+/// id and each partition's last acknowledged sequence.
+async fn ingest(
+    nats: &Nats,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (BTreeMap<String, BTreeSet<String>>, BTreeMap<u32, u64>) {
+    let cluster = Cluster::connect(settings(nats)).await.expect("connect");
+    let mut acked: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut n = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let batch: Vec<(String, String, bytes::Bytes)> = (0..40)
+            .map(|_| {
+                n += 1;
+                let user = format!("u{}", n % 160);
+                let id = format!("e{n}");
+                let payload = serde_json::json!({"user": user, "id": id}).to_string();
+                (user, id, bytes::Bytes::from(payload))
+            })
+            .collect();
+        let appends: Vec<log::Append> = batch
+            .iter()
+            .map(|(user, id, payload)| log::Append {
+                user,
+                msg_id: id,
+                payload: payload.clone(),
+            })
+            .collect();
+        let stored = log::append(&cluster, P, &appends).await.expect("append");
+        for ((user, id, _), a) in batch.iter().zip(stored) {
+            acked.entry(user.clone()).or_default().insert(id.clone());
+            let l = last.entry(a.partition).or_default();
+            *l = (*l).max(a.seq);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (acked, last)
+}
+
+/// Waits until every partition's commits reach its last acknowledged event.
+async fn caught_up(commits: &Commits, last: &BTreeMap<u32, u64>) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let done = {
+                let c = commits.lock().expect("the commit log");
+                last.iter()
+                    .all(|(p, seq)| c.iter().any(|(_, cp, _, cseq)| cp == p && cseq >= seq))
+            };
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the workers catch up with every acknowledged event");
+}
+
+/// Every acknowledged event applied once in the restored state; per
+/// partition, the tokens of the commits (in the order they happened) never
+/// go back, and each owner's commits move forward.
+async fn check(nats: &Nats, acked: &BTreeMap<String, BTreeSet<String>>, commits: &Commits) {
+    let cluster = Cluster::connect(settings(nats)).await.expect("connect");
+    let mut state: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in 0..P {
+        for r in changelog::restore(&cluster, p).await.expect("restore") {
+            let ids: Vec<String> = serde_json::from_slice(&r.bytes).expect("a model record");
+            assert!(
+                state.insert(r.user, ids).is_none(),
+                "a user in two partitions"
+            );
+        }
+    }
+    for (user, ids) in acked {
+        let applied = state.get(user).cloned().unwrap_or_default();
+        let set: BTreeSet<String> = applied.iter().cloned().collect();
+        assert_eq!(set.len(), applied.len(), "{user}: an event applied twice");
+        let missing: Vec<&String> = ids.difference(&set).collect();
+        assert!(
+            missing.is_empty(),
+            "{user}: acknowledged events lost: {missing:?}"
+        );
+    }
+    let c = commits.lock().expect("the commit log");
+    let mut partitions_seen = BTreeSet::new();
+    for p in 0..P {
+        let mut token = 0;
+        let mut seq = 0;
+        for (_, _, t, s) in c.iter().filter(|(_, cp, _, _)| *cp == p) {
+            assert!(
+                *t >= token,
+                "partition {p}: token {t} committed after {token}"
+            );
+            if *t == token {
+                assert!(*s > seq, "partition {p}: an owner's checkpoint went back");
+            }
+            token = *t;
+            seq = *s;
+            partitions_seen.insert(p);
+        }
+    }
+    assert_eq!(
+        partitions_seen.len(),
+        P as usize,
+        "users spread over every partition"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_cut_off_at_random_moments_lose_and_double_nothing() {
+    let nats = Nats::single();
+    let commits: Commits = Arc::default();
+    let mut workers: Vec<JoinHandle<()>> = ["a", "b", "c"]
+        .iter()
+        .map(|me| spawn_worker(&nats, me, &commits))
+        .collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ingest = ingest(&nats, stop.clone());
+    let kills = async {
+        let mut rng = rand::thread_rng();
+        for round in 0..4 {
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
+            let victim = rng.gen_range(0..workers.len());
+            workers[victim].abort();
+            let replacement = format!("r{round}");
+            workers[victim] = spawn_worker(&nats, &replacement, &commits);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let ((acked, last), ()) = tokio::join!(ingest, kills);
+    caught_up(&commits, &last).await;
+    for w in &workers {
+        w.abort();
+    }
+    check(&nats, &acked, &commits).await;
+    let owners: BTreeSet<String> = commits
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.0.clone())
+        .collect();
+    assert!(
+        owners.len() >= 4,
+        "replacements took partitions over: {owners:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fourth_worker_joining_takes_partitions_without_loss_or_doubling() {
+    let nats = Nats::single();
+    let commits: Commits = Arc::default();
+    let mut workers: Vec<JoinHandle<()>> = ["a", "b", "c"]
+        .iter()
+        .map(|me| spawn_worker(&nats, me, &commits))
+        .collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ingest = ingest(&nats, stop.clone());
+    let join = async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        workers.push(spawn_worker(&nats, "d", &commits));
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let ((acked, last), ()) = tokio::join!(ingest, join);
+    caught_up(&commits, &last).await;
+    for w in &workers {
+        w.abort();
+    }
+    check(&nats, &acked, &commits).await;
+    assert!(
+        commits.lock().unwrap().iter().any(|c| c.0 == "d"),
+        "the joiner committed batches of the partitions handed to it"
+    );
+}
