@@ -54,6 +54,7 @@ fn spawn_worker(nats: &Nats, me: &str, commits: &Commits) -> JoinHandle<()> {
 /// id and each partition's last acknowledged sequence.
 async fn ingest(
     nats: &Nats,
+    tag: &str,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> (BTreeMap<String, BTreeSet<String>>, BTreeMap<u32, u64>) {
     let cluster = Cluster::connect(settings(nats)).await.expect("connect");
@@ -65,7 +66,7 @@ async fn ingest(
             .map(|_| {
                 n += 1;
                 let user = format!("u{}", n % 160);
-                let id = format!("e{n}");
+                let id = format!("{tag}{n}");
                 let payload = serde_json::json!({"user": user, "id": id}).to_string();
                 (user, id, bytes::Bytes::from(payload))
             })
@@ -167,7 +168,7 @@ async fn workers_cut_off_at_random_moments_lose_and_double_nothing() {
         .map(|me| spawn_worker(&nats, me, &commits))
         .collect();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ingest = ingest(&nats, stop.clone());
+    let ingest = ingest(&nats, "e", stop.clone());
     let kills = async {
         let mut rng = rand::thread_rng();
         for round in 0..4 {
@@ -207,7 +208,7 @@ async fn a_fourth_worker_joining_takes_partitions_without_loss_or_doubling() {
         .map(|me| spawn_worker(&nats, me, &commits))
         .collect();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ingest = ingest(&nats, stop.clone());
+    let ingest = ingest(&nats, "e", stop.clone());
     let join = async {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         workers.push(spawn_worker(&nats, "d", &commits));
@@ -224,4 +225,66 @@ async fn a_fourth_worker_joining_takes_partitions_without_loss_or_doubling() {
         commits.lock().unwrap().iter().any(|c| c.0 == "d"),
         "the joiner committed batches of the partitions handed to it"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_pause_while_nats_is_down_and_resume_without_loss() {
+    let mut nats = Nats::single();
+    let commits: Commits = Arc::default();
+    let workers: Vec<JoinHandle<()>> = ["a", "b"]
+        .iter()
+        .map(|me| spawn_worker(&nats, me, &commits))
+        .collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopper = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let (mut acked, mut last) = ingest(&nats, "before", stop).await;
+    stopper.await.expect("stopper");
+
+    // NATS goes away: an append is refused as unavailable (nothing is
+    // acknowledged), the workers keep running and pause.
+    let cluster = Cluster::connect(settings(&nats)).await.expect("connect");
+    nats.nodes[0].kill();
+    let event = [log::Append {
+        user: "u1",
+        msg_id: "during-outage",
+        payload: bytes::Bytes::from_static(b"{\"user\":\"u1\",\"id\":\"during-outage\"}"),
+    }];
+    let err = log::append(&cluster, P, &event).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(
+        workers.iter().all(|w| !w.is_finished()),
+        "workers wait for NATS"
+    );
+    nats.nodes[0].restart();
+    nats.wait_healthy(Duration::from_secs(30));
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopper = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let (acked2, last2) = ingest(&nats, "after", stop).await;
+    stopper.await.expect("stopper");
+    for (user, ids) in acked2 {
+        acked.entry(user).or_default().extend(ids);
+    }
+    for (p, seq) in last2 {
+        let l = last.entry(p).or_default();
+        *l = (*l).max(seq);
+    }
+    caught_up(&commits, &last).await;
+    for w in &workers {
+        w.abort();
+    }
+    check(&nats, &acked, &commits).await;
 }
