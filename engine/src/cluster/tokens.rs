@@ -67,3 +67,49 @@ pub async fn take(
         )),
     ))
 }
+
+/// One worker's share of a global throttle: it spends a batch taken by
+/// [`take`] locally and takes another when it runs out, per window.
+pub struct Spender {
+    throttle: String,
+    limit: u64,
+    batch: u64,
+    window: i64,
+    left: u64,
+}
+
+impl Spender {
+    pub fn new(throttle: impl Into<String>, limit: u64, batch: u64) -> Self {
+        Spender {
+            throttle: throttle.into(),
+            limit,
+            batch: batch.max(1),
+            window: i64::MIN,
+            left: 0,
+        }
+    }
+
+    /// Spends one send in window `window` (windows only move forward; the
+    /// unused rest of an older window's batch is dropped). `false` when the
+    /// window's limit is spent cluster-wide.
+    pub async fn spend(&mut self, cluster: &Cluster, window: i64) -> Result<bool, Error> {
+        if window != self.window {
+            self.window = window;
+            self.left = 0;
+        }
+        if self.left == 0 {
+            self.left = take(cluster, &self.throttle, window, self.limit, self.batch).await?;
+            if self.left == 0 {
+                return Ok(false);
+            }
+        }
+        self.left -= 1;
+        Ok(true)
+    }
+
+    /// Sends taken but not spent in the current window (what a crash now
+    /// would waste).
+    pub fn unspent(&self) -> u64 {
+        self.left
+    }
+}
