@@ -317,3 +317,56 @@ async fn workers_pause_while_nats_is_down_and_resume_without_loss() {
     }
     check(&nats, &acked, &commits).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_worker_takes_every_partition_applies_in_batches_and_leaves() {
+    let nats = Nats::single();
+    let commits: Commits = Arc::default();
+    let cluster = connect(settings(&nats)).await;
+    let model = Model {
+        me: "solo".into(),
+        users: HashMap::new(),
+        commits: commits.clone(),
+    };
+    let tuning = Tuning {
+        partitions: P,
+        batch: 5,
+        poll: Duration::from_millis(5),
+    };
+    let mut worker = Worker::new(cluster.clone(), "solo", tuning, model);
+    worker.round().await.unwrap();
+    assert_eq!(worker.owned(), (0..P).collect::<Vec<_>>());
+    assert_eq!(worker.stats.restores.len(), P as usize);
+    assert_eq!(worker.stats.leases_lost, 0);
+
+    // 40 events of one user, applied in batches of 5, one per round.
+    let events: Vec<(String, String)> = (0..40).map(|i| ("ann".into(), format!("x{i}"))).collect();
+    let payloads: Vec<bytes::Bytes> = events
+        .iter()
+        .map(|(u, id)| bytes::Bytes::from(serde_json::json!({"user": u, "id": id}).to_string()))
+        .collect();
+    let appends: Vec<log::Append> = events
+        .iter()
+        .zip(&payloads)
+        .map(|((user, id), payload)| log::Append {
+            user,
+            msg_id: id,
+            payload: payload.clone(),
+        })
+        .collect();
+    log::append(&cluster, P, &appends).await.unwrap();
+    let p = engine::hash::partition_of("ann", P);
+    worker.round().await.unwrap();
+    assert_eq!(worker.processor().users[&p]["ann"].len(), 5, "one batch");
+    for _ in 0..7 {
+        worker.round().await.unwrap();
+    }
+    assert_eq!(worker.processor().users[&p]["ann"].len(), 40);
+    let last = commits.lock().unwrap().last().cloned();
+    assert!(matches!(last, Some((_, q, _, _)) if q == p));
+    worker.leave().await.unwrap();
+    assert!(engine::cluster::members::live(&cluster)
+        .await
+        .unwrap()
+        .is_empty());
+}
