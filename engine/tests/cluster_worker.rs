@@ -192,7 +192,8 @@ async fn on_a_three_node_nats_cluster_workers_cut_off_lose_and_double_nothing() 
 /// moment and replaced by a new one.
 async fn cut_off_workers_under_ingest(nats: Nats) {
     let commits: Commits = Arc::default();
-    let mut workers: Vec<JoinHandle<()>> = ["a", "b", "c"]
+    let mut names: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+    let mut workers: Vec<JoinHandle<()>> = names
         .iter()
         .map(|me| spawn_worker(&nats, me, &commits))
         .collect();
@@ -206,9 +207,14 @@ async fn cut_off_workers_under_ingest(nats: Nats) {
             workers[victim].abort();
             let replacement = format!("r{round}");
             workers[victim] = spawn_worker(&nats, &replacement, &commits);
+            names[victim] = replacement.clone();
             // Before the next cut, the replacement has taken partitions
             // over (the victim's, once its lease aged out, or handed to it)
-            // and committed batches of them.
+            // and committed batches of them, when rendezvous hashing gives
+            // it any (a member may win none of 8).
+            if engine::cluster::members::assigned(&replacement, P, &names).is_empty() {
+                continue;
+            }
             tokio::time::timeout(Duration::from_secs(30), async {
                 while !commits
                     .lock()
@@ -231,15 +237,6 @@ async fn cut_off_workers_under_ingest(nats: Nats) {
         w.abort();
     }
     check(&nats, &acked, &commits).await;
-    let owners: BTreeSet<String> = commits
-        .lock()
-        .expect("the commit log")
-        .iter()
-        .map(|c| c.0.clone())
-        .collect();
-    for r in ["r0", "r1", "r2", "r3"] {
-        assert!(owners.contains(r), "replacement {r} committed: {owners:?}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
