@@ -389,7 +389,17 @@ async fn on_a_three_node_cluster_replicated_state_survives_a_node() {
     .await
     .expect("appends go on with a node down");
     assert!(second[0].seq > stored[0].seq);
-    let mut reader = log::Reader::open(&cluster, 0, 0).await.unwrap();
+    // Creating a consumer may fail while the stream elects a new leader.
+    let mut reader = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match log::Reader::open(&cluster, 0, 0).await {
+                Ok(r) => return r,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .expect("a reader with a node down");
     let (seq, _) = reader
         .next(Duration::from_secs(5))
         .await
