@@ -345,13 +345,35 @@ async fn on_a_three_node_cluster_replicated_state_survives_a_node() {
     })
     .await
     .expect("a three-node JetStream cluster forms");
-    let mut lease = Lease::acquire(&cluster, 0, "a").await.unwrap().unwrap();
-    let ev = [log::Append {
-        user: "ann",
-        msg_id: "r1",
-        payload: bytes::Bytes::from_static(b"{}"),
-    }];
-    let stored = log::append(&cluster, 1, &ev).await.unwrap();
+    // New buckets and streams elect their leaders after creation: the first
+    // requests may fail as unavailable for a moment.
+    let (mut lease, stored) = tokio::time::timeout(Duration::from_secs(30), async {
+        let lease = loop {
+            match Lease::acquire(&cluster, 0, "a").await {
+                Ok(lease) => break lease.expect("a free partition"),
+                Err(e) if e.is_unavailable() => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let ev = [log::Append {
+            user: "ann",
+            msg_id: "r1",
+            payload: bytes::Bytes::from_static(b"{}"),
+        }];
+        loop {
+            match log::append(&cluster, 1, &ev).await {
+                Ok(stored) => return (lease, stored),
+                Err(e) if e.is_unavailable() => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the new cluster's streams and buckets answer");
     lease.advance(stored[0].seq).await.unwrap();
     drop(cluster);
     let mut nats = nats;

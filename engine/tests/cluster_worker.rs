@@ -98,7 +98,20 @@ async fn ingest(
                 payload: payload.clone(),
             })
             .collect();
-        let stored = log::append(&cluster, P, &appends).await.expect("append");
+        // A new three-node cluster's stream may still elect its leader: a
+        // batch refused as unavailable is sent again (the ids make that
+        // harmless), within a bound.
+        let mut tries = 0;
+        let stored = loop {
+            match log::append(&cluster, P, &appends).await {
+                Ok(stored) => break stored,
+                Err(e) if e.is_unavailable() && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("append: {e}"),
+            }
+        };
         for ((user, id, _), a) in batch.iter().zip(stored) {
             acked.entry(user.clone()).or_default().insert(id.clone());
             let l = last.entry(a.partition).or_default();
