@@ -13,11 +13,15 @@ fn digest(parts: &[&str]) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn basis_points(parts: &[&str]) -> u32 {
+fn first_u64(parts: &[&str]) -> u64 {
     let d = digest(parts);
     let mut first = [0u8; 8];
     first.copy_from_slice(&d[..8]);
-    (u64::from_be_bytes(first) % 10_000) as u32
+    u64::from_be_bytes(first)
+}
+
+fn basis_points(parts: &[&str]) -> u32 {
+    (first_u64(parts) % 10_000) as u32
 }
 
 /// Whether `user` is held out of `journey` at `holdout` basis points
@@ -46,6 +50,21 @@ pub fn message_key(journey: &str, version: u32, user: &str, instance: u64, step:
     let mut i = itoa::Buffer::new();
     let d = digest(&[journey, v.format(version), user, i.format(instance), step]);
     hex::encode(&d[..16])
+}
+
+/// The cluster partition (0..`partitions`) that owns `user`'s state
+/// (`sluice run --cluster`): the same on every worker and in every release,
+/// so it must never change. `partitions` must be at least 1.
+pub fn partition_of(user: &str, partitions: u32) -> u32 {
+    (first_u64(&["partition", user]) % u64::from(partitions.max(1))) as u32
+}
+
+/// Rendezvous (highest random weight) score of `member` for `partition`:
+/// the live member with the highest score owns the partition, so a member
+/// joining or leaving moves only the partitions it wins or held.
+pub fn rendezvous_score(member: &str, partition: u32) -> u64 {
+    let p = partition.to_string();
+    first_u64(&["rendezvous", member, &p])
 }
 
 #[cfg(test)]

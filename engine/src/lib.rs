@@ -21,6 +21,7 @@
 pub mod api;
 pub mod calendar;
 pub mod clock;
+pub mod cluster;
 pub mod deliver;
 pub mod deploy;
 pub mod dispatch;

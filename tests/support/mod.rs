@@ -20,6 +20,7 @@ pub mod cli;
 pub mod events;
 pub mod fixture;
 pub mod http;
+pub mod nats;
 pub mod receiver;
 pub mod server;
 pub mod smtp;

@@ -17,4 +17,8 @@ pub mod fixture;
 pub mod http;
 
 pub mod api;
+#[path = "../../../tests/support/cluster_model.rs"]
+pub mod model;
+#[path = "../../../tests/support/nats.rs"]
+pub mod nats;
 pub mod shop;

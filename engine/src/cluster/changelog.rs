@@ -1,0 +1,133 @@
+//! A partition's committed user records, as a changelog: after each batch
+//! the owner publishes every changed record to `<prefix>.st.<p>.<user>` in
+//! the `ST` stream, which keeps one message (the last) per subject. A new
+//! owner restores the partition by reading them all. The user id is
+//! hex-encoded in the subject (ids may hold `.`, `*`, `>` or spaces). Each
+//! record carries its writer's fencing token in `Sluice-Token`; an empty
+//! payload is an erased user.
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::HeaderMap;
+use futures_util::StreamExt;
+
+use super::{Cluster, Error};
+
+/// One user's record as restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub user: String,
+    /// The fencing token of the owner that published it.
+    pub token: u64,
+    /// The record's bytes (the store's codec); empty for an erased user.
+    pub bytes: bytes::Bytes,
+}
+
+fn subject(cluster: &Cluster, partition: u32, user: &str) -> String {
+    format!("{}.st.{partition}.{}", cluster.prefix(), hex::encode(user))
+}
+
+/// Publishes `records` of `partition` under `token` and waits for every
+/// ack. Only then may the checkpoint advance past the events they reflect.
+pub async fn publish(
+    cluster: &Cluster,
+    partition: u32,
+    token: u64,
+    records: &[(&str, bytes::Bytes)],
+) -> Result<(), Error> {
+    let timeout = cluster.settings.request_timeout;
+    let mut pending = Vec::with_capacity(records.len());
+    for (user, bytes) in records {
+        let mut headers = HeaderMap::new();
+        headers.insert("Sluice-Token", token.to_string().as_str());
+        let ack = cluster
+            .js
+            .publish_with_headers(subject(cluster, partition, user), headers, bytes.clone())
+            .await
+            .map_err(|e| Error::nats("publish a user record", e))?;
+        pending.push(ack);
+    }
+    for ack in pending {
+        tokio::time::timeout(timeout, ack)
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
+            .map_err(|e| Error::nats("store a user record", e))?;
+    }
+    Ok(())
+}
+
+/// Every record of `partition` (the last per user), erased users included
+/// (empty bytes).
+pub async fn restore(cluster: &Cluster, partition: u32) -> Result<Vec<Record>, Error> {
+    let filter = format!("{}.st.{partition}.>", cluster.prefix());
+    let stream = cluster
+        .js
+        .get_stream(cluster.name("ST"))
+        .await
+        .map_err(|e| Error::nats("open the changelog stream", e))?;
+    let subjects = stream
+        .info_with_subjects(filter.as_str())
+        .await
+        .map_err(|e| Error::nats(format!("count partition {partition}'s records"), e))?
+        .count()
+        .await;
+    if subjects == 0 {
+        return Ok(Vec::new());
+    }
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: filter,
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::nats(format!("restore partition {partition}"), e))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| Error::nats(format!("restore partition {partition}"), e))?;
+    let timeout = cluster.settings.request_timeout;
+    let mut out = Vec::with_capacity(subjects);
+    loop {
+        let message = match tokio::time::timeout(timeout, messages.next()).await {
+            Err(_) | Ok(None) => return Err(Error::Timeout(timeout)),
+            Ok(Some(message)) => {
+                message.map_err(|e| Error::nats(format!("restore partition {partition}"), e))?
+            }
+        };
+        let pending = message
+            .info()
+            .map_err(|e| {
+                Error::nats(
+                    "read a record's position",
+                    std::io::Error::other(e.to_string()),
+                )
+            })?
+            .pending;
+        let subject = message.message.subject.as_str();
+        let encoded = subject.rsplit('.').next().unwrap_or_default();
+        let user = hex::decode(encoded)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| {
+                Error::nats(
+                    "read a record's user",
+                    std::io::Error::other(format!("subject {subject} names no user")),
+                )
+            })?;
+        let token = message
+            .message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Sluice-Token"))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .unwrap_or(0);
+        out.push(Record {
+            user,
+            token,
+            bytes: message.message.payload.clone(),
+        });
+        if pending == 0 {
+            return Ok(out);
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Partition ownership. A lease is a key in the `leases` bucket (whose
+//! entries age out after the lease TTL): created by the worker that takes
+//! the partition (create fails while another holds it), then renewed at a
+//! third of the TTL by an update with the expected revision. The revision
+//! that created it is the fencing token: larger for every later owner.
+//!
+//! The partition's checkpoint (the last event sequence whose effects are
+//! committed and published) lives in the `checkpoints` bucket, which never
+//! ages out. A new owner first claims it (compare-and-set writing its own
+//! token), then advances it after each batch, again by compare-and-set:
+//! once a newer owner has claimed it, a stale owner's advance fails and the
+//! stale owner stops.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::{decode, encode, Cluster, Error};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Holder {
+    owner: String,
+}
+
+/// A partition's checkpoint record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The last event-stream sequence applied and committed (0: none).
+    pub seq: u64,
+    /// The fencing token of the owner that wrote it.
+    pub token: u64,
+}
+
+/// A held lease on one partition, with its checkpoint claimed.
+pub struct Lease {
+    partition: u32,
+    token: u64,
+    owner: String,
+    revision: u64,
+    checkpoint: Checkpoint,
+    checkpoint_revision: u64,
+    renewed: Instant,
+    ttl: Duration,
+    leases: kv::Store,
+    checkpoints: kv::Store,
+}
+
+fn key(partition: u32) -> String {
+    format!("p{partition}")
+}
+
+impl Lease {
+    /// Takes `partition` for `owner` when nobody holds it; `None` while
+    /// another worker's lease is live. Claims the checkpoint under the new
+    /// token, so every later write of a previous owner fails.
+    pub async fn acquire(
+        cluster: &Cluster,
+        partition: u32,
+        owner: &str,
+    ) -> Result<Option<Lease>, Error> {
+        let leases = cluster.bucket("leases").await?;
+        let checkpoints = cluster.bucket("checkpoints").await?;
+        let started = Instant::now();
+        let holder = encode(&Holder {
+            owner: owner.to_string(),
+        });
+        let token = match leases.create(key(partition), holder).await {
+            Ok(revision) => revision,
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => return Ok(None),
+            Err(e) => return Err(Error::nats(format!("take partition {partition}"), e)),
+        };
+        let mut lease = Lease {
+            partition,
+            token,
+            owner: owner.to_string(),
+            revision: token,
+            checkpoint: Checkpoint { seq: 0, token },
+            checkpoint_revision: 0,
+            renewed: started,
+            ttl: cluster.settings.lease_ttl,
+            leases,
+            checkpoints,
+        };
+        lease.claim_checkpoint().await?;
+        Ok(Some(lease))
+    }
+
+    async fn claim_checkpoint(&mut self) -> Result<(), Error> {
+        let k = key(self.partition);
+        let entry = self.checkpoints.entry(k.clone()).await.map_err(|e| {
+            Error::nats(format!("read partition {}'s checkpoint", self.partition), e)
+        })?;
+        let (seq, written) = match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                let old: Checkpoint = decode(&k, &entry.value)?;
+                if old.token > self.token {
+                    return Err(self.lost());
+                }
+                let claimed = Checkpoint {
+                    seq: old.seq,
+                    token: self.token,
+                };
+                let written = self
+                    .checkpoints
+                    .update(k.as_str(), encode(&claimed), entry.revision)
+                    .await;
+                (
+                    old.seq,
+                    written.map_err(|e| {
+                        (
+                            e.kind() == UpdateErrorKind::WrongLastRevision,
+                            e.to_string(),
+                        )
+                    }),
+                )
+            }
+            _ => {
+                let claimed = Checkpoint {
+                    seq: 0,
+                    token: self.token,
+                };
+                let written = self.checkpoints.create(k.as_str(), encode(&claimed)).await;
+                (
+                    0,
+                    written
+                        .map_err(|e| (e.kind() == CreateErrorKind::AlreadyExists, e.to_string())),
+                )
+            }
+        };
+        match written {
+            Ok(revision) => {
+                self.checkpoint = Checkpoint {
+                    seq,
+                    token: self.token,
+                };
+                self.checkpoint_revision = revision;
+                Ok(())
+            }
+            Err((true, _)) => Err(self.lost()),
+            Err((false, message)) => Err(Error::nats(
+                format!("claim partition {}'s checkpoint", self.partition),
+                std::io::Error::other(message),
+            )),
+        }
+    }
+
+    fn lost(&self) -> Error {
+        Error::LeaseLost {
+            partition: self.partition,
+            token: self.token,
+        }
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The fencing token: logged with every commit of this owner.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.checkpoint
+    }
+
+    /// Whether the lease is certainly still ours: renewed less than a TTL
+    /// ago (measured from before the renewal was sent). A worker commits a
+    /// batch of the partition only while this holds.
+    pub fn is_live(&self) -> bool {
+        self.renewed.elapsed() < self.ttl
+    }
+
+    /// When the next renewal is due (a third of the TTL after the last).
+    pub fn renew_at(&self) -> Instant {
+        self.renewed + self.ttl / 3
+    }
+
+    /// Renews the lease. Any failure means the partition must stop at once:
+    /// [`Error::LeaseLost`] when another worker took it, another error when
+    /// NATS did not confirm in time.
+    pub async fn renew(&mut self) -> Result<(), Error> {
+        let started = Instant::now();
+        let holder = encode(&Holder {
+            owner: self.owner.clone(),
+        });
+        match self
+            .leases
+            .update(key(self.partition), holder, self.revision)
+            .await
+        {
+            Ok(revision) => {
+                self.revision = revision;
+                self.renewed = started;
+                Ok(())
+            }
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(self.lost()),
+            Err(e) => Err(Error::nats(
+                format!("renew partition {}'s lease", self.partition),
+                e,
+            )),
+        }
+    }
+
+    /// Advances the checkpoint to `seq` under this lease's token; fails with
+    /// [`Error::LeaseLost`] once a newer owner has claimed the partition.
+    pub async fn advance(&mut self, seq: u64) -> Result<(), Error> {
+        if !self.is_live() {
+            return Err(self.lost());
+        }
+        let next = Checkpoint {
+            seq,
+            token: self.token,
+        };
+        match self
+            .checkpoints
+            .update(key(self.partition), encode(&next), self.checkpoint_revision)
+            .await
+        {
+            Ok(revision) => {
+                self.checkpoint = next;
+                self.checkpoint_revision = revision;
+                Ok(())
+            }
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(self.lost()),
+            Err(e) => Err(Error::nats(
+                format!("advance partition {}'s checkpoint", self.partition),
+                e,
+            )),
+        }
+    }
+
+    /// Gives the partition up at a batch boundary (a handover): deletes the
+    /// lease only if it is still this one, so the next owner need not wait
+    /// for it to age out.
+    pub async fn release(self) -> Result<(), Error> {
+        match self
+            .leases
+            .purge_expect_revision(key(self.partition), Some(self.revision))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::nats(
+                format!("release partition {}'s lease", self.partition),
+                e,
+            )),
+        }
+    }
+}

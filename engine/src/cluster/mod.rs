@@ -1,0 +1,270 @@
+//! `sluice run --cluster`'s substrate: NATS JetStream (2.10 or later)
+//! through `async-nats`. This module holds what the cluster relies on NATS
+//! for and nothing of the machine's rules:
+//!
+//! - [`meta`]: the cluster's fixed settings (partition count, config hash)
+//!   in a KV bucket; a worker that disagrees refuses to join;
+//! - [`lease`]: one lease per partition in a KV bucket (create, then update
+//!   with the expected revision; the revision that created it is the
+//!   fencing token) and the partition's checkpoint, advanced by
+//!   compare-and-set under that token so a stale owner's write fails;
+//! - [`members`]: live workers' heartbeats and rendezvous hashing over them
+//!   (who should own which partition);
+//! - [`log`]: the event log: events published to `<prefix>.ev.<p>` with
+//!   `Nats-Msg-Id`, acknowledged only after JetStream's ack, read back per
+//!   partition from a sequence;
+//! - [`changelog`]: changed user records published to `<prefix>.st.<p>.<user>`
+//!   in a stream keeping one message per subject, read back to restore a
+//!   partition;
+//! - [`tokens`]: cluster-wide throttle tokens handed out in batches from a
+//!   KV key by compare-and-set.
+//!
+//! The partition of a user is [`crate::hash::partition_of`]. Every NATS
+//! failure is an [`Error`]; [`Error::is_unavailable`] says which mean "NATS
+//! cannot be reached now" (an ingest answers 503, processing pauses).
+
+pub mod changelog;
+pub mod lease;
+pub mod log;
+pub mod members;
+pub mod meta;
+pub mod tokens;
+pub mod worker;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream::StorageType};
+
+/// Default partition count of a new cluster.
+pub const DEFAULT_PARTITIONS: u32 = 64;
+
+/// What goes wrong talking to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("NATS JetStream: {what}: {source}")]
+    Nats {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "this worker was started with {ours} partitions but the cluster `{prefix}` was created \
+         with {theirs}; start it with --partitions {theirs} (the count is fixed at creation)"
+    )]
+    PartitionsMismatch {
+        prefix: String,
+        ours: u32,
+        theirs: u32,
+    },
+    #[error(
+        "this worker's config (hash {ours}) differs from the cluster `{prefix}`'s (hash {theirs}); \
+         every worker must run the same deployed config"
+    )]
+    ConfigMismatch {
+        prefix: String,
+        ours: String,
+        theirs: String,
+    },
+    #[error("lease on partition {partition} lost (token {token}): another worker owns it now")]
+    LeaseLost { partition: u32, token: u64 },
+    #[error("cluster record `{key}` is unreadable: {source}")]
+    Decode {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("NATS did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl Error {
+    pub(crate) fn nats(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Nats {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Whether the error means NATS could not be reached or did not answer
+    /// (as opposed to a refusal): ingest answers 503 and nothing is
+    /// acknowledged.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::Connect { .. } | Error::Nats { .. } | Error::Timeout(_)
+        )
+    }
+}
+
+/// How a worker reaches the cluster.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// NATS URL(s), comma-separated (`nats://a:4222,nats://b:4222`).
+    pub url: String,
+    /// Names every stream, bucket and subject of this cluster, so several
+    /// clusters can share a NATS account. Letters, digits, `_` and `-`.
+    pub prefix: String,
+    /// Replicas of every stream and bucket (1, or 3 on a three-node NATS
+    /// cluster).
+    pub replicas: usize,
+    /// A partition lease's time to live; renewed at a third of it.
+    pub lease_ttl: Duration,
+    /// How long a request to NATS may take before it counts as unavailable.
+    pub request_timeout: Duration,
+}
+
+impl Settings {
+    pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Settings {
+            url: url.into(),
+            prefix: prefix.into(),
+            replicas: 1,
+            lease_ttl: Duration::from_secs(6),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A connection to the cluster's streams and buckets, created when missing.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) settings: Settings,
+    pub(crate) js: jetstream::Context,
+    pub(crate) client: async_nats::Client,
+}
+
+impl Cluster {
+    /// Connects and makes sure the cluster's streams and buckets exist.
+    pub async fn connect(settings: Settings) -> Result<Self, Error> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(settings.request_timeout)
+            .request_timeout(Some(settings.request_timeout))
+            .connect(
+                settings
+                    .url
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .map_err(|source| Error::Connect {
+                url: settings.url.clone(),
+                source,
+            })?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(settings.request_timeout);
+        let cluster = Cluster {
+            settings,
+            js,
+            client,
+        };
+        cluster.ensure().await?;
+        Ok(cluster)
+    }
+
+    /// Whether the connection to NATS is up now (`/readyz`).
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.settings.prefix
+    }
+
+    /// A stream or bucket name of this cluster (`<PREFIX>_<what>`).
+    pub(crate) fn name(&self, what: &str) -> String {
+        format!("{}_{what}", self.settings.prefix)
+    }
+
+    async fn ensure(&self) -> Result<(), Error> {
+        let replicas = self.settings.replicas;
+        let p = self.prefix();
+        self.js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: self.name("EV"),
+                subjects: vec![format!("{p}.ev.*")],
+                storage: StorageType::File,
+                num_replicas: replicas,
+                // Nats-Msg-Id dedupe window; per-user ids dedupe for longer.
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::nats("create the event stream", e))?;
+        self.js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: self.name("ST"),
+                subjects: vec![format!("{p}.st.>")],
+                storage: StorageType::File,
+                num_replicas: replicas,
+                max_messages_per_subject: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::nats("create the changelog stream", e))?;
+        for (bucket, max_age) in [
+            ("meta", Duration::ZERO),
+            ("leases", self.settings.lease_ttl),
+            ("members", self.settings.lease_ttl),
+            ("checkpoints", Duration::ZERO),
+            ("tokens", Duration::ZERO),
+        ] {
+            self.bucket_or_create(bucket, max_age).await?;
+        }
+        Ok(())
+    }
+
+    async fn bucket_or_create(&self, what: &str, max_age: Duration) -> Result<kv::Store, Error> {
+        let bucket = self.name(what);
+        if let Ok(store) = self.js.get_key_value(bucket.as_str()).await {
+            return Ok(store);
+        }
+        self.js
+            .create_key_value(kv::Config {
+                bucket: bucket.clone(),
+                history: 1,
+                max_age,
+                storage: StorageType::File,
+                num_replicas: self.settings.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::nats(format!("create the KV bucket {bucket}"), e))
+    }
+
+    /// One of the cluster's KV buckets (`meta`, `leases`, `members`,
+    /// `checkpoints`, `tokens`).
+    pub(crate) async fn bucket(&self, what: &str) -> Result<kv::Store, Error> {
+        let bucket = self.name(what);
+        self.js
+            .get_key_value(bucket.as_str())
+            .await
+            .map_err(|e| Error::nats(format!("open the KV bucket {bucket}"), e))
+    }
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Decode {
+        key: key.to_string(),
+        source,
+    })
+}
+
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> bytes::Bytes {
+    // Serialising our own plain structs to JSON cannot fail.
+    bytes::Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}

@@ -1,0 +1,224 @@
+//! A worker's partition loop, engine-agnostic: heartbeat into the members
+//! bucket, own the partitions rendezvous hashing gives this worker (taking
+//! their leases, restoring them from the changelog, reading their events
+//! from the checkpoint on), apply events in batches through a
+//! [`Processor`], and after each batch publish the changed records and
+//! advance the checkpoint under the lease's token. A partition this worker
+//! should no longer own is released between batches (a handover); one whose
+//! lease it fails to renew, or whose checkpoint another owner claimed, is
+//! dropped at once.
+//!
+//! The order within a batch is what makes a crash harmless: records are
+//! published before the checkpoint advances, so a new owner restores every
+//! record the checkpoint covers and re-reads the events after it; the
+//! processor skips events already in its records by their ids.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::lease::Lease;
+use super::{changelog, log, members, Cluster, Error};
+
+/// What a worker runs on its partitions (the engine's shell, or a test's
+/// model of it).
+pub trait Processor: Send {
+    /// `partition` was taken: its users' records as the changelog holds them.
+    fn restore(&mut self, partition: u32, records: Vec<changelog::Record>);
+    /// Applies `events` (stream sequence, payload) of `partition` in order
+    /// and returns the records they changed (user, bytes).
+    fn apply(
+        &mut self,
+        partition: u32,
+        events: &[(u64, bytes::Bytes)],
+    ) -> Vec<(String, bytes::Bytes)>;
+    /// A batch's records are published and the checkpoint advanced to `seq`
+    /// under `token`: the batch is committed.
+    fn committed(&mut self, partition: u32, token: u64, seq: u64);
+    /// `partition` was released or lost: forget its state.
+    fn forget(&mut self, partition: u32);
+}
+
+/// What a worker loop is tuned with.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    pub partitions: u32,
+    /// Events applied in one batch, at most.
+    pub batch: usize,
+    /// How long one loop waits for a partition's next event.
+    pub poll: Duration,
+}
+
+struct Owned {
+    lease: Lease,
+    reader: log::Reader,
+}
+
+/// A worker's counters (for metrics and tests).
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub leases_lost: u64,
+    pub restores: Vec<Duration>,
+}
+
+/// One worker: `me` must be unique among live workers (a restarted process
+/// takes a new id).
+pub struct Worker<P: Processor> {
+    cluster: Cluster,
+    me: String,
+    tuning: Tuning,
+    processor: P,
+    owned: BTreeMap<u32, Owned>,
+    next_heartbeat: Instant,
+    pub stats: Stats,
+}
+
+impl<P: Processor> Worker<P> {
+    pub fn new(cluster: Cluster, me: impl Into<String>, tuning: Tuning, processor: P) -> Self {
+        Worker {
+            cluster,
+            me: me.into(),
+            tuning,
+            processor,
+            owned: BTreeMap::new(),
+            next_heartbeat: Instant::now(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The partitions this worker owns now.
+    pub fn owned(&self) -> Vec<u32> {
+        self.owned.keys().copied().collect()
+    }
+
+    pub fn processor(&self) -> &P {
+        &self.processor
+    }
+
+    /// Runs rounds for ever; while NATS is unreachable it pauses (a third
+    /// of the lease TTL) and tries again. Returns on any other error.
+    pub async fn run(&mut self) -> Result<(), Error> {
+        loop {
+            match self.round().await {
+                Ok(()) => {}
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(error = %e, "cluster unavailable; processing paused");
+                    tokio::time::sleep(self.cluster.settings.lease_ttl / 3).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Leaves the cluster cleanly: releases every lease between batches and
+    /// removes the heartbeat, so the others take over without waiting.
+    pub async fn leave(mut self) -> Result<(), Error> {
+        let owned = std::mem::take(&mut self.owned);
+        for (p, o) in owned {
+            self.processor.forget(p);
+            o.lease.release().await?;
+        }
+        members::leave(&self.cluster, &self.me).await
+    }
+
+    /// One round: heartbeat, rebalance, renew, one batch per partition.
+    pub async fn round(&mut self) -> Result<(), Error> {
+        let ttl = self.cluster.settings.lease_ttl;
+        if Instant::now() >= self.next_heartbeat {
+            members::heartbeat(&self.cluster, &self.me).await?;
+            self.next_heartbeat = Instant::now() + ttl / 3;
+        }
+        let live = members::live(&self.cluster).await?;
+        let want = members::assigned(&self.me, self.tuning.partitions, &live);
+
+        // Hand over, between batches, what another member should own.
+        let give: Vec<u32> = self
+            .owned
+            .keys()
+            .copied()
+            .filter(|p| !want.contains(p))
+            .collect();
+        for p in give {
+            if let Some(o) = self.owned.remove(&p) {
+                self.processor.forget(p);
+                o.lease.release().await?;
+            }
+        }
+        // Take what is ours and free.
+        for p in want {
+            if self.owned.contains_key(&p) {
+                continue;
+            }
+            let started = Instant::now();
+            let Some(lease) = Lease::acquire(&self.cluster, p, &self.me).await? else {
+                continue;
+            };
+            let records = changelog::restore(&self.cluster, p).await?;
+            self.processor.restore(p, records);
+            let reader = log::Reader::open(&self.cluster, p, lease.checkpoint().seq).await?;
+            self.stats.restores.push(started.elapsed());
+            self.owned.insert(p, Owned { lease, reader });
+        }
+
+        let partitions: Vec<u32> = self.owned.keys().copied().collect();
+        for p in partitions {
+            match self.batch(p).await {
+                Ok(()) => {}
+                Err(Error::LeaseLost { .. }) => self.lose(p),
+                Err(e) if e.is_unavailable() => {
+                    // NATS did not confirm: the lease may be gone; stop the
+                    // partition now rather than risk a second writer.
+                    self.lose(p);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn lose(&mut self, p: u32) {
+        if self.owned.remove(&p).is_some() {
+            self.processor.forget(p);
+            self.stats.leases_lost += 1;
+        }
+    }
+
+    async fn batch(&mut self, p: u32) -> Result<(), Error> {
+        let Some(o) = self.owned.get_mut(&p) else {
+            return Ok(());
+        };
+        if Instant::now() >= o.lease.renew_at() {
+            o.lease.renew().await?;
+        }
+        let mut events = Vec::new();
+        let mut wait = self.tuning.poll;
+        while events.len() < self.tuning.batch {
+            match o.reader.next(wait).await? {
+                Some(e) => events.push(e),
+                None => break,
+            }
+            wait = Duration::from_millis(1);
+        }
+        let Some(&(last, _)) = events.last() else {
+            return Ok(());
+        };
+        if !o.lease.is_live() {
+            return Err(Error::LeaseLost {
+                partition: p,
+                token: o.lease.token(),
+            });
+        }
+        let changed = self.processor.apply(p, &events);
+        let records: Vec<(&str, bytes::Bytes)> = changed
+            .iter()
+            .map(|(u, b)| (u.as_str(), b.clone()))
+            .collect();
+        changelog::publish(&self.cluster, p, o.lease.token(), &records).await?;
+        o.lease.advance(last).await?;
+        let token = o.lease.token();
+        self.processor.committed(p, token, last);
+        Ok(())
+    }
+}

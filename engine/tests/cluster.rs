@@ -1,0 +1,486 @@
+//! `engine::cluster` against real nats-server processes started here (on
+//! 127.0.0.1, JetStream fsyncing every write): the join check, leases and
+//! their fencing, the checkpoint's compare-and-set, the event log, the
+//! changelog's restore, cluster-wide throttle tokens, and what an
+//! unreachable NATS looks like.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use engine::cluster::{
+    changelog, lease::Lease, log, members, meta, tokens, Cluster, Error, Settings,
+};
+use support::nats::Nats;
+
+fn settings(nats: &Nats, prefix: &str) -> Settings {
+    let mut s = Settings::new(nats.url(), prefix);
+    s.lease_ttl = Duration::from_millis(1500);
+    s.request_timeout = Duration::from_secs(3);
+    s
+}
+
+async fn connect(nats: &Nats, prefix: &str) -> Cluster {
+    Cluster::connect(settings(nats, prefix))
+        .await
+        .expect("connect to the test's nats-server")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_another_partition_count_or_config_refuses_to_join() {
+    let nats = Nats::single();
+    let a = connect(&nats, "t").await;
+    let ours = meta::Meta {
+        partitions: 64,
+        config_hash: "abc".into(),
+    };
+    assert_eq!(meta::join(&a, &ours).await.unwrap(), ours);
+    let b = connect(&nats, "t").await;
+    assert_eq!(meta::join(&b, &ours).await.unwrap(), ours);
+
+    let other_p = meta::Meta {
+        partitions: 16,
+        ..ours.clone()
+    };
+    let err = meta::join(&b, &other_p).await.unwrap_err();
+    assert!(matches!(
+        err,
+        Error::PartitionsMismatch {
+            ours: 16,
+            theirs: 64,
+            ..
+        }
+    ));
+    assert!(
+        err.to_string().contains("--partitions 64"),
+        "the message says what to do: {err}"
+    );
+    let other_config = meta::Meta {
+        config_hash: "def".into(),
+        ..ours
+    };
+    let err = meta::join(&b, &other_config).await.unwrap_err();
+    assert!(matches!(err, Error::ConfigMismatch { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_fences_its_previous_owner_out() {
+    let nats = Nats::single();
+    let cluster = connect(&nats, "t").await;
+    let mut a = Lease::acquire(&cluster, 3, "a")
+        .await
+        .unwrap()
+        .expect("a free partition is taken");
+    assert!(
+        Lease::acquire(&cluster, 3, "b").await.unwrap().is_none(),
+        "a held lease is not taken"
+    );
+    a.renew().await.unwrap();
+    a.advance(10).await.unwrap();
+    assert_eq!(a.checkpoint().seq, 10);
+
+    // `a` stops renewing (a paused or partitioned worker): once the lease
+    // ages out, `b` takes it with a larger token and the checkpoint.
+    let b = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(b) = Lease::acquire(&cluster, 3, "b").await.unwrap() {
+                return b;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the lease ages out");
+    assert!(b.token() > a.token(), "fencing tokens grow");
+    assert_eq!(b.checkpoint().seq, 10, "the checkpoint survives the owner");
+
+    // The stale owner's writes fail, whatever its own clock says.
+    assert!(matches!(
+        a.renew().await,
+        Err(Error::LeaseLost { partition: 3, .. })
+    ));
+    assert!(matches!(a.advance(11).await, Err(Error::LeaseLost { .. })));
+    let mut b = b;
+    b.advance(12).await.unwrap();
+    assert_eq!(b.checkpoint().seq, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_lease_is_taken_at_once_with_its_checkpoint() {
+    let nats = Nats::single();
+    let cluster = connect(&nats, "t").await;
+    let mut a = Lease::acquire(&cluster, 0, "a").await.unwrap().unwrap();
+    a.advance(5).await.unwrap();
+    let token = a.token();
+    a.release().await.unwrap();
+    let b = Lease::acquire(&cluster, 0, "b")
+        .await
+        .unwrap()
+        .expect("a released lease is free without waiting for its TTL");
+    assert!(b.token() > token);
+    assert_eq!(b.checkpoint().seq, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_not_renewed_within_its_ttl_is_not_live() {
+    let nats = Nats::single();
+    let cluster = connect(&nats, "t").await;
+    let mut a = Lease::acquire(&cluster, 1, "a").await.unwrap().unwrap();
+    assert!(a.is_live());
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(!a.is_live());
+    assert!(
+        matches!(a.advance(1).await, Err(Error::LeaseLost { .. })),
+        "no commit past the TTL without a renewal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_stored_per_partition_deduplicated_and_read_in_order() {
+    let nats = Nats::single();
+    let cluster = connect(&nats, "t").await;
+    let users: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
+    let ids: Vec<String> = (0..200).map(|i| format!("e{i}")).collect();
+    let events: Vec<log::Append> = users
+        .iter()
+        .zip(&ids)
+        .map(|(user, id)| log::Append {
+            user,
+            msg_id: id,
+            payload: bytes::Bytes::from(format!("{{\"user\":\"{user}\",\"id\":\"{id}\"}}")),
+        })
+        .collect();
+    let stored = log::append(&cluster, 8, &events).await.unwrap();
+    assert_eq!(stored.len(), 200);
+    assert!(stored.iter().all(|a| !a.duplicate));
+    let mut seen: Vec<u32> = stored.iter().map(|a| a.partition).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        (0..8).collect::<Vec<_>>(),
+        "users spread over every partition"
+    );
+    for (a, user) in stored.iter().zip(&users) {
+        assert_eq!(a.partition, engine::hash::partition_of(user, 8));
+    }
+
+    // A re-sent event (same id) is a duplicate and stored once.
+    let again = log::append(&cluster, 8, &events[..3]).await.unwrap();
+    assert!(again.iter().all(|a| a.duplicate));
+    assert_eq!(again[0].seq, stored[0].seq);
+
+    // Partition 2's events, in order, then from after a checkpoint.
+    let expected: Vec<u64> = stored
+        .iter()
+        .filter(|a| a.partition == 2)
+        .map(|a| a.seq)
+        .collect();
+    let mut reader = log::Reader::open(&cluster, 2, 0).await.unwrap();
+    let mut got = Vec::new();
+    while let Some((seq, _)) = reader.next(Duration::from_millis(500)).await.unwrap() {
+        got.push(seq);
+    }
+    assert_eq!(got, expected);
+    let mut reader = log::Reader::open(&cluster, 2, expected[2]).await.unwrap();
+    let (first, payload) = reader
+        .next(Duration::from_secs(2))
+        .await
+        .unwrap()
+        .expect("the events after the checkpoint");
+    assert_eq!(first, expected[3]);
+    assert!(String::from_utf8_lossy(&payload).contains("\"user\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_restores_the_last_record_of_each_user() {
+    let nats = Nats::single();
+    let cluster = connect(&nats, "t").await;
+    assert!(changelog::restore(&cluster, 4).await.unwrap().is_empty());
+    let odd = "odd.user *>";
+    changelog::publish(
+        &cluster,
+        4,
+        7,
+        &[
+            ("ann", bytes::Bytes::from_static(b"ann-1")),
+            (odd, bytes::Bytes::from_static(b"odd-1")),
+        ],
+    )
+    .await
+    .unwrap();
+    changelog::publish(
+        &cluster,
+        4,
+        9,
+        &[("ann", bytes::Bytes::from_static(b"ann-2"))],
+    )
+    .await
+    .unwrap();
+    changelog::publish(
+        &cluster,
+        5,
+        9,
+        &[("bob", bytes::Bytes::from_static(b"bob-1"))],
+    )
+    .await
+    .unwrap();
+    let mut restored = changelog::restore(&cluster, 4).await.unwrap();
+    restored.sort_by(|a, b| a.user.cmp(&b.user));
+    assert_eq!(
+        restored,
+        vec![
+            changelog::Record {
+                user: "ann".into(),
+                token: 9,
+                bytes: bytes::Bytes::from_static(b"ann-2"),
+            },
+            changelog::Record {
+                user: odd.into(),
+                token: 7,
+                bytes: bytes::Bytes::from_static(b"odd-1"),
+            },
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttle_tokens_never_exceed_the_limit_across_workers() {
+    let nats = Nats::single();
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let cluster = connect(&nats, "t").await;
+        workers.push(tokio::spawn(async move {
+            let mut total = 0;
+            loop {
+                let got = tokens::take(&cluster, "promo", 42, 100, 7).await.unwrap();
+                if got == 0 {
+                    return total;
+                }
+                total += got;
+            }
+        }));
+    }
+    let mut sum = 0;
+    for w in workers {
+        sum += w.await.unwrap();
+    }
+    assert_eq!(
+        sum, 100,
+        "every token handed out once, none beyond the limit"
+    );
+    let cluster = connect(&nats, "t").await;
+    assert_eq!(
+        tokens::take(&cluster, "promo", 43, 100, 7).await.unwrap(),
+        7,
+        "a new window"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_heartbeat_and_split_the_partitions() {
+    let nats = Nats::single();
+    let cluster = connect(&nats, "t").await;
+    members::heartbeat(&cluster, "w1").await.unwrap();
+    members::heartbeat(&cluster, "w2").await.unwrap();
+    assert_eq!(members::live(&cluster).await.unwrap(), vec!["w1", "w2"]);
+    members::leave(&cluster, "w2").await.unwrap();
+    assert_eq!(members::live(&cluster).await.unwrap(), vec!["w1"]);
+    // w1 stops heartbeating: it ages out after the TTL.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !members::live(&cluster).await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("a silent member ages out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_nats_is_unavailable_and_nothing_is_acknowledged() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut s = Settings::new(format!("nats://127.0.0.1:{port}"), "t");
+    s.request_timeout = Duration::from_secs(1);
+    let err = Cluster::connect(s).await.err().expect("nothing listens");
+    assert!(err.is_unavailable(), "{err}");
+    assert!(err.to_string().contains("cannot connect to NATS"), "{err}");
+
+    // NATS goes away after the connection: an append fails, within its
+    // timeout, as unavailable.
+    let mut nats = Nats::single();
+    let cluster = connect(&nats, "t").await;
+    assert!(cluster.is_connected());
+    nats.nodes[0].kill();
+    let event = [log::Append {
+        user: "ann",
+        msg_id: "x1",
+        payload: bytes::Bytes::from_static(b"{}"),
+    }];
+    let started = std::time::Instant::now();
+    let err = log::append(&cluster, 8, &event).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_three_node_cluster_replicated_state_survives_a_node() {
+    let nats = Nats::cluster3();
+    let mut s = settings(&nats, "t");
+    s.replicas = 3;
+    // The JetStream meta leader may still be in election right after start.
+    let cluster = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match Cluster::connect(s.clone()).await {
+                Ok(c) => return c,
+                Err(e) => {
+                    eprintln!("not yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+            }
+        }
+    })
+    .await
+    .expect("a three-node JetStream cluster forms");
+    // New buckets and streams elect their leaders after creation: the first
+    // requests may fail as unavailable for a moment.
+    let (mut lease, stored) = tokio::time::timeout(Duration::from_secs(30), async {
+        let lease = loop {
+            match Lease::acquire(&cluster, 0, "a").await {
+                Ok(lease) => break lease.expect("a free partition"),
+                Err(e) if e.is_unavailable() => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let ev = [log::Append {
+            user: "ann",
+            msg_id: "r1",
+            payload: bytes::Bytes::from_static(b"{}"),
+        }];
+        loop {
+            match log::append(&cluster, 1, &ev).await {
+                Ok(stored) => return (lease, stored),
+                Err(e) if e.is_unavailable() => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the new cluster's streams and buckets answer");
+    lease.advance(stored[0].seq).await.unwrap();
+    drop(cluster);
+    let mut nats = nats;
+    nats.nodes[0].kill();
+    // The two others keep a quorum: everything is still there and writable.
+    let cluster = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut s = s.clone();
+        s.url = nats.nodes[1..]
+            .iter()
+            .map(|n| n.url())
+            .collect::<Vec<_>>()
+            .join(",");
+        loop {
+            match Cluster::connect(s.clone()).await {
+                Ok(c) => return c,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .expect("the cluster keeps a quorum");
+    let ev = [log::Append {
+        user: "ann",
+        msg_id: "r2",
+        payload: bytes::Bytes::from_static(b"{}"),
+    }];
+    let second = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match log::append(&cluster, 1, &ev).await {
+                Ok(a) => return a,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .expect("appends go on with a node down");
+    assert!(second[0].seq > stored[0].seq);
+    // Creating a consumer may fail while the stream elects a new leader.
+    let mut reader = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match log::Reader::open(&cluster, 0, 0).await {
+                Ok(r) => return r,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .expect("a reader with a node down");
+    let (seq, _) = reader
+        .next(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("the first event survived the node");
+    assert_eq!(seq, stored[0].seq);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_dying_with_tokens_wastes_at_most_its_batch_and_never_exceeds_the_bound() {
+    let nats = Nats::single();
+    // Three workers spend from a global throttle of 50 per window in
+    // batches of 4, over three windows; the first dies in window 1 holding
+    // an unused batch.
+    let mut spent = [[0u64; 3]; 3];
+    let mut wasted = 0;
+    let mut spenders: Vec<(Cluster, tokens::Spender)> = Vec::new();
+    for _ in 0..3 {
+        spenders.push((
+            connect(&nats, "t").await,
+            tokens::Spender::new("global", 50, 4),
+        ));
+    }
+    for window in 0..3i64 {
+        let mut live = [true; 3];
+        loop {
+            let mut any = false;
+            for (w, (cluster, spender)) in spenders.iter_mut().enumerate() {
+                if !live[w] {
+                    continue;
+                }
+                if window == 1 && w == 0 && spent[w][1] == 5 {
+                    // Dies here: its batch's rest is never spent.
+                    wasted = spender.unspent();
+                    live[w] = false;
+                    continue;
+                }
+                if spender.spend(cluster, window).await.unwrap() {
+                    spent[w][window as usize] += 1;
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        if window == 1 {
+            // The worker restarts with a fresh spender.
+            spenders[0].1 = tokens::Spender::new("global", 50, 4);
+        }
+    }
+    for window in 0..3 {
+        let total: u64 = spent.iter().map(|w| w[window]).sum();
+        assert!(total <= 50, "window {window}: {total} sends over the bound");
+        if window == 1 {
+            assert_eq!(total + wasted, 50, "only the dead worker's batch is wasted");
+            assert!(wasted < 4);
+        } else {
+            assert_eq!(total, 50);
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! `engine::cluster::worker` with in-process workers on one nats-server:
+//! under continuous ingest, workers are cut off at random moments (their
+//! task aborted mid-round, leases left to age out) and replaced, and a
+//! fourth worker joins; at the end every acknowledged event was applied
+//! exactly once in the restored state, and the fencing tokens of each
+//! partition's commits never go back.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::cluster::worker::{Tuning, Worker};
+use engine::cluster::{changelog, log, Cluster, Settings};
+use rand::Rng;
+use support::model::{Commits, Model};
+use support::nats::Nats;
+use tokio::task::JoinHandle;
+
+const P: u32 = 8;
+
+fn settings(nats: &Nats) -> Settings {
+    let mut s = Settings::new(nats.url(), "w");
+    s.lease_ttl = Duration::from_millis(1500);
+    s.request_timeout = Duration::from_secs(3);
+    // Every stream and bucket on every node of a three-node cluster.
+    s.replicas = nats.nodes.len();
+    s
+}
+
+/// Connects, retrying while a new JetStream cluster elects its leaders.
+async fn connect(s: Settings) -> Cluster {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match Cluster::connect(s.clone()).await {
+                Ok(c) => return c,
+                Err(e) if e.is_unavailable() => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => panic!("connect: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("NATS answers within 30 s")
+}
+
+fn spawn_worker(nats: &Nats, me: &str, commits: &Commits) -> JoinHandle<()> {
+    let s = settings(nats);
+    let model = Model {
+        me: me.to_string(),
+        users: HashMap::new(),
+        commits: commits.clone(),
+    };
+    let me = me.to_string();
+    tokio::spawn(async move {
+        let cluster = connect(s).await;
+        let tuning = Tuning {
+            partitions: P,
+            batch: 64,
+            poll: Duration::from_millis(5),
+        };
+        let mut worker = Worker::new(cluster, me, tuning, model);
+        if let Err(e) = worker.run().await {
+            panic!("worker failed: {e}");
+        }
+    })
+}
+
+/// Appends events for 160 users until `stop`; returns every acknowledged
+/// id and each partition's last acknowledged sequence.
+async fn ingest(
+    nats: &Nats,
+    tag: &str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (BTreeMap<String, BTreeSet<String>>, BTreeMap<u32, u64>) {
+    let cluster = connect(settings(nats)).await;
+    let mut acked: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut n = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let batch: Vec<(String, String, bytes::Bytes)> = (0..40)
+            .map(|_| {
+                n += 1;
+                let user = format!("u{}", n % 160);
+                let id = format!("{tag}{n}");
+                let payload = serde_json::json!({"user": user, "id": id}).to_string();
+                (user, id, bytes::Bytes::from(payload))
+            })
+            .collect();
+        let appends: Vec<log::Append> = batch
+            .iter()
+            .map(|(user, id, payload)| log::Append {
+                user,
+                msg_id: id,
+                payload: payload.clone(),
+            })
+            .collect();
+        // A new three-node cluster's stream may still elect its leader: a
+        // batch refused as unavailable is sent again (the ids make that
+        // harmless), within a bound.
+        let mut tries = 0;
+        let stored = loop {
+            match log::append(&cluster, P, &appends).await {
+                Ok(stored) => break stored,
+                Err(e) if e.is_unavailable() && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("append: {e}"),
+            }
+        };
+        for ((user, id, _), a) in batch.iter().zip(stored) {
+            acked.entry(user.clone()).or_default().insert(id.clone());
+            let l = last.entry(a.partition).or_default();
+            *l = (*l).max(a.seq);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (acked, last)
+}
+
+/// Waits until every partition's commits reach its last acknowledged event.
+async fn caught_up(commits: &Commits, last: &BTreeMap<u32, u64>) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let done = {
+                let c = commits.lock().expect("the commit log");
+                last.iter()
+                    .all(|(p, seq)| c.iter().any(|(_, cp, _, cseq)| cp == p && cseq >= seq))
+            };
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the workers catch up with every acknowledged event");
+}
+
+/// Every acknowledged event applied once in the restored state; per
+/// partition, the tokens of the commits (in the order they happened) never
+/// go back, and each owner's commits move forward.
+async fn check(nats: &Nats, acked: &BTreeMap<String, BTreeSet<String>>, commits: &Commits) {
+    let cluster = connect(settings(nats)).await;
+    let mut state: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in 0..P {
+        for r in changelog::restore(&cluster, p).await.expect("restore") {
+            let ids: Vec<String> = serde_json::from_slice(&r.bytes).expect("a model record");
+            assert!(
+                state.insert(r.user, ids).is_none(),
+                "a user in two partitions"
+            );
+        }
+    }
+    for (user, ids) in acked {
+        let applied = state.get(user).cloned().unwrap_or_default();
+        let set: BTreeSet<String> = applied.iter().cloned().collect();
+        assert_eq!(set.len(), applied.len(), "{user}: an event applied twice");
+        let missing: Vec<&String> = ids.difference(&set).collect();
+        assert!(
+            missing.is_empty(),
+            "{user}: acknowledged events lost: {missing:?}"
+        );
+    }
+    let c = commits.lock().expect("the commit log");
+    let mut partitions_seen = BTreeSet::new();
+    for p in 0..P {
+        let mut token = 0;
+        let mut seq = 0;
+        for (_, _, t, s) in c.iter().filter(|(_, cp, _, _)| *cp == p) {
+            assert!(
+                *t >= token,
+                "partition {p}: token {t} committed after {token}"
+            );
+            if *t == token {
+                assert!(*s > seq, "partition {p}: an owner's checkpoint went back");
+            }
+            token = *t;
+            seq = *s;
+            partitions_seen.insert(p);
+        }
+    }
+    assert_eq!(
+        partitions_seen.len(),
+        P as usize,
+        "users spread over every partition"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_cut_off_at_random_moments_lose_and_double_nothing() {
+    cut_off_workers_under_ingest(Nats::single()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_three_node_nats_cluster_workers_cut_off_lose_and_double_nothing() {
+    cut_off_workers_under_ingest(Nats::cluster3()).await;
+}
+
+/// Three workers under ingest; four times, one is cut off at a random
+/// moment and replaced by a new one.
+async fn cut_off_workers_under_ingest(nats: Nats) {
+    let commits: Commits = Arc::default();
+    let mut names: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+    let mut workers: Vec<JoinHandle<()>> = names
+        .iter()
+        .map(|me| spawn_worker(&nats, me, &commits))
+        .collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ingest = ingest(&nats, "e", stop.clone());
+    let kills = async {
+        let mut rng = rand::thread_rng();
+        for round in 0..4 {
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
+            let victim = rng.gen_range(0..workers.len());
+            workers[victim].abort();
+            let replacement = format!("r{round}");
+            workers[victim] = spawn_worker(&nats, &replacement, &commits);
+            names[victim] = replacement.clone();
+            // Before the next cut, the replacement has taken partitions
+            // over (the victim's, once its lease aged out, or handed to it)
+            // and committed batches of them, when rendezvous hashing gives
+            // it any (a member may win none of 8).
+            if engine::cluster::members::assigned(&replacement, P, &names).is_empty() {
+                continue;
+            }
+            tokio::time::timeout(Duration::from_secs(30), async {
+                while !commits
+                    .lock()
+                    .expect("the commit log")
+                    .iter()
+                    .any(|c| c.0 == replacement)
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await
+            .expect("the replacement commits within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let ((acked, last), ()) = tokio::join!(ingest, kills);
+    caught_up(&commits, &last).await;
+    for w in &workers {
+        w.abort();
+    }
+    check(&nats, &acked, &commits).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fourth_worker_joining_takes_partitions_without_loss_or_doubling() {
+    let nats = Nats::single();
+    let commits: Commits = Arc::default();
+    let mut workers: Vec<JoinHandle<()>> = ["a", "b", "c"]
+        .iter()
+        .map(|me| spawn_worker(&nats, me, &commits))
+        .collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ingest = ingest(&nats, "e", stop.clone());
+    let join = async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        workers.push(spawn_worker(&nats, "d", &commits));
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let ((acked, last), ()) = tokio::join!(ingest, join);
+    caught_up(&commits, &last).await;
+    for w in &workers {
+        w.abort();
+    }
+    check(&nats, &acked, &commits).await;
+    assert!(
+        commits.lock().unwrap().iter().any(|c| c.0 == "d"),
+        "the joiner committed batches of the partitions handed to it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_pause_while_nats_is_down_and_resume_without_loss() {
+    let mut nats = Nats::single();
+    let commits: Commits = Arc::default();
+    let workers: Vec<JoinHandle<()>> = ["a", "b"]
+        .iter()
+        .map(|me| spawn_worker(&nats, me, &commits))
+        .collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopper = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let (mut acked, mut last) = ingest(&nats, "before", stop).await;
+    stopper.await.expect("stopper");
+
+    // NATS goes away: an append is refused as unavailable (nothing is
+    // acknowledged), the workers keep running and pause.
+    let cluster = connect(settings(&nats)).await;
+    nats.nodes[0].kill();
+    let event = [log::Append {
+        user: "u1",
+        msg_id: "during-outage",
+        payload: bytes::Bytes::from_static(b"{\"user\":\"u1\",\"id\":\"during-outage\"}"),
+    }];
+    let err = log::append(&cluster, P, &event).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(
+        workers.iter().all(|w| !w.is_finished()),
+        "workers wait for NATS"
+    );
+    nats.nodes[0].restart();
+    nats.wait_healthy(Duration::from_secs(30));
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopper = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let (acked2, last2) = ingest(&nats, "after", stop).await;
+    stopper.await.expect("stopper");
+    for (user, ids) in acked2 {
+        acked.entry(user).or_default().extend(ids);
+    }
+    for (p, seq) in last2 {
+        let l = last.entry(p).or_default();
+        *l = (*l).max(seq);
+    }
+    caught_up(&commits, &last).await;
+    for w in &workers {
+        w.abort();
+    }
+    check(&nats, &acked, &commits).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_worker_takes_every_partition_applies_in_batches_and_leaves() {
+    let nats = Nats::single();
+    let commits: Commits = Arc::default();
+    let cluster = connect(settings(&nats)).await;
+    let model = Model {
+        me: "solo".into(),
+        users: HashMap::new(),
+        commits: commits.clone(),
+    };
+    let tuning = Tuning {
+        partitions: P,
+        batch: 5,
+        poll: Duration::from_millis(5),
+    };
+    let mut worker = Worker::new(cluster.clone(), "solo", tuning, model);
+    worker.round().await.unwrap();
+    assert_eq!(worker.owned(), (0..P).collect::<Vec<_>>());
+    assert_eq!(worker.stats.restores.len(), P as usize);
+    assert_eq!(worker.stats.leases_lost, 0);
+
+    // 40 events of one user, applied in batches of 5, one per round.
+    let events: Vec<(String, String)> = (0..40).map(|i| ("ann".into(), format!("x{i}"))).collect();
+    let payloads: Vec<bytes::Bytes> = events
+        .iter()
+        .map(|(u, id)| bytes::Bytes::from(serde_json::json!({"user": u, "id": id}).to_string()))
+        .collect();
+    let appends: Vec<log::Append> = events
+        .iter()
+        .zip(&payloads)
+        .map(|((user, id), payload)| log::Append {
+            user,
+            msg_id: id,
+            payload: payload.clone(),
+        })
+        .collect();
+    log::append(&cluster, P, &appends).await.unwrap();
+    let p = engine::hash::partition_of("ann", P);
+    worker.round().await.unwrap();
+    assert_eq!(worker.processor().users[&p]["ann"].len(), 5, "one batch");
+    for _ in 0..7 {
+        worker.round().await.unwrap();
+    }
+    assert_eq!(worker.processor().users[&p]["ann"].len(), 40);
+    let last = commits.lock().unwrap().last().cloned();
+    assert!(matches!(last, Some((_, q, _, _)) if q == p));
+    worker.leave().await.unwrap();
+    assert!(engine::cluster::members::live(&cluster)
+        .await
+        .unwrap()
+        .is_empty());
+}
