@@ -113,8 +113,24 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// The service runs for weeks: transparent huge pages, which mimalloc asks
+/// the kernel for (they make `simulate` ~8% faster), keep whole 2 MiB pages
+/// resident when a few bytes of them are in use, and the service's memory
+/// climbs with them (BENCHMARKS.md, issue 9 soak). Turned off for this
+/// process only, before the engine allocates.
+#[cfg(target_os = "linux")]
+fn without_huge_pages() {
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::warn!("cannot turn transparent huge pages off for this process: {e}");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn without_huge_pages() {}
+
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     init_logs(args.log_format);
+    without_huge_pages();
     let Some(config) = crate::load_config(&args.dir) else {
         return Ok(ExitCode::from(1));
     };
