@@ -38,6 +38,22 @@ pub struct Args {
     /// Deliveries at once, per channel.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Run as one worker of a cluster on NATS JetStream (URLs,
+    /// comma-separated; docs/cluster.md). Without it, `run` is single-node.
+    #[arg(long, value_name = "NATS_URL")]
+    pub cluster: Option<String>,
+    /// Partitions of the cluster, fixed when it is created (every worker
+    /// must say the same).
+    #[arg(long, default_value_t = engine::cluster::DEFAULT_PARTITIONS, requires = "cluster", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub partitions: u32,
+    /// Names the cluster's streams and buckets in NATS (letters, digits,
+    /// `_`, `-`), so several clusters can share one NATS.
+    #[arg(long, default_value = "sluice", requires = "cluster")]
+    pub cluster_name: String,
+    /// Replicas of the cluster's streams and buckets (3 on a three-node
+    /// NATS cluster).
+    #[arg(long, default_value_t = 1, requires = "cluster", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: u8,
 }
 
 /// The crates whose logs a bare level (`SLUICE_LOG=debug`) applies to;
@@ -154,6 +170,26 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         LogFormat::Text => eprintln!("{m}"),
         LogFormat::Json => tracing::info!(target: NOTICE, "{m}"),
     };
+    if let Some(url) = args.cluster.clone() {
+        let name = &args.cluster_name;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(miette!(
+                "--cluster-name {name:?}: use letters, digits, `_` and `-` only"
+            ));
+        }
+        let cluster = engine::cluster::serve::ClusterOptions {
+            url,
+            prefix: name.clone(),
+            partitions: args.partitions,
+            replicas: usize::from(args.replicas),
+        };
+        engine::cluster::serve::run(config, options, cluster, &say).map_err(|e| miette!("{e}"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     engine::service::run::run(config, options, &say).map_err(|e| miette!("{e}"))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -175,7 +175,25 @@ struct Inner {
     feedback: Family<FeedbackLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     live: Arc<Live>,
+    /// `run --cluster`'s metrics (docs/cluster.md), registered only there.
+    cluster: Option<ClusterMetrics>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    partition: u32,
+}
+
+/// The metrics of a cluster worker.
+struct ClusterMetrics {
+    partitions_owned: Gauge,
+    lease_lost: Counter,
+    restore: Histogram,
+    lag: Family<PartitionLabels, Gauge>,
+}
+
+/// Restore times: 10 ms to 2 minutes.
+const RESTORE_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 120.0];
 
 /// The metrics of one `sluice run`: clone it freely (one registry behind an
 /// `Arc`); every update is a few atomic operations.
@@ -200,6 +218,15 @@ impl Metrics {
     /// Every metric of docs/metrics.md, registered; the label sets that do
     /// not depend on the config start at zero.
     pub fn new() -> Metrics {
+        Metrics::build(false)
+    }
+
+    /// [`Metrics::new`] with a cluster worker's metrics added.
+    pub fn for_cluster() -> Metrics {
+        Metrics::build(true)
+    }
+
+    fn build(cluster: bool) -> Metrics {
         let mut registry = Registry::default();
         let events_ingested = Family::<SourceLabels, Counter>::default();
         registry.register(
@@ -296,6 +323,35 @@ impl Metrics {
         );
         let live = Arc::new(Live::default());
         registry.register_collector(Box::new(Arc::clone(&live)));
+        let cluster = cluster.then(|| {
+            let c = ClusterMetrics {
+                partitions_owned: Gauge::default(),
+                lease_lost: Counter::default(),
+                restore: Histogram::new(RESTORE_BUCKETS),
+                lag: Family::default(),
+            };
+            registry.register(
+                "sluice_partitions_owned",
+                "Partitions this worker owns now (leases held, restored)",
+                c.partitions_owned.clone(),
+            );
+            registry.register(
+                "sluice_lease_lost",
+                "Partitions this worker stopped processing because it could not renew their lease or another owner claimed them",
+                c.lease_lost.clone(),
+            );
+            registry.register(
+                "sluice_partition_restore_seconds",
+                "How long taking a partition took: its lease, its records read from the changelog, its engine opened",
+                c.restore.clone(),
+            );
+            registry.register(
+                "sluice_consumer_lag_events",
+                "Events in an owned partition's log not yet applied (the log's last sequence minus the checkpoint's)",
+                c.lag.clone(),
+            );
+            c
+        });
 
         for source in SOURCES {
             drop(events_ingested.get_or_create(&SourceLabels { source }));
@@ -327,7 +383,46 @@ impl Metrics {
                 feedback,
                 http_requests,
                 live,
+                cluster,
             }),
+        }
+    }
+
+    /// A cluster worker's partitions, counted after each round.
+    pub fn partitions_owned(&self, n: usize) {
+        if let Some(c) = &self.inner.cluster {
+            c.partitions_owned.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Leases lost since the last call.
+    pub fn leases_lost(&self, n: u64) {
+        if let Some(c) = &self.inner.cluster {
+            c.lease_lost.inc_by(n);
+        }
+    }
+
+    /// One partition restore's duration.
+    pub fn partition_restored(&self, took: Duration) {
+        if let Some(c) = &self.inner.cluster {
+            c.restore.observe(took.as_secs_f64());
+        }
+    }
+
+    /// An owned partition's lag; `None` removes the series (given up).
+    pub fn consumer_lag(&self, partition: u32, lag: Option<u64>) {
+        if let Some(c) = &self.inner.cluster {
+            let labels = PartitionLabels { partition };
+            match lag {
+                Some(n) => {
+                    c.lag
+                        .get_or_create(&labels)
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                None => {
+                    c.lag.remove(&labels);
+                }
+            }
         }
     }
 

@@ -76,6 +76,9 @@ pub async fn append(
 /// Partition `p`'s events after a sequence, in order.
 pub struct Reader {
     messages: pull::Ordered,
+    /// Messages of the partition after the last one read, as the last one
+    /// read said (the consumer's lag).
+    pub pending: u64,
 }
 
 impl Reader {
@@ -105,7 +108,10 @@ impl Reader {
             .messages()
             .await
             .map_err(|e| Error::nats(format!("read partition {partition}'s events"), e))?;
-        Ok(Reader { messages })
+        Ok(Reader {
+            messages,
+            pending: 0,
+        })
     }
 
     /// The next event (its stream sequence and payload), or `None` when
@@ -115,15 +121,14 @@ impl Reader {
             Err(_) | Ok(None) => return Ok(None),
             Ok(Some(message)) => message.map_err(|e| Error::nats("read an event", e))?,
         };
-        let seq = message
-            .info()
-            .map_err(|e| {
-                Error::nats(
-                    "read an event's sequence",
-                    std::io::Error::other(e.to_string()),
-                )
-            })?
-            .stream_sequence;
+        let info = message.info().map_err(|e| {
+            Error::nats(
+                "read an event's sequence",
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        let seq = info.stream_sequence;
+        self.pending = info.pending;
         Ok(Some((seq, message.message.payload.clone())))
     }
 }

@@ -24,10 +24,14 @@
 //! cannot be reached now" (an ingest answers 503, processing pauses).
 
 pub mod changelog;
+pub mod intake;
 pub mod lease;
 pub mod log;
 pub mod members;
 pub mod meta;
+pub mod node;
+pub mod partition;
+pub mod serve;
 pub mod tokens;
 pub mod worker;
 
@@ -81,6 +85,8 @@ pub enum Error {
     },
     #[error("NATS did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("partition {partition}: {message}")]
+    Processor { partition: u32, message: String },
 }
 
 impl Error {

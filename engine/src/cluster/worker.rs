@@ -38,6 +38,19 @@ pub trait Processor: Send {
     fn committed(&mut self, partition: u32, token: u64, seq: u64);
     /// `partition` was released or lost: forget its state.
     fn forget(&mut self, partition: u32);
+    /// Whether `partition` has work without new events (timers due,
+    /// delivery results to record): the loop then runs [`Processor::apply`]
+    /// with no events, and publishes and checkpoints it like any batch.
+    fn due(&mut self, partition: u32) -> bool {
+        let _ = partition;
+        false
+    }
+    /// Why the last [`Processor::apply`] failed, if it did: its records are
+    /// not published, the checkpoint does not move, and the worker stops
+    /// (another takes the partition over from the changelog).
+    fn failure(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// What a worker loop is tuned with.
@@ -92,8 +105,20 @@ impl<P: Processor> Worker<P> {
         self.owned.keys().copied().collect()
     }
 
+    /// Each owned partition's events not yet read, as last seen.
+    pub fn lag(&self) -> Vec<(u32, u64)> {
+        self.owned
+            .iter()
+            .map(|(p, o)| (*p, o.reader.pending))
+            .collect()
+    }
+
     pub fn processor(&self) -> &P {
         &self.processor
+    }
+
+    pub fn processor_mut(&mut self) -> &mut P {
+        &mut self.processor
     }
 
     /// Runs rounds for ever; while NATS is unreachable it pauses (a third
@@ -201,8 +226,10 @@ impl<P: Processor> Worker<P> {
             }
             wait = Duration::from_millis(1);
         }
-        let Some(&(last, _)) = events.last() else {
-            return Ok(());
+        let last = match events.last() {
+            Some(&(last, _)) => last,
+            None if self.processor.due(p) => o.lease.checkpoint().seq,
+            None => return Ok(()),
         };
         if !o.lease.is_live() {
             return Err(Error::LeaseLost {
@@ -211,6 +238,12 @@ impl<P: Processor> Worker<P> {
             });
         }
         let changed = self.processor.apply(p, &events);
+        if let Some(message) = self.processor.failure() {
+            return Err(Error::Processor {
+                partition: p,
+                message,
+            });
+        }
         let records: Vec<(&str, bytes::Bytes)> = changed
             .iter()
             .map(|(u, b)| (u.as_str(), b.clone()))

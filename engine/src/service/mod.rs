@@ -58,7 +58,7 @@ pub const READY: u8 = 1;
 pub const DRAINING: u8 = 2;
 pub const FAILED: u8 = 3;
 
-type Reply<T> = oneshot::Sender<Result<T, Unavailable>>;
+pub type Reply<T> = oneshot::Sender<Result<T, Unavailable>>;
 
 /// What the writer is asked to do.
 pub enum Command {

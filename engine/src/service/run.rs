@@ -220,7 +220,7 @@ pub fn feedback_settings(
 
 /// Decisions go to the log (the store keeps the message log), at `debug`:
 /// the journey, step, outcome and reason, never the user.
-struct LogSink;
+pub(crate) struct LogSink;
 
 impl Sink for LogSink {
     fn line(&mut self, line: Line) {

@@ -1,0 +1,186 @@
+//! What the HTTP API talks to on a cluster worker ([`crate::api::Handle`]):
+//! ingest on any worker appends the events to the event log
+//! ([`super::log`], partition by user) and answers only once JetStream has
+//! acknowledged every one of them; every other request goes to this
+//! worker's partitions ([`super::node`]) through the command channel, and
+//! is answered for the users of the partitions this worker owns.
+//!
+//! An event without an `id` is given one before it is appended: the
+//! SHA-256 of its JSON (`h:` and 32 hex digits). It is the event's
+//! `Nats-Msg-Id`, and what the partition's owner skips it by when it reads
+//! the event again after a takeover.
+//!
+//! Knows nothing of the machine's rules or the store.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use journeys::event::Event;
+
+use super::{log, Cluster};
+use crate::api::{self, Appended, Unavailable, Unsubscribed};
+use crate::metrics::Metrics;
+use crate::service::{Command, ServiceHandle};
+
+/// A cluster worker's [`api::Handle`].
+#[derive(Clone)]
+pub struct Intake {
+    cluster: Cluster,
+    partitions: u32,
+    /// The node's command channel.
+    node: ServiceHandle,
+    /// Connected, joined, and every owned partition restored.
+    ready: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
+    metrics: Metrics,
+}
+
+impl Intake {
+    pub fn new(
+        cluster: Cluster,
+        partitions: u32,
+        node: ServiceHandle,
+        ready: Arc<AtomicBool>,
+        metrics: Metrics,
+    ) -> Self {
+        Intake {
+            cluster,
+            partitions,
+            node,
+            ready,
+            draining: Arc::new(AtomicBool::new(false)),
+            metrics,
+        }
+    }
+
+    /// From now on ingest answers 503 (shutting down).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(crate::service::Reply<T>) -> Command,
+    ) -> Result<T, Unavailable> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if !self.node.send(make(reply)) {
+            return Err(Unavailable("the worker has stopped".into()));
+        }
+        rx.await
+            .map_err(|_| Unavailable("the worker stopped before answering".into()))?
+    }
+}
+
+/// The id an event is appended under.
+pub fn event_id(ev: &mut Event) -> Result<String, serde_json::Error> {
+    if let Some(id) = &ev.id {
+        return Ok(id.clone());
+    }
+    let json = serde_json::to_vec(&*ev)?;
+    let id = format!("h:{}", &hex::encode(Sha256::digest(&json))[..32]);
+    ev.id = Some(id.clone());
+    Ok(id)
+}
+
+impl api::Handle for Intake {
+    async fn ingest(
+        &self,
+        source: &'static str,
+        events: Vec<Event>,
+    ) -> Result<Appended, Unavailable> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(Unavailable("draining: the worker is shutting down".into()));
+        }
+        if !self.cluster.is_connected() {
+            return Err(Unavailable(
+                "NATS is not reachable: nothing was stored; send the events again".into(),
+            ));
+        }
+        let mut prepared = Vec::with_capacity(events.len());
+        for mut ev in events {
+            let id = event_id(&mut ev)
+                .map_err(|e| Unavailable(format!("cannot encode an event: {e}")))?;
+            let payload = serde_json::to_vec(&ev)
+                .map_err(|e| Unavailable(format!("cannot encode an event: {e}")))?;
+            prepared.push((ev.user, id, bytes::Bytes::from(payload)));
+        }
+        let appends: Vec<log::Append<'_>> = prepared
+            .iter()
+            .map(|(user, id, payload)| log::Append {
+                user,
+                msg_id: id,
+                payload: payload.clone(),
+            })
+            .collect();
+        let appended = log::append(&self.cluster, self.partitions, &appends)
+            .await
+            .map_err(|e| {
+                tracing::warn!(target: "sluice::cluster", "ingest refused: {e}");
+                Unavailable(format!("the event log did not store the events: {e}"))
+            })?;
+        let duplicates = appended.iter().filter(|a| a.duplicate).count();
+        let a = Appended {
+            accepted: appended.len() - duplicates,
+            duplicates,
+        };
+        self.metrics
+            .ingested(source, a.accepted as u64, a.duplicates as u64);
+        Ok(a)
+    }
+
+    async fn user(&self, id: String) -> Result<Option<Value>, Unavailable> {
+        self.ask(|reply| Command::User { id, reply }).await
+    }
+
+    async fn erase(&self, id: String) -> Result<bool, Unavailable> {
+        self.ask(|reply| Command::Erase { id, reply }).await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<Value>, Unavailable> {
+        self.ask(|reply| Command::DeadLetters { limit, reply })
+            .await
+    }
+
+    async fn replay(&self, which: api::Replay) -> Result<usize, Unavailable> {
+        self.ask(|reply| Command::Replay { which, reply }).await
+    }
+
+    async fn unsubscribe(&self, token: String) -> Result<Option<Unsubscribed>, Unavailable> {
+        self.ask(|reply| Command::Unsubscribe { token, reply })
+            .await
+    }
+
+    fn ready(&self) -> bool {
+        !self.draining.load(Ordering::SeqCst)
+            && self.cluster.is_connected()
+            && self.ready.load(Ordering::SeqCst)
+    }
+
+    async fn timeline(&self, id: String) -> Result<Option<Value>, Unavailable> {
+        self.ask(|reply| Command::Timeline { id, reply }).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_without_id_gets_the_hash_of_its_content_and_keeps_one_it_has() {
+        let line = r#"{"type":"track","user":"u1","ts":"2026-01-01T00:00:00Z","event":"x"}"#;
+        let mut a = Event::from_line(line).expect("event");
+        let mut b = Event::from_line(line).expect("event");
+        let id = event_id(&mut a).expect("id");
+        assert!(id.starts_with("h:") && id.len() == 34, "{id}");
+        assert_eq!(event_id(&mut b).expect("id"), id);
+        assert_eq!(a.id.as_deref(), Some(id.as_str()));
+        let mut c = Event::from_line(
+            r#"{"type":"track","user":"u1","ts":"2026-01-01T00:00:00Z","event":"x","id":"e7"}"#,
+        )
+        .expect("event");
+        assert_eq!(event_id(&mut c).expect("id"), "e7");
+    }
+}

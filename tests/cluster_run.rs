@@ -1,0 +1,202 @@
+//! `sluice run --cluster`: three real workers on one real nats-server
+//! (`sync_interval: always`), under continuous ingest spread over all
+//! three, one of them SIGKILLed at moments from a fixed seed and started
+//! again, three times. At the end every user whose event was acknowledged
+//! (202) by any worker has received both of the journey's webhooks — the
+//! immediate one and the one two seconds later, whichever worker owned the
+//! user's partition by then — and no user/step arrived with two different
+//! keys (a re-delivery with the same key is allowed).
+//!
+//! The global throttle across workers is not tested here: in cluster mode
+//! throttles are still counted per partition (docs/cluster.md).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::http::{free_port, try_request};
+use support::nats::Nats;
+use support::receiver::{Receiver, Reply};
+use support::server::SluiceRun;
+
+/// (user, step) → every key it arrived with, from the webhooks' bodies.
+fn seen(receiver: &Receiver) -> BTreeMap<(String, String), Vec<String>> {
+    let mut m: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for r in receiver.requests() {
+        if let Some(v) = r.json() {
+            let get = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+            m.entry((get("user"), get("step")))
+                .or_default()
+                .push(get("key"));
+        }
+    }
+    m
+}
+
+fn post(port: u16, body: &str) -> Option<u16> {
+    let headers = [
+        ("Authorization", "Bearer ingest-token"),
+        ("Content-Type", "application/x-ndjson"),
+    ];
+    try_request(port, "POST", "/v1/events", &headers, body.as_bytes())
+        .ok()
+        .map(|r| r.status)
+}
+
+fn worker(dir: &std::path::Path, store: &std::path::Path, port: u16, url: &str) -> SluiceRun {
+    SluiceRun::new(dir)
+        .store(store)
+        .listen_on(port)
+        .env("SLUICE_INGEST_TOKEN", "ingest-token")
+        .env("SLUICE_ADMIN_TOKEN", "admin-token")
+        .env("SLUICE_LOG", "warn")
+        .env("SLUICE_CLUSTER_LEASE_MS", "1500")
+        .args(&["--cluster", url, "--partitions", "8"])
+        .ready_within(Duration::from_secs(30))
+}
+
+#[test]
+fn three_workers_one_killed_three_times_under_ingest_lose_and_double_nothing() {
+    let nats = Nats::single();
+    let receiver = Receiver::keep_alive(|_, _| Reply::status(200));
+    let (tmp, dir) =
+        support::fixture::temp_copy("crash-run", &[("__PORT__", receiver.port.to_string())]);
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut workers: Vec<SluiceRun> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            worker(&dir, &tmp.path().join(format!("w{i}")), *port, &nats.url()).start()
+        })
+        .collect();
+
+    let next_user = Arc::new(AtomicUsize::new(0));
+    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let posters: Vec<_> = (0..3)
+        .map(|i| {
+            let stop = Arc::clone(&stop);
+            let next = Arc::clone(&next_user);
+            let acked = Arc::clone(&acked);
+            let ports = ports.clone();
+            std::thread::spawn(move || {
+                let mut n = i;
+                while !stop.load(Ordering::SeqCst) {
+                    let first = next.fetch_add(10, Ordering::SeqCst);
+                    let users: Vec<String> =
+                        (first..first + 10).map(|n| format!("u{n:05}")).collect();
+                    let ts = support::events::now_ts();
+                    let body: String = users
+                        .iter()
+                        .map(|u| {
+                            format!(
+                                "{{\"type\":\"track\",\"user\":\"{u}\",\"ts\":\"{ts}\",\"id\":\"{u}-ping\",\"event\":\"ping\"}}\n"
+                            )
+                        })
+                        .collect();
+                    n += 1;
+                    match post(ports[n % ports.len()], &body) {
+                        Some(202) => {
+                            if let Ok(mut a) = acked.lock() {
+                                a.extend(users);
+                            }
+                        }
+                        Some(_) | None => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                    // A steady, bounded stream (about 150 users a second):
+                    // every write is fsynced by nats-server here.
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        })
+        .collect();
+
+    let mut seed: u64 = 0x5EED_C1A5;
+    for round in 0..3 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let ms = 500 + (seed >> 33) % 1500;
+        std::thread::sleep(Duration::from_millis(ms));
+        let victim = round % workers.len();
+        workers[victim].kill();
+        std::thread::sleep(Duration::from_millis(300));
+        workers[victim].restart();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    for p in posters {
+        let _ = p.join();
+    }
+
+    let acked = acked.lock().expect("acked").clone();
+    assert!(
+        acked.len() >= 100,
+        "enough was acknowledged: {}",
+        acked.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let missing = loop {
+        let m: Vec<(String, &str)> = {
+            let seen = seen(&receiver);
+            acked
+                .iter()
+                .flat_map(|u| [(u.clone(), "now"), (u.clone(), "later")])
+                .filter(|(u, s)| !seen.contains_key(&(u.clone(), (*s).to_owned())))
+                .collect()
+        };
+        if m.is_empty() || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    if !missing.is_empty() {
+        for w in &workers {
+            eprintln!("--- worker logs ---\n{}", w.logs());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged webhooks never arrived ({} immediate ones), e.g. {:?}",
+        missing.len(),
+        acked.len() * 2,
+        missing.iter().filter(|(_, s)| *s == "now").count(),
+        &missing[..missing.len().min(5)]
+    );
+    for ((user, step), keys) in seen(&receiver) {
+        let distinct: BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            1,
+            "{user}/{step} arrived with {} different keys",
+            distinct.len()
+        );
+    }
+    // Every partition is owned again, by the three workers together (a
+    // killed worker's heartbeat and leases age out after the lease TTL).
+    let owned = |w: &SluiceRun| -> u64 {
+        let r = w.request("GET", "/metrics", None, b"");
+        r.text
+            .lines()
+            .find(|l| l.starts_with("sluice_partitions_owned "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let total: u64 = workers.iter().map(owned).sum();
+        if total == 8 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the three workers own {total} of the 8 partitions 20 s after the last restart"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
