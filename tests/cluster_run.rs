@@ -200,3 +200,96 @@ fn three_workers_one_killed_three_times_under_ingest_lose_and_double_nothing() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A worker started with another partition count, or with another config,
+/// refuses to join with one clear sentence naming the cluster's value.
+#[test]
+fn a_worker_that_disagrees_with_the_cluster_refuses_to_join() {
+    let nats = Nats::single();
+    let receiver = Receiver::ok();
+    let (tmp, dir) =
+        support::fixture::temp_copy("crash-run", &[("__PORT__", receiver.port.to_string())]);
+    let mut first = worker(&dir, &tmp.path().join("w0"), free_port(), &nats.url()).start();
+    let (status, logs) = SluiceRun::new(&dir)
+        .store(&tmp.path().join("w1"))
+        .env("SLUICE_INGEST_TOKEN", "ingest-token")
+        .env("SLUICE_ADMIN_TOKEN", "admin-token")
+        .args(&["--cluster", &nats.url(), "--partitions", "16"])
+        .run_to_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert!(
+        logs.contains("started with 16 partitions") && logs.contains("--partitions 8"),
+        "{logs}"
+    );
+    let (other_tmp, other) = support::fixture::temp_copy(
+        "crash-run",
+        &[("__PORT__", (receiver.port + 1).to_string())],
+    );
+    let (status, logs) = SluiceRun::new(&other)
+        .store(&other_tmp.path().join("w2"))
+        .env("SLUICE_INGEST_TOKEN", "ingest-token")
+        .env("SLUICE_ADMIN_TOKEN", "admin-token")
+        .args(&["--cluster", &nats.url(), "--partitions", "8"])
+        .run_to_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert!(logs.contains("config (hash"), "{logs}");
+    first.stop(Duration::from_secs(20));
+}
+
+/// While NATS is down a worker acknowledges nothing: ingest answers 503
+/// and `/readyz` 503; once NATS is back, both recover without a restart,
+/// and the events acknowledged before and after are delivered. (An event
+/// answered 503 may still have been stored: the client sends it again
+/// with its id, and it counts once.)
+#[test]
+fn with_nats_down_ingest_and_readyz_answer_503_and_recover() {
+    let mut nats = Nats::single();
+    let receiver = Receiver::ok();
+    let (tmp, dir) =
+        support::fixture::temp_copy("crash-run", &[("__PORT__", receiver.port.to_string())]);
+    let port = free_port();
+    let mut w = worker(&dir, &tmp.path().join("w0"), port, &nats.url()).start();
+    let line = |u: &str| {
+        format!(
+            "{{\"type\":\"track\",\"user\":\"{u}\",\"ts\":\"{}\",\"id\":\"{u}-ping\",\"event\":\"ping\"}}\n",
+            support::events::now_ts()
+        )
+    };
+    assert_eq!(post(port, &line("before")), Some(202));
+    nats.nodes[0].kill();
+    support::wait::until(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        "ingest answers 503 with NATS down",
+        || post(port, &line("during")) == Some(503),
+    );
+    assert_eq!(w.request("GET", "/readyz", None, b"").status, 503);
+    nats.nodes[0].restart();
+    nats.wait_healthy(Duration::from_secs(30));
+    support::wait::until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        "readyz answers 200 again",
+        || w.request("GET", "/readyz", None, b"").status == 200,
+    );
+    support::wait::until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        "ingest answers 202 again",
+        || post(port, &line("after")) == Some(202),
+    );
+    support::wait::until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        "both acknowledged users' webhooks",
+        || {
+            let s = seen(&receiver);
+            ["before", "after"].iter().all(|u| {
+                ["now", "later"]
+                    .iter()
+                    .all(|st| s.contains_key(&((*u).to_owned(), (*st).to_owned())))
+            })
+        },
+    );
+    w.stop(Duration::from_secs(20));
+}
