@@ -37,6 +37,34 @@ fn seen(receiver: &Receiver) -> BTreeMap<(String, String), Vec<String>> {
     m
 }
 
+/// Partition → token → the checkpoint sequences committed under it, from
+/// every worker's `committed` log lines.
+fn commits(logs: &[String]) -> BTreeMap<u32, BTreeMap<u64, Vec<u64>>> {
+    let mut m: BTreeMap<u32, BTreeMap<u64, Vec<u64>>> = BTreeMap::new();
+    let field = |line: &str, name: &str| -> Option<u64> {
+        let at = line.find(&format!(" {name}="))? + name.len() + 2;
+        line[at..].split_whitespace().next()?.parse().ok()
+    };
+    for line in logs.iter().flat_map(|l| l.lines()) {
+        if !line.contains("sluice::cluster: committed") {
+            continue;
+        }
+        let (Some(p), Some(token), Some(seq)) = (
+            field(line, "partition"),
+            field(line, "token"),
+            field(line, "seq"),
+        ) else {
+            panic!("a commit line without partition, token and seq: {line}");
+        };
+        m.entry(p as u32)
+            .or_default()
+            .entry(token)
+            .or_default()
+            .push(seq);
+    }
+    m
+}
+
 fn post(port: u16, body: &str) -> Option<u16> {
     let headers = [
         ("Authorization", "Bearer ingest-token"),
@@ -53,7 +81,9 @@ fn worker(dir: &std::path::Path, store: &std::path::Path, port: u16, url: &str) 
         .listen_on(port)
         .env("SLUICE_INGEST_TOKEN", "ingest-token")
         .env("SLUICE_ADMIN_TOKEN", "admin-token")
-        .env("SLUICE_LOG", "warn")
+        // Every commit is logged with its partition, fencing token and
+        // checkpoint (`sluice::cluster` at debug).
+        .env("SLUICE_LOG", "warn,sluice::cluster=debug")
         .env("SLUICE_CLUSTER_LEASE_MS", "1500")
         .args(&["--cluster", url, "--partitions", "8"])
         .ready_within(Duration::from_secs(30))
@@ -176,6 +206,32 @@ fn three_workers_one_killed_three_times_under_ingest_lose_and_double_nothing() {
             distinct.len()
         );
     }
+    // No two owners at once: per partition, every commit under a fencing
+    // token is at or before the checkpoint any later token committed from
+    // (a stale owner committing after a takeover would commit past it).
+    let logs: Vec<String> = workers.iter().map(SluiceRun::logs).collect();
+    let commits = commits(&logs);
+    assert_eq!(commits.len(), 8, "every partition committed: {commits:?}");
+    let mut takeovers = 0;
+    for (p, by_token) in &commits {
+        let mut high = 0;
+        for (token, seqs) in by_token {
+            let (lo, hi) = (
+                *seqs.iter().min().expect("a commit"),
+                *seqs.iter().max().expect("a commit"),
+            );
+            assert!(
+                lo >= high,
+                "partition {p}: token {token} committed sequence {lo} after an older owner committed {high}"
+            );
+            high = hi;
+        }
+        takeovers += by_token.len() - 1;
+    }
+    assert!(
+        takeovers >= 3,
+        "the kills moved partitions: {takeovers} takeovers"
+    );
     // Every partition is owned again, by the three workers together (a
     // killed worker's heartbeat and leases age out after the lease TTL).
     let owned = |w: &SluiceRun| -> u64 {
