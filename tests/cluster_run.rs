@@ -76,6 +76,16 @@ fn post(port: u16, body: &str) -> Option<u16> {
 }
 
 fn worker(dir: &std::path::Path, store: &std::path::Path, port: u16, url: &str) -> SluiceRun {
+    worker_with(dir, store, port, url, "1")
+}
+
+fn worker_with(
+    dir: &std::path::Path,
+    store: &std::path::Path,
+    port: u16,
+    url: &str,
+    replicas: &str,
+) -> SluiceRun {
     SluiceRun::new(dir)
         .store(store)
         .listen_on(port)
@@ -85,13 +95,23 @@ fn worker(dir: &std::path::Path, store: &std::path::Path, port: u16, url: &str) 
         // checkpoint (`sluice::cluster` at debug).
         .env("SLUICE_LOG", "warn,sluice::cluster=debug")
         .env("SLUICE_CLUSTER_LEASE_MS", "1500")
-        .args(&["--cluster", url, "--partitions", "8"])
+        .args(&["--cluster", url, "--partitions", "8", "--replicas", replicas])
         .ready_within(Duration::from_secs(30))
 }
 
 #[test]
 fn three_workers_one_killed_three_times_under_ingest_lose_and_double_nothing() {
-    let nats = Nats::single();
+    kill_under_ingest(&Nats::single(), "1");
+}
+
+/// The same on a three-node NATS cluster, every stream and bucket with
+/// three replicas.
+#[test]
+fn the_same_on_a_three_node_nats_cluster_with_three_replicas() {
+    kill_under_ingest(&Nats::cluster3(), "3");
+}
+
+fn kill_under_ingest(nats: &Nats, replicas: &str) {
     let receiver = Receiver::keep_alive(|_, _| Reply::status(200));
     let (tmp, dir) =
         support::fixture::temp_copy("crash-run", &[("__PORT__", receiver.port.to_string())]);
@@ -100,7 +120,14 @@ fn three_workers_one_killed_three_times_under_ingest_lose_and_double_nothing() {
         .iter()
         .enumerate()
         .map(|(i, port)| {
-            worker(&dir, &tmp.path().join(format!("w{i}")), *port, &nats.url()).start()
+            worker_with(
+                &dir,
+                &tmp.path().join(format!("w{i}")),
+                *port,
+                &nats.url(),
+                replicas,
+            )
+            .start()
         })
         .collect();
 
