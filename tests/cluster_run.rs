@@ -94,8 +94,15 @@ fn worker_with(
         // Every commit is logged with its partition, fencing token and
         // checkpoint (`sluice::cluster` at debug).
         .env("SLUICE_LOG", "warn,sluice::cluster=debug")
-        .env("SLUICE_CLUSTER_LEASE_MS", "1500")
-        .args(&["--cluster", url, "--partitions", "8", "--replicas", replicas])
+        .env("SLUICE_CLUSTER_LEASE_MS", "3000")
+        .args(&[
+            "--cluster",
+            url,
+            "--partitions",
+            "8",
+            "--replicas",
+            replicas,
+        ])
         .ready_within(Duration::from_secs(30))
 }
 
