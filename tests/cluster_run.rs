@@ -289,6 +289,36 @@ fn kill_under_ingest(nats: &Nats, replicas: &str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A user is answered by the worker that owns its partition; the
+    // others say so with a 503.
+    let user = acked.iter().next().expect("a user");
+    let answers: Vec<u16> = workers
+        .iter()
+        .map(|w| {
+            w.request(
+                "GET",
+                &format!("/v1/users/{user}"),
+                Some("admin-token"),
+                b"",
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(
+        answers.iter().filter(|s| **s == 200).count(),
+        1,
+        "one owner answers for {user}: {answers:?}"
+    );
+    assert!(
+        answers.iter().all(|s| *s == 200 || *s == 503),
+        "{answers:?}"
+    );
+    for w in &workers {
+        assert_eq!(
+            w.request("GET", "/v1/dlq", Some("admin-token"), b"").status,
+            200
+        );
+    }
 }
 
 /// A worker started with another partition count, or with another config,

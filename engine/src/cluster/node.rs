@@ -211,13 +211,19 @@ impl<O: Outlet> Node<O> {
             Command::DeadLetters { limit, reply } => {
                 let mut all: Vec<Value> = Vec::new();
                 let mut failed = None;
-                for part in self.parts.values() {
+                for (p, part) in &self.parts {
                     match part.engine.dead_letters(limit) {
-                        Ok(v) => all.extend(v),
+                        Ok(letters) => all.extend(letters.into_iter().map(|mut l| {
+                            // Ids are per partition: say which.
+                            if let Some(m) = l.as_object_mut() {
+                                m.insert("partition".into(), (*p).into());
+                            }
+                            l
+                        })),
                         Err(e) => failed = Some(unavailable(e)),
                     }
                 }
-                all.sort_by(|a, b| a["at"].as_str().cmp(&b["at"].as_str()));
+                all.sort_by_key(|l| l["at_ms"].as_i64().unwrap_or(0));
                 all.truncate(limit);
                 let _ = reply.send(match failed {
                     Some(e) => Err(e),
