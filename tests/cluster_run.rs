@@ -413,3 +413,95 @@ fn with_nats_down_ingest_and_readyz_answer_503_and_recover() {
     );
     w.stop(Duration::from_secs(20));
 }
+
+/// A global throttle (FORMAT.md §8) holds across the workers: three
+/// workers, one killed and restarted midway, deliver 480 webhooks under
+/// `40 per second` (the cluster's shared slots). The strict bound makes
+/// them take at least 11 s from first to last (the partitions counting on
+/// their own would take one or two); and no second of arrivals holds more
+/// than twice the rate (arrival adds delivery jitter to the dispatch
+/// instants the bound is about).
+#[test]
+fn a_global_throttle_holds_across_workers() {
+    let nats = Nats::single();
+    let receiver = Receiver::keep_alive(|_, _| Reply::status(200));
+    let (tmp, dir) =
+        support::fixture::temp_copy("crash-run", &[("__PORT__", receiver.port.to_string())]);
+    std::fs::create_dir_all(dir.join("policies")).expect("policies dir");
+    std::fs::write(
+        dir.join("policies/hooks.yaml"),
+        "apiVersion: sluice/v1\nkind: Throttle\nid: hooks\nchannel: webhook\nrate: 40 per second\n",
+    )
+    .expect("write the throttle");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut workers: Vec<SluiceRun> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            worker(&dir, &tmp.path().join(format!("w{i}")), *port, &nats.url()).start()
+        })
+        .collect();
+    let ts = support::events::now_ts();
+    let mut users = Vec::new();
+    for batch in 0..24 {
+        let body: String = (0..10)
+            .map(|k| {
+                let u = format!("t{:04}", batch * 10 + k);
+                users.push(u.clone());
+                format!(
+                    "{{\"type\":\"track\",\"user\":\"{u}\",\"ts\":\"{ts}\",\"id\":\"{u}-ping\",\"event\":\"ping\"}}\n"
+                )
+            })
+            .collect();
+        let port = ports[batch % 3];
+        support::wait::until(
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            "an ingest answered 202",
+            || post(port, &body) == Some(202),
+        );
+        if batch == 12 {
+            workers[1].kill();
+            workers[1].restart();
+        }
+    }
+    support::wait::until(
+        Duration::from_secs(90),
+        Duration::from_millis(250),
+        "all 480 webhooks",
+        || {
+            let s = seen(&receiver);
+            users.iter().all(|u| {
+                ["now", "later"]
+                    .iter()
+                    .all(|st| s.contains_key(&(u.clone(), (*st).to_owned())))
+            })
+        },
+    );
+    let mut arrivals: Vec<Instant> = receiver.requests().iter().map(|r| r.at).collect();
+    arrivals.sort();
+    let span = *arrivals.last().expect("arrivals") - arrivals[0];
+    assert!(
+        span >= Duration::from_secs(11),
+        "{} webhooks under 40 per second arrived within {span:?}",
+        arrivals.len()
+    );
+    let busiest = arrivals
+        .iter()
+        .map(|a| {
+            arrivals
+                .iter()
+                .filter(|b| **b >= *a && **b < *a + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        busiest <= 80,
+        "{busiest} webhooks arrived within one second"
+    );
+    for ((user, step), keys) in seen(&receiver) {
+        let distinct: BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), 1, "{user}/{step} arrived with two keys");
+    }
+}

@@ -1,7 +1,7 @@
 //! `engine::cluster` against real nats-server processes started here (on
 //! 127.0.0.1, JetStream fsyncing every write): the join check, leases and
 //! their fencing, the checkpoint's compare-and-set, the event log, the
-//! changelog's restore, cluster-wide throttle tokens, and what an
+//! changelog's restore, and what an
 //! unreachable NATS looks like.
 
 #[path = "support/mod.rs"]
@@ -9,9 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use engine::cluster::{
-    changelog, lease::Lease, log, members, meta, tokens, Cluster, Error, Settings,
-};
+use engine::cluster::{changelog, lease::Lease, log, members, meta, Cluster, Error, Settings};
 use support::nats::Nats;
 
 fn settings(nats: &Nats, prefix: &str) -> Settings {
@@ -246,39 +244,6 @@ async fn a_partition_restores_the_last_record_of_each_user() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttle_tokens_never_exceed_the_limit_across_workers() {
-    let nats = Nats::single();
-    let mut workers = Vec::new();
-    for _ in 0..3 {
-        let cluster = connect(&nats, "t").await;
-        workers.push(tokio::spawn(async move {
-            let mut total = 0;
-            loop {
-                let got = tokens::take(&cluster, "promo", 42, 100, 7).await.unwrap();
-                if got == 0 {
-                    return total;
-                }
-                total += got;
-            }
-        }));
-    }
-    let mut sum = 0;
-    for w in workers {
-        sum += w.await.unwrap();
-    }
-    assert_eq!(
-        sum, 100,
-        "every token handed out once, none beyond the limit"
-    );
-    let cluster = connect(&nats, "t").await;
-    assert_eq!(
-        tokens::take(&cluster, "promo", 43, 100, 7).await.unwrap(),
-        7,
-        "a new window"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_heartbeat_and_split_the_partitions() {
     let nats = Nats::single();
     let cluster = connect(&nats, "t").await;
@@ -428,59 +393,4 @@ async fn on_a_three_node_cluster_replicated_state_survives_a_node() {
         .unwrap()
         .expect("the first event survived the node");
     assert_eq!(seq, stored[0].seq);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_dying_with_tokens_wastes_at_most_its_batch_and_never_exceeds_the_bound() {
-    let nats = Nats::single();
-    // Three workers spend from a global throttle of 50 per window in
-    // batches of 4, over three windows; the first dies in window 1 holding
-    // an unused batch.
-    let mut spent = [[0u64; 3]; 3];
-    let mut wasted = 0;
-    let mut spenders: Vec<(Cluster, tokens::Spender)> = Vec::new();
-    for _ in 0..3 {
-        spenders.push((
-            connect(&nats, "t").await,
-            tokens::Spender::new("global", 50, 4),
-        ));
-    }
-    for window in 0..3i64 {
-        let mut live = [true; 3];
-        loop {
-            let mut any = false;
-            for (w, (cluster, spender)) in spenders.iter_mut().enumerate() {
-                if !live[w] {
-                    continue;
-                }
-                if window == 1 && w == 0 && spent[w][1] == 5 {
-                    // Dies here: its batch's rest is never spent.
-                    wasted = spender.unspent();
-                    live[w] = false;
-                    continue;
-                }
-                if spender.spend(cluster, window).await.unwrap() {
-                    spent[w][window as usize] += 1;
-                    any = true;
-                }
-            }
-            if !any {
-                break;
-            }
-        }
-        if window == 1 {
-            // The worker restarts with a fresh spender.
-            spenders[0].1 = tokens::Spender::new("global", 50, 4);
-        }
-    }
-    for window in 0..3 {
-        let total: u64 = spent.iter().map(|w| w[window]).sum();
-        assert!(total <= 50, "window {window}: {total} sends over the bound");
-        if window == 1 {
-            assert_eq!(total + wasted, 50, "only the dead worker's batch is wasted");
-            assert!(wasted < 4);
-        } else {
-            assert_eq!(total, 50);
-        }
-    }
 }

@@ -47,6 +47,17 @@ async fn connect(s: Settings) -> Cluster {
     .expect("NATS answers within 30 s")
 }
 
+/// With `SLUICE_TEST_LOG` set (a tracing filter, e.g.
+/// `engine::cluster=debug`), the workers' events go to the test's output.
+fn log_to_stderr() {
+    if let Ok(filter) = std::env::var("SLUICE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 fn spawn_worker(nats: &Nats, me: &str, commits: &Commits) -> JoinHandle<()> {
     let s = settings(nats);
     let model = Model {
@@ -221,13 +232,11 @@ async fn check(nats: &Nats, acked: &BTreeMap<String, BTreeSet<String>>, commits:
     );
 }
 
-#[ignore = "flaky (~2 runs in 5): after the last cut-off, the last replacement stops advancing some partitions it owns (issue 15, open); run with --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_cut_off_at_random_moments_lose_and_double_nothing() {
     cut_off_workers_under_ingest(Nats::single()).await;
 }
 
-#[ignore = "flaky (~2 runs in 5): after the last cut-off, the last replacement stops advancing some partitions it owns (issue 15, open); run with --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_a_three_node_nats_cluster_workers_cut_off_lose_and_double_nothing() {
     cut_off_workers_under_ingest(Nats::cluster3()).await;
@@ -236,6 +245,7 @@ async fn on_a_three_node_nats_cluster_workers_cut_off_lose_and_double_nothing() 
 /// Three workers under ingest; four times, one is cut off at a random
 /// moment and replaced by a new one.
 async fn cut_off_workers_under_ingest(nats: Nats) {
+    log_to_stderr();
     let commits: Commits = Arc::default();
     let mut names: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
     let mut workers: Vec<JoinHandle<()>> = names
@@ -413,4 +423,75 @@ async fn a_lone_worker_takes_every_partition_applies_in_batches_and_leaves() {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// The regression test of the cut-off tests' stall: a round lists the
+/// members, and a listing that created a JetStream consumer (a KV
+/// `keys()`) left one behind per round for the server's 30 s inactivity
+/// threshold, thousands under load, until the server refused every new
+/// consumer ("maximum consumers limit reached") and all workers stalled.
+/// Rounds must leave no consumer on the buckets' streams, and on the
+/// event stream exactly one reader per owned partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_leave_no_consumer_behind_but_one_reader_per_partition() {
+    let nats = Nats::single();
+    let commits: Commits = Arc::default();
+    let cluster = connect(settings(&nats)).await;
+    let model = Model {
+        me: "solo".into(),
+        users: HashMap::new(),
+        commits,
+    };
+    let tuning = Tuning {
+        partitions: P,
+        batch: 5,
+        poll: Duration::from_millis(1),
+    };
+    let mut worker = Worker::new(cluster, "solo", tuning, model);
+    let other = connect(settings(&nats)).await;
+    for _ in 0..150 {
+        worker.round().await.unwrap();
+        // Another member comes and goes (a clean leave), so the listing
+        // sees members appear and vanish.
+        engine::cluster::members::heartbeat(&other, "visitor")
+            .await
+            .unwrap();
+        engine::cluster::members::leave(&other, "visitor")
+            .await
+            .unwrap();
+    }
+    assert_eq!(worker.owned(), (0..P).collect::<Vec<_>>());
+    assert_eq!(
+        engine::cluster::members::live(&other).await.unwrap(),
+        vec!["solo"],
+        "a member that left is not listed"
+    );
+
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let consumers = |name: String| {
+        let js = js.clone();
+        async move {
+            js.get_stream(name.as_str())
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .state
+                .consumer_count
+        }
+    };
+    for bucket in ["meta", "leases", "members", "checkpoints", "tokens"] {
+        assert_eq!(
+            consumers(format!("KV_w_{bucket}")).await,
+            0,
+            "consumers left on the {bucket} bucket after 150 rounds"
+        );
+    }
+    assert_eq!(
+        consumers("w_EV".to_string()).await,
+        P as usize,
+        "one event reader per owned partition"
+    );
 }

@@ -69,7 +69,17 @@ impl Lease {
         let token = match leases.create(key(partition), holder).await {
             Ok(revision) => revision,
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => return Ok(None),
-            Err(e) => return Err(Error::nats(format!("take partition {partition}"), e)),
+            Err(e) => {
+                // A create racing another worker's (over a released or
+                // aged-out lease) can fail as "wrong last sequence" rather
+                // than "already exists": when a holder is there now, that
+                // is the same answer.
+                let held = leases.entry(key(partition)).await.ok().flatten();
+                if held.is_some_and(|entry| entry.operation == kv::Operation::Put) {
+                    return Ok(None);
+                }
+                return Err(Error::nats(format!("take partition {partition}"), e));
+            }
         };
         let mut lease = Lease {
             partition,

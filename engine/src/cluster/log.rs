@@ -115,10 +115,19 @@ impl Reader {
     }
 
     /// The next event (its stream sequence and payload), or `None` when
-    /// none arrives within `wait`.
+    /// none arrives within `wait`. The reader ending is an error (the
+    /// partition is dropped and taken again with a new reader), never a
+    /// quiet "no event": that would leave the partition owned, its lease
+    /// renewed, and its events unread.
     pub async fn next(&mut self, wait: Duration) -> Result<Option<(u64, bytes::Bytes)>, Error> {
         let message = match tokio::time::timeout(wait, self.messages.next()).await {
-            Err(_) | Ok(None) => return Ok(None),
+            Err(_) => return Ok(None),
+            Ok(None) => {
+                return Err(Error::nats(
+                    "read an event",
+                    std::io::Error::other("the partition's event reader ended"),
+                ))
+            }
             Ok(Some(message)) => message.map_err(|e| Error::nats("read an event", e))?,
         };
         let info = message.info().map_err(|e| {

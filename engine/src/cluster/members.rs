@@ -1,6 +1,15 @@
 //! Live workers: each puts its id into the `members` bucket at a third of
 //! the lease TTL (the bucket's entries age out after the TTL), and
 //! rendezvous hashing over the live ids says who should own what.
+//!
+//! The live ids are read from the bucket stream's subject list (a stream
+//! info request), never through a consumer: a worker lists the members
+//! every round, and a consumer per listing (what a KV `keys()` does) piles
+//! up ephemeral consumers faster than the server reaps them (30 s after
+//! their last use) until it refuses new ones ("maximum consumers limit
+//! reached") and every worker stalls. A clean leave therefore removes the
+//! member's subject from the stream (a purge of its messages), leaving no
+//! marker behind to be listed.
 
 use futures_util::StreamExt;
 
@@ -19,22 +28,44 @@ pub async fn heartbeat(cluster: &Cluster, member: &str) -> Result<(), Error> {
 /// Removes `member` at once (a clean shutdown), so its partitions move
 /// without waiting for its heartbeat to age out.
 pub async fn leave(cluster: &Cluster, member: &str) -> Result<(), Error> {
-    let kv = cluster.bucket("members").await?;
-    kv.purge(member)
+    let stream = stream(cluster).await?;
+    stream
+        .purge()
+        .filter(format!("{}{member}", subject_prefix(cluster)))
         .await
-        .map_err(|e| Error::nats("leave the members bucket", e))
+        .map_err(|e| Error::nats("leave the members bucket", e))?;
+    Ok(())
 }
 
-/// The ids of the live members, sorted.
+/// The subjects of the members bucket's stream: `$KV.<bucket>.<member>`.
+fn subject_prefix(cluster: &Cluster) -> String {
+    format!("$KV.{}.", cluster.name("members"))
+}
+
+async fn stream(cluster: &Cluster) -> Result<async_nats::jetstream::stream::Stream, Error> {
+    cluster
+        .js
+        .get_stream(format!("KV_{}", cluster.name("members")))
+        .await
+        .map_err(|e| Error::nats("open the members bucket", e))
+}
+
+/// The ids of the live members, sorted: the subjects holding a heartbeat
+/// younger than the TTL (older ones aged out of the stream). No consumer
+/// is created (see the module doc).
 pub async fn live(cluster: &Cluster) -> Result<Vec<String>, Error> {
-    let kv = cluster.bucket("members").await?;
-    let mut keys = kv
-        .keys()
+    let prefix = subject_prefix(cluster);
+    let mut subjects = stream(cluster)
+        .await?
+        .info_with_subjects(format!("{prefix}>"))
         .await
         .map_err(|e| Error::nats("list the members", e))?;
     let mut out = Vec::new();
-    while let Some(key) = keys.next().await {
-        out.push(key.map_err(|e| Error::nats("list the members", e))?);
+    while let Some(subject) = subjects.next().await {
+        let (subject, _) = subject.map_err(|e| Error::nats("list the members", e))?;
+        if let Some(member) = subject.strip_prefix(&prefix) {
+            out.push(member.to_string());
+        }
     }
     out.sort();
     Ok(out)

@@ -16,8 +16,10 @@
 //! - [`changelog`]: changed user records published to `<prefix>.st.<p>.<user>`
 //!   in a stream keeping one message per subject, read back to restore a
 //!   partition;
-//! - [`tokens`]: cluster-wide throttle tokens handed out in batches from a
-//!   KV key by compare-and-set.
+//! - [`slots`]: cluster-wide throttles: slots (reserved send instants)
+//!   handed out in batches from a KV key by compare-and-set, keeping
+//!   FORMAT.md §8's sliding-window bound across workers, and the
+//!   [`crate::policy::ledger::Ledger`] that spends them in the engine.
 //!
 //! The partition of a user is [`crate::hash::partition_of`]. Every NATS
 //! failure is an [`Error`]; [`Error::is_unavailable`] says which mean "NATS
@@ -32,7 +34,7 @@ pub mod meta;
 pub mod node;
 pub mod partition;
 pub mod serve;
-pub mod tokens;
+pub mod slots;
 pub mod worker;
 
 use std::time::Duration;

@@ -63,7 +63,14 @@ pub struct Settings {
     pub partitions: u32,
     /// The write-back cache bound of each partition's engine.
     pub cache_bytes: usize,
+    /// Makes each throttle's ledger (id, count, per): the cluster's shared
+    /// slots. `None`: each partition counts its own (tests).
+    pub ledgers: Option<Arc<Ledgers>>,
 }
+
+/// What makes a throttle's ledger on a worker.
+pub type Ledgers =
+    dyn Fn(&str, usize, chrono::TimeDelta) -> Box<dyn crate::policy::ledger::Ledger> + Send + Sync;
 
 type Answer = Box<dyn FnOnce() + Send>;
 
@@ -356,6 +363,9 @@ impl<O: Outlet> Node<O> {
                 ..engine::Options::default()
             },
         )?;
+        if let Some(ledgers) = &s.ledgers {
+            engine.use_ledgers(&mut |id, count, per| ledgers(id, count, per));
+        }
         engine.set_floor(s.clock.now_millis());
         engine.set_unsubscribe_base(s.unsubscribe_base.clone());
         if let Some(signer) = &s.signer {

@@ -78,6 +78,49 @@ async fn shared_secret(cluster: &Cluster) -> Result<Vec<u8>, Error> {
     }
 }
 
+/// Every partition's throttles on this worker draw from one reservoir of
+/// the cluster's slots per throttle (`cluster::slots`), refilled by one task
+/// per throttle: the bound of FORMAT.md §8 holds across workers.
+fn shared_slots(
+    cluster: Cluster,
+    runtime: tokio::runtime::Handle,
+    clock: Arc<dyn Clock>,
+) -> impl Fn(&str, usize, chrono::TimeDelta) -> Box<dyn crate::policy::ledger::Ledger> + Send + Sync
+{
+    use super::slots::{refill, ClusterLedger, Rate, Reservoir, Shares};
+    let shares = Shares::default();
+    let reservoirs: std::sync::Mutex<std::collections::HashMap<String, Arc<Reservoir>>> =
+        std::sync::Mutex::default();
+    move |id: &str, count: usize, per: chrono::TimeDelta| {
+        let rate = Rate::new(count, per);
+        let mut held = reservoirs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let reservoir = held
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                let r = Arc::new(Reservoir::default());
+                r.ask();
+                drop(runtime.spawn(refill(
+                    cluster.clone(),
+                    id.to_string(),
+                    rate,
+                    shares.clone(),
+                    Arc::clone(&clock),
+                    Arc::clone(&r),
+                )));
+                r
+            })
+            .clone();
+        Box::new(ClusterLedger::new(
+            reservoir,
+            rate,
+            shares.batch,
+            shares.lead,
+        )) as Box<dyn crate::policy::ledger::Ledger>
+    }
+}
+
 fn cluster_err(e: Error) -> RunError {
     RunError::Runtime(e.to_string())
 }
@@ -170,6 +213,11 @@ pub fn run(
             // Every partition's engine gets its share of the user cache.
             cache_bytes: (bounds.user_cache_bytes / cluster_options.partitions.max(1) as usize)
                 .max(1 << 20),
+            ledgers: Some(Arc::new(shared_slots(
+                cluster.clone(),
+                rt.handle().clone(),
+                Arc::clone(&clock),
+            ))),
         },
         outlet,
         rx,

@@ -166,6 +166,7 @@ impl<P: Processor> Worker<P> {
             .collect();
         for p in give {
             if let Some(o) = self.owned.remove(&p) {
+                tracing::debug!(me = %self.me, partition = p, "hand over");
                 self.processor.forget(p);
                 o.lease.release().await?;
             }
@@ -176,9 +177,22 @@ impl<P: Processor> Worker<P> {
                 continue;
             }
             let started = Instant::now();
-            let Some(lease) = Lease::acquire(&self.cluster, p, &self.me).await? else {
-                continue;
+            let lease = match Lease::acquire(&self.cluster, p, &self.me).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => {
+                    tracing::trace!(me = %self.me, partition = p, "held by another");
+                    continue;
+                }
+                // A newer owner claimed the checkpoint between our create
+                // and our claim: not ours this round; try again next one.
+                Err(Error::LeaseLost { .. }) => {
+                    tracing::debug!(me = %self.me, partition = p, "checkpoint claimed by another");
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
+            tracing::debug!(me = %self.me, partition = p, token = lease.token(),
+                checkpoint = lease.checkpoint().seq, "taken");
             let records = changelog::restore(&self.cluster, p).await?;
             self.processor.restore(p, records);
             let reader = log::Reader::open(&self.cluster, p, lease.checkpoint().seq).await?;
@@ -190,8 +204,12 @@ impl<P: Processor> Worker<P> {
         for p in partitions {
             match self.batch(p).await {
                 Ok(()) => {}
-                Err(Error::LeaseLost { .. }) => self.lose(p),
+                Err(Error::LeaseLost { .. }) => {
+                    tracing::debug!(me = %self.me, partition = p, "lease lost");
+                    self.lose(p)
+                }
                 Err(e) if e.is_unavailable() => {
+                    tracing::debug!(me = %self.me, partition = p, error = %e, "unavailable");
                     // NATS did not confirm: the lease may be gone; stop the
                     // partition now rather than risk a second writer.
                     self.lose(p);

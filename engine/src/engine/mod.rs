@@ -307,6 +307,13 @@ impl Engine {
         &self.clock
     }
 
+    /// Makes every throttle's ledger with `ledger` instead of the store's
+    /// own (a cluster worker's slots shared through NATS); call right after
+    /// [`Engine::open`].
+    pub fn use_ledgers(&mut self, ledger: &mut crate::policy::ledger::LedgerFactory<'_>) {
+        self.policies = Policies::with_ledgers(&self.config, ledger);
+    }
+
     /// A user's current record (for `inspect` and tests).
     pub fn user(&mut self, id: &str) -> Result<Option<UserRecord>, Error> {
         let t = self.store.take_user(id)?;

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use journeys::compiled::{Channel, Config};
 
 mod cap;
+pub mod ledger;
 mod quiet;
 mod throttle;
 
@@ -83,12 +84,22 @@ pub struct Policies {
 }
 
 impl Policies {
+    /// The policies of `config`, each throttle with a [`ledger::Local`]
+    /// ledger (one engine).
     pub fn new(config: &Config) -> Self {
+        Policies::with_ledgers(config, &mut |_, count, per| {
+            Box::new(ledger::Local::new(count, per))
+        })
+    }
+
+    /// The policies of `config`, each throttle's ledger made by `ledger`
+    /// from the throttle's id, count and `per` (a cluster's shared ledger).
+    pub fn with_ledgers(config: &Config, ledger: &mut ledger::LedgerFactory<'_>) -> Self {
         Policies {
             default_timezone: config.project.default_timezone,
             caps: cap::Caps::new(&config.frequency_caps),
             quiet: quiet::Quiet::new(&config.quiet_hours),
-            throttles: throttle::Throttles::new(&config.throttles),
+            throttles: throttle::Throttles::new(&config.throttles, ledger),
         }
     }
 

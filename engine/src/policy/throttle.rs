@@ -1,71 +1,31 @@
 //! Step 4: throttles.
 //!
-//! Each throttle keeps a ledger of the slots it granted: dispatches at
-//! `now` and reservations in the future, ascending. Slots are granted in
-//! arrival order and never before an earlier grant, so a new slot is only
-//! ever appended, and the bound — no half-open window `[t, t + per)` holds
-//! more than `count` slots — reduces to one condition on the new slot `s`:
-//! `s >= ledger[len - count] + per`. The slot is therefore
-//! `max(now, last, ledger[len - count] + per)`, and only the last `count`
-//! slots (and none older than `per`) need keeping. With `now`
-//! non-decreasing this is also the earliest instant the bound allows (the
-//! property tests check it against a brute-force search).
-//!
-//! A message subject to several throttles gets one instant valid for all
-//! (the maximum of their slots: each throttle accepts any later instant)
-//! and a reservation in each. A message that comes back with a reservation
-//! at or before `now` passes that throttle without taking a new slot; a
-//! reservation it cannot use (released late for another reason, or a
-//! different instant was needed) is left in the ledger: a wasted slot, never
-//! an extra dispatch.
-
-use std::collections::VecDeque;
+//! Each throttle keeps a [`Ledger`] of the slots it granted: dispatches at
+//! `now` and reservations in the future (the rules of the bound are the
+//! ledger's; see `ledger.rs`). A message subject to several throttles gets
+//! one instant valid for all (the earliest instant every ledger accepts,
+//! found by a fixed point: each accepts any instant at or after its answer,
+//! the local one any later instant at all) and a reservation in each. A
+//! message that comes back with a reservation at or before `now` passes
+//! that throttle without taking a new slot; a reservation it cannot use
+//! (released late for another reason, or a different instant was needed)
+//! is left in the ledger: a wasted slot, never an extra dispatch. A ledger
+//! that cannot promise any slot now ([`Slot::Wait`]) defers the message to
+//! the instant it names, keeping the reservations it holds.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use journeys::compiled::Throttle;
 use serde_json::{Map, Value};
 
-use super::{add, channel_index, delta, Decision, Outgoing, Reservation};
+use super::ledger::{Ledger, LedgerFactory, Slot};
+use super::{channel_index, delta, Decision, Outgoing, Reservation};
 
 #[derive(Debug)]
 struct State {
     def: Throttle,
-    per: TimeDelta,
-    count: usize,
     /// `throttle:<id>`.
     reason: String,
-    /// Granted slots, ascending; at most `count`.
-    slots: VecDeque<DateTime<Utc>>,
-}
-
-impl State {
-    /// Forgets slots that no window containing `now` or later can see.
-    fn prune(&mut self, now: DateTime<Utc>) {
-        while self.slots.front().is_some_and(|&f| add(f, self.per) <= now) {
-            self.slots.pop_front();
-        }
-    }
-
-    /// The earliest instant at or after `now` this throttle can grant.
-    fn next_slot(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        let mut t = now;
-        if let Some(&last) = self.slots.back() {
-            t = t.max(last);
-        }
-        if self.slots.len() >= self.count {
-            t = t.max(add(self.slots[self.slots.len() - self.count], self.per));
-        }
-        t
-    }
-
-    /// Records a grant at `at` (never before the last one).
-    fn push(&mut self, at: DateTime<Utc>) {
-        debug_assert!(self.slots.back().is_none_or(|&b| b <= at));
-        self.slots.push_back(at);
-        while self.slots.len() > self.count {
-            self.slots.pop_front();
-        }
-    }
+    ledger: Box<dyn Ledger>,
 }
 
 #[derive(Debug)]
@@ -82,19 +42,19 @@ fn usable(held: Option<DateTime<Utc>>, s: DateTime<Utc>, now: DateTime<Utc>) -> 
 }
 
 impl Throttles {
-    pub(super) fn new(defs: &[Throttle]) -> Self {
+    pub(super) fn new(defs: &[Throttle], ledger: &mut LedgerFactory<'_>) -> Self {
         let mut by_channel: [Vec<usize>; 3] = Default::default();
         let states = defs
             .iter()
             .enumerate()
             .map(|(i, def)| {
                 by_channel[channel_index(def.channel)].push(i);
+                let per: TimeDelta = delta(def.rate.per);
+                let count = (def.rate.count as usize).max(1);
                 State {
                     def: def.clone(),
-                    per: delta(def.rate.per),
-                    count: (def.rate.count as usize).max(1),
                     reason: format!("throttle:{}", def.id),
-                    slots: VecDeque::new(),
+                    ledger: ledger(&def.id, count, per),
                 }
             })
             .collect();
@@ -122,7 +82,7 @@ impl Throttles {
                 continue;
             }
             any = true;
-            st.prune(now);
+            st.ledger.prune(now);
             if let Some(at) = held(&st.def.id) {
                 if at > s {
                     s = at;
@@ -139,12 +99,22 @@ impl Throttles {
         loop {
             let mut next = s;
             for &i in idx {
-                let st = &self.states[i];
+                let st = &mut self.states[i];
                 if applies(st) && !usable(held(&st.def.id), s, now) {
-                    let slot = st.next_slot(now);
-                    if slot > next {
-                        next = slot;
-                        reason = Some(i);
+                    match st.ledger.earliest(s, now) {
+                        Slot::At(slot) => {
+                            if slot > next {
+                                next = slot;
+                                reason = Some(i);
+                            }
+                        }
+                        Slot::Wait(until) => {
+                            return Decision::Defer {
+                                reason: st.reason.clone(),
+                                until: until.max(now),
+                                reservations: msg.reservations.to_vec(),
+                            };
+                        }
                     }
                 }
             }
@@ -158,7 +128,7 @@ impl Throttles {
             for &i in idx {
                 let st = &mut self.states[i];
                 if applies(st) && !usable(held(&st.def.id), s, now) {
-                    st.push(now);
+                    st.ledger.grant(now);
                 }
             }
             return Decision::Send;
@@ -171,7 +141,7 @@ impl Throttles {
                 continue;
             }
             if !usable(held(&st.def.id), s, now) {
-                st.push(s);
+                st.ledger.grant(s);
             }
             reservations.push(Reservation {
                 throttle: st.def.id.clone(),
@@ -193,7 +163,8 @@ impl Throttles {
             .iter()
             .map(|st| {
                 let slots = st
-                    .slots
+                    .ledger
+                    .snapshot()
                     .iter()
                     .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)))
                     .collect();
@@ -208,22 +179,18 @@ impl Throttles {
     pub(super) fn restore(&mut self, state: &Value) {
         let ledgers = state.get("throttles").and_then(Value::as_object);
         for st in &mut self.states {
-            st.slots.clear();
-            let Some(list) = ledgers
+            let slots = ledgers
                 .and_then(|l| l.get(&st.def.id))
                 .and_then(Value::as_array)
-            else {
-                continue;
-            };
-            let mut slots: Vec<DateTime<Utc>> = list
-                .iter()
-                .filter_map(Value::as_str)
-                .filter_map(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| t.with_timezone(&Utc))
-                .collect();
-            slots.sort_unstable();
-            let skip = slots.len().saturating_sub(st.count);
-            st.slots.extend(slots.into_iter().skip(skip));
+                .map(|list| {
+                    list.iter()
+                        .filter_map(Value::as_str)
+                        .filter_map(|s| DateTime::parse_from_rfc3339(s).ok())
+                        .map(|t| t.with_timezone(&Utc))
+                        .collect()
+                })
+                .unwrap_or_default();
+            st.ledger.restore(slots);
         }
     }
 }
