@@ -65,6 +65,17 @@ fn commits(logs: &[String]) -> BTreeMap<u32, BTreeMap<u64, Vec<u64>>> {
     m
 }
 
+/// The partitions a worker owns now (`sluice_partitions_owned`).
+fn owned(w: &SluiceRun) -> u64 {
+    let r = w.request("GET", "/metrics", None, b"");
+    r.text
+        .lines()
+        .find(|l| l.starts_with("sluice_partitions_owned "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 fn post(port: u16, body: &str) -> Option<u16> {
     let headers = [
         ("Authorization", "Bearer ingest-token"),
@@ -268,15 +279,6 @@ fn kill_under_ingest(nats: &Nats, replicas: &str) {
     );
     // Every partition is owned again, by the three workers together (a
     // killed worker's heartbeat and leases age out after the lease TTL).
-    let owned = |w: &SluiceRun| -> u64 {
-        let r = w.request("GET", "/metrics", None, b"");
-        r.text
-            .lines()
-            .find(|l| l.starts_with("sluice_partitions_owned "))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(0, |v| v as u64)
-    };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let total: u64 = workers.iter().map(owned).sum();
@@ -415,12 +417,13 @@ fn with_nats_down_ingest_and_readyz_answer_503_and_recover() {
 }
 
 /// A global throttle (FORMAT.md §8) holds across the workers: three
-/// workers deliver 480 webhooks under `40 per second` (the cluster's shared
-/// slots). The strict bound makes them take at least 11 s from first to
-/// last (partitions counting on their own would take one or two), and no
-/// five seconds of first arrivals hold more than 240 (the bound allows 200
-/// dispatches in five seconds; arrival adds up to a second of delivery
-/// jitter on a loaded machine).
+/// workers send 480 webhooks under `40 per second` (the cluster's shared
+/// slots). The bound is about dispatch instants: the `sent` lines of every
+/// user's message log (asked of the worker that owns the user) are never
+/// more than 40 in any half-open second, and the 480 span at least 11 s
+/// (partitions counting on their own would send them in one or two).
+/// Arrivals are not checked against the bound: a loaded machine delivers
+/// late and in bursts.
 #[test]
 fn a_global_throttle_holds_across_workers() {
     let nats = Nats::single();
@@ -441,6 +444,14 @@ fn a_global_throttle_holds_across_workers() {
             worker(&dir, &tmp.path().join(format!("w{i}")), *port, &nats.url()).start()
         })
         .collect();
+    // Handovers done: a partition taken over fires its overdue timers at
+    // once (the engine's catch-up), which this test is not about.
+    support::wait::until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        "the three workers share the 8 partitions",
+        || workers.iter().map(owned).sum::<u64>() == 8 && workers.iter().all(|w| owned(w) > 0),
+    );
     let ts = support::events::now_ts();
     let mut users = Vec::new();
     for batch in 0..24 {
@@ -474,39 +485,46 @@ fn a_global_throttle_holds_across_workers() {
             })
         },
     );
-    // The first arrival of each message (a re-delivery is the same
-    // dispatch).
-    let mut first: BTreeMap<String, Instant> = BTreeMap::new();
-    for r in receiver.requests() {
-        if let Some(v) = r.json() {
-            let key = v["key"].as_str().unwrap_or("").to_owned();
-            first.entry(key).or_insert(r.at);
+    // Every send decision's instant, from the owner of each user.
+    let mut sent: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
+    for u in &users {
+        let answer = workers
+            .iter()
+            .map(|w| w.request("GET", &format!("/v1/users/{u}"), Some("admin-token"), b""))
+            .find(|r| r.status == 200)
+            .unwrap_or_else(|| panic!("no worker answers for {u}"));
+        for m in answer.json()["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            if m["outcome"] == "sent" {
+                let at = m["at"].as_str().unwrap_or_default();
+                let at = chrono::DateTime::parse_from_rfc3339(at)
+                    .unwrap_or_else(|e| panic!("a sent line's `at` {at:?}: {e}"));
+                sent.push(at.with_timezone(&chrono::Utc));
+            }
         }
     }
-    let mut arrivals: Vec<Instant> = first.into_values().collect();
-    arrivals.sort();
-    assert_eq!(arrivals.len(), 480, "one key per message");
-    let span = *arrivals.last().expect("arrivals") - arrivals[0];
+    sent.sort();
+    assert_eq!(sent.len(), 480, "one send decision per message");
+    let span = (*sent.last().expect("sends") - sent[0])
+        .to_std()
+        .unwrap_or_default();
     assert!(
         span >= Duration::from_secs(11),
-        "{} webhooks under 40 per second arrived within {span:?}",
-        arrivals.len()
+        "480 sends under 40 per second were decided within {span:?}"
     );
-    let window = Duration::from_secs(5);
-    let busiest = arrivals
-        .iter()
-        .map(|a| {
-            arrivals
-                .iter()
-                .filter(|b| **b >= *a && **b < *a + window)
-                .count()
-        })
-        .max()
-        .unwrap_or(0);
-    assert!(
-        busiest <= 240,
-        "{busiest} webhooks arrived within five seconds"
-    );
+    for (i, t) in sent.iter().enumerate() {
+        let within = sent[i..]
+            .iter()
+            .take_while(|u| **u < *t + chrono::TimeDelta::seconds(1))
+            .count();
+        assert!(
+            within <= 40,
+            "{within} sends decided in the second from {t}"
+        );
+    }
     for ((user, step), keys) in seen(&receiver) {
         let distinct: BTreeSet<&String> = keys.iter().collect();
         assert_eq!(distinct.len(), 1, "{user}/{step} arrived with two keys");
