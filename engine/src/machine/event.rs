@@ -2,13 +2,12 @@
 //! `id`, the profile or history update, then exits, awaited events, goals
 //! and entries, in that order.
 
-use serde_json::Value;
-
 use journeys::compiled::Action;
 use journeys::event::{Event, EventType};
 
 use crate::output::{GoalMark, Kind, Line};
 use crate::scope::UserScope;
+use crate::store::attrs::{Obj, Val};
 use crate::store::history::{self, HistEntry};
 use crate::store::profile;
 use crate::store::users::UserRecord;
@@ -49,7 +48,19 @@ pub fn on_event(ctx: &mut Ctx<'_>, user: &mut UserRecord, event: &Event, import:
         }
         EventType::Track => {
             let name = event.name().unwrap_or_default();
-            let props = Value::Object(event.props.clone());
+            // The properties in the record's form, once, when anything
+            // reads them.
+            let read = ctx.index.history.contains(name)
+                || (!import
+                    && (ctx.index.exits.contains(name)
+                        || ctx.index.awaited.contains(name)
+                        || ctx.index.goals.contains(name)
+                        || ctx.index.entries.contains_key(name)));
+            let props = if read {
+                Val::Obj(Obj::from_json(&event.props))
+            } else {
+                Val::Null
+            };
             if ctx.index.history.contains(name) {
                 let entry = HistEntry {
                     ts: ctx.now,
@@ -57,7 +68,7 @@ pub fn on_event(ctx: &mut Ctx<'_>, user: &mut UserRecord, event: &Event, import:
                     props: if ctx.index.history_props.contains(name) {
                         props.clone()
                     } else {
-                        Value::Null
+                        Val::Null
                     },
                 };
                 history::record(&mut user.history, entry, ctx.index.retention);
@@ -90,7 +101,7 @@ pub fn on_event(ctx: &mut Ctx<'_>, user: &mut UserRecord, event: &Event, import:
 }
 
 /// Exit rules: any match ends the instance at once, cancelling its timer.
-fn exits(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
+fn exits(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Val) {
     let mut p = 0;
     while p < user.instances.len() {
         let inst = &user.instances[p];
@@ -121,7 +132,7 @@ fn exits(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
 
 /// `wait_for`: an instance waiting for this event (with `where` holding)
 /// resumes at `on_event`.
-fn awaited(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
+fn awaited(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Val) {
     let ids: Vec<u64> = user.instances.iter().map(|i| i.id).collect();
     for id in ids {
         let Some(p) = instance::pos(user, id) else {
@@ -168,7 +179,7 @@ fn awaited(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) 
 
 /// Goals: the first matching event within `within` of entry converts the
 /// instance, live or not, treatment or holdout.
-fn goals(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
+fn goals(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Val) {
     let now = ctx.now;
     let mut lines = Vec::new();
     for b in 0..user.journeys.len() {
