@@ -48,20 +48,26 @@ pub fn on_event(ctx: &mut Ctx<'_>, user: &mut UserRecord, event: &Event, import:
         }
         EventType::Track => {
             let name = event.name().unwrap_or_default();
-            // The properties in the record's form, once, when anything
-            // reads them.
-            let read = ctx.index.history.contains(name)
-                || (!import
-                    && (ctx.index.exits.contains(name)
-                        || ctx.index.awaited.contains(name)
-                        || ctx.index.goals.contains(name)
-                        || ctx.index.entries.contains_key(name)));
+            // Who reads the event (each name looked up once), and its
+            // properties in the record's form, once, when anything does.
+            let ix = ctx.index;
+            let in_history = ix.history.contains(name);
+            let (exiting, awaited_by, goal, entering) = match import {
+                true => (false, false, false, None),
+                false => (
+                    ix.exits.contains(name),
+                    ix.awaited.contains(name),
+                    ix.goals.contains(name),
+                    ix.entries.get(name),
+                ),
+            };
+            let read = in_history || exiting || awaited_by || goal || entering.is_some();
             let props = if read {
                 Val::Obj(Obj::from_json(&event.props))
             } else {
                 Val::Null
             };
-            if ctx.index.history.contains(name) {
+            if in_history {
                 let entry = HistEntry {
                     ts: ctx.now,
                     name: name.to_owned(),
@@ -74,21 +80,17 @@ pub fn on_event(ctx: &mut Ctx<'_>, user: &mut UserRecord, event: &Event, import:
                 history::record(&mut user.history, entry, ctx.index.retention);
                 history_changed = true;
             }
-            if !import {
-                if ctx.index.exits.contains(name) {
-                    exits(ctx, user, name, &props);
-                }
-                if ctx.index.awaited.contains(name) {
-                    awaited(ctx, user, name, &props);
-                }
-                if ctx.index.goals.contains(name) {
-                    goals(ctx, user, name, &props);
-                }
-                if let Some(js) = ctx.index.entries.get(name) {
-                    for &j in js {
-                        entry::try_enter(ctx, user, j, Some(&props));
-                    }
-                }
+            if exiting {
+                exits(ctx, user, name, &props);
+            }
+            if awaited_by {
+                awaited(ctx, user, name, &props);
+            }
+            if goal {
+                goals(ctx, user, name, &props);
+            }
+            for &j in entering.into_iter().flatten() {
+                entry::try_enter(ctx, user, j, Some(&props));
             }
         }
     }
