@@ -612,6 +612,16 @@ mod tests {
     }
 
     #[test]
+    fn values_stay_small() {
+        // What a cached user's memory rests on: a value in three words, an
+        // object in two (`serde_json::Value` is 80 bytes with
+        // `preserve_order`).
+        assert_eq!(std::mem::size_of::<Val>(), 24);
+        assert_eq!(std::mem::size_of::<Obj>(), 16);
+        assert_eq!(std::mem::size_of::<(Name, Val)>(), 40);
+    }
+
+    #[test]
     fn names_are_shared() {
         let a = Val::from_json(&json!({"first_name": "x"}));
         let b: Val = json!({"first_name": "y"}).into();

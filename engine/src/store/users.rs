@@ -133,3 +133,40 @@ impl Batch {
         self.put_blob(key(id), bytes);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shrinking_gives_back_spare_capacity_and_changes_nothing() {
+        let mut r = UserRecord::new("u1");
+        for i in 0..3 {
+            r.segments.push(format!("s{i}"));
+        }
+        r.segments.truncate(1);
+        r.seen.insert("e1", 1, None);
+        for i in 0..100 {
+            r.sent.push(SentRecord {
+                at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+                channel: journeys::compiled::Channel::Email,
+                category: format!("c{i}"),
+            });
+        }
+        let before = r.clone();
+        r.shrink();
+        assert_eq!(r, before);
+        assert_eq!(r.segments.capacity(), 1);
+        assert_eq!(r.seen.ids.capacity(), 1);
+        assert!(r.sent.capacity() <= 125, "{}", r.sent.capacity());
+        // A list that keeps growing keeps a quarter of slack: the next
+        // pushes do not copy it.
+        let cap = r.sent.capacity();
+        r.sent.push(before.sent[0].clone());
+        assert_eq!(r.sent.capacity(), cap);
+        assert_eq!(
+            UserRecord::decode(&r.encode().expect("encode")).expect("decode"),
+            r
+        );
+    }
+}
