@@ -6,24 +6,23 @@ use std::str::FromStr;
 
 use chrono::{Datelike, LocalResult, NaiveDateTime, TimeZone, Weekday};
 use chrono_tz::Tz;
-use serde_json::Value;
 
 use journeys::scalar::{TimeOfDay, Zone};
 
 use crate::clock::{from_millis, to_millis, Millis};
+use crate::store::profile::Profile;
 
 /// The zone of a profile: its `timezone` attribute when that is a valid
 /// IANA name, else the Project's default.
-pub fn user_zone(profile: &Value, default: Tz) -> Tz {
+pub fn user_zone(profile: &dyn Profile, default: Tz) -> Tz {
     profile
-        .get("timezone")
-        .and_then(Value::as_str)
+        .text("timezone")
         .and_then(|s| Tz::from_str(s).ok())
         .unwrap_or(default)
 }
 
 /// Resolves a step's or policy's [`Zone`] for one user.
-pub fn resolve(zone: Zone, profile: &Value, default: Tz) -> Tz {
+pub fn resolve(zone: Zone, profile: &dyn Profile, default: Tz) -> Tz {
     match zone {
         Zone::Fixed(tz) => tz,
         Zone::User => user_zone(profile, default),

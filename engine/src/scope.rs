@@ -2,26 +2,28 @@
 //! condition grammar asks for, over the user's profile and history, the
 //! event in scope, the instance's entry event and the clock.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use serde_json::{Map, Value};
 
 use journeys::compiled::Config;
-use journeys::condition::{History, Root, Scope};
+use journeys::condition::{History, Path, Root, Scope};
 use journeys::template::Text;
 
 use crate::clock::Millis;
 use crate::index::Index;
+use crate::store::attrs::Val;
 use crate::store::history::{self, HistEntry};
 
 /// One user's view at one instant.
 pub struct UserScope<'a> {
     pub config: &'a Config,
     pub index: &'a Index,
-    pub user: &'a Value,
+    pub user: &'a Val,
     pub history: &'a [HistEntry],
-    pub event: Option<&'a Value>,
-    pub entry: Option<&'a Value>,
+    pub event: Option<&'a Val>,
+    pub entry: Option<&'a Val>,
     pub now: Millis,
     memo: RefCell<Vec<(usize, bool)>>,
 }
@@ -30,7 +32,7 @@ impl<'a> UserScope<'a> {
     pub fn new(
         config: &'a Config,
         index: &'a Index,
-        user: &'a Value,
+        user: &'a Val,
         history: &'a [HistEntry],
         now: Millis,
     ) -> Self {
@@ -46,12 +48,12 @@ impl<'a> UserScope<'a> {
         }
     }
 
-    pub fn with_event(mut self, event: Option<&'a Value>) -> Self {
+    pub fn with_event(mut self, event: Option<&'a Val>) -> Self {
         self.event = event;
         self
     }
 
-    pub fn with_entry(mut self, entry: Option<&'a Value>) -> Self {
+    pub fn with_entry(mut self, entry: Option<&'a Val>) -> Self {
         self.entry = entry;
         self
     }
@@ -59,12 +61,12 @@ impl<'a> UserScope<'a> {
     /// The JSON context templates see (without `journey` and `message`).
     pub fn context(&self) -> Value {
         let mut m = Map::new();
-        m.insert("user".into(), self.user.clone());
+        m.insert("user".into(), self.user.to_json());
         if let Some(e) = self.entry {
-            m.insert("entry".into(), e.clone());
+            m.insert("entry".into(), e.to_json());
         }
         if let Some(e) = self.event {
-            m.insert("event".into(), e.clone());
+            m.insert("event".into(), e.to_json());
         }
         Value::Object(m)
     }
@@ -77,11 +79,10 @@ impl<'a> UserScope<'a> {
             .as_deref()
             .and_then(journeys::condition::Path::parse)
         {
-            let v = self.root(path.root).and_then(|r| path.lookup(r));
-            match v {
-                Some(Value::String(s)) => return Ok(s.clone()),
-                Some(v @ (Value::Number(_) | Value::Bool(_))) => return Ok(v.to_string()),
-                None | Some(Value::Null) => {
+            match self.value(&path) {
+                Some(Val::Str(s)) => return Ok(s.as_ref().to_owned()),
+                Some(v @ (Val::Num(_) | Val::Bool(_))) => return Ok(v.to_json().to_string()),
+                None | Some(Val::Null) => {
                     return Err(journeys::template::RenderError::MissingVariable(
                         path.dotted(),
                     ))
@@ -107,13 +108,21 @@ impl<'a> UserScope<'a> {
     }
 }
 
-impl Scope for UserScope<'_> {
-    fn root(&self, root: Root) -> Option<&Value> {
-        match root {
+impl UserScope<'_> {
+    /// The value at `path`, in place.
+    fn value(&self, path: &Path) -> Option<&Val> {
+        let root = match path.root {
             Root::User => Some(self.user),
             Root::Event => self.event,
             Root::Entry => self.entry,
-        }
+        };
+        root.and_then(|r| r.lookup(&path.keys))
+    }
+}
+
+impl Scope for UserScope<'_> {
+    fn lookup(&self, path: &Path) -> Option<Cow<'_, Value>> {
+        self.value(path).map(|v| Cow::Owned(v.to_json()))
     }
 
     fn in_segment(&self, segment: &str) -> bool {

@@ -545,8 +545,10 @@ impl<'a> Parser<'a> {
 /// What a condition is evaluated against. The engine implements it over a
 /// user's profile, history and the clock.
 pub trait Scope {
-    /// The JSON object at a root (`user` profile, `event` props, `entry` props).
-    fn root(&self, root: Root) -> Option<&Value>;
+    /// The value at `path` (in the `user` profile, the `event` props, the
+    /// `entry` props): borrowed when the scope holds JSON, owned when it
+    /// converts from a form of its own.
+    fn lookup(&self, path: &Path) -> Option<std::borrow::Cow<'_, Value>>;
     /// Segment membership, evaluated now.
     fn in_segment(&self, segment: &str) -> bool;
     /// How many of the user's events match the history clause.
@@ -567,8 +569,8 @@ impl Condition {
                 compare_numbers(h.count.0, n, h.count.1)
             }
             Condition::Compare(c) => {
-                let left = scope.root(c.path.root).and_then(|r| c.path.lookup(r));
-                eval_comparison(left, c.op, &c.operand, scope)
+                let left = scope.lookup(&c.path);
+                eval_comparison(left.as_deref(), c.op, &c.operand, scope)
             }
         }
     }
@@ -596,10 +598,7 @@ fn resolve_operand<'s>(
     use std::borrow::Cow;
     match o {
         Operand::Value(v) => Some(Cow::Borrowed(v)),
-        Operand::Path(p) => scope
-            .root(p.root)
-            .and_then(|r| p.lookup(r))
-            .map(Cow::Borrowed),
+        Operand::Path(p) => scope.lookup(p),
         Operand::Template(t) => scope.render(t).map(|s| Cow::Owned(Value::String(s))),
         Operand::List(_) => None,
     }
@@ -687,12 +686,13 @@ mod tests {
 
     struct S(Value, Value);
     impl Scope for S {
-        fn root(&self, root: Root) -> Option<&Value> {
-            match root {
-                Root::User => Some(&self.0),
-                Root::Event => Some(&self.1),
-                Root::Entry => None,
-            }
+        fn lookup(&self, path: &Path) -> Option<std::borrow::Cow<'_, Value>> {
+            let root = match path.root {
+                Root::User => &self.0,
+                Root::Event => &self.1,
+                Root::Entry => return None,
+            };
+            path.lookup(root).map(std::borrow::Cow::Borrowed)
         }
         fn in_segment(&self, s: &str) -> bool {
             s == "vip"

@@ -3,6 +3,7 @@
 //! replay, a profile change (one-click unsubscribe), and reports read a
 //! page at a time.
 
+use crate::store::attrs::Val;
 use serde_json::{json, Value};
 
 use crate::clock::{format_ts, Millis};
@@ -248,16 +249,15 @@ impl Engine {
             };
             match n {
                 AddressNews::EmailBounced { address } => {
-                    let current = rec.profile.get("email").and_then(Value::as_str);
+                    let current = rec.profile.get("email").and_then(Val::as_str);
                     if current.is_some_and(|c| c.eq_ignore_ascii_case(address))
-                        && rec.profile.get("email_status").and_then(Value::as_str)
-                            != Some("bounced")
+                        && rec.profile.get("email_status").and_then(Val::as_str) != Some("bounced")
                     {
                         self.unit(user, now, Step::Set("email_status", json!("bounced")))?;
                     }
                 }
                 AddressNews::PushTokenGone { token } => {
-                    let Some(tokens) = rec.profile.get("push_tokens").and_then(Value::as_array)
+                    let Some(tokens) = rec.profile.get("push_tokens").and_then(Val::as_array)
                     else {
                         continue;
                     };
@@ -265,7 +265,7 @@ impl Engine {
                         let kept: Vec<Value> = tokens
                             .iter()
                             .filter(|t| t.as_str() != Some(token))
-                            .cloned()
+                            .map(Val::to_json)
                             .collect();
                         self.unit(user, now, Step::Set("push_tokens", Value::Array(kept)))?;
                     }

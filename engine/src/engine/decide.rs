@@ -31,8 +31,7 @@ impl Engine {
                 reason: "gone".to_owned(),
             };
         };
-        let empty = Map::new();
-        let profile = user.profile.as_object().unwrap_or(&empty);
+        let profile = &user.profile;
         let uid = user.id().to_owned();
         let inst = &user.instances[p];
         let outgoing = Outgoing {
@@ -69,18 +68,13 @@ impl Engine {
         // reused, so a user erased and created again under the same id gets
         // new keys (receivers drop repeated keys as duplicates).
         let key = hash::message_key(&d.journey.id, version, &uid, inst.id, step);
-        // The context borrows nothing: the profile, entry and event move
-        // into it for the render and move back afterwards (cloning them
-        // per message was a tenth of the run).
-        let inst = &mut user.instances[p];
-        let entry = std::mem::take(&mut inst.entry);
-        let event = std::mem::take(&mut inst.event);
-        let has_event = !event.is_null();
+        // The render context in JSON, from the record's compact values.
+        let inst = &user.instances[p];
         let mut scope = Map::new();
-        scope.insert("user".into(), std::mem::take(&mut user.profile));
-        scope.insert("entry".into(), entry);
-        if has_event {
-            scope.insert("event".into(), event);
+        scope.insert("user".into(), user.profile.to_json());
+        scope.insert("entry".into(), inst.entry.to_json());
+        if !inst.event.is_null() {
+            scope.insert("event".into(), inst.event.to_json());
         }
         scope.insert(
             "journey".into(),
@@ -94,7 +88,7 @@ impl Engine {
             "message".into(),
             json!({"key": key, "unsubscribe_url": unsubscribe_url}),
         );
-        let mut scope = handlebars::Context::from(Value::Object(scope));
+        let scope = handlebars::Context::from(Value::Object(scope));
         let rendered = match self.config.templates.get(&d.template) {
             Some(t) => self.renderer.render(t, &scope),
             None => Err(RenderError::Failed {
@@ -104,7 +98,6 @@ impl Engine {
         };
         let failure = match rendered {
             Ok(content) => {
-                restore(user, p, &mut scope);
                 let horizon = self.policies.sent_horizon().num_milliseconds();
                 user.sent.retain(|s| to_millis(s.at) >= now - horizon);
                 user.sent.push(SentRecord {
@@ -144,7 +137,6 @@ impl Engine {
             "attempts": 0,
             "context": scope.data(),
         });
-        restore(user, p, &mut scope);
         let seq = ctx.next_seq();
         match serde_json::to_vec(&letter) {
             Ok(bytes) => {
@@ -156,22 +148,6 @@ impl Engine {
         send::Result::Failed {
             key,
             reason: failure,
-        }
-    }
-}
-
-/// Gives the values moved into the render context back to the record.
-fn restore(user: &mut UserRecord, p: usize, scope: &mut handlebars::Context) {
-    if let Value::Object(m) = scope.data_mut() {
-        if let Some(v) = m.get_mut("user") {
-            user.profile = std::mem::take(v);
-        }
-        let inst = &mut user.instances[p];
-        if let Some(v) = m.get_mut("entry") {
-            inst.entry = std::mem::take(v);
-        }
-        if let Some(v) = m.get_mut("event") {
-            inst.event = std::mem::take(v);
         }
     }
 }

@@ -171,6 +171,7 @@ mod tests {
                 .expect("user")
                 .expect("known")
                 .profile
+                .to_json()
         }
 
         /// The latest logged outcome of `journey` for `user`, with its reason.

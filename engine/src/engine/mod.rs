@@ -474,6 +474,9 @@ impl Engine {
             self.reindex(id, &mut t.rec, now)?;
         }
         if dirty || t.known {
+            if dirty {
+                t.rec.shrink();
+            }
             self.store.put_user(id.to_owned(), t.rec, dirty, !t.known)?;
         }
         self.deliver_inline(now)

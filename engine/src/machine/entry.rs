@@ -4,14 +4,13 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
 use journeys::compiled::{Next, Trigger};
 use journeys::scalar::Reentry;
 
 use crate::hash;
 use crate::output::{GoalMark, Kind, Line};
 use crate::scope::UserScope;
+use crate::store::attrs::Val;
 use crate::store::dedupe;
 use crate::store::goals::GoalWatch;
 use crate::store::instances::{self, Instance};
@@ -44,11 +43,11 @@ pub fn try_enter(
     ctx: &mut Ctx<'_>,
     user: &mut UserRecord,
     j: usize,
-    event: Option<&Value>,
+    event: Option<&Val>,
 ) -> Option<u64> {
     let journey = Arc::clone(ctx.versions.entering(&ctx.config.journeys[j], user.id()));
     let now = ctx.now;
-    let empty = Value::Object(Map::new());
+    let empty = Val::object();
     let entry_props = event.unwrap_or(&empty);
     let mut key = None;
     {
@@ -120,7 +119,7 @@ pub fn try_enter(
             entry: if goal.when.is_some() {
                 entry_props.clone()
             } else {
-                Value::Null
+                Val::Null
             },
         });
     }
@@ -148,7 +147,7 @@ pub fn try_enter(
         entry: entry_props.clone(),
         holdout,
         priority: journey.priority,
-        event: Value::Null,
+        event: Val::Null,
         timer: None,
         deferred: None,
     });

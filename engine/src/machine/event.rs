@@ -2,13 +2,12 @@
 //! `id`, the profile or history update, then exits, awaited events, goals
 //! and entries, in that order.
 
-use serde_json::Value;
-
 use journeys::compiled::Action;
 use journeys::event::{Event, EventType};
 
 use crate::output::{GoalMark, Kind, Line};
 use crate::scope::UserScope;
+use crate::store::attrs::{Obj, Val};
 use crate::store::history::{self, HistEntry};
 use crate::store::profile;
 use crate::store::users::UserRecord;
@@ -49,35 +48,49 @@ pub fn on_event(ctx: &mut Ctx<'_>, user: &mut UserRecord, event: &Event, import:
         }
         EventType::Track => {
             let name = event.name().unwrap_or_default();
-            let props = Value::Object(event.props.clone());
-            if ctx.index.history.contains(name) {
+            // Who reads the event (each name looked up once), and its
+            // properties in the record's form, once, when anything does.
+            let ix = ctx.index;
+            let in_history = ix.history.contains(name);
+            let (exiting, awaited_by, goal, entering) = match import {
+                true => (false, false, false, None),
+                false => (
+                    ix.exits.contains(name),
+                    ix.awaited.contains(name),
+                    ix.goals.contains(name),
+                    ix.entries.get(name),
+                ),
+            };
+            let read = in_history || exiting || awaited_by || goal || entering.is_some();
+            let props = if read {
+                Val::Obj(Obj::from_json(&event.props))
+            } else {
+                Val::Null
+            };
+            if in_history {
                 let entry = HistEntry {
                     ts: ctx.now,
                     name: name.to_owned(),
                     props: if ctx.index.history_props.contains(name) {
                         props.clone()
                     } else {
-                        Value::Null
+                        Val::Null
                     },
                 };
                 history::record(&mut user.history, entry, ctx.index.retention);
                 history_changed = true;
             }
-            if !import {
-                if ctx.index.exits.contains(name) {
-                    exits(ctx, user, name, &props);
-                }
-                if ctx.index.awaited.contains(name) {
-                    awaited(ctx, user, name, &props);
-                }
-                if ctx.index.goals.contains(name) {
-                    goals(ctx, user, name, &props);
-                }
-                if let Some(js) = ctx.index.entries.get(name) {
-                    for &j in js {
-                        entry::try_enter(ctx, user, j, Some(&props));
-                    }
-                }
+            if exiting {
+                exits(ctx, user, name, &props);
+            }
+            if awaited_by {
+                awaited(ctx, user, name, &props);
+            }
+            if goal {
+                goals(ctx, user, name, &props);
+            }
+            for &j in entering.into_iter().flatten() {
+                entry::try_enter(ctx, user, j, Some(&props));
             }
         }
     }
@@ -90,7 +103,7 @@ pub fn on_event(ctx: &mut Ctx<'_>, user: &mut UserRecord, event: &Event, import:
 }
 
 /// Exit rules: any match ends the instance at once, cancelling its timer.
-fn exits(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
+fn exits(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Val) {
     let mut p = 0;
     while p < user.instances.len() {
         let inst = &user.instances[p];
@@ -121,7 +134,7 @@ fn exits(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
 
 /// `wait_for`: an instance waiting for this event (with `where` holding)
 /// resumes at `on_event`.
-fn awaited(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
+fn awaited(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Val) {
     let ids: Vec<u64> = user.instances.iter().map(|i| i.id).collect();
     for id in ids {
         let Some(p) = instance::pos(user, id) else {
@@ -168,7 +181,7 @@ fn awaited(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) 
 
 /// Goals: the first matching event within `within` of entry converts the
 /// instance, live or not, treatment or holdout.
-fn goals(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Value) {
+fn goals(ctx: &mut Ctx<'_>, user: &mut UserRecord, name: &str, props: &Val) {
     let now = ctx.now;
     let mut lines = Vec::new();
     for b in 0..user.journeys.len() {

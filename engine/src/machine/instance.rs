@@ -9,6 +9,7 @@ use crate::calendar;
 use crate::hash;
 use crate::output::{Kind, Line};
 use crate::scope::UserScope;
+use crate::store::attrs::Val;
 use crate::store::dedupe;
 use crate::store::profile;
 use crate::store::timers::{TimerKey, TimerKind};
@@ -62,13 +63,7 @@ pub fn finish(
 
 /// Moves instance `id` along `next`, executing states until one waits or
 /// the instance ends. `event` is the event in scope (trigger or awaited).
-pub fn advance(
-    ctx: &mut Ctx<'_>,
-    user: &mut UserRecord,
-    id: u64,
-    next: Next,
-    event: Option<&Value>,
-) {
+pub fn advance(ctx: &mut Ctx<'_>, user: &mut UserRecord, id: u64, next: Next, event: Option<&Val>) {
     let Some(p) = pos(user, id) else { return };
     let inst = &user.instances[p];
     let Some(journey) = ctx.journey(&inst.journey, inst.version) else {
@@ -79,7 +74,7 @@ pub fn advance(
         }
         return;
     };
-    user.instances[p].event = event.cloned().unwrap_or(Value::Null);
+    user.instances[p].event = event.cloned().unwrap_or(Val::Null);
     let mut next = next;
     for _ in 0..MAX_STEPS {
         let s = match next {
@@ -105,7 +100,7 @@ pub fn advance(
                     next = *n;
                     continue;
                 }
-                user.instances[p].event = Value::Null;
+                user.instances[p].event = Val::Null;
                 return set_timer(ctx, user, p, due, TimerKind::Instance { instance: id });
             }
             Action::WaitUntil {
@@ -121,7 +116,7 @@ pub fn advance(
                     next = *n;
                     continue;
                 }
-                user.instances[p].event = Value::Null;
+                user.instances[p].event = Val::Null;
                 return set_timer(ctx, user, p, due, TimerKind::Instance { instance: id });
             }
             Action::WaitFor {
@@ -134,7 +129,7 @@ pub fn advance(
                     next = *on_timeout;
                     continue;
                 }
-                user.instances[p].event = Value::Null;
+                user.instances[p].event = Val::Null;
                 return set_timer(ctx, user, p, due, TimerKind::Instance { instance: id });
             }
             Action::Branch { arms, otherwise } => {

@@ -10,7 +10,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+pub use crate::store::profile::Profile;
 
 use journeys::compiled::{Channel, Config};
 
@@ -38,7 +40,7 @@ pub struct Outgoing<'a> {
     pub user: &'a str,
     /// The user's profile (reserved attributes: `email`, `push_tokens`,
     /// `timezone`, `subscriptions`).
-    pub profile: &'a Map<String, Value>,
+    pub profile: &'a dyn Profile,
     pub journey: &'a str,
     pub category: &'a str,
     pub priority: i64,
@@ -155,10 +157,9 @@ impl Policies {
 /// The zone a user's local time is read in: their `timezone` attribute when
 /// it is a valid IANA name, else `default` (the Project's
 /// `default_timezone`). Cheap: a perfect-hash lookup, no allocation.
-pub fn user_timezone(profile: &Map<String, Value>, default: chrono_tz::Tz) -> chrono_tz::Tz {
+pub fn user_timezone(profile: &dyn Profile, default: chrono_tz::Tz) -> chrono_tz::Tz {
     profile
-        .get("timezone")
-        .and_then(Value::as_str)
+        .text("timezone")
         .and_then(|s| s.trim().parse::<chrono_tz::Tz>().ok())
         .unwrap_or(default)
 }
@@ -192,30 +193,19 @@ fn sub(t: DateTime<Utc>, d: chrono::TimeDelta) -> DateTime<Utc> {
 
 /// Step 1: subscription, then address (missing, then bounced).
 fn subscription(msg: &Outgoing<'_>) -> Option<&'static str> {
-    let subs = msg.profile.get("subscriptions").and_then(Value::as_object);
-    let unsubscribed =
-        |key: &str| subs.and_then(|s| s.get(key)).and_then(Value::as_bool) == Some(false);
+    let unsubscribed = |key: &str| msg.profile.subscription(key) == Some(false);
     if unsubscribed(msg.channel.as_str()) || unsubscribed(msg.category) {
         return Some("unsubscribed");
     }
     let has_address = match msg.channel {
-        Channel::Email => msg
-            .profile
-            .get("email")
-            .and_then(Value::as_str)
-            .is_some_and(|e| !e.is_empty()),
-        Channel::Push => msg
-            .profile
-            .get("push_tokens")
-            .and_then(Value::as_array)
-            .is_some_and(|t| t.iter().any(|v| v.as_str().is_some_and(|s| !s.is_empty()))),
+        Channel::Email => msg.profile.text("email").is_some_and(|e| !e.is_empty()),
+        Channel::Push => msg.profile.has_push_token(),
         Channel::Webhook => true,
     };
     if !has_address {
         return Some("no_address");
     }
-    let bounced = msg.channel == Channel::Email
-        && msg.profile.get(EMAIL_STATUS).and_then(Value::as_str) == Some(BOUNCED);
+    let bounced = msg.channel == Channel::Email && msg.profile.text(EMAIL_STATUS) == Some(BOUNCED);
     bounced.then_some("bounced")
 }
 

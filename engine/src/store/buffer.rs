@@ -665,6 +665,8 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    use super::super::attrs::Val;
+    use super::super::profile;
     use super::super::sled_store::{SledOptions, SledStore};
     use super::super::timers::{Timer, TimerKey, TimerKind};
     use super::super::zones::Zones;
@@ -725,8 +727,8 @@ mod tests {
                         let mut t = b.take_user(&id).expect("take");
                         prop_assert_eq!(t.known, users.contains_key(&id));
                         let expected = users.get(&id).map(|v| json!(v));
-                        prop_assert_eq!(t.rec.profile.get("v").cloned(), expected);
-                        t.rec.profile["v"] = json!(v);
+                        prop_assert_eq!(t.rec.profile.get("v").map(Val::to_json), expected);
+                        profile::set(&mut t.rec.profile, "v", json!(v));
                         b.put_user(id.clone(), t.rec, true, !t.known).expect("put");
                         users.insert(id, v);
                     }
@@ -794,7 +796,7 @@ mod tests {
             for (id, v) in &users {
                 let t = b.take_user(id).expect("take");
                 prop_assert!(t.known);
-                prop_assert_eq!(t.rec.profile.get("v").cloned(), Some(json!(v)));
+                prop_assert_eq!(t.rec.profile.get("v").map(Val::to_json), Some(json!(v)));
             }
         }
     }
@@ -886,7 +888,7 @@ mod tests {
     /// A user whose record weighs `kb` kilobytes encoded.
     fn heavy(b: &mut Buffered, id: &str, kb: usize) {
         let mut t = b.take_user(id).expect("take");
-        t.rec.profile["pad"] = json!("x".repeat(kb * 1024));
+        profile::set(&mut t.rec.profile, "pad", json!("x".repeat(kb * 1024)));
         b.put_user(id.to_owned(), t.rec, true, !t.known)
             .expect("put");
     }

@@ -3,11 +3,10 @@
 //! `within`, whether or not the instance is still live.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::clock::Millis;
 
-use super::codec;
+use super::attrs::{self, Val};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GoalWatch {
@@ -18,6 +17,6 @@ pub struct GoalWatch {
     pub until: Millis,
     pub holdout: bool,
     /// The entry event's properties, for `entry.*` in the goal's condition.
-    #[serde(with = "codec::json")]
-    pub entry: Value,
+    #[serde(with = "attrs::tagged")]
+    pub entry: Val,
 }

@@ -2,18 +2,17 @@
 //! `history` condition may ask about, bounded in age and count.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::clock::Millis;
 
-use super::codec;
+use super::attrs::{self, Val};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistEntry {
     pub ts: Millis,
     pub name: String,
-    #[serde(with = "codec::json")]
-    pub props: Value,
+    #[serde(with = "attrs::tagged")]
+    pub props: Val,
 }
 
 /// How much history to keep.
@@ -66,7 +65,7 @@ mod tests {
         HistEntry {
             ts,
             name: name.to_owned(),
-            props: Value::Null,
+            props: Val::Null,
         }
     }
 

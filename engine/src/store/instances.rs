@@ -2,12 +2,11 @@
 //! the user is in, with its current step and what it waits for.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::clock::Millis;
 use crate::policy::Reservation;
 
-use super::codec;
+use super::attrs::{self, Val};
 use super::timers::TimerKey;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,14 +26,14 @@ pub struct Instance {
     pub entered_at: Millis,
     /// The properties of the event that started the instance (`entry.*`);
     /// an empty object for segment and schedule entries.
-    #[serde(with = "codec::json")]
-    pub entry: Value,
+    #[serde(with = "attrs::tagged")]
+    pub entry: Val,
     pub holdout: bool,
     pub priority: i64,
     /// The event in scope for templates (`event.*`): the trigger or the
     /// awaited event, until the instance next waits on a timer.
-    #[serde(with = "codec::json")]
-    pub event: Value,
+    #[serde(with = "attrs::tagged")]
+    pub event: Val,
     /// The pending timer, cancelled when the instance moves on or exits.
     pub timer: Option<TimerKey>,
     /// A message deferred by the policies, to re-decide at the timer.

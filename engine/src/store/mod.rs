@@ -27,6 +27,7 @@
 //! that is never reopened (in memory, records in a temporary file); any
 //! ordered key-value store implementing [`Kv`] gets every table.
 
+pub mod attrs;
 pub mod audiences;
 pub mod buffer;
 pub mod codec;

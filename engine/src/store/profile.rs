@@ -1,14 +1,16 @@
-//! The profile section of a user record: a JSON object of attributes,
-//! with the user's id under `id` (so conditions and templates can read
-//! `user.id`).
+//! The profile section of a user record: an object of attributes (in the
+//! record's compact form, [`super::attrs`]), with the user's id under `id`
+//! (so conditions and templates can read `user.id`).
 
 use serde_json::{Map, Value};
 
+use super::attrs::{Obj, Val};
+
 /// A fresh profile for `user`.
-pub fn new(user: &str) -> Value {
-    let mut m = Map::new();
-    m.insert("id".to_owned(), Value::String(user.to_owned()));
-    Value::Object(m)
+pub fn new(user: &str) -> Val {
+    let mut m = Obj::default();
+    m.insert("id", Val::Str(user.into()));
+    Val::Obj(m)
 }
 
 /// The attribute recording the email address's deliverability
@@ -18,8 +20,8 @@ const EMAIL_STATUS: &str = crate::policy::EMAIL_STATUS;
 
 /// Whether `new` is another mailbox than `old` (addresses compared without
 /// regard to ASCII case, as the bounce check compares them).
-fn other_address(old: Option<&Value>, new: Option<&Value>) -> bool {
-    match (old.and_then(Value::as_str), new.and_then(Value::as_str)) {
+fn other_address(old: Option<&Val>, new: Option<&Val>) -> bool {
+    match (old.and_then(Val::as_str), new.and_then(Val::as_str)) {
         (Some(a), Some(b)) => !a.trim().eq_ignore_ascii_case(b.trim()),
         (None, None) => false,
         _ => old != new,
@@ -29,17 +31,34 @@ fn other_address(old: Option<&Value>, new: Option<&Value>) -> bool {
 /// A new `email` clears `email_status` (a bounce was about the old
 /// address, RUN.md §3); the same address again keeps it. Returns whether
 /// the status was removed.
-fn clear_status_on_new_email(p: &mut Map<String, Value>, old_email: Option<&Value>) -> bool {
+fn clear_status_on_new_email(p: &mut Obj, old_email: Option<&Val>) -> bool {
     if other_address(old_email, p.get(EMAIL)) {
         return p.remove(EMAIL_STATUS).is_some();
     }
     false
 }
 
+/// Whether the compact `a` is the JSON `b`, without converting either.
+pub fn same(a: &Val, b: &Value) -> bool {
+    match (a, b) {
+        (Val::Null, Value::Null) => true,
+        (Val::Bool(x), Value::Bool(y)) => x == y,
+        (Val::Num(x), Value::Number(y)) => x == y,
+        (Val::Str(x), Value::String(y)) => x.as_ref() == y.as_str(),
+        (Val::Arr(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Val::Obj(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, a)| y.get(k).is_some_and(|b| same(a, b)))
+        }
+        _ => false,
+    }
+}
+
 /// Merges `identify` traits: a `null` removes the trait; `id` cannot be
 /// changed. A different `email` clears `email_status` (unless the traits
 /// set it themselves). Returns whether anything changed.
-pub fn merge(profile: &mut Value, traits: &Map<String, Value>) -> bool {
+pub fn merge(profile: &mut Val, traits: &Map<String, Value>) -> bool {
     let Some(p) = profile.as_object_mut() else {
         return false;
     };
@@ -54,8 +73,8 @@ pub fn merge(profile: &mut Value, traits: &Map<String, Value>) -> bool {
         }
         if v.is_null() {
             changed |= p.remove(k).is_some();
-        } else if p.get(k) != Some(v) {
-            p.insert(k.clone(), v.clone());
+        } else if !p.get(k).is_some_and(|old| same(old, v)) {
+            p.insert(k, Val::from_json(v));
             changed = true;
         }
     }
@@ -68,7 +87,7 @@ pub fn merge(profile: &mut Value, traits: &Map<String, Value>) -> bool {
 /// Sets one attribute by dotted path (`onboarding_stage`, `prefs.lang`),
 /// creating objects on the way. Setting a different `email` clears
 /// `email_status`. Returns whether anything changed.
-pub fn set(profile: &mut Value, path: &str, value: Value) -> bool {
+pub fn set(profile: &mut Val, path: &str, value: Value) -> bool {
     let path = path.strip_prefix("user.").unwrap_or(path);
     if path == "id" || path.is_empty() {
         return false;
@@ -84,28 +103,81 @@ pub fn set(profile: &mut Value, path: &str, value: Value) -> bool {
     set_path(profile, path, value)
 }
 
-fn set_path(profile: &mut Value, path: &str, value: Value) -> bool {
+fn set_path(profile: &mut Val, path: &str, value: Value) -> bool {
     let mut keys = path.split('.').peekable();
     let mut cur = profile;
     while let Some(k) = keys.next() {
         if !cur.is_object() {
-            *cur = Value::Object(Map::new());
+            *cur = Val::object();
         }
         let Some(obj) = cur.as_object_mut() else {
             return false;
         };
         if keys.peek().is_none() {
-            if obj.get(k) == Some(&value) {
+            if obj.get(k).is_some_and(|old| same(old, &value)) {
                 return false;
             }
-            obj.insert(k.to_owned(), value);
+            obj.insert(k, Val::from(value));
             return true;
         }
-        cur = obj
-            .entry(k.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
+        cur = obj.entry_or_insert_with(k, Val::object);
     }
     false
+}
+
+/// What the engine and the policies read of a profile's reserved
+/// attributes, whichever form it is in.
+pub trait Profile: std::fmt::Debug {
+    /// A string attribute.
+    fn text(&self, key: &str) -> Option<&str>;
+    /// `subscriptions.<key>`, when it is a boolean.
+    fn subscription(&self, key: &str) -> Option<bool>;
+    /// Whether `push_tokens` holds a non-empty string.
+    fn has_push_token(&self) -> bool;
+}
+
+impl Profile for Map<String, Value> {
+    fn text(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
+    }
+    fn subscription(&self, key: &str) -> Option<bool> {
+        self.get("subscriptions")
+            .and_then(|s| s.get(key))
+            .and_then(Value::as_bool)
+    }
+    fn has_push_token(&self) -> bool {
+        self.get("push_tokens")
+            .and_then(Value::as_array)
+            .is_some_and(|t| t.iter().any(|v| v.as_str().is_some_and(|s| !s.is_empty())))
+    }
+}
+
+impl Profile for Value {
+    fn text(&self, key: &str) -> Option<&str> {
+        self.as_object().and_then(|m| m.text(key))
+    }
+    fn subscription(&self, key: &str) -> Option<bool> {
+        self.as_object().and_then(|m| m.subscription(key))
+    }
+    fn has_push_token(&self) -> bool {
+        self.as_object().is_some_and(Profile::has_push_token)
+    }
+}
+
+impl Profile for Val {
+    fn text(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Val::as_str)
+    }
+    fn subscription(&self, key: &str) -> Option<bool> {
+        self.get("subscriptions")
+            .and_then(|s| s.get(key))
+            .and_then(Val::as_bool)
+    }
+    fn has_push_token(&self) -> bool {
+        self.get("push_tokens")
+            .and_then(Val::as_array)
+            .is_some_and(|t| t.iter().any(|v| v.as_str().is_some_and(|s| !s.is_empty())))
+    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,10 @@
 //! state as one [`UserRecord`].
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::policy::SentRecord;
 
+use super::attrs::{self, Val};
 use super::codec;
 use super::dedupe::JourneyBook;
 use super::event_ids::SeenIds;
@@ -19,9 +19,9 @@ pub const PREFIX: u8 = b'u';
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserRecord {
-    /// Attributes, with `id`.
-    #[serde(with = "codec::json")]
-    pub profile: Value,
+    /// Attributes, with `id` (an object, in its compact form).
+    #[serde(with = "attrs::tagged")]
+    pub profile: Val,
     /// The zone the user is indexed under in the zones table ("" = none).
     pub zone: String,
     pub history: Vec<HistEntry>,
@@ -55,7 +55,37 @@ impl UserRecord {
     }
 
     pub fn id(&self) -> &str {
-        self.profile.get("id").and_then(Value::as_str).unwrap_or("")
+        self.profile.get("id").and_then(Val::as_str).unwrap_or("")
+    }
+
+    /// Gives back the spare capacity its lists grew while the user was
+    /// handled (a list grows to four entries on its first push and never
+    /// shrinks by itself): a cached user costs what it holds. A quarter of
+    /// slack is kept, so a list that keeps growing is not copied on every
+    /// change.
+    pub fn shrink(&mut self) {
+        fn fit<T>(v: &mut Vec<T>) {
+            let keep = v.len() + v.len() / 4;
+            if v.capacity() > keep + 1 {
+                v.shrink_to(keep);
+            }
+        }
+        fit(&mut self.history);
+        fit(&mut self.seen.ids);
+        fit(&mut self.instances);
+        for i in &mut self.instances {
+            if let Some(d) = &mut i.deferred {
+                fit(&mut d.reservations);
+            }
+        }
+        fit(&mut self.journeys);
+        for b in &mut self.journeys {
+            fit(&mut b.keys);
+            fit(&mut b.goals);
+        }
+        fit(&mut self.segments);
+        fit(&mut self.audiences);
+        fit(&mut self.sent);
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
@@ -101,5 +131,42 @@ impl<T: Kv + ?Sized> Users for T {
 impl Batch {
     pub fn put_user_bytes(&mut self, id: &str, bytes: Vec<u8>) {
         self.put_blob(key(id), bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shrinking_gives_back_spare_capacity_and_changes_nothing() {
+        let mut r = UserRecord::new("u1");
+        for i in 0..3 {
+            r.segments.push(format!("s{i}"));
+        }
+        r.segments.truncate(1);
+        r.seen.insert("e1", 1, None);
+        for i in 0..100 {
+            r.sent.push(SentRecord {
+                at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+                channel: journeys::compiled::Channel::Email,
+                category: format!("c{i}"),
+            });
+        }
+        let before = r.clone();
+        r.shrink();
+        assert_eq!(r, before);
+        assert_eq!(r.segments.capacity(), 1);
+        assert_eq!(r.seen.ids.capacity(), 1);
+        assert!(r.sent.capacity() <= 125, "{}", r.sent.capacity());
+        // A list that keeps growing keeps a quarter of slack: the next
+        // pushes do not copy it.
+        let cap = r.sent.capacity();
+        r.sent.push(before.sent[0].clone());
+        assert_eq!(r.sent.capacity(), cap);
+        assert_eq!(
+            UserRecord::decode(&r.encode().expect("encode")).expect("decode"),
+            r
+        );
     }
 }
