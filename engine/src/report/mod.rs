@@ -218,8 +218,13 @@ impl Tally {
         }
         let page = journal.journal_page(self.cursor.as_deref(), limit)?;
         for (at, record) in page.records {
+            // A page is keyed by its latest record: the first pages read
+            // may hold earlier ones (`store::journal`).
+            if self.query.since.is_some_and(|s| at < s) {
+                continue;
+            }
             self.records += 1;
-            self.last_at = Some(at);
+            self.last_at = Some(self.last_at.map_or(at, |l| l.max(at)));
             if self
                 .query
                 .journey
@@ -355,7 +360,8 @@ mod tests {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect())
         }
-        fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        fn apply(&self, mut batch: Batch) -> Result<(), StoreError> {
+            batch.seal()?;
             let mut m = self.0.lock().expect("lock");
             for (k, v) in batch.ops {
                 match v {
@@ -392,7 +398,21 @@ steps:
         journeys::load(dir.path()).expect("valid config")
     }
 
-    fn record(b: &mut Batch, seq: &mut u64, at: Millis, journey: &str, version: u32, fact: Fact) {
+    /// Records a fact; every fourth ends a commit, so that the journal
+    /// holds several pages (`store::journal`), some straddling the
+    /// `since` of the tests.
+    fn record(
+        m: &Memory,
+        b: &mut Batch,
+        seq: &mut u64,
+        at: Millis,
+        journey: &str,
+        version: u32,
+        fact: Fact,
+    ) {
+        if *seq % 4 == 0 {
+            m.apply(std::mem::take(b)).expect("apply");
+        }
         *seq += 1;
         b.journal(
             at,
@@ -416,12 +436,12 @@ steps:
             holdout,
             goal: true,
         };
-        record(&mut b, &mut seq, 50, "cart", 2, entered(false));
+        record(&m, &mut b, &mut seq, 50, "cart", 2, entered(false));
         for i in 0..10 {
-            record(&mut b, &mut seq, 100 + i, "cart", 3, entered(false));
+            record(&m, &mut b, &mut seq, 100 + i, "cart", 3, entered(false));
         }
         for i in 0..5 {
-            record(&mut b, &mut seq, 200 + i, "cart", 3, entered(true));
+            record(&m, &mut b, &mut seq, 200 + i, "cart", 3, entered(true));
         }
         for (at, outcome) in [
             (300, SendOutcome::Sent),
@@ -430,26 +450,26 @@ steps:
             (303, SendOutcome::Suppressed),
             (304, SendOutcome::Failed),
         ] {
-            record(&mut b, &mut seq, at, "cart", 3, Fact::Send { outcome });
+            record(&m, &mut b, &mut seq, at, "cart", 3, Fact::Send { outcome });
         }
         for i in 0..4 {
             let fact = Fact::Converted {
                 holdout: false,
                 entered_at: 100 + i,
             };
-            record(&mut b, &mut seq, 400 + i, "cart", 3, fact);
+            record(&m, &mut b, &mut seq, 400 + i, "cart", 3, fact);
         }
         let fact = Fact::Converted {
             holdout: true,
             entered_at: 200,
         };
-        record(&mut b, &mut seq, 410, "cart", 3, fact);
+        record(&m, &mut b, &mut seq, 410, "cart", 3, fact);
         let fact = Fact::Converted {
             holdout: false,
             entered_at: 50,
         };
-        record(&mut b, &mut seq, 420, "cart", 2, fact);
-        record(&mut b, &mut seq, 500, "other", 1, entered(false));
+        record(&m, &mut b, &mut seq, 420, "cart", 2, fact);
+        record(&m, &mut b, &mut seq, 500, "other", 1, entered(false));
         m.apply(b).expect("apply");
         m
     }

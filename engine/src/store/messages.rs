@@ -1,13 +1,20 @@
-//! The message log and the dead-letter queue, in time order: key = `m` (or
-//! `d`) + time (big-endian ms) + sequence number; values are JSON objects
-//! (the `send` line of CLI.md; for dead letters, the message with its
-//! reason and render context).
+//! The message log, by user, and the dead-letter queue, in time order:
+//! key = `M` + user + `\0` + time (big-endian ms) + sequence number (`d` +
+//! time + sequence number for dead letters); values are JSON objects (the
+//! `send` line of CLI.md; for dead letters, the message with its reason and
+//! render context).
+//!
+//! Stores written before this version also hold the log in time order
+//! (`m` + time + sequence number): nothing read it, so it is no longer
+//! written (it was a quarter of the service's sled inserts); erasing a
+//! user still deletes those keys.
 
 use crate::clock::Millis;
 
 use super::codec::time_bytes;
 use super::{Batch, Error, Kv};
 
+/// The message log in time order, in stores written before it was dropped.
 const LOG: u8 = b'm';
 const DEAD: u8 = b'd';
 /// The message log again, by user: `M` + user + `\0` + time + seq.
@@ -39,8 +46,6 @@ fn key(prefix: u8, at: Millis, seq: u64) -> Vec<u8> {
 
 /// Reads of the message log and dead-letter queue.
 pub trait Messages {
-    /// Up to `limit` logged messages (JSON), oldest first.
-    fn messages(&self, limit: usize) -> Result<Vec<serde_json::Value>, Error>;
     /// Up to `limit` dead letters (JSON), oldest first.
     fn dead_letters(&self, limit: usize) -> Result<Vec<serde_json::Value>, Error>;
     /// Up to `limit` dead letters, oldest first, each with its `id` (the
@@ -74,10 +79,6 @@ fn read<T: Kv + ?Sized>(kv: &T, prefix: u8, limit: usize) -> Result<Vec<serde_js
 }
 
 impl<T: Kv + ?Sized> Messages for T {
-    fn messages(&self, limit: usize) -> Result<Vec<serde_json::Value>, Error> {
-        read(self, LOG, limit)
-    }
-
     fn dead_letters(&self, limit: usize) -> Result<Vec<serde_json::Value>, Error> {
         read(self, DEAD, limit)
     }
@@ -161,12 +162,11 @@ impl<T: Kv + ?Sized> Messages for T {
 }
 
 impl Batch {
-    /// Logs a `send` decision, in time order and by user.
+    /// Logs a `send` decision in its user's log.
     pub fn log_message(&mut self, user: &str, at: Millis, seq: u64, json: Vec<u8>) {
         let mut by_user = user_prefix(user);
         by_user.extend_from_slice(&key(LOG, at, seq)[1..]);
-        self.put(by_user, json.clone());
-        self.put(key(LOG, at, seq), json);
+        self.put(by_user, json);
     }
 
     /// Replaces a dead letter (a replayed message that failed again).

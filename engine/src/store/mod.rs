@@ -11,8 +11,8 @@
 //! | [`timers`] | `t` due (big-endian ms) + seq | timers, in due order |
 //! | [`zones`] | `z` zone `\0` user | which users live in which time zone (for `timezone: user` schedules) |
 //! | [`audiences`] | `a` segment `\0` zone `\0` user | the members of the segments schedules enter |
-//! | [`messages`] | `m` / `d` time + seq | the message log (every `send` decision) and the dead-letter queue |
-//! | [`journal`] | `j` time + seq | the report journal: one anonymous record per entry, `send` decision and conversion (for `sluice report`) |
+//! | [`messages`] | `M` user `\0` time + seq; `d` time + seq | the message log (every `send` decision), by user, and the dead-letter queue |
+//! | [`journal`] | `j` time + seq (+ `p`: a page) | the report journal: one anonymous record per entry, `send` decision and conversion (for `sluice report`), gathered into pages of up to 256 |
 //! | [`outbox`] | `o` id | rendered messages awaiting delivery, committed with the decision that made them |
 //! | [`tally`] | `c` (`C`: erased users' sends) journey `\0` version step | per-step counters: live instances, sends by outcome (written with the commit that changes them, rebuilt by a scan when missing) |
 //! | [`recipients`] | `r` message key; `R` user `\0` message key | who each message went to (user, journey, category), written with its outbox entry, for matching bounces and complaints by `Message-ID` |
@@ -112,6 +112,9 @@ impl Error {
 pub struct Batch {
     pub ops: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     pub blobs: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Report journal records not yet gathered into a page
+    /// ([`journal`]): [`Batch::seal`] writes them into `ops`.
+    journal: Vec<(crate::clock::Millis, u64, journal::Record)>,
 }
 
 impl Batch {
@@ -132,11 +135,11 @@ impl Batch {
     }
 
     pub fn len(&self) -> usize {
-        self.ops.len() + self.blobs.len()
+        self.ops.len() + self.blobs.len() + self.journal.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.blobs.is_empty()
+        self.ops.is_empty() && self.blobs.is_empty() && self.journal.is_empty()
     }
 }
 

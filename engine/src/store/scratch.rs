@@ -174,7 +174,8 @@ impl Kv for ScratchStore {
         Ok(out)
     }
 
-    fn apply(&self, batch: Batch) -> Result<(), Error> {
+    fn apply(&self, mut batch: Batch) -> Result<(), Error> {
+        batch.seal()?;
         let mut inner = self.inner()?;
         for (k, v) in batch.blobs {
             let old = match v {

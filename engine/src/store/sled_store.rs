@@ -651,6 +651,7 @@ impl Kv for SledStore {
         if batch.is_empty() {
             return Ok(());
         }
+        batch.seal()?;
         let mut inner = self.inner()?;
         let journal = !self.options.temporary;
         if journal {
