@@ -410,7 +410,7 @@ steps:
         version: u32,
         fact: Fact,
     ) {
-        if *seq % 4 == 0 {
+        if (*seq).is_multiple_of(4) {
             m.apply(std::mem::take(b)).expect("apply");
         }
         *seq += 1;
