@@ -279,7 +279,7 @@ pub fn run(
         app,
         async move {
             tokio::select! {
-                () = shutdown_signal() => {}
+                () = crate::service::run::shutdown_signal() => {}
                 () = fatal.notified() => failed_flag.store(true, Ordering::SeqCst),
             }
             draining.drain();
@@ -374,23 +374,6 @@ async fn drive(
                 .leave()
                 .await
                 .map_err(|e| RunError::Runtime(format!("cannot leave the cluster cleanly: {e}")));
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }
