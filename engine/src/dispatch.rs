@@ -3,6 +3,7 @@
 //! never a blank) and handed to a [`Dispatcher`]. `simulate` and `test` use
 //! the [`Recording`] dispatcher; `run` plugs in the channel providers.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ use journeys::compiled::{Channel, Config, JsonTemplate, MessageTemplate, Templat
 use journeys::template::{RenderError, Text};
 
 use crate::clock::Millis;
+use crate::store::attrs::Val;
 
 /// A rendered message, ready for a provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,31 +185,21 @@ fn simple_pieces(source: &str) -> Option<Vec<Piece>> {
 
 /// Renders `pieces` against `data` as Handlebars does, or `None` when a
 /// path does not lead through objects to a string, number or boolean.
-fn render_simple(pieces: &[Piece], data: &Value, html: bool) -> Option<String> {
+fn render_simple(pieces: &[Piece], scope: &RenderScope<'_>, html: bool) -> Option<String> {
     let mut out = String::new();
     for p in pieces {
         match p {
             Piece::Raw(s) => out.push_str(s),
             Piece::Path(path) => {
-                let mut v = data;
-                for seg in path {
-                    v = v.as_object()?.get(seg)?;
-                }
                 let rendered;
-                let s: &str = match v {
-                    Value::String(s) => s,
-                    Value::Number(n) => {
-                        rendered = n.to_string();
+                let s: &str = match scope.leaf(path)? {
+                    Leaf::Str(s) => s,
+                    Leaf::Num(n) => {
+                        rendered = n;
                         &rendered
                     }
-                    Value::Bool(b) => {
-                        if *b {
-                            "true"
-                        } else {
-                            "false"
-                        }
-                    }
-                    _ => return None,
+                    Leaf::Bool(true) => "true",
+                    Leaf::Bool(false) => "false",
                 };
                 if html {
                     out.push_str(&handlebars::html_escape(s));
@@ -218,6 +210,100 @@ fn render_simple(pieces: &[Piece], data: &Value, html: bool) -> Option<String> {
         }
     }
     Some(out)
+}
+
+/// What a message's templates see — `user`, `entry`, `event` (when the
+/// instance has one), `journey` and `message` — read from the user
+/// record's compact values. Handlebars' JSON context is built from it only
+/// when a text needs Handlebars (or a dead letter keeps it), once per
+/// message: most texts are raw text and `{{a.b}}` paths, looked up here.
+pub struct RenderScope<'a> {
+    user: &'a Val,
+    entry: &'a Val,
+    event: Option<&'a Val>,
+    journey: Value,
+    message: Value,
+    json: OnceCell<Context>,
+}
+
+/// A simple path's value, when it renders as text.
+enum Leaf<'a> {
+    Str(&'a str),
+    Num(String),
+    Bool(bool),
+}
+
+impl<'a> RenderScope<'a> {
+    pub fn new(
+        user: &'a Val,
+        entry: &'a Val,
+        event: Option<&'a Val>,
+        journey: Value,
+        message: Value,
+    ) -> RenderScope<'a> {
+        RenderScope {
+            user,
+            entry,
+            event,
+            journey,
+            message,
+            json: OnceCell::new(),
+        }
+    }
+
+    /// The context in JSON, as Handlebars sees it (built on first use).
+    pub fn context(&self) -> &Context {
+        self.json.get_or_init(|| {
+            let mut m = Map::new();
+            m.insert("user".into(), self.user.to_json());
+            m.insert("entry".into(), self.entry.to_json());
+            if let Some(e) = self.event {
+                m.insert("event".into(), e.to_json());
+            }
+            m.insert("journey".into(), self.journey.clone());
+            m.insert("message".into(), self.message.clone());
+            Context::from(Value::Object(m))
+        })
+    }
+
+    /// The string, number or boolean at `path` (objects all the way), or
+    /// `None` for anything Handlebars should decide (missing, null, an
+    /// array or object).
+    fn leaf(&self, path: &[String]) -> Option<Leaf<'_>> {
+        let (root, rest) = path.split_first()?;
+        let compact = match root.as_str() {
+            "user" => self.user,
+            "entry" => self.entry,
+            "event" => self.event?,
+            "journey" | "message" => {
+                let mut v = if root == "journey" {
+                    &self.journey
+                } else {
+                    &self.message
+                };
+                for seg in rest {
+                    v = v.as_object()?.get(seg)?;
+                }
+                return match v {
+                    Value::String(s) => Some(Leaf::Str(s)),
+                    Value::Number(n) => Some(Leaf::Num(n.to_string())),
+                    Value::Bool(b) => Some(Leaf::Bool(*b)),
+                    _ => None,
+                };
+            }
+            _ => return None,
+        };
+        let mut v = compact;
+        for seg in rest {
+            v = v.as_object()?.get(seg)?;
+        }
+        match v {
+            Val::Str(s) => Some(Leaf::Str(s)),
+            Val::Num(n) => Some(Leaf::Num(n.to_string())),
+            Val::Bool(b) => Some(Leaf::Bool(*b)),
+            _ => None,
+        }
+    }
 }
 
 impl MessageRenderer {
@@ -250,31 +336,31 @@ impl MessageRenderer {
         }
     }
 
-    fn text(&self, t: &Text, ctx: &Context) -> Result<String, RenderError> {
+    fn text(&self, t: &Text, ctx: &RenderScope<'_>) -> Result<String, RenderError> {
         if t.is_literal() {
             return Ok(t.source.clone());
         }
         if let Some(pieces) = self.simple[usize::from(t.html)].get(&t.name) {
-            if let Some(out) = render_simple(pieces, ctx.data(), t.html) {
+            if let Some(out) = render_simple(pieces, ctx, t.html) {
                 return Ok(out);
             }
         }
         let registry = if t.html { &self.html } else { &self.plain };
-        journeys::template::render_bounded(registry, &t.name, ctx)
+        journeys::template::render_bounded(registry, &t.name, ctx.context())
     }
 
     /// A URL or header value: no CR or LF may reach the request.
-    fn header(&self, t: &Text, ctx: &Context, what: &str) -> Result<String, RenderError> {
+    fn header(&self, t: &Text, ctx: &RenderScope<'_>, what: &str) -> Result<String, RenderError> {
         let value = self.text(t, ctx)?;
         journeys::template::check_header_value(what, &value)?;
         Ok(value)
     }
 
-    fn opt(&self, t: &Option<Text>, ctx: &Context) -> Result<Option<String>, RenderError> {
+    fn opt(&self, t: &Option<Text>, ctx: &RenderScope<'_>) -> Result<Option<String>, RenderError> {
         t.as_ref().map(|t| self.text(t, ctx)).transpose()
     }
 
-    fn json(&self, t: &JsonTemplate, ctx: &Context) -> Result<Value, RenderError> {
+    fn json(&self, t: &JsonTemplate, ctx: &RenderScope<'_>) -> Result<Value, RenderError> {
         Ok(match t {
             JsonTemplate::Value(v) => v.clone(),
             JsonTemplate::Text(t) => Value::String(self.text(t, ctx)?),
@@ -299,21 +385,20 @@ impl MessageRenderer {
     pub fn render(
         &self,
         template: &MessageTemplate,
-        ctx: &Context,
+        ctx: &RenderScope<'_>,
     ) -> Result<Content, RenderError> {
-        let data = ctx.data();
-        let to = data
-            .get("user")
-            .and_then(|u| u.get("email"))
-            .and_then(Value::as_str)
+        let to = ctx
+            .user
+            .get("email")
+            .and_then(Val::as_str)
             .map(str::to_owned);
-        let tokens: Vec<String> = data
-            .get("user")
-            .and_then(|u| u.get("push_tokens"))
-            .and_then(Value::as_array)
+        let tokens: Vec<String> = ctx
+            .user
+            .get("push_tokens")
+            .and_then(Val::as_array)
             .map(|ts| {
                 ts.iter()
-                    .filter_map(Value::as_str)
+                    .filter_map(Val::as_str)
                     .map(str::to_owned)
                     .collect()
             })
@@ -376,11 +461,25 @@ mod tests {
             "user": {"first_name": "Zoë <&\"'`=>", "n": 12.5, "i": -3, "b": true, "z": null,
                      "a": [1, 2], "o": {"x": 1}},
             "entry": {"cart_id": "c/1?x=1&y=2"},
+            "journey": {"id": "welcome", "version": 3, "step": "hello"},
+            "message": {"key": "k<1>", "unsubscribe_url": "https://u/k?a=1&b=2"},
         });
+        let user = Val::from_json(&data["user"]);
+        let entry = Val::from_json(&data["entry"]);
+        let scope = RenderScope::new(
+            &user,
+            &entry,
+            None,
+            data["journey"].clone(),
+            data["message"].clone(),
+        );
+        // The JSON context is exactly the data Handlebars would be given.
+        assert_eq!(scope.context().data(), &data);
         let sources = [
             "Hi {{user.first_name}}, {{user.n}} {{user.i}} {{user.b}}!\n{{entry.cart_id}}",
             "{{user.first_name}}",
             "<a href=\"https://x/{{entry.cart_id}}\">{{user.first_name}}</a>",
+            "{{journey.id}} v{{journey.version}} {{journey.step}}: {{message.key}} {{message.unsubscribe_url}}",
         ];
         for html in [false, true] {
             let mut hb = Handlebars::new();
@@ -391,7 +490,7 @@ mod tests {
             for (i, src) in sources.iter().enumerate() {
                 hb.register_template_string(&i.to_string(), src).unwrap();
                 let pieces = simple_pieces(src).expect("simple");
-                let fast = render_simple(&pieces, &data, html).expect("rendered");
+                let fast = render_simple(&pieces, &scope, html).expect("rendered");
                 assert_eq!(fast, hb.render(&i.to_string(), &data).unwrap());
             }
         }
@@ -401,9 +500,11 @@ mod tests {
             "{{user.o}}",
             "{{user.missing}}",
             "{{nope.x}}",
+            "{{event.x}}",
+            "{{journey.missing}}",
         ] {
             let pieces = simple_pieces(declined).expect("simple");
-            assert!(render_simple(&pieces, &data, false).is_none());
+            assert!(render_simple(&pieces, &scope, false).is_none());
         }
         for complex in [
             "{{#if user.b}}x{{/if}}",

@@ -3,12 +3,12 @@
 //! render failure is decided here too: `failed`, with a dead letter that
 //! keeps the render context.
 
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 use journeys::template::RenderError;
 
 use crate::clock::{from_millis, to_millis};
-use crate::dispatch::Message;
+use crate::dispatch::{Message, RenderScope};
 use crate::hash;
 use crate::machine::send::{self, Due};
 use crate::machine::{instance, Ctx};
@@ -68,27 +68,20 @@ impl Engine {
         // reused, so a user erased and created again under the same id gets
         // new keys (receivers drop repeated keys as duplicates).
         let key = hash::message_key(&d.journey.id, version, &uid, inst.id, step);
-        // The render context in JSON, from the record's compact values.
+        // The render context, read from the record's compact values (in
+        // JSON only if a text needs Handlebars or a dead letter keeps it).
         let inst = &user.instances[p];
-        let mut scope = Map::new();
-        scope.insert("user".into(), user.profile.to_json());
-        scope.insert("entry".into(), inst.entry.to_json());
-        if !inst.event.is_null() {
-            scope.insert("event".into(), inst.event.to_json());
-        }
-        scope.insert(
-            "journey".into(),
-            json!({"id": d.journey.id, "version": version, "step": step}),
-        );
         let unsubscribe_url = match &self.signer {
             Some(s) => s.link(&uid, &d.journey.category, &key).unwrap_or_default(),
             None => format!("{}/{key}", self.options.unsubscribe_base),
         };
-        scope.insert(
-            "message".into(),
+        let scope = RenderScope::new(
+            &user.profile,
+            &inst.entry,
+            (!inst.event.is_null()).then_some(&inst.event),
+            json!({"id": d.journey.id, "version": version, "step": step}),
             json!({"key": key, "unsubscribe_url": unsubscribe_url}),
         );
-        let scope = handlebars::Context::from(Value::Object(scope));
         let rendered = match self.config.templates.get(&d.template) {
             Some(t) => self.renderer.render(t, &scope),
             None => Err(RenderError::Failed {
@@ -135,7 +128,7 @@ impl Engine {
             "key": key,
             "reason": failure,
             "attempts": 0,
-            "context": scope.data(),
+            "context": scope.context().data(),
         });
         let seq = ctx.next_seq();
         match serde_json::to_vec(&letter) {
