@@ -7,8 +7,9 @@
 //! user's partition by then — and no user/step arrived with two different
 //! keys (a re-delivery with the same key is allowed).
 //!
-//! The global throttle across workers is not tested here: in cluster mode
-//! throttles are still counted per partition (docs/cluster.md).
+//! A fourth worker joining under ingest (a handover without failure)
+//! loses and doubles nothing the same way; a global throttle holds across
+//! the workers.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -129,6 +130,180 @@ fn the_same_on_a_three_node_nats_cluster_with_three_replicas() {
     kill_under_ingest(&Nats::cluster3(), "3");
 }
 
+/// Clients posting batches of ten new users (one `ping` each) to the
+/// workers' ports in turn, each about five times a second, until stopped;
+/// the users of every batch answered 202 are acknowledged.
+struct Posters {
+    ports: Arc<Mutex<Vec<u16>>>,
+    acked: Arc<Mutex<BTreeSet<String>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Posters {
+    fn start(ports: &[u16]) -> Posters {
+        let ports = Arc::new(Mutex::new(ports.to_vec()));
+        let next_user = Arc::new(AtomicUsize::new(0));
+        let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..3)
+            .map(|i| {
+                let stop = Arc::clone(&stop);
+                let next = Arc::clone(&next_user);
+                let acked = Arc::clone(&acked);
+                let ports = Arc::clone(&ports);
+                std::thread::spawn(move || {
+                    let mut n = i;
+                    while !stop.load(Ordering::SeqCst) {
+                        let first = next.fetch_add(10, Ordering::SeqCst);
+                        let users: Vec<String> =
+                            (first..first + 10).map(|n| format!("u{n:05}")).collect();
+                        let ts = support::events::now_ts();
+                        let body: String = users
+                            .iter()
+                            .map(|u| {
+                                format!(
+                                    "{{\"type\":\"track\",\"user\":\"{u}\",\"ts\":\"{ts}\",\"id\":\"{u}-ping\",\"event\":\"ping\"}}\n"
+                                )
+                            })
+                            .collect();
+                        n += 1;
+                        let port = {
+                            let ports = ports.lock().expect("ports");
+                            ports[n % ports.len()]
+                        };
+                        match post(port, &body) {
+                            Some(202) => {
+                                if let Ok(mut a) = acked.lock() {
+                                    a.extend(users);
+                                }
+                            }
+                            Some(_) | None => std::thread::sleep(Duration::from_millis(20)),
+                        }
+                        // A steady, bounded stream (about 150 users a
+                        // second): every write is fsynced by nats-server.
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                })
+            })
+            .collect();
+        Posters {
+            ports,
+            acked,
+            stop,
+            threads,
+        }
+    }
+
+    /// Posts to `port` too from now on.
+    fn add(&self, port: u16) {
+        self.ports.lock().expect("ports").push(port);
+    }
+
+    /// Stops posting; the acknowledged users.
+    fn stop(self) -> BTreeSet<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let acked = self.acked.lock().expect("acked").clone();
+        assert!(
+            acked.len() >= 100,
+            "enough was acknowledged: {}",
+            acked.len()
+        );
+        acked
+    }
+}
+
+/// Every acknowledged user's immediate and two-second-later webhooks
+/// arrive (within 90 s), and no user/step with two different keys.
+fn assert_delivered(receiver: &Receiver, acked: &BTreeSet<String>, workers: &[SluiceRun]) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let missing = loop {
+        let m: Vec<(String, &str)> = {
+            let seen = seen(receiver);
+            acked
+                .iter()
+                .flat_map(|u| [(u.clone(), "now"), (u.clone(), "later")])
+                .filter(|(u, s)| !seen.contains_key(&(u.clone(), (*s).to_owned())))
+                .collect()
+        };
+        if m.is_empty() || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    if !missing.is_empty() {
+        for w in workers {
+            eprintln!("--- worker logs ---\n{}", w.logs());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged webhooks never arrived ({} immediate ones), e.g. {:?}",
+        missing.len(),
+        acked.len() * 2,
+        missing.iter().filter(|(_, s)| *s == "now").count(),
+        &missing[..missing.len().min(5)]
+    );
+    for ((user, step), keys) in seen(receiver) {
+        let distinct: BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            1,
+            "{user}/{step} arrived with {} different keys",
+            distinct.len()
+        );
+    }
+}
+
+/// No two owners at once: per partition, every commit under a fencing
+/// token is at or before the checkpoint any later token committed from (a
+/// stale owner committing after a takeover would commit past it). Every
+/// partition committed; the number of takeovers (new tokens after the
+/// first).
+fn assert_tokens_never_interleave(workers: &[SluiceRun]) -> usize {
+    let logs: Vec<String> = workers.iter().map(SluiceRun::logs).collect();
+    let commits = commits(&logs);
+    assert_eq!(commits.len(), 8, "every partition committed: {commits:?}");
+    let mut takeovers = 0;
+    for (p, by_token) in &commits {
+        let mut high = 0;
+        for (token, seqs) in by_token {
+            let (lo, hi) = (
+                *seqs.iter().min().expect("a commit"),
+                *seqs.iter().max().expect("a commit"),
+            );
+            assert!(
+                lo >= high,
+                "partition {p}: token {token} committed sequence {lo} after an older owner committed {high}"
+            );
+            high = hi;
+        }
+        takeovers += by_token.len() - 1;
+    }
+    takeovers
+}
+
+/// The partitions each worker owns, once two readings 500 ms apart agree
+/// and cover the 8 partitions (within `limit`).
+fn settled(workers: &[SluiceRun], limit: Duration) -> Vec<u64> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let before: Vec<u64> = workers.iter().map(owned).collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let after: Vec<u64> = workers.iter().map(owned).collect();
+        if before == after && after.iter().sum::<u64>() == 8 {
+            return after;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workers' partitions did not settle on all 8 within {limit:?}: {after:?}"
+        );
+    }
+}
+
 fn kill_under_ingest(nats: &Nats, replicas: &str) {
     let receiver = Receiver::keep_alive(|_, _| Reply::status(200));
     let (tmp, dir) =
@@ -149,47 +324,7 @@ fn kill_under_ingest(nats: &Nats, replicas: &str) {
         })
         .collect();
 
-    let next_user = Arc::new(AtomicUsize::new(0));
-    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let posters: Vec<_> = (0..3)
-        .map(|i| {
-            let stop = Arc::clone(&stop);
-            let next = Arc::clone(&next_user);
-            let acked = Arc::clone(&acked);
-            let ports = ports.clone();
-            std::thread::spawn(move || {
-                let mut n = i;
-                while !stop.load(Ordering::SeqCst) {
-                    let first = next.fetch_add(10, Ordering::SeqCst);
-                    let users: Vec<String> =
-                        (first..first + 10).map(|n| format!("u{n:05}")).collect();
-                    let ts = support::events::now_ts();
-                    let body: String = users
-                        .iter()
-                        .map(|u| {
-                            format!(
-                                "{{\"type\":\"track\",\"user\":\"{u}\",\"ts\":\"{ts}\",\"id\":\"{u}-ping\",\"event\":\"ping\"}}\n"
-                            )
-                        })
-                        .collect();
-                    n += 1;
-                    match post(ports[n % ports.len()], &body) {
-                        Some(202) => {
-                            if let Ok(mut a) = acked.lock() {
-                                a.extend(users);
-                            }
-                        }
-                        Some(_) | None => std::thread::sleep(Duration::from_millis(20)),
-                    }
-                    // A steady, bounded stream (about 150 users a second):
-                    // every write is fsynced by nats-server here.
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            })
-        })
-        .collect();
-
+    let posters = Posters::start(&ports);
     let mut seed: u64 = 0x5EED_C1A5;
     for round in 0..3 {
         seed = seed
@@ -203,76 +338,10 @@ fn kill_under_ingest(nats: &Nats, replicas: &str) {
         workers[victim].restart();
     }
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::SeqCst);
-    for p in posters {
-        let _ = p.join();
-    }
+    let acked = posters.stop();
 
-    let acked = acked.lock().expect("acked").clone();
-    assert!(
-        acked.len() >= 100,
-        "enough was acknowledged: {}",
-        acked.len()
-    );
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let missing = loop {
-        let m: Vec<(String, &str)> = {
-            let seen = seen(&receiver);
-            acked
-                .iter()
-                .flat_map(|u| [(u.clone(), "now"), (u.clone(), "later")])
-                .filter(|(u, s)| !seen.contains_key(&(u.clone(), (*s).to_owned())))
-                .collect()
-        };
-        if m.is_empty() || Instant::now() > deadline {
-            break m;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    if !missing.is_empty() {
-        for w in &workers {
-            eprintln!("--- worker logs ---\n{}", w.logs());
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged webhooks never arrived ({} immediate ones), e.g. {:?}",
-        missing.len(),
-        acked.len() * 2,
-        missing.iter().filter(|(_, s)| *s == "now").count(),
-        &missing[..missing.len().min(5)]
-    );
-    for ((user, step), keys) in seen(&receiver) {
-        let distinct: BTreeSet<&String> = keys.iter().collect();
-        assert_eq!(
-            distinct.len(),
-            1,
-            "{user}/{step} arrived with {} different keys",
-            distinct.len()
-        );
-    }
-    // No two owners at once: per partition, every commit under a fencing
-    // token is at or before the checkpoint any later token committed from
-    // (a stale owner committing after a takeover would commit past it).
-    let logs: Vec<String> = workers.iter().map(SluiceRun::logs).collect();
-    let commits = commits(&logs);
-    assert_eq!(commits.len(), 8, "every partition committed: {commits:?}");
-    let mut takeovers = 0;
-    for (p, by_token) in &commits {
-        let mut high = 0;
-        for (token, seqs) in by_token {
-            let (lo, hi) = (
-                *seqs.iter().min().expect("a commit"),
-                *seqs.iter().max().expect("a commit"),
-            );
-            assert!(
-                lo >= high,
-                "partition {p}: token {token} committed sequence {lo} after an older owner committed {high}"
-            );
-            high = hi;
-        }
-        takeovers += by_token.len() - 1;
-    }
+    assert_delivered(&receiver, &acked, &workers);
+    let takeovers = assert_tokens_never_interleave(&workers);
     assert!(
         takeovers >= 3,
         "the kills moved partitions: {takeovers} takeovers"
@@ -320,6 +389,63 @@ fn kill_under_ingest(nats: &Nats, replicas: &str) {
             w.request("GET", "/v1/dlq", Some("admin-token"), b"").status,
             200
         );
+    }
+}
+
+/// A handover without failure: three workers under continuous ingest, a
+/// fourth joins (no kill). The others hand it the partitions rendezvous
+/// hashing now gives it, between batches; every acknowledged user's
+/// webhooks arrive, none with two keys, the fencing tokens of each
+/// partition never interleave, and the fourth worker owns partitions and
+/// committed batches of them. (Rendezvous hashing over random worker ids
+/// gives a fourth worker none of 8 partitions about one time in ten: then
+/// it leaves cleanly and joins again under a new id.)
+#[test]
+fn a_fourth_worker_joining_under_ingest_loses_and_doubles_nothing() {
+    let nats = Nats::single();
+    let receiver = Receiver::keep_alive(|_, _| Reply::status(200));
+    let (tmp, dir) =
+        support::fixture::temp_copy("crash-run", &[("__PORT__", receiver.port.to_string())]);
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let mut workers: Vec<SluiceRun> = ports[..3]
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            worker(&dir, &tmp.path().join(format!("w{i}")), *port, &nats.url()).start()
+        })
+        .collect();
+    settled(&workers, Duration::from_secs(30));
+
+    let posters = Posters::start(&ports[..3]);
+    std::thread::sleep(Duration::from_millis(1500));
+    workers.push(worker(&dir, &tmp.path().join("w3"), ports[3], &nats.url()).start());
+    posters.add(ports[3]);
+    let mut joins = 1;
+    loop {
+        let owned = settled(&workers, Duration::from_secs(30));
+        if owned[3] > 0 {
+            break;
+        }
+        assert!(
+            joins < 5,
+            "a fourth worker won no partition in {joins} joins"
+        );
+        workers[3].stop(Duration::from_secs(30));
+        workers[3].restart();
+        joins += 1;
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let acked = posters.stop();
+
+    assert_delivered(&receiver, &acked, &workers);
+    let takeovers = assert_tokens_never_interleave(&workers);
+    assert!(takeovers >= 1, "the join moved partitions");
+    assert!(
+        workers[3].logs().contains("sluice::cluster: committed"),
+        "the fourth worker committed batches of the partitions handed to it"
+    );
+    for w in &mut workers {
+        w.stop(Duration::from_secs(30));
     }
 }
 
@@ -416,14 +542,20 @@ fn with_nats_down_ingest_and_readyz_answer_503_and_recover() {
     w.stop(Duration::from_secs(20));
 }
 
-/// A global throttle (FORMAT.md §8) holds across the workers: three
-/// workers send 480 webhooks under `40 per second` (the cluster's shared
-/// slots). The bound is about dispatch instants: the `sent` lines of every
-/// user's message log (asked of the worker that owns the user) are never
-/// more than 40 in any half-open second, and the 480 span at least 11 s
+/// A global throttle (FORMAT.md §8) holds across the workers, and across
+/// a takeover while messages wait for their slots: three workers send 480
+/// webhooks under `40 per second` (the cluster's shared slots), and two
+/// seconds in, with most of them deferred, the worker owning the most
+/// partitions is SIGKILLed and started again. Its partitions' deferred
+/// messages fall due during the takeover; their new owner fires them late
+/// and each takes a new slot instead of going on the dead worker's. The
+/// bound is about dispatch instants: the `sent` lines of every user's
+/// message log (asked of the worker that owns the user) are never more
+/// than 40 in any half-open second, and the 480 span at least 11 s
 /// (partitions counting on their own would send them in one or two).
 /// Arrivals are not checked against the bound: a loaded machine delivers
-/// late and in bursts.
+/// late and in bursts, and a takeover re-delivers what the dead worker
+/// had not recorded.
 #[test]
 fn a_global_throttle_holds_across_workers() {
     let nats = Nats::single();
@@ -446,18 +578,8 @@ fn a_global_throttle_holds_across_workers() {
         .collect();
     // Handovers done: a partition taken over fires its overdue timers at
     // once (the engine's catch-up), which this test is not about.
-    support::wait::until(
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        "the three workers share the 8 partitions",
-        // (Rendezvous hashing may give one of three workers none of 8.)
-        || {
-            let before: Vec<u64> = workers.iter().map(owned).collect();
-            std::thread::sleep(Duration::from_millis(500));
-            let after: Vec<u64> = workers.iter().map(owned).collect();
-            before == after && after.iter().sum::<u64>() == 8
-        },
-    );
+    // (Rendezvous hashing may give one of three workers none of 8.)
+    settled(&workers, Duration::from_secs(30));
     let ts = support::events::now_ts();
     let mut users = Vec::new();
     for batch in 0..24 {
@@ -478,6 +600,19 @@ fn a_global_throttle_holds_across_workers() {
             || post(port, &body) == Some(202),
         );
     }
+    // Most messages now wait for their slots: kill the worker that owns
+    // the most partitions, and start it again.
+    std::thread::sleep(Duration::from_millis(2_000));
+    let owned_now: Vec<u64> = workers.iter().map(owned).collect();
+    let victim = (0..workers.len())
+        .max_by_key(|i| owned_now[*i])
+        .expect("three workers");
+    let killed_at = chrono::DateTime::parse_from_rfc3339(&support::events::now_ts())
+        .expect("now, in RFC 3339")
+        .with_timezone(&chrono::Utc);
+    workers[victim].kill();
+    std::thread::sleep(Duration::from_millis(300));
+    workers[victim].restart();
     support::wait::until(
         Duration::from_secs(90),
         Duration::from_millis(250),
@@ -491,27 +626,46 @@ fn a_global_throttle_holds_across_workers() {
             })
         },
     );
-    // Every send decision's instant, from the owner of each user.
+    // Every send decision's instant, from the owner of each user; and how
+    // many messages deferred before the kill were sent after it.
     let mut sent: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
+    let mut across = 0;
     for u in &users {
         let answer = workers
             .iter()
             .map(|w| w.request("GET", &format!("/v1/users/{u}"), Some("admin-token"), b""))
             .find(|r| r.status == 200)
             .unwrap_or_else(|| panic!("no worker answers for {u}"));
-        for m in answer.json()["messages"]
+        let lines: Vec<(String, String, chrono::DateTime<chrono::Utc>)> = answer.json()["messages"]
             .as_array()
             .cloned()
             .unwrap_or_default()
-        {
-            if m["outcome"] == "sent" {
+            .iter()
+            .map(|m| {
                 let at = m["at"].as_str().unwrap_or_default();
                 let at = chrono::DateTime::parse_from_rfc3339(at)
-                    .unwrap_or_else(|e| panic!("a sent line's `at` {at:?}: {e}"));
-                sent.push(at.with_timezone(&chrono::Utc));
+                    .unwrap_or_else(|e| panic!("a message line's `at` {at:?}: {e}"))
+                    .with_timezone(&chrono::Utc);
+                let text = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+                (text("outcome"), text("step"), at)
+            })
+            .collect();
+        for (outcome, step, at) in &lines {
+            if outcome == "sent" {
+                sent.push(*at);
+                let waited = lines
+                    .iter()
+                    .any(|(o, s, t)| o == "deferred" && s == step && *t < killed_at);
+                if *at > killed_at && waited {
+                    across += 1;
+                }
             }
         }
     }
+    assert!(
+        across >= 20,
+        "messages were waiting for their slots across the kill: {across}"
+    );
     sent.sort();
     assert_eq!(sent.len(), 480, "one send decision per message");
     let span = (*sent.last().expect("sends") - sent[0])
@@ -535,6 +689,10 @@ fn a_global_throttle_holds_across_workers() {
         let distinct: BTreeSet<&String> = keys.iter().collect();
         assert_eq!(distinct.len(), 1, "{user}/{step} arrived with two keys");
     }
+    assert!(
+        assert_tokens_never_interleave(&workers) >= 1,
+        "the kill moved partitions"
+    );
     // A clean stop gives the partitions back and exits 0.
     for w in &mut workers {
         w.stop(Duration::from_secs(30));

@@ -517,6 +517,61 @@ fn deferred_messages_and_throttle_slots_survive_a_restart() {
     check_resolutions(&all);
 }
 
+/// A store reopened long after its deferred messages' slots (the engine
+/// was down): their timers fire together at the restart, and each takes a
+/// new slot instead of going on its old reservation, so the throttle's
+/// bound holds across the downtime (1 per minute: 10:10, then 10:11).
+#[test]
+fn deferred_messages_released_after_downtime_keep_the_throttle_bound() {
+    let dir = fixtures().join("restart-durable");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store");
+    let store = store.to_str().expect("path");
+    let empty = tmp.path().join("empty.jsonl");
+    std::fs::write(&empty, "").expect("write");
+    let run = |events: &Path, args: &[&str]| {
+        let mut all = vec!["--store", store];
+        all.extend_from_slice(args);
+        simulate_raw(&dir, events, &all)
+    };
+    let first = run(
+        &dir.join("events.jsonl"),
+        &["--until", "2026-03-02T10:00:30Z"],
+    );
+    let later = run(
+        &empty,
+        &[
+            "--start",
+            "2026-03-02T10:10:00Z",
+            "--until",
+            "2026-03-02T10:20:00Z",
+        ],
+    );
+    let compact_sends = |lines: &[Value]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l["kind"] == "send")
+            .map(compact)
+            .collect()
+    };
+    assert_lines(
+        &compact_sends(&first),
+        &[
+            "2026-03-02T10:00:00Z u2 promo sent",
+            "2026-03-02T10:00:00Z u3 promo deferred throttle:esp until 2026-03-02T10:01:00Z",
+            "2026-03-02T10:00:00Z u4 promo deferred throttle:esp until 2026-03-02T10:02:00Z",
+        ],
+    );
+    assert_lines(
+        &compact_sends(&later),
+        &[
+            "2026-03-02T10:10:00Z u3 promo sent",
+            "2026-03-02T10:10:00Z u4 promo deferred throttle:esp until 2026-03-02T10:11:00Z",
+            "2026-03-02T10:11:00Z u4 promo sent",
+        ],
+    );
+}
+
 /// Copies `from` to `to`, leaving out the directory `policies`.
 fn copy_without_policies(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");

@@ -394,3 +394,113 @@ async fn on_a_three_node_cluster_replicated_state_survives_a_node() {
         .expect("the first event survived the node");
     assert_eq!(seq, stored[0].seq);
 }
+
+/// The changelog stream's message count, from the server.
+async fn changelog_messages(nats: &Nats, prefix: &str) -> u64 {
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(format!("{prefix}_ST"))
+        .await
+        .expect("the changelog stream");
+    stream.info().await.expect("stream info").state.messages
+}
+
+fn value(v: &'static [u8]) -> bytes::Bytes {
+    bytes::Bytes::from_static(v)
+}
+
+/// Keys created and deleted batch after batch (timers that fire, outbox
+/// entries delivered): a deletion's tombstone replaces the value at once,
+/// so a restore never sees the old value, and expires after the tombstone
+/// TTL, so the stream holds the live keys only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_keys_hide_their_value_then_leave_the_changelog() {
+    let nats = Nats::single();
+    let mut s = settings(&nats, "d");
+    s.tombstone_ttl = Duration::from_secs(1);
+    let cluster = Cluster::connect(s).await.expect("connect");
+    assert!(
+        cluster.tombstones_expire(),
+        "nats-server 2.11+ expires them"
+    );
+    let names: Vec<String> = (0..30).map(|i| format!("timer-{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let mut records = vec![(name.as_str(), value(b"\x01due"))];
+        if i > 0 {
+            records.push((
+                names[i - 1].as_str(),
+                bytes::Bytes::from_static(changelog::TOMBSTONE),
+            ));
+        }
+        changelog::publish(&cluster, 2, 5, &records).await.unwrap();
+    }
+    // Before the TTL: every deleted key reads as deleted, none as its value.
+    let restored = changelog::restore(&cluster, 2).await.unwrap();
+    for r in &restored {
+        let live = r.bytes.as_ref() != changelog::TOMBSTONE;
+        assert_eq!(live, r.user == "timer-29", "{r:?}");
+    }
+    assert!(changelog_messages(&nats, "d").await >= 2);
+    // After it: the last key alone, however many were deleted.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(changelog_messages(&nats, "d").await, 1);
+    let restored = changelog::restore(&cluster, 2).await.unwrap();
+    assert_eq!(
+        restored,
+        vec![changelog::Record {
+            user: "timer-29".into(),
+            token: 5,
+            bytes: value(b"\x01due"),
+        }]
+    );
+}
+
+/// A changelog created without per-message TTLs (by an earlier release)
+/// is switched to them when a worker connects; its records stay, and its
+/// new tombstones expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_changelog_stream_is_switched_to_expiring_tombstones() {
+    let nats = Nats::single();
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "o_ST".into(),
+        subjects: vec!["o.st.>".into()],
+        max_messages_per_subject: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("an old-style changelog");
+    let mut s = settings(&nats, "o");
+    s.tombstone_ttl = Duration::from_secs(1);
+    let old = Cluster::connect(s.clone()).await.expect("connect");
+    changelog::publish(
+        &old,
+        1,
+        3,
+        &[("kept", value(b"\x01v")), ("gone", value(b"\x01v"))],
+    )
+    .await
+    .unwrap();
+    let mut stream = js.get_stream("o_ST").await.expect("stream");
+    let info = stream.info().await.expect("info");
+    assert!(info.config.allow_message_ttl, "{:?}", info.config);
+    assert_eq!(info.config.max_messages_per_subject, 1);
+    changelog::publish(
+        &old,
+        1,
+        3,
+        &[("gone", bytes::Bytes::from_static(changelog::TOMBSTONE))],
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let again = Cluster::connect(s).await.expect("connect again");
+    let restored = changelog::restore(&again, 1).await.unwrap();
+    assert_eq!(
+        restored.iter().map(|r| r.user.as_str()).collect::<Vec<_>>(),
+        ["kept"]
+    );
+    assert_eq!(changelog_messages(&nats, "o").await, 1);
+}

@@ -3,14 +3,28 @@
 //! the `ST` stream, which keeps one message (the last) per subject. A new
 //! owner restores the partition by reading them all. The user id is
 //! hex-encoded in the subject (ids may hold `.`, `*`, `>` or spaces). Each
-//! record carries its writer's fencing token in `Sluice-Token`; an empty
-//! payload is an erased user.
+//! record carries its writer's fencing token in `Sluice-Token`.
+//!
+//! A deleted key is published as a [`TOMBSTONE`]: it replaces the key's
+//! value at once (the stream keeps one message per subject), and with a
+//! `Nats-TTL` header (when the server and the stream allow per-message
+//! TTLs, NATS 2.11+) it expires after [`super::Settings::tombstone_ttl`],
+//! so deletions (fired timers, delivered outbox entries) do not pile up.
+//! A restore reads every subject's last message; a tombstone that expires
+//! while a restore runs is simply not read, which is what it stood for.
+
+use std::collections::HashSet;
+use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::stream::Stream;
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
 
 use super::{Cluster, Error};
+
+/// The payload of a deleted key's record.
+pub const TOMBSTONE: &[u8] = &[0];
 
 /// One user's record as restored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +32,7 @@ pub struct Record {
     pub user: String,
     /// The fencing token of the owner that published it.
     pub token: u64,
-    /// The record's bytes (the store's codec); empty for an erased user.
+    /// The record's bytes ([`TOMBSTONE`] for a deleted key).
     pub bytes: bytes::Bytes,
 }
 
@@ -28,6 +42,8 @@ fn subject(cluster: &Cluster, partition: u32, user: &str) -> String {
 
 /// Publishes `records` of `partition` under `token` and waits for every
 /// ack. Only then may the checkpoint advance past the events they reflect.
+/// A record whose bytes are [`TOMBSTONE`] expires after the cluster's
+/// tombstone TTL, where the stream allows it.
 pub async fn publish(
     cluster: &Cluster,
     partition: u32,
@@ -39,6 +55,12 @@ pub async fn publish(
     for (user, bytes) in records {
         let mut headers = HeaderMap::new();
         headers.insert("Sluice-Token", token.to_string().as_str());
+        if let Some(ttl) = cluster
+            .tombstone_ttl
+            .filter(|_| bytes.as_ref() == TOMBSTONE)
+        {
+            headers.insert("Nats-TTL", ttl.as_secs().to_string().as_str());
+        }
         let ack = cluster
             .js
             .publish_with_headers(subject(cluster, partition, user), headers, bytes.clone())
@@ -55,10 +77,10 @@ pub async fn publish(
     Ok(())
 }
 
-/// Every record of `partition` (the last per user), erased users included
-/// (empty bytes).
+/// Every record of `partition` (the last per key), deleted keys whose
+/// tombstone has not expired included.
 pub async fn restore(cluster: &Cluster, partition: u32) -> Result<Vec<Record>, Error> {
-    let filter = format!("{}.st.{partition}.>", cluster.prefix());
+    let filter = filter_of(cluster, partition);
     let stream = cluster
         .js
         .get_stream(cluster.name("ST"))
@@ -86,14 +108,32 @@ pub async fn restore(cluster: &Cluster, partition: u32) -> Result<Vec<Record>, E
         .await
         .map_err(|e| Error::nats(format!("restore partition {partition}"), e))?;
     let timeout = cluster.settings.request_timeout;
+    // The last message is the one with nothing pending after it; but a
+    // tombstone counted as pending can expire before it is delivered. After
+    // a quiet moment, the restore is complete when every subject the
+    // stream holds now was read.
+    let idle = Duration::from_millis(500).min(timeout);
+    let mut quiet = Duration::ZERO;
+    let mut read: HashSet<String> = HashSet::with_capacity(subjects);
     let mut out = Vec::with_capacity(subjects);
     loop {
-        let message = match tokio::time::timeout(timeout, messages.next()).await {
-            Err(_) | Ok(None) => return Err(Error::Timeout(timeout)),
+        let message = match tokio::time::timeout(idle, messages.next()).await {
+            Ok(None) => return Err(Error::Timeout(timeout)),
             Ok(Some(message)) => {
                 message.map_err(|e| Error::nats(format!("restore partition {partition}"), e))?
             }
+            Err(_) => {
+                if all_read(&stream, &filter_of(cluster, partition), &read).await? {
+                    return Ok(out);
+                }
+                quiet += idle;
+                if quiet >= timeout {
+                    return Err(Error::Timeout(timeout));
+                }
+                continue;
+            }
         };
+        quiet = Duration::ZERO;
         let pending = message
             .info()
             .map_err(|e| {
@@ -104,6 +144,7 @@ pub async fn restore(cluster: &Cluster, partition: u32) -> Result<Vec<Record>, E
             })?
             .pending;
         let subject = message.message.subject.as_str();
+        read.insert(subject.to_string());
         let encoded = subject.rsplit('.').next().unwrap_or_default();
         let user = hex::decode(encoded)
             .ok()
@@ -130,4 +171,23 @@ pub async fn restore(cluster: &Cluster, partition: u32) -> Result<Vec<Record>, E
             return Ok(out);
         }
     }
+}
+
+fn filter_of(cluster: &Cluster, partition: u32) -> String {
+    format!("{}.st.{partition}.>", cluster.prefix())
+}
+
+/// Whether every subject of `filter` the stream holds now is in `read`.
+async fn all_read(stream: &Stream, filter: &str, read: &HashSet<String>) -> Result<bool, Error> {
+    let mut subjects = stream
+        .info_with_subjects(filter)
+        .await
+        .map_err(|e| Error::nats("list a partition's records", e))?;
+    while let Some(subject) = subjects.next().await {
+        let (subject, _) = subject.map_err(|e| Error::nats("list a partition's records", e))?;
+        if !read.contains(&subject) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

@@ -128,6 +128,12 @@ pub struct Settings {
     pub lease_ttl: Duration,
     /// How long a request to NATS may take before it counts as unavailable.
     pub request_timeout: Duration,
+    /// How long the changelog keeps a deleted key's tombstone (NATS 2.11
+    /// or later; at least a second): a fired timer or a delivered outbox
+    /// entry leaves nothing behind after it. A tombstone replaces the key's
+    /// value at once (one message per subject), so this only bounds how
+    /// long deletions are visible as such.
+    pub tombstone_ttl: Duration,
 }
 
 impl Settings {
@@ -138,6 +144,7 @@ impl Settings {
             replicas: 1,
             lease_ttl: Duration::from_secs(6),
             request_timeout: Duration::from_secs(5),
+            tombstone_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -148,6 +155,10 @@ pub struct Cluster {
     pub(crate) settings: Settings,
     pub(crate) js: jetstream::Context,
     pub(crate) client: async_nats::Client,
+    /// The TTL deleted keys' tombstones are published with (`Nats-TTL`),
+    /// `None` when the changelog stream cannot expire messages (a server
+    /// before 2.11): they are then kept.
+    pub(crate) tombstone_ttl: Option<Duration>,
 }
 
 impl Cluster {
@@ -171,13 +182,31 @@ impl Cluster {
             })?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(settings.request_timeout);
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             settings,
             js,
             client,
+            tombstone_ttl: None,
         };
         cluster.ensure().await?;
         Ok(cluster)
+    }
+
+    /// Whether deleted keys' tombstones expire on the changelog (the
+    /// server and the stream allow per-message TTLs).
+    pub fn tombstones_expire(&self) -> bool {
+        self.tombstone_ttl.is_some()
+    }
+
+    /// Whether the connected server supports per-message TTLs (2.11+).
+    fn server_has_message_ttl(&self) -> bool {
+        let version = self.client.server_info().version;
+        let mut parts = version
+            .trim_start_matches('v')
+            .split(['.', '-'])
+            .map(|p| p.parse::<u64>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        (major, minor) >= (2, 11)
     }
 
     /// Whether the connection to NATS is up now (`/readyz`).
@@ -198,7 +227,7 @@ impl Cluster {
         format!("{}_{what}", self.settings.prefix)
     }
 
-    async fn ensure(&self) -> Result<(), Error> {
+    async fn ensure(&mut self) -> Result<(), Error> {
         let replicas = self.settings.replicas;
         let p = self.prefix();
         self.js
@@ -213,17 +242,52 @@ impl Cluster {
             })
             .await
             .map_err(|e| Error::nats("create the event stream", e))?;
-        self.js
+        let ttl = self.server_has_message_ttl();
+        let mut changelog = self
+            .js
             .get_or_create_stream(jetstream::stream::Config {
                 name: self.name("ST"),
                 subjects: vec![format!("{p}.st.>")],
                 storage: StorageType::File,
                 num_replicas: replicas,
                 max_messages_per_subject: 1,
+                // Deleted keys' tombstones expire (`Nats-TTL`).
+                allow_message_ttl: ttl,
                 ..Default::default()
             })
             .await
             .map_err(|e| Error::nats("create the changelog stream", e))?;
+        let mut config = changelog
+            .info()
+            .await
+            .map_err(|e| Error::nats("read the changelog stream's settings", e))?
+            .config
+            .clone();
+        if ttl && !config.allow_message_ttl {
+            // A changelog created before tombstones expired (or by a
+            // worker on an older server): allow per-message TTLs now (a
+            // setting NATS lets a stream turn on, never off). Tombstones
+            // published before keep their subjects until they are
+            // overwritten or the stream purged.
+            config.allow_message_ttl = true;
+            config = self
+                .js
+                .update_stream(config)
+                .await
+                .map_err(|e| Error::nats("allow message TTLs on the changelog stream", e))?
+                .config;
+        }
+        self.tombstone_ttl = config
+            .allow_message_ttl
+            .then(|| self.settings.tombstone_ttl.max(Duration::from_secs(1)));
+        if self.tombstone_ttl.is_none() {
+            tracing::warn!(
+                target: "sluice::cluster",
+                server = %self.client.server_info().version,
+                "this NATS server cannot expire messages (2.11 or later can): deleted keys stay \
+                 on the changelog as one-byte tombstones"
+            );
+        }
         for (bucket, max_age) in [
             ("meta", Duration::ZERO),
             ("leases", self.settings.lease_ttl),

@@ -345,8 +345,11 @@ impl<O: Outlet> Node<O> {
         let store = ScratchStore::create(&dir)?;
         let records: Vec<(String, bytes::Bytes)> =
             records.into_iter().map(|r| (r.user, r.bytes)).collect();
-        let loaded = partition::load(&store, &records)?;
+        let mut loaded = partition::load(&store, &records)?;
         let (replica, writes) = Replica::new(store);
+        // The rolled-forward batch goes out again, key by key, with the
+        // first batch (its write-ahead record is overwritten by then).
+        writes.republish(std::mem::take(&mut loaded.replayed))?;
         let mut engine = Engine::open(
             Arc::clone(&s.config),
             Box::new(replica),

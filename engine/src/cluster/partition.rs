@@ -96,12 +96,28 @@ impl Writes {
                         p.extend_from_slice(v);
                         p
                     }
-                    None => vec![0],
+                    None => super::changelog::TOMBSTONE.to_vec(),
                 };
                 records.push((format!("{kind}{}", hex::encode(key)), payload.into()));
             }
         }
         Ok(records)
+    }
+
+    /// Adds `writes` to what the next [`Writes::take`] publishes: the
+    /// batch a restore rolled forward from its write-ahead record, whose
+    /// key records the dead owner may not have published. Without this,
+    /// the next batch's write-ahead record would overwrite the only copy
+    /// of those writes on the changelog.
+    pub fn republish(&self, writes: Batch) -> Result<(), Error> {
+        let mut u = self.0.lock().map_err(|_| poisoned())?;
+        for (k, v) in writes.ops {
+            u.ops.entry(k).or_insert(v);
+        }
+        for (k, v) in writes.blobs {
+            u.blobs.entry(k).or_insert(v);
+        }
+        Ok(())
     }
 
     /// Forgets what was not published (a failed batch: the partition is
@@ -158,14 +174,16 @@ fn u64_of(bytes: &mut &[u8]) -> Result<u64, Error> {
     Ok(u64::from_be_bytes(a))
 }
 
-/// What a restore found: how many keys, the batch rolled forward, and the
-/// highest batch number any write-ahead chunk carries (complete or not):
-/// the next owner numbers its batches after it, so its chunks never mix
-/// with a dead owner's half-written ones.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What a restore found: how many keys, the batch rolled forward and its
+/// writes (to publish again: [`Writes::republish`]), and the highest batch
+/// number any write-ahead chunk carries (complete or not): the next owner
+/// numbers its batches after it, so its chunks never mix with a dead
+/// owner's half-written ones.
+#[derive(Debug, Default)]
 pub struct Loaded {
     pub keys: usize,
     pub rolled_forward: Option<u64>,
+    pub replayed: Batch,
     pub last_batch: u64,
 }
 
@@ -208,6 +226,7 @@ pub fn load(store: &ScratchStore, records: &[(String, bytes::Bytes)]) -> Result<
         parts.len() == *n as usize && (0..*n).all(|i| parts.contains_key(&i))
     });
     let mut rolled_forward = None;
+    let mut replayed = Batch::default();
     if let Some((id, (_, parts))) = complete {
         rolled_forward = Some(id);
         let body: Vec<u8> = parts.values().flat_map(|c| c.iter().copied()).collect();
@@ -223,11 +242,13 @@ pub fn load(store: &ScratchStore, records: &[(String, bytes::Bytes)]) -> Result<
                 }
                 _ => None,
             };
-            match kind {
-                b'k' => batch.ops.insert(key, value),
-                b'b' => batch.blobs.insert(key, value),
+            let (all, replay) = match kind {
+                b'k' => (&mut batch.ops, &mut replayed.ops),
+                b'b' => (&mut batch.blobs, &mut replayed.blobs),
                 _ => return Err(damaged("unknown write kind in a write-ahead record")),
             };
+            all.insert(key.clone(), value.clone());
+            replay.insert(key, value);
         }
     }
     // Deleted keys leave nothing behind in a fresh store.
@@ -238,6 +259,7 @@ pub fn load(store: &ScratchStore, records: &[(String, bytes::Bytes)]) -> Result<
     Ok(Loaded {
         keys,
         rolled_forward,
+        replayed,
         last_batch,
     })
 }
@@ -370,6 +392,56 @@ mod tests {
             };
             assert_eq!(&got, want, "cut after {cut} records");
         }
+    }
+
+    /// A worker killed after a batch's write-ahead record but before its
+    /// key records: the next owner rolls the batch forward and publishes
+    /// its writes again with its first batch, so they survive that batch
+    /// overwriting the write-ahead record (and a deletion in it leaves a
+    /// tombstone, not the old value).
+    #[test]
+    fn a_rolled_forward_batch_is_published_again_by_the_next_owner() {
+        let (_d, s) = scratch();
+        let (r, writes) = Replica::new(s);
+        let mut log = BTreeMap::new();
+        put(&r, &[("k1", Some("a")), ("k2", Some("a"))], &[]);
+        publish(&mut log, writes.take(1).expect("take"), usize::MAX);
+        put(&r, &[("k1", Some("b")), ("k2", None)], &[("ua", Some("A"))]);
+        let second = writes.take(2).expect("take");
+        let wal = second.iter().filter(|(n, _)| n.starts_with('w')).count();
+        let want = content(&r.inner);
+        // Killed right after the write-ahead record.
+        publish(&mut log, second, wal);
+
+        let (_d2, s2) = scratch();
+        let all: Vec<_> = log.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut loaded = load(&s2, &all).expect("load");
+        assert_eq!(loaded.rolled_forward, Some(2));
+        assert_eq!(content(&s2), want);
+        let (r2, writes2) = Replica::new(s2);
+        writes2
+            .republish(std::mem::take(&mut loaded.replayed))
+            .expect("republish");
+        // The new owner's first batch writes something else entirely.
+        put(&r2, &[("k3", Some("c"))], &[]);
+        let third = writes2.take(loaded.last_batch + 1).expect("take");
+        assert!(third
+            .iter()
+            .any(|(n, b)| n == &format!("k{}", hex::encode("k2"))
+                && b.as_ref() == crate::cluster::changelog::TOMBSTONE));
+        publish(&mut log, third, usize::MAX);
+        let want = content(&r2.inner);
+        // Whatever the write-ahead records say now, the keys hold it all.
+        let keys_only: Vec<_> = log
+            .iter()
+            .filter(|(k, _)| !k.starts_with('w'))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let (_d3, s3) = scratch();
+        load(&s3, &keys_only).expect("load");
+        assert_eq!(content(&s3), want);
+        assert!(want.iter().any(|(k, _)| k == b"k3"));
+        assert!(!want.iter().any(|(k, _)| k == b"k2"));
     }
 
     #[test]

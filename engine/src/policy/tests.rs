@@ -1114,6 +1114,47 @@ fn throttle_reservation_released_early_waits_for_its_slot() {
 }
 
 #[test]
+fn throttle_reservations_released_late_take_new_slots() {
+    // Three messages under 1 per minute at 10:00: one sent, two deferred to
+    // 10:01 and 10:02. The engine was down until 10:10: their timers fire
+    // late, together. Each takes a new slot instead of going on its old
+    // reservation: 10:10, then 10:11 — never two in a minute.
+    let mut p = policies(vec![], vec![], vec![throttle("t", Email, 1, 60, &[])]);
+    let prof = profile(None);
+    let m = msg(&prof, Email, "m", "j", &[]);
+    let now = ts("2026-03-02T10:00:00Z");
+    assert_eq!(p.decide(&m, &[], now), Decision::Send);
+    let first = p.decide(&m, &[], now);
+    let second = p.decide(&m, &[], now);
+    let (_, u1, r1) = throttled(&first);
+    let (_, u2, r2) = throttled(&second);
+    assert_eq!(
+        (u1, u2),
+        (ts("2026-03-02T10:01:00Z"), ts("2026-03-02T10:02:00Z"))
+    );
+    let late = ts("2026-03-02T10:10:00Z");
+    assert_eq!(
+        p.decide(&msg(&prof, Email, "m", "j", r1), &[], late),
+        Decision::Send
+    );
+    let again = p.decide(&msg(&prof, Email, "m", "j", r2), &[], late);
+    let (reason, until, res) = throttled(&again);
+    assert_eq!((reason, until), ("throttle:t", ts("2026-03-02T10:11:00Z")));
+    assert_eq!(
+        res,
+        [Reservation {
+            throttle: "t".into(),
+            at: until
+        }]
+    );
+    // Back on time, at its new reservation: it goes.
+    assert_eq!(
+        p.decide(&msg(&prof, Email, "m", "j", res), &[], until),
+        Decision::Send
+    );
+}
+
+#[test]
 fn throttle_unusable_reservation_is_rebooked_in_every_throttle() {
     // A message holds `a`'s slot at 10:01 but `b` (added since, say) can only
     // give 10:02: it is re-booked at 10:02 in both, and 10:02 is no longer

@@ -6,12 +6,18 @@
 //! one instant valid for all (the earliest instant every ledger accepts,
 //! found by a fixed point: each accepts any instant at or after its answer,
 //! the local one any later instant at all) and a reservation in each. A
-//! message that comes back with a reservation at or before `now` passes
-//! that throttle without taking a new slot; a reservation it cannot use
-//! (released late for another reason, or a different instant was needed)
-//! is left in the ledger: a wasted slot, never an extra dispatch. A ledger
-//! that cannot promise any slot now ([`Slot::Wait`]) defers the message to
-//! the instant it names, keeping the reservations it holds.
+//! message that comes back at its reservation's instant passes that
+//! throttle without taking a new slot. A reservation it cannot use is left
+//! in the ledger: a wasted slot, never an extra dispatch. That is the case
+//! when a different instant was needed, and when the message comes back
+//! *after* its reservation: its timer fell due while no engine ran (a
+//! `run` restarted after downtime, a partition taken over by another
+//! worker) and fires late, at the instant the engine opened. Sent then on
+//! its old reservation, every message deferred over the downtime would go
+//! at once, beyond the bound; instead each takes a new slot from the
+//! ledger like a message due now. A ledger that cannot promise any slot
+//! now ([`Slot::Wait`]) defers the message to the instant it names,
+//! keeping the reservations it holds that are still ahead.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use journeys::compiled::Throttle;
@@ -36,9 +42,12 @@ pub(super) struct Throttles {
 }
 
 /// Whether a held reservation `at` lets the message pass a throttle when it
-/// is dispatched at `s` (`now` when `s == now`).
-fn usable(held: Option<DateTime<Utc>>, s: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-    held.is_some_and(|at| if s == now { at <= now } else { at == s })
+/// is dispatched at `s` (`now`, or a later instant it is deferred to): only
+/// at the reservation's own instant. The ledger counted the slot there and
+/// nowhere else; a message coming back after it (a timer fired late, after
+/// downtime or a takeover) takes a new slot (see the module doc).
+fn usable(held: Option<DateTime<Utc>>, s: DateTime<Utc>) -> bool {
+    held.is_some_and(|at| at == s)
 }
 
 impl Throttles {
@@ -100,7 +109,7 @@ impl Throttles {
             let mut next = s;
             for &i in idx {
                 let st = &mut self.states[i];
-                if applies(st) && !usable(held(&st.def.id), s, now) {
+                if applies(st) && !usable(held(&st.def.id), s) {
                     match st.ledger.earliest(s, now) {
                         Slot::At(slot) => {
                             if slot > next {
@@ -109,10 +118,17 @@ impl Throttles {
                             }
                         }
                         Slot::Wait(until) => {
+                            // Reservations not ahead of now are of no use
+                            // when the message comes back.
                             return Decision::Defer {
                                 reason: st.reason.clone(),
                                 until: until.max(now),
-                                reservations: msg.reservations.to_vec(),
+                                reservations: msg
+                                    .reservations
+                                    .iter()
+                                    .filter(|r| r.at > now)
+                                    .cloned()
+                                    .collect(),
                             };
                         }
                     }
@@ -127,7 +143,7 @@ impl Throttles {
         if s == now {
             for &i in idx {
                 let st = &mut self.states[i];
-                if applies(st) && !usable(held(&st.def.id), s, now) {
+                if applies(st) && !usable(held(&st.def.id), s) {
                     st.ledger.grant(now);
                 }
             }
@@ -140,7 +156,7 @@ impl Throttles {
             if !applies(st) {
                 continue;
             }
-            if !usable(held(&st.def.id), s, now) {
+            if !usable(held(&st.def.id), s) {
                 st.ledger.grant(s);
             }
             reservations.push(Reservation {
