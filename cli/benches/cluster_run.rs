@@ -351,9 +351,13 @@ impl View {
         let client = rt
             .block_on(async_nats::connect(url))
             .expect("connect to nats-server");
+        let js = {
+            let _inside = rt.enter();
+            async_nats::jetstream::new(client)
+        };
         View {
             rt,
-            js: async_nats::jetstream::new(client),
+            js,
             prefix: prefix.to_owned(),
             partitions,
         }
