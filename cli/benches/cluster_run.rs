@@ -721,6 +721,9 @@ fn identify(user: &str, ts: &str, extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The wall clock (a load generator's events are stamped now, as a client's
+/// would be; the engine's Clock is not in play here).
+#[allow(clippy::disallowed_methods)]
 fn now_ts() -> String {
     chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
@@ -749,7 +752,6 @@ fn restore(nats: &nats::Nats, tmp: &Path, dir: &Path, users: usize, kills: usize
     let mut workers: Vec<Worker> = (0..2)
         .map(|i| Worker::start(&setup, &format!("w{i}")))
         .collect();
-    let mut started = workers.len();
     let view = View::connect(&nats.url(), &prefix, P);
     let ts = now_ts();
     let ids = users_of(0, P, users);
@@ -848,8 +850,7 @@ fn restore(nats: &nats::Nats, tmp: &Path, dir: &Path, users: usize, kills: usize
             load()
         );
         // A fresh worker in the victim's place.
-        workers[owner] = Worker::start(&setup, &format!("w{started}"));
-        started += 1;
+        workers[owner] = Worker::start(&setup, &format!("w{}", 2 + k));
     }
 }
 
