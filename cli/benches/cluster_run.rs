@@ -1,0 +1,917 @@
+//! The wired cluster's speed on this machine (issue 15): real `sluice run
+//! --cluster` release binaries against a nats-server started here
+//! (127.0.0.1, JetStream with `sync_interval: always`: every write fsynced
+//! before its ack), the example shop's journeys live, its CRM webhook
+//! pointed at a receiver in this process. Loopback only. Three phases, each
+//! on its own cluster (`--cluster-name`) of the one nats-server:
+//!
+//! - `ingest`: with 1, 2 and 3 workers, CLIENTS keep-alive connections
+//!   (spread over the workers) post `shopgen` events in batches of BATCH for
+//!   SECONDS; events/s acknowledged (202: every event stored and fsynced by
+//!   JetStream), per worker, and the efficiency against one worker. The
+//!   workers process what they take in at the same time, as in production.
+//! - `process`: with 1, 2 and 3 workers, a backlog of BACKLOG `shopgen`
+//!   events is posted through the workers' HTTP API while the bench itself
+//!   holds every partition's lease (so nothing is processed yet); then it
+//!   releases them all at once and times until every partition's checkpoint
+//!   (the `<PREFIX>_checkpoints` KV, written by compare-and-set after each
+//!   published batch) reaches the partition's last event in the log.
+//! - `restore`: two workers, P = 8 partitions, USERS users that all hash to
+//!   partition 0 (one `identify` each: a profile per user), ingested and
+//!   processed; then the owner of partition 0 is SIGKILLed, KILLS times
+//!   (a fresh worker replaces each victim). Per kill: the survivor's
+//!   `sluice_partition_restore_seconds` (sum and count added), the
+//!   survivor's own log line for partition 0 (`partition taken … took_ms`:
+//!   loading the records into its store and opening the engine), and the
+//!   wall time from the kill until the survivor reports the partition (its
+//!   `sluice_consumer_lag_events{partition="0"}` series) and until an event
+//!   posted right after the kill is checkpointed. The wall times include
+//!   the lease's time to live (`SLUICE_CLUSTER_LEASE_MS`, default 6 s):
+//!   the dead owner's lease must age out first.
+//!
+//! ```sh
+//! cargo bench -p sluice --bench cluster_run              # -- all 10 5000 100000 2
+//! cargo bench -p sluice --bench cluster_run -- ingest 10 8 50    # SECONDS CLIENTS BATCH
+//! cargo bench -p sluice --bench cluster_run -- process 5000      # BACKLOG
+//! cargo bench -p sluice --bench cluster_run -- restore 100000 2  # USERS KILLS
+//! ```
+//!
+//! `SLUICE_BENCH_WORKERS=1,3` runs other worker counts; `SLUICE_BENCH_BIN`
+//! another build of the binary; `TMPDIR=/dev/shm` puts the nats-server's
+//! store (and the workers') in memory, where fsync costs nothing.
+//!
+//! Batches of 50 by default: with NATS fsyncing every write on this
+//! machine's disk (about 3 ms each), a request of 500 events could take
+//! longer than the workers' 5 s NATS request timeout (answered 503).
+//!
+//! Bounded: every wait has a deadline (the processing and restore waits
+//! scale with the events, at most 30 minutes); the processes are SIGKILLed
+//! and reaped on drop, and their temporary directories removed.
+
+#[allow(dead_code)]
+#[path = "../../tests/support/nats.rs"]
+mod nats;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::cluster::lease::Lease;
+
+const TOKEN: &str = "bench";
+
+struct Conn {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Conn {
+    fn open(port: u16) -> Option<Conn> {
+        let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_nodelay(true).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        Some(Conn {
+            w: s.try_clone().ok()?,
+            r: BufReader::new(s),
+        })
+    }
+
+    /// One keep-alive request; the status.
+    fn post(&mut self, path: &str, body: &[u8]) -> Option<u16> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {TOKEN}\r\n\
+             content-type: application/x-ndjson\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        self.w.write_all(head.as_bytes()).ok()?;
+        self.w.write_all(body).ok()?;
+        let mut status = String::new();
+        self.r.read_line(&mut status).ok()?;
+        let code = status.split(' ').nth(1)?.parse().ok()?;
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            self.r.read_line(&mut line).ok()?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().ok()?;
+                }
+            }
+        }
+        let mut b = vec![0u8; len];
+        self.r.read_exact(&mut b).ok()?;
+        Some(code)
+    }
+}
+
+/// A GET on a fresh connection: the status and the body.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// An HTTP/1.1 keep-alive receiver on 127.0.0.1 (a thread per connection)
+/// answering every request 200 and counting them.
+fn receiver(count: Arc<AtomicU64>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
+    let port = l.local_addr().expect("receiver address").port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let count = Arc::clone(&count);
+            std::thread::spawn(move || {
+                let _ = c.set_nodelay(true);
+                let Ok(mut w) = c.try_clone() else { return };
+                let mut r = BufReader::new(c);
+                loop {
+                    let mut len = 0usize;
+                    let mut any = false;
+                    loop {
+                        let mut line = String::new();
+                        match r.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if line == "\r\n" && any {
+                            break;
+                        }
+                        any = true;
+                        if let Some((k, v)) = line.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                let Ok(n) = v.trim().parse() else { return };
+                                len = n;
+                            }
+                        }
+                    }
+                    let mut b = vec![0u8; len];
+                    if r.read_exact(&mut b).is_err() {
+                        return;
+                    }
+                    count.fetch_add(1, Ordering::Relaxed);
+                    if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Copies a config repository, pointing its `https://crm.example.com`
+/// webhooks at the local receiver.
+fn copy(from: &Path, to: &Path, hook: u16) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read").flatten() {
+        let name = e.file_name();
+        if name == ".sluice" {
+            continue;
+        }
+        let target = to.join(&name);
+        if e.path().is_dir() {
+            copy(&e.path(), &target, hook);
+        } else {
+            let text = std::fs::read(e.path()).expect("read");
+            let text = String::from_utf8_lossy(&text).replace(
+                "https://crm.example.com",
+                &format!("http://127.0.0.1:{hook}"),
+            );
+            std::fs::write(target, text).expect("write");
+        }
+    }
+}
+
+/// `shopgen` events, one JSON line (with its newline) each.
+fn shop_events(users: u64, events: u64) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    shopgen::generate(
+        &shopgen::Spec {
+            users,
+            events,
+            ..shopgen::Spec::default()
+        },
+        &mut out,
+    )
+    .expect("generate events");
+    out.split_inclusive(|b| *b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// The CPU seconds (user + system) a process has used, from
+/// `/proc/{pid}/stat` (fields 14 and 15, in clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (tick(11), tick(12)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// What every worker of a bench cluster is started with.
+struct Setup {
+    dir: PathBuf,
+    url: String,
+    prefix: String,
+    partitions: u32,
+    /// `SLUICE_LOG` of the workers.
+    log: &'static str,
+    tmp: PathBuf,
+}
+
+/// One `sluice run --cluster` process, SIGKILLed and reaped on drop.
+struct Worker {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn start(setup: &Setup, name: &str) -> Worker {
+        let port = free_port();
+        let bin = std::env::var("SLUICE_BENCH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_owned());
+        let log = setup.tmp.join(format!("{}-{name}.log", setup.prefix));
+        let stderr = std::fs::File::create(&log).expect("a worker's log file");
+        let child = Command::new(bin)
+            .arg("run")
+            .arg(&setup.dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--store")
+            .arg(setup.tmp.join(format!("{}-{name}", setup.prefix)))
+            .arg("--cluster")
+            .arg(&setup.url)
+            .arg("--cluster-name")
+            .arg(&setup.prefix)
+            .arg("--partitions")
+            .arg(setup.partitions.to_string())
+            .env("SLUICE_INGEST_TOKEN", TOKEN)
+            .env("SLUICE_ADMIN_TOKEN", "bench-admin")
+            .env("SHOP_WEBHOOK_SECRET", "bench-secret")
+            .env("SLUICE_LOG", setup.log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("start sluice run --cluster");
+        let mut w = Worker { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while get(w.port, "/readyz").map(|(s, _)| s) != Some(200) {
+            if let Ok(Some(status)) = w.child.try_wait() {
+                panic!(
+                    "a worker exited ({status}) before it was ready:\n{}",
+                    w.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a worker was not ready within 60 s:\n{}",
+                w.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        w
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn metrics(&self) -> String {
+        get(self.port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    fn cpu(&self) -> f64 {
+        cpu_seconds(self.child.id())
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A sample's value in Prometheus text (`name` with its labels, if any).
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The bench's own view of a cluster through NATS: the checkpoints and the
+/// end of each partition's event log.
+struct View {
+    rt: tokio::runtime::Runtime,
+    js: async_nats::jetstream::Context,
+    prefix: String,
+    partitions: u32,
+}
+
+impl View {
+    fn connect(url: &str, prefix: &str, partitions: u32) -> View {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let client = rt
+            .block_on(async_nats::connect(url))
+            .expect("connect to nats-server");
+        let js = {
+            let _inside = rt.enter();
+            async_nats::jetstream::new(client)
+        };
+        View {
+            rt,
+            js,
+            prefix: prefix.to_owned(),
+            partitions,
+        }
+    }
+
+    /// Every partition's checkpoint (the last applied event's sequence; 0
+    /// for none yet).
+    fn checkpoints(&self) -> Vec<u64> {
+        self.rt.block_on(async {
+            let Ok(kv) = self
+                .js
+                .get_key_value(format!("{}_checkpoints", self.prefix))
+                .await
+            else {
+                return vec![0; self.partitions as usize];
+            };
+            let mut out = Vec::new();
+            for p in 0..self.partitions {
+                let seq = match kv.get(format!("p{p}")).await {
+                    Ok(Some(v)) => serde_json::from_slice::<serde_json::Value>(&v)
+                        .ok()
+                        .and_then(|v| v["seq"].as_u64())
+                        .unwrap_or(0),
+                    _ => 0,
+                };
+                out.push(seq);
+            }
+            out
+        })
+    }
+
+    /// Every partition's last event sequence in the log (0: none).
+    fn ends(&self) -> Vec<u64> {
+        self.rt.block_on(async {
+            let stream = self
+                .js
+                .get_stream(format!("{}_EV", self.prefix))
+                .await
+                .expect("the event stream");
+            let mut out = Vec::new();
+            for p in 0..self.partitions {
+                let last = stream
+                    .get_last_raw_message_by_subject(&format!("{}.ev.{p}", self.prefix))
+                    .await
+                    .map(|m| m.sequence)
+                    .unwrap_or(0);
+                out.push(last);
+            }
+            out
+        })
+    }
+
+    /// Waits until every partition's checkpoint reached `ends`; the time
+    /// it took, or `None` past `limit`.
+    fn wait_caught_up(&self, ends: &[u64], began: Instant, limit: Duration) -> Option<Duration> {
+        loop {
+            let cps = self.checkpoints();
+            if cps.iter().zip(ends).all(|(c, e)| c >= e) {
+                return Some(began.elapsed());
+            }
+            if began.elapsed() > limit {
+                let behind: u64 = ends
+                    .iter()
+                    .zip(&cps)
+                    .map(|(e, c)| e.saturating_sub(*c))
+                    .sum();
+                println!("    (gave up after {limit:?}: checkpoints {behind} sequences behind)");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Posts every line of `lines` in batches of `batch` over `clients`
+/// connections spread over `ports`, re-sending a refused batch (at most 50
+/// times); the events acknowledged.
+fn post_all(ports: &[u16], lines: &Arc<Vec<Vec<u8>>>, clients: usize, batch: usize) -> u64 {
+    let next = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let (lines, next, accepted) =
+                (Arc::clone(lines), Arc::clone(&next), Arc::clone(&accepted));
+            let port = ports[i % ports.len()];
+            std::thread::spawn(move || {
+                let mut c = Conn::open(port);
+                loop {
+                    let from = next.fetch_add(batch, Ordering::Relaxed);
+                    if from >= lines.len() {
+                        return;
+                    }
+                    let to = (from + batch).min(lines.len());
+                    let body: Vec<u8> = lines[from..to].concat();
+                    for _ in 0..50 {
+                        let status = c.as_mut().and_then(|c| c.post("/v1/events", &body));
+                        if status == Some(202) {
+                            accepted.fetch_add((to - from) as u64, Ordering::Relaxed);
+                            break;
+                        }
+                        if status.is_none() {
+                            c = Conn::open(port);
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    accepted.load(Ordering::SeqCst)
+}
+
+/// Posts batches of `lines` for `seconds` as fast as they are
+/// acknowledged; (events acknowledged, requests refused).
+fn post_for(
+    ports: &[u16],
+    lines: &Arc<Vec<Vec<u8>>>,
+    clients: usize,
+    batch: usize,
+    seconds: u64,
+) -> (u64, u64) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let (lines, next, accepted, refused, stop) = (
+                Arc::clone(lines),
+                Arc::clone(&next),
+                Arc::clone(&accepted),
+                Arc::clone(&refused),
+                Arc::clone(&stop),
+            );
+            let port = ports[i % ports.len()];
+            std::thread::spawn(move || {
+                let mut c = Conn::open(port);
+                while !stop.load(Ordering::Relaxed) {
+                    let from = next.fetch_add(batch, Ordering::Relaxed) % lines.len();
+                    let to = (from + batch).min(lines.len());
+                    let body: Vec<u8> = lines[from..to].concat();
+                    match c.as_mut().and_then(|c| c.post("/v1/events", &body)) {
+                        Some(202) => {
+                            accepted.fetch_add((to - from) as u64, Ordering::Relaxed);
+                        }
+                        status => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            if status.is_none() {
+                                c = Conn::open(port);
+                            }
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(seconds));
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        let _ = t.join();
+    }
+    (
+        accepted.load(Ordering::SeqCst),
+        refused.load(Ordering::SeqCst),
+    )
+}
+
+/// The load average, for the record.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn worker_counts() -> Vec<usize> {
+    std::env::var("SLUICE_BENCH_WORKERS")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .filter(|n| *n > 0)
+                .collect()
+        })
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1, 2, 3])
+}
+
+/// Ingest with each worker count; the events/s of each.
+fn ingest(nats: &nats::Nats, tmp: &Path, dir: &Path, seconds: u64, clients: usize, batch: usize) {
+    let lines = Arc::new(shop_events(100_000, 1_000_000));
+    let mut one = None;
+    for n in worker_counts() {
+        let setup = Setup {
+            dir: dir.to_owned(),
+            url: nats.url(),
+            prefix: format!("ing{n}"),
+            partitions: 64,
+            log: "error",
+            tmp: tmp.to_owned(),
+        };
+        let workers: Vec<Worker> = (0..n)
+            .map(|i| Worker::start(&setup, &format!("w{i}")))
+            .collect();
+        let ports: Vec<u16> = workers.iter().map(|w| w.port).collect();
+        let cpu_before: f64 = workers.iter().map(Worker::cpu).sum();
+        let load_before = load();
+        let began = Instant::now();
+        let (accepted, refused) = post_for(&ports, &lines, clients, batch, seconds);
+        let took = began.elapsed().as_secs_f64();
+        let cpu: f64 = workers.iter().map(Worker::cpu).sum::<f64>() - cpu_before;
+        let rate = accepted as f64 / took;
+        let per = rate / n as f64;
+        let base = *one.get_or_insert(per);
+        println!(
+            "ingest   workers={n}  {rate:>7.0} events/s acknowledged ({accepted} in {took:.1} s, \
+             {clients} clients x {batch} events, {refused} requests refused)  per worker {per:>6.0}  \
+             efficiency {:>3.0}%  workers' CPU {:.0} µs/event  load {load_before} -> {}",
+            100.0 * per / base,
+            cpu * 1e6 / accepted.max(1) as f64,
+            load()
+        );
+    }
+}
+
+/// Every partition's lease, held by the bench (renewed in the background)
+/// so that the workers take in a backlog without processing it.
+struct Hold {
+    rt: tokio::runtime::Runtime,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Lease>>,
+}
+
+impl Hold {
+    fn take(url: &str, prefix: &str, partitions: u32) -> Hold {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let settings = engine::cluster::Settings::new(url, prefix);
+        let cluster = rt
+            .block_on(engine::cluster::Cluster::connect(settings))
+            .expect("connect the holder");
+        let mut leases: Vec<Lease> = (0..partitions)
+            .map(|p| {
+                rt.block_on(Lease::acquire(&cluster, p, "bench-holder"))
+                    .expect("take a lease")
+                    .expect("a free lease")
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let task = rt.spawn(async move {
+            while !flag.load(Ordering::SeqCst) {
+                for l in &mut leases {
+                    if tokio::time::Instant::now() >= l.renew_at() {
+                        l.renew().await.expect("renew a held lease");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            leases
+        });
+        Hold { rt, stop, task }
+    }
+
+    /// Gives every lease back at once (purged: the workers take them at
+    /// their next round).
+    fn release(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let leases = self.rt.block_on(self.task).expect("the renewal task");
+        self.rt.block_on(async {
+            for l in leases {
+                l.release().await.expect("release a lease");
+            }
+        });
+    }
+}
+
+/// Drains a backlog with each worker count; the events/s of each.
+fn process(nats: &nats::Nats, tmp: &Path, dir: &Path, backlog: u64) {
+    let lines = Arc::new(shop_events(backlog.div_ceil(10).max(1), backlog));
+    let mut one = None;
+    for n in worker_counts() {
+        let prefix = format!("proc{n}");
+        let partitions = 64;
+        let hold = Hold::take(&nats.url(), &prefix, partitions);
+        let setup = Setup {
+            dir: dir.to_owned(),
+            url: nats.url(),
+            prefix: prefix.clone(),
+            partitions,
+            log: "error",
+            tmp: tmp.to_owned(),
+        };
+        let workers: Vec<Worker> = (0..n)
+            .map(|i| Worker::start(&setup, &format!("w{i}")))
+            .collect();
+        let ports: Vec<u16> = workers.iter().map(|w| w.port).collect();
+        let posted = Instant::now();
+        let accepted = post_all(&ports, &lines, 8, 500);
+        let posting = posted.elapsed().as_secs_f64();
+        let view = View::connect(&nats.url(), &prefix, partitions);
+        let ends = view.ends();
+        let busy = ends.iter().filter(|e| **e > 0).count();
+        let cpu_before: f64 = workers.iter().map(Worker::cpu).sum();
+        let load_before = load();
+        let began = Instant::now();
+        hold.release();
+        let limit = Duration::from_secs((backlog / 20).clamp(60, 1800));
+        let Some(took) = view.wait_caught_up(&ends, began, limit) else {
+            println!("process  workers={n}  did not catch up");
+            continue;
+        };
+        let took = took.as_secs_f64();
+        let cpu: f64 = workers.iter().map(Worker::cpu).sum::<f64>() - cpu_before;
+        let owned: Vec<String> = workers
+            .iter()
+            .map(|w| {
+                sample(&w.metrics(), "sluice_partitions_owned")
+                    .map_or("?".into(), |v| format!("{v:.0}"))
+            })
+            .collect();
+        let rate = accepted as f64 / took;
+        let per = rate / n as f64;
+        let base = *one.get_or_insert(per);
+        println!(
+            "process  workers={n}  {rate:>7.0} events/s ({accepted} events in {took:.1} s, {busy} \
+             partitions with events; posted in {posting:.1} s)  per worker {per:>6.0}  efficiency \
+             {:>3.0}%  partitions owned {}  workers' CPU {:.0} µs/event  load {load_before} -> {}",
+            100.0 * per / base,
+            owned.join("/"),
+            cpu * 1e6 / accepted.max(1) as f64,
+            load()
+        );
+    }
+}
+
+/// `count` users that all belong to partition `p` of `partitions`.
+fn users_of(p: u32, partitions: u32, count: usize) -> Vec<String> {
+    (0u64..)
+        .map(|n| format!("r{n}"))
+        .filter(|u| engine::hash::partition_of(u, partitions) == p)
+        .take(count)
+        .collect()
+}
+
+fn identify(user: &str, ts: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "{{\"type\":\"identify\",\"user\":\"{user}\",\"ts\":\"{ts}\",\"traits\":{{\"email\":\"{user}@example.com\",\
+         \"first_name\":\"R\",\"country\":\"DE\",\"timezone\":\"Europe/Berlin\",\"plan\":\"free\"{extra}}}}}\n"
+    )
+    .into_bytes()
+}
+
+/// The wall clock (a load generator's events are stamped now, as a client's
+/// would be; the engine's Clock is not in play here).
+#[allow(clippy::disallowed_methods)]
+fn now_ts() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// The value after `name=` on a log line.
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    line[at..].split_whitespace().next()
+}
+
+/// Restores a partition of `users` users after its owner is SIGKILLed,
+/// `kills` times.
+fn restore(nats: &nats::Nats, tmp: &Path, dir: &Path, users: usize, kills: usize) {
+    const P: u32 = 8;
+    let prefix = "rst".to_owned();
+    let setup = Setup {
+        dir: dir.to_owned(),
+        url: nats.url(),
+        prefix: prefix.clone(),
+        partitions: P,
+        log: "error,sluice::cluster=info",
+        tmp: tmp.to_owned(),
+    };
+    let mut workers: Vec<Worker> = (0..2)
+        .map(|i| Worker::start(&setup, &format!("w{i}")))
+        .collect();
+    let view = View::connect(&nats.url(), &prefix, P);
+    let ts = now_ts();
+    let ids = users_of(0, P, users);
+    let lines = Arc::new(ids.iter().map(|u| identify(u, &ts, "")).collect::<Vec<_>>());
+    let ports: Vec<u16> = workers.iter().map(|w| w.port).collect();
+    let began = Instant::now();
+    let accepted = post_all(&ports, &lines, 8, 500);
+    let posting = began.elapsed().as_secs_f64();
+    let ends = view.ends();
+    let limit = Duration::from_secs((users as u64 / 20).clamp(120, 1800));
+    let Some(took) = view.wait_caught_up(&ends, began, limit) else {
+        println!("restore: the {users} users were not processed within {limit:?}");
+        return;
+    };
+    println!(
+        "restore  setup: {accepted} users of partition 0 (of {P}) posted in {posting:.1} s ({:.0} events/s), \
+         processed {:.1} s after the first post; load {}",
+        accepted as f64 / posting,
+        took.as_secs_f64(),
+        load()
+    );
+    let lag0 = "sluice_consumer_lag_events{partition=\"0\"}";
+    for k in 0..kills {
+        // Wait for a settled owner of partition 0 with nothing to do.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let owner = loop {
+            let ends = view.ends();
+            let caught_up = view.checkpoints()[0] >= ends[0];
+            let owners: Vec<usize> = (0..workers.len())
+                .filter(|i| sample(&workers[*i].metrics(), lag0).is_some())
+                .collect();
+            if caught_up && owners.len() == 1 {
+                break owners[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "partition 0 has no settled owner"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        let survivor = 1 - owner;
+        let text = workers[survivor].metrics();
+        let sum_before = sample(&text, "sluice_partition_restore_seconds_sum").unwrap_or(0.0);
+        let count_before = sample(&text, "sluice_partition_restore_seconds_count").unwrap_or(0.0);
+        let log_before = workers[survivor].log_text().len();
+        let load_before = load();
+        let killed = Instant::now();
+        workers[owner].kill();
+        // An event for the partition, taken in by the survivor while the
+        // partition has no owner.
+        let probe = identify(&ids[0], &now_ts(), &format!(",\"probe\":{k}"));
+        let mut c = Conn::open(workers[survivor].port).expect("connect to the survivor");
+        assert_eq!(c.post("/v1/events", &probe), Some(202), "the probe event");
+        let probe_seq = view.ends()[0];
+        let deadline = killed + Duration::from_secs(300);
+        let mut taken = None;
+        let processing = loop {
+            if taken.is_none() && sample(&workers[survivor].metrics(), lag0).is_some() {
+                taken = Some(killed.elapsed());
+            }
+            if view.checkpoints()[0] >= probe_seq {
+                break killed.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "partition 0 was not processing again 300 s after the kill"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let taken = taken.unwrap_or(processing);
+        let text = workers[survivor].metrics();
+        let sum = sample(&text, "sluice_partition_restore_seconds_sum").unwrap_or(0.0) - sum_before;
+        let count =
+            sample(&text, "sluice_partition_restore_seconds_count").unwrap_or(0.0) - count_before;
+        let log = workers[survivor].log_text();
+        let line = log.get(log_before..).unwrap_or("").lines().find(|l| {
+            l.contains("sluice::cluster: partition taken") && field(l, "partition") == Some("0")
+        });
+        let (records, load_ms) = line
+            .map(|l| {
+                (
+                    field(l, "records").unwrap_or("?").to_owned(),
+                    field(l, "took_ms").unwrap_or("?").to_owned(),
+                )
+            })
+            .unwrap_or(("?".into(), "?".into()));
+        println!(
+            "restore  kill {}: {users} users in partition 0: survivor's sluice_partition_restore_seconds \
+             +{sum:.2} s over {count:.0} partitions taken (partition 0: {records} changelog records, \
+             loaded and engine opened in {load_ms} ms); wall time from SIGKILL: partition 0 owned again \
+             {:.2} s, an event posted after the kill checkpointed {:.2} s; load {load_before} -> {}",
+            k + 1,
+            taken.as_secs_f64(),
+            processing.as_secs_f64(),
+            load()
+        );
+        // A fresh worker in the victim's place.
+        workers[owner] = Worker::start(&setup, &format!("w{}", 2 + k));
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let (mode, rest) = match args.first().map(String::as_str) {
+        Some(m @ ("ingest" | "process" | "restore" | "all")) => (m, &args[1..]),
+        _ => ("all", &args[..]),
+    };
+    let num = |i: usize, default: u64| -> u64 {
+        rest.get(i)
+            .map(|a| {
+                a.parse()
+                    .unwrap_or_else(|_| panic!("not a whole number: {a:?}"))
+            })
+            .unwrap_or(default)
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let hook = receiver(Arc::default());
+    let dir = tmp.path().join("shop");
+    copy(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop"),
+        &dir,
+        hook,
+    );
+    let nats = nats::Nats::single();
+    println!(
+        "cluster_run: one nats-server (sync_interval: always, store under {}), load {}",
+        std::env::temp_dir().display(),
+        load()
+    );
+    match mode {
+        "ingest" => ingest(
+            &nats,
+            tmp.path(),
+            &dir,
+            num(0, 10),
+            num(1, 8) as usize,
+            num(2, 50) as usize,
+        ),
+        "process" => process(&nats, tmp.path(), &dir, num(0, 5_000)),
+        "restore" => restore(
+            &nats,
+            tmp.path(),
+            &dir,
+            num(0, 100_000) as usize,
+            num(1, 2) as usize,
+        ),
+        _ => {
+            ingest(&nats, tmp.path(), &dir, num(0, 10), 8, 50);
+            process(&nats, tmp.path(), &dir, num(1, 5_000));
+            restore(
+                &nats,
+                tmp.path(),
+                &dir,
+                num(2, 100_000) as usize,
+                num(3, 2) as usize,
+            );
+        }
+    }
+}
