@@ -495,3 +495,78 @@ async fn rounds_leave_no_consumer_behind_but_one_reader_per_partition() {
         "one event reader per owned partition"
     );
 }
+
+/// A model whose restore takes `pause` (a large partition's records).
+struct SlowRestore {
+    model: Model,
+    pause: Duration,
+}
+
+impl engine::cluster::worker::Processor for SlowRestore {
+    fn restore(&mut self, partition: u32, records: Vec<changelog::Record>) {
+        std::thread::sleep(self.pause);
+        self.model.restore(partition, records);
+    }
+    fn apply(
+        &mut self,
+        partition: u32,
+        events: &[(u64, bytes::Bytes)],
+    ) -> Vec<(String, bytes::Bytes)> {
+        self.model.apply(partition, events)
+    }
+    fn committed(&mut self, partition: u32, token: u64, seq: u64) {
+        self.model.committed(partition, token, seq)
+    }
+    fn forget(&mut self, partition: u32) {
+        self.model.forget(partition)
+    }
+}
+
+/// Taking many partitions in one round, or one large one, can take longer
+/// than the lease's TTL: the leases taken first (and the one being
+/// restored) are renewed meanwhile, so none ages out under its live owner
+/// and no partition bounces between owners. Here eight restores of a third
+/// of the TTL each (about twice the TTL in all): every lease survives the
+/// round and the rounds after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_longer_than_the_ttl_keep_every_lease() {
+    let nats = Nats::single();
+    let commits: Commits = Arc::default();
+    let s = settings(&nats);
+    let pause = s.lease_ttl / 3;
+    let cluster = connect(s).await;
+    let processor = SlowRestore {
+        model: Model {
+            me: "slow".into(),
+            users: HashMap::new(),
+            commits: commits.clone(),
+        },
+        pause,
+    };
+    let tuning = Tuning {
+        partitions: P,
+        batch: 5,
+        poll: Duration::from_millis(5),
+    };
+    let mut worker = Worker::new(cluster.clone(), "slow", tuning, processor);
+    worker.round().await.unwrap();
+    assert_eq!(worker.owned(), (0..P).collect::<Vec<_>>());
+    // Past the TTL of the first lease taken, had it not been renewed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        worker.round().await.unwrap();
+    }
+    assert_eq!(
+        worker.stats.leases_lost, 0,
+        "a lease aged out during the restores"
+    );
+    assert_eq!(worker.owned(), (0..P).collect::<Vec<_>>());
+    // And no one else can take them: every lease is live in the bucket.
+    for p in 0..P {
+        let thief = engine::cluster::lease::Lease::acquire(&cluster, p, "thief")
+            .await
+            .unwrap();
+        assert!(thief.is_none(), "partition {p}'s lease had aged out");
+    }
+    worker.leave().await.unwrap();
+}

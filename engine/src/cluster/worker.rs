@@ -177,7 +177,7 @@ impl<P: Processor> Worker<P> {
                 continue;
             }
             let started = Instant::now();
-            let lease = match Lease::acquire(&self.cluster, p, &self.me).await {
+            let mut lease = match Lease::acquire(&self.cluster, p, &self.me).await {
                 Ok(Some(lease)) => lease,
                 Ok(None) => {
                     tracing::trace!(me = %self.me, partition = p, "held by another");
@@ -193,11 +193,61 @@ impl<P: Processor> Worker<P> {
             };
             tracing::debug!(me = %self.me, partition = p, token = lease.token(),
                 checkpoint = lease.checkpoint().seq, "taken");
-            let records = changelog::restore(&self.cluster, p).await?;
-            self.processor.restore(p, records);
+            // Reading a large partition's changelog can take longer than
+            // the lease's TTL: keep this lease and every owned one renewed
+            // meanwhile, or they would age out under a live worker and the
+            // partitions bounce between owners.
+            let (records, lost) = {
+                let restore = changelog::restore(&self.cluster, p);
+                tokio::pin!(restore);
+                let mut lost = Vec::new();
+                let records = loop {
+                    tokio::select! {
+                        records = &mut restore => break Some(records),
+                        () = tokio::time::sleep(ttl / 6) => {
+                            if Instant::now() >= lease.renew_at() {
+                                match lease.renew().await {
+                                    Ok(()) => {}
+                                    Err(Error::LeaseLost { .. }) => break None,
+                                    Err(e) => return Err(e),
+                                }
+                            }
+                            lost.extend(renew_due(&mut self.owned).await?);
+                        }
+                    }
+                };
+                (records, lost)
+            };
+            for q in lost {
+                tracing::debug!(me = %self.me, partition = q, "lease lost");
+                self.lose(q);
+            }
+            let Some(records) = records else {
+                tracing::debug!(me = %self.me, partition = p, "lease lost while restoring");
+                self.stats.leases_lost += 1;
+                continue;
+            };
+            self.processor.restore(p, records?);
+            if Instant::now() >= lease.renew_at() {
+                match lease.renew().await {
+                    Ok(()) => {}
+                    Err(Error::LeaseLost { .. }) => {
+                        tracing::debug!(me = %self.me, partition = p, "lease lost while restoring");
+                        self.processor.forget(p);
+                        self.stats.leases_lost += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             let reader = log::Reader::open(&self.cluster, p, lease.checkpoint().seq).await?;
             self.stats.restores.push(started.elapsed());
             self.owned.insert(p, Owned { lease, reader });
+            // Restoring took time the other partitions' leases count too.
+            for q in renew_due(&mut self.owned).await? {
+                tracing::debug!(me = %self.me, partition = q, "lease lost");
+                self.lose(q);
+            }
         }
 
         let partitions: Vec<u32> = self.owned.keys().copied().collect();
@@ -272,4 +322,23 @@ impl<P: Processor> Worker<P> {
         self.processor.committed(p, token, last);
         Ok(())
     }
+}
+
+/// Renews every owned lease that is due; returns the partitions whose lease
+/// was lost (another owner's now). NATS being unavailable is an error: the
+/// caller stops rather than risk a second writer.
+async fn renew_due(owned: &mut BTreeMap<u32, Owned>) -> Result<Vec<u32>, Error> {
+    let mut lost = Vec::new();
+    let now = Instant::now();
+    for (&p, o) in owned.iter_mut() {
+        if now < o.lease.renew_at() {
+            continue;
+        }
+        match o.lease.renew().await {
+            Ok(()) => {}
+            Err(Error::LeaseLost { .. }) => lost.push(p),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(lost)
 }
