@@ -422,7 +422,14 @@ fn a_fourth_worker_joining_under_ingest_loses_and_doubles_nothing() {
     posters.add(ports[3]);
     let mut joins = 1;
     loop {
-        let owned = settled(&workers, Duration::from_secs(30));
+        let mut owned = settled(&workers, Duration::from_secs(30));
+        if owned[3] == 0 {
+            // On a loaded machine the others' rounds may not have seen the
+            // new member yet when the spread first looks stable: look again
+            // after a few of their rounds before calling it a loss.
+            std::thread::sleep(Duration::from_secs(2));
+            owned = settled(&workers, Duration::from_secs(30));
+        }
         if owned[3] > 0 {
             break;
         }

@@ -19,7 +19,26 @@ const KEY: &str = "cluster";
 /// cluster was created with; returns the cluster's settings.
 pub async fn join(cluster: &Cluster, ours: &Meta) -> Result<Meta, Error> {
     let kv = cluster.bucket("meta").await?;
-    let theirs = match kv.create(KEY, encode(ours)).await {
+    // A replicated bucket just created by the first of several workers
+    // started together can answer "no responders" until its stream has
+    // elected a leader: retry for up to the request timeout before giving
+    // up, so a cluster's workers may start at the same moment.
+    let deadline = tokio::time::Instant::now() + cluster.settings.request_timeout;
+    let mut pause = std::time::Duration::from_millis(50);
+    let created = loop {
+        match kv.create(KEY, encode(ours)).await {
+            Err(e)
+                if e.kind() != async_nats::jetstream::kv::CreateErrorKind::AlreadyExists
+                    && tokio::time::Instant::now() + pause < deadline =>
+            {
+                tracing::debug!("the cluster's settings bucket is not ready yet: {e}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            }
+            other => break other,
+        }
+    };
+    let theirs = match created {
         Ok(_) => return Ok(ours.clone()),
         Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
             let entry = kv
