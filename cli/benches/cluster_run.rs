@@ -48,11 +48,15 @@
 //! scale with the events, at most 30 minutes); the processes are SIGKILLed
 //! and reaped on drop, and their temporary directories removed.
 
+#[path = "support/load.rs"]
+mod load;
 #[allow(dead_code)]
 #[path = "../../tests/support/nats.rs"]
 mod nats;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use load::{copy, cpu_seconds, receiver, shop_events, Conn};
+
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -63,53 +67,6 @@ use std::time::{Duration, Instant};
 use engine::cluster::lease::Lease;
 
 const TOKEN: &str = "bench";
-
-struct Conn {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Conn {
-    fn open(port: u16) -> Option<Conn> {
-        let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.set_nodelay(true).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-        Some(Conn {
-            w: s.try_clone().ok()?,
-            r: BufReader::new(s),
-        })
-    }
-
-    /// One keep-alive request; the status.
-    fn post(&mut self, path: &str, body: &[u8]) -> Option<u16> {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {TOKEN}\r\n\
-             content-type: application/x-ndjson\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        );
-        self.w.write_all(head.as_bytes()).ok()?;
-        self.w.write_all(body).ok()?;
-        let mut status = String::new();
-        self.r.read_line(&mut status).ok()?;
-        let code = status.split(' ').nth(1)?.parse().ok()?;
-        let mut len = 0usize;
-        loop {
-            let mut line = String::new();
-            self.r.read_line(&mut line).ok()?;
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().ok()?;
-                }
-            }
-        }
-        let mut b = vec![0u8; len];
-        self.r.read_exact(&mut b).ok()?;
-        Some(code)
-    }
-}
 
 /// A GET on a fresh connection: the status and the body.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -124,112 +81,6 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = text.split(' ').nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
     Some((status, body))
-}
-
-/// An HTTP/1.1 keep-alive receiver on 127.0.0.1 (a thread per connection)
-/// answering every request 200 and counting them.
-fn receiver(count: Arc<AtomicU64>) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
-    let port = l.local_addr().expect("receiver address").port();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            let count = Arc::clone(&count);
-            std::thread::spawn(move || {
-                let _ = c.set_nodelay(true);
-                let Ok(mut w) = c.try_clone() else { return };
-                let mut r = BufReader::new(c);
-                loop {
-                    let mut len = 0usize;
-                    let mut any = false;
-                    loop {
-                        let mut line = String::new();
-                        match r.read_line(&mut line) {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                        if line == "\r\n" && any {
-                            break;
-                        }
-                        any = true;
-                        if let Some((k, v)) = line.split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                let Ok(n) = v.trim().parse() else { return };
-                                len = n;
-                            }
-                        }
-                    }
-                    let mut b = vec![0u8; len];
-                    if r.read_exact(&mut b).is_err() {
-                        return;
-                    }
-                    count.fetch_add(1, Ordering::Relaxed);
-                    if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
-/// Copies a config repository, pointing its `https://crm.example.com`
-/// webhooks at the local receiver.
-fn copy(from: &Path, to: &Path, hook: u16) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read").flatten() {
-        let name = e.file_name();
-        if name == ".sluice" {
-            continue;
-        }
-        let target = to.join(&name);
-        if e.path().is_dir() {
-            copy(&e.path(), &target, hook);
-        } else {
-            let text = std::fs::read(e.path()).expect("read");
-            let text = String::from_utf8_lossy(&text).replace(
-                "https://crm.example.com",
-                &format!("http://127.0.0.1:{hook}"),
-            );
-            std::fs::write(target, text).expect("write");
-        }
-    }
-}
-
-/// `shopgen` events, one JSON line (with its newline) each.
-fn shop_events(users: u64, events: u64) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    shopgen::generate(
-        &shopgen::Spec {
-            users,
-            events,
-            ..shopgen::Spec::default()
-        },
-        &mut out,
-    )
-    .expect("generate events");
-    out.split_inclusive(|b| *b == b'\n')
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
-/// The CPU seconds (user + system) a process has used, from
-/// `/proc/{pid}/stat` (fields 14 and 15, in clock ticks of 1/100 s).
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return f64::NAN;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    match (tick(11), tick(12)) {
-        (Some(u), Some(s)) => (u + s) / 100.0,
-        _ => f64::NAN,
-    }
 }
 
 fn free_port() -> u16 {
@@ -457,7 +308,7 @@ fn post_all(ports: &[u16], lines: &Arc<Vec<Vec<u8>>>, clients: usize, batch: usi
                     let to = (from + batch).min(lines.len());
                     let body: Vec<u8> = lines[from..to].concat();
                     for _ in 0..50 {
-                        let status = c.as_mut().and_then(|c| c.post("/v1/events", &body));
+                        let status = c.as_mut().and_then(|c| c.post("/v1/events", TOKEN, &body));
                         if status == Some(202) {
                             accepted.fetch_add((to - from) as u64, Ordering::Relaxed);
                             break;
@@ -506,7 +357,7 @@ fn post_for(
                     let from = next.fetch_add(batch, Ordering::Relaxed) % lines.len();
                     let to = (from + batch).min(lines.len());
                     let body: Vec<u8> = lines[from..to].concat();
-                    match c.as_mut().and_then(|c| c.post("/v1/events", &body)) {
+                    match c.as_mut().and_then(|c| c.post("/v1/events", TOKEN, &body)) {
                         Some(202) => {
                             accepted.fetch_add((to - from) as u64, Ordering::Relaxed);
                         }
@@ -805,7 +656,11 @@ fn restore(nats: &nats::Nats, tmp: &Path, dir: &Path, users: usize, kills: usize
         // partition has no owner.
         let probe = identify(&ids[0], &now_ts(), &format!(",\"probe\":{k}"));
         let mut c = Conn::open(workers[survivor].port).expect("connect to the survivor");
-        assert_eq!(c.post("/v1/events", &probe), Some(202), "the probe event");
+        assert_eq!(
+            c.post("/v1/events", TOKEN, &probe),
+            Some(202),
+            "the probe event"
+        );
         let probe_seq = view.ends()[0];
         let deadline = killed + Duration::from_secs(300);
         let mut taken = None;
@@ -872,7 +727,7 @@ fn main() {
             .unwrap_or(default)
     };
     let tmp = tempfile::tempdir().expect("tmp");
-    let hook = receiver(Arc::default());
+    let hook = receiver(Arc::new(|_| {}));
     let dir = tmp.path().join("shop");
     copy(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop"),
