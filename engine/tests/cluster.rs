@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use engine::cluster::{changelog, lease::Lease, log, members, meta, Cluster, Error, Settings};
 use support::nats::Nats;
+use support::stream::changelog_messages;
 
 fn settings(nats: &Nats, prefix: &str) -> Settings {
     let mut s = Settings::new(nats.url(), prefix);
@@ -393,17 +394,6 @@ async fn on_a_three_node_cluster_replicated_state_survives_a_node() {
         .unwrap()
         .expect("the first event survived the node");
     assert_eq!(seq, stored[0].seq);
-}
-
-/// The changelog stream's message count, from the server.
-async fn changelog_messages(nats: &Nats, prefix: &str) -> u64 {
-    let client = async_nats::connect(nats.url()).await.expect("connect");
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js
-        .get_stream(format!("{prefix}_ST"))
-        .await
-        .expect("the changelog stream");
-    stream.info().await.expect("stream info").state.messages
 }
 
 fn value(v: &'static [u8]) -> bytes::Bytes {

@@ -22,6 +22,7 @@ use engine::metrics::Metrics;
 use engine::service::{Command, Outlet};
 use engine::store::outbox::OutboxEntry;
 use support::nats::Nats;
+use support::stream::changelog_messages;
 
 const P: u32 = 2;
 const USERS: usize = 20;
@@ -47,16 +48,6 @@ impl Outlet for AtOnce {
             })
             .is_ok()
     }
-}
-
-async fn changelog_messages(nats: &Nats, prefix: &str) -> u64 {
-    let client = async_nats::connect(nats.url()).await.expect("connect");
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js
-        .get_stream(format!("{prefix}_ST"))
-        .await
-        .expect("the changelog stream");
-    stream.info().await.expect("stream info").state.messages
 }
 
 /// Every restored record of the cluster's partitions: (live, tombstones).

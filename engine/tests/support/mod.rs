@@ -5,7 +5,8 @@
 //!   that do not need the `sluice` binary (paths and fixture copies; free
 //!   ports);
 //! - [`shop`]: the example shop compiled, and events generated for it;
-//! - [`api`]: an axum router served on 127.0.0.1 in the test's runtime.
+//! - [`api`]: an axum router served on 127.0.0.1 in the test's runtime;
+//! - [`stream`]: what a cluster test reads off the NATS server.
 //!
 //! Engine tests never run the `sluice` binary: they must not include
 //! `tests/support/server.rs` or `cli.rs`.
@@ -22,3 +23,4 @@ pub mod model;
 #[path = "../../../tests/support/nats.rs"]
 pub mod nats;
 pub mod shop;
+pub mod stream;
