@@ -50,8 +50,11 @@
 //! Rewriting a user appends a new copy; the old one is garbage. When the
 //! log holds more than twice the live bytes (and at least
 //! [`COMPACT_MIN_BYTES`]), each commit also carries forward a bounded slice
-//! of the oldest generation's still-live records (about twice the commit's
-//! own size, at least 1 MiB): compaction is part of ordinary commits, so it
+//! of the oldest generation's still-live records (read from twice as many
+//! bytes of it as the commit's own records take, which outpaces the garbage
+//! the commit makes while the log holds more than twice the live bytes;
+//! no fixed minimum, so a small commit carries a small slice): compaction
+//! is part of ordinary commits, so it
 //! is crash-atomic like them and never stalls the engine for long. A
 //! generation whose records have all moved is deleted after the next
 //! checkpoint.
@@ -427,6 +430,13 @@ fn decode_u64(v: &[u8]) -> Option<u64> {
 
 /// Applies a frame's writes to sled in small batches, the last one with
 /// the `applied` marker, keeping the live-bytes accounting.
+///
+/// Blob pointers are written one by one: sled's insert (or removal) hands
+/// back the pointer it replaced, whose bytes stop being live, so a blob
+/// costs one descent of the tree instead of a read and a write. Writing
+/// them outside a sled batch loses nothing: every write of a frame is
+/// absolute and recovery replays the whole frame until the `applied`
+/// marker, written last, names it.
 fn apply_frame(
     db: &sled::Db,
     dir: &Path,
@@ -434,21 +444,32 @@ fn apply_frame(
     frame: Frame,
     faults: Option<&Faults>,
 ) -> Result<(), Error> {
-    let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-        Vec::with_capacity(frame.blobs.len() + frame.ops.len() + 1);
-    for (k, p) in frame.blobs {
-        account(db, dir, live, &k, Some(p))?;
-        writes.push((k, Some(p.encode().to_vec())));
+    for chunk in frame.blobs.chunks(CHUNK) {
+        if let Some(f) = faults {
+            f.spend(dir)?;
+        }
+        for (k, p) in chunk {
+            let old = db
+                .insert(k.as_slice(), &p.encode()[..])
+                .map_err(sled_err(dir))?;
+            move_live(live, old.as_deref(), Some(*p));
+        }
     }
+    let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(frame.ops.len());
     for (k, v) in frame.ops {
-        if BLOB_PREFIXES.contains(&k.first().copied().unwrap_or(0)) && v.is_none() {
-            account(db, dir, live, &k, None)?;
+        if v.is_none() && BLOB_PREFIXES.contains(&k.first().copied().unwrap_or(0)) {
+            if let Some(f) = faults {
+                f.spend(dir)?;
+            }
+            let old = db.remove(k.as_slice()).map_err(sled_err(dir))?;
+            move_live(live, old.as_deref(), None);
+            continue;
         }
         writes.push((k, v));
     }
     let marker = frame.lsn.to_be_bytes().to_vec();
     let n = writes.len();
-    let mut it = writes.into_iter().peekable();
+    let mut it = writes.into_iter();
     let mut done = 0;
     loop {
         let mut b = sled::Batch::default();
@@ -477,27 +498,15 @@ fn apply_frame(
     Ok(())
 }
 
-/// Moves the live-bytes accounting of `key` from its old pointer to `new`.
-fn account(
-    db: &sled::Db,
-    dir: &Path,
-    live: &mut BTreeMap<u32, u64>,
-    key: &[u8],
-    new: Option<Pointer>,
-) -> Result<(), Error> {
-    if let Some(old) = db
-        .get(key)
-        .map_err(sled_err(dir))?
-        .as_deref()
-        .and_then(Pointer::decode)
-    {
+/// Moves live bytes from the record at `old` (a stored pointer) to `new`.
+fn move_live(live: &mut BTreeMap<u32, u64>, old: Option<&[u8]>, new: Option<Pointer>) {
+    if let Some(old) = old.and_then(Pointer::decode) {
         let n = live.entry(old.generation).or_default();
         *n = n.saturating_sub(old.size());
     }
     if let Some(p) = new {
         *live.entry(p.generation).or_default() += p.size();
     }
-    Ok(())
 }
 
 fn write_checkpoint(dir: &Path, ck: Checkpoint) -> Result<(), Error> {
@@ -660,7 +669,7 @@ impl Kv for SledStore {
                 .values()
                 .map(|v| v.as_ref().map_or(0, |v| v.len() as u64))
                 .sum();
-            let budget = (2 * size).max(1 << 20);
+            let budget = 2 * size;
             self.compact_into(&mut inner, &mut batch, budget)?;
         }
         inner.log.begin_frame()?;
