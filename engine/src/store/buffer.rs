@@ -69,7 +69,9 @@ pub struct BufferStats {
 
 pub struct Buffered {
     store: Box<dyn Store>,
-    cache: HashMap<String, Cached>,
+    /// Keyed by user id with a randomly seeded aHash: ids come from the
+    /// network, and SipHash cost a few per cent of a simulation here.
+    cache: HashMap<String, Cached, ahash::RandomState>,
     capacity: usize,
     /// The bound on the encoded bytes of the cached records, and their sum.
     max_bytes: usize,
@@ -83,7 +85,7 @@ pub struct Buffered {
     dirty: Vec<String>,
     tick: u64,
     /// Dirty users evicted from the cache, encoded, awaiting commit.
-    evicted: HashMap<String, Vec<u8>>,
+    evicted: HashMap<String, Vec<u8>, ahash::RandomState>,
     timers: BTreeMap<TimerKey, TimerOp>,
     /// Every backend timer at or before this key has fired or been deleted.
     cursor: Option<TimerKey>,
@@ -116,14 +118,14 @@ impl Buffered {
     pub fn with_bounds(store: Box<dyn Store>, capacity: usize, max_bytes: usize) -> Self {
         Buffered {
             store,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             capacity: capacity.max(16),
             max_bytes,
             bytes: 0,
             taken: None,
             dirty: Vec::new(),
             tick: 0,
-            evicted: HashMap::new(),
+            evicted: HashMap::default(),
             timers: BTreeMap::new(),
             cursor: None,
             window: std::collections::VecDeque::new(),
