@@ -333,11 +333,20 @@ impl SledStore {
         if inner.lsn == inner.checkpoint.lsn && inner.log.position() == inner.checkpoint.at {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         inner.log.sync()?;
         if let Some(f) = &self.options.faults {
             f.spend(&self.dir)?;
         }
-        self.db.flush().map_err(sled_err(&self.dir))?;
+        let synced = started.elapsed();
+        let flushed = self.db.flush().map_err(sled_err(&self.dir))?;
+        tracing::debug!(
+            target: "sluice::store",
+            log_sync_ms = synced.as_millis() as u64,
+            sled_flush_ms = (started.elapsed() - synced).as_millis() as u64,
+            sled_flush_bytes = flushed,
+            "checkpoint"
+        );
         let ck = Checkpoint {
             lsn: inner.lsn,
             at: inner.log.position(),
