@@ -252,6 +252,14 @@ impl<P: Processor> Worker<P> {
 
         let partitions: Vec<u32> = self.owned.keys().copied().collect();
         for p in partitions {
+            // A round over many partitions with a backlog can last longer
+            // than the TTL: renew every due lease before each batch, not
+            // only the batch's own, or the partitions later in the round
+            // age out under their live owner.
+            for q in renew_due(&mut self.owned).await? {
+                tracing::debug!(me = %self.me, partition = q, "lease lost");
+                self.lose(q);
+            }
             match self.batch(p).await {
                 Ok(()) => {}
                 Err(Error::LeaseLost { .. }) => {
