@@ -52,7 +52,9 @@
 //! cargo bench -p sluice --bench cluster_run -- restore 100000 2  # USERS KILLS
 //! ```
 //!
-//! `SLUICE_BENCH_WORKERS=1,3` runs other worker counts, in that order
+//! `SLUICE_BENCH_KEEP=1` keeps the temporary directory with the workers'
+//! logs (`sluice::cluster` at info). `SLUICE_BENCH_WORKERS=1,3` runs
+//! other worker counts, in that order
 //! (`1,2,3,1,2,3` interleaves repeated runs; each run is its own cluster);
 //! `SLUICE_BENCH_BIN`
 //! another build of the binary; `TMPDIR=/dev/shm` puts the nats-server's
@@ -442,18 +444,31 @@ fn post_all(ports: &[u16], lines: &Arc<Vec<Vec<u8>>>, clients: usize, batch: usi
     accepted.load(Ordering::SeqCst)
 }
 
+/// What [`post_for`] saw.
+struct Posted {
+    accepted: u64,
+    refused: u64,
+    /// The slowest request, answered or not (the client gives up after
+    /// 30 s), and the requests that took longer than 5 s (the workers'
+    /// NATS request timeout).
+    slowest: Duration,
+    slow: u64,
+}
+
 /// Posts batches of `lines` for `seconds` as fast as they are
-/// acknowledged; (events acknowledged, requests refused).
+/// acknowledged.
 fn post_for(
     ports: &[u16],
     lines: &Arc<Vec<Vec<u8>>>,
     clients: usize,
     batch: usize,
     seconds: u64,
-) -> (u64, u64) {
+) -> Posted {
     let next = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
+    let slowest = Arc::new(AtomicU64::new(0));
+    let slow = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..clients)
         .map(|i| {
@@ -464,6 +479,7 @@ fn post_for(
                 Arc::clone(&refused),
                 Arc::clone(&stop),
             );
+            let (slowest, slow) = (Arc::clone(&slowest), Arc::clone(&slow));
             let port = ports[i % ports.len()];
             std::thread::spawn(move || {
                 let mut c = Conn::open(port);
@@ -471,7 +487,17 @@ fn post_for(
                     let from = next.fetch_add(batch, Ordering::Relaxed) % lines.len();
                     let to = (from + batch).min(lines.len());
                     let body: Vec<u8> = lines[from..to].concat();
-                    match c.as_mut().and_then(|c| c.post("/v1/events", TOKEN, &body)) {
+                    let sent = Instant::now();
+                    let status = c.as_mut().and_then(|c| c.post("/v1/events", TOKEN, &body));
+                    let took = sent.elapsed();
+                    slowest.fetch_max(
+                        u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
+                    if took > Duration::from_secs(5) {
+                        slow.fetch_add(1, Ordering::Relaxed);
+                    }
+                    match status {
                         Some(202) => {
                             accepted.fetch_add((to - from) as u64, Ordering::Relaxed);
                         }
@@ -492,10 +518,12 @@ fn post_for(
     for t in threads {
         let _ = t.join();
     }
-    (
-        accepted.load(Ordering::SeqCst),
-        refused.load(Ordering::SeqCst),
-    )
+    Posted {
+        accepted: accepted.load(Ordering::SeqCst),
+        refused: refused.load(Ordering::SeqCst),
+        slowest: Duration::from_micros(slowest.load(Ordering::SeqCst)),
+        slow: slow.load(Ordering::SeqCst),
+    }
 }
 
 /// The load average, for the record.
@@ -528,7 +556,7 @@ fn ingest(nats: &nats::Nats, tmp: &Path, dir: &Path, seconds: u64, clients: usiz
             url: nats.url(),
             prefix: format!("ing{n}-{run}"),
             partitions: 64,
-            log: "error",
+            log: "warn,sluice::cluster=info",
             tmp: tmp.to_owned(),
         };
         let workers: Vec<Worker> = (0..n)
@@ -546,7 +574,12 @@ fn ingest(nats: &nats::Nats, tmp: &Path, dir: &Path, seconds: u64, clients: usiz
         let cpu_before: f64 = workers.iter().map(Worker::cpu).sum();
         let load_before = load();
         let began = Instant::now();
-        let (accepted, refused) = post_for(&ports, &lines, clients, batch, seconds);
+        let Posted {
+            accepted,
+            refused,
+            slowest,
+            slow,
+        } = post_for(&ports, &lines, clients, batch, seconds);
         let took = began.elapsed().as_secs_f64();
         let cpu: f64 = workers.iter().map(Worker::cpu).sum::<f64>() - cpu_before;
         let rate = accepted as f64 / took;
@@ -554,8 +587,10 @@ fn ingest(nats: &nats::Nats, tmp: &Path, dir: &Path, seconds: u64, clients: usiz
         let base = *one.get_or_insert(per);
         println!(
             "ingest   workers={n}  {rate:>7.0} events/s acknowledged ({accepted} in {took:.1} s, \
-             {clients} clients x {batch} events, {refused} requests refused)  per worker {per:>6.0}  \
+             {clients} clients x {batch} events, {refused} requests refused, slowest {:.1} s, {slow} over 5 s)  \
+             per worker {per:>6.0}  \
              efficiency {:>3.0}%  workers' CPU {:.0} µs/event  load {load_before} -> {}",
+            slowest.as_secs_f64(),
             100.0 * per / base,
             cpu * 1e6 / accepted.max(1) as f64,
             load()
@@ -631,7 +666,7 @@ fn process(nats: &nats::Nats, tmp: &Path, dir: &Path, backlog: u64) {
             url: nats.url(),
             prefix: prefix.clone(),
             partitions,
-            log: "error",
+            log: "warn,sluice::cluster=info",
             tmp: tmp.to_owned(),
         };
         let workers: Vec<Worker> = (0..n)
@@ -926,11 +961,13 @@ fn restore(nats: &nats::Nats, tmp: &Path, dir: &Path, users: usize, kills: usize
         // partition has no owner.
         let probe = identify(&ids[0], &now_ts(), &format!(",\"probe\":{k}"));
         let mut c = Conn::open(workers[survivor].port).expect("connect to the survivor");
+        let sent = Instant::now();
         assert_eq!(
             c.post("/v1/events", TOKEN, &probe),
             Some(202),
             "the probe event"
         );
+        let probe_took = sent.elapsed();
         let probe_seq = view.ends()[0];
         let deadline = killed + Duration::from_secs(300);
         let mut taken = None;
@@ -978,11 +1015,13 @@ fn restore(nats: &nats::Nats, tmp: &Path, dir: &Path, users: usize, kills: usize
              +{sum:.2} s over {count:.0} partitions taken (partition 0: {records} changelog records, \
              loaded and engine opened in {load_ms} ms), leases lost {lost:.0}; wall time from SIGKILL: \
              partition 0 owned again {:.2} s, an event posted after the kill checkpointed {:.2} s, \
-             all {P} partitions owned by the survivor and settled {:.2} s; load {load_before} -> {}",
+             all {P} partitions owned by the survivor and settled {:.2} s (the probe's POST took {:.2} s: \
+             the times before are watched only once it is answered); load {load_before} -> {}",
             k + 1,
             taken.as_secs_f64(),
             processing.as_secs_f64(),
             whole.as_secs_f64(),
+            probe_took.as_secs_f64(),
             load()
         );
         // A fresh worker in the victim's place.
@@ -1008,6 +1047,8 @@ fn main() {
             .unwrap_or(default)
     };
     let tmp = tempfile::tempdir().expect("tmp");
+    // SLUICE_BENCH_KEEP=1 keeps the workers' logs (and stores) for a look.
+    let keep = std::env::var_os("SLUICE_BENCH_KEEP").is_some();
     let hook = receiver(Arc::new(|_| {}));
     let dir = tmp.path().join("shop");
     copy(
@@ -1049,5 +1090,11 @@ fn main() {
                 num(3, 2) as usize,
             );
         }
+    }
+    if keep {
+        println!(
+            "kept the workers' logs and stores in {}",
+            tmp.keep().display()
+        );
     }
 }
