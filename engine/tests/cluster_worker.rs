@@ -667,6 +667,13 @@ async fn rounds_longer_than_the_ttl_keep_every_lease() {
         "the round lasted longer than the TTL: {:?}",
         began.elapsed()
     );
+    // Its heartbeat too was kept up through the round: the others never
+    // saw it leave (and hand every partition around).
+    assert_eq!(
+        engine::cluster::members::live(&cluster).await.unwrap(),
+        vec!["busy".to_string()],
+        "the worker's heartbeat aged out during its round"
+    );
     worker.round().await.unwrap();
     assert_eq!(
         worker.stats.leases_lost, 0,

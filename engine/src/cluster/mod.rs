@@ -53,7 +53,7 @@ pub const DEFAULT_PARTITIONS: u32 = 64;
 /// could together hold all 5,000 and each wait for a slot only their own
 /// unawaited acks would free: every publish of the worker hung, with no
 /// error (ingest requests unanswered, processing stopped).
-pub(crate) const PUBLISH_WINDOW: usize = 256;
+pub(crate) const PUBLISH_WINDOW: usize = 1_024;
 
 /// What goes wrong talking to the cluster.
 #[derive(Debug, thiserror::Error)]
