@@ -5,10 +5,11 @@
 //! pointed at a receiver in this process. Loopback only. Three phases, each
 //! on its own cluster (`--cluster-name`) of the one nats-server:
 //!
-//! - `ingest`: with 1, 2 and 3 workers, CLIENTS keep-alive connections
-//!   (spread over the workers) post `shopgen` events in batches of BATCH for
-//!   SECONDS; events/s acknowledged (202: every event stored and fsynced by
-//!   JetStream), per worker, and the efficiency against one worker. The
+//! - `ingest`: with 1, 2 and 3 workers, once the cluster is settled (see
+//!   below), CLIENTS keep-alive connections (spread over the workers) post
+//!   `shopgen` events in batches of BATCH for SECONDS; events/s
+//!   acknowledged (202: every event stored and fsynced by JetStream), per
+//!   worker, and the efficiency against the first one-worker run. The
 //!   workers process what they take in at the same time, as in production.
 //! - `process`: with 1, 2 and 3 workers, a backlog of BACKLOG `shopgen`
 //!   events is posted through the workers' HTTP API while the bench itself
@@ -19,7 +20,8 @@
 //! - `restore`: two workers, P = 8 partitions, USERS users that all hash to
 //!   partition 0 (one `identify` each: a profile per user), ingested and
 //!   processed; then the owner of partition 0 is SIGKILLed, KILLS times
-//!   (a fresh worker replaces each victim). Per kill: the survivor's
+//!   (a fresh worker replaces each victim), each time only once the whole
+//!   cluster is settled and partition 0 has caught up. Per kill: the survivor's
 //!   `sluice_partition_restore_seconds` (sum and count added), the
 //!   survivor's own log line for partition 0 (`partition taken … took_ms`:
 //!   loading the records into its store and opening the engine), and the
@@ -27,7 +29,21 @@
 //!   `sluice_consumer_lag_events{partition="0"}` series) and until an event
 //!   posted right after the kill is checkpointed. The wall times include
 //!   the lease's time to live (`SLUICE_CLUSTER_LEASE_MS`, default 6 s):
-//!   the dead owner's lease must age out first.
+//!   the dead owner's lease must age out first. Also the survivor's leases
+//!   lost (`sluice_lease_lost_total`: a takeover that bounces shows here)
+//!   and the wall time until the survivor alone is settled owning all P.
+//!
+//! A settled cluster (`wait_settled`, read from NATS and the workers'
+//! metrics every 200 ms): the live members are exactly the running workers
+//! (a dead one's heartbeat aged out), every partition's lease is held by
+//! the running worker rendezvous hashing over them names (no handover
+//! due), each worker reports (`sluice_consumer_lag_events` series,
+//! `sluice_partitions_owned`) exactly the partitions it holds the leases
+//! of (no restore or handover in progress), and the owners, the
+//! checkpoints' fencing tokens and the workers' restore counts stay the
+//! same for 2 s. A cluster that does not settle within its bound (120 s
+//! before ingest, 180 s before a kill, 300 s after one) stops the bench
+//! with the last reason it was not settled.
 //!
 //! ```sh
 //! cargo bench -p sluice --bench cluster_run              # -- all 10 5000 100000 2
@@ -36,7 +52,11 @@
 //! cargo bench -p sluice --bench cluster_run -- restore 100000 2  # USERS KILLS
 //! ```
 //!
-//! `SLUICE_BENCH_WORKERS=1,3` runs other worker counts; `SLUICE_BENCH_BIN`
+//! `SLUICE_BENCH_KEEP=1` keeps the temporary directory with the workers'
+//! logs (`sluice::cluster` at info). `SLUICE_BENCH_WORKERS=1,3` runs
+//! other worker counts, in that order
+//! (`1,2,3,1,2,3` interleaves repeated runs; each run is its own cluster);
+//! `SLUICE_BENCH_BIN`
 //! another build of the binary; `TMPDIR=/dev/shm` puts the nats-server's
 //! store (and the workers') in memory, where fsync costs nothing.
 //!
@@ -106,6 +126,9 @@ struct Worker {
     child: Child,
     port: u16,
     log: PathBuf,
+    /// The `HOSTNAME` it was started with: its member id is
+    /// `<HOSTNAME>-<pid>-<random>`.
+    host: String,
 }
 
 impl Worker {
@@ -114,6 +137,7 @@ impl Worker {
         let bin = std::env::var("SLUICE_BENCH_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_owned());
         let log = setup.tmp.join(format!("{}-{name}.log", setup.prefix));
+        let host = format!("{}-{name}", setup.prefix);
         let stderr = std::fs::File::create(&log).expect("a worker's log file");
         let child = Command::new(bin)
             .arg("run")
@@ -132,11 +156,17 @@ impl Worker {
             .env("SLUICE_ADMIN_TOKEN", "bench-admin")
             .env("SHOP_WEBHOOK_SECRET", "bench-secret")
             .env("SLUICE_LOG", setup.log)
+            .env("HOSTNAME", &host)
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr))
             .spawn()
             .expect("start sluice run --cluster");
-        let mut w = Worker { child, port, log };
+        let mut w = Worker {
+            child,
+            port,
+            log,
+            host,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while get(w.port, "/readyz").map(|(s, _)| s) != Some(200) {
             if let Ok(Some(status)) = w.child.try_wait() {
@@ -165,6 +195,40 @@ impl Worker {
             .unwrap_or_default()
     }
 
+    /// Whether `member` (a members-bucket id or a lease's holder) is this
+    /// process.
+    fn is(&self, member: &str) -> bool {
+        member
+            .strip_prefix(&format!("{}-{}-", self.host, self.child.id()))
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('-'))
+    }
+
+    /// What this worker reports owning (one `sluice_consumer_lag_events`
+    /// series per partition it owns and has restored, set after each of
+    /// its rounds), the `sluice_partitions_owned` gauge and how many
+    /// partition restores it has made; `None` if it does not answer.
+    fn ownership(&self) -> Option<(Vec<u32>, u64, u64)> {
+        let (status, text) = get(self.port, "/metrics")?;
+        if status != 200 {
+            return None;
+        }
+        let mut lagging: Vec<u32> = text
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("sluice_consumer_lag_events{partition=\"")?
+                    .split_once('"')?
+                    .0
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        lagging.sort_unstable();
+        let owned = sample(&text, "sluice_partitions_owned")? as u64;
+        let restores =
+            sample(&text, "sluice_partition_restore_seconds_count").unwrap_or(0.0) as u64;
+        Some((lagging, owned, restores))
+    }
+
     fn cpu(&self) -> f64 {
         cpu_seconds(self.child.id())
     }
@@ -187,11 +251,14 @@ fn sample(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// The bench's own view of a cluster through NATS: the checkpoints and the
-/// end of each partition's event log.
+/// The bench's own view of a cluster through NATS: the checkpoints, the
+/// end of each partition's event log, the leases and the live members.
 struct View {
     rt: tokio::runtime::Runtime,
     js: async_nats::jetstream::Context,
+    /// The same cluster as the workers see it (its members listed the way
+    /// their rounds list them). Connected once the workers created it.
+    cluster: engine::cluster::Cluster,
     prefix: String,
     partitions: u32,
 }
@@ -210,9 +277,15 @@ impl View {
             let _inside = rt.enter();
             async_nats::jetstream::new(client)
         };
+        let cluster = rt
+            .block_on(engine::cluster::Cluster::connect(
+                engine::cluster::Settings::new(url, prefix),
+            ))
+            .expect("connect to the cluster");
         View {
             rt,
             js,
+            cluster,
             prefix: prefix.to_owned(),
             partitions,
         }
@@ -221,27 +294,70 @@ impl View {
     /// Every partition's checkpoint (the last applied event's sequence; 0
     /// for none yet).
     fn checkpoints(&self) -> Vec<u64> {
+        self.claims().into_iter().map(|(seq, _)| seq).collect()
+    }
+
+    /// Every partition's checkpoint record: (sequence, fencing token of
+    /// the owner that claimed or advanced it); (0, 0) for none yet.
+    fn claims(&self) -> Vec<(u64, u64)> {
         self.rt.block_on(async {
             let Ok(kv) = self
                 .js
                 .get_key_value(format!("{}_checkpoints", self.prefix))
                 .await
             else {
-                return vec![0; self.partitions as usize];
+                return vec![(0, 0); self.partitions as usize];
             };
             let mut out = Vec::new();
             for p in 0..self.partitions {
-                let seq = match kv.get(format!("p{p}")).await {
+                let claim = match kv.get(format!("p{p}")).await {
                     Ok(Some(v)) => serde_json::from_slice::<serde_json::Value>(&v)
                         .ok()
-                        .and_then(|v| v["seq"].as_u64())
-                        .unwrap_or(0),
-                    _ => 0,
+                        .map(|v| {
+                            (
+                                v["seq"].as_u64().unwrap_or(0),
+                                v["token"].as_u64().unwrap_or(0),
+                            )
+                        })
+                        .unwrap_or((0, 0)),
+                    _ => (0, 0),
                 };
-                out.push(seq);
+                out.push(claim);
             }
             out
         })
+    }
+
+    /// Who holds each partition's lease now (the holder's member id);
+    /// `None` for a partition without a live lease (never taken, released,
+    /// or aged out).
+    fn holders(&self) -> Result<Vec<Option<String>>, String> {
+        self.rt.block_on(async {
+            let kv = self
+                .js
+                .get_key_value(format!("{}_leases", self.prefix))
+                .await
+                .map_err(|e| format!("cannot open the leases bucket: {e}"))?;
+            let mut out = Vec::new();
+            for p in 0..self.partitions {
+                let holder = kv
+                    .get(format!("p{p}"))
+                    .await
+                    .map_err(|e| format!("cannot read partition {p}'s lease: {e}"))?
+                    .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
+                    .and_then(|v| v["owner"].as_str().map(str::to_owned));
+                out.push(holder);
+            }
+            Ok(out)
+        })
+    }
+
+    /// The live members (heartbeats younger than the lease TTL), as the
+    /// workers' rounds list them.
+    fn members(&self) -> Result<Vec<String>, String> {
+        self.rt
+            .block_on(engine::cluster::members::live(&self.cluster))
+            .map_err(|e| format!("cannot list the members: {e}"))
     }
 
     /// Every partition's last event sequence in the log (0: none).
@@ -328,18 +444,31 @@ fn post_all(ports: &[u16], lines: &Arc<Vec<Vec<u8>>>, clients: usize, batch: usi
     accepted.load(Ordering::SeqCst)
 }
 
+/// What [`post_for`] saw.
+struct Posted {
+    accepted: u64,
+    refused: u64,
+    /// The slowest request, answered or not (the client gives up after
+    /// 30 s), and the requests that took longer than 5 s (the workers'
+    /// NATS request timeout).
+    slowest: Duration,
+    slow: u64,
+}
+
 /// Posts batches of `lines` for `seconds` as fast as they are
-/// acknowledged; (events acknowledged, requests refused).
+/// acknowledged.
 fn post_for(
     ports: &[u16],
     lines: &Arc<Vec<Vec<u8>>>,
     clients: usize,
     batch: usize,
     seconds: u64,
-) -> (u64, u64) {
+) -> Posted {
     let next = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
+    let slowest = Arc::new(AtomicU64::new(0));
+    let slow = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..clients)
         .map(|i| {
@@ -350,6 +479,7 @@ fn post_for(
                 Arc::clone(&refused),
                 Arc::clone(&stop),
             );
+            let (slowest, slow) = (Arc::clone(&slowest), Arc::clone(&slow));
             let port = ports[i % ports.len()];
             std::thread::spawn(move || {
                 let mut c = Conn::open(port);
@@ -357,7 +487,17 @@ fn post_for(
                     let from = next.fetch_add(batch, Ordering::Relaxed) % lines.len();
                     let to = (from + batch).min(lines.len());
                     let body: Vec<u8> = lines[from..to].concat();
-                    match c.as_mut().and_then(|c| c.post("/v1/events", TOKEN, &body)) {
+                    let sent = Instant::now();
+                    let status = c.as_mut().and_then(|c| c.post("/v1/events", TOKEN, &body));
+                    let took = sent.elapsed();
+                    slowest.fetch_max(
+                        u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
+                    if took > Duration::from_secs(5) {
+                        slow.fetch_add(1, Ordering::Relaxed);
+                    }
+                    match status {
                         Some(202) => {
                             accepted.fetch_add((to - from) as u64, Ordering::Relaxed);
                         }
@@ -378,10 +518,12 @@ fn post_for(
     for t in threads {
         let _ = t.join();
     }
-    (
-        accepted.load(Ordering::SeqCst),
-        refused.load(Ordering::SeqCst),
-    )
+    Posted {
+        accepted: accepted.load(Ordering::SeqCst),
+        refused: refused.load(Ordering::SeqCst),
+        slowest: Duration::from_micros(slowest.load(Ordering::SeqCst)),
+        slow: slow.load(Ordering::SeqCst),
+    }
 }
 
 /// The load average, for the record.
@@ -408,23 +550,36 @@ fn worker_counts() -> Vec<usize> {
 fn ingest(nats: &nats::Nats, tmp: &Path, dir: &Path, seconds: u64, clients: usize, batch: usize) {
     let lines = Arc::new(shop_events(100_000, 1_000_000));
     let mut one = None;
-    for n in worker_counts() {
+    for (run, n) in worker_counts().into_iter().enumerate() {
         let setup = Setup {
             dir: dir.to_owned(),
             url: nats.url(),
-            prefix: format!("ing{n}"),
+            prefix: format!("ing{n}-{run}"),
             partitions: 64,
-            log: "error",
+            log: "warn,sluice::cluster=info",
             tmp: tmp.to_owned(),
         };
         let workers: Vec<Worker> = (0..n)
             .map(|i| Worker::start(&setup, &format!("w{i}")))
             .collect();
+        // Measured on a settled cluster: the partitions spread, restored.
+        let view = View::connect(&nats.url(), &setup.prefix, setup.partitions);
+        wait_settled(
+            &view,
+            &workers,
+            Duration::from_secs(2),
+            Duration::from_secs(120),
+        );
         let ports: Vec<u16> = workers.iter().map(|w| w.port).collect();
         let cpu_before: f64 = workers.iter().map(Worker::cpu).sum();
         let load_before = load();
         let began = Instant::now();
-        let (accepted, refused) = post_for(&ports, &lines, clients, batch, seconds);
+        let Posted {
+            accepted,
+            refused,
+            slowest,
+            slow,
+        } = post_for(&ports, &lines, clients, batch, seconds);
         let took = began.elapsed().as_secs_f64();
         let cpu: f64 = workers.iter().map(Worker::cpu).sum::<f64>() - cpu_before;
         let rate = accepted as f64 / took;
@@ -432,8 +587,10 @@ fn ingest(nats: &nats::Nats, tmp: &Path, dir: &Path, seconds: u64, clients: usiz
         let base = *one.get_or_insert(per);
         println!(
             "ingest   workers={n}  {rate:>7.0} events/s acknowledged ({accepted} in {took:.1} s, \
-             {clients} clients x {batch} events, {refused} requests refused)  per worker {per:>6.0}  \
+             {clients} clients x {batch} events, {refused} requests refused, slowest {:.1} s, {slow} over 5 s)  \
+             per worker {per:>6.0}  \
              efficiency {:>3.0}%  workers' CPU {:.0} µs/event  load {load_before} -> {}",
+            slowest.as_secs_f64(),
             100.0 * per / base,
             cpu * 1e6 / accepted.max(1) as f64,
             load()
@@ -500,8 +657,8 @@ impl Hold {
 fn process(nats: &nats::Nats, tmp: &Path, dir: &Path, backlog: u64) {
     let lines = Arc::new(shop_events(backlog.div_ceil(10).max(1), backlog));
     let mut one = None;
-    for n in worker_counts() {
-        let prefix = format!("proc{n}");
+    for (run, n) in worker_counts().into_iter().enumerate() {
+        let prefix = format!("proc{n}-{run}");
         let partitions = 64;
         let hold = Hold::take(&nats.url(), &prefix, partitions);
         let setup = Setup {
@@ -509,7 +666,7 @@ fn process(nats: &nats::Nats, tmp: &Path, dir: &Path, backlog: u64) {
             url: nats.url(),
             prefix: prefix.clone(),
             partitions,
-            log: "error",
+            log: "warn,sluice::cluster=info",
             tmp: tmp.to_owned(),
         };
         let workers: Vec<Worker> = (0..n)
@@ -540,13 +697,17 @@ fn process(nats: &nats::Nats, tmp: &Path, dir: &Path, backlog: u64) {
                     .map_or("?".into(), |v| format!("{v:.0}"))
             })
             .collect();
+        let lost: f64 = workers
+            .iter()
+            .filter_map(|w| sample(&w.metrics(), "sluice_lease_lost_total"))
+            .sum();
         let rate = accepted as f64 / took;
         let per = rate / n as f64;
         let base = *one.get_or_insert(per);
         println!(
             "process  workers={n}  {rate:>7.0} events/s ({accepted} events in {took:.1} s, {busy} \
              partitions with events; posted in {posting:.1} s)  per worker {per:>6.0}  efficiency \
-             {:>3.0}%  partitions owned {}  workers' CPU {:.0} µs/event  load {load_before} -> {}",
+             {:>3.0}%  partitions owned {}  leases lost {lost:.0}  workers' CPU {:.0} µs/event  load {load_before} -> {}",
             100.0 * per / base,
             owned.join("/"),
             cpu * 1e6 / accepted.max(1) as f64,
@@ -585,6 +746,136 @@ fn now_ts() -> String {
 fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let at = line.find(&format!(" {name}="))? + name.len() + 2;
     line[at..].split_whitespace().next()
+}
+
+/// One reading of a settled cluster: each partition's owner (an index
+/// into the workers), the fencing token its checkpoint carries, and each
+/// worker's restore count. Equal readings over a while mean no partition
+/// changed hands and no restore finished in between.
+#[derive(Debug, PartialEq, Eq)]
+struct Spread {
+    owners: Vec<usize>,
+    tokens: Vec<u64>,
+    restores: Vec<u64>,
+}
+
+/// Reads the cluster once; `Err` says why it is not settled: a member that
+/// is not a running worker (a dead one's heartbeat not aged out yet), a
+/// partition without a live lease or leased by a process that is gone, a
+/// lease held by another member than rendezvous hashing over the live
+/// members names (a handover due), or a worker holding a lease it does not
+/// report owning (a restore or a handover in progress).
+fn spread(view: &View, workers: &[Worker]) -> Result<Spread, String> {
+    let members = view.members()?;
+    for (i, w) in workers.iter().enumerate() {
+        let n = members.iter().filter(|m| w.is(m)).count();
+        if n != 1 {
+            return Err(format!(
+                "worker {i} is listed {n} times among the members {members:?}"
+            ));
+        }
+    }
+    if members.len() != workers.len() {
+        return Err(format!(
+            "{} members for {} running workers (a dead worker's heartbeat has not aged out): {members:?}",
+            members.len(),
+            workers.len()
+        ));
+    }
+    let holders = view.holders()?;
+    let mut owners = Vec::new();
+    for (p, holder) in (0u32..).zip(&holders) {
+        let Some(holder) = holder else {
+            return Err(format!("partition {p} has no live lease"));
+        };
+        let Some(i) = workers.iter().position(|w| w.is(holder)) else {
+            return Err(format!(
+                "partition {p}'s lease is held by {holder}, not a running worker"
+            ));
+        };
+        let due = engine::cluster::members::owner(p, &members);
+        if due != Some(holder.as_str()) {
+            return Err(format!(
+                "partition {p} is held by worker {i} but rendezvous hashing gives it to {due:?} (a handover is due)"
+            ));
+        }
+        owners.push(i);
+    }
+    let mut restores = Vec::new();
+    for (i, w) in workers.iter().enumerate() {
+        let Some((reported, gauge, restored)) = w.ownership() else {
+            return Err(format!("worker {i} does not answer /metrics"));
+        };
+        let leased: Vec<u32> = (0u32..)
+            .zip(&owners)
+            .filter(|(_, o)| **o == i)
+            .map(|(p, _)| p)
+            .collect();
+        if reported != leased || gauge != leased.len() as u64 {
+            return Err(format!(
+                "worker {i} holds the leases of {leased:?} but reports owning {reported:?} \
+                 (sluice_partitions_owned {gauge}): a restore or handover is in progress"
+            ));
+        }
+        restores.push(restored);
+    }
+    let tokens = view.claims().into_iter().map(|(_, token)| token).collect();
+    Ok(Spread {
+        owners,
+        tokens,
+        restores,
+    })
+}
+
+/// Waits until the whole cluster is settled: every partition has exactly
+/// one owner, the one rendezvous hashing names among the running workers,
+/// each worker reports exactly the partitions it holds the leases of (no
+/// restore in progress), and nothing of that changes for `stable`. The
+/// settled spread and when it was first seen; panics past `limit` with the
+/// last reason it was not settled.
+fn wait_settled(
+    view: &View,
+    workers: &[Worker],
+    stable: Duration,
+    limit: Duration,
+) -> (Spread, Instant) {
+    let began = Instant::now();
+    let mut since: Option<(Spread, Instant)> = None;
+    loop {
+        let reason = match spread(view, workers) {
+            Ok(now) => match since.take() {
+                Some((was, at)) if was == now => {
+                    if at.elapsed() >= stable {
+                        return (now, at);
+                    }
+                    since = Some((was, at));
+                    None
+                }
+                Some((was, _)) => {
+                    let reason = format!("the spread changed: {was:?} -> {now:?}");
+                    since = Some((now, Instant::now()));
+                    Some(reason)
+                }
+                None => {
+                    since = Some((now, Instant::now()));
+                    None
+                }
+            },
+            Err(reason) => {
+                since = None;
+                Some(reason)
+            }
+        };
+        if began.elapsed() > limit {
+            panic!(
+                "the cluster did not settle within {limit:?} (every partition owned once, by the \
+                 member rendezvous hashing names, no restore in progress, stable for {stable:?}); \
+                 last: {}",
+                reason.unwrap_or_else(|| "settled, but not yet for long enough".into())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Restores a partition of `users` users after its owner is SIGKILLed,
@@ -626,28 +917,42 @@ fn restore(nats: &nats::Nats, tmp: &Path, dir: &Path, users: usize, kills: usize
     );
     let lag0 = "sluice_consumer_lag_events{partition=\"0\"}";
     for k in 0..kills {
-        // Wait for a settled owner of partition 0 with nothing to do.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let owner = loop {
-            let ends = view.ends();
-            let caught_up = view.checkpoints()[0] >= ends[0];
-            let owners: Vec<usize> = (0..workers.len())
-                .filter(|i| sample(&workers[*i].metrics(), lag0).is_some())
-                .collect();
-            if caught_up && owners.len() == 1 {
-                break owners[0];
+        // Wait until the whole cluster is settled (no kill in the middle of
+        // a rebalance or a restore) and partition 0 has nothing to do.
+        let waiting = Instant::now();
+        let deadline = waiting + Duration::from_secs(180);
+        let settled = loop {
+            let (settled, _) = wait_settled(
+                &view,
+                &workers,
+                Duration::from_secs(2),
+                Duration::from_secs(180),
+            );
+            let caught_up = view.checkpoints()[0] >= view.ends()[0];
+            // Still the same spread once partition 0 is seen caught up.
+            if caught_up && spread(&view, &workers).as_ref() == Ok(&settled) {
+                break settled;
             }
             assert!(
                 Instant::now() < deadline,
-                "partition 0 has no settled owner"
+                "partition 0 did not catch up on a settled cluster within 180 s"
             );
-            std::thread::sleep(Duration::from_millis(100));
         };
-        std::thread::sleep(Duration::from_millis(500));
+        let owner = settled.owners[0];
+        println!(
+            "restore  kill {}: waited {:.1} s for a settled cluster (partitions per worker {:?}, \
+             unchanged for 2 s)",
+            k + 1,
+            waiting.elapsed().as_secs_f64(),
+            (0..workers.len())
+                .map(|i| settled.owners.iter().filter(|o| **o == i).count())
+                .collect::<Vec<_>>()
+        );
         let survivor = 1 - owner;
         let text = workers[survivor].metrics();
         let sum_before = sample(&text, "sluice_partition_restore_seconds_sum").unwrap_or(0.0);
         let count_before = sample(&text, "sluice_partition_restore_seconds_count").unwrap_or(0.0);
+        let lost_before = sample(&text, "sluice_lease_lost_total").unwrap_or(0.0);
         let log_before = workers[survivor].log_text().len();
         let load_before = load();
         let killed = Instant::now();
@@ -656,11 +961,13 @@ fn restore(nats: &nats::Nats, tmp: &Path, dir: &Path, users: usize, kills: usize
         // partition has no owner.
         let probe = identify(&ids[0], &now_ts(), &format!(",\"probe\":{k}"));
         let mut c = Conn::open(workers[survivor].port).expect("connect to the survivor");
+        let sent = Instant::now();
         assert_eq!(
             c.post("/v1/events", TOKEN, &probe),
             Some(202),
             "the probe event"
         );
+        let probe_took = sent.elapsed();
         let probe_seq = view.ends()[0];
         let deadline = killed + Duration::from_secs(300);
         let mut taken = None;
@@ -678,7 +985,16 @@ fn restore(nats: &nats::Nats, tmp: &Path, dir: &Path, users: usize, kills: usize
             std::thread::sleep(Duration::from_millis(20));
         };
         let taken = taken.unwrap_or(processing);
+        // The survivor alone, settled: it owns every partition.
+        let (_, alone) = wait_settled(
+            &view,
+            std::slice::from_ref(&workers[survivor]),
+            Duration::from_secs(2),
+            Duration::from_secs(300),
+        );
+        let whole = alone.saturating_duration_since(killed);
         let text = workers[survivor].metrics();
+        let lost = sample(&text, "sluice_lease_lost_total").unwrap_or(0.0) - lost_before;
         let sum = sample(&text, "sluice_partition_restore_seconds_sum").unwrap_or(0.0) - sum_before;
         let count =
             sample(&text, "sluice_partition_restore_seconds_count").unwrap_or(0.0) - count_before;
@@ -697,11 +1013,15 @@ fn restore(nats: &nats::Nats, tmp: &Path, dir: &Path, users: usize, kills: usize
         println!(
             "restore  kill {}: {users} users in partition 0: survivor's sluice_partition_restore_seconds \
              +{sum:.2} s over {count:.0} partitions taken (partition 0: {records} changelog records, \
-             loaded and engine opened in {load_ms} ms); wall time from SIGKILL: partition 0 owned again \
-             {:.2} s, an event posted after the kill checkpointed {:.2} s; load {load_before} -> {}",
+             loaded and engine opened in {load_ms} ms), leases lost {lost:.0}; wall time from SIGKILL: \
+             partition 0 owned again {:.2} s, an event posted after the kill checkpointed {:.2} s, \
+             all {P} partitions owned by the survivor and settled {:.2} s (the probe's POST took {:.2} s: \
+             the times before are watched only once it is answered); load {load_before} -> {}",
             k + 1,
             taken.as_secs_f64(),
             processing.as_secs_f64(),
+            whole.as_secs_f64(),
+            probe_took.as_secs_f64(),
             load()
         );
         // A fresh worker in the victim's place.
@@ -727,6 +1047,8 @@ fn main() {
             .unwrap_or(default)
     };
     let tmp = tempfile::tempdir().expect("tmp");
+    // SLUICE_BENCH_KEEP=1 keeps the workers' logs (and stores) for a look.
+    let keep = std::env::var_os("SLUICE_BENCH_KEEP").is_some();
     let hook = receiver(Arc::new(|_| {}));
     let dir = tmp.path().join("shop");
     copy(
@@ -768,5 +1090,11 @@ fn main() {
                 num(3, 2) as usize,
             );
         }
+    }
+    if keep {
+        println!(
+            "kept the workers' logs and stores in {}",
+            tmp.keep().display()
+        );
     }
 }

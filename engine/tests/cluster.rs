@@ -494,3 +494,44 @@ async fn an_older_changelog_stream_is_switched_to_expiring_tombstones() {
     );
     assert_eq!(changelog_messages(&nats, "o").await, 1);
 }
+
+/// One call publishing more than async-nats's 5,000 unacknowledged
+/// publishes per connection (a large batch's changelog records, a request
+/// of many events) completes: it awaits its acks a window at a time. It
+/// used to publish them all before awaiting any, so the 5,001st publish
+/// waited for a free slot that only its own unawaited acks would free:
+/// the call, and every other publish of the worker, hung with no error
+/// (found by the cluster_run bench: ingest requests unanswered for 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_publishing_more_than_five_thousand_messages_completes() {
+    let nats = Nats::single();
+    let cluster = connect(&nats, "big").await;
+    let users: Vec<String> = (0..5_200).map(|n| format!("u{n}")).collect();
+    let records: Vec<(&str, bytes::Bytes)> = users
+        .iter()
+        .map(|u| (u.as_str(), bytes::Bytes::from_static(b"r")))
+        .collect();
+    tokio::time::timeout(
+        Duration::from_secs(90),
+        changelog::publish(&cluster, 0, 1, &records),
+    )
+    .await
+    .expect("5,200 changelog records published within 90 s")
+    .unwrap();
+    assert_eq!(changelog_messages(&nats, "big").await, 5_200);
+    let appends: Vec<log::Append> = users
+        .iter()
+        .map(|u| log::Append {
+            user: u,
+            msg_id: u,
+            payload: bytes::Bytes::from_static(b"{}"),
+        })
+        .collect();
+    let appended =
+        tokio::time::timeout(Duration::from_secs(90), log::append(&cluster, 4, &appends))
+            .await
+            .expect("5,200 events appended within 90 s")
+            .unwrap();
+    assert_eq!(appended.len(), 5_200);
+    assert!(appended.iter().all(|a| !a.duplicate));
+}

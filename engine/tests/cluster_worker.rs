@@ -570,3 +570,121 @@ async fn restores_longer_than_the_ttl_keep_every_lease() {
     }
     worker.leave().await.unwrap();
 }
+
+/// A model processor whose batches with events take `pause` each (a busy
+/// engine, a slow disk under the changelog): a round over many partitions
+/// with a backlog then lasts longer than the lease's TTL.
+struct SlowApply {
+    model: Model,
+    pause: Duration,
+}
+
+impl engine::cluster::worker::Processor for SlowApply {
+    fn restore(&mut self, partition: u32, records: Vec<changelog::Record>) {
+        self.model.restore(partition, records);
+    }
+    fn apply(
+        &mut self,
+        partition: u32,
+        events: &[(u64, bytes::Bytes)],
+    ) -> Vec<(String, bytes::Bytes)> {
+        if !events.is_empty() {
+            std::thread::sleep(self.pause);
+        }
+        self.model.apply(partition, events)
+    }
+    fn committed(&mut self, partition: u32, token: u64, seq: u64) {
+        self.model.committed(partition, token, seq)
+    }
+    fn forget(&mut self, partition: u32) {
+        self.model.forget(partition)
+    }
+}
+
+/// A round applies one batch per owned partition in turn: with a backlog
+/// on every partition and batches of a quarter of the TTL, one round over
+/// eight partitions lasts about twice the TTL. Every owned lease that is
+/// due is renewed between batches, so none ages out under its live owner
+/// while the others' batches run (found by the cluster_run bench: a lone
+/// worker draining a backlog over 64 partitions owned 49 of them at the
+/// end, the rest lost and taken again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_longer_than_the_ttl_keep_every_lease() {
+    let nats = Nats::single();
+    let commits: Commits = Arc::default();
+    let s = settings(&nats);
+    let pause = s.lease_ttl / 4;
+    let cluster = connect(s).await;
+    let processor = SlowApply {
+        model: Model {
+            me: "busy".into(),
+            users: HashMap::new(),
+            commits: commits.clone(),
+        },
+        pause,
+    };
+    let tuning = Tuning {
+        partitions: P,
+        batch: 5,
+        poll: Duration::from_millis(5),
+    };
+    let mut worker = Worker::new(cluster.clone(), "busy", tuning, processor);
+    worker.round().await.unwrap();
+    assert_eq!(worker.owned(), (0..P).collect::<Vec<_>>());
+    // A backlog of several batches on every partition.
+    let users: Vec<String> = (0u32..)
+        .map(|n| format!("b{n}"))
+        .scan([0usize; P as usize], |seen, u| {
+            let p = engine::hash::partition_of(&u, P) as usize;
+            seen[p] += 1;
+            Some((seen[p] <= 20).then_some(u))
+        })
+        .flatten()
+        .take(20 * P as usize)
+        .collect();
+    let ids: Vec<String> = users.iter().map(|u| format!("{u}-e")).collect();
+    let payloads: Vec<bytes::Bytes> = users
+        .iter()
+        .zip(&ids)
+        .map(|(u, id)| bytes::Bytes::from(serde_json::json!({"user": u, "id": id}).to_string()))
+        .collect();
+    let appends: Vec<log::Append> = users
+        .iter()
+        .zip(&ids)
+        .zip(&payloads)
+        .map(|((user, id), payload)| log::Append {
+            user,
+            msg_id: id,
+            payload: payload.clone(),
+        })
+        .collect();
+    log::append(&cluster, P, &appends).await.unwrap();
+    let began = tokio::time::Instant::now();
+    worker.round().await.unwrap();
+    let ttl = settings(&nats).lease_ttl;
+    assert!(
+        began.elapsed() > ttl,
+        "the round lasted longer than the TTL: {:?}",
+        began.elapsed()
+    );
+    // Its heartbeat too was kept up through the round: the others never
+    // saw it leave (and hand every partition around).
+    assert_eq!(
+        engine::cluster::members::live(&cluster).await.unwrap(),
+        vec!["busy".to_string()],
+        "the worker's heartbeat aged out during its round"
+    );
+    worker.round().await.unwrap();
+    assert_eq!(
+        worker.stats.leases_lost, 0,
+        "a lease aged out while other partitions' batches ran"
+    );
+    assert_eq!(worker.owned(), (0..P).collect::<Vec<_>>());
+    for p in 0..P {
+        let thief = engine::cluster::lease::Lease::acquire(&cluster, p, "thief")
+            .await
+            .unwrap();
+        assert!(thief.is_none(), "partition {p}'s lease had aged out");
+    }
+    worker.leave().await.unwrap();
+}

@@ -51,28 +51,37 @@ pub async fn publish(
     records: &[(&str, bytes::Bytes)],
 ) -> Result<(), Error> {
     let timeout = cluster.settings.request_timeout;
-    let mut pending = Vec::with_capacity(records.len());
-    for (user, bytes) in records {
-        let mut headers = HeaderMap::new();
-        headers.insert("Sluice-Token", token.to_string().as_str());
-        if let Some(ttl) = cluster
-            .tombstone_ttl
-            .filter(|_| bytes.as_ref() == TOMBSTONE)
-        {
-            headers.insert("Nats-TTL", ttl.as_secs().to_string().as_str());
-        }
-        let ack = cluster
-            .js
-            .publish_with_headers(subject(cluster, partition, user), headers, bytes.clone())
-            .await
-            .map_err(|e| Error::nats("publish a user record", e))?;
-        pending.push(ack);
-    }
-    for ack in pending {
-        tokio::time::timeout(timeout, ack)
+    // A window of publishes at a time (see `PUBLISH_WINDOW`).
+    for window in records.chunks(super::PUBLISH_WINDOW) {
+        let mut pending = Vec::with_capacity(window.len());
+        for (user, bytes) in window {
+            let mut headers = HeaderMap::new();
+            headers.insert("Sluice-Token", token.to_string().as_str());
+            if let Some(ttl) = cluster
+                .tombstone_ttl
+                .filter(|_| bytes.as_ref() == TOMBSTONE)
+            {
+                headers.insert("Nats-TTL", ttl.as_secs().to_string().as_str());
+            }
+            let ack = tokio::time::timeout(
+                timeout,
+                cluster.js.publish_with_headers(
+                    subject(cluster, partition, user),
+                    headers,
+                    bytes.clone(),
+                ),
+            )
             .await
             .map_err(|_| Error::Timeout(timeout))?
-            .map_err(|e| Error::nats("store a user record", e))?;
+            .map_err(|e| Error::nats("publish a user record", e))?;
+            pending.push(ack);
+        }
+        for ack in pending {
+            tokio::time::timeout(timeout, ack)
+                .await
+                .map_err(|_| Error::Timeout(timeout))?
+                .map_err(|e| Error::nats("store a user record", e))?;
+        }
     }
     Ok(())
 }

@@ -46,29 +46,38 @@ pub async fn append(
     events: &[Append<'_>],
 ) -> Result<Vec<Appended>, Error> {
     let timeout = cluster.settings.request_timeout;
-    let mut pending = Vec::with_capacity(events.len());
-    for event in events {
-        let partition = partition_of(event.user, partitions);
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", event.msg_id);
-        let ack = cluster
-            .js
-            .publish_with_headers(subject(cluster, partition), headers, event.payload.clone())
-            .await
-            .map_err(|e| Error::nats("publish an event", e))?;
-        pending.push((partition, ack));
-    }
-    let mut out = Vec::with_capacity(pending.len());
-    for (partition, ack) in pending {
-        let ack = tokio::time::timeout(timeout, ack)
+    let mut out = Vec::with_capacity(events.len());
+    // A window of publishes at a time (see `PUBLISH_WINDOW`).
+    for window in events.chunks(super::PUBLISH_WINDOW) {
+        let mut pending = Vec::with_capacity(window.len());
+        for event in window {
+            let partition = partition_of(event.user, partitions);
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", event.msg_id);
+            let ack = tokio::time::timeout(
+                timeout,
+                cluster.js.publish_with_headers(
+                    subject(cluster, partition),
+                    headers,
+                    event.payload.clone(),
+                ),
+            )
             .await
             .map_err(|_| Error::Timeout(timeout))?
-            .map_err(|e| Error::nats("store an event", e))?;
-        out.push(Appended {
-            partition,
-            seq: ack.sequence,
-            duplicate: ack.duplicate,
-        });
+            .map_err(|e| Error::nats("publish an event", e))?;
+            pending.push((partition, ack));
+        }
+        for (partition, ack) in pending {
+            let ack = tokio::time::timeout(timeout, ack)
+                .await
+                .map_err(|_| Error::Timeout(timeout))?
+                .map_err(|e| Error::nats("store an event", e))?;
+            out.push(Appended {
+                partition,
+                seq: ack.sequence,
+                duplicate: ack.duplicate,
+            });
+        }
     }
     Ok(out)
 }

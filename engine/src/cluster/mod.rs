@@ -44,6 +44,17 @@ use async_nats::jetstream::{self, kv, stream::StorageType};
 /// Default partition count of a new cluster.
 pub const DEFAULT_PARTITIONS: u32 = 64;
 
+/// At most this many publishes of one call wait for their JetStream acks
+/// at a time (a batch's changelog records, a request's events): the next
+/// ones are published once those are acknowledged, and a publish that
+/// cannot start within the request timeout fails. async-nats gives each
+/// connection 5,000 unacknowledged publishes and makes a publish wait for
+/// a free one; calls that published everything before awaiting any ack
+/// could together hold all 5,000 and each wait for a slot only their own
+/// unawaited acks would free: every publish of the worker hung, with no
+/// error (ingest requests unanswered, processing stopped).
+pub(crate) const PUBLISH_WINDOW: usize = 1_024;
+
 /// What goes wrong talking to the cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -150,10 +150,7 @@ impl<P: Processor> Worker<P> {
     /// One round: heartbeat, rebalance, renew, one batch per partition.
     pub async fn round(&mut self) -> Result<(), Error> {
         let ttl = self.cluster.settings.lease_ttl;
-        if Instant::now() >= self.next_heartbeat {
-            members::heartbeat(&self.cluster, &self.me).await?;
-            self.next_heartbeat = Instant::now() + ttl / 3;
-        }
+        self.heartbeat_if_due().await?;
         let live = members::live(&self.cluster).await?;
         let want = members::assigned(&self.me, self.tuning.partitions, &live);
 
@@ -205,6 +202,10 @@ impl<P: Processor> Worker<P> {
                     tokio::select! {
                         records = &mut restore => break Some(records),
                         () = tokio::time::sleep(ttl / 6) => {
+                            if Instant::now() >= self.next_heartbeat {
+                                members::heartbeat(&self.cluster, &self.me).await?;
+                                self.next_heartbeat = Instant::now() + ttl / 3;
+                            }
                             if Instant::now() >= lease.renew_at() {
                                 match lease.renew().await {
                                     Ok(()) => {}
@@ -252,6 +253,17 @@ impl<P: Processor> Worker<P> {
 
         let partitions: Vec<u32> = self.owned.keys().copied().collect();
         for p in partitions {
+            // A round over many partitions with a backlog can last longer
+            // than the TTL: renew every due lease before each batch, not
+            // only the batch's own, or the partitions later in the round
+            // age out under their live owner; and the heartbeat, or this
+            // worker drops out of the members for a moment and every
+            // partition is handed around.
+            self.heartbeat_if_due().await?;
+            for q in renew_due(&mut self.owned).await? {
+                tracing::debug!(me = %self.me, partition = q, "lease lost");
+                self.lose(q);
+            }
             match self.batch(p).await {
                 Ok(()) => {}
                 Err(Error::LeaseLost { .. }) => {
@@ -267,6 +279,16 @@ impl<P: Processor> Worker<P> {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        Ok(())
+    }
+
+    /// Heartbeats into the members bucket when a third of the TTL has
+    /// passed since the last one.
+    async fn heartbeat_if_due(&mut self) -> Result<(), Error> {
+        if Instant::now() >= self.next_heartbeat {
+            members::heartbeat(&self.cluster, &self.me).await?;
+            self.next_heartbeat = Instant::now() + self.cluster.settings.lease_ttl / 3;
         }
         Ok(())
     }
