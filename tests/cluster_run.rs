@@ -91,6 +91,21 @@ fn worker(dir: &std::path::Path, store: &std::path::Path, port: u16, url: &str) 
     worker_with(dir, store, port, url, "1")
 }
 
+/// Workers on `ports`, worker `i` with its store in `tmp/w<i>`, started.
+fn start_workers(
+    dir: &std::path::Path,
+    tmp: &std::path::Path,
+    ports: &[u16],
+    url: &str,
+    replicas: &str,
+) -> Vec<SluiceRun> {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| worker_with(dir, &tmp.join(format!("w{i}")), *port, url, replicas).start())
+        .collect()
+}
+
 fn worker_with(
     dir: &std::path::Path,
     store: &std::path::Path,
@@ -309,20 +324,7 @@ fn kill_under_ingest(nats: &Nats, replicas: &str) {
     let (tmp, dir) =
         support::fixture::temp_copy("crash-run", &[("__PORT__", receiver.port.to_string())]);
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut workers: Vec<SluiceRun> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            worker_with(
-                &dir,
-                &tmp.path().join(format!("w{i}")),
-                *port,
-                &nats.url(),
-                replicas,
-            )
-            .start()
-        })
-        .collect();
+    let mut workers = start_workers(&dir, tmp.path(), &ports, &nats.url(), replicas);
 
     let posters = Posters::start(&ports);
     let mut seed: u64 = 0x5EED_C1A5;
@@ -407,13 +409,7 @@ fn a_fourth_worker_joining_under_ingest_loses_and_doubles_nothing() {
     let (tmp, dir) =
         support::fixture::temp_copy("crash-run", &[("__PORT__", receiver.port.to_string())]);
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let mut workers: Vec<SluiceRun> = ports[..3]
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            worker(&dir, &tmp.path().join(format!("w{i}")), *port, &nats.url()).start()
-        })
-        .collect();
+    let mut workers = start_workers(&dir, tmp.path(), &ports[..3], &nats.url(), "1");
     settled(&workers, Duration::from_secs(30));
 
     let posters = Posters::start(&ports[..3]);
@@ -576,13 +572,7 @@ fn a_global_throttle_holds_across_workers() {
     )
     .expect("write the throttle");
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut workers: Vec<SluiceRun> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            worker(&dir, &tmp.path().join(format!("w{i}")), *port, &nats.url()).start()
-        })
-        .collect();
+    let mut workers = start_workers(&dir, tmp.path(), &ports, &nats.url(), "1");
     // Handovers done: a partition taken over fires its overdue timers at
     // once (the engine's catch-up), which this test is not about.
     // (Rendezvous hashing may give one of three workers none of 8.)

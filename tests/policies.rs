@@ -105,11 +105,7 @@ fn sends(name: &str) -> Vec<String> {
     let dir = fixtures().join(name);
     let lines = simulate_raw(&dir, &dir.join("events.jsonl"), &[]);
     check_resolutions(&lines);
-    lines
-        .iter()
-        .filter(|l| l["kind"] == "send")
-        .map(compact)
-        .collect()
+    send_lines(&lines)
 }
 
 #[track_caller]
@@ -444,20 +440,51 @@ fn the_first_step_that_objects_decides() {
     );
 }
 
+/// Runs of one fixture on one store kept between them (a restart each).
+struct StoredRuns {
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+    store: String,
+    /// An events file with no events.
+    empty: PathBuf,
+}
+
+impl StoredRuns {
+    fn new(fixture: &str) -> StoredRuns {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = tmp.path().join("store").to_str().expect("path").to_owned();
+        let empty = tmp.path().join("empty.jsonl");
+        std::fs::write(&empty, "").expect("write");
+        StoredRuns {
+            dir: fixtures().join(fixture),
+            _tmp: tmp,
+            store,
+            empty,
+        }
+    }
+
+    fn run(&self, events: &Path, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["--store", self.store.as_str()];
+        all.extend_from_slice(args);
+        simulate_raw(&self.dir, events, &all)
+    }
+}
+
+/// The `send` lines, compacted.
+fn send_lines(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l["kind"] == "send")
+        .map(compact)
+        .collect()
+}
+
 #[test]
 fn deferred_messages_and_throttle_slots_survive_a_restart() {
-    let dir = fixtures().join("restart-durable");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let store = tmp.path().join("store");
-    let store = store.to_str().expect("path");
-    let empty = tmp.path().join("empty.jsonl");
-    std::fs::write(&empty, "").expect("write");
+    let stored = StoredRuns::new("restart-durable");
+    let (dir, empty) = (&stored.dir, &stored.empty);
+    let run = |events: &Path, args: &[&str]| stored.run(events, args);
 
-    let run = |events: &Path, args: &[&str]| {
-        let mut all = vec!["--store", store];
-        all.extend_from_slice(args);
-        simulate_raw(&dir, events, &all)
-    };
     let first = run(
         &dir.join("events.jsonl"),
         &["--until", "2026-03-02T10:00:30Z"],
@@ -472,23 +499,16 @@ fn deferred_messages_and_throttle_slots_survive_a_restart() {
         ],
     );
     let third = run(
-        &empty,
+        empty,
         &["--start", "2026-03-02T23:00:00Z", "--until", "+1d"],
     );
     let fourth = run(
-        &empty,
+        empty,
         &["--start", "2026-03-03T23:00:00Z", "--until", "+1d"],
     );
 
-    let compact_sends = |lines: &[Value]| -> Vec<String> {
-        lines
-            .iter()
-            .filter(|l| l["kind"] == "send")
-            .map(compact)
-            .collect()
-    };
     assert_lines(
-        &compact_sends(&first),
+        &send_lines(&first),
         &[
             "2026-03-02T10:00:00Z u2 promo sent",
             "2026-03-02T10:00:00Z u3 promo deferred throttle:esp until 2026-03-02T10:01:00Z",
@@ -496,7 +516,7 @@ fn deferred_messages_and_throttle_slots_survive_a_restart() {
         ],
     );
     assert_lines(
-        &compact_sends(&second),
+        &send_lines(&second),
         &[
             // The ledger came back: 10:00, 10:01 and 10:02 are taken.
             "2026-03-02T10:00:40Z u5 promo deferred throttle:esp until 2026-03-02T10:03:00Z",
@@ -506,11 +526,8 @@ fn deferred_messages_and_throttle_slots_survive_a_restart() {
             "2026-03-02T22:00:00Z u1 nudge deferred quiet_hours:nights until 2026-03-03T08:00:00Z",
         ],
     );
-    assert_lines(
-        &compact_sends(&third),
-        &["2026-03-03T08:00:00Z u1 nudge sent"],
-    );
-    assert_lines(&compact_sends(&fourth), &[]);
+    assert_lines(&send_lines(&third), &["2026-03-03T08:00:00Z u1 nudge sent"]);
+    assert_lines(&send_lines(&fourth), &[]);
 
     // Across the runs: every deferral resolved at its until, nothing twice.
     let all: Vec<Value> = [first, second, third, fourth].concat();
@@ -523,23 +540,15 @@ fn deferred_messages_and_throttle_slots_survive_a_restart() {
 /// bound holds across the downtime (1 per minute: 10:10, then 10:11).
 #[test]
 fn deferred_messages_released_after_downtime_keep_the_throttle_bound() {
-    let dir = fixtures().join("restart-durable");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let store = tmp.path().join("store");
-    let store = store.to_str().expect("path");
-    let empty = tmp.path().join("empty.jsonl");
-    std::fs::write(&empty, "").expect("write");
-    let run = |events: &Path, args: &[&str]| {
-        let mut all = vec!["--store", store];
-        all.extend_from_slice(args);
-        simulate_raw(&dir, events, &all)
-    };
+    let stored = StoredRuns::new("restart-durable");
+    let (dir, empty) = (&stored.dir, &stored.empty);
+    let run = |events: &Path, args: &[&str]| stored.run(events, args);
     let first = run(
         &dir.join("events.jsonl"),
         &["--until", "2026-03-02T10:00:30Z"],
     );
     let later = run(
-        &empty,
+        empty,
         &[
             "--start",
             "2026-03-02T10:10:00Z",
@@ -547,15 +556,8 @@ fn deferred_messages_released_after_downtime_keep_the_throttle_bound() {
             "2026-03-02T10:20:00Z",
         ],
     );
-    let compact_sends = |lines: &[Value]| -> Vec<String> {
-        lines
-            .iter()
-            .filter(|l| l["kind"] == "send")
-            .map(compact)
-            .collect()
-    };
     assert_lines(
-        &compact_sends(&first),
+        &send_lines(&first),
         &[
             "2026-03-02T10:00:00Z u2 promo sent",
             "2026-03-02T10:00:00Z u3 promo deferred throttle:esp until 2026-03-02T10:01:00Z",
@@ -563,7 +565,7 @@ fn deferred_messages_released_after_downtime_keep_the_throttle_bound() {
         ],
     );
     assert_lines(
-        &compact_sends(&later),
+        &send_lines(&later),
         &[
             "2026-03-02T10:10:00Z u3 promo sent",
             "2026-03-02T10:10:00Z u4 promo deferred throttle:esp until 2026-03-02T10:11:00Z",

@@ -51,14 +51,7 @@ async fn publish(cluster: &Cluster, from: u64, count: u64, users: u64) -> HashMa
             .map(|i| event(i, users))
             .collect();
         n += batch.len() as u64;
-        let appends: Vec<log::Append> = batch
-            .iter()
-            .map(|(u, id, p)| log::Append {
-                user: u,
-                msg_id: id,
-                payload: p.clone(),
-            })
-            .collect();
+        let appends = log::Append::all(&batch);
         for a in log::append(cluster, P, &appends).await.expect("append") {
             last.insert(a.partition, a.seq);
         }

@@ -123,14 +123,7 @@ async fn fired_timers_and_delivered_messages_leave_the_changelog() {
             (user, id, bytes::Bytes::from(line.to_string()))
         })
         .collect();
-    let appends: Vec<log::Append> = payloads
-        .iter()
-        .map(|(user, id, payload)| log::Append {
-            user,
-            msg_id: id,
-            payload: payload.clone(),
-        })
-        .collect();
+    let appends = log::Append::all(&payloads);
     log::append(&cluster, P, &appends).await.expect("append");
 
     // Rounds until both messages of every user went out (the second two

@@ -21,6 +21,12 @@ use tokio::task::JoinHandle;
 
 const P: u32 = 8;
 
+/// An event of `user` with this `id`, as the log takes it.
+fn event(user: String, id: String) -> (String, String, bytes::Bytes) {
+    let payload = serde_json::json!({"user": user, "id": id}).to_string();
+    (user, id, bytes::Bytes::from(payload))
+}
+
 fn settings(nats: &Nats) -> Settings {
     let mut s = Settings::new(nats.url(), "w");
     s.lease_ttl = Duration::from_millis(1500);
@@ -95,20 +101,10 @@ async fn ingest(
         let batch: Vec<(String, String, bytes::Bytes)> = (0..40)
             .map(|_| {
                 n += 1;
-                let user = format!("u{}", n % 160);
-                let id = format!("{tag}{n}");
-                let payload = serde_json::json!({"user": user, "id": id}).to_string();
-                (user, id, bytes::Bytes::from(payload))
+                event(format!("u{}", n % 160), format!("{tag}{n}"))
             })
             .collect();
-        let appends: Vec<log::Append> = batch
-            .iter()
-            .map(|(user, id, payload)| log::Append {
-                user,
-                msg_id: id,
-                payload: payload.clone(),
-            })
-            .collect();
+        let appends = log::Append::all(&batch);
         // A new three-node cluster's stream may still elect its leader: a
         // batch refused as unavailable is sent again (the ids make that
         // harmless), within a bound.
@@ -394,20 +390,10 @@ async fn a_lone_worker_takes_every_partition_applies_in_batches_and_leaves() {
     assert_eq!(worker.stats.leases_lost, 0);
 
     // 40 events of one user, applied in batches of 5, one per round.
-    let events: Vec<(String, String)> = (0..40).map(|i| ("ann".into(), format!("x{i}"))).collect();
-    let payloads: Vec<bytes::Bytes> = events
-        .iter()
-        .map(|(u, id)| bytes::Bytes::from(serde_json::json!({"user": u, "id": id}).to_string()))
+    let events: Vec<(String, String, bytes::Bytes)> = (0..40)
+        .map(|i| event("ann".into(), format!("x{i}")))
         .collect();
-    let appends: Vec<log::Append> = events
-        .iter()
-        .zip(&payloads)
-        .map(|((user, id), payload)| log::Append {
-            user,
-            msg_id: id,
-            payload: payload.clone(),
-        })
-        .collect();
+    let appends = log::Append::all(&events);
     log::append(&cluster, P, &appends).await.unwrap();
     let p = engine::hash::partition_of("ann", P);
     worker.round().await.unwrap();
@@ -496,15 +482,32 @@ async fn rounds_leave_no_consumer_behind_but_one_reader_per_partition() {
     );
 }
 
-/// A model whose restore takes `pause` (a large partition's records).
-struct SlowRestore {
+/// A model processor that takes its time: `restore` per restored
+/// partition (a large partition's records), `apply` per batch with events
+/// (a busy engine, a slow disk under the changelog).
+struct Slow {
     model: Model,
-    pause: Duration,
+    restore: Duration,
+    apply: Duration,
 }
 
-impl engine::cluster::worker::Processor for SlowRestore {
+impl Slow {
+    fn new(me: &str, commits: &Commits, restore: Duration, apply: Duration) -> Slow {
+        Slow {
+            model: Model {
+                me: me.into(),
+                users: HashMap::new(),
+                commits: commits.clone(),
+            },
+            restore,
+            apply,
+        }
+    }
+}
+
+impl engine::cluster::worker::Processor for Slow {
     fn restore(&mut self, partition: u32, records: Vec<changelog::Record>) {
-        std::thread::sleep(self.pause);
+        std::thread::sleep(self.restore);
         self.model.restore(partition, records);
     }
     fn apply(
@@ -512,6 +515,9 @@ impl engine::cluster::worker::Processor for SlowRestore {
         partition: u32,
         events: &[(u64, bytes::Bytes)],
     ) -> Vec<(String, bytes::Bytes)> {
+        if !events.is_empty() {
+            std::thread::sleep(self.apply);
+        }
         self.model.apply(partition, events)
     }
     fn committed(&mut self, partition: u32, token: u64, seq: u64) {
@@ -535,14 +541,7 @@ async fn restores_longer_than_the_ttl_keep_every_lease() {
     let s = settings(&nats);
     let pause = s.lease_ttl / 3;
     let cluster = connect(s).await;
-    let processor = SlowRestore {
-        model: Model {
-            me: "slow".into(),
-            users: HashMap::new(),
-            commits: commits.clone(),
-        },
-        pause,
-    };
+    let processor = Slow::new("slow", &commits, pause, Duration::ZERO);
     let tuning = Tuning {
         partitions: P,
         batch: 5,
@@ -571,36 +570,6 @@ async fn restores_longer_than_the_ttl_keep_every_lease() {
     worker.leave().await.unwrap();
 }
 
-/// A model processor whose batches with events take `pause` each (a busy
-/// engine, a slow disk under the changelog): a round over many partitions
-/// with a backlog then lasts longer than the lease's TTL.
-struct SlowApply {
-    model: Model,
-    pause: Duration,
-}
-
-impl engine::cluster::worker::Processor for SlowApply {
-    fn restore(&mut self, partition: u32, records: Vec<changelog::Record>) {
-        self.model.restore(partition, records);
-    }
-    fn apply(
-        &mut self,
-        partition: u32,
-        events: &[(u64, bytes::Bytes)],
-    ) -> Vec<(String, bytes::Bytes)> {
-        if !events.is_empty() {
-            std::thread::sleep(self.pause);
-        }
-        self.model.apply(partition, events)
-    }
-    fn committed(&mut self, partition: u32, token: u64, seq: u64) {
-        self.model.committed(partition, token, seq)
-    }
-    fn forget(&mut self, partition: u32) {
-        self.model.forget(partition)
-    }
-}
-
 /// A round applies one batch per owned partition in turn: with a backlog
 /// on every partition and batches of a quarter of the TTL, one round over
 /// eight partitions lasts about twice the TTL. Every owned lease that is
@@ -615,14 +584,7 @@ async fn rounds_longer_than_the_ttl_keep_every_lease() {
     let s = settings(&nats);
     let pause = s.lease_ttl / 4;
     let cluster = connect(s).await;
-    let processor = SlowApply {
-        model: Model {
-            me: "busy".into(),
-            users: HashMap::new(),
-            commits: commits.clone(),
-        },
-        pause,
-    };
+    let processor = Slow::new("busy", &commits, Duration::ZERO, pause);
     let tuning = Tuning {
         partitions: P,
         batch: 5,
@@ -642,22 +604,14 @@ async fn rounds_longer_than_the_ttl_keep_every_lease() {
         .flatten()
         .take(20 * P as usize)
         .collect();
-    let ids: Vec<String> = users.iter().map(|u| format!("{u}-e")).collect();
-    let payloads: Vec<bytes::Bytes> = users
-        .iter()
-        .zip(&ids)
-        .map(|(u, id)| bytes::Bytes::from(serde_json::json!({"user": u, "id": id}).to_string()))
-        .collect();
-    let appends: Vec<log::Append> = users
-        .iter()
-        .zip(&ids)
-        .zip(&payloads)
-        .map(|((user, id), payload)| log::Append {
-            user,
-            msg_id: id,
-            payload: payload.clone(),
+    let events: Vec<(String, String, bytes::Bytes)> = users
+        .into_iter()
+        .map(|u| {
+            let id = format!("{u}-e");
+            event(u, id)
         })
         .collect();
+    let appends = log::Append::all(&events);
     log::append(&cluster, P, &appends).await.unwrap();
     let began = tokio::time::Instant::now();
     worker.round().await.unwrap();

@@ -107,14 +107,7 @@ impl api::Handle for Intake {
                 .map_err(|e| Unavailable(format!("cannot encode an event: {e}")))?;
             prepared.push((ev.user, id, bytes::Bytes::from(payload)));
         }
-        let appends: Vec<log::Append<'_>> = prepared
-            .iter()
-            .map(|(user, id, payload)| log::Append {
-                user,
-                msg_id: id,
-                payload: payload.clone(),
-            })
-            .collect();
+        let appends = log::Append::all(&prepared);
         let appended = log::append(&self.cluster, self.partitions, &appends)
             .await
             .map_err(|e| {

@@ -22,6 +22,20 @@ pub struct Append<'a> {
     pub payload: bytes::Bytes,
 }
 
+impl<'a> Append<'a> {
+    /// Appends for events prepared as (user, `Nats-Msg-Id`, payload).
+    pub fn all(prepared: &'a [(String, String, bytes::Bytes)]) -> Vec<Append<'a>> {
+        prepared
+            .iter()
+            .map(|(user, msg_id, payload)| Append {
+                user,
+                msg_id,
+                payload: payload.clone(),
+            })
+            .collect()
+    }
+}
+
 /// Where an appended event went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
