@@ -224,7 +224,7 @@ impl Engine {
             let batch = self.store.batch();
             batch.put_outbox(&entry)?;
             // Written again: the same key, whatever an older version kept.
-            batch.put_recipient(&entry.message.key, &super::outbox::recipient(&entry))?;
+            super::outbox::remember_recipient(batch, &entry)?;
             self.depths_pending.add_outbox(entry.message.channel, 1);
             self.outbox_new.push(entry.id);
             n += 1;

@@ -264,6 +264,26 @@ mod tests {
     }
 
     #[test]
+    fn only_email_records_its_recipient() {
+        let mut f = Fixture::new();
+        f.identify("u1", json!({"email": "u1@x.io", "push_tokens": ["t1"]}));
+        f.order("u1");
+        let sent = f.sent();
+        let key = |step: &str| {
+            sent.iter()
+                .find(|(j, s, _)| j == "news" && s == step)
+                .map(|(_, _, k)| k.clone())
+                .unwrap_or_else(|| panic!("no news/{step} message"))
+        };
+        let view = f.engine.store.view();
+        assert!(view.recipient(&key("update")).expect("get").is_some());
+        assert_eq!(view.recipient(&key("ping")).expect("get"), None);
+        let mut received = view.received_categories("u1").expect("scan");
+        received.sort();
+        assert_eq!(received, vec!["marketing", "product-news", "transactional"]);
+    }
+
+    #[test]
     fn unknown_keys_and_erased_users_are_unmatched() {
         let mut f = Fixture::new();
         f.identify("u1", json!({"email": "u1@x.io"}));

@@ -11,6 +11,8 @@
 //! With [`Delivery::Workers`] (run) it is written with the decision and
 //! handed out once that commit is made ([`Engine::take_outbox`]).
 
+use journeys::compiled::Channel;
+
 use crate::clock::Millis;
 use crate::deliver::Backoff;
 use crate::dispatch::{AddressNews, DispatchError, Message};
@@ -44,7 +46,7 @@ impl Engine {
             Delivery::Workers => {
                 let batch = self.store.batch();
                 batch.put_outbox(&entry)?;
-                batch.put_recipient(&entry.message.key, &recipient(&entry))?;
+                remember_recipient(batch, &entry)?;
                 self.depths_pending.add_outbox(entry.message.channel, 1);
                 self.outbox_new.push(entry.id);
             }
@@ -253,8 +255,24 @@ impl Recorded {
         }
     }
 }
+/// Records who an email goes to, in the commit that puts it in the
+/// outbox. Only email comes back as feedback naming its key (its
+/// `Message-ID`, docs/feedback.md), and a complaint unsubscribes the
+/// categories the user received *mail* of: push and webhooks report what
+/// they learn in the delivery's own answer, so recording theirs would be
+/// two sled keys per message that nothing reads.
+pub(super) fn remember_recipient(
+    batch: &mut crate::store::Batch,
+    entry: &OutboxEntry,
+) -> Result<(), Error> {
+    if entry.message.channel == Channel::Email {
+        batch.put_recipient(&entry.message.key, &recipient(entry))?;
+    }
+    Ok(())
+}
+
 /// Who an entry's message goes to, for matching feedback by its key.
-pub(super) fn recipient(entry: &OutboxEntry) -> Recipient {
+fn recipient(entry: &OutboxEntry) -> Recipient {
     let m = &entry.message;
     Recipient {
         user: m.user.clone(),

@@ -6,9 +6,11 @@
 //! The key is a hash that does not contain the user (`hash::message_key`),
 //! so a provider's bounce or complaint, which names the message by its
 //! `Message-ID: <{key}@{domain}>`, is matched to its user here (RUN.md §3,
-//! docs/feedback.md). An entry is written in the same commit as the outbox
-//! entry of its message, and lives as long as the message log does (which
-//! is kept until the user is erased): erasure deletes both.
+//! docs/feedback.md). An entry is written for each email, in the same
+//! commit as its outbox entry (push and webhooks never come back by key;
+//! older stores hold entries for them too, read the same way), and
+//! lives as long as the message log does (which is kept until the user is
+//! erased): erasure deletes both.
 
 use serde::{Deserialize, Serialize};
 
