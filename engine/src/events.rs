@@ -290,98 +290,103 @@ impl EventFile {
 
     /// [`EventFile::open`], telling `progress` how many bytes have been
     /// checked (every MiB or so, and at the end).
+    ///
+    /// Without `max_users`, a large file is checked in as many ranges as
+    /// there are cores (at most [`MAX_INDEX_THREADS`]), each on its own
+    /// thread, split at line ends: the ranges' lines, bad lines and users
+    /// are put together in file order, so the result is the one a single
+    /// pass gives. With `max_users` the first users are those of file
+    /// order, which only a single pass knows.
     pub fn open_with_progress(
         path: &Path,
         max_users: Option<usize>,
         progress: &mut dyn FnMut(u64),
+    ) -> Result<EventFile, EventsError> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_INDEX_THREADS);
+        Self::open_in_ranges(path, max_users, progress, PARALLEL_INDEX_BYTES, threads)
+    }
+
+    /// [`EventFile::open_with_progress`], checking a file of at least
+    /// `parallel_from` bytes in up to `threads` ranges.
+    fn open_in_ranges(
+        path: &Path,
+        max_users: Option<usize>,
+        progress: &mut dyn FnMut(u64),
+        parallel_from: u64,
+        threads: usize,
     ) -> Result<EventFile, EventsError> {
         let io = |source| EventsError::Io {
             path: path.to_owned(),
             source,
         };
         let file = File::open(path).map_err(io)?;
-        if !file.metadata().map_err(io)?.is_file() {
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
             return Err(io(std::io::Error::other("not a regular file")));
         }
-        let mut lines = LineSplitter {
-            reader: BufReader::with_capacity(1 << 20, file),
-            offset: 0,
-            after_cr: false,
+        let size = meta.len();
+        // Empty: one pass.
+        let ranges = if max_users.is_none() && threads > 1 && size >= parallel_from {
+            split(&file, size, threads).map_err(io)?
+        } else {
+            Vec::new()
         };
-        let mut buf = Vec::new();
-        let mut entries = Vec::new();
-        let mut users: HashSet<String> = HashSet::new();
-        let mut skipped = 0;
-        let mut sorted = true;
-        let mut line_no = 0usize;
-        let mut bad: Vec<(usize, String)> = Vec::new();
-        let mut bad_total = 0usize;
-        let mut told = 0u64;
-        while let Some(raw) = lines.next_line(&mut buf).map_err(io)? {
-            line_no += 1;
-            if raw.offset >= told + (1 << 20) {
-                told = raw.offset;
-                progress(told);
-            }
-            let mut offset = raw.offset;
-            let mut body: &[u8] = &buf;
-            if raw.offset == 0 && body.starts_with(b"\xEF\xBB\xBF") {
-                body = &body[3..];
-                offset += 3;
-            }
-            if raw.too_long {
-                bad_total += 1;
-                if bad.len() < MAX_EVENT_ERRORS {
-                    bad.push((
-                        line_no,
-                        format!("line longer than {} MiB", MAX_LINE_BYTES >> 20),
-                    ));
+        drop(file);
+        let mut scans = if ranges.len() <= 1 {
+            vec![scan(path, 0..size, max_users, &mut |n| {
+                progress(n);
+            })
+            .map_err(io)?]
+        } else {
+            let done = std::sync::atomic::AtomicU64::new(0);
+            let add = |n: u64| done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = ranges[1..]
+                    .iter()
+                    .map(|r| {
+                        let r = r.clone();
+                        let add = &add;
+                        scope.spawn(move || {
+                            let mut last = r.start;
+                            scan(path, r, None, &mut |at| {
+                                add(at - last);
+                                last = at;
+                            })
+                        })
+                    })
+                    .collect();
+                let mut last = 0;
+                let first = scan(path, ranges[0].clone(), None, &mut |at| {
+                    progress(add(at - last));
+                    last = at;
+                });
+                let mut scans = vec![first];
+                for w in workers {
+                    scans.push(
+                        w.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                    );
                 }
-                continue;
-            }
-            let text = trim(body);
-            if text.is_empty() {
-                continue;
-            }
-            let (probe, ts) = match probe(text) {
-                Ok(p) => p,
-                Err(message) => {
-                    bad_total += 1;
-                    if bad.len() < MAX_EVENT_ERRORS {
-                        bad.push((line_no, message));
-                    }
-                    continue;
-                }
-            };
-            if bad_total > 0 {
-                continue; // only checking from here on
-            }
-            if !users.contains(probe.user.as_ref()) {
-                if max_users.is_some_and(|m| users.len() >= m) {
-                    skipped += 1;
-                    continue;
-                }
-                users.insert(probe.user.into_owned());
-            }
-            if entries.last().is_some_and(|e: &Entry| e.ts > ts) {
-                sorted = false;
-            }
-            entries.push(Entry {
-                ts,
-                offset,
-                len: (raw.len - (offset - raw.offset)) as u32,
-                line: u32::try_from(line_no).unwrap_or(u32::MAX),
-            });
+                scans.into_iter().collect::<std::io::Result<Vec<Scan>>>()
+            })
+            .map_err(io)?
+        };
+        progress(size);
+        let mut whole = scans.remove(0);
+        for next in scans {
+            whole.append(next);
         }
-        progress(lines.offset);
-        if bad_total > 0 {
+        if whole.bad_total > 0 {
             return Err(EventsError::Lines {
                 path: path.to_owned(),
-                lines: bad,
-                total: bad_total,
+                lines: whole.bad,
+                total: whole.bad_total,
             });
         }
-        if !sorted {
+        let mut entries = whole.entries;
+        if !whole.sorted {
             entries.sort_by_key(|e| e.ts);
         }
         // The index lives as long as the run: without the doubling's slack
@@ -390,8 +395,8 @@ impl EventFile {
         Ok(EventFile {
             path: path.to_owned(),
             entries,
-            users: users.len(),
-            skipped,
+            users: whole.users.len(),
+            skipped: whole.skipped,
         })
     }
 
@@ -430,6 +435,201 @@ impl EventFile {
             buf: Vec::new(),
         })
     }
+}
+
+/// Files smaller than this are checked in one pass.
+const PARALLEL_INDEX_BYTES: u64 = 8 << 20;
+/// At most this many threads check one event file.
+pub const MAX_INDEX_THREADS: usize = 4;
+
+/// Splits `0..size` into up to `parts` ranges that start at the start of a
+/// line (after a `\n`, a `\r\n` or a lone `\r`), so that reading each with
+/// its own [`LineSplitter`] sees the lines of one pass over the file.
+fn split(file: &File, size: u64, parts: usize) -> std::io::Result<Vec<std::ops::Range<u64>>> {
+    let mut reader = BufReader::with_capacity(64 << 10, file);
+    let mut starts = vec![0u64];
+    for i in 1..parts as u64 {
+        let nominal = size / parts as u64 * i;
+        let previous = starts.last().copied().unwrap_or(0);
+        if nominal <= previous {
+            continue;
+        }
+        // A line end just before `nominal` (a `\r` whose `\n` is at
+        // `nominal`) is found by starting one byte early.
+        let from = nominal - 1;
+        reader.seek(SeekFrom::Start(from))?;
+        let mut at = from;
+        let start = loop {
+            let chunk = reader.fill_buf()?;
+            if chunk.is_empty() {
+                break size;
+            }
+            match chunk.iter().position(|b| *b == b'\n' || *b == b'\r') {
+                Some(i) => {
+                    let end = at + i as u64;
+                    let cr = chunk[i] == b'\r';
+                    reader.consume(i + 1);
+                    if !cr {
+                        break end + 1;
+                    }
+                    let next = reader.fill_buf()?;
+                    break if next.first() == Some(&b'\n') {
+                        end + 2
+                    } else {
+                        end + 1
+                    };
+                }
+                None => {
+                    let n = chunk.len();
+                    reader.consume(n);
+                    at += n as u64;
+                }
+            }
+        };
+        if start > previous && start < size {
+            starts.push(start);
+        }
+    }
+    let mut ranges = Vec::with_capacity(starts.len());
+    for (i, s) in starts.iter().enumerate() {
+        ranges.push(*s..starts.get(i + 1).copied().unwrap_or(size));
+    }
+    Ok(ranges)
+}
+
+/// What checking one range of an event file found. Line numbers count
+/// from 1 at the range's start.
+struct Scan {
+    entries: Vec<Entry>,
+    users: HashSet<String>,
+    skipped: usize,
+    sorted: bool,
+    lines: usize,
+    bad: Vec<(usize, String)>,
+    bad_total: usize,
+}
+
+impl Scan {
+    /// `next` (the range after this one's) appended: its line numbers
+    /// shifted by this range's lines.
+    fn append(&mut self, mut next: Scan) {
+        let shift = self.lines;
+        let room = MAX_EVENT_ERRORS.saturating_sub(self.bad.len());
+        self.bad.extend(
+            next.bad
+                .into_iter()
+                .take(room)
+                .map(|(line, message)| (line + shift, message)),
+        );
+        self.bad_total += next.bad_total;
+        self.lines += next.lines;
+        if self.bad_total > 0 {
+            return;
+        }
+        let shift = u32::try_from(shift).unwrap_or(u32::MAX);
+        for e in &mut next.entries {
+            e.line = e.line.saturating_add(shift);
+        }
+        if let (Some(a), Some(b)) = (self.entries.last(), next.entries.first()) {
+            if a.ts > b.ts {
+                self.sorted = false;
+            }
+        }
+        self.sorted &= next.sorted;
+        self.entries.append(&mut next.entries);
+        if next.users.len() > self.users.len() {
+            std::mem::swap(&mut self.users, &mut next.users);
+        }
+        self.users.extend(next.users);
+        self.skipped += next.skipped;
+    }
+}
+
+/// Checks and indexes the lines of `range` (which starts at a line's
+/// start), telling `progress` the offset reached every MiB or so.
+fn scan(
+    path: &Path,
+    range: std::ops::Range<u64>,
+    max_users: Option<usize>,
+    progress: &mut dyn FnMut(u64),
+) -> std::io::Result<Scan> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(range.start))?;
+    let mut lines = LineSplitter {
+        reader: BufReader::with_capacity(1 << 20, file.take(range.end - range.start)),
+        offset: range.start,
+        after_cr: false,
+    };
+    let mut out = Scan {
+        entries: Vec::new(),
+        users: HashSet::new(),
+        skipped: 0,
+        sorted: true,
+        lines: 0,
+        bad: Vec::new(),
+        bad_total: 0,
+    };
+    let mut buf = Vec::new();
+    let mut told = range.start;
+    while let Some(raw) = lines.next_line(&mut buf)? {
+        out.lines += 1;
+        let line_no = out.lines;
+        if raw.offset >= told + (1 << 20) {
+            told = raw.offset;
+            progress(told);
+        }
+        let mut offset = raw.offset;
+        let mut body: &[u8] = &buf;
+        if raw.offset == 0 && body.starts_with(b"\xEF\xBB\xBF") {
+            body = &body[3..];
+            offset += 3;
+        }
+        if raw.too_long {
+            out.bad_total += 1;
+            if out.bad.len() < MAX_EVENT_ERRORS {
+                out.bad.push((
+                    line_no,
+                    format!("line longer than {} MiB", MAX_LINE_BYTES >> 20),
+                ));
+            }
+            continue;
+        }
+        let text = trim(body);
+        if text.is_empty() {
+            continue;
+        }
+        let (probe, ts) = match probe(text) {
+            Ok(p) => p,
+            Err(message) => {
+                out.bad_total += 1;
+                if out.bad.len() < MAX_EVENT_ERRORS {
+                    out.bad.push((line_no, message));
+                }
+                continue;
+            }
+        };
+        if out.bad_total > 0 {
+            continue; // only checking from here on
+        }
+        if !out.users.contains(probe.user.as_ref()) {
+            if max_users.is_some_and(|m| out.users.len() >= m) {
+                out.skipped += 1;
+                continue;
+            }
+            out.users.insert(probe.user.into_owned());
+        }
+        if out.entries.last().is_some_and(|e: &Entry| e.ts > ts) {
+            out.sorted = false;
+        }
+        out.entries.push(Entry {
+            ts,
+            offset,
+            len: (raw.len - (offset - raw.offset)) as u32,
+            line: u32::try_from(line_no).unwrap_or(u32::MAX),
+        });
+    }
+    progress(lines.offset);
+    Ok(out)
 }
 
 fn trim(b: &[u8]) -> &[u8] {
@@ -642,6 +842,56 @@ mod tests {
                     prop_assert_eq!(total, expected_bad.len());
                 }
                 Err(e) => prop_assert!(false, "{}", e),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases() / 4, ..ProptestConfig::default() })]
+
+        /// Checked in ranges on several threads, a file gives what one
+        /// pass gives: the same events in the same order with the same
+        /// line numbers, the same users, the same bad lines.
+        #[test]
+        fn ranges_on_threads_index_what_one_pass_does(
+            lines in prop::collection::vec((prop_oneof![
+                3 => (0u32..6, 0u32..4).prop_map(|(u, t)| format!(
+                    r#"{{"type":"track","user":"u{u}","event":"e","ts":"2026-03-02T09:0{t}:00Z"}}"#)),
+                1 => line(),
+            ], 0u8..3), 0..60),
+            bom in any::<bool>(),
+            threads in 2usize..6,
+        ) {
+            let dir = std::env::temp_dir().join(format!("sluice-events-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let path = dir.join(format!("{}.jsonl", rand_name()));
+            let mut text = String::new();
+            if bom {
+                text.push('\u{feff}');
+            }
+            for (l, ending) in &lines {
+                text.push_str(l);
+                text.push_str(["\n", "\r\n", "\r"][*ending as usize]);
+            }
+            std::fs::write(&path, &text).expect("write");
+            let one = EventFile::open_in_ranges(&path, None, &mut |_| {}, u64::MAX, 1);
+            let mut told = Vec::new();
+            let many = EventFile::open_in_ranges(&path, None, &mut |n| told.push(n), 0, threads);
+            std::fs::remove_file(&path).ok();
+            prop_assert!(told.windows(2).all(|w| w[0] <= w[1]), "{:?}", told);
+            prop_assert_eq!(told.last().copied(), Some(text.len() as u64));
+            match (one, many) {
+                (Ok(a), Ok(b)) => {
+                    prop_assert_eq!(format!("{:?}", a.entries), format!("{:?}", b.entries));
+                    prop_assert_eq!(a.users, b.users);
+                    prop_assert_eq!(a.skipped, b.skipped);
+                }
+                (Err(EventsError::Lines { lines: a, total: ta, .. }),
+                 Err(EventsError::Lines { lines: b, total: tb, .. })) => {
+                    prop_assert_eq!(a, b);
+                    prop_assert_eq!(ta, tb);
+                }
+                (a, b) => prop_assert!(false, "{:?} / {:?}", a.err(), b.err()),
             }
         }
     }
