@@ -4,12 +4,19 @@
 //! JetStream drops a re-sent copy within its duplicate window. An append
 //! returns only after JetStream's ack, i.e. once the event is stored (and
 //! replicated, with replicas); the owner of `p` reads them back in order.
+//!
+//! Retention: a partition's events at or before its checkpoint are never
+//! read again (a new owner reads from the checkpoint on), so the owner
+//! removes them from the stream ([`purge`]) once the checkpoint covering
+//! them is committed, every few seconds or every so many events
+//! ([`Retention`], [`Trim`]), never for a sequence past the checkpoint.
 
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
+use tokio::time::Instant;
 
 use super::{Cluster, Error};
 use crate::hash::partition_of;
@@ -162,5 +169,146 @@ impl Reader {
         let seq = info.stream_sequence;
         self.pending = info.pending;
         Ok(Some((seq, message.message.payload.clone())))
+    }
+}
+
+/// When an owner removes its partition's applied events from the stream.
+///
+/// A purge is one JetStream API request (through the stream's leader and,
+/// with replicas, its Raft log), so it is not sent after every batch: a
+/// busy worker commits hundreds of batches a second. A partition is purged
+/// at most every `every` (and at once after a take, to clear what a dead
+/// owner left), or sooner once `events` events were applied since the last
+/// attempt: a cluster of P partitions sends at most about P / `every`
+/// purges a second on a steady load, and a partition's stream holds its
+/// unapplied tail plus at most `every`'s or `events`' worth of applied
+/// events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub every: Duration,
+    pub events: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            every: Duration::from_secs(5),
+            events: 10_000,
+        }
+    }
+}
+
+/// One owned partition's retention: what was purged, and when it is due
+/// again. A new owner starts from nothing: its first committed checkpoint
+/// is purged at once.
+#[derive(Debug, Default, Clone)]
+pub struct Trim {
+    /// The sequence the partition's events were last purged through.
+    through: u64,
+    /// Events applied since the last attempt.
+    applied: u64,
+    /// When the last attempt was made (succeeded or failed).
+    last: Option<Instant>,
+}
+
+impl Trim {
+    /// `n` more events of the partition were applied and committed.
+    pub fn applied(&mut self, n: usize) {
+        self.applied = self.applied.saturating_add(n as u64);
+    }
+
+    /// Whether the events through `checkpoint` (committed) should be
+    /// purged now: something is left at or before it, and the last attempt
+    /// is `every` old or `events` events were applied since.
+    pub fn due(&self, checkpoint: u64, now: Instant, retention: &Retention) -> bool {
+        checkpoint > self.through
+            && match self.last {
+                None => true,
+                Some(at) => {
+                    now.saturating_duration_since(at) >= retention.every
+                        || self.applied >= retention.events
+                }
+            }
+    }
+
+    /// The purge through `through` succeeded.
+    pub fn purged(&mut self, through: u64, now: Instant) {
+        self.through = self.through.max(through);
+        self.applied = 0;
+        self.last = Some(now);
+    }
+
+    /// The purge failed: it is tried again at the next occasion (once it
+    /// is due again), never in a loop.
+    pub fn failed(&mut self, now: Instant) {
+        self.applied = 0;
+        self.last = Some(now);
+    }
+
+    /// The sequence the partition's events were purged through.
+    pub fn through(&self) -> u64 {
+        self.through
+    }
+}
+
+/// Removes partition `partition`'s events at or before `through` from the
+/// event stream (JetStream's purge request with `filter` the partition's
+/// subject and `seq` = `through + 1`: the messages below it). `through`
+/// must be a committed checkpoint: no event after it is touched, and no
+/// other partition's. Returns how many messages were removed.
+pub async fn purge(cluster: &Cluster, partition: u32, through: u64) -> Result<u64, Error> {
+    if through == 0 {
+        return Ok(0);
+    }
+    let stream = cluster
+        .js
+        .get_stream_no_info(cluster.name("EV"))
+        .await
+        .map_err(|e| Error::nats("open the event stream", e))?;
+    let done = stream
+        .purge()
+        .filter(subject(cluster, partition))
+        .sequence(through + 1)
+        .await
+        .map_err(|e| Error::nats(format!("purge partition {partition}'s applied events"), e))?;
+    Ok(done.purged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_is_purged_after_a_take_then_every_so_often_or_so_many_events() {
+        let r = Retention {
+            every: Duration::from_secs(5),
+            events: 100,
+        };
+        let t0 = Instant::now();
+        let mut trim = Trim::default();
+        assert!(!trim.due(0, t0, &r), "nothing committed, nothing to purge");
+        assert!(trim.due(7, t0, &r), "the first checkpoint after a take");
+        trim.purged(7, t0);
+        assert!(
+            !trim.due(7, t0 + Duration::from_secs(60), &r),
+            "nothing new"
+        );
+        trim.applied(10);
+        assert!(!trim.due(20, t0 + Duration::from_secs(1), &r), "too soon");
+        assert!(trim.due(20, t0 + Duration::from_secs(5), &r), "every 5 s");
+        trim.applied(90);
+        assert!(trim.due(120, t0 + Duration::from_secs(1), &r), "100 events");
+        trim.purged(120, t0 + Duration::from_secs(1));
+        assert_eq!(trim.through(), 120);
+        // A failure waits for the next occasion.
+        trim.applied(150);
+        assert!(trim.due(300, t0 + Duration::from_secs(2), &r));
+        trim.failed(t0 + Duration::from_secs(2));
+        assert!(
+            !trim.due(300, t0 + Duration::from_secs(3), &r),
+            "no retry loop"
+        );
+        assert!(trim.due(300, t0 + Duration::from_secs(7), &r), "retried");
+        assert_eq!(trim.through(), 120, "a failure purged nothing");
     }
 }

@@ -12,7 +12,8 @@
 //!   (who should own which partition);
 //! - [`log`]: the event log: events published to `<prefix>.ev.<p>` with
 //!   `Nats-Msg-Id`, acknowledged only after JetStream's ack, read back per
-//!   partition from a sequence;
+//!   partition from a sequence, and purged up to the checkpoint by its
+//!   owner (retention);
 //! - [`changelog`]: changed user records published to `<prefix>.st.<p>.<user>`
 //!   in a stream keeping one message per subject, read back to restore a
 //!   partition;
@@ -145,6 +146,9 @@ pub struct Settings {
     /// value at once (one message per subject), so this only bounds how
     /// long deletions are visible as such.
     pub tombstone_ttl: Duration,
+    /// How often an owner removes its partitions' applied events (at or
+    /// before the committed checkpoint) from the event stream.
+    pub retention: log::Retention,
 }
 
 impl Settings {
@@ -156,6 +160,7 @@ impl Settings {
             lease_ttl: Duration::from_secs(6),
             request_timeout: Duration::from_secs(5),
             tombstone_ttl: Duration::from_secs(600),
+            retention: log::Retention::default(),
         }
     }
 }
