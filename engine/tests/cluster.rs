@@ -535,3 +535,84 @@ async fn a_call_publishing_more_than_five_thousand_messages_completes() {
     assert_eq!(appended.len(), 5_200);
     assert!(appended.iter().all(|a| !a.duplicate));
 }
+
+/// A request whose events repeat an id (a client's retry merged into a
+/// batch; the example shop's sample events do it on purpose): the repeat
+/// is a duplicate of the first, stored once, and the request succeeds. On
+/// a replicated stream NATS refuses a second publish of an id whose first
+/// is still being replicated ("duplicate message id is in process", error
+/// 10158), which failed the whole request with 503 every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_repeating_an_event_id_stores_it_once_on_a_replicated_stream() {
+    let nats = Nats::cluster3();
+    let mut s = settings(&nats, "d");
+    s.replicas = 3;
+    let cluster = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match Cluster::connect(s.clone()).await {
+                Ok(c) => return c,
+                Err(e) => {
+                    eprintln!("not yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+            }
+        }
+    })
+    .await
+    .expect("a three-node JetStream cluster forms");
+    let payload = |id: &str| bytes::Bytes::from(format!("{{\"id\":\"{id}\"}}"));
+    let events = [
+        log::Append {
+            user: "ann",
+            msg_id: "e1",
+            payload: payload("e1"),
+        },
+        log::Append {
+            user: "bob",
+            msg_id: "e2",
+            payload: payload("e2"),
+        },
+        log::Append {
+            user: "ann",
+            msg_id: "e1",
+            payload: payload("e1"),
+        },
+        log::Append {
+            user: "ann",
+            msg_id: "e1",
+            payload: payload("e1"),
+        },
+    ];
+    // A new stream elects its leader after creation: the first requests
+    // may fail as unavailable for a moment (never as anything else).
+    let stored = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match log::append(&cluster, 8, &events).await {
+                Ok(stored) => return stored,
+                Err(e) if e.is_unavailable() && e.to_string().contains("10158") => {
+                    panic!("a repeated id failed the request: {e}")
+                }
+                Err(e) if e.is_unavailable() => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the events are stored");
+    assert_eq!(stored.len(), 4);
+    assert!(!stored[0].duplicate && !stored[1].duplicate);
+    assert!(stored[2].duplicate && stored[3].duplicate);
+    assert_eq!(stored[2].seq, stored[0].seq);
+    assert_eq!(stored[3].seq, stored[0].seq);
+    assert_eq!(stored[2].partition, stored[0].partition);
+    let mut reader = log::Reader::open(&cluster, stored[0].partition, 0)
+        .await
+        .expect("a reader");
+    let mut got = Vec::new();
+    while let Some((seq, _)) = reader.next(Duration::from_millis(500)).await.expect("read") {
+        got.push(seq);
+    }
+    assert_eq!(got, vec![stored[0].seq], "stored once");
+}

@@ -61,17 +61,32 @@ pub fn subject(cluster: &Cluster, partition: u32) -> String {
 /// returns where each went, in order. An error means some were perhaps not
 /// stored: nothing of the call may be acknowledged (a client re-sends; the
 /// ids make that harmless).
+///
+/// An id repeated within the call is published once: the repeats are
+/// duplicates of the first (its partition and sequence). Publishing it
+/// again would be refused on a replicated stream while the first is still
+/// being replicated ("duplicate message id is in process"), failing the
+/// whole call.
 pub async fn append(
     cluster: &Cluster,
     partitions: u32,
     events: &[Append<'_>],
 ) -> Result<Vec<Appended>, Error> {
     let timeout = cluster.settings.request_timeout;
-    let mut out = Vec::with_capacity(events.len());
+    // For each event, the index of the first event of the call with its id.
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let original: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| *first.entry(e.msg_id).or_insert(i))
+        .collect();
+    let unique: Vec<usize> = (0..events.len()).filter(|&i| original[i] == i).collect();
+    let mut stored: Vec<Option<Appended>> = vec![None; events.len()];
     // A window of publishes at a time (see `PUBLISH_WINDOW`).
-    for window in events.chunks(super::PUBLISH_WINDOW) {
+    for window in unique.chunks(super::PUBLISH_WINDOW) {
         let mut pending = Vec::with_capacity(window.len());
-        for event in window {
+        for &i in window {
+            let event = &events[i];
             let partition = partition_of(event.user, partitions);
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", event.msg_id);
@@ -86,21 +101,40 @@ pub async fn append(
             .await
             .map_err(|_| Error::Timeout(timeout))?
             .map_err(|e| Error::nats("publish an event", e))?;
-            pending.push((partition, ack));
+            pending.push((i, partition, ack));
         }
-        for (partition, ack) in pending {
+        for (i, partition, ack) in pending {
             let ack = tokio::time::timeout(timeout, ack)
                 .await
                 .map_err(|_| Error::Timeout(timeout))?
                 .map_err(|e| Error::nats("store an event", e))?;
-            out.push(Appended {
+            stored[i] = Some(Appended {
                 partition,
                 seq: ack.sequence,
                 duplicate: ack.duplicate,
             });
         }
     }
-    Ok(out)
+    original
+        .iter()
+        .enumerate()
+        .map(|(i, &o)| {
+            let first = stored[o].ok_or_else(|| {
+                Error::nats(
+                    "store an event",
+                    std::io::Error::other("an event of the call was not published"),
+                )
+            })?;
+            Ok(if o == i {
+                first
+            } else {
+                Appended {
+                    duplicate: true,
+                    ..first
+                }
+            })
+        })
+        .collect()
 }
 
 /// Partition `p`'s events after a sequence, in order.
