@@ -616,3 +616,33 @@ async fn a_request_repeating_an_event_id_stores_it_once_on_a_replicated_stream()
     }
     assert_eq!(got, vec![stored[0].seq], "stored once");
 }
+
+/// Workers started at the same moment on a fresh three-node NATS cluster
+/// (docs/cluster.md's walkthrough starts three together): each creates or
+/// finds the cluster's streams and buckets, which a replicated cluster
+/// answers only once their groups elected leaders. Every worker connects
+/// and joins, none gives up with "jetstream request timed out".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_started_together_on_a_fresh_replicated_cluster_all_join() {
+    let nats = Nats::cluster3();
+    let mut s = settings(&nats, "together");
+    s.replicas = 3;
+    let ours = meta::Meta {
+        partitions: 8,
+        config_hash: "abc".into(),
+    };
+    let join = |s: Settings| {
+        let ours = ours.clone();
+        async move {
+            let cluster = Cluster::connect(s).await?;
+            meta::join(&cluster, &ours).await
+        }
+    };
+    let (a, b, c) = tokio::join!(join(s.clone()), join(s.clone()), join(s.clone()));
+    for (name, joined) in [("a", a), ("b", b), ("c", c)] {
+        match joined {
+            Ok(meta) => assert_eq!(meta, ours),
+            Err(e) => panic!("worker {name} did not join: {e}"),
+        }
+    }
+}

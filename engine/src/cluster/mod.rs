@@ -204,8 +204,26 @@ impl Cluster {
             client,
             tombstone_ttl: None,
         };
-        cluster.ensure().await?;
-        Ok(cluster)
+        // Workers started together on a fresh replicated NATS cluster all
+        // create or look up the same streams and buckets: until a new
+        // stream's group has elected its leader, NATS leaves requests about
+        // it unanswered (a timeout) or answers "no responders", and a
+        // create racing another worker's fails. Try again, for up to three
+        // request timeouts, before giving up with the error.
+        let deadline = tokio::time::Instant::now() + 3 * cluster.settings.request_timeout;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match cluster.ensure().await {
+                Ok(()) => return Ok(cluster),
+                Err(e) if e.is_unavailable() && tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(target: "sluice::cluster", error = %e,
+                        "the cluster's streams and buckets are not ready yet");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Whether deleted keys' tombstones expire on the changelog (the
