@@ -67,10 +67,52 @@ async fn a_worker_with_another_partition_count_or_config_refuses_to_join() {
 async fn a_lease_fences_its_previous_owner_out() {
     let nats = Nats::single();
     let cluster = connect(&nats, "t").await;
-    let mut a = Lease::acquire(&cluster, 3, "a")
-        .await
-        .unwrap()
-        .expect("a free partition is taken");
+    lease_fences_its_previous_owner_out(&cluster).await;
+}
+
+/// The same on a three-node NATS cluster with replicated buckets, where
+/// NATS answers a compare-and-set on a stale revision with error 10164
+/// ("wrong last sequence", not the 10071 async-nats recognises): the
+/// stale owner's renewal and advance must still fail as a lost lease, not
+/// as NATS being unavailable (which stalled its whole round for good:
+/// every round renewed the stale lease again and paused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_three_node_cluster_a_lease_fences_its_previous_owner_out() {
+    let nats = Nats::cluster3();
+    let mut s = settings(&nats, "t");
+    s.replicas = 3;
+    let cluster = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match Cluster::connect(s.clone()).await {
+                Ok(c) => return c,
+                Err(e) => {
+                    eprintln!("not yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+            }
+        }
+    })
+    .await
+    .expect("a three-node JetStream cluster forms");
+    lease_fences_its_previous_owner_out(&cluster).await;
+}
+
+async fn lease_fences_its_previous_owner_out(cluster: &Cluster) {
+    let cluster = cluster.clone();
+    // A new replicated bucket elects its leader after creation.
+    let mut a = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match Lease::acquire(&cluster, 3, "a").await {
+                Ok(lease) => return lease.expect("a free partition is taken"),
+                Err(e) if e.is_unavailable() => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the leases bucket answers");
     assert!(
         Lease::acquire(&cluster, 3, "b").await.unwrap().is_none(),
         "a held lease is not taken"
@@ -95,11 +137,16 @@ async fn a_lease_fences_its_previous_owner_out() {
     assert_eq!(b.checkpoint().seq, 10, "the checkpoint survives the owner");
 
     // The stale owner's writes fail, whatever its own clock says.
-    assert!(matches!(
-        a.renew().await,
-        Err(Error::LeaseLost { partition: 3, .. })
-    ));
-    assert!(matches!(a.advance(11).await, Err(Error::LeaseLost { .. })));
+    let renewed = a.renew().await;
+    assert!(
+        matches!(renewed, Err(Error::LeaseLost { partition: 3, .. })),
+        "{renewed:?}"
+    );
+    let advanced = a.advance(11).await;
+    assert!(
+        matches!(advanced, Err(Error::LeaseLost { .. })),
+        "{advanced:?}"
+    );
     let mut b = b;
     b.advance(12).await.unwrap();
     assert_eq!(b.checkpoint().seq, 12);
@@ -645,4 +692,67 @@ async fn workers_started_together_on_a_fresh_replicated_cluster_all_join() {
             Err(e) => panic!("worker {name} did not join: {e}"),
         }
     }
+}
+
+/// Workers racing for the same free leases on a three-node NATS cluster:
+/// NATS refuses a compare-and-set on a key while another write of it is
+/// still being replicated with error 10164 ("wrong last sequence"), which
+/// async-nats does not report as a wrong revision. A take that loses such
+/// a race is "held by another" (`None`), never an error that pauses the
+/// worker's round as if NATS were down; each partition has one taker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_racing_for_leases_on_a_three_node_cluster_never_see_an_error() {
+    let nats = Nats::cluster3();
+    let connect_to = |node: usize| {
+        let mut s = Settings::new(nats.nodes[node].url(), "race");
+        s.lease_ttl = Duration::from_millis(1500);
+        s.request_timeout = Duration::from_secs(3);
+        s.replicas = 3;
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    match Cluster::connect(s.clone()).await {
+                        Ok(c) => return c,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+            })
+            .await
+            .expect("a three-node JetStream cluster forms")
+        }
+    };
+    let clusters = [
+        connect_to(0).await,
+        connect_to(1).await,
+        connect_to(2).await,
+    ];
+    // The leases bucket answers (its group elected a leader).
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match Lease::acquire(&clusters[0], 999, "probe").await {
+                Ok(_) => return,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .expect("the leases bucket answers");
+    let mut errors = Vec::new();
+    for p in 0..40u32 {
+        let takes = clusters.iter().enumerate().map(|(i, c)| {
+            let c = c.clone();
+            async move { Lease::acquire(&c, p, &format!("w{i}")).await }
+        });
+        let results = futures_util::future::join_all(takes).await;
+        let mut taken = 0;
+        for r in results {
+            match r {
+                Ok(Some(_)) => taken += 1,
+                Ok(None) => {}
+                Err(e) => errors.push(format!("partition {p}: {e}")),
+            }
+        }
+        assert!(taken <= 1, "partition {p} taken {taken} times");
+    }
+    assert!(errors.is_empty(), "takes failed: {errors:?}");
 }
