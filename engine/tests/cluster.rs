@@ -114,18 +114,24 @@ async fn lease_fences_its_previous_owner_out(cluster: &Cluster) {
     .await
     .expect("the leases bucket answers");
     assert!(
-        Lease::acquire(&cluster, 3, "b").await.unwrap().is_none(),
+        Lease::acquire(&cluster, 3, "b")
+            .await
+            .expect("NATS answers")
+            .is_none(),
         "a held lease is not taken"
     );
-    a.renew().await.unwrap();
-    a.advance(10).await.unwrap();
+    a.renew().await.expect("NATS answers");
+    a.advance(10).await.expect("NATS answers");
     assert_eq!(a.checkpoint().seq, 10);
 
     // `a` stops renewing (a paused or partitioned worker): once the lease
     // ages out, `b` takes it with a larger token and the checkpoint.
     let b = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Some(b) = Lease::acquire(&cluster, 3, "b").await.unwrap() {
+            if let Some(b) = Lease::acquire(&cluster, 3, "b")
+                .await
+                .expect("NATS answers")
+            {
                 return b;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -148,7 +154,7 @@ async fn lease_fences_its_previous_owner_out(cluster: &Cluster) {
         "{advanced:?}"
     );
     let mut b = b;
-    b.advance(12).await.unwrap();
+    b.advance(12).await.expect("NATS answers");
     assert_eq!(b.checkpoint().seq, 12);
 }
 
