@@ -762,3 +762,68 @@ async fn workers_racing_for_leases_on_a_three_node_cluster_never_see_an_error() 
     }
     assert!(errors.is_empty(), "takes failed: {errors:?}");
 }
+
+/// A live owner renewing its lease while another worker keeps trying to
+/// take it (a handover in progress: the joiner tries before the owner
+/// released) on a three-node NATS cluster. A refused compare-and-set,
+/// 10071 or 10164, counts as a lost lease: this checks that the other's
+/// attempts never make NATS refuse the owner's renewals (they are refused
+/// themselves, before anything is in flight), so a live owner never drops
+/// its partition for them, and the other never gets the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_three_node_cluster_renewals_survive_another_worker_trying_to_take() {
+    let nats = Nats::cluster3();
+    let connect_to = |node: usize| {
+        let mut s = Settings::new(nats.nodes[node].url(), "renew");
+        s.lease_ttl = Duration::from_millis(1500);
+        s.request_timeout = Duration::from_secs(3);
+        s.replicas = 3;
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    match Cluster::connect(s.clone()).await {
+                        Ok(c) => return c,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+            })
+            .await
+            .expect("a three-node JetStream cluster forms")
+        }
+    };
+    let owner = connect_to(0).await;
+    let thief = connect_to(1).await;
+    let mut lease = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match Lease::acquire(&owner, 0, "owner").await {
+                Ok(Some(lease)) => return lease,
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .expect("the leases bucket answers");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trying = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut taken = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(Some(_)) = Lease::acquire(&thief, 0, "thief").await {
+                    taken += 1;
+                }
+            }
+            taken
+        })
+    };
+    let mut failures = Vec::new();
+    for _ in 0..200 {
+        if let Err(e) = lease.renew().await {
+            failures.push(e.to_string());
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let taken = trying.await.expect("the other worker's task");
+    assert_eq!(taken, 0, "a live lease was taken");
+    assert!(failures.is_empty(), "renewals failed: {failures:?}");
+}
