@@ -7,6 +7,9 @@
 //! user's partition by then — and no user/step arrived with two different
 //! keys (a re-delivery with the same key is allowed).
 //!
+//! The owners purge what they applied from the event stream: once every
+//! event is applied, it is empty.
+//!
 //! A fourth worker joining under ingest (a handover without failure)
 //! loses and doubles nothing the same way; a global throttle holds across
 //! the workers.
@@ -392,6 +395,35 @@ fn kill_under_ingest(nats: &Nats, replicas: &str) {
             200
         );
     }
+    assert_event_stream_emptied(nats, Duration::from_secs(30));
+}
+
+/// Every acknowledged event was applied: the owners purge their
+/// partitions' events through the checkpoint (at most 5 s apart, at once
+/// after a takeover), so the event stream empties within `limit`.
+fn assert_event_stream_emptied(nats: &Nats, limit: Duration) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let url = nats.nodes[0].url();
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let mut stream = js.get_stream("sluice_EV").await.expect("the event stream");
+            let left = stream.info().await.expect("stream info").state.messages;
+            if left == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{left} applied events still in the event stream {limit:?} after the end"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
 }
 
 /// A handover without failure: three workers under continuous ingest, a

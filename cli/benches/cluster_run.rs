@@ -360,9 +360,13 @@ impl View {
             .map_err(|e| format!("cannot list the members: {e}"))
     }
 
-    /// Every partition's last event sequence in the log (0: none).
+    /// Every partition's last event sequence in the log (0: none). The
+    /// owners purge the events at or before their checkpoints, so a
+    /// partition whose last message is gone has its checkpoint as its end:
+    /// the checkpoint is read after the message, and a purged message was
+    /// at or before a checkpoint committed by then.
     fn ends(&self) -> Vec<u64> {
-        self.rt.block_on(async {
+        let last: Vec<u64> = self.rt.block_on(async {
             let stream = self
                 .js
                 .get_stream(format!("{}_EV", self.prefix))
@@ -378,7 +382,11 @@ impl View {
                 out.push(last);
             }
             out
-        })
+        });
+        last.into_iter()
+            .zip(self.checkpoints())
+            .map(|(last, checkpoint)| last.max(checkpoint))
+            .collect()
     }
 
     /// Waits until every partition's checkpoint reached `ends`; the time

@@ -67,23 +67,71 @@ async fn a_worker_with_another_partition_count_or_config_refuses_to_join() {
 async fn a_lease_fences_its_previous_owner_out() {
     let nats = Nats::single();
     let cluster = connect(&nats, "t").await;
-    let mut a = Lease::acquire(&cluster, 3, "a")
-        .await
-        .unwrap()
-        .expect("a free partition is taken");
+    lease_fences_its_previous_owner_out(&cluster).await;
+}
+
+/// The same on a three-node NATS cluster with replicated buckets, where
+/// NATS answers a compare-and-set on a stale revision with error 10164
+/// ("wrong last sequence", not the 10071 async-nats recognises): the
+/// stale owner's renewal and advance must still fail as a lost lease, not
+/// as NATS being unavailable (which stalled its whole round for good:
+/// every round renewed the stale lease again and paused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_three_node_cluster_a_lease_fences_its_previous_owner_out() {
+    let nats = Nats::cluster3();
+    let mut s = settings(&nats, "t");
+    s.replicas = 3;
+    let cluster = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match Cluster::connect(s.clone()).await {
+                Ok(c) => return c,
+                Err(e) => {
+                    eprintln!("not yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+            }
+        }
+    })
+    .await
+    .expect("a three-node JetStream cluster forms");
+    lease_fences_its_previous_owner_out(&cluster).await;
+}
+
+async fn lease_fences_its_previous_owner_out(cluster: &Cluster) {
+    let cluster = cluster.clone();
+    // A new replicated bucket elects its leader after creation.
+    let mut a = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match Lease::acquire(&cluster, 3, "a").await {
+                Ok(lease) => return lease.expect("a free partition is taken"),
+                Err(e) if e.is_unavailable() => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the leases bucket answers");
     assert!(
-        Lease::acquire(&cluster, 3, "b").await.unwrap().is_none(),
+        Lease::acquire(&cluster, 3, "b")
+            .await
+            .expect("NATS answers")
+            .is_none(),
         "a held lease is not taken"
     );
-    a.renew().await.unwrap();
-    a.advance(10).await.unwrap();
+    a.renew().await.expect("NATS answers");
+    a.advance(10).await.expect("NATS answers");
     assert_eq!(a.checkpoint().seq, 10);
 
     // `a` stops renewing (a paused or partitioned worker): once the lease
     // ages out, `b` takes it with a larger token and the checkpoint.
     let b = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Some(b) = Lease::acquire(&cluster, 3, "b").await.unwrap() {
+            if let Some(b) = Lease::acquire(&cluster, 3, "b")
+                .await
+                .expect("NATS answers")
+            {
                 return b;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -95,13 +143,18 @@ async fn a_lease_fences_its_previous_owner_out() {
     assert_eq!(b.checkpoint().seq, 10, "the checkpoint survives the owner");
 
     // The stale owner's writes fail, whatever its own clock says.
-    assert!(matches!(
-        a.renew().await,
-        Err(Error::LeaseLost { partition: 3, .. })
-    ));
-    assert!(matches!(a.advance(11).await, Err(Error::LeaseLost { .. })));
+    let renewed = a.renew().await;
+    assert!(
+        matches!(renewed, Err(Error::LeaseLost { partition: 3, .. })),
+        "{renewed:?}"
+    );
+    let advanced = a.advance(11).await;
+    assert!(
+        matches!(advanced, Err(Error::LeaseLost { .. })),
+        "{advanced:?}"
+    );
     let mut b = b;
-    b.advance(12).await.unwrap();
+    b.advance(12).await.expect("NATS answers");
     assert_eq!(b.checkpoint().seq, 12);
 }
 
@@ -534,4 +587,243 @@ async fn a_call_publishing_more_than_five_thousand_messages_completes() {
             .unwrap();
     assert_eq!(appended.len(), 5_200);
     assert!(appended.iter().all(|a| !a.duplicate));
+}
+
+/// A request whose events repeat an id (a client's retry merged into a
+/// batch; the example shop's sample events do it on purpose): the repeat
+/// is a duplicate of the first, stored once, and the request succeeds. On
+/// a replicated stream NATS refuses a second publish of an id whose first
+/// is still being replicated ("duplicate message id is in process", error
+/// 10158), which failed the whole request with 503 every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_repeating_an_event_id_stores_it_once_on_a_replicated_stream() {
+    let nats = Nats::cluster3();
+    let mut s = settings(&nats, "d");
+    s.replicas = 3;
+    let cluster = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match Cluster::connect(s.clone()).await {
+                Ok(c) => return c,
+                Err(e) => {
+                    eprintln!("not yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+            }
+        }
+    })
+    .await
+    .expect("a three-node JetStream cluster forms");
+    let payload = |id: &str| bytes::Bytes::from(format!("{{\"id\":\"{id}\"}}"));
+    let events = [
+        log::Append {
+            user: "ann",
+            msg_id: "e1",
+            payload: payload("e1"),
+        },
+        log::Append {
+            user: "bob",
+            msg_id: "e2",
+            payload: payload("e2"),
+        },
+        log::Append {
+            user: "ann",
+            msg_id: "e1",
+            payload: payload("e1"),
+        },
+        log::Append {
+            user: "ann",
+            msg_id: "e1",
+            payload: payload("e1"),
+        },
+    ];
+    // A new stream elects its leader after creation: the first requests
+    // may fail as unavailable for a moment (never as anything else).
+    let stored = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match log::append(&cluster, 8, &events).await {
+                Ok(stored) => return stored,
+                Err(e) if e.is_unavailable() && e.to_string().contains("10158") => {
+                    panic!("a repeated id failed the request: {e}")
+                }
+                Err(e) if e.is_unavailable() => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the events are stored");
+    assert_eq!(stored.len(), 4);
+    assert!(!stored[0].duplicate && !stored[1].duplicate);
+    assert!(stored[2].duplicate && stored[3].duplicate);
+    assert_eq!(stored[2].seq, stored[0].seq);
+    assert_eq!(stored[3].seq, stored[0].seq);
+    assert_eq!(stored[2].partition, stored[0].partition);
+    let mut reader = log::Reader::open(&cluster, stored[0].partition, 0)
+        .await
+        .expect("a reader");
+    let mut got = Vec::new();
+    while let Some((seq, _)) = reader.next(Duration::from_millis(500)).await.expect("read") {
+        got.push(seq);
+    }
+    assert_eq!(got, vec![stored[0].seq], "stored once");
+}
+
+/// Workers started at the same moment on a fresh three-node NATS cluster
+/// (docs/cluster.md's walkthrough starts three together): each creates or
+/// finds the cluster's streams and buckets, which a replicated cluster
+/// answers only once their groups elected leaders. Every worker connects
+/// and joins, none gives up with "jetstream request timed out".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_started_together_on_a_fresh_replicated_cluster_all_join() {
+    let nats = Nats::cluster3();
+    let mut s = settings(&nats, "together");
+    s.replicas = 3;
+    let ours = meta::Meta {
+        partitions: 8,
+        config_hash: "abc".into(),
+    };
+    let join = |s: Settings| {
+        let ours = ours.clone();
+        async move {
+            let cluster = Cluster::connect(s).await?;
+            meta::join(&cluster, &ours).await
+        }
+    };
+    let (a, b, c) = tokio::join!(join(s.clone()), join(s.clone()), join(s.clone()));
+    for (name, joined) in [("a", a), ("b", b), ("c", c)] {
+        match joined {
+            Ok(meta) => assert_eq!(meta, ours),
+            Err(e) => panic!("worker {name} did not join: {e}"),
+        }
+    }
+}
+
+/// Workers racing for the same free leases on a three-node NATS cluster:
+/// NATS refuses a compare-and-set on a key while another write of it is
+/// still being replicated with error 10164 ("wrong last sequence"), which
+/// async-nats does not report as a wrong revision. A take that loses such
+/// a race is "held by another" (`None`), never an error that pauses the
+/// worker's round as if NATS were down; each partition has one taker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_racing_for_leases_on_a_three_node_cluster_never_see_an_error() {
+    let nats = Nats::cluster3();
+    let connect_to = |node: usize| {
+        let mut s = Settings::new(nats.nodes[node].url(), "race");
+        s.lease_ttl = Duration::from_millis(1500);
+        s.request_timeout = Duration::from_secs(3);
+        s.replicas = 3;
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    match Cluster::connect(s.clone()).await {
+                        Ok(c) => return c,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+            })
+            .await
+            .expect("a three-node JetStream cluster forms")
+        }
+    };
+    let clusters = [
+        connect_to(0).await,
+        connect_to(1).await,
+        connect_to(2).await,
+    ];
+    // The leases bucket answers (its group elected a leader).
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match Lease::acquire(&clusters[0], 999, "probe").await {
+                Ok(_) => return,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .expect("the leases bucket answers");
+    let mut errors = Vec::new();
+    for p in 0..40u32 {
+        let takes = clusters.iter().enumerate().map(|(i, c)| {
+            let c = c.clone();
+            async move { Lease::acquire(&c, p, &format!("w{i}")).await }
+        });
+        let results = futures_util::future::join_all(takes).await;
+        let mut taken = 0;
+        for r in results {
+            match r {
+                Ok(Some(_)) => taken += 1,
+                Ok(None) => {}
+                Err(e) => errors.push(format!("partition {p}: {e}")),
+            }
+        }
+        assert!(taken <= 1, "partition {p} taken {taken} times");
+    }
+    assert!(errors.is_empty(), "takes failed: {errors:?}");
+}
+
+/// A live owner renewing its lease while another worker keeps trying to
+/// take it (a handover in progress: the joiner tries before the owner
+/// released) on a three-node NATS cluster. A refused compare-and-set,
+/// 10071 or 10164, counts as a lost lease: this checks that the other's
+/// attempts never make NATS refuse the owner's renewals (they are refused
+/// themselves, before anything is in flight), so a live owner never drops
+/// its partition for them, and the other never gets the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_three_node_cluster_renewals_survive_another_worker_trying_to_take() {
+    let nats = Nats::cluster3();
+    let connect_to = |node: usize| {
+        let mut s = Settings::new(nats.nodes[node].url(), "renew");
+        s.lease_ttl = Duration::from_millis(1500);
+        s.request_timeout = Duration::from_secs(3);
+        s.replicas = 3;
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    match Cluster::connect(s.clone()).await {
+                        Ok(c) => return c,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+            })
+            .await
+            .expect("a three-node JetStream cluster forms")
+        }
+    };
+    let owner = connect_to(0).await;
+    let thief = connect_to(1).await;
+    let mut lease = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match Lease::acquire(&owner, 0, "owner").await {
+                Ok(Some(lease)) => return lease,
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .expect("the leases bucket answers");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trying = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut taken = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(Some(_)) = Lease::acquire(&thief, 0, "thief").await {
+                    taken += 1;
+                }
+            }
+            taken
+        })
+    };
+    let mut failures = Vec::new();
+    for _ in 0..200 {
+        if let Err(e) = lease.renew().await {
+            failures.push(e.to_string());
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let taken = trying.await.expect("the other worker's task");
+    assert_eq!(taken, 0, "a live lease was taken");
+    assert!(failures.is_empty(), "renewals failed: {failures:?}");
 }

@@ -33,6 +33,9 @@ fn settings(nats: &Nats) -> Settings {
     s.request_timeout = Duration::from_secs(3);
     // Every stream and bucket on every node of a three-node cluster.
     s.replicas = nats.nodes.len();
+    // Owners purge their applied events often: the takeovers below run
+    // on a stream whose partitions' first sequences keep moving.
+    s.retention.every = Duration::from_millis(100);
     s
 }
 
@@ -172,10 +175,30 @@ async fn finish(
     workers: &[JoinHandle<()>],
 ) {
     caught_up(commits, last).await;
+    purged(nats).await;
     for w in workers {
         w.abort();
     }
     check(nats, acked, commits).await;
+}
+
+/// Waits until the event stream is empty: once every partition's
+/// checkpoint reached its last event, its owner purges them all.
+async fn purged(nats: &Nats) {
+    let client = async_nats::connect(nats.nodes[0].url())
+        .await
+        .expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut left = u64::MAX;
+    for _ in 0..100 {
+        let mut stream = js.get_stream("w_EV").await.expect("the event stream");
+        left = stream.info().await.expect("stream info").state.messages;
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{left} applied events still in the event stream 10 s after the workers caught up");
 }
 
 /// Every acknowledged event applied once in the restored state; per

@@ -51,6 +51,30 @@ fn key(partition: u32) -> String {
     format!("p{partition}")
 }
 
+/// Whether a KV write failed because the key was not at the expected
+/// revision (another worker wrote it). NATS says so with error 10071, or,
+/// on a replicated bucket while another write of the same key is still
+/// being replicated, with 10164 ("wrong last sequence"), which async-nats
+/// reports as an "other" error, not as a wrong revision: read as NATS
+/// being unavailable, a take that lost a race to another worker paused the
+/// worker's whole round.
+pub(crate) fn wrong_revision(e: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(js) = err.downcast_ref::<async_nats::jetstream::Error>() {
+            let code = js.error_code();
+            if code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                || code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+            {
+                return true;
+            }
+        }
+        next = err.source();
+    }
+    false
+}
+
 impl Lease {
     /// Takes `partition` for `owner` when nobody holds it; `None` while
     /// another worker's lease is live. Claims the checkpoint under the new
@@ -69,6 +93,8 @@ impl Lease {
         let token = match leases.create(key(partition), holder).await {
             Ok(revision) => revision,
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => return Ok(None),
+            // Another worker's write of the key won the race.
+            Err(e) if wrong_revision(&e) => return Ok(None),
             Err(e) => {
                 // A create racing another worker's (over a released or
                 // aged-out lease) can fail as "wrong last sequence" rather
@@ -120,7 +146,7 @@ impl Lease {
                     old.seq,
                     written.map_err(|e| {
                         (
-                            e.kind() == UpdateErrorKind::WrongLastRevision,
+                            e.kind() == UpdateErrorKind::WrongLastRevision || wrong_revision(&e),
                             e.to_string(),
                         )
                     }),
@@ -134,8 +160,12 @@ impl Lease {
                 let written = self.checkpoints.create(k.as_str(), encode(&claimed)).await;
                 (
                     0,
-                    written
-                        .map_err(|e| (e.kind() == CreateErrorKind::AlreadyExists, e.to_string())),
+                    written.map_err(|e| {
+                        (
+                            e.kind() == CreateErrorKind::AlreadyExists || wrong_revision(&e),
+                            e.to_string(),
+                        )
+                    }),
                 )
             }
         };
@@ -206,7 +236,9 @@ impl Lease {
                 self.renewed = started;
                 Ok(())
             }
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(self.lost()),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision || wrong_revision(&e) => {
+                Err(self.lost())
+            }
             Err(e) => Err(Error::nats(
                 format!("renew partition {}'s lease", self.partition),
                 e,
@@ -234,7 +266,9 @@ impl Lease {
                 self.checkpoint_revision = revision;
                 Ok(())
             }
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(self.lost()),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision || wrong_revision(&e) => {
+                Err(self.lost())
+            }
             Err(e) => Err(Error::nats(
                 format!("advance partition {}'s checkpoint", self.partition),
                 e,

@@ -12,7 +12,8 @@
 //!   (who should own which partition);
 //! - [`log`]: the event log: events published to `<prefix>.ev.<p>` with
 //!   `Nats-Msg-Id`, acknowledged only after JetStream's ack, read back per
-//!   partition from a sequence;
+//!   partition from a sequence, and purged up to the checkpoint by its
+//!   owner (retention);
 //! - [`changelog`]: changed user records published to `<prefix>.st.<p>.<user>`
 //!   in a stream keeping one message per subject, read back to restore a
 //!   partition;
@@ -145,6 +146,9 @@ pub struct Settings {
     /// value at once (one message per subject), so this only bounds how
     /// long deletions are visible as such.
     pub tombstone_ttl: Duration,
+    /// How often an owner removes its partitions' applied events (at or
+    /// before the committed checkpoint) from the event stream.
+    pub retention: log::Retention,
 }
 
 impl Settings {
@@ -156,6 +160,7 @@ impl Settings {
             lease_ttl: Duration::from_secs(6),
             request_timeout: Duration::from_secs(5),
             tombstone_ttl: Duration::from_secs(600),
+            retention: log::Retention::default(),
         }
     }
 }
@@ -199,8 +204,26 @@ impl Cluster {
             client,
             tombstone_ttl: None,
         };
-        cluster.ensure().await?;
-        Ok(cluster)
+        // Workers started together on a fresh replicated NATS cluster all
+        // create or look up the same streams and buckets: until a new
+        // stream's group has elected its leader, NATS leaves requests about
+        // it unanswered (a timeout) or answers "no responders", and a
+        // create racing another worker's fails. Try again, for up to three
+        // request timeouts, before giving up with the error.
+        let deadline = tokio::time::Instant::now() + 3 * cluster.settings.request_timeout;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match cluster.ensure().await {
+                Ok(()) => return Ok(cluster),
+                Err(e) if e.is_unavailable() && tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(target: "sluice::cluster", error = %e,
+                        "the cluster's streams and buckets are not ready yet");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Whether deleted keys' tombstones expire on the changelog (the

@@ -165,12 +165,24 @@ pub async fn reserve(
         let won = match revision {
             Some(revision) => match kv.update(key.as_str(), value, revision).await {
                 Ok(_) => true,
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => false,
+                // Another worker's reservation won (NATS error 10071, or 10164
+                // on a replicated bucket: `lease::wrong_revision`): read again.
+                Err(e)
+                    if e.kind() == UpdateErrorKind::WrongLastRevision
+                        || super::lease::wrong_revision(&e) =>
+                {
+                    false
+                }
                 Err(e) => return Err(Error::nats("reserve throttle slots", e)),
             },
             None => match kv.create(key.as_str(), value).await {
                 Ok(_) => true,
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => false,
+                Err(e)
+                    if e.kind() == CreateErrorKind::AlreadyExists
+                        || super::lease::wrong_revision(&e) =>
+                {
+                    false
+                }
                 // A create racing another's can also fail as "wrong last
                 // sequence": read again.
                 Err(e) if e.kind() == CreateErrorKind::Other => {

@@ -66,6 +66,8 @@ pub struct Tuning {
 struct Owned {
     lease: Lease,
     reader: log::Reader,
+    /// What of the partition's applied events was removed from the stream.
+    trim: log::Trim,
 }
 
 /// A worker's counters (for metrics and tests).
@@ -243,7 +245,14 @@ impl<P: Processor> Worker<P> {
             }
             let reader = log::Reader::open(&self.cluster, p, lease.checkpoint().seq).await?;
             self.stats.restores.push(started.elapsed());
-            self.owned.insert(p, Owned { lease, reader });
+            self.owned.insert(
+                p,
+                Owned {
+                    lease,
+                    reader,
+                    trim: log::Trim::default(),
+                },
+            );
             // Restoring took time the other partitions' leases count too.
             for q in renew_due(&mut self.owned).await? {
                 tracing::debug!(me = %self.me, partition = q, "lease lost");
@@ -265,7 +274,7 @@ impl<P: Processor> Worker<P> {
                 self.lose(q);
             }
             match self.batch(p).await {
-                Ok(()) => {}
+                Ok(()) => self.trim(p).await,
                 Err(Error::LeaseLost { .. }) => {
                     tracing::debug!(me = %self.me, partition = p, "lease lost");
                     self.lose(p)
@@ -291,6 +300,39 @@ impl<P: Processor> Worker<P> {
             self.next_heartbeat = Instant::now() + self.cluster.settings.lease_ttl / 3;
         }
         Ok(())
+    }
+
+    /// Removes partition `p`'s events at or before its committed
+    /// checkpoint from the event stream when that is due
+    /// ([`log::Retention`]). Only while this worker holds `p` and its
+    /// lease is live (the guard of its commits): a partition whose lease
+    /// was lost or whose checkpoint advance failed is no longer owned, and
+    /// the sequence is one this lease's compare-and-set wrote or claimed,
+    /// never beyond. A failed purge is logged and tried again at the next
+    /// occasion; it never stops processing.
+    async fn trim(&mut self, p: u32) {
+        let retention = self.cluster.settings.retention;
+        let Some(o) = self.owned.get_mut(&p) else {
+            return;
+        };
+        let checkpoint = o.lease.checkpoint().seq;
+        let now = Instant::now();
+        if !o.lease.is_live() || !o.trim.due(checkpoint, now, &retention) {
+            return;
+        }
+        match log::purge(&self.cluster, p, checkpoint).await {
+            Ok(removed) => {
+                tracing::trace!(me = %self.me, partition = p, through = checkpoint, removed,
+                    "applied events purged");
+                o.trim.purged(checkpoint, now);
+            }
+            Err(e) => {
+                tracing::warn!(target: "sluice::cluster", me = %self.me, partition = p,
+                    through = checkpoint, error = %e,
+                    "cannot purge the partition's applied events; trying again later");
+                o.trim.failed(now);
+            }
+        }
     }
 
     fn lose(&mut self, p: u32) {
@@ -340,6 +382,7 @@ impl<P: Processor> Worker<P> {
             .collect();
         changelog::publish(&self.cluster, p, o.lease.token(), &records).await?;
         o.lease.advance(last).await?;
+        o.trim.applied(events.len());
         let token = o.lease.token();
         self.processor.committed(p, token, last);
         Ok(())
