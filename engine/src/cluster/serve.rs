@@ -122,7 +122,7 @@ fn shared_slots(
 }
 
 fn cluster_err(e: Error) -> RunError {
-    RunError::Runtime(e.to_string())
+    RunError::Cluster(e.to_string())
 }
 
 /// Runs one worker until SIGTERM or SIGINT.
@@ -298,7 +298,7 @@ pub fn run(
     stop.store(true, Ordering::SeqCst);
     let ended = rt
         .block_on(loop_task)
-        .map_err(|e| RunError::Runtime(format!("the partition loop ended abnormally: {e}")))?;
+        .map_err(|e| RunError::Failed(format!("the partition loop ended abnormally: {e}")))?;
     rt.shutdown_timeout(Duration::from_secs(1));
     ended?;
     say("stopped");
@@ -365,7 +365,7 @@ async fn drive(
                 handle.set_state(crate::service::FAILED);
                 tracing::error!(target: "sluice::cluster", "the worker stops: {e}");
                 fatal.notify_one();
-                return Err(RunError::Runtime(format!("the worker stopped: {e}")));
+                return Err(RunError::Cluster(format!("the worker stopped: {e}")));
             }
         }
         if stopping {
@@ -373,7 +373,7 @@ async fn drive(
             return worker
                 .leave()
                 .await
-                .map_err(|e| RunError::Runtime(format!("cannot leave the cluster cleanly: {e}")));
+                .map_err(|e| RunError::Cluster(format!("cannot leave the cluster cleanly: {e}")));
         }
     }
 }

@@ -56,6 +56,12 @@ pub enum RunError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(String),
+    /// The service failed after it started; the message says what failed.
+    #[error("{0}")]
+    Failed(String),
+    /// The cluster (NATS JetStream) failed: connecting, joining, leaving.
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("the SendGrid verification key in ${var} cannot be read: {message}")]
     SendgridKey { var: String, message: String },
 }
@@ -394,7 +400,7 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
             writer.run(&rx);
             Ok(())
         })
-        .map_err(|e| RunError::Runtime(e.to_string()))?;
+        .map_err(|e| RunError::Failed(format!("cannot start the writer thread: {e}")))?;
     say(&format!("listening on http://{}", options.listen));
 
     let app = api::router_with(
@@ -429,7 +435,7 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
     match writer_thread.join() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e.into()),
-        Err(_) => return Err(RunError::Runtime("the writer thread panicked".into())),
+        Err(_) => return Err(RunError::Failed("the writer thread panicked".into())),
     }
     rt.shutdown_timeout(Duration::from_secs(1));
     say("stopped");
