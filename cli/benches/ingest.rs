@@ -23,7 +23,8 @@
 //!   the push file and the local CRM receiver), the server's resident memory
 //!   (`VmRSS` from `/proc`) sampled every 10 s and printed with the timers
 //!   pending (`/metrics`) and the store's size; after the first minute of
-//!   warm-up: min, max, max/min. `-- soak SECONDS RATE ping` posts the
+//!   warm-up: min, max, max/min (and, for 1,200 s or more, the same over
+//!   the last 600 s alone). `-- soak SECONDS RATE ping` posts the
 //!   latency fixture's pings instead (each a new user and one immediate
 //!   webhook, nothing deferred): a steady state, where the shop's throttles
 //!   (1,000 emails a minute) make the backlog grow all along.
@@ -543,6 +544,7 @@ fn soak(seconds: u64, rate: u64, ping: bool) {
     const CONNS: u64 = 10;
     const SAMPLE_S: u64 = 10;
     const WARMUP_S: u64 = 60;
+    const LAST_S: u64 = 600;
     let rate = rate.max(1);
     let webhooks = Arc::new(AtomicU64::new(0));
     let tmp = tempfile::tempdir().expect("tmp");
@@ -710,6 +712,26 @@ fn soak(seconds: u64, rate: u64, ping: bool) {
             steady.first().copied().unwrap_or(f64::NAN),
             steady.last().copied().unwrap_or(f64::NAN),
             peak_rss_mb(pid)
+        );
+    }
+    // A soak of 20 minutes or more: the last 10 minutes on their own,
+    // after everything that fills up with the first users has filled.
+    if seconds >= 2 * LAST_S {
+        let from = secs - LAST_S as f64;
+        let last: Vec<f64> = samples
+            .iter()
+            .filter(|(t, _)| *t as f64 > from)
+            .map(|(_, rss)| *rss)
+            .collect();
+        let lo = last.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = last.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mid = (lo + hi) / 2.0;
+        println!(
+            "resident memory over the last {LAST_S} s ({} samples): min {lo:.0} MB, max {hi:.0} MB, \
+             max/min {:.3}, ±{:.1}% around {mid:.0} MB",
+            last.len(),
+            hi / lo,
+            (hi - mid) / mid * 100.0
         );
     }
     drop(server);
