@@ -31,11 +31,11 @@ async fn connect(nats: &Nats, prefix: &str) -> Cluster {
 async fn own(cluster: &Cluster, partition: u32, me: &str) -> (Lease, changelog::Fence) {
     let lease = Lease::acquire(cluster, partition, me)
         .await
-        .unwrap()
+        .expect("take a lease")
         .expect("a free partition is taken");
     let fence = changelog::restore_fenced(cluster, partition)
         .await
-        .unwrap()
+        .expect("restore")
         .fence;
     (lease, fence)
 }

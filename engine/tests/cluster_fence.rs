@@ -51,7 +51,10 @@ async fn connect(s: Settings) -> Cluster {
 async fn take(cluster: &Cluster, partition: u32, me: &str) -> (Lease, changelog::Restored) {
     let lease = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
-            if let Some(lease) = Lease::acquire(cluster, partition, me).await.unwrap() {
+            let taken = Lease::acquire(cluster, partition, me)
+                .await
+                .expect("take a lease");
+            if let Some(lease) = taken {
                 return lease;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
