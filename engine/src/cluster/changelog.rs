@@ -107,11 +107,15 @@ impl Fence {
     /// `name`'s last message is at `seq` (a restore read it, or its
     /// publish was acknowledged).
     fn learn(&mut self, name: &str, seq: u64, bytes: &[u8]) {
+        self.learn_at(name, seq, bytes, Instant::now());
+    }
+
+    fn learn_at(&mut self, name: &str, seq: u64, bytes: &[u8], now: Instant) {
         let slot = self.slot(name);
         self.last.insert(slot, seq);
         if let Some(ttl) = self.tombstone_ttl.filter(|_| bytes == TOMBSTONE) {
             self.dying
-                .push_back((slot, seq, Instant::now() + ttl + TOMBSTONE_SLACK));
+                .push_back((slot, seq, now + ttl + TOMBSTONE_SLACK));
         }
     }
 
@@ -119,7 +123,10 @@ impl Fence {
     /// owner may: a stale one must keep expecting them, so that its late
     /// write over an expired tombstone is refused too.
     fn prune(&mut self) {
-        let now = Instant::now();
+        self.prune_at(Instant::now());
+    }
+
+    fn prune_at(&mut self, now: Instant) {
         while let Some(&(slot, seq, gone)) = self.dying.front() {
             if gone > now {
                 break;
@@ -249,8 +256,8 @@ async fn settle(
         {
             Ok(ack) => fence.learn(name, ack.sequence, bytes),
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                // A stale owner stops at its first refusal: nothing more
-                // of its batch is sent.
+                // A stale owner stops at its first refusal and sends
+                // nothing more (the rest of this window is already out).
                 stale(cluster, lease, name, expected, "refused").await?;
                 refused.push((name, bytes));
             }
@@ -282,7 +289,8 @@ async fn stale(
         subject = %subject(cluster, lease.partition(), name),
         token = lease.token(),
         expected,
-        "changelog write {what}: another owner wrote this key and this owner's lease is no          longer live; stopping the partition"
+        "changelog write {what}: another owner wrote this key, and this owner's lease is past \
+         its TTL or a newer owner claimed the checkpoint; stopping the partition"
     );
     Err(Error::LeaseLost {
         partition: lease.partition(),
@@ -312,6 +320,22 @@ async fn republish(
         Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => (0, 0),
         Err(e) => return Err(Error::nats("read a changelog key's last sequence", e)),
     };
+    if writer > lease.token() {
+        // Only a newer owner writes with a larger token, and it claimed
+        // the checkpoint before it wrote.
+        tracing::warn!(
+            target: "sluice::cluster",
+            partition,
+            subject = %subject,
+            token = lease.token(),
+            writer,
+            "a newer owner wrote this key; stopping the partition"
+        );
+        return Err(Error::LeaseLost {
+            partition,
+            token: lease.token(),
+        });
+    }
     if writer != 0 && writer != lease.token() {
         tracing::warn!(
             target: "sluice::cluster",
@@ -495,4 +519,46 @@ async fn all_read(stream: &Stream, filter: &str, read: &HashSet<String>) -> Resu
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fence_expects_each_keys_last_sequence_and_forgets_expired_tombstones() {
+        let ttl = Duration::from_secs(600);
+        let mut fence = Fence::new(Some(ttl));
+        let now = Instant::now();
+        assert_eq!(fence.expected("k"), 0, "no message yet");
+        fence.learn_at("k", 5, b"\x01v", now);
+        fence.learn_at("j", 6, b"\x01v", now);
+        assert_eq!((fence.expected("k"), fence.expected("j")), (5, 6));
+        assert_eq!(fence.keys(), 2);
+
+        // Deleted: the tombstone is expected while the server may hold it.
+        fence.learn_at("k", 7, TOMBSTONE, now);
+        fence.prune_at(now + ttl);
+        assert_eq!(fence.expected("k"), 7);
+        fence.prune_at(now + ttl + TOMBSTONE_SLACK + Duration::from_secs(1));
+        assert_eq!(fence.expected("k"), 0, "gone from the server: no message");
+        assert_eq!(fence.expected("j"), 6, "live keys stay");
+        assert_eq!(fence.keys(), 1);
+
+        // Written again after its deletion: the new record is kept when
+        // the old tombstone's time is up.
+        fence.learn_at("j", 8, TOMBSTONE, now);
+        fence.learn_at("j", 9, b"\x01w", now);
+        fence.prune_at(now + ttl + TOMBSTONE_SLACK + Duration::from_secs(1));
+        assert_eq!(fence.expected("j"), 9);
+    }
+
+    #[test]
+    fn without_expiring_tombstones_a_fence_keeps_them() {
+        let mut fence = Fence::new(None);
+        let now = Instant::now();
+        fence.learn_at("k", 3, TOMBSTONE, now);
+        fence.prune_at(now + Duration::from_secs(86_400));
+        assert_eq!(fence.expected("k"), 3);
+    }
 }
