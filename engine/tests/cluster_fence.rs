@@ -160,8 +160,19 @@ async fn an_expected_subject_sequence_of_zero_means_no_message() {
 /// owner's record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_owners_late_write_is_refused_and_stops_it() {
-    let nats = Nats::single();
-    let cluster = connect(settings(&nats, "s", Duration::from_millis(1500))).await;
+    stale_owner_is_refused(&Nats::single()).await;
+}
+
+/// The same with the changelog replicated on a three-node NATS cluster
+/// (where JetStream checks the expectation on the stream's leader before
+/// proposing the write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_three_node_cluster_a_stale_owners_late_write_is_refused() {
+    stale_owner_is_refused(&Nats::cluster3()).await;
+}
+
+async fn stale_owner_is_refused(nats: &Nats) {
+    let cluster = connect(settings(nats, "s", Duration::from_millis(1500))).await;
     let (a, restored) = take(&cluster, 3, "a").await;
     let mut a_fence = restored.fence;
     changelog::publish(&cluster, &a, &mut a_fence, &[("ann", bytes("a-1"))])
