@@ -177,7 +177,7 @@ async fn stale_owner_is_refused(nats: &Nats) {
     let mut a_fence = restored.fence;
     changelog::publish(&cluster, &a, &mut a_fence, &[("ann", bytes("a-1"))])
         .await
-        .unwrap();
+        .expect("the owner's write lands");
 
     // `a` pauses; its lease ages out and `b` takes the partition.
     let (b, restored) = take(&cluster, 3, "b").await;
@@ -193,7 +193,7 @@ async fn stale_owner_is_refused(nats: &Nats) {
     let mut b_fence = restored.fence;
     changelog::publish(&cluster, &b, &mut b_fence, &[("ann", bytes("b-1"))])
         .await
-        .unwrap();
+        .expect("the owner's write lands");
 
     // `a` wakes and its write goes out, with what `a` knew.
     let err = changelog::publish(&cluster, &a, &mut a_fence, &[("ann", bytes("a-2"))])
@@ -213,7 +213,7 @@ async fn stale_owner_is_refused(nats: &Nats) {
     // The new owner goes on writing the key without a refusal.
     changelog::publish(&cluster, &b, &mut b_fence, &[("ann", bytes("b-2"))])
         .await
-        .unwrap();
+        .expect("the owner's write lands");
     assert_eq!(b_fence.republished(), 0);
     assert_eq!(
         record_of(&cluster, 3, "ann").await,
