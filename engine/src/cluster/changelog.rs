@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
-use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
@@ -255,7 +255,7 @@ async fn settle(
             .map_err(|_| Error::Timeout(timeout))?
         {
             Ok(ack) => fence.learn(name, ack.sequence, bytes),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+            Err(e) if wrong_last_sequence(&e) => {
                 // A stale owner stops at its first refusal and sends
                 // nothing more (the rest of this window is already out).
                 stale(cluster, lease, name, expected, "refused").await?;
@@ -370,7 +370,7 @@ async fn republish(
             fence.republished += 1;
             Ok(())
         }
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+        Err(e) if wrong_last_sequence(&e) => {
             tracing::warn!(
                 target: "sluice::cluster",
                 partition,
@@ -387,6 +387,14 @@ async fn republish(
         }
         Err(e) => Err(Error::nats("store a user record", e)),
     }
+}
+
+/// Whether JetStream refused a write for its expected last sequence:
+/// error 10071, or 10164 from a replicated stream while another write of
+/// the same subject is being replicated (which async-nats does not map to
+/// a wrong last sequence).
+fn wrong_last_sequence(e: &PublishError) -> bool {
+    e.kind() == PublishErrorKind::WrongLastSequence || super::lease::wrong_revision(e)
 }
 
 fn token_of(headers: &HeaderMap) -> u64 {
