@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::cluster::worker::{Tuning, Worker};
-use engine::cluster::{changelog, log, Cluster, Settings};
+use engine::cluster::{changelog, lease::Lease, log, Cluster, Settings};
 
 const P: u32 = 64;
 
@@ -144,17 +144,28 @@ async fn restore(nats: &nats::Nats, users: usize) {
         .expect("connect");
     let record = bytes::Bytes::from(vec![b'x'; 200]);
     let names: Vec<String> = (0..users).map(|i| format!("user-{i}")).collect();
+    let owner = Lease::acquire(&cluster, 0, "bench")
+        .await
+        .expect("take partition 0")
+        .expect("partition 0 is free");
+    let mut fence = changelog::restore_fenced(&cluster, 0)
+        .await
+        .expect("restore")
+        .fence;
     for chunk in names.chunks(1_000) {
         let records: Vec<(&str, bytes::Bytes)> =
             chunk.iter().map(|u| (u.as_str(), record.clone())).collect();
-        changelog::publish(&cluster, 0, 1, &records)
+        changelog::publish(&cluster, &owner, &mut fence, &records)
             .await
             .expect("publish");
     }
     let began = Instant::now();
-    let restored = changelog::restore(&cluster, 0).await.expect("restore");
+    let restored = changelog::restore_fenced(&cluster, 0)
+        .await
+        .expect("restore");
     let took = began.elapsed();
-    assert_eq!(restored.len(), users);
+    assert_eq!(restored.records.len(), users);
+    assert_eq!(restored.fence.keys(), users);
     println!(
         "restore users={users}  {took:.2?}  ({:.0} records/s)",
         users as f64 / took.as_secs_f64()

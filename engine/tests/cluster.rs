@@ -26,6 +26,20 @@ async fn connect(nats: &Nats, prefix: &str) -> Cluster {
         .expect("connect to the test's nats-server")
 }
 
+/// Takes `partition` (free in these tests) and restores its changelog, as
+/// a new owner does before it publishes.
+async fn own(cluster: &Cluster, partition: u32, me: &str) -> (Lease, changelog::Fence) {
+    let lease = Lease::acquire(cluster, partition, me)
+        .await
+        .expect("take a lease")
+        .expect("a free partition is taken");
+    let fence = changelog::restore_fenced(cluster, partition)
+        .await
+        .expect("restore")
+        .fence;
+    (lease, fence)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_with_another_partition_count_or_config_refuses_to_join() {
     let nats = Nats::single();
@@ -251,10 +265,11 @@ async fn a_partition_restores_the_last_record_of_each_user() {
     let cluster = connect(&nats, "t").await;
     assert!(changelog::restore(&cluster, 4).await.unwrap().is_empty());
     let odd = "odd.user *>";
+    let (a, mut fence) = own(&cluster, 4, "a").await;
     changelog::publish(
         &cluster,
-        4,
-        7,
+        &a,
+        &mut fence,
         &[
             ("ann", bytes::Bytes::from_static(b"ann-1")),
             (odd, bytes::Bytes::from_static(b"odd-1")),
@@ -262,18 +277,24 @@ async fn a_partition_restores_the_last_record_of_each_user() {
     )
     .await
     .unwrap();
+    let (token_a, token_b) = (a.token(), {
+        a.release().await.unwrap();
+        let (b, mut fence) = own(&cluster, 4, "b").await;
+        changelog::publish(
+            &cluster,
+            &b,
+            &mut fence,
+            &[("ann", bytes::Bytes::from_static(b"ann-2"))],
+        )
+        .await
+        .unwrap();
+        b.token()
+    });
+    let (c, mut fence) = own(&cluster, 5, "c").await;
     changelog::publish(
         &cluster,
-        4,
-        9,
-        &[("ann", bytes::Bytes::from_static(b"ann-2"))],
-    )
-    .await
-    .unwrap();
-    changelog::publish(
-        &cluster,
-        5,
-        9,
+        &c,
+        &mut fence,
         &[("bob", bytes::Bytes::from_static(b"bob-1"))],
     )
     .await
@@ -285,12 +306,12 @@ async fn a_partition_restores_the_last_record_of_each_user() {
         vec![
             changelog::Record {
                 user: "ann".into(),
-                token: 9,
+                token: token_b,
                 bytes: bytes::Bytes::from_static(b"ann-2"),
             },
             changelog::Record {
                 user: odd.into(),
-                token: 7,
+                token: token_a,
                 bytes: bytes::Bytes::from_static(b"odd-1"),
             },
         ]
@@ -468,6 +489,7 @@ async fn deleted_keys_hide_their_value_then_leave_the_changelog() {
         "nats-server 2.11+ expires them"
     );
     let names: Vec<String> = (0..30).map(|i| format!("timer-{i:02}")).collect();
+    let (owner, mut fence) = own(&cluster, 2, "a").await;
     for (i, name) in names.iter().enumerate() {
         let mut records = vec![(name.as_str(), value(b"\x01due"))];
         if i > 0 {
@@ -476,7 +498,9 @@ async fn deleted_keys_hide_their_value_then_leave_the_changelog() {
                 bytes::Bytes::from_static(changelog::TOMBSTONE),
             ));
         }
-        changelog::publish(&cluster, 2, 5, &records).await.unwrap();
+        changelog::publish(&cluster, &owner, &mut fence, &records)
+            .await
+            .unwrap();
     }
     // Before the TTL: every deleted key reads as deleted, none as its value.
     let restored = changelog::restore(&cluster, 2).await.unwrap();
@@ -493,7 +517,7 @@ async fn deleted_keys_hide_their_value_then_leave_the_changelog() {
         restored,
         vec![changelog::Record {
             user: "timer-29".into(),
-            token: 5,
+            token: owner.token(),
             bytes: value(b"\x01due"),
         }]
     );
@@ -518,10 +542,11 @@ async fn an_older_changelog_stream_is_switched_to_expiring_tombstones() {
     let mut s = settings(&nats, "o");
     s.tombstone_ttl = Duration::from_secs(1);
     let old = Cluster::connect(s.clone()).await.expect("connect");
+    let (owner, mut fence) = own(&old, 1, "a").await;
     changelog::publish(
         &old,
-        1,
-        3,
+        &owner,
+        &mut fence,
         &[("kept", value(b"\x01v")), ("gone", value(b"\x01v"))],
     )
     .await
@@ -532,8 +557,8 @@ async fn an_older_changelog_stream_is_switched_to_expiring_tombstones() {
     assert_eq!(info.config.max_messages_per_subject, 1);
     changelog::publish(
         &old,
-        1,
-        3,
+        &owner,
+        &mut fence,
         &[("gone", bytes::Bytes::from_static(changelog::TOMBSTONE))],
     )
     .await
@@ -564,9 +589,10 @@ async fn a_call_publishing_more_than_five_thousand_messages_completes() {
         .iter()
         .map(|u| (u.as_str(), bytes::Bytes::from_static(b"r")))
         .collect();
+    let (owner, mut fence) = own(&cluster, 0, "a").await;
     tokio::time::timeout(
         Duration::from_secs(90),
-        changelog::publish(&cluster, 0, 1, &records),
+        changelog::publish(&cluster, &owner, &mut fence, &records),
     )
     .await
     .expect("5,200 changelog records published within 90 s")

@@ -276,6 +276,22 @@ impl Lease {
         }
     }
 
+    /// Whether the checkpoint is still as this owner last wrote it (no
+    /// newer owner has claimed it since): read from NATS. The changelog
+    /// asks before it writes a key again over another writer's record.
+    pub async fn holds_checkpoint(&self) -> Result<bool, Error> {
+        let entry = self
+            .checkpoints
+            .entry(key(self.partition))
+            .await
+            .map_err(|e| {
+                Error::nats(format!("read partition {}'s checkpoint", self.partition), e)
+            })?;
+        Ok(entry.is_some_and(|e| {
+            e.operation == kv::Operation::Put && e.revision == self.checkpoint_revision
+        }))
+    }
+
     /// Gives the partition up at a batch boundary (a handover): deletes the
     /// lease only if it is still this one, so the next owner need not wait
     /// for it to age out.

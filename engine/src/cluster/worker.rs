@@ -68,6 +68,8 @@ struct Owned {
     reader: log::Reader,
     /// What of the partition's applied events was removed from the stream.
     trim: log::Trim,
+    /// The changelog keys' last sequences, which every publish expects.
+    fence: changelog::Fence,
 }
 
 /// A worker's counters (for metrics and tests).
@@ -197,7 +199,7 @@ impl<P: Processor> Worker<P> {
             // meanwhile, or they would age out under a live worker and the
             // partitions bounce between owners.
             let (records, lost) = {
-                let restore = changelog::restore(&self.cluster, p);
+                let restore = changelog::restore_fenced(&self.cluster, p);
                 tokio::pin!(restore);
                 let mut lost = Vec::new();
                 let records = loop {
@@ -230,7 +232,8 @@ impl<P: Processor> Worker<P> {
                 self.stats.leases_lost += 1;
                 continue;
             };
-            self.processor.restore(p, records?);
+            let changelog::Restored { records, fence } = records?;
+            self.processor.restore(p, records);
             if Instant::now() >= lease.renew_at() {
                 match lease.renew().await {
                     Ok(()) => {}
@@ -251,6 +254,7 @@ impl<P: Processor> Worker<P> {
                     lease,
                     reader,
                     trim: log::Trim::default(),
+                    fence,
                 },
             );
             // Restoring took time the other partitions' leases count too.
@@ -380,7 +384,7 @@ impl<P: Processor> Worker<P> {
             .iter()
             .map(|(u, b)| (u.as_str(), b.clone()))
             .collect();
-        changelog::publish(&self.cluster, p, o.lease.token(), &records).await?;
+        changelog::publish(&self.cluster, &o.lease, &mut o.fence, &records).await?;
         o.lease.advance(last).await?;
         o.trim.applied(events.len());
         let token = o.lease.token();
