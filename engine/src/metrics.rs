@@ -188,6 +188,7 @@ struct PartitionLabels {
 struct ClusterMetrics {
     partitions_owned: Gauge,
     lease_lost: Counter,
+    republished: Counter,
     restore: Histogram,
     lag: Family<PartitionLabels, Gauge>,
 }
@@ -327,6 +328,7 @@ impl Metrics {
             let c = ClusterMetrics {
                 partitions_owned: Gauge::default(),
                 lease_lost: Counter::default(),
+                republished: Counter::default(),
                 restore: Histogram::new(RESTORE_BUCKETS),
                 lag: Family::default(),
             };
@@ -339,6 +341,11 @@ impl Metrics {
                 "sluice_lease_lost",
                 "Partitions this worker stopped processing because it could not renew their lease or another owner claimed them",
                 c.lease_lost.clone(),
+            );
+            registry.register(
+                "sluice_changelog_republished",
+                "Changelog records the stream refused once because another writer's record had landed on the key (a stale owner's late write, or an expired tombstone), written again by this owner",
+                c.republished.clone(),
             );
             registry.register(
                 "sluice_partition_restore_seconds",
@@ -399,6 +406,13 @@ impl Metrics {
     pub fn leases_lost(&self, n: u64) {
         if let Some(c) = &self.inner.cluster {
             c.lease_lost.inc_by(n);
+        }
+    }
+
+    /// Changelog records written again since the last call.
+    pub fn changelog_republished(&self, n: u64) {
+        if let Some(c) = &self.inner.cluster {
+            c.republished.inc_by(n);
         }
     }
 
@@ -804,6 +818,32 @@ mod tests {
             .prometheus_text()
             .expect("encode")
             .contains("# TYPE sluice_events_ingested_total counter\n"));
+    }
+
+    #[test]
+    fn a_cluster_worker_counts_lost_leases_and_republished_records() {
+        let m = Metrics::for_cluster();
+        let text = m.prometheus_text().expect("encode");
+        assert_eq!(
+            sample(&text, "sluice_changelog_republished_total"),
+            Some(0.0)
+        );
+        m.leases_lost(1);
+        m.changelog_republished(2);
+        m.changelog_republished(1);
+        let text = m.prometheus_text().expect("encode");
+        assert_eq!(
+            sample(&text, "sluice_lease_lost_total"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "sluice_changelog_republished_total"),
+            Some(3.0)
+        );
+        // A single node has none of them.
+        let one = Metrics::new().prometheus_text().expect("encode");
+        assert!(!one.contains("sluice_changelog_republished"), "{one}");
     }
 
     #[test]

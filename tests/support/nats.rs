@@ -73,6 +73,13 @@ impl Node {
         self.spawn();
     }
 
+    /// Whether the process has exited.
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Whether `/healthz` answers 200 (JetStream up and current).
     pub fn healthy(&self) -> bool {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.monitor)) else {
@@ -114,6 +121,23 @@ impl Nats {
     }
 
     fn start(n: usize) -> Nats {
+        // A port found free can be taken by another test's process before
+        // nats-server binds it (tests run in parallel, and connections'
+        // local ports come from the same range): start again on fresh
+        // ports then.
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Nats::try_start(n) {
+                Ok(nats) => return nats,
+                Err(log) => last = log,
+            }
+        }
+        panic!("nats-server could not bind free ports five times:\n{last}")
+    }
+
+    /// Starts `n` nodes on ports free a moment ago; `Err` with the log
+    /// when one exited because another process took a port meanwhile.
+    fn try_start(n: usize) -> Result<Nats, String> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut nodes = Vec::new();
@@ -149,9 +173,34 @@ impl Nats {
             node.spawn();
             nodes.push(node);
         }
-        let nats = Nats { nodes, _dir: dir };
-        nats.wait_healthy(Duration::from_secs(30));
-        nats
+        let mut nats = Nats { nodes, _dir: dir };
+        match nats.wait_up(Duration::from_secs(30)) {
+            Ok(()) => Ok(nats),
+            Err(log) if log.contains("address already in use") => Err(log),
+            Err(log) => panic!("nats-server did not start:\n{log}"),
+        }
+    }
+
+    /// Waits until every node reports JetStream healthy; `Err` with the
+    /// node's log as soon as one has exited.
+    fn wait_up(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            for node in &mut self.nodes {
+                if node.exited() {
+                    let log = std::fs::read_to_string(node.config.with_extension("log"))
+                        .unwrap_or_default();
+                    return Err(format!("{} exited:\n{log}", node.name));
+                }
+            }
+            if self.nodes.iter().all(Node::healthy) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("not healthy within {limit:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until every running node reports JetStream healthy.

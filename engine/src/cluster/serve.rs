@@ -320,6 +320,7 @@ async fn drive(
 ) -> Result<(), RunError> {
     let pause = Duration::from_millis(500);
     let mut lost = 0;
+    let mut republished = 0;
     let mut restores = 0;
     let mut owned_before: Vec<u32> = Vec::new();
     loop {
@@ -328,6 +329,8 @@ async fn drive(
         let s = &worker.stats;
         metrics.leases_lost(s.leases_lost.saturating_sub(lost));
         lost = s.leases_lost;
+        metrics.changelog_republished(s.changelog_republished.saturating_sub(republished));
+        republished = s.changelog_republished;
         for took in s.restores.iter().skip(restores) {
             metrics.partition_restored(*took);
         }

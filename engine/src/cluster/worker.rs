@@ -77,6 +77,9 @@ struct Owned {
 pub struct Stats {
     pub leases_lost: u64,
     pub restores: Vec<Duration>,
+    /// Changelog records refused once (another writer's record landed on
+    /// the key after this owner last knew it) and written again.
+    pub changelog_republished: u64,
 }
 
 /// One worker: `me` must be unique among live workers (a restarted process
@@ -384,7 +387,10 @@ impl<P: Processor> Worker<P> {
             .iter()
             .map(|(u, b)| (u.as_str(), b.clone()))
             .collect();
-        changelog::publish(&self.cluster, &o.lease, &mut o.fence, &records).await?;
+        let republished = o.fence.republished();
+        let published = changelog::publish(&self.cluster, &o.lease, &mut o.fence, &records).await;
+        self.stats.changelog_republished += o.fence.republished().saturating_sub(republished);
+        published?;
         o.lease.advance(last).await?;
         o.trim.applied(events.len());
         let token = o.lease.token();
