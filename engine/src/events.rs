@@ -798,17 +798,7 @@ mod tests {
             lines in prop::collection::vec((line(), 0u8..3), 0..40),
             bom in any::<bool>(),
         ) {
-            let dir = std::env::temp_dir().join(format!("sluice-events-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("dir");
-            let path = dir.join(format!("{}.jsonl", rand_name()));
-            let mut text = String::new();
-            if bom {
-                text.push('\u{feff}');
-            }
-            for (l, ending) in &lines {
-                text.push_str(l);
-                text.push_str(["\n", "\r\n", "\r"][*ending as usize]);
-            }
+            let (path, text) = write_lines(&lines, bom);
             // The oracle: split on CRLF, CR or LF, as text editors do.
             let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
             let normalised = body.replace("\r\n", "\n").replace('\r', "\n");
@@ -825,7 +815,6 @@ mod tests {
                     good += 1;
                 }
             }
-            std::fs::write(&path, &text).expect("write");
             let result = EventFile::open(&path, None);
             let read = result.as_ref().ok().map(|f| f.events().expect("events").collect::<Vec<_>>());
             std::fs::remove_file(&path).ok();
@@ -862,18 +851,7 @@ mod tests {
             bom in any::<bool>(),
             threads in 2usize..6,
         ) {
-            let dir = std::env::temp_dir().join(format!("sluice-events-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("dir");
-            let path = dir.join(format!("{}.jsonl", rand_name()));
-            let mut text = String::new();
-            if bom {
-                text.push('\u{feff}');
-            }
-            for (l, ending) in &lines {
-                text.push_str(l);
-                text.push_str(["\n", "\r\n", "\r"][*ending as usize]);
-            }
-            std::fs::write(&path, &text).expect("write");
+            let (path, text) = write_lines(&lines, bom);
             let one = EventFile::open_in_ranges(&path, None, &mut |_| {}, u64::MAX, 1);
             let mut told = Vec::new();
             let many = EventFile::open_in_ranges(&path, None, &mut |n| told.push(n), 0, threads);
@@ -894,6 +872,24 @@ mod tests {
                 (a, b) => prop_assert!(false, "{:?} / {:?}", a.err(), b.err()),
             }
         }
+    }
+
+    /// A file of `lines`, each with its ending (`\n`, `\r\n`, `\r`), after
+    /// a byte order mark with `bom`: its path and text.
+    fn write_lines(lines: &[(String, u8)], bom: bool) -> (std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("sluice-events-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join(format!("{}.jsonl", rand_name()));
+        let mut text = String::new();
+        if bom {
+            text.push('\u{feff}');
+        }
+        for (l, ending) in lines {
+            text.push_str(l);
+            text.push_str(["\n", "\r\n", "\r"][*ending as usize]);
+        }
+        std::fs::write(&path, &text).expect("write");
+        (path, text)
     }
 
     fn rand_name() -> String {
