@@ -17,6 +17,7 @@ use std::time::Duration;
 use async_nats::jetstream::context::PublishErrorKind;
 use engine::cluster::worker::{Processor, Tuning, Worker};
 use engine::cluster::{changelog, lease::Lease, log, Cluster, Error, Settings};
+use support::cluster::{connect, log_to_stderr};
 use support::model::{Commits, Model};
 use support::nats::Nats;
 
@@ -27,23 +28,6 @@ fn settings(nats: &Nats, prefix: &str, lease_ttl: Duration) -> Settings {
     s.tombstone_ttl = Duration::from_secs(1);
     s.replicas = nats.nodes.len();
     s
-}
-
-/// Connects, retrying while a new JetStream cluster elects its leaders.
-async fn connect(s: Settings) -> Cluster {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match Cluster::connect(s.clone()).await {
-                Ok(c) => return c,
-                Err(e) if e.is_unavailable() => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
-                }
-                Err(e) => panic!("connect: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("NATS answers within 30 s")
 }
 
 /// Takes `partition` once it is free (waiting for a previous owner's lease
@@ -80,17 +64,6 @@ async fn record_of(cluster: &Cluster, partition: u32, user: &str) -> Option<(u64
         .into_iter()
         .find(|r| r.user == user)
         .map(|r| (r.token, r.bytes))
-}
-
-/// With `SLUICE_TEST_LOG` set (a tracing filter, e.g.
-/// `engine::cluster=debug`), the workers' events go to the test's output.
-fn log_to_stderr() {
-    if let Ok(filter) = std::env::var("SLUICE_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
 }
 
 /// What the fence relies on from the server: an expected last subject

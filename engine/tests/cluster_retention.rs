@@ -18,6 +18,7 @@ use engine::cluster::log::Retention;
 use engine::cluster::worker::{Tuning, Worker};
 use engine::cluster::{log, Cluster, Settings};
 use futures_util::TryStreamExt;
+use support::cluster::log_to_stderr;
 use support::model::{Commits, Model};
 use support::nats::Nats;
 
@@ -35,17 +36,6 @@ fn settings(nats: &Nats) -> Settings {
         events: 8,
     };
     s
-}
-
-/// With `SLUICE_TEST_LOG` set (a tracing filter, e.g.
-/// `engine::cluster=trace`), the workers' events go to the test's output.
-fn log_to_stderr() {
-    if let Ok(filter) = std::env::var("SLUICE_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
 }
 
 fn worker(cluster: Cluster, me: &str, commits: &Commits) -> Worker<Model> {

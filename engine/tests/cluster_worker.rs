@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::cluster::worker::{Tuning, Worker};
-use engine::cluster::{changelog, log, Cluster, Settings};
+use engine::cluster::{changelog, log, Settings};
 use rand::Rng;
+use support::cluster::{connect, log_to_stderr};
 use support::model::{Commits, Model};
 use support::nats::Nats;
 use tokio::task::JoinHandle;
@@ -37,34 +38,6 @@ fn settings(nats: &Nats) -> Settings {
     // on a stream whose partitions' first sequences keep moving.
     s.retention.every = Duration::from_millis(100);
     s
-}
-
-/// Connects, retrying while a new JetStream cluster elects its leaders.
-async fn connect(s: Settings) -> Cluster {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match Cluster::connect(s.clone()).await {
-                Ok(c) => return c,
-                Err(e) if e.is_unavailable() => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
-                }
-                Err(e) => panic!("connect: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("NATS answers within 30 s")
-}
-
-/// With `SLUICE_TEST_LOG` set (a tracing filter, e.g.
-/// `engine::cluster=debug`), the workers' events go to the test's output.
-fn log_to_stderr() {
-    if let Ok(filter) = std::env::var("SLUICE_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
 }
 
 fn spawn_worker(nats: &Nats, me: &str, commits: &Commits) -> JoinHandle<()> {

@@ -6,7 +6,8 @@
 //!   ports);
 //! - [`shop`]: the example shop compiled, and events generated for it;
 //! - [`api`]: an axum router served on 127.0.0.1 in the test's runtime;
-//! - [`stream`]: what a cluster test reads off the NATS server.
+//! - [`stream`]: what a cluster test reads off the NATS server;
+//! - [`cluster`]: connecting to it, and the workers' logs on request.
 //!
 //! Engine tests never run the `sluice` binary: they must not include
 //! `tests/support/server.rs` or `cli.rs`.
@@ -18,6 +19,7 @@ pub mod fixture;
 pub mod http;
 
 pub mod api;
+pub mod cluster;
 #[path = "../../../tests/support/cluster_model.rs"]
 pub mod model;
 #[path = "../../../tests/support/nats.rs"]
