@@ -255,18 +255,24 @@ impl Recorded {
         }
     }
 }
-/// Records who an email goes to, in the commit that puts it in the
-/// outbox. Only email comes back as feedback naming its key (its
-/// `Message-ID`, docs/feedback.md), and a complaint unsubscribes the
-/// categories the user received *mail* of: push and webhooks report what
-/// they learn in the delivery's own answer, so recording theirs would be
-/// two sled keys per message that nothing reads.
+/// Records, in the commit that puts a message in the outbox, what
+/// feedback will need of it. Only email comes back as feedback naming its
+/// key (its `Message-ID`, docs/feedback.md): an email records its
+/// recipient by key and its category under the user. A push message
+/// records only its category under the user (a complaint unsubscribes
+/// every category the user received, RUN.md §3). A webhook goes to a
+/// system, not to the user, and records nothing: two sled keys per message
+/// that nothing would read.
 pub(super) fn remember_recipient(
     batch: &mut crate::store::Batch,
     entry: &OutboxEntry,
 ) -> Result<(), Error> {
-    if entry.message.channel == Channel::Email {
-        batch.put_recipient(&entry.message.key, &recipient(entry))?;
+    match entry.message.channel {
+        Channel::Email => batch.put_recipient(&entry.message.key, &recipient(entry))?,
+        Channel::Push => {
+            batch.put_received(&entry.message.user, &entry.message.key, &entry.category)
+        }
+        Channel::Webhook => {}
     }
     Ok(())
 }

@@ -6,9 +6,11 @@
 //! The key is a hash that does not contain the user (`hash::message_key`),
 //! so a provider's bounce or complaint, which names the message by its
 //! `Message-ID: <{key}@{domain}>`, is matched to its user here (RUN.md §3,
-//! docs/feedback.md). An entry is written for each email, in the same
-//! commit as its outbox entry (push and webhooks never come back by key;
-//! older stores hold entries for them too, read the same way), and
+//! docs/feedback.md). Both entries are written for each email, in the same
+//! commit as its outbox entry; a push message writes only the second (a
+//! complaint unsubscribes every category the user received, and push never
+//! comes back by key), a webhook neither (older stores hold entries for
+//! them too, read the same way), and
 //! lives as long as the message log does (which is kept until the user is
 //! erased): erasure deletes both.
 
@@ -117,11 +119,14 @@ impl Batch {
             message: e.to_string(),
         })?;
         self.put(key(message_key), bytes);
-        self.put(
-            user_key(&r.user, message_key),
-            r.category.as_bytes().to_vec(),
-        );
+        self.put_received(&r.user, message_key, &r.category);
         Ok(())
+    }
+
+    /// Records only that `user` received a message of `category` (what a
+    /// complaint unsubscribes), for a message that never comes back by key.
+    pub fn put_received(&mut self, user: &str, message_key: &str, category: &str) {
+        self.put(user_key(user, message_key), category.as_bytes().to_vec());
     }
 }
 
