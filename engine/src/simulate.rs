@@ -104,6 +104,9 @@ impl Simulation {
                     &SledOptions {
                         cache_bytes: options.sled_cache_bytes,
                         temporary: dir.is_some(),
+                        // sled's inserts on a thread of their own (a
+                        // kept store only; the crash tests drive it).
+                        pipeline: true,
                         faults: options.faults.clone(),
                         ..SledOptions::default()
                     },

@@ -45,12 +45,20 @@ fn commits() -> impl Strategy<Value = Vec<Vec<Write>>> {
     prop::collection::vec(prop::collection::vec(write, 1..12), 4..24)
 }
 
-fn run(commits: Vec<Vec<Write>>, sync_commits: bool, checkpoint_at: usize, cut: f64, garbage: u16) {
+fn run(
+    commits: Vec<Vec<Write>>,
+    sync_commits: bool,
+    pipeline: bool,
+    checkpoint_at: usize,
+    cut: f64,
+    garbage: u16,
+) {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("store");
     let faults = Faults::counting();
     let options = SledOptions {
         sync_commits,
+        pipeline,
         faults: Some(faults.clone()),
         ..SledOptions::default()
     };
@@ -131,10 +139,11 @@ proptest! {
     fn power_loss_keeps_every_synced_commit(
         commits in commits(),
         sync in any::<bool>(),
+        pipeline in any::<bool>(),
         checkpoint_at in 0usize..24,
         cut in 0.0f64..=1.0,
         garbage in prop::sample::select(vec![0u16, 0, 3, 8, 200]),
     ) {
-        run(commits, sync, checkpoint_at, cut, garbage);
+        run(commits, sync, pipeline, checkpoint_at, cut, garbage);
     }
 }

@@ -317,6 +317,7 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
         &options.store,
         &SledOptions {
             sync_commits: true,
+            pipeline: true,
             cache_bytes: bounds.store_cache_bytes,
             ..SledOptions::default()
         },

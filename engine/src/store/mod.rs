@@ -23,7 +23,8 @@
 //! on sled: one read when a user gets busy, one write when they are flushed
 //! (see [`buffer`]), instead of a multi-tree transaction per event.
 //!
-//! [`sled_store`] is the sled implementation; [`scratch`] the store of a run
+//! [`sled_store`] is the sled implementation (with [`pending`], the frames
+//! it has logged and a thread of its own applies to sled); [`scratch`] the store of a run
 //! that is never reopened (in memory, records in a temporary file); any
 //! ordered key-value store implementing [`Kv`] gets every table.
 
@@ -43,6 +44,7 @@ pub mod log;
 pub mod messages;
 pub mod meta;
 pub mod outbox;
+pub mod pending;
 pub mod profile;
 pub mod recipients;
 pub mod scratch;

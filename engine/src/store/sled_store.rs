@@ -14,9 +14,16 @@
 //!    it across a process crash (SIGKILL), not a power loss.
 //! 2. Only then are its writes applied to sled, in small batches (large
 //!    sled batches make sled's memory grow without bound); the last batch
-//!    also records the frame's `lsn` under the meta key `applied`.
-//! 3. Every so often (and on [`Kv::flush`]) a checkpoint: the log is
-//!    fsynced, sled is flushed, and the `CHECKPOINT` file (written to a
+//!    also records the frame's `lsn` under the meta key `applied`. With
+//!    [`SledOptions::pipeline`] (`sluice run`) `apply` returns once the
+//!    frame is logged, and a thread of its own applies queued frames to
+//!    sled, several at a time, while reads see their writes in an overlay
+//!    ([`super::pending`], which gives the reasoning): the `applied` marker
+//!    then names the last frame of each pass, and the rules below hold
+//!    unchanged.
+//! 3. Every so often (and on [`Kv::flush`]) a checkpoint: the queued
+//!    frames are applied, the log is fsynced, sled is flushed, and the
+//!    `CHECKPOINT` file (written to a
 //!    temporary file, fsynced, renamed) records the last `lsn` and the log
 //!    position after it. Log generations before the checkpoint that no
 //!    pointer refers to any more are deleted.
@@ -65,9 +72,10 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::log::{self, CommitLog, Damage, Faults, Frame, Pointer, Position};
+use super::pending::{Applier, Job};
 use super::{Batch, Error, Kv};
 
 /// Prefixes whose values are blob pointers.
@@ -83,7 +91,12 @@ pub const COMPACT_MIN_BYTES: u64 = 128 << 20;
 const CHECKPOINT_BYTES: u64 = 256 << 20;
 
 /// Writes per sled batch.
-const CHUNK: usize = 128;
+pub(super) const CHUNK: usize = 128;
+
+/// Live bytes per log generation: what the records sled points to take.
+/// Shared with the applier thread of a pipelined store, which moves bytes
+/// from the pointers it replaces to the ones it writes.
+pub(super) type Live = Arc<Mutex<BTreeMap<u32, u64>>>;
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -99,6 +112,11 @@ pub struct SledOptions {
     /// acknowledge); otherwise commits survive a process crash and become
     /// durable at the next [`Kv::flush`].
     pub sync_commits: bool,
+    /// Apply commits to sled on a thread of its own, after `apply` has
+    /// returned ([`super::pending`]): a commit costs the caller its log
+    /// write (and fsync), not sled's inserts. Reads see every commit at
+    /// once either way.
+    pub pipeline: bool,
     /// Failure injection, for tests.
     pub faults: Option<Faults>,
 }
@@ -109,6 +127,7 @@ impl Default for SledOptions {
             cache_bytes: 32 << 20,
             temporary: false,
             sync_commits: false,
+            pipeline: false,
             faults: None,
         }
     }
@@ -129,8 +148,6 @@ struct Inner {
     log: CommitLog,
     /// The last frame written.
     lsn: u64,
-    /// Live bytes per generation.
-    live: BTreeMap<u32, u64>,
     /// Where compaction goes on.
     compact: Option<Position>,
     since_checkpoint: u64,
@@ -145,6 +162,11 @@ struct Checkpoint {
 
 pub struct SledStore {
     db: sled::Db,
+    /// With [`SledOptions::pipeline`]: the thread applying logged frames
+    /// to sled, and their writes until it has.
+    applier: Option<Applier>,
+    /// Live bytes per generation (lock order: `inner`, then `live`).
+    live: Live,
     inner: Mutex<Inner>,
     dir: PathBuf,
     options: SledOptions,
@@ -276,12 +298,26 @@ impl SledStore {
                 ));
             }
         }
+        let live: Live = Arc::new(Mutex::new(live));
+        let applier = if options.pipeline && !options.temporary {
+            Some(Applier::start(
+                db.clone(),
+                sled_dir.clone(),
+                lsn,
+                APPLIED,
+                Arc::clone(&live),
+                options.faults.clone(),
+            )?)
+        } else {
+            None
+        };
         let store = SledStore {
             db,
+            applier,
+            live,
             inner: Mutex::new(Inner {
                 log,
                 lsn,
-                live,
                 compact: None,
                 since_checkpoint: 0,
                 checkpoint,
@@ -313,6 +349,21 @@ impl SledStore {
             .map_err(|_| Error::io(&self.dir, "lock", "the commit log's lock is poisoned"))
     }
 
+    fn live(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<u32, u64>>, Error> {
+        lock_live(&self.live, &self.dir)
+    }
+
+    /// A key's value as of the last commit: its pending write when a
+    /// logged frame is not yet applied to sled, else sled's.
+    fn raw_get(&self, key: &[u8]) -> Result<Option<sled::IVec>, Error> {
+        if let Some(a) = &self.applier {
+            if let Some(v) = a.pending()?.get(key) {
+                return Ok(v.cloned());
+            }
+        }
+        self.db.get(key).map_err(sled_err(&self.dir))
+    }
+
     /// Log bytes durable so far (for power-loss tests): everything after
     /// this position may be lost by a power loss.
     pub fn synced(&self) -> Result<Position, Error> {
@@ -334,6 +385,11 @@ impl SledStore {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        // sled is flushed with every frame up to the checkpoint's in it,
+        // and the live bytes count every pointer.
+        if let Some(a) = &self.applier {
+            a.drain()?;
+        }
         inner.log.sync()?;
         if let Some(f) = &self.options.faults {
             f.spend(&self.dir)?;
@@ -360,17 +416,18 @@ impl SledStore {
         }
         inner.since_checkpoint = 0;
         let current = inner.log.generation();
+        let mut live = self.live()?;
         let unused: Vec<u32> = inner
             .log
             .generations()
             .into_iter()
             .filter(|g| *g < ck.at.generation && *g != current)
-            .filter(|g| inner.live.get(g).copied().unwrap_or(0) == 0)
+            .filter(|g| live.get(g).copied().unwrap_or(0) == 0)
             .collect();
         if !unused.is_empty() {
             inner.log.remove_generations(&unused)?;
             for g in &unused {
-                inner.live.remove(g);
+                live.remove(g);
             }
         }
         Ok(())
@@ -379,18 +436,19 @@ impl SledStore {
     /// Adds to `batch` the still-live records of a slice of the oldest
     /// generation, when the log is worth compacting.
     fn compact_into(&self, inner: &mut Inner, batch: &mut Batch, budget: u64) -> Result<(), Error> {
-        let live: u64 = inner.live.values().sum();
         let total = inner.log.total_bytes();
-        if total < COMPACT_MIN_BYTES || total <= 2 * live {
-            return Ok(());
-        }
         let current = inner.log.generation();
-        let Some(oldest) = inner
-            .live
-            .iter()
-            .find(|(g, n)| **g < current && **n > 0)
-            .map(|(g, _)| *g)
-        else {
+        let oldest = {
+            let live = self.live()?;
+            let bytes: u64 = live.values().sum();
+            if total < COMPACT_MIN_BYTES || total <= 2 * bytes {
+                return Ok(());
+            }
+            live.iter()
+                .find(|(g, n)| **g < current && **n > 0)
+                .map(|(g, _)| *g)
+        };
+        let Some(oldest) = oldest else {
             return Ok(());
         };
         let from = match inner.compact {
@@ -411,7 +469,7 @@ impl SledStore {
             if batch.blobs.contains_key(&key) {
                 continue;
             }
-            let current = self.db.get(&key).map_err(sled_err(&self.dir))?;
+            let current = self.raw_get(&key)?;
             if current.as_deref().and_then(Pointer::decode) == Some(pointer) {
                 batch.blobs.insert(key, Some(value));
             }
@@ -466,7 +524,7 @@ fn apply_frame(
     }
     let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(frame.ops.len());
     for (k, v) in frame.ops {
-        if v.is_none() && BLOB_PREFIXES.contains(&k.first().copied().unwrap_or(0)) {
+        if v.is_none() && is_blob_key(&k) {
             if let Some(f) = faults {
                 f.spend(dir)?;
             }
@@ -507,8 +565,64 @@ fn apply_frame(
     Ok(())
 }
 
+pub(super) fn lock_live<'a>(
+    live: &'a Live,
+    dir: &Path,
+) -> Result<std::sync::MutexGuard<'a, BTreeMap<u32, u64>>, Error> {
+    live.lock()
+        .map_err(|_| Error::io(dir, "lock", "the live bytes' lock is poisoned"))
+}
+
+pub(super) fn is_blob_key(key: &[u8]) -> bool {
+    BLOB_PREFIXES.contains(&key.first().copied().unwrap_or(0))
+}
+
+/// Merges a scan of sled with the pending writes over the same range (a
+/// pending write wins; a pending deletion hides the key), up to `limit`
+/// entries whose keys start with `prefix`.
+fn merge<'a>(
+    prefix: &[u8],
+    overlay: impl Iterator<Item = (&'a Vec<u8>, Option<&'a sled::IVec>)>,
+    mut sled: sled::Iter,
+    limit: usize,
+    out: &mut super::Entries,
+) -> Result<(), sled::Error> {
+    let mut overlay = overlay
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .peekable();
+    let mut next_sled = sled.next().transpose()?;
+    while out.len() < limit {
+        let from_sled = next_sled
+            .as_ref()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone());
+        let take_overlay = match (overlay.peek(), &from_sled) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some((ok, _)), Some(sk)) => ok.as_slice() <= sk.as_ref(),
+        };
+        if take_overlay {
+            let Some((k, v)) = overlay.next() else { break };
+            if from_sled
+                .as_ref()
+                .is_some_and(|sk| sk.as_ref() == k.as_slice())
+            {
+                next_sled = sled.next().transpose()?;
+            }
+            if let Some(v) = v {
+                out.push((k.clone(), v.to_vec()));
+            }
+        } else if let Some((k, v)) = next_sled.take() {
+            out.push((k.to_vec(), v.to_vec()));
+            next_sled = sled.next().transpose()?;
+        }
+    }
+    Ok(())
+}
+
 /// Moves live bytes from the record at `old` (a stored pointer) to `new`.
-fn move_live(live: &mut BTreeMap<u32, u64>, old: Option<&[u8]>, new: Option<Pointer>) {
+pub(super) fn move_live(live: &mut BTreeMap<u32, u64>, old: Option<&[u8]>, new: Option<Pointer>) {
     if let Some(old) = old.and_then(Pointer::decode) {
         let n = live.entry(old.generation).or_default();
         *n = n.saturating_sub(old.size());
@@ -604,6 +718,9 @@ impl Drop for SledStore {
             return;
         }
         if self.options.faults.as_ref().is_some_and(Faults::tripped) {
+            if let Some(a) = &mut self.applier {
+                a.stop();
+            }
             return;
         }
         let result = match self.inner.lock() {
@@ -618,15 +735,11 @@ impl Drop for SledStore {
 
 impl Kv for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self
-            .db
-            .get(key)
-            .map_err(sled_err(&self.dir))?
-            .map(|v| v.to_vec()))
+        Ok(self.raw_get(key)?.map(|v| v.to_vec()))
     }
 
     fn get_blob(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        let Some(v) = self.db.get(key).map_err(sled_err(&self.dir))? else {
+        let Some(v) = self.raw_get(key)? else {
             return Ok(None);
         };
         let p = Pointer::decode(&v).ok_or_else(|| {
@@ -652,6 +765,16 @@ impl Kv for SledStore {
         let mut out = Vec::new();
         let (lo, hi) = super::scan_range(prefix, after, before);
         let iter = self.db.range::<&[u8], _>((lo, hi));
+        if let Some(a) = &self.applier {
+            let pending = a.pending()?;
+            if !pending.is_empty() {
+                // The lock is held for the whole scan: the applier cannot
+                // drop a write from the overlay while sled is read.
+                let overlay = pending.range((lo, hi));
+                merge(prefix, overlay, iter, limit, &mut out).map_err(sled_err(&self.dir))?;
+                return Ok(out);
+            }
+        }
         for item in iter {
             let (k, v) = item.map_err(sled_err(&self.dir))?;
             if !k.starts_with(prefix) {
@@ -723,14 +846,32 @@ impl Kv for SledStore {
         } else {
             inner.log.write_out()?;
         }
-        let Inner { live, .. } = &mut *inner;
-        apply_frame(
-            &self.db,
-            &self.dir,
-            live,
-            frame,
-            self.options.faults.as_ref(),
-        )?;
+        match &self.applier {
+            Some(a) => {
+                // The applier moves the live bytes as it writes.
+                let mut writes = Vec::with_capacity(frame.blobs.len() + frame.ops.len());
+                for (k, p) in frame.blobs {
+                    writes.push((k, Some(sled::IVec::from(&p.encode()[..]))));
+                }
+                for (k, v) in frame.ops {
+                    writes.push((k, v.map(sled::IVec::from)));
+                }
+                a.queue(Job {
+                    lsn: frame.lsn,
+                    writes,
+                })?;
+            }
+            None => {
+                let mut live = self.live()?;
+                apply_frame(
+                    &self.db,
+                    &self.dir,
+                    &mut live,
+                    frame,
+                    self.options.faults.as_ref(),
+                )?;
+            }
+        }
         inner.since_checkpoint += bytes;
         if journal && inner.since_checkpoint >= CHECKPOINT_BYTES {
             self.checkpoint(&mut inner)?;
@@ -848,6 +989,140 @@ mod tests {
             e.to_string().contains(&path.display().to_string()),
             "names the store: {e}"
         );
+    }
+
+    /// The state a reader sees: every user record and every other key.
+    fn read_all(store: &SledStore) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for (k, _) in store.scan(b"u", None, None, usize::MAX).expect("scan") {
+            let v = store.get_blob(&k).expect("blob").expect("present");
+            out.insert(k, v);
+        }
+        for (k, v) in store.scan(b"t", None, None, usize::MAX).expect("scan") {
+            assert_eq!(
+                store.get(&k).expect("get"),
+                Some(v.clone()),
+                "get agrees with scan"
+            );
+            out.insert(k, v);
+        }
+        out
+    }
+
+    /// Commit `i` of a run: blob puts and deletions, ordinary puts and
+    /// deletions (some cancelling the previous commit's), in a few keys.
+    fn commit(i: u32, model: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> Batch {
+        let mut b = Batch::default();
+        for j in 0..12u32 {
+            let n = (i * 7 + j * 13) % 23;
+            let (blob, key) = if n.is_multiple_of(3) {
+                (true, key(n))
+            } else {
+                (false, vec![b't', n as u8])
+            };
+            if (i + j).is_multiple_of(5) {
+                if blob {
+                    b.delete_blob(key.clone());
+                } else {
+                    b.delete(key.clone());
+                }
+                model.remove(&key);
+            } else {
+                let v = vec![(i + j) as u8; 100 + (n as usize) * 40];
+                if blob {
+                    b.put_blob(key.clone(), v.clone());
+                } else {
+                    b.put(key.clone(), v.clone());
+                }
+                model.insert(key, v);
+            }
+        }
+        b
+    }
+
+    fn pipelined(faults: Option<Faults>) -> SledOptions {
+        SledOptions {
+            sync_commits: true,
+            pipeline: true,
+            faults,
+            ..SledOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_pipelined_store_reads_every_commit_at_once_and_after_reopening() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("store");
+        let mut model = BTreeMap::new();
+        {
+            let store = SledStore::open(&path, &pipelined(None)).expect("open");
+            for i in 0..200 {
+                store.apply(commit(i, &mut model)).expect("apply");
+                assert_eq!(read_all(&store), model, "after commit {i}");
+                if i % 50 == 49 {
+                    store.flush().expect("checkpoint");
+                }
+            }
+        }
+        let store = SledStore::open(&path, &SledOptions::default()).expect("reopen");
+        assert_eq!(read_all(&store), model);
+    }
+
+    /// A failure at any physical write of a pipelined store (a log entry,
+    /// an fsync, one of the applier's sled batches) as if the process died
+    /// there: reopened, the store holds some commit's state, and never one
+    /// before the last commit `apply` returned for.
+    #[test]
+    fn a_pipelined_store_keeps_every_acknowledged_commit_whatever_write_fails() {
+        const COMMITS: u32 = 30;
+        let mut states = vec![BTreeMap::new()];
+        let mut model = BTreeMap::new();
+        for i in 0..COMMITS {
+            commit(i, &mut model);
+            states.push(model.clone());
+        }
+        let counting = Faults::counting();
+        {
+            let dir = tempfile::tempdir().expect("tmp");
+            let store = SledStore::open(&dir.path().join("s"), &pipelined(Some(counting.clone())))
+                .expect("open");
+            let mut m = BTreeMap::new();
+            for i in 0..COMMITS {
+                store.apply(commit(i, &mut m)).expect("apply");
+            }
+            store.flush().expect("flush");
+        }
+        let total = counting.spent();
+        for n in 0..total {
+            let dir = tempfile::tempdir().expect("tmp");
+            let path = dir.path().join("s");
+            let faults = Faults::after(n);
+            let mut acknowledged = 0;
+            {
+                let Ok(store) = SledStore::open(&path, &pipelined(Some(faults.clone()))) else {
+                    continue;
+                };
+                let mut m = BTreeMap::new();
+                for i in 0..COMMITS {
+                    if store.apply(commit(i, &mut m)).is_err() {
+                        break;
+                    }
+                    acknowledged = i as usize + 1;
+                }
+                faults.trip();
+            }
+            let store = SledStore::open(&path, &SledOptions::default())
+                .unwrap_or_else(|e| panic!("reopen after a failure at write {n}: {e}"));
+            let got = read_all(&store);
+            let j = states
+                .iter()
+                .rposition(|s| *s == got)
+                .unwrap_or_else(|| panic!("failure at write {n}: the store is no commit's state"));
+            assert!(
+                j >= acknowledged,
+                "failure at write {n}: commit {acknowledged} was acknowledged, the store is at {j}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,343 @@
+//! Frames that are in the commit log but not yet in sled, and the thread
+//! that applies them ([`super::sled_store`] with
+//! [`SledOptions::pipeline`](super::sled_store::SledOptions::pipeline)).
+//!
+//! A commit is made durable by its frame in the log (fsynced before
+//! `apply` returns, with `sync_commits`); applying its writes to sled is
+//! only there to make reads fast. So the caller need not wait for it: the
+//! frame's writes go into an in-memory overlay ([`Pending`]) that every
+//! read looks at first, and the applier thread applies queued frames to
+//! sled in order, several at a time (the last write to a key wins, so a
+//! key put by one frame and deleted by the next costs one sled write, not
+//! two), then drops their writes from the overlay.
+//!
+//! Why this keeps the store's rules ([`super::sled_store`]):
+//!
+//! - **Nothing reaches sled before its frame is in the log**: a frame is
+//!   queued only after its commit entry was written (and fsynced, with
+//!   `sync_commits`).
+//! - **Recovery replays what sled lacks**: the `applied` marker goes into
+//!   the last sled batch of each pass and names the last frame of the
+//!   pass. A crash in the middle of a pass leaves sled with some writes of
+//!   frames after `applied`, all of which are whole in the log; replaying
+//!   them in order gives the same state, because every write is absolute.
+//! - **Reads see every commit at once**: a key's newest pending write
+//!   wins over sled. The applier writes a pass to sled *before* it removes
+//!   the pass's writes from the overlay (and only those not overwritten by
+//!   a later frame since), so a read that misses the overlay finds the
+//!   value in sled. Only the caller's thread queues frames, so a scan's
+//!   snapshot of the overlay holds every write sled may receive while the
+//!   scan runs.
+//! - **Checkpoints wait** until every queued frame is applied before
+//!   flushing sled ([`Applier::drain`]).
+//! - **Memory is bounded**: at most [`QUEUE`] frames wait; a caller
+//!   committing faster than sled absorbs waits for room.
+//! - **Live bytes stay true** for compaction: the applier writes a user
+//!   record's pointer with sled's insert, which hands back the pointer it
+//!   replaced, and moves that record's bytes out of the live count. A
+//!   pointer written by one frame and replaced by the next in the same pass
+//!   never reaches sled and is never counted. Until a pass is applied the
+//!   count lags behind the log, which only delays compaction a little; a
+//!   checkpoint, which deletes generations with no live bytes, drains the
+//!   queue first.
+//!
+//! A sled error in the applier is kept and returned by the next commit
+//! (and every later one): the commits it failed to apply are whole in the
+//! log, and a restart replays them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use super::log::{Faults, Pointer};
+use super::sled_store::{is_blob_key, lock_live, move_live, Live};
+use super::Error;
+
+/// Frames queued for the applier, at most (the caller waits beyond).
+pub const QUEUE: usize = 4;
+
+/// Writes the applier merges into one pass, at most (then it applies them
+/// and takes the next frames).
+const PASS_WRITES: usize = 65_536;
+
+/// One write: a value (a blob's pointer, for blob keys) or a deletion.
+pub type Write = (Vec<u8>, Option<sled::IVec>);
+
+/// A frame's writes, in the order they were logged, and its `lsn`.
+pub struct Job {
+    pub lsn: u64,
+    pub writes: Vec<Write>,
+}
+
+/// The writes of frames logged and not yet applied to sled.
+#[derive(Default)]
+pub struct Pending {
+    /// Each key's newest pending write and the frame it came from.
+    map: BTreeMap<Vec<u8>, (u64, Option<sled::IVec>)>,
+    /// The last frame applied to sled.
+    applied: u64,
+    /// The last frame queued.
+    queued: u64,
+    /// Why the applier stopped.
+    failed: Option<String>,
+}
+
+impl Pending {
+    /// The newest pending write of `key`: `Some(None)` when it is pending
+    /// deletion, `None` when nothing is pending for it.
+    pub fn get(&self, key: &[u8]) -> Option<Option<&sled::IVec>> {
+        self.map.get(key).map(|(_, v)| v.as_ref())
+    }
+
+    /// The pending writes of the keys in `range`, in key order.
+    pub fn range(
+        &self,
+        range: (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>),
+    ) -> impl Iterator<Item = (&Vec<u8>, Option<&sled::IVec>)> {
+        self.map
+            .range::<[u8], _>(range)
+            .map(|(k, (_, v))| (k, v.as_ref()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Signalled when a pass is applied or the applier stops.
+    progress: Condvar,
+}
+
+/// The applier thread and the overlay it shares with readers.
+pub struct Applier {
+    shared: Arc<Shared>,
+    tx: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    dir: PathBuf,
+}
+
+impl Applier {
+    /// Starts the thread; `applied` is the last frame sled holds.
+    pub fn start(
+        db: sled::Db,
+        dir: PathBuf,
+        applied: u64,
+        marker: &'static [u8],
+        live: Live,
+        faults: Option<Faults>,
+    ) -> Result<Applier, Error> {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                applied,
+                queued: applied,
+                ..Pending::default()
+            }),
+            progress: Condvar::new(),
+        });
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let worker = Arc::clone(&shared);
+        let thread_dir = dir.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-sled-apply".into())
+            .spawn(move || {
+                let sink = Sink {
+                    db: &db,
+                    dir: &thread_dir,
+                    marker,
+                    live: &live,
+                    faults: faults.as_ref(),
+                };
+                run(&sink, &worker, &rx)
+            })
+            .map_err(|e| Error::io(&dir, "start the sled applier", e))?;
+        Ok(Applier {
+            shared,
+            tx: Some(tx),
+            thread: Some(thread),
+            dir,
+        })
+    }
+
+    /// The overlay, for reads.
+    pub fn pending(&self) -> Result<MutexGuard<'_, Pending>, Error> {
+        lock(&self.shared.pending, &self.dir)
+    }
+
+    /// Queues a logged frame: its writes are visible to reads at once, and
+    /// reach sled later. Waits while [`QUEUE`] frames are queued already.
+    pub fn queue(&self, job: Job) -> Result<(), Error> {
+        {
+            let mut p = self.pending()?;
+            if let Some(why) = &p.failed {
+                return Err(Error::io(&self.dir, "apply a commit to sled", why));
+            }
+            for (k, v) in &job.writes {
+                p.map.insert(k.clone(), (job.lsn, v.clone()));
+            }
+            p.queued = job.lsn;
+        }
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::io(&self.dir, "apply a commit to sled", "the applier stopped"))?;
+        tx.send(job).map_err(|_| {
+            let why = self
+                .pending()
+                .ok()
+                .and_then(|p| p.failed.clone())
+                .unwrap_or_else(|| "the applier stopped".into());
+            Error::io(&self.dir, "apply a commit to sled", why)
+        })
+    }
+
+    /// Waits until every queued frame is in sled (or the applier failed).
+    pub fn drain(&self) -> Result<(), Error> {
+        let mut p = self.pending()?;
+        while p.applied < p.queued && p.failed.is_none() {
+            p = self
+                .shared
+                .progress
+                .wait(p)
+                .map_err(|_| poisoned(&self.dir))?;
+        }
+        match &p.failed {
+            Some(why) => Err(Error::io(&self.dir, "apply a commit to sled", why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the applier stopped on an error.
+    pub fn failed(&self) -> bool {
+        self.pending().map_or(true, |p| p.failed.is_some())
+    }
+
+    /// Stops the thread once the queue is applied (or it failed).
+    pub fn stop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("the sled applier thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Applier {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn poisoned(dir: &std::path::Path) -> Error {
+    Error::io(dir, "lock", "the pending writes' lock is poisoned")
+}
+
+fn lock<'a, T>(m: &'a Mutex<T>, dir: &std::path::Path) -> Result<MutexGuard<'a, T>, Error> {
+    m.lock().map_err(|_| poisoned(dir))
+}
+
+/// Where the applier writes.
+struct Sink<'a> {
+    db: &'a sled::Db,
+    dir: &'a std::path::Path,
+    marker: &'a [u8],
+    live: &'a Live,
+    faults: Option<&'a Faults>,
+}
+
+/// The applier's loop: a pass takes the next frame and every frame queued
+/// behind it (up to [`PASS_WRITES`] writes), applies their merged writes,
+/// then drops them from the overlay.
+fn run(sink: &Sink, shared: &Shared, rx: &Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut last = first.lsn;
+        let mut merged: BTreeMap<Vec<u8>, Option<sled::IVec>> = BTreeMap::new();
+        let mut n = first.writes.len();
+        merged.extend(first.writes);
+        while n < PASS_WRITES {
+            match rx.try_recv() {
+                Ok(job) => {
+                    last = job.lsn;
+                    n += job.writes.len();
+                    merged.extend(job.writes);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let keys: Vec<Vec<u8>> = merged.keys().cloned().collect();
+        let result = apply_pass(sink, merged, last);
+        let Ok(mut p) = shared.pending.lock() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                for k in keys {
+                    if p.map.get(&k).is_some_and(|(lsn, _)| *lsn <= last) {
+                        p.map.remove(&k);
+                    }
+                }
+                p.applied = last;
+            }
+            Err(e) => {
+                tracing::error!("applying commits to sled: {e}");
+                p.failed = Some(e.to_string());
+                shared.progress.notify_all();
+                return;
+            }
+        }
+        shared.progress.notify_all();
+    }
+}
+
+/// Applies merged writes one by one, then the `applied` marker of frame
+/// `lsn`. Not in sled batches: a batch takes sled's write lock, which
+/// stalls every read of the engine's thread while it is applied, and a
+/// pass needs no atomicity of its own (a crash before the marker leaves
+/// frames after `applied` partly in sled, which recovery replays whole).
+/// A user record's pointer is written with sled's insert, which hands back
+/// the pointer it replaced, for the live bytes.
+fn apply_pass(
+    sink: &Sink,
+    merged: BTreeMap<Vec<u8>, Option<sled::IVec>>,
+    lsn: u64,
+) -> Result<(), Error> {
+    let sled_err = |e: sled::Error| Error::io(sink.dir, "use sled database", e);
+    let mut moved: Vec<(Option<sled::IVec>, Option<Pointer>)> = Vec::new();
+    for (i, (k, v)) in merged.into_iter().enumerate() {
+        if i % super::sled_store::CHUNK == 0 {
+            if let Some(f) = sink.faults {
+                f.spend(sink.dir)?;
+            }
+        }
+        let blob = is_blob_key(&k);
+        let new = if blob {
+            v.as_deref().and_then(Pointer::decode)
+        } else {
+            None
+        };
+        let old = match v {
+            Some(v) => sink.db.insert(k, v).map_err(sled_err)?,
+            None => sink.db.remove(k).map_err(sled_err)?,
+        };
+        if blob {
+            moved.push((old, new));
+        }
+    }
+    {
+        let mut live = lock_live(sink.live, sink.dir)?;
+        for (old, new) in &moved {
+            move_live(&mut live, old.as_deref(), *new);
+        }
+    }
+    if let Some(f) = sink.faults {
+        f.spend(sink.dir)?;
+    }
+    sink.db
+        .insert(sink.marker, &lsn.to_be_bytes()[..])
+        .map_err(sled_err)?;
+    Ok(())
+}
