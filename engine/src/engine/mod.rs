@@ -329,6 +329,15 @@ impl Engine {
         TimerKey { due, seq: self.seq }
     }
 
+    /// Reads ahead, on a few threads at once, the records of the users of
+    /// events about to be ingested that are not in memory (`run` does this
+    /// for each round's events): the engine's thread then finds them there
+    /// instead of reading them one by one. Changes nothing else.
+    pub fn prefetch<'a>(&mut self, users: impl IntoIterator<Item = &'a str>) -> Result<(), Error> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        Ok(self.store.prefetch(users, threads)?)
+    }
+
     /// Applies an event at its own `ts`. Timers due at or before it should
     /// have run first ([`Engine::run_due`]).
     pub fn ingest(&mut self, ev: &Event) -> Result<Ingested, Error> {

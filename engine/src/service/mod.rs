@@ -415,6 +415,15 @@ impl<O: Outlet> Writer<O> {
                 Err(_) => break,
             }
         }
+        self.engine.prefetch(
+            commands
+                .iter()
+                .flat_map(|c| match c {
+                    Command::Ingest { events, .. } => events.as_slice(),
+                    _ => &[],
+                })
+                .map(|ev| ev.user.as_str()),
+        )?;
         let now = self.clock.now_millis();
         self.engine.run_due(now)?;
         let mut answers: Vec<Box<dyn FnOnce()>> = Vec::new();

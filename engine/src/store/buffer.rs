@@ -33,6 +33,12 @@ const UNKNOWN_RECORD_BYTES: usize = 512;
 /// record takes about three to four times its encoded size in memory.
 pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
+/// A record read ahead and its encoded size, or `None`: no such user.
+type ReadAhead = Option<(UserRecord, usize)>;
+
+/// Records read ahead per thread, at least (fewer are not worth a thread).
+const PREFETCH_PER_THREAD: usize = 64;
+
 /// How many new timers a spill may keep in memory.
 const MAX_TIMERS_IN_MEMORY: usize = 1_000_000;
 
@@ -98,6 +104,9 @@ pub struct Buffered {
     batch: Batch,
     /// Users created since the last commit (not yet in the backend).
     new_users: std::collections::BTreeSet<String>,
+    /// Records read ahead by [`Buffered::prefetch`] (`None`: no such
+    /// user), each taken at most once, dropped at the next commit.
+    prefetched: HashMap<String, ReadAhead, ahash::RandomState>,
     meta: BTreeMap<String, Vec<u8>>,
     pub stats: BufferStats,
     /// Timers in the backend, once counted ([`Buffered::count_timers`]);
@@ -126,6 +135,7 @@ impl Buffered {
             dirty: Vec::new(),
             tick: 0,
             evicted: HashMap::default(),
+            prefetched: HashMap::default(),
             timers: BTreeMap::new(),
             cursor: None,
             window: std::collections::VecDeque::new(),
@@ -167,6 +177,18 @@ impl Buffered {
         }
         self.stats.user_loads += 1;
         let erased = matches!(self.batch.blobs.get(&super::users::key(id)), Some(None));
+        if let Some(read) = self.prefetched.remove(id).filter(|_| !erased) {
+            let (rec, bytes, known) = match read {
+                Some((rec, bytes)) => (rec, bytes, true),
+                None => (UserRecord::new(id), UNKNOWN_RECORD_BYTES, false),
+            };
+            self.taken = Some((id.to_owned(), bytes, false));
+            return Ok(Taken {
+                rec,
+                known,
+                dirty: false,
+            });
+        }
         let stored = if erased {
             None
         } else {
@@ -192,6 +214,66 @@ impl Buffered {
         })
     }
 
+    /// Reads ahead the records of those of `ids` that are neither cached
+    /// nor already read ahead, on `threads` threads at once (this one among
+    /// them): each is a read of the store and a decode, which the engine's
+    /// thread would otherwise do one by one in [`Buffered::take_user`].
+    /// What is read is taken by `take_user` (or dropped at the next
+    /// commit); reading ahead changes nothing else, so the records are
+    /// the same as `take_user` would read: only this thread writes, and
+    /// not while this runs.
+    pub fn prefetch<'a>(
+        &mut self,
+        ids: impl IntoIterator<Item = &'a str>,
+        threads: usize,
+    ) -> Result<(), Error> {
+        let mut want: Vec<&str> = ids
+            .into_iter()
+            .filter(|id| {
+                !self.cache.contains_key(*id)
+                    && !self.evicted.contains_key(*id)
+                    && !self.prefetched.contains_key(*id)
+            })
+            .collect();
+        want.sort_unstable();
+        want.dedup();
+        if want.is_empty() {
+            return Ok(());
+        }
+        let per = want.len().div_ceil(threads.max(1)).max(PREFETCH_PER_THREAD);
+        let store: &dyn Store = self.store.as_ref();
+        let read = |chunk: &[&'a str]| -> Result<Vec<(String, ReadAhead)>, Error> {
+            let mut out = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                let rec = match store.get_blob(&super::users::key(id))? {
+                    Some(b) => Some((UserRecord::decode(&b)?, b.len())),
+                    None => None,
+                };
+                out.push(((*id).to_owned(), rec));
+            }
+            Ok(out)
+        };
+        let mut chunks = want.chunks(per);
+        let mine = chunks.next().unwrap_or(&[]);
+        let read = &read;
+        let results = std::thread::scope(|scope| {
+            let others: Vec<_> = chunks.map(|c| scope.spawn(move || read(c))).collect();
+            let mut results = vec![read(mine)];
+            for h in others {
+                results.push(h.join().unwrap_or_else(|_| {
+                    Err(Error::Backend(
+                        "a thread reading user records ahead panicked".into(),
+                    ))
+                }));
+            }
+            results
+        });
+        for r in results {
+            self.prefetched.extend(r?);
+        }
+        Ok(())
+    }
+
     /// Returns a record to the cache; `dirty` when it changed since it was
     /// last committed.
     /// `new`: the user did not exist before (see [`Taken::known`]).
@@ -205,6 +287,9 @@ impl Buffered {
         self.tick += 1;
         if new {
             self.new_users.insert(id.clone());
+        }
+        if !self.prefetched.is_empty() {
+            self.prefetched.remove(&id);
         }
         let (bytes, listed) = match self.taken.take() {
             Some((taken, bytes, was_dirty)) if taken == id => (bytes, was_dirty),
@@ -268,6 +353,7 @@ impl Buffered {
     /// Drops a user from the cache (after erasure: the record's deletion
     /// is in the batch).
     pub fn forget_user(&mut self, id: &str) {
+        self.prefetched.remove(id);
         if let Some(c) = self.cache.remove(id) {
             self.bytes = self.bytes.saturating_sub(c.bytes);
         }
@@ -494,6 +580,7 @@ impl Buffered {
                 }
             }
         }
+        self.prefetched.clear();
         for (id, bytes) in self.evicted.drain() {
             self.stats.user_bytes_written += bytes.len() as u64;
             self.stats.user_writes += 1;
@@ -684,6 +771,8 @@ mod tests {
         Spill,
         Reopen,
         Fire(i64),
+        /// Read these users ahead (as `run` does before a round).
+        Prefetch(Vec<u8>),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -696,11 +785,18 @@ mod tests {
             1 => Just(Op::Spill),
             1 => Just(Op::Reopen),
             1 => (0i64..50).prop_map(Op::Fire),
+            2 => prop::collection::vec(0u8..40, 0..160).prop_map(Op::Prefetch),
         ]
     }
 
+    /// The store as `run` opens it: sled's inserts on a thread of their
+    /// own, reads through the overlay.
     fn open(path: &std::path::Path) -> Buffered {
-        let store = SledStore::open(path, &SledOptions::default()).expect("open");
+        let options = SledOptions {
+            pipeline: true,
+            ..SledOptions::default()
+        };
+        let store = SledStore::open(path, &options).expect("open");
         Buffered::new(Box::new(store), 16)
     }
 
@@ -770,6 +866,10 @@ mod tests {
                             drop(b);
                             b = open(&path);
                         }
+                    }
+                    Op::Prefetch(ids) => {
+                        let ids: Vec<String> = ids.into_iter().map(user).collect();
+                        b.prefetch(ids.iter().map(String::as_str), 2).expect("prefetch");
                     }
                     Op::Fire(until) => {
                         while let Some((due, fired)) = b.next_instant(until).expect("next") {
