@@ -30,9 +30,10 @@
 //!
 //! ## Recovery, on open
 //!
-//! sled recovers a prefix of the batches it was given, at least everything
-//! up to its last flush; so after a crash sled holds every frame up to the
-//! checkpoint, possibly some frames after it, and possibly part of one.
+//! sled recovers a prefix of the writes and batches it was given, at least
+//! everything up to its last flush; so after a crash sled holds every frame
+//! up to the checkpoint, possibly some frames after it, and possibly part
+//! of one (or, pipelined, part of a pass over several).
 //! Opening therefore replays every whole frame of the log after the
 //! checkpoint whose `lsn` is above sled's `applied`, in order. A frame's
 //! writes are absolute (a value, a pointer, a deletion), so re-applying a
