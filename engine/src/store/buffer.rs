@@ -36,6 +36,14 @@ pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 /// A record read ahead and its encoded size, or `None`: no such user.
 type ReadAhead = Option<(UserRecord, usize)>;
 
+/// A user's record as stored, and its encoded size.
+fn read_user(store: &dyn Store, id: &str) -> Result<ReadAhead, Error> {
+    match store.get_blob(&super::users::key(id))? {
+        Some(b) => Ok(Some((UserRecord::decode(&b)?, b.len()))),
+        None => Ok(None),
+    }
+}
+
 /// Records read ahead per thread, at least (fewer are not worth a thread).
 const PREFETCH_PER_THREAD: usize = 64;
 
@@ -177,40 +185,21 @@ impl Buffered {
         }
         self.stats.user_loads += 1;
         let erased = matches!(self.batch.blobs.get(&super::users::key(id)), Some(None));
-        if let Some(read) = self.prefetched.remove(id).filter(|_| !erased) {
-            let (rec, bytes, known) = match read {
-                Some((rec, bytes)) => (rec, bytes, true),
-                None => (UserRecord::new(id), UNKNOWN_RECORD_BYTES, false),
-            };
-            self.taken = Some((id.to_owned(), bytes, false));
-            return Ok(Taken {
-                rec,
-                known,
-                dirty: false,
-            });
-        }
-        let stored = if erased {
-            None
-        } else {
-            self.store.get_blob(&super::users::key(id))?
+        let ahead = self.prefetched.remove(id);
+        let stored = match ahead {
+            _ if erased => None,
+            Some(read) => read,
+            None => read_user(self.store.as_ref(), id)?,
         };
-        self.taken = Some((
-            id.to_owned(),
-            stored.as_ref().map_or(UNKNOWN_RECORD_BYTES, Vec::len),
-            false,
-        ));
-        let stored = stored.map(|b| UserRecord::decode(&b)).transpose()?;
-        Ok(match stored {
-            Some(rec) => Taken {
-                rec,
-                known: true,
-                dirty: false,
-            },
-            None => Taken {
-                rec: UserRecord::new(id),
-                known: false,
-                dirty: false,
-            },
+        let (rec, bytes, known) = match stored {
+            Some((rec, bytes)) => (rec, bytes, true),
+            None => (UserRecord::new(id), UNKNOWN_RECORD_BYTES, false),
+        };
+        self.taken = Some((id.to_owned(), bytes, false));
+        Ok(Taken {
+            rec,
+            known,
+            dirty: false,
         })
     }
 
@@ -245,11 +234,7 @@ impl Buffered {
         let read = |chunk: &[&'a str]| -> Result<Vec<(String, ReadAhead)>, Error> {
             let mut out = Vec::with_capacity(chunk.len());
             for id in chunk {
-                let rec = match store.get_blob(&super::users::key(id))? {
-                    Some(b) => Some((UserRecord::decode(&b)?, b.len())),
-                    None => None,
-                };
-                out.push(((*id).to_owned(), rec));
+                out.push(((*id).to_owned(), read_user(store, id)?));
             }
             Ok(out)
         };

@@ -16,9 +16,8 @@
 //! - **Nothing reaches sled before its frame is in the log**: a frame is
 //!   queued only after its commit entry was written (and fsynced, with
 //!   `sync_commits`).
-//! - **Recovery replays what sled lacks**: the `applied` marker goes into
-//!   the last sled batch of each pass and names the last frame of the
-//!   pass. A crash in the middle of a pass leaves sled with some writes of
+//! - **Recovery replays what sled lacks**: the `applied` marker is
+//!   written last in each pass and names the last frame of the pass. A crash in the middle of a pass leaves sled with some writes of
 //!   frames after `applied`, all of which are whole in the log; replaying
 //!   them in order gives the same state, because every write is absolute.
 //! - **Reads see every commit at once**: a key's newest pending write
@@ -51,8 +50,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::log::{Faults, Pointer};
-use super::sled_store::{is_blob_key, lock_live, move_live, Live};
+use super::log::Faults;
+use super::sled_store::{lock_live, move_live, write_keys, Live};
 use super::Error;
 
 /// Frames queued for the applier, at most (the caller waits beyond).
@@ -126,7 +125,6 @@ impl Applier {
         db: sled::Db,
         dir: PathBuf,
         applied: u64,
-        marker: &'static [u8],
         live: Live,
         faults: Option<Faults>,
     ) -> Result<Applier, Error> {
@@ -147,7 +145,6 @@ impl Applier {
                 let sink = Sink {
                     db: &db,
                     dir: &thread_dir,
-                    marker,
                     live: &live,
                     faults: faults.as_ref(),
                 };
@@ -244,7 +241,6 @@ fn lock<'a, T>(m: &'a Mutex<T>, dir: &std::path::Path) -> Result<MutexGuard<'a, 
 struct Sink<'a> {
     db: &'a sled::Db,
     dir: &'a std::path::Path,
-    marker: &'a [u8],
     live: &'a Live,
     faults: Option<&'a Faults>,
 }
@@ -268,16 +264,15 @@ fn run(sink: &Sink, shared: &Shared, rx: &Receiver<Job>) {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        let keys: Vec<Vec<u8>> = merged.keys().cloned().collect();
-        let result = apply_pass(sink, merged, last);
+        let result = apply_pass(sink, &merged, last);
         let Ok(mut p) = shared.pending.lock() else {
             return;
         };
         match result {
             Ok(()) => {
-                for k in keys {
-                    if p.map.get(&k).is_some_and(|(lsn, _)| *lsn <= last) {
-                        p.map.remove(&k);
+                for k in merged.keys() {
+                    if p.map.get(k).is_some_and(|(lsn, _)| *lsn <= last) {
+                        p.map.remove(k);
                     }
                 }
                 p.applied = last;
@@ -293,51 +288,26 @@ fn run(sink: &Sink, shared: &Shared, rx: &Receiver<Job>) {
     }
 }
 
-/// Applies merged writes one by one, then the `applied` marker of frame
-/// `lsn`. Not in sled batches: a batch takes sled's write lock, which
-/// stalls every read of the engine's thread while it is applied, and a
-/// pass needs no atomicity of its own (a crash before the marker leaves
-/// frames after `applied` partly in sled, which recovery replays whole).
-/// A user record's pointer is written with sled's insert, which hands back
-/// the pointer it replaced, for the live bytes.
+/// Applies a pass's merged writes ([`write_keys`]: one key at a time, so
+/// the engine's reads never wait for a sled batch; the `applied` marker of
+/// frame `lsn` last), then moves the live bytes of the records it wrote.
 fn apply_pass(
     sink: &Sink,
-    merged: BTreeMap<Vec<u8>, Option<sled::IVec>>,
+    merged: &BTreeMap<Vec<u8>, Option<sled::IVec>>,
     lsn: u64,
 ) -> Result<(), Error> {
-    let sled_err = |e: sled::Error| Error::io(sink.dir, "use sled database", e);
-    let mut moved: Vec<(Option<sled::IVec>, Option<Pointer>)> = Vec::new();
-    for (i, (k, v)) in merged.into_iter().enumerate() {
-        if i % super::sled_store::CHUNK == 0 {
-            if let Some(f) = sink.faults {
-                f.spend(sink.dir)?;
-            }
-        }
-        let blob = is_blob_key(&k);
-        let new = if blob {
-            v.as_deref().and_then(Pointer::decode)
-        } else {
-            None
-        };
-        let old = match v {
-            Some(v) => sink.db.insert(k, v).map_err(sled_err)?,
-            None => sink.db.remove(k).map_err(sled_err)?,
-        };
-        if blob {
-            moved.push((old, new));
-        }
+    let mut moved = Vec::new();
+    write_keys(
+        sink.db,
+        sink.dir,
+        sink.faults,
+        merged.iter().map(|(k, v)| (k, v.clone())),
+        lsn,
+        |old, new| moved.push((old, new)),
+    )?;
+    let mut live = lock_live(sink.live, sink.dir)?;
+    for (old, new) in moved {
+        move_live(&mut live, old, new);
     }
-    {
-        let mut live = lock_live(sink.live, sink.dir)?;
-        for (old, new) in &moved {
-            move_live(&mut live, old.as_deref(), *new);
-        }
-    }
-    if let Some(f) = sink.faults {
-        f.spend(sink.dir)?;
-    }
-    sink.db
-        .insert(sink.marker, &lsn.to_be_bytes()[..])
-        .map_err(sled_err)?;
     Ok(())
 }

@@ -12,9 +12,9 @@
 //!    With [`SledOptions::sync_commits`] the frame is fsynced before
 //!    anything else happens; otherwise it is handed to the OS, which keeps
 //!    it across a process crash (SIGKILL), not a power loss.
-//! 2. Only then are its writes applied to sled, in small batches (large
-//!    sled batches make sled's memory grow without bound); the last batch
-//!    also records the frame's `lsn` under the meta key `applied`. With
+//! 2. Only then are its writes applied to sled, one key at a time
+//!    ([`write_keys`]: no sled batches, which stall readers and grow
+//!    sled's memory), then the frame's `lsn` under the meta key `applied`. With
 //!    [`SledOptions::pipeline`] (`sluice run`) `apply` returns once the
 //!    frame is logged, and a thread of its own applies queued frames to
 //!    sled, several at a time, while reads see their writes in an overlay
@@ -76,7 +76,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::log::{self, CommitLog, Damage, Faults, Frame, Pointer, Position};
-use super::pending::{Applier, Job};
+use super::pending::{Applier, Job, Write};
 use super::{Batch, Error, Kv};
 
 /// Prefixes whose values are blob pointers.
@@ -305,7 +305,6 @@ impl SledStore {
                 db.clone(),
                 sled_dir.clone(),
                 lsn,
-                APPLIED,
                 Arc::clone(&live),
                 options.faults.clone(),
             )?)
@@ -496,15 +495,22 @@ fn decode_u64(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
 
-/// Applies a frame's writes to sled in small batches, the last one with
-/// the `applied` marker, keeping the live-bytes accounting.
-///
-/// Blob pointers are written one by one: sled's insert (or removal) hands
-/// back the pointer it replaced, whose bytes stop being live, so a blob
-/// costs one descent of the tree instead of a read and a write. Writing
-/// them outside a sled batch loses nothing: every write of a frame is
-/// absolute and recovery replays the whole frame until the `applied`
-/// marker, written last, names it.
+/// A frame's writes as sled takes them: each user record's pointer, then
+/// the other writes (deletions of records among them), in log order.
+fn frame_writes(frame: Frame) -> Vec<Write> {
+    let mut writes = Vec::with_capacity(frame.blobs.len() + frame.ops.len());
+    for (k, p) in frame.blobs {
+        writes.push((k, Some(sled::IVec::from(&p.encode()[..]))));
+    }
+    for (k, v) in frame.ops {
+        writes.push((k, v.map(sled::IVec::from)));
+    }
+    writes
+}
+
+/// Applies a frame's writes to sled ([`write_keys`]), keeping the
+/// live-bytes accounting: what recovery replays, and what a store that is
+/// not pipelined applies as it commits.
 fn apply_frame(
     db: &sled::Db,
     dir: &Path,
@@ -512,56 +518,56 @@ fn apply_frame(
     frame: Frame,
     faults: Option<&Faults>,
 ) -> Result<(), Error> {
-    for chunk in frame.blobs.chunks(CHUNK) {
-        if let Some(f) = faults {
-            f.spend(dir)?;
-        }
-        for (k, p) in chunk {
-            let old = db
-                .insert(k.as_slice(), &p.encode()[..])
-                .map_err(sled_err(dir))?;
-            move_live(live, old.as_deref(), Some(*p));
-        }
-    }
-    let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(frame.ops.len());
-    for (k, v) in frame.ops {
-        if v.is_none() && is_blob_key(&k) {
+    let lsn = frame.lsn;
+    write_keys(db, dir, faults, frame_writes(frame), lsn, |old, new| {
+        move_live(live, old, new)
+    })
+}
+
+/// Writes to sled one key at a time, then (when `lsn` is not 0) the
+/// `applied` marker naming frame `lsn`. `moved` is told, for each user
+/// record written or deleted, the pointer sled handed back (whose bytes
+/// stop being live) and the one written: a record costs one descent of
+/// the tree instead of a read and a write.
+///
+/// Not in sled batches: a batch takes sled's concurrency-control lock for
+/// writing, which stalls every read while it is applied (the engine's,
+/// when a pipelined store applies on a thread of its own), and large
+/// batches make sled's memory grow. Nothing needs a batch's atomicity:
+/// every write is absolute, and recovery replays every whole frame after
+/// the marker, which is written last.
+pub(super) fn write_keys<K: AsRef<[u8]>>(
+    db: &sled::Db,
+    dir: &Path,
+    faults: Option<&Faults>,
+    writes: impl IntoIterator<Item = (K, Option<sled::IVec>)>,
+    lsn: u64,
+    mut moved: impl FnMut(Option<Pointer>, Option<Pointer>),
+) -> Result<(), Error> {
+    for (i, (k, v)) in writes.into_iter().enumerate() {
+        if i % CHUNK == 0 {
             if let Some(f) = faults {
                 f.spend(dir)?;
             }
-            let old = db.remove(k.as_slice()).map_err(sled_err(dir))?;
-            move_live(live, old.as_deref(), None);
-            continue;
         }
-        writes.push((k, v));
+        let k = k.as_ref();
+        let blob = is_blob_key(k);
+        let new = v.as_deref().filter(|_| blob).and_then(Pointer::decode);
+        let old = match v {
+            Some(v) => db.insert(k, v),
+            None => db.remove(k),
+        }
+        .map_err(sled_err(dir))?;
+        if blob {
+            moved(old.as_deref().and_then(Pointer::decode), new);
+        }
     }
-    let marker = frame.lsn.to_be_bytes().to_vec();
-    let n = writes.len();
-    let mut it = writes.into_iter();
-    let mut done = 0;
-    loop {
-        let mut b = sled::Batch::default();
-        let mut count = 0;
-        while count < CHUNK {
-            let Some((k, v)) = it.next() else { break };
-            match v {
-                Some(v) => b.insert(k, v),
-                None => b.remove(k),
-            }
-            count += 1;
-        }
-        done += count;
-        let last = done >= n;
-        if last && frame.lsn > 0 {
-            b.insert(APPLIED, marker.clone());
-        }
+    if lsn > 0 {
         if let Some(f) = faults {
             f.spend(dir)?;
         }
-        db.apply_batch(b).map_err(sled_err(dir))?;
-        if last {
-            break;
-        }
+        db.insert(APPLIED, &lsn.to_be_bytes()[..])
+            .map_err(sled_err(dir))?;
     }
     Ok(())
 }
@@ -622,9 +628,9 @@ fn merge<'a>(
     Ok(())
 }
 
-/// Moves live bytes from the record at `old` (a stored pointer) to `new`.
-pub(super) fn move_live(live: &mut BTreeMap<u32, u64>, old: Option<&[u8]>, new: Option<Pointer>) {
-    if let Some(old) = old.and_then(Pointer::decode) {
+/// Moves live bytes from the record at `old` to `new`.
+pub(super) fn move_live(live: &mut BTreeMap<u32, u64>, old: Option<Pointer>, new: Option<Pointer>) {
+    if let Some(old) = old {
         let n = live.entry(old.generation).or_default();
         *n = n.saturating_sub(old.size());
     }
@@ -850,16 +856,9 @@ impl Kv for SledStore {
         match &self.applier {
             Some(a) => {
                 // The applier moves the live bytes as it writes.
-                let mut writes = Vec::with_capacity(frame.blobs.len() + frame.ops.len());
-                for (k, p) in frame.blobs {
-                    writes.push((k, Some(sled::IVec::from(&p.encode()[..]))));
-                }
-                for (k, v) in frame.ops {
-                    writes.push((k, v.map(sled::IVec::from)));
-                }
                 a.queue(Job {
                     lsn: frame.lsn,
-                    writes,
+                    writes: frame_writes(frame),
                 })?;
             }
             None => {
