@@ -72,9 +72,13 @@ pub struct Options {
     pub commit_every: usize,
     /// Base of `message.unsubscribe_url` (the run API's address).
     pub unsubscribe_base: String,
-    /// Whether every `send` decision is written to the message log, and
-    /// every entry, send and conversion to the report journal (`simulate`
-    /// prints them instead, unless it keeps its store).
+    /// Whether the store keeps what only its later readers need: every
+    /// `send` decision in the message log, every entry, send and
+    /// conversion in the report journal, and the per-step counters
+    /// (`store::tally`: the console, `/metrics` and canary guards read
+    /// them). `simulate` prints its decisions instead, unless it keeps its
+    /// store: counting live instances step by step was ~6% of its engine
+    /// thread, for counters a temporary store never shows.
     pub log_messages: bool,
     /// Whether every periodic commit is a restart point. A store that is
     /// never reopened (a simulation's temporary one) only spills what
@@ -184,7 +188,11 @@ impl Engine {
         let seq: u64 = decode_meta(buffered.meta(meta::SEQ)?)?.unwrap_or(0);
         let schedules: Schedules =
             decode_meta(buffered.meta(meta::SCHEDULES)?)?.unwrap_or_default();
-        let tally = open_tally(&buffered, seq)?;
+        let tally = if options.log_messages {
+            open_tally(&buffered, seq)?
+        } else {
+            Tally::default()
+        };
         let unsubscribes: Vec<(String, u32, u64)> =
             decode_meta(buffered.meta(meta::UNSUBSCRIBES)?)?.unwrap_or_default();
         let unsubscribes = unsubscribes
@@ -386,8 +394,11 @@ impl Engine {
             Step::Migrate(..) if !t.known => return Ok(None),
             Step::Migrate(..) => (false, Some(true)),
         };
+        let counting = self.options.log_messages;
         let mut before = std::mem::take(&mut self.positions);
-        tally::positions_into(&t.rec, &mut before);
+        if counting {
+            tally::positions_into(&t.rec, &mut before);
+        }
         let mut seq = self.seq;
         let mut ctx = Ctx::new(
             &config,
@@ -445,7 +456,7 @@ impl Engine {
         drop(ctx);
         self.seq = seq;
         let changed = changes.unwrap_or(result == Ingested::Applied);
-        if !same_positions(&before, &t.rec) {
+        if counting && !same_positions(&before, &t.rec) {
             self.tally.moved(&before, &tally::positions(&t.rec));
         }
         self.positions = before;
@@ -614,10 +625,14 @@ impl Engine {
                 store::codec::encode("unsubscribe counts", &list)?,
             );
         }
-        self.store.put_meta(
-            tally::STAMP,
-            store::codec::encode("tally stamp", &self.seq)?,
-        );
+        // Without counting, no stamp: a store reopened by an engine that
+        // counts finds the counters stale and counts them afresh.
+        if self.options.log_messages {
+            self.store.put_meta(
+                tally::STAMP,
+                store::codec::encode("tally stamp", &self.seq)?,
+            );
+        }
         self.store.commit()?;
         self.depths.add(&std::mem::take(&mut self.depths_pending));
         self.sink.committed();
