@@ -106,3 +106,25 @@ fn nothing_happens_after_run_until() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("PASS stops"), "{out}");
 }
+
+/// `--format json` prints one JSON document even when the config does not
+/// validate: `validate`'s, with exit 1.
+#[test]
+fn json_format_of_an_invalid_config_is_the_validate_document() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("j.yaml"),
+        "apiVersion: sluice/v1\nkind: Journey\nid: j\nversion: 1\nentry: { event: go }\nsteps:\n  - id: a\n    wiat: 1m\n",
+    )
+    .expect("write journey");
+    let (code, out) = sluice_test(dir.path(), true);
+    assert_eq!(code, Some(1), "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(doc["valid"], false, "{doc}");
+    assert!(
+        doc["errors"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["code"] == "unknown_field")),
+        "{doc}"
+    );
+}
