@@ -379,3 +379,51 @@ fn invalid_events_or_config_exit_1() {
     ]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// FORMAT.md §4: events arrive as JSON lines "on stdin, in files, and in
+/// the HTTP API's bodies": `--events -` reads standard input (and a pipe
+/// such as `/dev/stdin` works too), with the same lines as the file and
+/// bad lines named after `stdin`.
+#[test]
+fn simulate_reads_events_from_standard_input() {
+    let dir = fixture("entry-dedupe-reentry");
+    let events = dir.join("events.jsonl");
+    let from_file = simulate(&dir, &events, &[]);
+    let text = std::fs::read(&events).expect("events");
+    let piped = |arg: &str, input: &[u8]| -> Output {
+        let mut child = support::cli::sluice()
+            .arg("simulate")
+            .arg(&dir)
+            .args(["--events", arg])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sluice");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write events");
+        child.wait_with_output().expect("wait")
+    };
+    for arg in ["-", "/dev/stdin"] {
+        let out = piped(arg, &text);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "--events {arg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        assert_eq!(lines, from_file, "--events {arg}: the file's lines");
+    }
+    let out = piped("-", b"not json\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stdin:1"), "{stderr}");
+}

@@ -86,3 +86,45 @@ fn json_format_is_one_document() {
     assert_eq!(failed["missing"][0]["line"], 40);
     assert_eq!(failed["unexpected"][0]["found"][0]["kind"], "entered");
 }
+
+/// A JourneyTest's run ends at `run_until`, as `simulate --until` does: an
+/// event after it never happens, so it enters nobody.
+#[test]
+fn nothing_happens_after_run_until() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("j.yaml"),
+        "apiVersion: sluice/v1\nkind: Journey\nid: j\nversion: 1\nentry: { event: go, reentry: always }\nsteps:\n  - id: a\n    wait: 1m\n",
+    )
+    .expect("write journey");
+    std::fs::write(
+        dir.path().join("t.yaml"),
+        "apiVersion: sluice/v1\nkind: JourneyTest\nid: stops\nstart: 2026-03-02T09:00:00Z\nevents:\n  - { type: track, user: u1, ts: \"+0s\", event: go }\n  - { type: track, user: u1, ts: \"+2h\", event: go }\nrun_until: \"+1h\"\nexpect:\n  - { user: u1, kind: entered, at: \"+0s\" }\n  - { user: u1, kind: completed, at: \"+1m\" }\nexpect_none:\n  - { user: u1, kind: entered, at: \"+2h\" }\n",
+    )
+    .expect("write test");
+    let (code, out) = sluice_test(dir.path(), false);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("PASS stops"), "{out}");
+}
+
+/// `--format json` prints one JSON document even when the config does not
+/// validate: `validate`'s, with exit 1.
+#[test]
+fn json_format_of_an_invalid_config_is_the_validate_document() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("j.yaml"),
+        "apiVersion: sluice/v1\nkind: Journey\nid: j\nversion: 1\nentry: { event: go }\nsteps:\n  - id: a\n    wiat: 1m\n",
+    )
+    .expect("write journey");
+    let (code, out) = sluice_test(dir.path(), true);
+    assert_eq!(code, Some(1), "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(doc["valid"], false, "{doc}");
+    assert!(
+        doc["errors"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["code"] == "unknown_field")),
+        "{doc}"
+    );
+}

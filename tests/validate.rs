@@ -70,3 +70,33 @@ fn a_missing_directory_is_an_error() {
     let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(doc["valid"], false);
 }
+
+/// CLI.md's exit codes are 0 and 1 (and `plan`'s 2 for "changes"): a
+/// command line the binary cannot parse is an error, exit 1, never clap's
+/// 2, which a script running `plan` would read as "changes".
+#[test]
+fn a_usage_error_exits_1_and_help_exits_0() {
+    for args in [
+        &["validate", "--format", "xml"][..],
+        &["plan", "--no-such-flag"],
+        &["test", "--no-such-flag"],
+        &["simulate", "."],
+        &["graph"],
+        &["no-such-command"],
+        &[],
+    ] {
+        let (code, stdout, stderr) = sluice(args);
+        assert_eq!(code, 1, "sluice {args:?}: {stdout}{stderr}");
+        assert!(!stderr.is_empty(), "sluice {args:?} says why");
+    }
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["validate", "--help"],
+        &["plan", "-h"],
+    ] {
+        let (code, stdout, stderr) = sluice(args);
+        assert_eq!(code, 0, "sluice {args:?}: {stdout}{stderr}");
+        assert!(!stdout.is_empty(), "sluice {args:?} prints to stdout");
+    }
+}

@@ -110,7 +110,19 @@ pub fn load_config(dir: &std::path::Path) -> Option<std::sync::Arc<journeys::Con
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error exits 1, not clap's 2: CLI.md's exit codes are 0 and 1
+    // (and `plan`'s 2 means "changes"); `--help` and `--version` exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Simulate(args) => simulate::run(args),

@@ -3,7 +3,7 @@
 //! a summary on stderr.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -30,7 +30,7 @@ pub struct SimulateArgs {
     #[arg(default_value = ".")]
     pub dir: PathBuf,
     /// A JSONL file of events (FORMAT.md §4), in any order: it is sorted by
-    /// `ts` (stably).
+    /// `ts` (stably). `-` reads standard input.
     #[arg(long)]
     pub events: PathBuf,
     /// Where the virtual clock starts (RFC 3339; default: the first event).
@@ -168,16 +168,68 @@ pub(crate) fn parse_ts(what: &str, s: &str) -> miette::Result<DateTime<Utc>> {
     limits::check_instant(t).map_err(|e| miette!("--{what} {e}"))
 }
 
+/// The events as a regular file, which the index reads more than once:
+/// the file itself, or a temporary copy of standard input (`-`) or of a
+/// pipe (`/dev/stdin`, `<(…)`), deleted on drop.
+struct EventSource {
+    path: PathBuf,
+    spool: Option<(tempfile::NamedTempFile, String)>,
+}
+
+impl EventSource {
+    fn open(arg: &Path) -> std::io::Result<EventSource> {
+        let stdin = arg == Path::new("-");
+        let piped = !stdin && std::fs::metadata(arg).is_ok_and(|m| !m.is_file() && !m.is_dir());
+        if !stdin && !piped {
+            return Ok(EventSource {
+                path: arg.to_owned(),
+                spool: None,
+            });
+        }
+        let mut spool = tempfile::NamedTempFile::new()?;
+        if stdin {
+            std::io::copy(&mut std::io::stdin().lock(), spool.as_file_mut())?;
+        } else {
+            std::io::copy(&mut std::fs::File::open(arg)?, spool.as_file_mut())?;
+        }
+        spool.as_file_mut().flush()?;
+        let shown = if stdin {
+            "stdin".to_owned()
+        } else {
+            arg.display().to_string()
+        };
+        Ok(EventSource {
+            path: spool.path().to_owned(),
+            spool: Some((spool, shown)),
+        })
+    }
+
+    /// A message about the events, naming what the user gave, not the copy.
+    fn name_in(&self, message: String) -> String {
+        match &self.spool {
+            Some((_, shown)) => message.replace(&self.path.display().to_string(), shown),
+            None => message,
+        }
+    }
+}
+
 pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
     let Some(config) = crate::load_config(&args.dir) else {
         return Ok(ExitCode::from(1));
     };
-    let size = std::fs::metadata(&args.events).map_or(0, |m| m.len());
+    let source = match EventSource::open(&args.events) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.events.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let size = std::fs::metadata(&source.path).map_or(0, |m| m.len());
     let checking = crate::progress::bar(
         size,
         "checking events {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
     );
-    let opened = EventFile::open_with_progress(&args.events, args.users, &mut |n| {
+    let opened = EventFile::open_with_progress(&source.path, args.users, &mut |n| {
         if let Some(b) = &checking {
             b.set_position(n);
         }
@@ -188,7 +240,7 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
     let file = match opened {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", source.name_in(e.to_string()));
             return Ok(ExitCode::from(1));
         }
     };
@@ -255,7 +307,7 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
                 let ev = match ev {
                     Ok(ev) => ev,
                     Err(e) => {
-                        eprintln!("error: {e}");
+                        eprintln!("error: {}", source.name_in(e.to_string()));
                         return Ok(true);
                     }
                 };

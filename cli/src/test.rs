@@ -177,8 +177,19 @@ fn to_json(report: &TestReport) -> Value {
 }
 
 pub fn run(args: TestArgs) -> miette::Result<ExitCode> {
-    let Some(config) = crate::load_config(&args.dir) else {
-        return Ok(ExitCode::from(1));
+    let config = match args.format {
+        // One JSON document either way: an invalid config is `validate`'s.
+        Format::Json => match journeys::check(&args.dir) {
+            (Some(config), _) => std::sync::Arc::new(config),
+            (None, diags) => {
+                out!("{}", diags.to_json());
+                return Ok(ExitCode::from(1));
+            }
+        },
+        Format::Human => match crate::load_config(&args.dir) {
+            Some(config) => config,
+            None => return Ok(ExitCode::from(1)),
+        },
     };
     let reports = run_all(&config);
     let passed = reports.iter().filter(|r| r.passed()).count();

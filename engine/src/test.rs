@@ -129,6 +129,9 @@ fn simulate_test(config: Arc<Config>, test: &JourneyTest) -> Result<Vec<Line>, S
     };
     let mut events = test.events.clone();
     events.sort_by_key(|e| e.ts);
+    // The run ends at `run_until`, as `simulate --until` does: an event
+    // after it never happens.
+    events.retain(|e| e.ts <= test.run_until);
     let error = |e: SimError| e.to_string();
     let mut sim =
         Simulation::new(config, test.start, &options, Box::new(sink.clone())).map_err(error)?;

@@ -634,8 +634,10 @@ fn eval_comparison(left: Option<&Value>, op: Op, operand: &Operand, scope: &dyn 
             let Operand::List(items) = operand else {
                 return false;
             };
+            // FORMAT.md §5: a comparison with a missing value is false,
+            // except `exists: false` and `ne`; `not_in` is no exception.
             let Some(l) = left else {
-                return op == Op::NotIn;
+                return false;
             };
             let found = items
                 .iter()
@@ -733,6 +735,23 @@ mod tests {
         assert!(!c.expect("parsed").eval(&scope));
         let (c, _) = cond("user.missing: { ne: 3 }");
         assert!(c.expect("parsed").eval(&scope));
+        // A missing value: every comparison but `ne` and `exists: false`
+        // is false (FORMAT.md §5), `not_in` included.
+        for (yaml, want) in [
+            ("user.missing: { not_in: [DE] }", false),
+            ("user.missing: { in: [DE] }", false),
+            ("user.missing: { lt: 3 }", false),
+            ("user.missing: { contains: x }", false),
+            ("user.missing: { starts_with: x }", false),
+            ("user.missing: { exists: true }", false),
+            ("user.missing: { exists: false }", true),
+            ("user.missing: { ne: 3 }", true),
+            ("user.country: { not_in: [AT] }", true),
+            ("user.country: { not_in: [DE] }", false),
+        ] {
+            let (c, _) = cond(yaml);
+            assert_eq!(c.expect("parsed").eval(&scope), want, "{yaml}");
+        }
         let (c, _) = cond("user.country: { gt: 3 }");
         assert!(
             !c.expect("parsed").eval(&scope),

@@ -281,7 +281,7 @@ pub fn load_text(file: &Arc<SourceFile>, diags: &mut Diagnostics, out: &mut Vec<
 
 fn read_document(
     file: &Arc<SourceFile>,
-    doc: Spanned<Node>,
+    mut doc: Spanned<Node>,
     diags: &mut Diagnostics,
 ) -> Option<Document> {
     if doc.value.as_map().is_none() {
@@ -300,13 +300,31 @@ fn read_document(
     let mut ok = true;
     match doc.value.get("apiVersion") {
         None => {
+            // Where `typed` puts a field missing at the top: the id (or kind).
+            let anchor = doc
+                .value
+                .get("id")
+                .or_else(|| doc.value.get("kind"))
+                .map_or(doc.span, |n| n.span);
             diags.push(
                 Diagnostic::error(
                     Code::MissingField,
                     "missing field `apiVersion` (expected `sluice/v1`)",
                 )
-                .at(file, doc.span),
+                .at(file, anchor),
             );
+            // Reported once: the kind's own fields do not report it again
+            // (a span past the end of the file, as `typed`'s placeholders).
+            if let Node::Map(entries) = &mut doc.value {
+                let placeholder = span::Span {
+                    end: usize::MAX / 2,
+                    ..doc.span
+                };
+                entries.push((
+                    Spanned::new("apiVersion".to_owned(), placeholder),
+                    Spanned::new(placeholder_scalar(API_VERSION), placeholder),
+                ));
+            }
             ok = false;
         }
         Some(v) if v.value.as_str() != Some(API_VERSION) => {

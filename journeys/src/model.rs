@@ -399,13 +399,21 @@ pub struct Step {
     #[serde(default)]
     #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
     pub update: Option<Any>,
-    /// End the instance. Written `exit: true` (or `exit: {}`).
-    #[serde(default)]
+    /// End the instance. Written `exit: true`, `exit: {}` or `exit:` with
+    /// no value (present, so not the absent field an `Option` makes of a
+    /// null).
+    #[serde(default, deserialize_with = "present")]
     #[schemars(with = "crate::schema::ExitFlag")]
     pub exit: Option<Any>,
     /// The next step id, or `end`.
     #[serde(default)]
     pub next: Option<Spanned<String>>,
+}
+
+/// A field that is there even when its value is null (`exit:`): the
+/// field's absence is `#[serde(default)]`'s `None`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Any>, D::Error> {
+    Any::deserialize(d).map(Some)
 }
 
 /// The keys of [`Step`] that name its type.

@@ -256,21 +256,32 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
     if count == 0 {
         return Err(format!("invalid rate `{t}`: the count must be at least 1"));
     }
-    let secs = match unit.trim_end_matches('s') {
-        "second" | "sec" => 1,
-        "minute" | "min" => 60,
-        "hour" => 3_600,
-        "day" => 86_400,
-        "week" => 604_800,
-        other => {
-            // `per 10m` is accepted too.
-            match parse_duration(unit) {
+    // FORMAT.md §2: `<n> per <duration-unit>`: the units of a duration
+    // (`s m h d w`) as well as their names, and `per 10m`.
+    let named = match unit.trim_end_matches('s') {
+        "second" | "sec" => Some(1),
+        "minute" | "min" => Some(60),
+        "hour" => Some(3_600),
+        "day" => Some(86_400),
+        "week" => Some(604_800),
+        _ => None,
+    };
+    let secs = match named {
+        Some(secs) => secs,
+        None => {
+            // A bare unit is one of it: `per m` is `per 1m`.
+            let duration = if unit.len() == 1 {
+                parse_duration(&format!("1{unit}"))
+            } else {
+                parse_duration(unit)
+            };
+            match duration {
                 Ok(d) if d.0 > 0 => d.0,
                 _ => {
                     let units = ["second", "minute", "hour", "day", "week"];
                     return Err(crate::diagnostic::with_suggestion(
-                        format!("invalid rate `{t}`: unknown unit `{other}`"),
-                        other,
+                        format!("invalid rate `{t}`: unknown unit `{unit}`"),
+                        unit,
                         units,
                     ));
                 }
@@ -355,6 +366,24 @@ mod tests {
         assert!(parse_time_of_day("24:00").is_err());
         assert!(parse_time_of_day("8").is_err());
         assert_eq!(parse_rate("2 per minute").map(|r| r.per), Ok(Duration(60)));
+        // `<n> per <duration-unit>` (FORMAT.md §2): the bare units too.
+        for (unit, secs) in [
+            ("s", 1),
+            ("m", 60),
+            ("h", 3_600),
+            ("d", 86_400),
+            ("w", 604_800),
+        ] {
+            assert_eq!(
+                parse_rate(&format!("50 per {unit}")).map(|r| (r.count, r.per)),
+                Ok((50, Duration(secs))),
+                "per {unit}"
+            );
+        }
+        assert_eq!(parse_rate("50 per seconds").map(|r| r.per), Ok(Duration(1)));
+        assert_eq!(parse_rate("3 per 10m").map(|r| r.per), Ok(Duration(600)));
+        assert!(parse_rate("3 per x").is_err());
+        assert!(parse_rate("3 per 0s").is_err());
         assert!(parse_rate("fast").is_err());
         assert!(parse_timezone("Europe/Berlin").is_ok());
         let e = parse_timezone("Europe/Berln").unwrap_err();

@@ -121,8 +121,7 @@ impl JsonSchema for Channel {
     }
 }
 
-/// The value of an `exit` step: `true` or `{}` (an empty `exit:` is no
-/// step type at all for the loader).
+/// The value of an `exit` step: `true`, `{}` or nothing (`exit:`).
 pub struct ExitFlag;
 
 impl JsonSchema for ExitFlag {
@@ -135,6 +134,7 @@ impl JsonSchema for ExitFlag {
             "anyOf": [
                 { "const": true },
                 { "type": "object", "maxProperties": 0 },
+                { "type": "null" },
             ],
         })
     }

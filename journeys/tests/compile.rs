@@ -143,3 +143,44 @@ fn push_providers_name_what_they_miss() {
     assert_eq!(ok.topic.as_deref(), Some("com.shop.app"));
     assert_eq!(ok.endpoint.as_deref(), Some("http://127.0.0.1:9"));
 }
+
+/// docs/format-extensions.md: an `exit` step is written `exit: true`,
+/// `exit: {}` or `exit:` with no value; a null is a step type like the
+/// others, not an absent one.
+#[test]
+fn an_exit_step_may_be_written_without_a_value() {
+    for (name, exit) in [
+        ("null", "exit:"),
+        ("true", "exit: true"),
+        ("empty", "exit: {}"),
+    ] {
+        let journey = format!(
+            "apiVersion: sluice/v1\nkind: Journey\nid: j\nversion: 1\nentry: {{ event: signed_up }}\nsteps:\n  - id: hi\n    send: {{ channel: email, template: hello }}\n  - id: done\n    {exit}\n"
+        );
+        let dir = repo(&format!("exit-{name}"), &journey);
+        let loaded = journeys::load(&dir);
+        std::fs::remove_dir_all(&dir).ok();
+        let config = loaded.unwrap_or_else(|d| {
+            panic!(
+                "`{exit}`: {:?}",
+                d.iter().map(|d| &d.message).collect::<Vec<_>>()
+            )
+        });
+        let j = config.journey("j").expect("journey");
+        assert!(
+            matches!(j.states[1].action, Action::Exit),
+            "`{exit}` is an exit step"
+        );
+    }
+    let dir = repo(
+        "exit-false",
+        "apiVersion: sluice/v1\nkind: Journey\nid: j\nversion: 1\nentry: { event: signed_up }\nsteps:\n  - id: done\n    exit: false\n",
+    );
+    let loaded = journeys::load(&dir);
+    std::fs::remove_dir_all(&dir).ok();
+    let Err(diags) = loaded else {
+        panic!("`exit: false` is refused");
+    };
+    let codes: Vec<_> = diags.iter().map(|d| d.code.as_str()).collect();
+    assert_eq!(codes, ["invalid_value"]);
+}

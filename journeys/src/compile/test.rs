@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::Ctx;
 use crate::compiled::{Expectation, Journey, JourneyTest};
 use crate::diagnostic::{with_suggestion, Code};
-use crate::event::Event;
+use crate::event::{Event, EventError};
 use crate::limits;
 use crate::model;
 use crate::scalar::parse_duration;
@@ -78,7 +78,15 @@ pub(crate) fn compile(
         match Event::from_json(json) {
             Ok(e) => events.push(e),
             Err(e) => {
-                ctx.error(Code::InvalidValue, node.span, e.to_string());
+                // CLI.md's codes: a key the event lacks is `missing_field`,
+                // one it cannot have `unknown_field`.
+                let code = match &e {
+                    EventError::MissingName => Code::MissingField,
+                    EventError::Shape(m) if m.starts_with("missing field") => Code::MissingField,
+                    EventError::Shape(m) if m.starts_with("unknown field") => Code::UnknownField,
+                    _ => Code::InvalidValue,
+                };
+                ctx.error(code, node.span, e.to_string());
                 ok = false;
             }
         }
