@@ -344,12 +344,27 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
     let config = deploy_at_start(&mut engine, &options, clock.now_millis(), say)?;
     metrics.declare(&config);
     let secret = unsubscribe_secret(&options.store)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Runtime(e.to_string()))?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&options.listen))
+        .map_err(|e| RunError::Listen {
+            addr: options.listen.clone(),
+            message: e.to_string(),
+        })?;
+    // The address bound, not the one asked for: `--listen 127.0.0.1:0`
+    // serves (and links to) the port the OS picked.
+    let listening = listener
+        .local_addr()
+        .map_or_else(|_| options.listen.clone(), |a| a.to_string());
     let public_url = config
         .project
         .api
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{}", options.listen));
+        .unwrap_or_else(|| format!("http://{listening}"));
     engine.set_unsubscribe_base(format!("{public_url}/v1/unsubscribe"));
     let signer = Arc::new(UnsubscribeSigner::for_config(&public_url, &secret, &config));
     let providers = Arc::new(Providers::from_project(
@@ -360,19 +375,9 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
     )?);
     engine.set_signer(Arc::clone(&signer));
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Runtime(e.to_string()))?;
     // An unreachable SMTP server is said now, naming it, not at the
     // first send.
     rt.block_on(providers.ready())?;
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(&options.listen))
-        .map_err(|e| RunError::Listen {
-            addr: options.listen.clone(),
-            message: e.to_string(),
-        })?;
     let (handle, rx) = super::channel();
     let (outlet, busy) = workers::spawn_with(
         rt.handle(),
@@ -402,7 +407,7 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
             Ok(())
         })
         .map_err(|e| RunError::Failed(format!("cannot start the writer thread: {e}")))?;
-    say(&format!("listening on http://{}", options.listen));
+    say(&format!("listening on http://{listening}"));
 
     let app = api::router_with(
         Arc::new(handle.clone()),
