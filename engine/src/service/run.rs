@@ -117,6 +117,11 @@ pub fn credentials_path(dir: &Path) -> PathBuf {
     dir.join(".sluice/credentials")
 }
 
+/// The variable holding the Segment webhook secret when the Project names
+/// none (RUN.md §1's `api.segment_secret_env`, default shown there). Unset:
+/// no signature is accepted.
+pub const DEFAULT_SEGMENT_SECRET_ENV: &str = "SEGMENT_WEBHOOK_SECRET";
+
 /// The tokens: from the Project's env vars, else from
 /// `.sluice/credentials` (written by an earlier run), else generated and
 /// written there (0600). Returns the path when the file was written.
@@ -160,11 +165,11 @@ pub fn resolve_tokens(
     } else {
         None
     };
-    let segment_secret = api
+    let segment_secret = env(api
         .segment_secret_env
         .as_deref()
-        .and_then(env)
-        .filter(|v| !v.is_empty());
+        .unwrap_or(DEFAULT_SEGMENT_SECRET_ENV))
+    .filter(|v| !v.is_empty());
     Ok((
         Tokens {
             ingest,
@@ -463,5 +468,41 @@ pub(crate) async fn shutdown_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(api: &str) -> Config {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(
+            dir.path().join("sluice.yaml"),
+            format!("apiVersion: sluice/v1\nkind: Project\nid: t\n{api}"),
+        )
+        .expect("write");
+        journeys::load(dir.path()).unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    #[test]
+    fn the_segment_secret_comes_from_segment_webhook_secret_unless_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let env = |name: &str| match name {
+            "SEGMENT_WEBHOOK_SECRET" => Some("default-secret".to_owned()),
+            "MY_SEGMENT_SECRET" => Some("named-secret".to_owned()),
+            _ => Some(format!("token-of-{name}")),
+        };
+        let (tokens, _) = resolve_tokens(&config(""), dir.path(), &env).expect("tokens");
+        assert_eq!(tokens.segment_secret.as_deref(), Some("default-secret"));
+        let named = config("api:\n  segment_secret_env: MY_SEGMENT_SECRET\n");
+        let (tokens, _) = resolve_tokens(&named, dir.path(), &env).expect("tokens");
+        assert_eq!(tokens.segment_secret.as_deref(), Some("named-secret"));
+        let unset = |name: &str| (name != "SEGMENT_WEBHOOK_SECRET").then(|| format!("t-{name}"));
+        let (tokens, _) = resolve_tokens(&config(""), dir.path(), &unset).expect("tokens");
+        assert_eq!(
+            tokens.segment_secret, None,
+            "no secret: no signature accepted"
+        );
     }
 }
