@@ -1156,8 +1156,9 @@ impl Drop for Child {
 }
 
 /// `--listen 127.0.0.1:0`: the OS picks the port; `run` says which one it
-/// serves on, and without `api.public_url` the links in messages use that
-/// port too (`http://<listen>`), so one-click unsubscribe works.
+/// serves on, without `api.public_url` the links in messages use that port
+/// too (`http://<listen>`), so one-click unsubscribe works, and commands
+/// run without `--server` on the store it holds find it there.
 #[test]
 fn listen_on_port_zero_says_and_links_the_port_it_got() {
     let (_root, repo) = support::fixture::temp_copy("run/service", &[("__HOOK__", "9".into())]);
@@ -1234,5 +1235,40 @@ fn listen_on_port_zero_says_and_links_the_port_it_got() {
     )
     .expect("one-click unsubscribe");
     assert_eq!(r.status, 200, "{}", r.text);
+
+    // Commands that find the store held ask this engine where it listens,
+    // not at the Project's `api.listen`.
+    let asking = format!("asking it at http://127.0.0.1:{port}");
+    for args in [
+        vec!["inspect", "user", "p0", "--format", "json"],
+        vec!["history", "--dir", "REPO", "--format", "json"],
+    ] {
+        let args: Vec<&str> = args
+            .into_iter()
+            .map(|a| {
+                if a == "REPO" {
+                    support::fixture::utf8(&repo)
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let mut cmd = support::cli::sluice();
+        cmd.args(&args)
+            .current_dir(&repo)
+            .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN);
+        let o = support::cli::output(&mut cmd);
+        let (out, err) = (support::cli::stdout(&o), support::cli::stderr(&o));
+        assert!(o.status.success(), "{args:?}: {out}{err}");
+        assert!(err.contains(&asking), "{args:?}: {err}");
+        let doc: Value = serde_json::from_str(&out).expect("json");
+        if args[0] == "inspect" {
+            assert_eq!(
+                doc["profile"]["subscriptions"]["marketing"],
+                json!(false),
+                "{doc}"
+            );
+        }
+    }
     drop(child);
 }

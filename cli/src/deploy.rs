@@ -74,7 +74,8 @@ impl Target {
         match open_store(&store, config) {
             Ok(e) => Ok(Target::Store(Box::new(e))),
             Err(Opened::Locked) => {
-                let t = Target::server(dir, None, place)?;
+                let running = engine::service::client::running_server(&store);
+                let t = Target::server(dir, running.as_deref(), place)?;
                 if let Target::Server(c) = &t {
                     eprintln!(
                         "{} is in use by `sluice run`; asking it at {}",

@@ -413,6 +413,14 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
         })
         .map_err(|e| RunError::Failed(format!("cannot start the writer thread: {e}")))?;
     say(&format!("listening on http://{listening}"));
+    // Where commands that find the store held ask this engine.
+    let server_file = options.store.join(super::client::SERVER_FILE);
+    if let Err(e) = std::fs::write(&server_file, format!("http://{listening}\n")) {
+        say(&format!(
+            "warning: cannot write {}: {e}; commands on this store need --server",
+            server_file.display()
+        ));
+    }
 
     let app = api::router_with(
         Arc::new(handle.clone()),
@@ -449,6 +457,14 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
         Err(_) => return Err(RunError::Failed("the writer thread panicked".into())),
     }
     rt.shutdown_timeout(Duration::from_secs(1));
+    match std::fs::remove_file(&server_file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => say(&format!(
+            "warning: cannot remove {}: {e}",
+            server_file.display()
+        )),
+    }
     say("stopped");
     Ok(())
 }
