@@ -250,12 +250,22 @@ impl Sink for LogSink {
 /// Who deploys: `explicit` (`--actor`), else `$SLUICE_ACTOR`, else the OS
 /// user.
 pub fn actor(explicit: Option<&str>) -> String {
+    actor_from(explicit, &|name| std::env::var(name).ok())
+}
+
+/// [`actor`] with the environment given: the first of `explicit`,
+/// `SLUICE_ACTOR`, `USER`, `LOGNAME` that is not blank (an empty
+/// `SLUICE_ACTOR` falls through to the OS user).
+fn actor_from(explicit: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> String {
     explicit
         .map(str::to_owned)
-        .or_else(|| std::env::var("SLUICE_ACTOR").ok())
-        .or_else(|| std::env::var("USER").ok())
-        .or_else(|| std::env::var("LOGNAME").ok())
-        .filter(|a| !a.trim().is_empty())
+        .into_iter()
+        .chain(
+            ["SLUICE_ACTOR", "USER", "LOGNAME"]
+                .into_iter()
+                .filter_map(env),
+        )
+        .find(|a| !a.trim().is_empty())
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -499,6 +509,21 @@ mod tests {
         )
         .expect("write");
         journeys::load(dir.path()).unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    #[test]
+    fn the_actor_is_the_first_of_flag_sluice_actor_and_os_user_not_blank() {
+        let env = |name: &str| match name {
+            "SLUICE_ACTOR" => Some(String::new()),
+            "USER" => Some("ana".to_owned()),
+            _ => None,
+        };
+        assert_eq!(actor_from(Some("ci"), &env), "ci");
+        assert_eq!(actor_from(Some(" "), &env), "ana");
+        assert_eq!(actor_from(None, &env), "ana", "an empty SLUICE_ACTOR");
+        let set = |name: &str| (name == "SLUICE_ACTOR").then(|| "bot".to_owned());
+        assert_eq!(actor_from(None, &set), "bot");
+        assert_eq!(actor_from(None, &|_: &str| None), "unknown");
     }
 
     #[test]
