@@ -661,3 +661,71 @@ fn deploys_through_the_server_drop_no_event_while_events_stream_and_survive_a_re
         text(&o)
     );
 }
+
+/// A new version of a journey is an update, never "rolled out again":
+/// that line (and `rollouts` / `rolled_out_again` in JSON) is only for a
+/// deployed version whose new entries went back to an older one.
+#[test]
+fn an_update_is_not_a_rollout_again_but_a_rolled_back_version_is() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = checkout(tmp.path(), "v1");
+    let v2 = checkout(tmp.path(), "v2");
+    let v2p = v2.to_str().expect("path");
+    // `run` deploys v1 at start; then everything goes through its API.
+    let s = Service::start(&repo);
+    let sluice = |args: &[&str]| s.admin(args);
+
+    // v1 → v2: an update, nothing rolled out again.
+    let o = sluice(&["plan", v2p]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("update Journey onboard (v1 → v2)"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.contains("again"), "{}", text(&o));
+    let o = sluice(&["plan", v2p, "--format", "json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(json_out(&o).get("rollouts").is_none(), "{}", text(&o));
+    let o = sluice(&["apply", v2p, "--format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let applied = json_out(&o);
+    assert_eq!(
+        applied["rolled_out_again"],
+        serde_json::json!([]),
+        "{applied}"
+    );
+    assert_eq!(
+        applied["audit"]["detail"]["rolled_out_again"],
+        serde_json::json!([]),
+        "{applied}"
+    );
+
+    // After a rollback, the same v2 config rolls v2 out again.
+    let o = sluice(&["rollback", "onboard"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sluice(&["plan", v2p]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("roll out Journey onboard v2 again (new entries run v1 since a rollback)"),
+        "{}",
+        text(&o)
+    );
+    let o = sluice(&["plan", v2p, "--format", "json"]);
+    assert_eq!(
+        json_out(&o)["rollouts"],
+        serde_json::json!([{"journey": "onboard", "running": 1, "version": 2}]),
+        "{}",
+        text(&o)
+    );
+    let o = sluice(&["apply", v2p, "--format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        json_out(&o)["rolled_out_again"],
+        serde_json::json!([{"journey": "onboard", "running": 1, "version": 2}]),
+        "{}",
+        text(&o)
+    );
+}

@@ -1143,3 +1143,132 @@ fn sigterm_under_load_loses_nothing_acknowledged() {
         &missing[..missing.len().min(3)]
     );
 }
+
+/// A `sluice run` child started by hand (for a command line the harness
+/// does not build), killed and reaped when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `--listen 127.0.0.1:0`: the OS picks the port; `run` says which one it
+/// serves on, without `api.public_url` the links in messages use that port
+/// too (`http://<listen>`), so one-click unsubscribe works, and commands
+/// run without `--server` on the store it holds find it there.
+#[test]
+fn listen_on_port_zero_says_and_links_the_port_it_got() {
+    let (_root, repo) = support::fixture::temp_copy("run/service", &[("__HOOK__", "9".into())]);
+    let log = repo.join("run.log");
+    let child = Child(
+        support::cli::sluice()
+            .arg("run")
+            .arg(&repo)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
+            .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start sluice run"),
+    );
+    let port: u16 = wait_for(Duration::from_secs(20), "the listening line", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let at = text.find("listening on http://127.0.0.1:")?;
+        let rest = &text[at + "listening on http://127.0.0.1:".len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    });
+    assert_ne!(
+        port,
+        0,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    wait_for(Duration::from_secs(20), "readyz 200", || {
+        try_http(port, "GET", "/readyz", &[], b"")
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    let body = support::events::jsonl(&signup("p0"));
+    let r = try_http(
+        port,
+        "POST",
+        "/v1/events",
+        &[
+            ("Authorization", &bearer(INGEST)),
+            ("Content-Type", "application/x-ndjson"),
+        ],
+        body.as_bytes(),
+    )
+    .expect("post events");
+    assert_eq!(r.status, 202, "{}", r.text);
+    let dir = repo.join(".sluice/outbox/maildir/new");
+    let raw = wait_for(Duration::from_secs(10), "the welcome email", || {
+        let entry = std::fs::read_dir(&dir).ok()?.next()?.ok()?;
+        std::fs::read(entry.path()).ok()
+    });
+    let mail = mail_parser::MessageParser::default()
+        .parse(&raw)
+        .expect("parses as RFC 5322");
+    let list = mail
+        .header_raw("List-Unsubscribe")
+        .expect("List-Unsubscribe on marketing")
+        .trim();
+    let link = list
+        .strip_prefix('<')
+        .and_then(|l| l.strip_suffix('>'))
+        .unwrap_or_else(|| panic!("not <url>: {list}"));
+    let prefix = format!("http://127.0.0.1:{port}/v1/unsubscribe/");
+    assert!(link.starts_with(&prefix), "{link}");
+    let r = try_http(
+        port,
+        "POST",
+        &link[prefix.len() - "/v1/unsubscribe/".len()..],
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"List-Unsubscribe=One-Click",
+    )
+    .expect("one-click unsubscribe");
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // Commands that find the store held ask this engine where it listens,
+    // not at the Project's `api.listen`.
+    let asking = format!("asking it at http://127.0.0.1:{port}");
+    for args in [
+        vec!["inspect", "user", "p0", "--format", "json"],
+        vec!["history", "--dir", "REPO", "--format", "json"],
+    ] {
+        let args: Vec<&str> = args
+            .into_iter()
+            .map(|a| {
+                if a == "REPO" {
+                    support::fixture::utf8(&repo)
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let mut cmd = support::cli::sluice();
+        cmd.args(&args)
+            .current_dir(&repo)
+            .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN);
+        let o = support::cli::output(&mut cmd);
+        let (out, err) = (support::cli::stdout(&o), support::cli::stderr(&o));
+        assert!(o.status.success(), "{args:?}: {out}{err}");
+        assert!(err.contains(&asking), "{args:?}: {err}");
+        let doc: Value = serde_json::from_str(&out).expect("json");
+        if args[0] == "inspect" {
+            assert_eq!(
+                doc["profile"]["subscriptions"]["marketing"],
+                json!(false),
+                "{doc}"
+            );
+        }
+    }
+    drop(child);
+}

@@ -74,7 +74,8 @@ impl Target {
         match open_store(&store, config) {
             Ok(e) => Ok(Target::Store(Box::new(e))),
             Err(Opened::Locked) => {
-                let t = Target::server(dir, None, place)?;
+                let running = engine::service::client::running_server(&store);
+                let t = Target::server(dir, running.as_deref(), place)?;
                 if let Target::Server(c) = &t {
                     eprintln!(
                         "{} is in use by `sluice run`; asking it at {}",
@@ -269,12 +270,19 @@ pub struct Rerollout {
 }
 
 impl Deployed {
-    /// The journeys of `head` whose version their rollout does not run.
+    /// The journeys of `head` unchanged from the deployed config (the same
+    /// version) whose version their rollout does not run. A journey whose
+    /// version changed is an update of the plan, not a rollout again.
     pub fn rerollouts(&self, head: &Side) -> Vec<Rerollout> {
         head.config
             .journeys
             .iter()
             .filter_map(|j| {
+                self.side
+                    .config
+                    .journeys
+                    .iter()
+                    .find(|b| b.id == j.id && b.version == j.version)?;
                 let (stable, canary) = *self.running.get(&j.id)?;
                 (stable != j.version && canary != Some(j.version)).then(|| Rerollout {
                     journey: j.id.clone(),

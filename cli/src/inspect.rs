@@ -59,8 +59,9 @@ impl Source {
     }
 
     /// Runs `direct` on the store when no engine holds it, else `api`
-    /// through the server (`--server`, `SLUICE_SERVER`, or the Project's
-    /// listen address when `run` holds the store).
+    /// through the server (`--server`, `SLUICE_SERVER`, or, when `run`
+    /// holds the store, the address it wrote there, else the Project's
+    /// listen address).
     pub fn with<T>(
         &self,
         direct: impl FnOnce(&Arc<journeys::Config>, &Path) -> Result<T, client::Error>,
@@ -86,7 +87,7 @@ impl Source {
         match direct(&config, &store) {
             Ok(t) => Ok((t, Via::Store)),
             Err(e) if e.is_locked() => {
-                let c = self.client(None)?;
+                let c = self.client(client::running_server(&store).as_deref())?;
                 eprintln!(
                     "{} is in use by `sluice run`; asking it at {}",
                     store.display(),

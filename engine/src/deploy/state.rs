@@ -418,12 +418,17 @@ pub struct Rerollout {
     pub version: u32,
 }
 
-/// Journeys of `head` whose version is neither the stable nor the canary
-/// version their rollout runs.
-pub fn rerollouts(d: &Deployed, head: &Config) -> Vec<Rerollout> {
+/// Journeys of `head` unchanged from the deployed config (`base`: the
+/// same version) whose version is neither the stable nor the canary
+/// version their rollout runs. A journey whose version changed is an
+/// update of the plan, not a rollout again.
+pub fn rerollouts(d: &Deployed, base: &Config, head: &Config) -> Vec<Rerollout> {
     head.journeys
         .iter()
         .filter_map(|j| {
+            base.journeys
+                .iter()
+                .find(|b| b.id == j.id && b.version == j.version)?;
             let r = d.journeys.get(&j.id).filter(|r| !r.deleted)?;
             let canary = r.canary.as_ref().map(|c| c.pin.version);
             (r.stable.version != j.version && canary != Some(j.version)).then(|| Rerollout {
@@ -552,7 +557,7 @@ pub fn prepare_apply(
         });
     }
     let rerolled = current
-        .map(|d| rerollouts(d, &head.config))
+        .map(|d| rerollouts(d, &base.config, &head.config))
         .unwrap_or_default();
     if plan.is_empty() && rerolled.is_empty() {
         return Ok(Prepared {

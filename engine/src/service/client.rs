@@ -114,6 +114,20 @@ pub struct Target {
     pub token: String,
 }
 
+/// The file in a store directory where `sluice run` writes the URL it
+/// serves on, so a command that finds the store held asks that engine (its
+/// `--listen` may differ from the Project's `api.listen`).
+pub const SERVER_FILE: &str = "SERVER";
+
+/// The URL the `sluice run` holding `store` serves on, as it wrote it at
+/// start-up; `None` when it wrote none (or something that is not a URL).
+pub fn running_server(store: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(store.join(SERVER_FILE)).ok()?;
+    let url = text.trim();
+    (url.len() <= 256 && (url.starts_with("http://") || url.starts_with("https://")))
+        .then(|| url.to_owned())
+}
+
 /// The server: `--server`, else `SLUICE_SERVER`, else the Project's listen
 /// address. `project` is asked only when needed.
 pub fn server_url<E>(

@@ -117,6 +117,11 @@ pub fn credentials_path(dir: &Path) -> PathBuf {
     dir.join(".sluice/credentials")
 }
 
+/// The variable holding the Segment webhook secret when the Project names
+/// none (RUN.md §1's `api.segment_secret_env`, default shown there). Unset:
+/// no signature is accepted.
+pub const DEFAULT_SEGMENT_SECRET_ENV: &str = "SEGMENT_WEBHOOK_SECRET";
+
 /// The tokens: from the Project's env vars, else from
 /// `.sluice/credentials` (written by an earlier run), else generated and
 /// written there (0600). Returns the path when the file was written.
@@ -160,11 +165,11 @@ pub fn resolve_tokens(
     } else {
         None
     };
-    let segment_secret = api
+    let segment_secret = env(api
         .segment_secret_env
         .as_deref()
-        .and_then(env)
-        .filter(|v| !v.is_empty());
+        .unwrap_or(DEFAULT_SEGMENT_SECRET_ENV))
+    .filter(|v| !v.is_empty());
     Ok((
         Tokens {
             ingest,
@@ -245,12 +250,22 @@ impl Sink for LogSink {
 /// Who deploys: `explicit` (`--actor`), else `$SLUICE_ACTOR`, else the OS
 /// user.
 pub fn actor(explicit: Option<&str>) -> String {
+    actor_from(explicit, &|name| std::env::var(name).ok())
+}
+
+/// [`actor`] with the environment given: the first of `explicit`,
+/// `SLUICE_ACTOR`, `USER`, `LOGNAME` that is not blank (an empty
+/// `SLUICE_ACTOR` falls through to the OS user).
+fn actor_from(explicit: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> String {
     explicit
         .map(str::to_owned)
-        .or_else(|| std::env::var("SLUICE_ACTOR").ok())
-        .or_else(|| std::env::var("USER").ok())
-        .or_else(|| std::env::var("LOGNAME").ok())
-        .filter(|a| !a.trim().is_empty())
+        .into_iter()
+        .chain(
+            ["SLUICE_ACTOR", "USER", "LOGNAME"]
+                .into_iter()
+                .filter_map(env),
+        )
+        .find(|a| !a.trim().is_empty())
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -344,12 +359,27 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
     let config = deploy_at_start(&mut engine, &options, clock.now_millis(), say)?;
     metrics.declare(&config);
     let secret = unsubscribe_secret(&options.store)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Runtime(e.to_string()))?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&options.listen))
+        .map_err(|e| RunError::Listen {
+            addr: options.listen.clone(),
+            message: e.to_string(),
+        })?;
+    // The address bound, not the one asked for: `--listen 127.0.0.1:0`
+    // serves (and links to) the port the OS picked.
+    let listening = listener
+        .local_addr()
+        .map_or_else(|_| options.listen.clone(), |a| a.to_string());
     let public_url = config
         .project
         .api
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{}", options.listen));
+        .unwrap_or_else(|| format!("http://{listening}"));
     engine.set_unsubscribe_base(format!("{public_url}/v1/unsubscribe"));
     let signer = Arc::new(UnsubscribeSigner::for_config(&public_url, &secret, &config));
     let providers = Arc::new(Providers::from_project(
@@ -360,19 +390,9 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
     )?);
     engine.set_signer(Arc::clone(&signer));
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Runtime(e.to_string()))?;
     // An unreachable SMTP server is said now, naming it, not at the
     // first send.
     rt.block_on(providers.ready())?;
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(&options.listen))
-        .map_err(|e| RunError::Listen {
-            addr: options.listen.clone(),
-            message: e.to_string(),
-        })?;
     let (handle, rx) = super::channel();
     let (outlet, busy) = workers::spawn_with(
         rt.handle(),
@@ -402,7 +422,15 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
             Ok(())
         })
         .map_err(|e| RunError::Failed(format!("cannot start the writer thread: {e}")))?;
-    say(&format!("listening on http://{}", options.listen));
+    say(&format!("listening on http://{listening}"));
+    // Where commands that find the store held ask this engine.
+    let server_file = options.store.join(super::client::SERVER_FILE);
+    if let Err(e) = std::fs::write(&server_file, format!("http://{listening}\n")) {
+        say(&format!(
+            "warning: cannot write {}: {e}; commands on this store need --server",
+            server_file.display()
+        ));
+    }
 
     let app = api::router_with(
         Arc::new(handle.clone()),
@@ -439,6 +467,14 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
         Err(_) => return Err(RunError::Failed("the writer thread panicked".into())),
     }
     rt.shutdown_timeout(Duration::from_secs(1));
+    match std::fs::remove_file(&server_file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => say(&format!(
+            "warning: cannot remove {}: {e}",
+            server_file.display()
+        )),
+    }
     say("stopped");
     Ok(())
 }
@@ -458,5 +494,56 @@ pub(crate) async fn shutdown_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(api: &str) -> Config {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(
+            dir.path().join("sluice.yaml"),
+            format!("apiVersion: sluice/v1\nkind: Project\nid: t\n{api}"),
+        )
+        .expect("write");
+        journeys::load(dir.path()).unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    #[test]
+    fn the_actor_is_the_first_of_flag_sluice_actor_and_os_user_not_blank() {
+        let env = |name: &str| match name {
+            "SLUICE_ACTOR" => Some(String::new()),
+            "USER" => Some("ana".to_owned()),
+            _ => None,
+        };
+        assert_eq!(actor_from(Some("ci"), &env), "ci");
+        assert_eq!(actor_from(Some(" "), &env), "ana");
+        assert_eq!(actor_from(None, &env), "ana", "an empty SLUICE_ACTOR");
+        let set = |name: &str| (name == "SLUICE_ACTOR").then(|| "bot".to_owned());
+        assert_eq!(actor_from(None, &set), "bot");
+        assert_eq!(actor_from(None, &|_: &str| None), "unknown");
+    }
+
+    #[test]
+    fn the_segment_secret_comes_from_segment_webhook_secret_unless_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let env = |name: &str| match name {
+            "SEGMENT_WEBHOOK_SECRET" => Some("default-secret".to_owned()),
+            "MY_SEGMENT_SECRET" => Some("named-secret".to_owned()),
+            _ => Some(format!("token-of-{name}")),
+        };
+        let (tokens, _) = resolve_tokens(&config(""), dir.path(), &env).expect("tokens");
+        assert_eq!(tokens.segment_secret.as_deref(), Some("default-secret"));
+        let named = config("api:\n  segment_secret_env: MY_SEGMENT_SECRET\n");
+        let (tokens, _) = resolve_tokens(&named, dir.path(), &env).expect("tokens");
+        assert_eq!(tokens.segment_secret.as_deref(), Some("named-secret"));
+        let unset = |name: &str| (name != "SEGMENT_WEBHOOK_SECRET").then(|| format!("t-{name}"));
+        let (tokens, _) = resolve_tokens(&config(""), dir.path(), &unset).expect("tokens");
+        assert_eq!(
+            tokens.segment_secret, None,
+            "no secret: no signature accepted"
+        );
     }
 }
