@@ -544,8 +544,6 @@ async fn wrong_content_type_or_encoding_is_415() {
         "application/json",
         "text/plain; charset=utf-8",
         "application/x-ndjson",
-        // `curl -d`'s default label; the body is still JSON.
-        "application/x-www-form-urlencoded",
     ] {
         let (status, _) = answer(
             s.post("/v1/events", INGEST)

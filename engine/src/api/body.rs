@@ -14,19 +14,14 @@ use http_body_util::BodyExt;
 use super::error::Error;
 
 /// The content types ingest routes take (or none at all).
-const TEXT_TYPES: [&str; 5] = [
+const TEXT_TYPES: [&str; 4] = [
     "application/json",
     "application/x-ndjson",
     "application/jsonl",
     "text/plain",
-    // What `curl -d` sends unless told otherwise: RUN.md names no content
-    // type, so a JSON body labelled this way is read as JSON all the same
-    // (the body is never form-decoded).
-    "application/x-www-form-urlencoded",
 ];
 
-/// Refuses a content type other than JSON, JSON lines, text, or the form
-/// type `curl -d` labels any body with.
+/// Refuses a content type other than JSON, JSON lines or text.
 pub(crate) fn check_text(headers: &HeaderMap) -> Result<(), Error> {
     let Some(value) = headers.get(CONTENT_TYPE) else {
         return Ok(());
