@@ -76,13 +76,25 @@ pub fn next_local_time(now: Millis, tz: Tz, time: TimeOfDay, days: &[Weekday]) -
     now
 }
 
+/// Local firings [`next_cron`] looks at before giving up: enough to step
+/// over a repeated hour of an every-second schedule.
+const CRON_CANDIDATES: usize = 10_000;
+
 /// The next firing of `schedule`, strictly after `now`, read in `tz`.
+///
+/// The schedule is walked in local wall-clock time and each firing placed
+/// like a `wait_until` time ([`local_to_utc`]): a firing whose local time a
+/// daylight-saving gap skips fires at the first instant after the gap (a
+/// weekly 02:30 in Berlin fires at 03:00 CEST on 2026-03-29 rather than not
+/// at all), and one whose local time the clocks repeat fires once, at its
+/// first occurrence.
 pub fn next_cron(schedule: &cron::Schedule, tz: Tz, now: Millis) -> Option<Millis> {
-    let after = from_millis(now).with_timezone(&tz);
+    let wall = from_millis(now).with_timezone(&tz).naive_local().and_utc();
     schedule
-        .after(&after)
-        .next()
-        .map(|t| to_millis(t.with_timezone(&chrono::Utc)))
+        .after(&wall)
+        .take(CRON_CANDIDATES)
+        .filter_map(|local| local_to_utc(tz, local.naive_utc()))
+        .find(|&at| at > now)
 }
 
 #[cfg(test)]
@@ -165,10 +177,42 @@ mod tests {
         assert_eq!(next(zone("Europe/Berlin")), "2026-03-02T08:00:00Z");
         assert_eq!(next(zone("America/New_York")), "2026-03-02T14:00:00Z");
         assert_eq!(next(zone("Asia/Tokyo")), "2026-03-09T00:00:00Z");
+        assert_eq!(
+            format_ts(
+                next_cron(&s, zone("Europe/Berlin"), ms("2026-03-02T08:00:00Z")).expect("fires")
+            ),
+            "2026-03-09T08:00:00Z",
+            "strictly after now"
+        );
         let profile = serde_json::json!({"timezone": "Nowhere/Else"});
         assert_eq!(
             user_zone(&profile, zone("Europe/Berlin")),
             zone("Europe/Berlin")
         );
+    }
+
+    #[test]
+    fn cron_across_daylight_saving_changes() {
+        let s = journeys::scalar::parse_cron("0 30 2 * * Sun *").expect("cron");
+        let berlin: Tz = "Europe/Berlin".parse().expect("tz");
+        let ny: Tz = "America/New_York".parse().expect("tz");
+        let next = |tz, now: &str| format_ts(next_cron(&s, tz, ms(now)).expect("fires"));
+        // Spring forward: 02:30 does not exist that Sunday; the firing comes
+        // at the first instant after the gap, 03:00 CEST / 03:00 EDT.
+        assert_eq!(next(berlin, "2026-03-22T01:30:00Z"), "2026-03-29T01:00:00Z");
+        assert_eq!(next(berlin, "2026-03-29T01:00:00Z"), "2026-04-05T00:30:00Z");
+        assert_eq!(next(ny, "2026-03-01T07:30:00Z"), "2026-03-08T07:00:00Z");
+        assert_eq!(next(ny, "2026-03-08T07:00:00Z"), "2026-03-15T06:30:00Z");
+        // Fall back: 02:30 happens twice; it fires once, the first time.
+        assert_eq!(next(berlin, "2026-10-18T00:30:00Z"), "2026-10-25T00:30:00Z");
+        assert_eq!(next(berlin, "2026-10-25T00:30:00Z"), "2026-11-01T01:30:00Z");
+        assert_eq!(next(berlin, "2026-10-25T01:10:00Z"), "2026-11-01T01:30:00Z");
+        // An hourly schedule steps over the repeated hour without firing twice
+        // and through the skipped one.
+        let hourly = journeys::scalar::parse_cron("0 0 * * * * *").expect("cron");
+        let fire = |now: &str| format_ts(next_cron(&hourly, berlin, ms(now)).expect("fires"));
+        assert_eq!(fire("2026-10-25T00:00:00Z"), "2026-10-25T02:00:00Z");
+        assert_eq!(fire("2026-03-29T00:00:00Z"), "2026-03-29T01:00:00Z");
+        assert_eq!(fire("2026-03-29T01:00:00Z"), "2026-03-29T02:00:00Z");
     }
 }
