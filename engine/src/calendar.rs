@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 
 use journeys::scalar::{TimeOfDay, Zone};
 
-use crate::clock::{from_millis, to_millis, Millis};
+use crate::clock::{from_millis, Millis};
 use crate::store::profile::Profile;
 
 /// The zone of a profile: its `timezone` attribute when that is a valid
@@ -100,7 +100,7 @@ pub fn next_cron(schedule: &cron::Schedule, tz: Tz, now: Millis) -> Option<Milli
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::format_ts;
+    use crate::clock::{format_ts, to_millis};
 
     fn ms(s: &str) -> Millis {
         to_millis(
