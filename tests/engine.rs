@@ -292,6 +292,52 @@ fn schedules_fire_in_each_users_zone_and_for_every_known_user() {
 }
 
 #[test]
+fn schedule_fires_across_daylight_saving_changes() {
+    // 02:30 on Sundays, local: New York skips 02:30 on 2026-03-08, Berlin on
+    // 2026-03-29 (it fires at 03:00, the first instant after the gap), and
+    // Berlin has it twice on 2026-10-25 (it fires once, the first time).
+    let lines = simulate_fixture(
+        "schedule-dst",
+        &["--until", "2026-11-02T00:00:00Z", "--only", "sends"],
+    );
+    let got: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {}",
+                l["at"].as_str().unwrap_or(""),
+                l["user"].as_str().unwrap_or("")
+            )
+        })
+        .filter(|l| {
+            [
+                "2026-03-0",
+                "2026-03-1",
+                "2026-03-2",
+                "2026-10-2",
+                "2026-11-0",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
+        .collect();
+    let expected = [
+        "2026-03-01T07:30:00Z n",
+        "2026-03-08T07:00:00Z n",
+        "2026-03-15T06:30:00Z n",
+        "2026-03-22T01:30:00Z b",
+        "2026-03-22T06:30:00Z n",
+        "2026-03-29T01:00:00Z b",
+        "2026-03-29T06:30:00Z n",
+        "2026-10-25T00:30:00Z b",
+        "2026-10-25T06:30:00Z n",
+        "2026-11-01T01:30:00Z b",
+        "2026-11-01T07:30:00Z n",
+    ];
+    assert_eq!(got, expected);
+}
+
+#[test]
 fn a_missing_variable_fails_the_message_with_its_name() {
     let lines = simulate_fixture("missing-variable-dead-letter", &["--only", "sends"]);
     assert_eq!(lines.len(), 2);
