@@ -192,6 +192,30 @@ fn wait_until_is_exact_across_daylight_saving_changes() {
 }
 
 #[test]
+fn wait_until_a_repeated_local_time_resumes_at_the_next_occurrence() {
+    // Entered at the first 02:10 (CEST), the second 02:10 (CET) and 02:31
+    // CET: the clock next reads 02:30 at 00:30Z, at 01:30Z, and the next day.
+    let lines = simulate_fixture("wait-until-repeated-hour", &["--only", "sends"]);
+    let at: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["user"].as_str().expect("user"),
+                l["at"].as_str().expect("at"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        at,
+        [
+            ("first", "2026-10-25T00:30:00Z"),
+            ("between", "2026-10-25T01:30:00Z"),
+            ("after", "2026-10-26T01:30:00Z")
+        ]
+    );
+}
+
+#[test]
 fn update_feeds_branch_and_split_is_deterministic_per_user() {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut events = Vec::new();

@@ -54,7 +54,8 @@ pub fn local_to_utc(tz: Tz, local: NaiveDateTime) -> Option<Millis> {
 /// The first instant at or after `now` whose local time in `tz` is `time`,
 /// on one of `days` (any day when empty). Correct across daylight-saving
 /// changes: the next 08:00 in New York after 2026-03-07 23:00 local is
-/// 2026-03-08T12:00Z.
+/// 2026-03-08T12:00Z. A time the clocks repeat is its first occurrence,
+/// or its second when `now` lies between the two.
 pub fn next_local_time(now: Millis, tz: Tz, time: TimeOfDay, days: &[Weekday]) -> Millis {
     let local_now = from_millis(now).with_timezone(&tz);
     let today = local_now.date_naive();
@@ -66,7 +67,14 @@ pub fn next_local_time(now: Millis, tz: Tz, time: TimeOfDay, days: &[Weekday]) -
             continue;
         }
         let local = date.and_time(time.to_naive());
-        if let Some(at) = local_to_utc(tz, local) {
+        let at = match tz.from_local_datetime(&local) {
+            LocalResult::Ambiguous(a, b) => {
+                let (first, second) = (a.min(b).timestamp_millis(), a.max(b).timestamp_millis());
+                Some(if first >= now { first } else { second })
+            }
+            _ => local_to_utc(tz, local),
+        };
+        if let Some(at) = at {
             if at >= now {
                 return at;
             }
@@ -144,6 +152,29 @@ mod tests {
             &[],
         );
         assert_eq!(format_ts(at), "2026-10-25T00:30:00Z");
+        // Between the two 02:30s (02:10 CET, the second 02:10): the next time
+        // the clock reads 02:30 is 20 minutes later, not the next day.
+        let at = next_local_time(
+            ms("2026-10-25T01:10:00Z"),
+            berlin,
+            TimeOfDay {
+                hour: 2,
+                minute: 30,
+            },
+            &[],
+        );
+        assert_eq!(format_ts(at), "2026-10-25T01:30:00Z");
+        // After both, the next day.
+        let at = next_local_time(
+            ms("2026-10-25T01:31:00Z"),
+            berlin,
+            TimeOfDay {
+                hour: 2,
+                minute: 30,
+            },
+            &[],
+        );
+        assert_eq!(format_ts(at), "2026-10-26T01:30:00Z");
     }
 
     #[test]
