@@ -192,6 +192,14 @@ fn wait_until_is_exact_across_daylight_saving_changes() {
 }
 
 #[test]
+fn update_to_null_removes_the_attribute() {
+    let lines = simulate_fixture("update-null", &["--only", "sends"]);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["outcome"], "failed", "{lines:?}");
+    assert_eq!(lines[0]["reason"], "missing_variable:user.coupon");
+}
+
+#[test]
 fn wait_until_a_repeated_local_time_resumes_at_the_next_occurrence() {
     // Entered at the first 02:10 (CEST), the second 02:10 (CET) and 02:31
     // CET: the clock next reads 02:30 at 00:30Z, at 01:30Z, and the next day.

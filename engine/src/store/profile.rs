@@ -85,8 +85,9 @@ pub fn merge(profile: &mut Val, traits: &Map<String, Value>) -> bool {
 }
 
 /// Sets one attribute by dotted path (`onboarding_stage`, `prefs.lang`),
-/// creating objects on the way. Setting a different `email` clears
-/// `email_status`. Returns whether anything changed.
+/// creating objects on the way; a `null` removes it, as in `identify`.
+/// Setting a different `email` clears `email_status`. Returns whether
+/// anything changed.
 pub fn set(profile: &mut Val, path: &str, value: Value) -> bool {
     let path = path.strip_prefix("user.").unwrap_or(path);
     if path == "id" || path.is_empty() {
@@ -104,6 +105,9 @@ pub fn set(profile: &mut Val, path: &str, value: Value) -> bool {
 }
 
 fn set_path(profile: &mut Val, path: &str, value: Value) -> bool {
+    if value.is_null() {
+        return remove_path(profile, path);
+    }
     let mut keys = path.split('.').peekable();
     let mut cur = profile;
     while let Some(k) = keys.next() {
@@ -121,6 +125,25 @@ fn set_path(profile: &mut Val, path: &str, value: Value) -> bool {
             return true;
         }
         cur = obj.entry_or_insert_with(k, Val::object);
+    }
+    false
+}
+
+/// Removes the attribute at a dotted path; creates nothing on the way.
+fn remove_path(profile: &mut Val, path: &str) -> bool {
+    let mut keys = path.split('.').peekable();
+    let mut cur = profile;
+    while let Some(k) = keys.next() {
+        let Some(obj) = cur.as_object_mut() else {
+            return false;
+        };
+        if keys.peek().is_none() {
+            return obj.remove(k).is_some();
+        }
+        let Some(next) = obj.get_mut(k) else {
+            return false;
+        };
+        cur = next;
     }
     false
 }
@@ -198,6 +221,14 @@ mod tests {
         assert!(set(&mut p, "user.prefs.lang", json!("de")));
         assert_eq!(p["prefs"]["lang"], "de");
         assert!(!set(&mut p, "prefs.lang", json!("de")));
+        // A null removes, as in `identify`, and creates nothing on the way.
+        assert!(set(&mut p, "user.prefs.lang", Value::Null));
+        assert!(p["prefs"].get("lang").is_none());
+        assert!(!set(&mut p, "prefs.lang", Value::Null));
+        assert!(!set(&mut p, "other.deep", Value::Null));
+        assert!(p.get("other").is_none());
+        assert!(set(&mut p, "prefs", Value::Null));
+        assert!(p.get("prefs").is_none());
     }
 
     #[test]
