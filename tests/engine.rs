@@ -192,6 +192,21 @@ fn wait_until_is_exact_across_daylight_saving_changes() {
 }
 
 #[test]
+fn a_branch_default_arm_written_first_is_still_the_fallback() {
+    let lines = simulate_fixture("branch-default-first", &["--only", "sends"]);
+    let steps: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["user"].as_str().expect("user"),
+                l["step"].as_str().expect("step"),
+            )
+        })
+        .collect();
+    assert_eq!(steps, [("p", "pro"), ("f", "free"), ("o", "everyone")]);
+}
+
+#[test]
 fn update_to_null_removes_the_attribute() {
     let lines = simulate_fixture("update-null", &["--only", "sends"]);
     assert_eq!(lines.len(), 1, "{lines:?}");

@@ -279,7 +279,8 @@ pub enum Action {
         on_timeout: Next,
     },
     /// The first arm whose condition holds (an arm without one always
-    /// holds); `otherwise` when none does.
+    /// holds; the compiler puts the default arm last, wherever it was
+    /// written); `otherwise` when none does.
     Branch {
         arms: Vec<(Option<Condition>, Next)>,
         otherwise: Next,

@@ -655,6 +655,9 @@ fn step(b: &mut Builder<'_, '_, '_>, index: usize, s: &Spanned<model::Step>) -> 
             };
             out.push((when, target));
         }
+        // The default arm is the fallback wherever it is listed: taken only
+        // when no arm with a `when` holds (a stable sort keeps their order).
+        out.sort_by_key(|(when, _)| when.is_none());
         Action::Branch {
             arms: out,
             otherwise: next,
