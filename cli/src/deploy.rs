@@ -545,9 +545,6 @@ pub struct JourneyArgs {
     /// The config repository (for the Project: store, server, token).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
-    /// Promote even while a guard is broken.
-    #[arg(long)]
-    pub force: bool,
     /// Who does it (default: `SLUICE_ACTOR`, else the OS user).
     #[arg(long)]
     pub actor: Option<String>,
@@ -555,6 +552,16 @@ pub struct JourneyArgs {
     pub place: Place,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+}
+
+/// `promote`'s arguments: a journey's, and `--force` (`rollback` has none).
+#[derive(clap::Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub journey: JourneyArgs,
+    /// Promote even while a guard is broken.
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn print_audit(v: &Value, format: Format) {
@@ -629,10 +636,14 @@ fn pct(v: &Value) -> String {
     }
 }
 
-pub fn promote(args: JourneyArgs) -> miette::Result<ExitCode> {
+pub fn promote(args: PromoteArgs) -> miette::Result<ExitCode> {
+    let PromoteArgs {
+        journey: args,
+        force,
+    } = args;
     let req = AdminRequest::Promote {
         journey: args.journey.clone(),
-        force: args.force,
+        force,
         actor: engine::service::run::actor(args.actor.as_deref()),
     };
     audited(&args, req)
