@@ -200,3 +200,20 @@ fn force_belongs_to_promote_not_to_rollback() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("unexpected argument '--force'"), "{stderr}");
 }
+
+#[test]
+fn a_store_without_its_config_asks_for_the_config_not_for_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let nowhere = tmp.path().join("no-such-repo");
+    let store = tmp.path().join("store");
+    let (code, _, stderr) =
+        sluice_out(&["history", "--store", utf8(&store), "--dir", utf8(&nowhere)]);
+    let stderr = flat(&stderr);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("name the config repository"), "{stderr}");
+    assert!(
+        !stderr.contains("pass --store"),
+        "--store was given: {stderr}"
+    );
+    no_os_error(&stderr);
+}

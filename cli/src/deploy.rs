@@ -62,10 +62,17 @@ impl Target {
             return Target::server(dir, Some(&url), place);
         }
         let Some(config) = crate::load_config(dir) else {
-            return Err(miette!(
-                "cannot read the config in {}; pass --store or --server",
-                dir.display()
-            ));
+            return Err(match place.store {
+                // The store is opened with the config beside it.
+                Some(_) => miette!(
+                    "cannot read the config in {}, which a store is opened with: name the config repository (DIR, or --dir), or pass --server",
+                    dir.display()
+                ),
+                None => miette!(
+                    "cannot read the config in {}; pass --store or --server",
+                    dir.display()
+                ),
+            });
         };
         let store = place
             .store
