@@ -109,8 +109,36 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         PlanFormat::Human if !rerolled.is_empty() => format!(
             "{}{}",
             crate::deploy::rerollout_lines(&rerolled),
-            human(&plan, &base, &head)
+            if plan.is_empty() {
+                // Not "No changes": the exit code is 2 and apply does something.
+                format!(
+                    "\nPlan: {}; {} to roll out again.\n",
+                    summary(&plan),
+                    rerolled.len()
+                )
+            } else {
+                human(&plan, &base, &head)
+            }
         ),
+        PlanFormat::Markdown if !rerolled.is_empty() => {
+            let list: String = rerolled
+                .iter()
+                .map(|r| {
+                    format!(
+                        "- `~` roll out Journey `{}` v{} again (new entries run v{} since a rollback)\n",
+                        r.journey, r.version, r.running
+                    )
+                })
+                .collect();
+            if plan.is_empty() {
+                format!(
+                    "{MARKER}\n### sluice plan: {} to roll out again\n\n{list}",
+                    rerolled.len()
+                )
+            } else {
+                format!("{}\n{list}", markdown(&plan, &base, &head))
+            }
+        }
         PlanFormat::Human => human(&plan, &base, &head),
         PlanFormat::Markdown => markdown(&plan, &base, &head),
     };
