@@ -9,6 +9,7 @@ mod support;
 
 use std::net::TcpListener;
 
+use support::cli::stderr as stderr_of;
 use support::cli::{output, sluice, sluice_out, stderr};
 use support::fixture::{copy_dir, shop, utf8};
 
@@ -216,4 +217,35 @@ fn a_store_without_its_config_asks_for_the_config_not_for_store() {
         "--store was given: {stderr}"
     );
     no_os_error(&stderr);
+}
+
+#[test]
+fn graph_without_a_journey_asks_for_one_and_lists_them() {
+    let shop = shop();
+    let (code, stdout, stderr) = sluice_out(&["graph", utf8(&shop)]);
+    // miette wraps long lines at hyphens too (`wt-` / `name`).
+    let stderr = flat(&stderr).replace("- ", "-");
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "name the journey to draw: `sluice graph {} JOURNEY`",
+            shop.display()
+        )),
+        "{stderr}"
+    );
+    // miette wraps the help at hyphens: `cart-` / `abandonment`.
+    assert!(
+        stderr.replace("- ", "-").contains("cart-abandonment"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("no journey `"), "{stderr}");
+    // No argument at all, in the repository: the same question.
+    let out = output(sluice().arg("graph").current_dir(&shop));
+    let stderr = flat(&stderr_of(&out));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("name the journey to draw"), "{stderr}");
+    assert!(
+        stderr.replace("- ", "-").contains("welcome-series"),
+        "{stderr}"
+    );
 }
