@@ -249,3 +249,19 @@ fn graph_without_a_journey_asks_for_one_and_lists_them() {
         "{stderr}"
     );
 }
+
+#[test]
+fn validate_says_whether_the_repository_is_missing_or_a_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let missing = tmp.path().join("exmaples");
+    let (code, _, stderr) = sluice_out(&["validate", utf8(&missing)]);
+    let stderr = flat(&stderr);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("file_not_found"), "{stderr}");
+    assert!(stderr.contains("no such directory"), "{stderr}");
+    let file = shop().join("sluice.yaml");
+    let (code, _, stderr) = sluice_out(&["validate", utf8(&file)]);
+    let stderr = flat(&stderr);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("is a file, not a directory"), "{stderr}");
+}
