@@ -265,3 +265,17 @@ fn validate_says_whether_the_repository_is_missing_or_a_file() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("is a file, not a directory"), "{stderr}");
 }
+
+#[test]
+fn schemas_into_a_place_that_cannot_be_created_names_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "").expect("write");
+    // A directory below a regular file cannot be created.
+    let target = file.join("schemas");
+    let (code, _, stderr) = sluice_out(&["schemas", utf8(&target)]);
+    let stderr = flat(&stderr);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot write schemas to"), "{stderr}");
+    no_os_error(&stderr);
+}

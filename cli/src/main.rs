@@ -146,7 +146,13 @@ fn main() -> ExitCode {
                 println!("wrote schemas to {}", dir.display());
                 ExitCode::SUCCESS
             })
-            .map_err(|e| miette::miette!("cannot write schemas to `{}`: {e}", dir.display())),
+            .map_err(|e| {
+                miette::miette!(
+                    "cannot write schemas to `{}`: {}",
+                    dir.display(),
+                    input_file::reason(&e)
+                )
+            }),
     };
     match result {
         Ok(code) => code,
