@@ -279,3 +279,26 @@ fn schemas_into_a_place_that_cannot_be_created_names_it() {
     assert!(stderr.contains("cannot write schemas to"), "{stderr}");
     no_os_error(&stderr);
 }
+
+#[test]
+fn a_store_path_that_is_a_file_is_refused_in_words() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("store");
+    std::fs::write(&file, "not a store").expect("write");
+    let events = shop().join("events/sample.jsonl");
+    let (code, _, stderr) = sluice_out(&[
+        "simulate",
+        utf8(&shop()),
+        "--events",
+        utf8(&events),
+        "--store",
+        utf8(&file),
+    ]);
+    let stderr = flat(&stderr);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("it is a file, and a store is a directory"),
+        "{stderr}"
+    );
+    no_os_error(&stderr);
+}
