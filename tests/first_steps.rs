@@ -302,3 +302,22 @@ fn a_store_path_that_is_a_file_is_refused_in_words() {
     );
     no_os_error(&stderr);
 }
+
+#[test]
+fn inspect_on_a_store_that_does_not_exist_creates_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("stroe");
+    let (code, _, stderr) = sluice_out(&[
+        "inspect",
+        "user",
+        "ana",
+        utf8(&shop()),
+        "--store",
+        utf8(&store),
+    ]);
+    let stderr = flat(&stderr);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no store at"), "{stderr}");
+    assert!(stderr.contains("check the path"), "{stderr}");
+    assert!(!store.exists(), "inspect created {}", store.display());
+}

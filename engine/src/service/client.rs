@@ -53,7 +53,7 @@ pub enum Error {
     #[error("cannot read {path}: {message}")]
     Read { path: PathBuf, message: String },
     #[error(
-        "no store at {0} (nothing has run on it); pass --store, or --server for a running engine"
+        "no store at {0} (nothing has run on it): check the path (--store, else the Project's `store`), or pass --server for a running engine"
     )]
     NoStore(PathBuf),
     #[error(transparent)]
