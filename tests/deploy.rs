@@ -745,4 +745,13 @@ fn an_update_is_not_a_rollout_again_but_a_rolled_back_version_is() {
         "{}",
         text(&o)
     );
+    // Nothing left: against the deployed state there is no "base" to name.
+    let o = sluice(&["plan", v2p]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "No changes: the config deploys exactly what is deployed.\n",
+        "{}",
+        text(&o)
+    );
 }

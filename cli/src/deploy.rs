@@ -459,7 +459,10 @@ pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
     let rerolled = base.rerollouts(&head);
     if args.format == Format::Human {
         print!("{}", rerollout_lines(&rerolled));
-        print!("{}", crate::plan::human(&plan, &base.side, &head));
+        print!(
+            "{}",
+            crate::plan::human_against_deployed(&plan, &base.side, &head)
+        );
     }
     if plan.is_empty() && rerolled.is_empty() {
         if args.format == Format::Json {
@@ -533,7 +536,10 @@ pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
             let now = deployed(&mut target)?;
             let again = journeys::plan::plan(&now.side, &head, Some(&now.live));
             eprintln!("what apply would do now (generation {}):", now.generation);
-            eprint!("{}", crate::plan::human(&again, &now.side, &head));
+            eprint!(
+                "{}",
+                crate::plan::human_against_deployed(&again, &now.side, &head)
+            );
             Ok(ExitCode::from(1))
         }
         Err(f) => {

@@ -139,6 +139,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                 format!("{}\n{list}", markdown(&plan, &base, &head))
             }
         }
+        PlanFormat::Human if args.base.is_none() => human_against_deployed(&plan, &base, &head),
         PlanFormat::Human => human(&plan, &base, &head),
         PlanFormat::Markdown => markdown(&plan, &base, &head),
     };
@@ -218,6 +219,15 @@ fn versions(c: &Change) -> String {
         Some((Some(a), None)) => format!("v{a}"),
         _ => String::new(),
     }
+}
+
+/// [`human`] for a plan against the deployed state (a store or a server),
+/// where there is no "base" checkout to speak of.
+pub fn human_against_deployed(plan: &Plan, base: &Side, head: &Side) -> String {
+    if plan.is_empty() {
+        return "No changes: the config deploys exactly what is deployed.\n".to_owned();
+    }
+    human(plan, base, head)
 }
 
 pub fn human(plan: &Plan, base: &Side, head: &Side) -> String {
