@@ -413,6 +413,7 @@ pub struct ApplyArgs {
     pub actor: Option<String>,
     #[command(flatten)]
     pub place: Place,
+    /// `human` (readable lines) or `json` (one JSON document).
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
@@ -563,6 +564,7 @@ pub struct JourneyArgs {
     pub actor: Option<String>,
     #[command(flatten)]
     pub place: Place,
+    /// `human` (readable lines) or `json` (one JSON document).
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
@@ -696,6 +698,7 @@ pub struct ListArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub place: Place,
+    /// `human` (readable lines) or `json` (one JSON document).
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
