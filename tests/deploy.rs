@@ -713,6 +713,23 @@ fn an_update_is_not_a_rollout_again_but_a_rolled_back_version_is() {
         "{}",
         text(&o)
     );
+    // Exit 2 and a roll-out to do: never "No changes".
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains("No changes"), "{}", text(&o));
+    assert!(
+        out.contains("Plan: 0 to create, 0 to update, 0 to delete; 1 to roll out again."),
+        "{}",
+        text(&o)
+    );
+    let o = sluice(&["plan", v2p, "--format", "markdown"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(md.starts_with("<!-- sluice-plan -->\n"), "{md}");
+    assert!(!md.contains("no changes"), "{md}");
+    assert!(
+        md.contains("roll out Journey `onboard` v2 again (new entries run v1 since a rollback)"),
+        "{md}"
+    );
     let o = sluice(&["plan", v2p, "--format", "json"]);
     assert_eq!(
         json_out(&o)["rollouts"],
@@ -725,6 +742,15 @@ fn an_update_is_not_a_rollout_again_but_a_rolled_back_version_is() {
     assert_eq!(
         json_out(&o)["rolled_out_again"],
         serde_json::json!([{"journey": "onboard", "running": 1, "version": 2}]),
+        "{}",
+        text(&o)
+    );
+    // Nothing left: against the deployed state there is no "base" to name.
+    let o = sluice(&["plan", v2p]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "No changes: the config deploys exactly what is deployed.\n",
         "{}",
         text(&o)
     );

@@ -100,3 +100,35 @@ fn a_usage_error_exits_1_and_help_exits_0() {
         assert!(!stdout.is_empty(), "sluice {args:?} prints to stdout");
     }
 }
+
+/// One mistake, one diagnostic: a journey that does not compile (here, a
+/// misspelt template) is reported at its mistake, and the JourneyTests that
+/// name it are not also reported as naming an undefined journey.
+#[test]
+fn a_broken_journey_is_not_reported_again_by_its_tests() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("shop");
+    support::fixture::copy_dir(&root().join("examples/shop"), &repo);
+    let journey = repo.join("journeys/back-in-stock.yaml");
+    let text = std::fs::read_to_string(&journey).expect("journey");
+    assert!(text.contains("template: back-in-stock }"), "{text}");
+    std::fs::write(
+        &journey,
+        text.replace("template: back-in-stock }", "template: back-in-stok }"),
+    )
+    .expect("write");
+    let (code, stdout, stderr) =
+        sluice(&["validate", repo.to_str().expect("path"), "--format", "json"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    let errors = doc["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{doc}");
+    assert_eq!(errors[0]["code"], "unknown_reference", "{doc}");
+    assert_eq!(errors[0]["file"], "journeys/back-in-stock.yaml", "{doc}");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("template `back-in-stok` is not defined")),
+        "{doc}"
+    );
+}

@@ -62,10 +62,17 @@ impl Target {
             return Target::server(dir, Some(&url), place);
         }
         let Some(config) = crate::load_config(dir) else {
-            return Err(miette!(
-                "cannot read the config in {}; pass --store or --server",
-                dir.display()
-            ));
+            return Err(match place.store {
+                // The store is opened with the config beside it.
+                Some(_) => miette!(
+                    "cannot read the config in {}, which a store is opened with: name the config repository (DIR, or --dir), or pass --server",
+                    dir.display()
+                ),
+                None => miette!(
+                    "cannot read the config in {}; pass --store or --server",
+                    dir.display()
+                ),
+            });
         };
         let store = place
             .store
@@ -406,6 +413,7 @@ pub struct ApplyArgs {
     pub actor: Option<String>,
     #[command(flatten)]
     pub place: Place,
+    /// `human` (readable lines) or `json` (one JSON document).
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
@@ -452,7 +460,10 @@ pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
     let rerolled = base.rerollouts(&head);
     if args.format == Format::Human {
         print!("{}", rerollout_lines(&rerolled));
-        print!("{}", crate::plan::human(&plan, &base.side, &head));
+        print!(
+            "{}",
+            crate::plan::human_against_deployed(&plan, &base.side, &head)
+        );
     }
     if plan.is_empty() && rerolled.is_empty() {
         if args.format == Format::Json {
@@ -526,7 +537,10 @@ pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
             let now = deployed(&mut target)?;
             let again = journeys::plan::plan(&now.side, &head, Some(&now.live));
             eprintln!("what apply would do now (generation {}):", now.generation);
-            eprint!("{}", crate::plan::human(&again, &now.side, &head));
+            eprint!(
+                "{}",
+                crate::plan::human_against_deployed(&again, &now.side, &head)
+            );
             Ok(ExitCode::from(1))
         }
         Err(f) => {
@@ -545,16 +559,24 @@ pub struct JourneyArgs {
     /// The config repository (for the Project: store, server, token).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
-    /// Promote even while a guard is broken.
-    #[arg(long)]
-    pub force: bool,
     /// Who does it (default: `SLUICE_ACTOR`, else the OS user).
     #[arg(long)]
     pub actor: Option<String>,
     #[command(flatten)]
     pub place: Place,
+    /// `human` (readable lines) or `json` (one JSON document).
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+}
+
+/// `promote`'s arguments: a journey's, and `--force` (`rollback` has none).
+#[derive(clap::Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub journey: JourneyArgs,
+    /// Promote even while a guard is broken.
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn print_audit(v: &Value, format: Format) {
@@ -629,10 +651,14 @@ fn pct(v: &Value) -> String {
     }
 }
 
-pub fn promote(args: JourneyArgs) -> miette::Result<ExitCode> {
+pub fn promote(args: PromoteArgs) -> miette::Result<ExitCode> {
+    let PromoteArgs {
+        journey: args,
+        force,
+    } = args;
     let req = AdminRequest::Promote {
         journey: args.journey.clone(),
-        force: args.force,
+        force,
         actor: engine::service::run::actor(args.actor.as_deref()),
     };
     audited(&args, req)
@@ -672,6 +698,7 @@ pub struct ListArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub place: Place,
+    /// `human` (readable lines) or `json` (one JSON document).
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }

@@ -31,6 +31,7 @@ pub enum What {
 pub struct ListArgs {
     #[command(flatten)]
     pub source: Source,
+    /// `human` (a line per dead letter) or `json` (one JSON array).
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }

@@ -17,7 +17,7 @@ pub enum GraphFormat {
 pub struct Args {
     /// `[DIR] JOURNEY`: the config repository (default `.`) and the
     /// journey's id.
-    #[arg(num_args = 1..=2, value_names = ["DIR", "JOURNEY"], required = true)]
+    #[arg(num_args = 0..=2, value_names = ["DIR", "JOURNEY"])]
     pub args: Vec<String>,
     #[arg(long, value_enum, default_value_t)]
     pub format: GraphFormat,
@@ -25,9 +25,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let (dir, id) = match args.args.as_slice() {
+        // `sluice graph examples/shop`: a repository without the journey.
+        [dir] if names_a_repository(dir) => {
+            return missing_journey(&PathBuf::from(dir), &format!("sluice graph {dir} JOURNEY"))
+        }
         [id] => (PathBuf::from("."), id.clone()),
         [dir, id] => (PathBuf::from(dir), id.clone()),
-        _ => return Err(miette::miette!("usage: sluice graph [DIR] JOURNEY")),
+        _ => return missing_journey(&PathBuf::from("."), "sluice graph [DIR] JOURNEY"),
     };
     let Some(config) = crate::load_config(&dir) else {
         return Ok(ExitCode::from(1));
@@ -52,4 +56,28 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// No journey named: say so, with the journeys of `dir` when it loads.
+fn missing_journey(dir: &std::path::Path, usage: &str) -> miette::Result<ExitCode> {
+    let Some(config) = crate::load_config(dir) else {
+        return Ok(ExitCode::from(1));
+    };
+    let known: Vec<&str> = config.journeys.iter().map(|j| j.id.as_str()).collect();
+    Err(miette::miette!(
+        help = format!("journeys in `{}`: {}", dir.display(), known.join(", ")),
+        "name the journey to draw: `{usage}`"
+    ))
+}
+
+/// Whether the only argument is a directory rather than a journey id: it
+/// is a directory, and it could not be an id (ids are
+/// `[a-z0-9][a-z0-9_-]*`) or it holds a `sluice.yaml`.
+fn names_a_repository(arg: &str) -> bool {
+    let path = std::path::Path::new(arg);
+    let id_like = arg.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    path.is_dir() && (!id_like || path.join("sluice.yaml").is_file())
 }

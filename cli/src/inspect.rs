@@ -120,6 +120,7 @@ pub struct UserArgs {
     pub id: String,
     #[command(flatten)]
     pub source: Source,
+    /// `human` (a summary) or `json` (RUN.md §5's document, the same from the store and the API).
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }

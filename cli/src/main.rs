@@ -4,6 +4,7 @@
 mod deploy;
 mod dlq;
 mod graph;
+mod input_file;
 mod inspect;
 mod lsp;
 mod plan;
@@ -73,7 +74,7 @@ enum Command {
     /// canary.
     Apply(deploy::ApplyArgs),
     /// Make a journey's canary its stable version for every new entry.
-    Promote(deploy::JourneyArgs),
+    Promote(deploy::PromoteArgs),
     /// Send a journey's new entries back to its previous version (or drop
     /// its canary); live instances stay where they are.
     Rollback(deploy::JourneyArgs),
@@ -145,7 +146,13 @@ fn main() -> ExitCode {
                 println!("wrote schemas to {}", dir.display());
                 ExitCode::SUCCESS
             })
-            .map_err(|e| miette::miette!("cannot write schemas to `{}`: {e}", dir.display())),
+            .map_err(|e| {
+                miette::miette!(
+                    "cannot write schemas to `{}`: {}",
+                    dir.display(),
+                    input_file::reason(&e)
+                )
+            }),
     };
     match result {
         Ok(code) => code,

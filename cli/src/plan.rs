@@ -109,8 +109,37 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         PlanFormat::Human if !rerolled.is_empty() => format!(
             "{}{}",
             crate::deploy::rerollout_lines(&rerolled),
-            human(&plan, &base, &head)
+            if plan.is_empty() {
+                // Not "No changes": the exit code is 2 and apply does something.
+                format!(
+                    "\nPlan: {}; {} to roll out again.\n",
+                    summary(&plan),
+                    rerolled.len()
+                )
+            } else {
+                human(&plan, &base, &head)
+            }
         ),
+        PlanFormat::Markdown if !rerolled.is_empty() => {
+            let list: String = rerolled
+                .iter()
+                .map(|r| {
+                    format!(
+                        "- `~` roll out Journey `{}` v{} again (new entries run v{} since a rollback)\n",
+                        r.journey, r.version, r.running
+                    )
+                })
+                .collect();
+            if plan.is_empty() {
+                format!(
+                    "{MARKER}\n### sluice plan: {} to roll out again\n\n{list}",
+                    rerolled.len()
+                )
+            } else {
+                format!("{}\n{list}", markdown(&plan, &base, &head))
+            }
+        }
+        PlanFormat::Human if args.base.is_none() => human_against_deployed(&plan, &base, &head),
         PlanFormat::Human => human(&plan, &base, &head),
         PlanFormat::Markdown => markdown(&plan, &base, &head),
     };
@@ -190,6 +219,15 @@ fn versions(c: &Change) -> String {
         Some((Some(a), None)) => format!("v{a}"),
         _ => String::new(),
     }
+}
+
+/// [`human`] for a plan against the deployed state (a store or a server),
+/// where there is no "base" checkout to speak of.
+pub fn human_against_deployed(plan: &Plan, base: &Side, head: &Side) -> String {
+    if plan.is_empty() {
+        return "No changes: the config deploys exactly what is deployed.\n".to_owned();
+    }
+    human(plan, base, head)
 }
 
 pub fn human(plan: &Plan, base: &Side, head: &Side) -> String {

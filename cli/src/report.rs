@@ -37,6 +37,7 @@ pub struct Args {
     /// Project's admin token variable, else `.sluice/credentials`).
     #[arg(long)]
     pub token: Option<String>,
+    /// `human` (a table) or `json` (one array, an object per journey version).
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }

@@ -75,8 +75,14 @@ pub fn target(
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let file = std::fs::File::open(&args.file)
-        .map_err(|e| miette!("cannot read {}: {e}", args.file.display()))?;
+    crate::input_file::check("the events file", &args.file).map_err(|m| miette!("{m}"))?;
+    let file = std::fs::File::open(&args.file).map_err(|e| {
+        miette!(
+            "cannot read the events file `{}`: {}",
+            args.file.display(),
+            crate::input_file::reason(&e)
+        )
+    })?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let target = target(
         &args.dir,

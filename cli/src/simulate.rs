@@ -217,10 +217,20 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
     let Some(config) = crate::load_config(&args.dir) else {
         return Ok(ExitCode::from(1));
     };
+    if args.events != Path::new("-") {
+        if let Err(message) = crate::input_file::check("the events file", &args.events) {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(1));
+        }
+    }
     let source = match EventSource::open(&args.events) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {}: {e}", args.events.display());
+            eprintln!(
+                "error: cannot read the events file `{}`: {}",
+                args.events.display(),
+                crate::input_file::reason(&e)
+            );
             return Ok(ExitCode::from(1));
         }
     };
@@ -244,6 +254,20 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    if file.is_empty() {
+        let shown = match &source.spool {
+            Some((_, shown)) => shown.clone(),
+            None => args.events.display().to_string(),
+        };
+        eprintln!(
+            "warning: the events file `{shown}` holds no events{}",
+            if args.start.is_some() {
+                ""
+            } else {
+                ": nothing to simulate (give --start and --until to run schedules without events)"
+            }
+        );
+    }
     let start = match &args.start {
         Some(s) => parse_ts("start", s)?,
         None => file.first_ts().unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
@@ -253,6 +277,11 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
             let d = journeys::scalar::parse_duration(&rel[1..])
                 .map_err(|e| miette!("--until `{rel}`: {e}"))?;
             limits::add(start, d.to_chrono()).map_err(|e| miette!("--until `{rel}` is {e}"))?
+        }
+        Some(abs) if DateTime::parse_from_rfc3339(abs).is_err() => {
+            return Err(miette!(
+                "--until `{abs}` is neither an RFC 3339 timestamp such as 2026-03-16T00:00:00Z nor `+DURATION` after the start such as +14d"
+            ))
         }
         Some(abs) => parse_ts("until", abs)?,
         None => file

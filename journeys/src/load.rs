@@ -42,9 +42,14 @@ pub fn discover_all(
     problems: &mut Vec<(PathBuf, std::io::Error)>,
 ) -> Result<Vec<PathBuf>, std::io::Error> {
     if !root.is_dir() {
+        let why = if root.exists() {
+            "is a file, not a directory: name the config repository (the directory that holds the YAML files)"
+        } else {
+            "does not exist: no such directory"
+        };
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
-            format!("`{}` is not a directory", root.display()),
+            format!("`{}` {why}", root.display()),
         ));
     }
     let mut files = Vec::new();

@@ -185,7 +185,7 @@ pub fn run(
         .block_on(tokio::net::TcpListener::bind(&options.listen))
         .map_err(|e| RunError::Listen {
             addr: options.listen.clone(),
-            message: e.to_string(),
+            message: crate::service::run::listen_failure(&e),
         })?;
 
     let (handle, rx) = crate::service::channel();

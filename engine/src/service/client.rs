@@ -53,7 +53,7 @@ pub enum Error {
     #[error("cannot read {path}: {message}")]
     Read { path: PathBuf, message: String },
     #[error(
-        "no store at {0} (nothing has run on it); pass --store, or --server for a running engine"
+        "no store at {0} (nothing has run on it): check the path (--store, else the Project's `store`), or pass --server for a running engine"
     )]
     NoStore(PathBuf),
     #[error(transparent)]
@@ -308,7 +308,7 @@ impl Client {
                 Ok(a) => return Ok(a),
                 Err(e) => Error::Unreachable {
                     url: self.target.url.clone(),
-                    message: error_chain(&e),
+                    message: unreachable_reason(&e),
                 },
             };
             if attempt >= self.retry.attempts {
@@ -417,6 +417,42 @@ pub fn encode_segment(s: &str) -> String {
         }
     }
     out
+}
+
+/// Why a request got no answer, in a sentence: the socket's reason when
+/// there is one (`connection refused`, not hyper's whole chain with an
+/// `os error N`), else the chain of errors.
+fn unreachable_reason(e: &reqwest::Error) -> String {
+    use std::io::ErrorKind as K;
+    if e.is_timeout() {
+        return "no answer in time".to_owned();
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = source {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                K::ConnectionRefused => {
+                    "connection refused (is `sluice run` listening there?)".to_owned()
+                }
+                K::ConnectionReset | K::ConnectionAborted => {
+                    "the connection was closed before an answer".to_owned()
+                }
+                K::TimedOut => "no answer in time".to_owned(),
+                _ => {
+                    let text = io.to_string();
+                    match io.raw_os_error() {
+                        Some(code) => text
+                            .strip_suffix(&format!(" (os error {code})"))
+                            .unwrap_or(&text)
+                            .to_owned(),
+                        None => text,
+                    }
+                }
+            };
+        }
+        source = c.source();
+    }
+    error_chain(e)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

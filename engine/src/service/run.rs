@@ -66,6 +66,27 @@ pub enum RunError {
     SendgridKey { var: String, message: String },
 }
 
+/// Why binding the listen address failed, in words a user can act on
+/// (never a bare `os error N`).
+pub fn listen_failure(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::AddrInUse => "the address is already in use (another `sluice run` or another program listens there): stop it, or pass --listen with another address".to_owned(),
+        K::AddrNotAvailable => "the address is not one of this machine's: pass --listen with a local address such as 127.0.0.1:7878".to_owned(),
+        K::PermissionDenied => "permission denied (ports below 1024 need privileges): pass --listen with a port above 1023".to_owned(),
+        _ => {
+            let text = e.to_string();
+            match e.raw_os_error() {
+                Some(code) => text
+                    .strip_suffix(&format!(" (os error {code})"))
+                    .unwrap_or(&text)
+                    .to_owned(),
+                None => text,
+            }
+        }
+    }
+}
+
 fn file_err<'a>(what: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> RunError + 'a {
     move |e| RunError::File {
         what,
@@ -367,7 +388,7 @@ pub fn run(config: Arc<Config>, options: RunOptions, say: &dyn Fn(&str)) -> Resu
         .block_on(tokio::net::TcpListener::bind(&options.listen))
         .map_err(|e| RunError::Listen {
             addr: options.listen.clone(),
-            message: e.to_string(),
+            message: listen_failure(&e),
         })?;
     // The address bound, not the one asked for: `--listen 127.0.0.1:0`
     // serves (and links to) the port the OS picked.

@@ -91,10 +91,16 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+        let message = e.to_string();
+        // The OS's words are enough; its error number is noise to a user.
+        let message = match message.rfind(" (os error ") {
+            Some(at) if message.ends_with(')') => message[..at].to_owned(),
+            _ => message,
+        };
         Error::Io {
             path: path.to_owned(),
             what: what.to_owned(),
-            message: e.to_string(),
+            message,
         }
     }
 

@@ -181,6 +181,13 @@ fn sled_err(path: &Path) -> impl Fn(sled::Error) -> Error + '_ {
 
 impl SledStore {
     pub fn open(path: &Path, options: &SledOptions) -> Result<SledStore, Error> {
+        if path.exists() && !path.is_dir() {
+            return Err(Error::io(
+                path,
+                "open",
+                "it is a file, and a store is a directory (pass another --store)",
+            ));
+        }
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, "create", e))?;
         let lock_path = path.join("LOCK");
         let lock = std::fs::OpenOptions::new()

@@ -46,9 +46,14 @@ fn time(ctx: &mut Ctx<'_>, v: &Spanned<String>, start: DateTime<Utc>) -> Option<
     }
 }
 
+/// `journeys` are the journeys that compiled; `declared` every journey id
+/// of the repository, so a test of a journey that is declared but did not
+/// compile (its own errors are reported where it is) is skipped quietly
+/// rather than reported as naming an undefined journey.
 pub(crate) fn compile(
     t: &model::JourneyTest,
     journeys: &[Arc<Journey>],
+    declared: &std::collections::BTreeMap<String, Span>,
     ctx: &mut Ctx<'_>,
 ) -> Option<JourneyTest> {
     let start = time(ctx, &t.start, DateTime::<Utc>::UNIX_EPOCH)?;
@@ -110,6 +115,7 @@ pub(crate) fn compile(
         };
         if let Some(j) = &x.journey {
             match journeys.iter().find(|k| k.id == j.value) {
+                None if declared.contains_key(&j.value) => return None,
                 None => {
                     let message = with_suggestion(
                         format!("journey `{}` is not defined", j.value),
