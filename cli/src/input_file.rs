@@ -14,14 +14,7 @@ pub fn reason(e: &std::io::Error) -> String {
         K::PermissionDenied => "permission denied".to_owned(),
         K::IsADirectory => "it is a directory".to_owned(),
         _ => {
-            let text = e.to_string();
-            let bare = match e.raw_os_error() {
-                Some(code) => text
-                    .strip_suffix(&format!(" (os error {code})"))
-                    .unwrap_or(&text)
-                    .to_owned(),
-                None => text,
-            };
+            let bare = engine::os::reason(e);
             let mut chars = bare.chars();
             match chars.next() {
                 Some(first) => first.to_lowercase().chain(chars).collect(),

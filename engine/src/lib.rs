@@ -32,6 +32,7 @@ pub mod hash;
 pub mod index;
 pub mod machine;
 pub mod metrics;
+pub mod os;
 pub mod output;
 pub mod policy;
 pub mod report;

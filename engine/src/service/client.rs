@@ -438,16 +438,7 @@ fn unreachable_reason(e: &reqwest::Error) -> String {
                     "the connection was closed before an answer".to_owned()
                 }
                 K::TimedOut => "no answer in time".to_owned(),
-                _ => {
-                    let text = io.to_string();
-                    match io.raw_os_error() {
-                        Some(code) => text
-                            .strip_suffix(&format!(" (os error {code})"))
-                            .unwrap_or(&text)
-                            .to_owned(),
-                        None => text,
-                    }
-                }
+                _ => crate::os::reason(io),
             };
         }
         source = c.source();

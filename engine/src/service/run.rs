@@ -74,16 +74,7 @@ pub fn listen_failure(e: &std::io::Error) -> String {
         K::AddrInUse => "the address is already in use (another `sluice run` or another program listens there): stop it, or pass --listen with another address".to_owned(),
         K::AddrNotAvailable => "the address is not one of this machine's: pass --listen with a local address such as 127.0.0.1:7878".to_owned(),
         K::PermissionDenied => "permission denied (ports below 1024 need privileges): pass --listen with a port above 1023".to_owned(),
-        _ => {
-            let text = e.to_string();
-            match e.raw_os_error() {
-                Some(code) => text
-                    .strip_suffix(&format!(" (os error {code})"))
-                    .unwrap_or(&text)
-                    .to_owned(),
-                None => text,
-            }
-        }
+        _ => crate::os::reason(e),
     }
 }
 

@@ -91,12 +91,8 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
-        let message = e.to_string();
         // The OS's words are enough; its error number is noise to a user.
-        let message = match message.rfind(" (os error ") {
-            Some(at) if message.ends_with(')') => message[..at].to_owned(),
-            _ => message,
-        };
+        let message = crate::os::without_code(&e.to_string()).to_owned();
         Error::Io {
             path: path.to_owned(),
             what: what.to_owned(),
