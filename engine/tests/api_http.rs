@@ -563,6 +563,52 @@ async fn wrong_content_type_or_encoding_is_415() {
 }
 
 #[tokio::test]
+async fn a_leading_byte_order_mark_is_skipped_on_ingest_routes() {
+    let s = start().await;
+    let lines = format!(
+        "\u{feff}{}\r\n",
+        jsonl(&[ev("u1", Some("b1")), ev("u2", None)])
+    );
+    let (status, b) = answer(s.post("/v1/events", INGEST).body(lines)).await;
+    assert_eq!(
+        (status, b),
+        (StatusCode::ACCEPTED, json!({"accepted":2,"duplicates":0}))
+    );
+    let array = format!("\u{feff}[{}]", ev("u3", None));
+    let (status, b) = answer(s.post("/v1/events", INGEST).body(array)).await;
+    assert_eq!(
+        (status, b["accepted"].clone()),
+        (StatusCode::ACCEPTED, json!(1))
+    );
+    let track = "\u{feff}{\"userId\":\"u4\",\"event\":\"e\"}";
+    let (status, b) = answer(
+        s.post("/v1/track", INGEST)
+            .header("content-type", "application/json")
+            .body(track),
+    )
+    .await;
+    assert_eq!(
+        (status, b["accepted"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{b}"
+    );
+    let batch = "\u{feff}{\"batch\":[{\"type\":\"track\",\"userId\":\"u5\",\"event\":\"e\"}]}";
+    let (status, b) = answer(
+        s.post("/v1/batch", INGEST)
+            .header("content-type", "application/json")
+            .body(batch),
+    )
+    .await;
+    assert_eq!(
+        (status, b["accepted"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{b}"
+    );
+    let users: Vec<String> = s.fake.ingested().into_iter().map(|e| e.user).collect();
+    assert_eq!(users, ["u1", "u2", "u3", "u4", "u5"]);
+}
+
+#[tokio::test]
 async fn unavailable_engine_is_503_and_nothing_acknowledged() {
     let s = start().await;
     s.fake.unavailable.store(true, Ordering::SeqCst);

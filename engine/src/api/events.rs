@@ -1,6 +1,7 @@
 //! `POST /v1/events` bodies: a JSON array of FORMAT.md §4 events, or JSON
 //! lines (empty lines skipped). Each bad element or line is reported with
-//! its 1-based position and never stops the good ones.
+//! its 1-based position and never stops the good ones. A leading UTF-8
+//! byte order mark is skipped.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -35,6 +36,7 @@ impl Parsed {
 /// Parses a body of events. Only a body that claims to be a JSON array
 /// and is not one is refused whole.
 pub fn parse(body: &[u8]) -> Result<Parsed, Error> {
+    let body = super::body::without_bom(body);
     let start = body.iter().position(|b| !b.is_ascii_whitespace());
     let mut parsed = Parsed::default();
     match start.map(|i| body[i]) {
@@ -114,6 +116,20 @@ mod tests {
         let p = parse(body.as_bytes()).unwrap();
         assert_eq!(p.events.len(), 1);
         assert!(p.errors.is_empty());
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let lines = format!("\u{feff}{GOOD}\r\n{GOOD}\r\n");
+        let array = format!("\u{feff}[{GOOD}]");
+        let one = format!("\u{feff}{GOOD}");
+        for (body, n) in [(lines, 2), (array, 1), (one, 1)] {
+            let p = parse(body.as_bytes()).unwrap();
+            assert!(p.errors.is_empty(), "{body:?}: {:?}", p.errors);
+            assert_eq!(p.events.len(), n, "{body:?}");
+        }
+        let p = parse("\u{feff}".as_bytes()).unwrap();
+        assert!(p.events.is_empty() && p.errors.is_empty());
     }
 
     #[test]

@@ -239,7 +239,8 @@ async fn events<H: Handle>(
 }
 
 fn json_body(body: &[u8]) -> Result<Value, Error> {
-    serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("invalid JSON: {e}")))
+    serde_json::from_slice(body::without_bom(body))
+        .map_err(|e| Error::BadRequest(format!("invalid JSON: {e}")))
 }
 
 async fn one_call<H: Handle>(
