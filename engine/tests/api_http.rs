@@ -563,6 +563,25 @@ async fn wrong_content_type_or_encoding_is_415() {
 }
 
 #[tokio::test]
+async fn a_body_of_many_bad_lines_lists_the_first_thousand_and_counts_the_rest() {
+    let s = start().await;
+    let mut body = "x\n".repeat(1_005);
+    body.push_str(&ev("u1", None).to_string());
+    let (status, b) = answer(s.post("/v1/events", INGEST).body(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(b["accepted"], json!(1), "{b}");
+    assert_eq!(b["errors"].as_array().map(Vec::len), Some(1_000));
+    assert_eq!(b["errors"][999]["line"], json!(1_000));
+    assert_eq!(b["errors_omitted"], json!(5));
+    assert_eq!(s.fake.ingested().len(), 1);
+    // A few bad lines: every one listed, no `errors_omitted`.
+    let body = format!("x\n{}", ev("u2", None));
+    let (status, b) = answer(s.post("/v1/events", INGEST).body(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(b.get("errors_omitted").is_none(), "{b}");
+}
+
+#[tokio::test]
 async fn a_leading_byte_order_mark_is_skipped_on_ingest_routes() {
     let s = start().await;
     let lines = format!(
