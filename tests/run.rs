@@ -471,6 +471,50 @@ fn bad_lines_get_line_numbers_and_good_lines_are_kept_and_big_bodies_413() {
 /// The same events posted again after a SIGTERM and a restart on the same
 /// store are all duplicates, and no second email is written.
 #[test]
+fn a_body_of_many_bad_lines_is_answered_in_bounded_size_and_send_events_counts_them_all() {
+    let hooks = quiet_receiver();
+    let s = Service::new(hooks.port);
+    let ts = now_ts();
+    let mut body = "x\n".repeat(100_000);
+    body.push_str(&json!({"type":"identify","user":"m1","ts":ts,"traits":{}}).to_string());
+    let r = s.http("POST", "/v1/events", Some(INGEST), body.as_bytes());
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body.len() < 200_000,
+        "an answer of {} bytes",
+        r.body.len()
+    );
+    let v = r.json();
+    assert_eq!(v["accepted"], 1, "{v}");
+    assert_eq!(v["errors"].as_array().map(Vec::len), Some(1_000));
+    assert_eq!(v["errors_omitted"], 99_000);
+    assert!(s.user("m1").is_some());
+
+    // send-events in one batch: every refused line is counted.
+    let file = s.repo.join("many-bad.jsonl");
+    let mut text = "x\n".repeat(1_200);
+    text.push_str(&json!({"type":"identify","user":"m2","ts":ts,"traits":{}}).to_string());
+    std::fs::write(&file, text).expect("write events");
+    let o = support::cli::output(
+        support::cli::sluice()
+            .arg("send-events")
+            .arg(&file)
+            .arg("--batch")
+            .arg("2000")
+            .arg("--server")
+            .arg(s.run.base_url())
+            .env("SLUICE_TOKEN", INGEST),
+    );
+    let out = support::cli::stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("accepted 1, duplicates 0, rejected 1200"),
+        "{out}"
+    );
+    assert!(s.logs().find("panicked").is_none(), "{}", s.logs());
+}
+
+#[test]
 fn reposting_after_a_restart_is_idempotent() {
     let hooks = quiet_receiver();
     let mut s = Service::new(hooks.port);

@@ -563,6 +563,71 @@ async fn wrong_content_type_or_encoding_is_415() {
 }
 
 #[tokio::test]
+async fn a_body_of_many_bad_lines_lists_the_first_thousand_and_counts_the_rest() {
+    let s = start().await;
+    let mut body = "x\n".repeat(1_005);
+    body.push_str(&ev("u1", None).to_string());
+    let (status, b) = answer(s.post("/v1/events", INGEST).body(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(b["accepted"], json!(1), "{b}");
+    assert_eq!(b["errors"].as_array().map(Vec::len), Some(1_000));
+    assert_eq!(b["errors"][999]["line"], json!(1_000));
+    assert_eq!(b["errors_omitted"], json!(5));
+    assert_eq!(s.fake.ingested().len(), 1);
+    // A few bad lines: every one listed, no `errors_omitted`.
+    let body = format!("x\n{}", ev("u2", None));
+    let (status, b) = answer(s.post("/v1/events", INGEST).body(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(b.get("errors_omitted").is_none(), "{b}");
+}
+
+#[tokio::test]
+async fn a_leading_byte_order_mark_is_skipped_on_ingest_routes() {
+    let s = start().await;
+    let lines = format!(
+        "\u{feff}{}\r\n",
+        jsonl(&[ev("u1", Some("b1")), ev("u2", None)])
+    );
+    let (status, b) = answer(s.post("/v1/events", INGEST).body(lines)).await;
+    assert_eq!(
+        (status, b),
+        (StatusCode::ACCEPTED, json!({"accepted":2,"duplicates":0}))
+    );
+    let array = format!("\u{feff}[{}]", ev("u3", None));
+    let (status, b) = answer(s.post("/v1/events", INGEST).body(array)).await;
+    assert_eq!(
+        (status, b["accepted"].clone()),
+        (StatusCode::ACCEPTED, json!(1))
+    );
+    let track = "\u{feff}{\"userId\":\"u4\",\"event\":\"e\"}";
+    let (status, b) = answer(
+        s.post("/v1/track", INGEST)
+            .header("content-type", "application/json")
+            .body(track),
+    )
+    .await;
+    assert_eq!(
+        (status, b["accepted"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{b}"
+    );
+    let batch = "\u{feff}{\"batch\":[{\"type\":\"track\",\"userId\":\"u5\",\"event\":\"e\"}]}";
+    let (status, b) = answer(
+        s.post("/v1/batch", INGEST)
+            .header("content-type", "application/json")
+            .body(batch),
+    )
+    .await;
+    assert_eq!(
+        (status, b["accepted"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{b}"
+    );
+    let users: Vec<String> = s.fake.ingested().into_iter().map(|e| e.user).collect();
+    assert_eq!(users, ["u1", "u2", "u3", "u4", "u5"]);
+}
+
+#[tokio::test]
 async fn unavailable_engine_is_503_and_nothing_acknowledged() {
     let s = start().await;
     s.fake.unavailable.store(true, Ordering::SeqCst);

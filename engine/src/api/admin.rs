@@ -57,7 +57,7 @@ async fn json_body<H: Handle, T: for<'de> Deserialize<'de>>(
 ) -> Result<T, Error> {
     body::check_text(headers)?;
     let (_, bytes) = body::read(body, headers, limit, api.options.body_timeout).await?;
-    serde_json::from_slice(&bytes)
+    serde_json::from_slice(body::without_bom(&bytes))
         .map_err(|e| Error::BadRequest(format!("expected {expected}: {e}")))
 }
 

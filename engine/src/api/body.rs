@@ -21,6 +21,12 @@ const TEXT_TYPES: [&str; 4] = [
     "text/plain",
 ];
 
+/// A body without its UTF-8 byte order mark, if it starts with one: some
+/// Windows tools write one, and JSON parsers refuse it.
+pub(crate) fn without_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body)
+}
+
 /// Refuses a content type other than JSON, JSON lines or text.
 pub(crate) fn check_text(headers: &HeaderMap) -> Result<(), Error> {
     let Some(value) = headers.get(CONTENT_TYPE) else {

@@ -1,6 +1,7 @@
 //! `POST /v1/events` bodies: a JSON array of FORMAT.md §4 events, or JSON
 //! lines (empty lines skipped). Each bad element or line is reported with
-//! its 1-based position and never stops the good ones.
+//! its 1-based position and never stops the good ones. A leading UTF-8
+//! byte order mark is skipped.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -16,25 +17,40 @@ pub struct LineError {
     pub message: String,
 }
 
-/// The events of a body, and the lines refused.
+/// At most this many refused lines are listed in an answer; the others
+/// are only counted (`errors_omitted`). Without a cap a 10 MB body of
+/// one-byte bad lines would be answered with hundreds of MB, built in
+/// memory first.
+pub const MAX_LISTED_ERRORS: usize = 1_000;
+
+/// The events of a body, and the lines refused: the first
+/// [`MAX_LISTED_ERRORS`] listed, the rest counted in `omitted`.
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub events: Vec<Event>,
     pub errors: Vec<LineError>,
+    pub omitted: usize,
 }
 
 impl Parsed {
     pub(crate) fn push(&mut self, line: usize, r: Result<Event, String>) {
         match r {
             Ok(e) => self.events.push(e),
+            Err(_) if self.errors.len() >= MAX_LISTED_ERRORS => self.omitted += 1,
             Err(message) => self.errors.push(LineError { line, message }),
         }
+    }
+
+    /// How many lines were refused, listed or not.
+    pub fn refused(&self) -> usize {
+        self.errors.len() + self.omitted
     }
 }
 
 /// Parses a body of events. Only a body that claims to be a JSON array
 /// and is not one is refused whole.
 pub fn parse(body: &[u8]) -> Result<Parsed, Error> {
+    let body = super::body::without_bom(body);
     let start = body.iter().position(|b| !b.is_ascii_whitespace());
     let mut parsed = Parsed::default();
     match start.map(|i| body[i]) {
@@ -114,6 +130,33 @@ mod tests {
         let p = parse(body.as_bytes()).unwrap();
         assert_eq!(p.events.len(), 1);
         assert!(p.errors.is_empty());
+    }
+
+    #[test]
+    fn refused_lines_past_the_cap_are_counted_not_listed() {
+        let extra = 7;
+        let mut body = "x\n".repeat(MAX_LISTED_ERRORS + extra);
+        body.push_str(GOOD);
+        let p = parse(body.as_bytes()).unwrap();
+        assert_eq!(p.events.len(), 1);
+        assert_eq!(p.errors.len(), MAX_LISTED_ERRORS);
+        assert_eq!(p.errors.last().map(|e| e.line), Some(MAX_LISTED_ERRORS));
+        assert_eq!(p.omitted, extra);
+        assert_eq!(p.refused(), MAX_LISTED_ERRORS + extra);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let lines = format!("\u{feff}{GOOD}\r\n{GOOD}\r\n");
+        let array = format!("\u{feff}[{GOOD}]");
+        let one = format!("\u{feff}{GOOD}");
+        for (body, n) in [(lines, 2), (array, 1), (one, 1)] {
+            let p = parse(body.as_bytes()).unwrap();
+            assert!(p.errors.is_empty(), "{body:?}: {:?}", p.errors);
+            assert_eq!(p.events.len(), n, "{body:?}");
+        }
+        let p = parse("\u{feff}".as_bytes()).unwrap();
+        assert!(p.events.is_empty() && p.errors.is_empty());
     }
 
     #[test]

@@ -177,15 +177,15 @@ impl<H: Handle> Api<H> {
         parsed: Parsed,
         style: Style,
     ) -> Result<Response, Error> {
-        if !parsed.errors.is_empty() {
-            self.options.metrics.rejected(parsed.errors.len() as u64);
+        if parsed.refused() > 0 {
+            self.options.metrics.rejected(parsed.refused() as u64);
         }
         let appended = if parsed.events.is_empty() {
             Appended::default()
         } else {
             self.handle.ingest(source, parsed.events).await?
         };
-        Ok(answer(appended, parsed.errors, style))
+        Ok(answer(appended, parsed.errors, parsed.omitted, style))
     }
 }
 
@@ -197,12 +197,20 @@ enum Style {
     Segment,
 }
 
-fn answer(appended: Appended, errors: Vec<LineError>, style: Style) -> Response {
+/// `omitted`: refused lines past [`parse::MAX_LISTED_ERRORS`], counted in
+/// `errors_omitted` (only present when there are some).
+fn answer(appended: Appended, errors: Vec<LineError>, omitted: usize, style: Style) -> Response {
     let Appended {
         accepted,
         duplicates,
     } = appended;
-    match (style, errors.is_empty()) {
+    let with_omitted = |mut v: Value| {
+        if omitted > 0 {
+            v["errors_omitted"] = json!(omitted);
+        }
+        Json(v)
+    };
+    match (style, errors.is_empty() && omitted == 0) {
         (Style::Events, true) => (
             StatusCode::ACCEPTED,
             Json(json!({"accepted": accepted, "duplicates": duplicates})),
@@ -210,7 +218,7 @@ fn answer(appended: Appended, errors: Vec<LineError>, style: Style) -> Response 
             .into_response(),
         (Style::Events, false) => (
             StatusCode::BAD_REQUEST,
-            Json(json!({"accepted": accepted, "duplicates": duplicates, "errors": errors})),
+            with_omitted(json!({"accepted": accepted, "duplicates": duplicates, "errors": errors})),
         )
             .into_response(),
         (Style::Segment, true) => (
@@ -220,7 +228,7 @@ fn answer(appended: Appended, errors: Vec<LineError>, style: Style) -> Response 
             .into_response(),
         (Style::Segment, false) => (
             StatusCode::BAD_REQUEST,
-            Json(json!({"success": false, "accepted": accepted, "duplicates": duplicates, "errors": errors})),
+            with_omitted(json!({"success": false, "accepted": accepted, "duplicates": duplicates, "errors": errors})),
         )
             .into_response(),
     }
@@ -239,7 +247,8 @@ async fn events<H: Handle>(
 }
 
 fn json_body(body: &[u8]) -> Result<Value, Error> {
-    serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("invalid JSON: {e}")))
+    serde_json::from_slice(body::without_bom(body))
+        .map_err(|e| Error::BadRequest(format!("invalid JSON: {e}")))
 }
 
 async fn one_call<H: Handle>(

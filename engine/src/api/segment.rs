@@ -91,7 +91,9 @@ pub fn map(
     let id = match call.get("messageId") {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
+        // An empty messageId is no id, as an empty userId is no user.
         None | Some(Value::Null) => None,
+        Some(Value::String(_)) => None,
         Some(_) => return Err("`messageId` must be a string".into()),
     };
     let e = Event {
@@ -189,6 +191,25 @@ mod tests {
         assert_eq!(e.props["total"], json!(3));
         assert_eq!(e.id.as_deref(), Some("m-1"));
         assert_eq!(e.ts, ts("2026-03-01T10:00:00Z"));
+    }
+
+    #[test]
+    fn an_empty_message_id_is_no_id() {
+        let e = map(
+            json!({"userId":"u","event":"e","messageId":""}),
+            Some(EventType::Track),
+            None,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(e.id, None);
+        let refused = map(
+            json!({"userId":"u","event":"e","messageId":{}}),
+            Some(EventType::Track),
+            None,
+            now(),
+        );
+        assert_eq!(refused.unwrap_err(), "`messageId` must be a string");
     }
 
     #[test]

@@ -592,6 +592,8 @@ fn post_batch(
         400 if a.body.get("errors").is_some_and(Value::is_array) => {
             sent.accepted += count(&a.body, "accepted");
             sent.duplicates += count(&a.body, "duplicates");
+            // Refused lines past the server's cap are counted, not listed.
+            sent.rejected += count(&a.body, "errors_omitted");
             let errors = a.body["errors"]
                 .as_array()
                 .map(Vec::as_slice)
