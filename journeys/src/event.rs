@@ -22,8 +22,14 @@ pub struct Event {
     pub kind: EventType,
     pub user: String,
     pub ts: DateTime<Utc>,
-    /// Makes ingestion idempotent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Makes ingestion idempotent. An empty `id` is no id (some
+    /// serialisers write `""` for a missing one): taken as an id, it would
+    /// make every later event of the user without one a duplicate.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "non_empty"
+    )]
     pub id: Option<String>,
     /// The event name (`track`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +38,12 @@ pub struct Event {
     pub props: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub traits: Map<String, Value>,
+}
+
+/// `None` for a missing, null or empty string.
+fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let id: Option<String> = Option::deserialize(d)?;
+    Ok(id.filter(|s| !s.is_empty()))
 }
 
 /// Why an event object is not valid.
@@ -77,5 +89,28 @@ impl Event {
     /// The name of a tracked event.
     pub fn name(&self) -> Option<&str> {
         self.event.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_id_is_no_id() {
+        let line = |id: &str| {
+            format!(r#"{{"type":"track","user":"u","ts":"2026-03-02T09:00:00Z","event":"e"{id}}}"#)
+        };
+        let id = |l: String| Event::from_line(&l).expect("event").id;
+        assert_eq!(id(line(r#","id":"""#)), None);
+        assert_eq!(id(line(r#","id":null"#)), None);
+        assert_eq!(id(line("")), None);
+        assert_eq!(id(line(r#","id":"e1""#)), Some("e1".to_owned()));
+        let v: Value = serde_json::from_str(&line(r#","id":"""#)).expect("json");
+        assert_eq!(Event::from_json(v).expect("event").id, None);
+        assert!(
+            Event::from_line(&line(r#","id":7"#)).is_err(),
+            "not a string"
+        );
     }
 }
