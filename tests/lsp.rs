@@ -57,12 +57,18 @@ struct Client {
 
 impl Client {
     fn start() -> Client {
+        Client::start_with(&[])
+    }
+
+    /// Started on the small repository plus `extra` files (name, text).
+    fn start_with(extra: &[(&str, &str)]) -> Client {
         let root = tempfile::tempdir().expect("tempdir");
-        for (name, text) in [
+        let files = [
             ("journeys/cart.yaml", JOURNEY),
             ("templates/t.yaml", TEMPLATES),
             ("catalog.yaml", CATALOG),
-        ] {
+        ];
+        for &(name, text) in files.iter().chain(extra) {
             let path = root.path().join(name);
             std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
             std::fs::write(path, text).expect("write");
@@ -392,6 +398,43 @@ fn a_half_typed_document_keeps_the_server_and_the_other_files() {
     assert!(items.is_array(), "{items}");
     let outside = json!({ "textDocument": { "uri": "file:///tmp/elsewhere.yaml" }, "position": { "line": 0, "character": 0 } });
     assert_eq!(c.request("textDocument/hover", outside), Value::Null);
+    c.shutdown();
+}
+
+#[test]
+fn a_template_file_that_does_not_parse_gets_the_diagnostic_of_validate() {
+    let hbs = "<p>Hi</p>\n<p>{{#if user.first_name}}there</p>\n";
+    let mut c = Client::start_with(&[
+        (
+            "templates/card.yaml",
+            "apiVersion: sluice/v1\nkind: Template\nid: card\nchannel: email\nsubject: Hi\nhtml_file: card.html.hbs\n",
+        ),
+        ("templates/card.html.hbs", hbs),
+    ]);
+    let diags = c.diagnostics("templates/card.html.hbs");
+    assert_eq!(diags[0]["code"], "template_syntax", "{diags}");
+
+    // Where `sluice validate` points, 1-based.
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["validate", "--format", "json"])
+        .arg(c.root.path())
+        .output()
+        .expect("run sluice validate");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("validate JSON");
+    let errors = report["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{report}");
+    assert_eq!(errors[0]["file"], "templates/card.html.hbs");
+    assert_eq!(diags.as_array().map(Vec::len), Some(1), "{diags}");
+    assert_eq!(diags[0]["message"], errors[0]["message"]);
+    let start = &diags[0]["range"]["start"];
+    assert_eq!(
+        start["line"].as_u64().map(|l| l + 1),
+        errors[0]["line"].as_u64()
+    );
+    assert_eq!(
+        start["character"].as_u64().map(|c| c + 1),
+        errors[0]["column"].as_u64()
+    );
     c.shutdown();
 }
 

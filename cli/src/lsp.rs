@@ -264,13 +264,18 @@ impl Server<'_> {
     fn publish(&mut self) {
         let mut now: BTreeMap<String, Vec<lsp::Diagnostic>> = BTreeMap::new();
         for (name, diags) in self.ws.results() {
-            let Some(text) = self.ws.text(name) else {
-                continue;
-            };
-            now.insert(
-                name.clone(),
-                diags.iter().map(|d| to_lsp_diagnostic(text, d)).collect(),
-            );
+            // A file we hold is positioned in its current text; any other
+            // (a template's `html_file` or `text_file`) in the text its
+            // diagnostics were found in.
+            let held = self.ws.text(name);
+            let diags = diags
+                .iter()
+                .filter_map(|d| {
+                    let text = held.or_else(|| d.file.as_deref().map(|f| f.text.as_str()))?;
+                    Some(to_lsp_diagnostic(text, d))
+                })
+                .collect();
+            now.insert(name.clone(), diags);
         }
         let names: Vec<String> = now.keys().chain(self.published.keys()).cloned().collect();
         for name in names {
