@@ -47,11 +47,22 @@ events:
   cart_updated: { cart_id: string, cart_value: number }
 ";
 
+/// How the server learns its repository.
+enum Root {
+    /// `sluice lsp DIR`, and a workspace folder.
+    Argument,
+    /// `sluice lsp` in another directory, and only `rootUri` (as clients
+    /// without workspace folders send).
+    RootUriOnly,
+}
+
 struct Client {
     child: Child,
     stdin: Option<ChildStdin>,
     messages: Receiver<Value>,
     root: tempfile::TempDir,
+    /// The server's current directory when it gets no DIR.
+    _elsewhere: tempfile::TempDir,
     next_id: i64,
 }
 
@@ -62,6 +73,10 @@ impl Client {
 
     /// Started on the small repository plus `extra` files (name, text).
     fn start_with(extra: &[(&str, &str)]) -> Client {
+        Client::launch(extra, Root::Argument)
+    }
+
+    fn launch(extra: &[(&str, &str)], how: Root) -> Client {
         let root = tempfile::tempdir().expect("tempdir");
         let files = [
             ("journeys/cart.yaml", JOURNEY),
@@ -73,9 +88,16 @@ impl Client {
             std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
             std::fs::write(path, text).expect("write");
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("lsp")
-            .arg(root.path())
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command.arg("lsp");
+        // Elsewhere than the repository, so that falling back to the
+        // current directory shows.
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        match how {
+            Root::Argument => command.arg(root.path()),
+            Root::RootUriOnly => command.current_dir(elsewhere.path()),
+        };
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -116,17 +138,24 @@ impl Client {
             stdin,
             messages,
             root,
+            _elsewhere: elsewhere,
             next_id: 0,
         };
         let root_uri = client.uri("");
-        let init = client.request(
-            "initialize",
-            json!({
+        let params = match how {
+            Root::Argument => json!({
                 "processId": null,
                 "capabilities": {},
                 "workspaceFolders": [{ "uri": root_uri, "name": "repo" }],
             }),
-        );
+            Root::RootUriOnly => json!({
+                "processId": null,
+                "capabilities": {},
+                "rootUri": root_uri,
+                "workspaceFolders": null,
+            }),
+        };
+        let init = client.request("initialize", params);
         assert!(init["capabilities"]["definitionProvider"]
             .as_bool()
             .unwrap_or(false));
@@ -435,6 +464,16 @@ fn a_template_file_that_does_not_parse_gets_the_diagnostic_of_validate() {
         start["character"].as_u64().map(|c| c + 1),
         errors[0]["column"].as_u64()
     );
+    c.shutdown();
+}
+
+#[test]
+fn without_a_directory_the_repository_is_the_clients_root_uri() {
+    let mut c = Client::launch(&[], Root::RootUriOnly);
+    let journey = JOURNEY.replace("template: hello", "template: helo");
+    c.open("journeys/cart.yaml", &journey);
+    let diags = c.diagnostics("journeys/cart.yaml");
+    assert_eq!(diags[0]["code"], "unknown_reference", "{diags}");
     c.shutdown();
 }
 
