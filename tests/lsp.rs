@@ -47,29 +47,57 @@ events:
   cart_updated: { cart_id: string, cart_value: number }
 ";
 
+/// How the server learns its repository.
+enum Root {
+    /// `sluice lsp DIR`, and a workspace folder.
+    Argument,
+    /// `sluice lsp` in another directory, and only `rootUri` (as clients
+    /// without workspace folders send).
+    RootUriOnly,
+}
+
 struct Client {
     child: Child,
     stdin: Option<ChildStdin>,
     messages: Receiver<Value>,
     root: tempfile::TempDir,
+    /// The server's current directory when it gets no DIR.
+    _elsewhere: tempfile::TempDir,
     next_id: i64,
 }
 
 impl Client {
     fn start() -> Client {
+        Client::start_with(&[])
+    }
+
+    /// Started on the small repository plus `extra` files (name, text).
+    fn start_with(extra: &[(&str, &str)]) -> Client {
+        Client::launch(extra, Root::Argument)
+    }
+
+    fn launch(extra: &[(&str, &str)], how: Root) -> Client {
         let root = tempfile::tempdir().expect("tempdir");
-        for (name, text) in [
+        let files = [
             ("journeys/cart.yaml", JOURNEY),
             ("templates/t.yaml", TEMPLATES),
             ("catalog.yaml", CATALOG),
-        ] {
+        ];
+        for &(name, text) in files.iter().chain(extra) {
             let path = root.path().join(name);
             std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
             std::fs::write(path, text).expect("write");
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("lsp")
-            .arg(root.path())
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command.arg("lsp");
+        // Elsewhere than the repository, so that falling back to the
+        // current directory shows.
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        match how {
+            Root::Argument => command.arg(root.path()),
+            Root::RootUriOnly => command.current_dir(elsewhere.path()),
+        };
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -110,17 +138,24 @@ impl Client {
             stdin,
             messages,
             root,
+            _elsewhere: elsewhere,
             next_id: 0,
         };
         let root_uri = client.uri("");
-        let init = client.request(
-            "initialize",
-            json!({
+        let params = match how {
+            Root::Argument => json!({
                 "processId": null,
                 "capabilities": {},
                 "workspaceFolders": [{ "uri": root_uri, "name": "repo" }],
             }),
-        );
+            Root::RootUriOnly => json!({
+                "processId": null,
+                "capabilities": {},
+                "rootUri": root_uri,
+                "workspaceFolders": null,
+            }),
+        };
+        let init = client.request("initialize", params);
         assert!(init["capabilities"]["definitionProvider"]
             .as_bool()
             .unwrap_or(false));
@@ -392,6 +427,53 @@ fn a_half_typed_document_keeps_the_server_and_the_other_files() {
     assert!(items.is_array(), "{items}");
     let outside = json!({ "textDocument": { "uri": "file:///tmp/elsewhere.yaml" }, "position": { "line": 0, "character": 0 } });
     assert_eq!(c.request("textDocument/hover", outside), Value::Null);
+    c.shutdown();
+}
+
+#[test]
+fn a_template_file_that_does_not_parse_gets_the_diagnostic_of_validate() {
+    let hbs = "<p>Hi</p>\n<p>{{#if user.first_name}}there</p>\n";
+    let mut c = Client::start_with(&[
+        (
+            "templates/card.yaml",
+            "apiVersion: sluice/v1\nkind: Template\nid: card\nchannel: email\nsubject: Hi\nhtml_file: card.html.hbs\n",
+        ),
+        ("templates/card.html.hbs", hbs),
+    ]);
+    let diags = c.diagnostics("templates/card.html.hbs");
+    assert_eq!(diags[0]["code"], "template_syntax", "{diags}");
+
+    // Where `sluice validate` points, 1-based.
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["validate", "--format", "json"])
+        .arg(c.root.path())
+        .output()
+        .expect("run sluice validate");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("validate JSON");
+    let errors = report["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{report}");
+    assert_eq!(errors[0]["file"], "templates/card.html.hbs");
+    assert_eq!(diags.as_array().map(Vec::len), Some(1), "{diags}");
+    assert_eq!(diags[0]["message"], errors[0]["message"]);
+    let start = &diags[0]["range"]["start"];
+    assert_eq!(
+        start["line"].as_u64().map(|l| l + 1),
+        errors[0]["line"].as_u64()
+    );
+    assert_eq!(
+        start["character"].as_u64().map(|c| c + 1),
+        errors[0]["column"].as_u64()
+    );
+    c.shutdown();
+}
+
+#[test]
+fn without_a_directory_the_repository_is_the_clients_root_uri() {
+    let mut c = Client::launch(&[], Root::RootUriOnly);
+    let journey = JOURNEY.replace("template: hello", "template: helo");
+    c.open("journeys/cart.yaml", &journey);
+    let diags = c.diagnostics("journeys/cart.yaml");
+    assert_eq!(diags[0]["code"], "unknown_reference", "{diags}");
     c.shutdown();
 }
 

@@ -20,8 +20,8 @@ const DEBOUNCE: Duration = Duration::from_millis(120);
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The config repository (default: the client's workspace folder, else
-    /// the current directory).
+    /// The config repository (default: the client's workspace folder or
+    /// root, else the current directory).
     pub dir: Option<PathBuf>,
 }
 
@@ -122,9 +122,19 @@ fn serve(connection: &Connection, dir: Option<PathBuf>) -> miette::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+/// The client's first workspace folder, else its root (`rootUri`, then
+/// `rootPath`): clients that know no workspace folders send only those.
 fn client_root(params: &lsp::InitializeParams) -> Option<PathBuf> {
-    let folder = params.workspace_folders.as_ref()?.first()?;
-    uri_to_path(&folder.uri)
+    let folder = params.workspace_folders.as_ref().and_then(|f| f.first());
+    if let Some(folder) = folder {
+        return uri_to_path(&folder.uri);
+    }
+    #[allow(deprecated)]
+    let (root_uri, root_path) = (&params.root_uri, &params.root_path);
+    match root_uri {
+        Some(uri) => uri_to_path(uri),
+        None => root_path.as_ref().map(PathBuf::from),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -264,13 +274,18 @@ impl Server<'_> {
     fn publish(&mut self) {
         let mut now: BTreeMap<String, Vec<lsp::Diagnostic>> = BTreeMap::new();
         for (name, diags) in self.ws.results() {
-            let Some(text) = self.ws.text(name) else {
-                continue;
-            };
-            now.insert(
-                name.clone(),
-                diags.iter().map(|d| to_lsp_diagnostic(text, d)).collect(),
-            );
+            // A file we hold is positioned in its current text; any other
+            // (a template's `html_file` or `text_file`) in the text its
+            // diagnostics were found in.
+            let held = self.ws.text(name);
+            let diags = diags
+                .iter()
+                .filter_map(|d| {
+                    let text = held.or_else(|| d.file.as_deref().map(|f| f.text.as_str()))?;
+                    Some(to_lsp_diagnostic(text, d))
+                })
+                .collect();
+            now.insert(name.clone(), diags);
         }
         let names: Vec<String> = now.keys().chain(self.published.keys()).cloned().collect();
         for name in names {

@@ -315,6 +315,7 @@ pub struct Entry {
     pub dedupe_window: Option<Spanned<String>>,
     /// `never` (default), `always` or `after <duration>`.
     #[serde(default)]
+    #[schemars(with = "Option<crate::schema::Reentry>")]
     pub reentry: Option<Spanned<String>>,
 }
 
@@ -618,6 +619,7 @@ pub struct Throttle {
     #[schemars(with = "crate::schema::Channel")]
     pub channel: Spanned<String>,
     /// `<n> per <second|minute|hour|day|week>`.
+    #[schemars(with = "crate::schema::Rate")]
     pub rate: Spanned<String>,
     /// Empty: global for the channel; else only these journeys.
     #[serde(default)]

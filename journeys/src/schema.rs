@@ -15,7 +15,8 @@
 //!   non-null scalar where the model has a string (`id: 2024`, `percent:
 //!   50`), so plain string schemas also accept numbers and booleans; the
 //!   scalars with a syntax of their own (durations, percentages, times of
-//!   day, channels) get the exact syntax of [`crate::scalar`] instead.
+//!   day, channels, rates, reentry) get the exact syntax of
+//!   [`crate::scalar`] instead.
 
 use std::borrow::Cow;
 
@@ -34,6 +35,64 @@ pub struct Duration;
 
 /// The units of a duration, largest first, each at most once.
 pub const DURATION_PATTERN: &str = r"^\s*(\d+w(\d+d)?(\d+h)?(\d+m)?(\d+s)?|\d+d(\d+h)?(\d+m)?(\d+s)?|\d+h(\d+m)?(\d+s)?|\d+m(\d+s)?|\d+s)\s*$";
+
+/// [`DURATION_PATTERN`] without its anchors, to build other patterns on.
+fn duration_body() -> &'static str {
+    DURATION_PATTERN
+        .strip_prefix(r"^\s*")
+        .and_then(|p| p.strip_suffix(r"\s*$"))
+        .unwrap_or(DURATION_PATTERN)
+}
+
+/// A rate of [`crate::scalar::parse_rate`]: `<n> per <unit>`, the unit
+/// named (`minute`, `mins`, `sec` …), a bare duration unit (`per m`) or a
+/// duration (`per 10m`). Never a bare number.
+pub struct Rate;
+
+impl JsonSchema for Rate {
+    fn schema_name() -> Cow<'static, str> {
+        "Rate".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let pattern = format!(
+            r"^\s*\+?0*[1-9]\d*\s+per\s+((second|sec|minute|min|hour|day|week)s*|[smhdw]|{})\s*$",
+            duration_body()
+        );
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": pattern,
+            "examples": ["1000 per minute", "50 per second", "3 per 10m"],
+        })
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+}
+
+/// When a user may enter a journey again ([`crate::scalar::parse_reentry`]):
+/// `never`, `always` or `after <duration>`.
+pub struct Reentry;
+
+impl JsonSchema for Reentry {
+    fn schema_name() -> Cow<'static, str> {
+        "Reentry".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let pattern = format!(r"^\s*(never|always|after \s*({})\s*)\s*$", duration_body());
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": pattern,
+            "examples": ["never", "always", "after 7d"],
+        })
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+}
 
 impl JsonSchema for Duration {
     fn schema_name() -> Cow<'static, str> {
