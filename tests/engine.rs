@@ -42,6 +42,19 @@ fn brief(lines: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// Two string fields of each line, in order.
+fn pairs<'a>(lines: &'a [Value], a: &str, b: &str) -> Vec<(&'a str, &'a str)> {
+    lines
+        .iter()
+        .map(|l| {
+            (
+                l[a].as_str().expect("a string field"),
+                l[b].as_str().expect("a string field"),
+            )
+        })
+        .collect()
+}
+
 fn write_events(dir: &Path, events: &[Value]) -> PathBuf {
     let path = dir.join("events.jsonl");
     let mut f = std::fs::File::create(&path).expect("create");
@@ -172,15 +185,7 @@ fn exits_cancel_timers_and_wait_for_resumes_on_event_or_timeout() {
 #[test]
 fn wait_until_is_exact_across_daylight_saving_changes() {
     let lines = simulate_fixture("steps-dst-branch-split-update", &["--only", "sends"]);
-    let at: Vec<(&str, &str)> = lines
-        .iter()
-        .map(|l| {
-            (
-                l["user"].as_str().expect("user"),
-                l["at"].as_str().expect("at"),
-            )
-        })
-        .collect();
+    let at = pairs(&lines, "user", "at");
     assert_eq!(
         at,
         [
@@ -194,15 +199,7 @@ fn wait_until_is_exact_across_daylight_saving_changes() {
 #[test]
 fn a_branch_default_arm_written_first_is_still_the_fallback() {
     let lines = simulate_fixture("branch-default-first", &["--only", "sends"]);
-    let steps: Vec<(&str, &str)> = lines
-        .iter()
-        .map(|l| {
-            (
-                l["user"].as_str().expect("user"),
-                l["step"].as_str().expect("step"),
-            )
-        })
-        .collect();
+    let steps = pairs(&lines, "user", "step");
     assert_eq!(steps, [("p", "pro"), ("f", "free"), ("o", "everyone")]);
 }
 
@@ -219,15 +216,7 @@ fn wait_until_a_repeated_local_time_resumes_at_the_next_occurrence() {
     // Entered at the first 02:10 (CEST), the second 02:10 (CET) and 02:31
     // CET: the clock next reads 02:30 at 00:30Z, at 01:30Z, and the next day.
     let lines = simulate_fixture("wait-until-repeated-hour", &["--only", "sends"]);
-    let at: Vec<(&str, &str)> = lines
-        .iter()
-        .map(|l| {
-            (
-                l["user"].as_str().expect("user"),
-                l["at"].as_str().expect("at"),
-            )
-        })
-        .collect();
+    let at = pairs(&lines, "user", "at");
     assert_eq!(
         at,
         [
