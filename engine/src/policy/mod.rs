@@ -137,7 +137,12 @@ impl Policies {
         if let Some(d) = self.quiet.check(msg, now, self.default_timezone) {
             return d;
         }
-        self.throttles.admit(msg, now)
+        let (quiet, tz) = (&self.quiet, self.default_timezone);
+        let mut release = |t| match quiet.hold(msg, t, tz) {
+            Some(quiet::Hold::Delay(until, i)) => Some((until, quiet.reason(i))),
+            Some(quiet::Hold::Drop(_)) | None => None,
+        };
+        self.throttles.admit(msg, now, &mut release)
     }
 
     /// The throttles' ledgers, to persist with the store:

@@ -88,6 +88,31 @@ impl Quiet {
         now: DateTime<Utc>,
         default_tz: Tz,
     ) -> Option<Decision> {
+        Some(match self.hold(msg, now, default_tz)? {
+            Hold::Drop(i) => Decision::Suppress {
+                reason: self.rules[i].reason.clone(),
+            },
+            Hold::Delay(until, i) => Decision::Defer {
+                reason: self.rules[i].reason.clone(),
+                until,
+                reservations: Vec::new(),
+            },
+        })
+    }
+
+    /// `quiet_hours:<id>` of the rule [`Hold`] names.
+    pub(super) fn reason(&self, rule: usize) -> &str {
+        &self.rules[rule].reason
+    }
+
+    /// Whether a window holds `msg` at `now`, and how. Allocates nothing:
+    /// the throttles ask it of every instant they would reserve.
+    pub(super) fn hold(
+        &self,
+        msg: &Outgoing<'_>,
+        now: DateTime<Utc>,
+        default_tz: Tz,
+    ) -> Option<Hold> {
         let rules = &self.by_channel[channel_index(msg.channel)];
         let mut user_tz: Option<Tz> = None;
         let mut zone = |rule: &Rule| match rule.def.zone {
@@ -111,9 +136,7 @@ impl Quiet {
                 continue;
             };
             if rule.def.action == PolicyAction::Drop {
-                return Some(Decision::Suppress {
-                    reason: rule.reason.clone(),
-                });
+                return Some(Hold::Drop(i));
             }
             if delay.is_none_or(|(u, _)| until > u) {
                 delay = Some((until, i));
@@ -141,12 +164,18 @@ impl Quiet {
             }
             until = next;
         }
-        Some(Decision::Defer {
-            reason: self.rules[reason].reason.clone(),
-            until,
-            reservations: Vec::new(),
-        })
+        Some(Hold::Delay(until, reason))
     }
+}
+
+/// How quiet hours hold a message at an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hold {
+    /// A `drop` window (the rule's index).
+    Drop(usize),
+    /// `delay` windows, releasing at the instant given (the rule whose
+    /// window ends last first holds it).
+    Delay(DateTime<Utc>, usize),
 }
 
 /// The first instant after `now` at which the local clock of `tz` reads

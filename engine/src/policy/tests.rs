@@ -1273,9 +1273,11 @@ fn order_caps_then_quiet_hours_then_throttles() {
 }
 
 #[test]
-fn a_reservation_is_dropped_when_another_policy_defers() {
-    // A throttled message whose slot falls in quiet hours is deferred again,
-    // without its (now useless) reservation; on release it takes a new slot.
+fn a_throttle_slot_skips_quiet_hours() {
+    // The next free slot (10:01) falls in quiet hours: the message would
+    // come back only to be deferred again, its slot wasted. It is deferred
+    // straight to the first slot after the window instead, and passes on
+    // its reservation there.
     let mut p = policies(
         vec![],
         vec![quiet("q", all(), "10:01", "11:00", utc_zone(), Delay)],
@@ -1286,12 +1288,44 @@ fn a_reservation_is_dropped_when_another_policy_defers() {
     let now = ts("2026-03-02T10:00:00Z");
     assert_eq!(p.decide(&m, &[], now), Decision::Send);
     let d = p.decide(&m, &[], now);
+    let (reason, until, res) = throttled(&d);
+    assert_eq!((reason, until), ("throttle:t", ts("2026-03-02T11:00:00Z")));
+    let eleven = ts("2026-03-02T11:00:00Z");
+    assert_eq!(
+        p.decide(&msg(&prof, Email, "m", "j", res), &[], eleven),
+        Decision::Send
+    );
+    // The 11:00 slot is taken: a message due then waits a minute.
+    let (_, until, _) = throttled(&p.decide(&m, &[], eleven));
+    assert_eq!(until, ts("2026-03-02T11:01:00Z"));
+}
+
+#[test]
+fn a_reservation_is_dropped_when_another_policy_defers() {
+    // A message back early on a reservation that a cap now refuses is
+    // deferred by the cap, without the reservation; on release it takes a
+    // new slot.
+    let mut p = policies(
+        vec![cap("c", all(), 1, 3600, Delay)],
+        vec![],
+        vec![throttle("t", Email, 1, 60, &[])],
+    );
+    let prof = profile(None);
+    let m = msg(&prof, Email, "m", "j", &[]);
+    let now = ts("2026-03-02T10:00:00Z");
+    assert_eq!(p.decide(&m, &[], now), Decision::Send);
+    let d = p.decide(&m, &[], now);
     let (_, until, res) = throttled(&d);
     assert_eq!(until, ts("2026-03-02T10:01:00Z"));
-    let d2 = p.decide(&msg(&prof, Email, "m", "j", res), &[], until);
-    assert_eq!(d2, defer("quiet_hours:q", "2026-03-02T11:00:00Z"));
+    let log = [SentRecord {
+        at: now,
+        channel: Email,
+        category: "m".into(),
+    }];
+    let d2 = p.decide(&msg(&prof, Email, "m", "j", res), &log, until);
+    assert_eq!(d2, defer("frequency_cap:c", "2026-03-02T11:00:00Z"));
     assert_eq!(
-        p.decide(&m, &[], ts("2026-03-02T11:00:00Z")),
+        p.decide(&m, &log[..0], ts("2026-03-02T11:00:00Z")),
         Decision::Send
     );
 }

@@ -18,6 +18,11 @@
 //! ledger like a message due now. A ledger that cannot promise any slot
 //! now ([`Slot::Wait`]) defers the message to the instant it names,
 //! keeping the reservations it holds that are still ahead.
+//!
+//! An instant inside `delay` quiet hours holding the message is skipped:
+//! the search goes on from the windows' release. Reserved there, the slot
+//! would be wasted (the message deferred again at it), and repeated every
+//! night such slots can fill another user's open hours for good.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use journeys::compiled::Throttle;
@@ -25,6 +30,12 @@ use serde_json::{Map, Value};
 
 use super::ledger::{Ledger, LedgerFactory, Slot};
 use super::{channel_index, delta, Decision, Outgoing, Reservation};
+
+/// How many times one admission moves past quiet hours before it gives up
+/// and defers the message, slot-less, to the last window's end (where it is
+/// checked again). Reached by windows that together cover every minute, or
+/// by a backlog that fills the throttle's open hours for weeks ahead.
+const MAX_QUIET_MOVES: u32 = 32;
 
 #[derive(Debug)]
 struct State {
@@ -70,7 +81,16 @@ impl Throttles {
         Throttles { states, by_channel }
     }
 
-    pub(super) fn admit(&mut self, msg: &Outgoing<'_>, now: DateTime<Utc>) -> Decision {
+    /// Admits `msg` at `now`. `quiet` says, of an instant the message
+    /// would be deferred to, when the quiet hours holding the message
+    /// there would release it, and their reason (`None`: free then, or a
+    /// `drop` window).
+    pub(super) fn admit<'q>(
+        &mut self,
+        msg: &Outgoing<'_>,
+        now: DateTime<Utc>,
+        quiet: &mut dyn FnMut(DateTime<Utc>) -> Option<(DateTime<Utc>, &'q str)>,
+    ) -> Decision {
         let idx = &self.by_channel[channel_index(msg.channel)];
         let held = |id: &str| {
             msg.reservations
@@ -103,8 +123,10 @@ impl Throttles {
             return Decision::Send;
         }
         // Fixed point: the earliest instant every applicable throttle
-        // accepts, given the reservations usable at it. `s` only grows, over
-        // finitely many candidate values.
+        // accepts, given the reservations usable at it, that quiet hours do
+        // not hold. `s` only grows, over finitely many candidate values
+        // (quiet hours covering every minute aside: bounded below).
+        let mut quiet_moves = 0;
         loop {
             let mut next = s;
             for &i in idx {
@@ -132,6 +154,26 @@ impl Throttles {
                             };
                         }
                     }
+                }
+            }
+            // A slot inside quiet hours is of no use: the message would
+            // come back only to be deferred to the window's end, and the
+            // slot would stay taken. Taken every day alike, such slots can
+            // fill another user's open hours for good (one user's night is
+            // another's morning), and that user would never be sent to.
+            if next > now {
+                if let Some((release, why)) = quiet(next) {
+                    if quiet_moves == MAX_QUIET_MOVES {
+                        // Quiet hours hold it as far as this looks: no
+                        // slot is taken; it is checked again at `release`.
+                        return Decision::Defer {
+                            reason: why.to_owned(),
+                            until: release,
+                            reservations: Vec::new(),
+                        };
+                    }
+                    next = release;
+                    quiet_moves += 1;
                 }
             }
             if next == s {
