@@ -188,6 +188,30 @@ async fn a_released_lease_is_taken_at_once_with_its_checkpoint() {
     assert_eq!(b.checkpoint().seq, 5);
 }
 
+/// A create whose answer was lost (a timeout while a replicated bucket
+/// elects its leader) leaves the lease under the worker's own name: taking
+/// it again adopts it, with the same token, instead of leaving the
+/// partition unowned for a TTL; anyone else still finds it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_left_under_the_workers_own_name_is_taken_back() {
+    let nats = Nats::single();
+    let cluster = connect(&nats, "t").await;
+    let mut first = Lease::acquire(&cluster, 0, "a").await.unwrap().unwrap();
+    first.advance(7).await.unwrap();
+    let token = first.token();
+    drop(first); // as if its answer never came
+    assert!(Lease::acquire(&cluster, 0, "b").await.unwrap().is_none());
+    let mut again = Lease::acquire(&cluster, 0, "a")
+        .await
+        .unwrap()
+        .expect("the worker's own lease is taken back");
+    assert_eq!(again.token(), token);
+    assert_eq!(again.checkpoint().seq, 7);
+    again.renew().await.expect("renewable");
+    again.advance(8).await.expect("writable");
+    assert!(Lease::acquire(&cluster, 0, "b").await.unwrap().is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_not_renewed_within_its_ttl_is_not_live() {
     let nats = Nats::single();

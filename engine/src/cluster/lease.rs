@@ -90,21 +90,40 @@ impl Lease {
         let holder = encode(&Holder {
             owner: owner.to_string(),
         });
+        let mut adopted = false;
         let token = match leases.create(key(partition), holder).await {
             Ok(revision) => revision,
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => return Ok(None),
-            // Another worker's write of the key won the race.
-            Err(e) if wrong_revision(&e) => return Ok(None),
             Err(e) => {
-                // A create racing another worker's (over a released or
-                // aged-out lease) can fail as "wrong last sequence" rather
-                // than "already exists": when a holder is there now, that
-                // is the same answer.
-                let held = leases.entry(key(partition)).await.ok().flatten();
-                if held.is_some_and(|entry| entry.operation == kv::Operation::Put) {
-                    return Ok(None);
+                // The key is there (or the answer was lost). A holder under
+                // this worker's own name is a create of ours whose answer
+                // never came (a timeout while the bucket elected its
+                // leader, or a checkpoint claim that failed after it):
+                // ours to use, names being unique per process. Left
+                // alone it would keep the partition unowned for a TTL.
+                let held = leases
+                    .entry(key(partition))
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|entry| entry.operation == kv::Operation::Put);
+                match held {
+                    Some(entry) => {
+                        let holder: Result<Holder, _> = decode(&key(partition), &entry.value);
+                        if !holder.is_ok_and(|h| h.owner == owner) {
+                            return Ok(None);
+                        }
+                        adopted = true;
+                        entry.revision
+                    }
+                    // Another worker's write of the key won the race: a
+                    // create racing another's (over a released or aged-out
+                    // lease) can fail as "wrong last sequence" rather than
+                    // "already exists".
+                    None if e.kind() == CreateErrorKind::AlreadyExists || wrong_revision(&e) => {
+                        return Ok(None)
+                    }
+                    None => return Err(Error::nats(format!("take partition {partition}"), e)),
                 }
-                return Err(Error::nats(format!("take partition {partition}"), e));
             }
         };
         let mut lease = Lease {
@@ -119,6 +138,10 @@ impl Lease {
             leases,
             checkpoints,
         };
+        if adopted {
+            // Created an unknown while ago: its TTL counts from now on.
+            lease.renew().await?;
+        }
         lease.claim_checkpoint().await?;
         Ok(Some(lease))
     }
