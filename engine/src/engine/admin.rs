@@ -50,8 +50,23 @@ impl Engine {
             .collect();
         let mut messages = self.store.view().user_messages(id, 100)?;
         messages.reverse();
+        // The log is append-only: a delivery that failed for good adds a
+        // `failed` line after the message's `sent` one. Here the message's
+        // line then reads `failed` (RUN.md §3): the `sent` one is left out.
+        let failed: std::collections::HashSet<&str> = messages
+            .iter()
+            .filter(|m| m["outcome"] == "failed")
+            .filter_map(|m| m.get("key").and_then(Value::as_str))
+            .collect();
+        let superseded = |m: &Value| {
+            m["outcome"] == "sent"
+                && m.get("key")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| failed.contains(k))
+        };
         let messages: Vec<Value> = messages
-            .into_iter()
+            .iter()
+            .filter(|m| !superseded(m))
             .map(|m| {
                 json!({
                     "at": m["at"], "journey": m["journey"], "step": m["step"],

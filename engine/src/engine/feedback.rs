@@ -362,6 +362,17 @@ mod tests {
         let (outcome, reason) = f.last_outcome("u1", "promo");
         assert_eq!(outcome, "failed");
         assert!(reason.is_some_and(|r| r.contains("550")));
+        // The message's line now reads `failed`: its `sent` line is not
+        // shown beside it (RUN.md §3).
+        let view = f.engine.inspect("u1").expect("inspect").expect("known");
+        let promo: Vec<&Value> = view["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter(|m| m["journey"] == "promo")
+            .collect();
+        assert_eq!(promo.len(), 1, "{promo:?}");
+        assert_eq!(promo[0]["key"].as_str(), Some(entry.message.key.as_str()));
         assert_eq!(f.engine.dead_letters(10).expect("dlq").len(), 1);
         f.order("u1");
         assert_eq!(
