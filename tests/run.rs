@@ -700,6 +700,69 @@ fn the_welcome_email_and_one_click_unsubscribe() {
     assert_eq!(profile["email"], "m1@example.com");
 }
 
+/// A journey deployed through `apply --server` while the service runs
+/// (RUN.md §3): its non-transactional email carries `List-Unsubscribe` and
+/// `List-Unsubscribe-Post` like the journeys there at start, and the header
+/// holds the same URL as the template's `message.unsubscribe_url` (whose
+/// token names the journey's category). Was: no header at all until a
+/// restart.
+#[test]
+fn a_journey_applied_while_running_carries_its_unsubscribe_link() {
+    use mail_parser::MessageParser;
+
+    let hooks = quiet_receiver();
+    let s = Service::new(hooks.port);
+    std::fs::write(
+        s.repo.join("journeys/deals.yaml"),
+        "apiVersion: sluice/v1\nkind: Journey\nid: deals\nversion: 1\ncategory: deals\n\
+         entry:\n  event: price_dropped\nsteps:\n  - id: deal-email\n    \
+         send: { channel: email, template: deal }\n",
+    )
+    .expect("write the journey");
+    std::fs::write(
+        s.repo.join("templates/deal.yaml"),
+        "apiVersion: sluice/v1\nkind: Template\nid: deal\nchannel: email\n\
+         subject: \"Cheaper now\"\ntext: \"Unsubscribe: {{message.unsubscribe_url}}\"\n",
+    )
+    .expect("write the template");
+    let base = s.run.base_url();
+    let o = support::cli::output(support::cli::sluice().arg("apply").arg(&s.repo).args([
+        "--server",
+        base.as_str(),
+        "--token",
+        ADMIN,
+    ]));
+    assert!(o.status.success(), "{}", support::cli::stderr(&o));
+
+    let mut events = signup("d1");
+    events.truncate(1);
+    events.push(track("d1", "d1-drop", "price_dropped", json!({})));
+    assert_eq!(s.post_events(&events).status, 202);
+    let mails = s.wait_mails(1);
+    let raw = mails.values().next().expect("the deal email");
+    let mail = MessageParser::default().parse(raw).expect("RFC 5322");
+    let list = mail
+        .header_raw("List-Unsubscribe")
+        .unwrap_or_else(|| panic!("no List-Unsubscribe:\n{}", String::from_utf8_lossy(raw)))
+        .trim()
+        .to_owned();
+    assert!(list.starts_with('<') && list.ends_with('>'), "{list}");
+    let url = &list[1..list.len() - 1];
+    assert_eq!(
+        mail.body_text(0).expect("text").trim(),
+        format!("Unsubscribe: {url}")
+    );
+    assert_eq!(
+        mail.header_raw("List-Unsubscribe-Post").map(str::trim),
+        Some("List-Unsubscribe=One-Click")
+    );
+    // The token names the journey's category.
+    assert!(
+        url.contains(&format!(".{}.", hex::encode("deals"))),
+        "{url}"
+    );
+}
+
 /// Feedback intake end to end (docs/feedback.md): the welcome email goes
 /// to the maildir; SES reports a hard bounce for its Message-ID (posted
 /// with the ingest token) and the user's `email_status` turns `bounced`,

@@ -4,6 +4,7 @@
 //! key, so a forged or altered token changes nothing).
 
 use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -132,18 +133,26 @@ pub struct Unsubscribe {
 }
 
 /// Makes and checks `{public_url}/v1/unsubscribe/{token}` links. The token
-/// is `{hex user}.{hex category}.{key}.{hex HMAC-SHA256, 128 bits}`: URL-safe
+/// is `{hex user}.{hex category}.{hex key}.{hex HMAC-SHA256, 128 bits}`: URL-safe
 /// whatever the user id, and refused (`None`) when any part was altered.
+///
+/// A message's link names the category of the journey version that sent
+/// it. The versions known at start come from the config; a journey (or a
+/// version) deployed while the service runs is learned from the outbox
+/// entries on their way to the providers ([`UnsubscribeSigner::learn`]), so
+/// its emails carry the same link as its templates' `message.unsubscribe_url`.
 pub struct UnsubscribeSigner {
     base: String,
     mac: HmacSha256,
-    /// Journey id → category.
+    /// Journey id → category (any version): the fallback.
     categories: HashMap<String, String>,
+    /// Journey id → version → category, as learned.
+    versions: RwLock<HashMap<String, HashMap<u32, String>>>,
 }
 
 impl UnsubscribeSigner {
     /// `categories` maps journey ids to their categories; a message of a
-    /// journey not in it gets no link.
+    /// journey not in it, nor learned, gets no link.
     pub fn new(
         public_url: &str,
         secret: &[u8],
@@ -154,19 +163,56 @@ impl UnsubscribeSigner {
             mac: <HmacSha256 as Mac>::new_from_slice(secret)
                 .unwrap_or_else(|_| unreachable!("HMAC accepts every key length")),
             categories: categories.into_iter().collect(),
+            versions: RwLock::new(HashMap::new()),
         }
     }
 
     /// The categories of every journey in `config`.
     pub fn for_config(public_url: &str, secret: &[u8], config: &Config) -> UnsubscribeSigner {
-        UnsubscribeSigner::new(
+        let signer = UnsubscribeSigner::new(
             public_url,
             secret,
             config
                 .journeys
                 .iter()
                 .map(|j| (j.id.clone(), j.category.clone())),
-        )
+        );
+        for j in &config.journeys {
+            signer.learn(&j.id, j.version, &j.category);
+        }
+        signer
+    }
+
+    /// Messages of `journey` at `version` belong to `category` (the
+    /// category their outbox entry was committed with).
+    pub fn learn(&self, journey: &str, version: u32, category: &str) {
+        let known = self
+            .versions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(journey)
+            .and_then(|v| v.get(&version))
+            .is_some_and(|c| c == category);
+        if !known {
+            self.versions
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(journey.to_owned())
+                .or_default()
+                .insert(version, category.to_owned());
+        }
+    }
+
+    /// The category of `message`'s journey version, if known.
+    fn category_of(&self, message: &Message) -> Option<String> {
+        let learned = self
+            .versions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&message.journey)
+            .and_then(|v| v.get(&message.version))
+            .cloned();
+        learned.or_else(|| self.categories.get(&message.journey).cloned())
     }
 
     fn mac(&self, user: &str, category: &str, key: &str) -> HmacSha256 {
@@ -232,8 +278,8 @@ impl UnsubscribeSigner {
 
 impl UnsubscribeLinks for UnsubscribeSigner {
     fn url(&self, message: &Message) -> Option<String> {
-        let category = self.categories.get(&message.journey)?;
-        self.link(&message.user, category, &message.key)
+        let category = self.category_of(message)?;
+        self.link(&message.user, &category, &message.key)
     }
 }
 
@@ -297,5 +343,45 @@ mod tests {
         assert_eq!(other.verify(&t), None);
         assert_eq!(u.verify("zz.00.00.00"), None);
         assert_eq!(u.verify(&format!("{t}.00")), None);
+    }
+
+    fn email_of(journey: &str, version: u32) -> Message {
+        Message {
+            key: "k1".into(),
+            at: 0,
+            user: "u1".into(),
+            journey: journey.into(),
+            version,
+            step: "s".into(),
+            channel: journeys::compiled::Channel::Email,
+            template: "t".into(),
+            content: crate::dispatch::Content::Email {
+                to: Some("a@example.com".into()),
+                from: None,
+                reply_to: None,
+                subject: "hi".into(),
+                text: Some("x".into()),
+                html: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_journey_version_deployed_after_start_gets_its_own_category_link() {
+        let u = UnsubscribeSigner::new(
+            "https://hooks.example",
+            b"secret",
+            [("welcome".to_owned(), "marketing".to_owned())],
+        );
+        assert_eq!(u.url(&email_of("deals", 1)), None, "not known yet");
+        u.learn("deals", 1, "deals");
+        u.learn("welcome", 2, "onboarding");
+        let link = |c: &str| u.link("u1", c, "k1");
+        assert_eq!(u.url(&email_of("deals", 1)), link("deals"));
+        assert_eq!(u.url(&email_of("welcome", 2)), link("onboarding"));
+        // A version not learned falls back to the journey's category.
+        assert_eq!(u.url(&email_of("welcome", 1)), link("marketing"));
+        u.learn("orders", 1, TRANSACTIONAL);
+        assert_eq!(u.url(&email_of("orders", 1)), None);
     }
 }

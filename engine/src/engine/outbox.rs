@@ -89,6 +89,7 @@ impl Engine {
                 out.push(e);
             }
         }
+        self.learn_categories(&out);
         Ok(out)
     }
 
@@ -96,7 +97,21 @@ impl Engine {
     /// committed but not recorded as delivered is delivered again, with the
     /// same key).
     pub fn outbox(&self, after: Option<u64>, limit: usize) -> Result<Vec<OutboxEntry>, Error> {
-        Ok(self.store.view().outbox(after, limit)?)
+        let out = self.store.view().outbox(after, limit)?;
+        self.learn_categories(&out);
+        Ok(out)
+    }
+
+    /// Tells the unsubscribe signer the category each entry was committed
+    /// with, before the entries reach the providers: the `List-Unsubscribe`
+    /// of a journey deployed while the service runs then names the same
+    /// category as its templates' `message.unsubscribe_url` (RUN.md §3).
+    fn learn_categories(&self, entries: &[OutboxEntry]) {
+        if let Some(signer) = &self.signer {
+            for e in entries {
+                signer.learn(&e.message.journey, e.message.version, &e.category);
+            }
+        }
     }
 
     /// A delivery worker's result for entry `id`, with what the provider
