@@ -357,8 +357,8 @@ impl Cause {
                 Some(s) => scrub(&s.to_string()),
                 None => String::new(),
             },
-            Cause::Smtp(e) => scrub(&e.to_string()),
-            Cause::Io(e) => scrub(&e.to_string()),
+            Cause::Smtp(e) => scrub(crate::os::without_code(&e.to_string())),
+            Cause::Io(e) => scrub(&crate::os::reason(e)),
             Cause::TimedOut => "timed out".into(),
             Cause::Unsupported(what) => (*what).to_owned(),
         }
@@ -810,6 +810,13 @@ impl Provider for Smtp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_connection_reads_in_words() {
+        let detail = Cause::Io(std::io::Error::from_raw_os_error(111)).detail();
+        assert!(!detail.contains("os error"), "{detail}");
+        assert!(!detail.is_empty());
+    }
 
     #[test]
     fn urls_give_host_port_and_security() {

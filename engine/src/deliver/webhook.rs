@@ -250,10 +250,11 @@ impl Webhook {
 /// An error and its causes, `: `-separated (reqwest's own message is
 /// often just "error sending request").
 fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
+    // In words, without the standard library's ` (os error N)`.
+    let mut out = crate::os::without_code(&e.to_string()).to_owned();
     let mut cur = e.source();
     while let Some(s) = cur {
-        let s_text = s.to_string();
+        let s_text = crate::os::without_code(&s.to_string()).to_owned();
         if !out.contains(&s_text) {
             out.push_str(": ");
             out.push_str(&s_text);
@@ -278,9 +279,15 @@ pub fn classify(
         });
     }
     let mut reason = format!("HTTP {status}");
-    let snippet: String = String::from_utf8_lossy(body)
+    let answer: String = String::from_utf8_lossy(body)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    // Reasons never hold an address (a receiver may echo the body, which
+    // may carry the user's): redacted before the cut, so that no address
+    // survives cut in half.
+    let snippet: String = crate::metrics::redact_addresses(answer.trim())
+        .chars()
         .take(REASON_CHARS)
         .collect();
     let snippet = snippet.trim();
@@ -385,5 +392,48 @@ mod tests {
         )
         .expect_err("fails");
         assert_eq!(f.reason, "HTTP 400 Bad Request: {\"error\":\"bad\"}  more");
+    }
+
+    #[test]
+    fn a_reason_holds_no_address_even_one_cut_at_the_limit() {
+        let f = classify(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            b"{\"error\":\"no customer ana@example.com\"}",
+            None,
+        )
+        .expect_err("fails");
+        assert_eq!(
+            f.reason,
+            "HTTP 422 Unprocessable Entity: {\"error\":\"no customer <address>\"}"
+        );
+        // An address across the 200th character is not left half there.
+        let body = format!("{}ana.maria@example.com", "x ".repeat(95));
+        let f = classify(StatusCode::BAD_REQUEST, body.as_bytes(), None).expect_err("fails");
+        assert!(!f.reason.contains("ana.maria@"), "{}", f.reason);
+        assert!(!f.reason.contains('@'), "{}", f.reason);
+    }
+
+    #[test]
+    fn network_reasons_are_words_without_os_error_numbers() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("tcp connect error")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::from_raw_os_error(111));
+        let text = source_chain(&e);
+        assert!(text.starts_with("tcp connect error: "), "{text}");
+        assert!(!text.contains("os error"), "{text}");
+        assert_eq!(
+            source_chain(&std::io::Error::from_raw_os_error(111)),
+            crate::os::reason(&std::io::Error::from_raw_os_error(111))
+        );
     }
 }
