@@ -183,6 +183,25 @@ impl Engine {
     ) -> Result<Recorded, Error> {
         entry.attempts += 1;
         entry.last_error = Some(error.message.clone());
+        if let Some((at, seq)) = entry.dead_letter {
+            if !crate::store::messages::Messages::has_dead_letter(&self.store.view(), at, seq)? {
+                // A replayed letter whose letter is gone: another copy of
+                // it (`sluice dlq replay` twice) was delivered meanwhile,
+                // under the same key. The message went out; this copy's
+                // failure (a receiver refusing a repeated key, say) neither
+                // puts it back in the queue nor marks it failed, and it is
+                // not tried again.
+                self.store.batch().delete_outbox(entry.id, !stored);
+                if stored {
+                    self.depths_pending.add_outbox(entry.message.channel, -1);
+                }
+                tracing::info!(
+                    key = %entry.message.key,
+                    "a replayed copy failed after another copy of its key was delivered; dropped"
+                );
+                return Ok(Recorded::Ok);
+            }
+        }
         let policy = self.config.project.retry;
         if error.retriable && entry.attempts < policy.max_attempts {
             let delay = Backoff::from_policy(&policy).delay(&entry.message.key, entry.attempts);
@@ -253,7 +272,8 @@ impl Engine {
 /// `sluice_deliveries_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
-    /// Delivered: the entry left the outbox.
+    /// Delivered: the entry left the outbox (also a replayed copy that
+    /// failed after another copy of its key was delivered).
     Ok,
     /// A transient failure: a retry timer is set.
     Retry,
@@ -301,5 +321,137 @@ fn recipient(entry: &OutboxEntry) -> Recipient {
         category: entry.category.clone(),
         channel: m.channel,
         at: m.at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use journeys::event::Event;
+    use serde_json::{json, Value};
+
+    use crate::clock::{Clock, VirtualClock};
+    use crate::dispatch::DispatchError;
+    use crate::engine::{Delivery, Engine, Options, Replay};
+    use crate::output::Discard;
+    use crate::store::sled_store::{SledOptions, SledStore};
+
+    fn engine(dir: &Path) -> (Engine, i64) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/feedback");
+        let config = Arc::new(journeys::load(&root).unwrap_or_else(|_| panic!("fixture")));
+        let store = SledStore::open(dir, &SledOptions::default()).expect("store");
+        let start = chrono::DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z")
+            .expect("ts")
+            .to_utc();
+        let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(start));
+        let now = clock.now_millis();
+        let engine = Engine::open(
+            config,
+            Box::new(store),
+            clock,
+            Delivery::Workers,
+            Box::new(Discard),
+            Options::default(),
+        )
+        .expect("engine");
+        (engine, now)
+    }
+
+    fn event(engine: &mut Engine, now: i64, id: &str, mut v: Value) {
+        v["id"] = json!(id);
+        v["ts"] = json!(crate::clock::format_ts(now));
+        let ev = Event::from_line(&v.to_string()).expect("event");
+        engine.ingest(&ev).expect("ingest");
+        engine.run_due(now).expect("due");
+    }
+
+    fn refused(message: &str) -> DispatchError {
+        DispatchError {
+            retriable: false,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// `sluice dlq replay` twice (RUN.md §4): two copies go out with the
+    /// same key. Once one is delivered the letter leaves the queue for
+    /// good: the other copy failing afterwards (a receiver refusing the
+    /// repeated key) does not put the delivered message back, nor add a
+    /// second `failed` line.
+    #[test]
+    fn a_letter_replayed_twice_stays_out_once_one_copy_is_delivered() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (mut e, now) = engine(dir.path());
+        event(
+            &mut e,
+            now,
+            "e1",
+            json!({"type": "identify", "user": "u1", "traits": {"email": "u1@x.io"}}),
+        );
+        event(
+            &mut e,
+            now + 1_000,
+            "e2",
+            json!({"type": "track", "user": "u1", "event": "ordered"}),
+        );
+        e.commit().expect("commit");
+        let first = e
+            .take_outbox()
+            .expect("outbox")
+            .into_iter()
+            .find(|x| x.message.journey == "promo")
+            .expect("the promo email");
+        let t = now + 2_000;
+        // Permanent: straight into the queue.
+        e.delivered(first.id, Err(refused("HTTP 410 Gone")), &[], t)
+            .expect("record");
+        e.commit().expect("commit");
+        let letters = e.dead_letters(10).expect("dlq");
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        let id = letters[0]["id"].as_u64().expect("id");
+        let promo_lines = |e: &mut Engine| {
+            e.inspect("u1").expect("inspect").expect("known")["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .filter(|m| m["journey"] == "promo")
+                .count()
+        };
+        let lines = promo_lines(&mut e);
+
+        assert_eq!(e.replay(Replay::One(id), t).expect("replay"), 1);
+        assert_eq!(e.replay(Replay::One(id), t).expect("replay"), 1);
+        e.commit().expect("commit");
+        let copies = e.take_outbox().expect("outbox");
+        assert_eq!(copies.len(), 2);
+        assert_eq!(copies[0].message.key, copies[1].message.key);
+
+        let recorded = e.delivered(copies[0].id, Ok(()), &[], t + 1).expect("ok");
+        assert_eq!(recorded, Some(super::Recorded::Ok));
+        e.commit().expect("commit");
+        assert!(e.dead_letters(10).expect("dlq").is_empty());
+        let recorded = e
+            .delivered(
+                copies[1].id,
+                Err(refused("HTTP 409 Conflict: repeated key")),
+                &[],
+                t + 2,
+            )
+            .expect("recorded");
+        e.commit().expect("commit");
+        assert_eq!(recorded, Some(super::Recorded::Ok));
+        assert!(
+            e.dead_letters(10).expect("dlq").is_empty(),
+            "back in the queue"
+        );
+        assert_eq!(promo_lines(&mut e), lines, "a second failed line");
+        let key = &copies[0].message.key;
+        assert!(!e
+            .outbox(None, 10)
+            .expect("outbox")
+            .iter()
+            .any(|x| &x.message.key == key));
     }
 }
