@@ -313,9 +313,34 @@ pub fn rerollout_lines(rs: &[Rerollout]) -> String {
         .collect()
 }
 
-/// Live instances per journey version and step.
+/// Live instances per journey version and step, and the definitions of
+/// the older versions they are on (from the generations that hold them).
 #[derive(Debug, Default)]
-pub struct Live(BTreeMap<(String, u32), BTreeMap<String, u64>>);
+pub struct Live {
+    per_step: BTreeMap<(String, u32), BTreeMap<String, u64>>,
+    definitions: BTreeMap<(String, u32), Arc<journeys::compiled::Journey>>,
+}
+
+/// Writes `files` (`{path: base64}`) under `dir`.
+fn write_files(dir: &Path, files: &serde_json::Map<String, Value>) -> miette::Result<()> {
+    let mut snapshot = Snapshot::default();
+    for (name, b) in files {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b.as_str().unwrap_or_default())
+            .map_err(|e| miette!("the deployed file {name} is not base64: {e}"))?;
+        snapshot.files.insert(name.clone(), bytes);
+    }
+    snapshot.check_paths().map_err(|e| miette!("{e}"))?;
+    for (name, bytes) in &snapshot.files {
+        let path = dir.join(name);
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).map_err(|e| miette!("cannot write {}: {e}", p.display()))?;
+        }
+        std::fs::write(&path, bytes)
+            .map_err(|e| miette!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
 
 pub fn deployed(target: &mut Target) -> miette::Result<Deployed> {
     let v = match target.ask(AdminRequest::Deployed)? {
@@ -327,23 +352,8 @@ pub fn deployed(target: &mut Target) -> miette::Result<Deployed> {
     };
     let dir =
         tempfile::tempdir().map_err(|e| miette!("cannot create a temporary directory: {e}"))?;
-    let mut snapshot = Snapshot::default();
     if let Some(files) = v["files"].as_object() {
-        for (name, b) in files {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b.as_str().unwrap_or_default())
-                .map_err(|e| miette!("the deployed file {name} is not base64: {e}"))?;
-            snapshot.files.insert(name.clone(), bytes);
-        }
-    }
-    snapshot.check_paths().map_err(|e| miette!("{e}"))?;
-    for (name, bytes) in &snapshot.files {
-        let path = dir.path().join(name);
-        if let Some(p) = path.parent() {
-            std::fs::create_dir_all(p).map_err(|e| miette!("cannot write {}: {e}", p.display()))?;
-        }
-        std::fs::write(&path, bytes)
-            .map_err(|e| miette!("cannot write {}: {e}", path.display()))?;
+        write_files(dir.path(), files)?;
     }
     let side = Side::load(dir.path(), Which::Base)
         .map_err(|e| miette!("the deployed config does not validate with this sluice: {e}"))?;
@@ -361,6 +371,25 @@ pub fn deployed(target: &mut Target) -> miette::Result<Deployed> {
             .or_default()
             .insert(step.to_owned(), n);
     }
+    // Older versions live instances are on: a `migrate` block from one of
+    // them is checked against its steps. A generation this sluice cannot
+    // compile any more leaves its versions unknown to the plan.
+    let mut definitions = BTreeMap::new();
+    for files in v["older"].as_object().into_iter().flat_map(|o| o.values()) {
+        let Some(files) = files.as_object() else {
+            continue;
+        };
+        let older =
+            tempfile::tempdir().map_err(|e| miette!("cannot create a temporary directory: {e}"))?;
+        write_files(older.path(), files)?;
+        if let Ok(side) = Side::load(older.path(), Which::Base) {
+            for j in &side.config.journeys {
+                definitions
+                    .entry((j.id.clone(), j.version))
+                    .or_insert_with(|| Arc::clone(j));
+            }
+        }
+    }
     let running = v["running"]
         .as_object()
         .into_iter()
@@ -373,7 +402,10 @@ pub fn deployed(target: &mut Target) -> miette::Result<Deployed> {
         .collect();
     Ok(Deployed {
         side,
-        live: Live(live),
+        live: Live {
+            per_step: live,
+            definitions,
+        },
         generation: v["generation"].as_u64().unwrap_or(0),
         dir,
         running,
@@ -382,10 +414,16 @@ pub fn deployed(target: &mut Target) -> miette::Result<Deployed> {
 
 impl journeys::plan::InFlight for Live {
     fn live_per_step(&self, journey: &str, version: u32) -> BTreeMap<String, u64> {
-        self.0
+        self.per_step
             .get(&(journey.to_owned(), version))
             .cloned()
             .unwrap_or_default()
+    }
+
+    fn definition(&self, journey: &str, version: u32) -> Option<Arc<journeys::compiled::Journey>> {
+        self.definitions
+            .get(&(journey.to_owned(), version))
+            .cloned()
     }
 }
 
@@ -454,15 +492,17 @@ pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
         for d in plan.diagnostics.iter() {
             eprintln!("{:?}", d.to_report());
         }
-        eprintln!("a changed journey keeps its version: nothing was applied");
+        eprintln!(
+            "{}: nothing was applied",
+            crate::plan::blocked_title(&plan.diagnostics)
+        );
         return Ok(ExitCode::from(1));
     }
     let rerolled = base.rerollouts(&head);
     if args.format == Format::Human {
-        print!("{}", rerollout_lines(&rerolled));
         print!(
             "{}",
-            crate::plan::human_against_deployed(&plan, &base.side, &head)
+            crate::plan::human_against_deployed_with(&plan, &base.side, &head, &rerolled)
         );
     }
     if plan.is_empty() && rerolled.is_empty() {
@@ -598,6 +638,21 @@ fn audit_line(v: &Value) -> String {
             if let Some(g) = d["guards"].as_array().filter(|g| !g.is_empty()) {
                 let g: Vec<&str> = g.iter().filter_map(Value::as_str).collect();
                 s.push_str(&format!(", guards: {}", g.join(", ")));
+            }
+            if let Some(r) = d["rolled_out_again"].as_array().filter(|r| !r.is_empty()) {
+                let r: Vec<String> = r
+                    .iter()
+                    .map(|r| format!("{} v{}", r["journey"].as_str().unwrap_or(""), r["version"]))
+                    .collect();
+                s.push_str(&format!(", rolled out again: {}", r.join(", ")));
+            }
+            if let Some(m) = d["migrated"].as_object() {
+                for (j, c) in m {
+                    s.push_str(&format!(
+                        ", migrated {j}: {} kept, {} restarted, {} completed, {} exited, {} stayed",
+                        c["kept"], c["restarted"], c["completed"], c["exited"], c["stayed"]
+                    ));
+                }
             }
             s
         }
@@ -811,4 +866,37 @@ pub fn canary(args: CanaryArgs) -> miette::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_apply_line_names_what_it_rolled_out_again_and_migrated() {
+        let rolled = json!({
+            "at": "2026-03-02T09:00:00.000Z", "actor": "ci", "action": "apply",
+            "detail": {"generation": 3, "changes": [], "canary": null, "guards": [],
+                       "rolled_out_again": [{"journey": "onboard", "running": 1, "version": 2}]},
+        });
+        assert!(
+            audit_line(&rolled)
+                .ends_with("apply generation 3: 0 change(s), rolled out again: onboard v2"),
+            "{}",
+            audit_line(&rolled)
+        );
+        let migrated = json!({
+            "at": "2026-03-02T09:00:00.000Z", "actor": "ci", "action": "apply",
+            "detail": {"generation": 4, "changes": [{"kind": "Journey", "id": "onboard"}],
+                       "rolled_out_again": [],
+                       "migrated": {"onboard": {"kept": 20, "restarted": 0, "completed": 1, "exited": 10, "stayed": 0}}},
+        });
+        assert!(
+            audit_line(&migrated).ends_with(
+                "apply generation 4: 1 change(s), migrated onboard: 20 kept, 0 restarted, 1 completed, 10 exited, 0 stayed"
+            ),
+            "{}",
+            audit_line(&migrated)
+        );
+    }
 }
