@@ -647,17 +647,8 @@ pub fn prepare_apply(
         });
         match action {
             Some(Action::Create) => {
-                d.journeys.insert(
-                    j.id.clone(),
-                    Rollout {
-                        stable: pin,
-                        previous: Vec::new(),
-                        canary: None,
-                        rolled_back: None,
-                        retained: Vec::new(),
-                        deleted: false,
-                    },
-                );
+                let old = d.journeys.remove(&j.id);
+                d.journeys.insert(j.id.clone(), created(old, pin));
             }
             Some(Action::Update) => {
                 let Some(r) = d.journeys.get_mut(&j.id) else {
@@ -769,6 +760,27 @@ pub fn prepare_apply(
     })
 }
 
+/// The rollout of a journey created at `pin`. A journey deleted earlier
+/// may still have live instances on its versions: they stay known (to
+/// their end, DEPLOY.md §1), never run on the new journey by step id.
+fn created(old: Option<Rollout>, pin: Pin) -> Rollout {
+    let mut retained = Vec::new();
+    if let Some(o) = old {
+        retained.extend(o.previous);
+        retained.extend(o.retained);
+        retained.push(o.stable);
+        retained.extend(o.canary.map(|c| c.pin));
+    }
+    Rollout {
+        stable: pin,
+        previous: Vec::new(),
+        canary: None,
+        rolled_back: None,
+        retained,
+        deleted: false,
+    }
+}
+
 fn rollout_mut<'d>(d: &'d mut Deployed, journey: &str) -> Result<&'d mut Rollout, Error> {
     d.journeys
         .get_mut(journey)
@@ -818,6 +830,11 @@ pub fn prepare_rollback(
 ) -> Result<(Deployed, AuditEntry), Error> {
     let mut d = d.clone();
     let r = rollout_mut(&mut d, journey)?;
+    if r.deleted {
+        return Err(Error::Refused(format!(
+            "journey `{journey}` was deleted: it takes no new entries to send back; apply a config with it to bring it back"
+        )));
+    }
     let detail;
     if let Some(c) = r.canary.take() {
         r.retained.push(c.pin);
@@ -937,6 +954,25 @@ mod tests {
         assert_eq!(e2.action, "rollback");
         assert_eq!(d2.journeys["cart"].stable, pin(1, 1));
         assert_eq!(d2.journeys["cart"].retained, vec![pin(2, 2)]);
+    }
+
+    #[test]
+    fn a_deleted_journey_is_not_rolled_back_and_created_again_keeps_its_versions() {
+        let (mut d, _) =
+            prepare_promote(&with_canary(), "cart", false, None, "ana", 5).expect("promote");
+        let r = d.journeys.get_mut("cart").expect("cart");
+        r.retained.push(pin(3, 3));
+        r.deleted = true;
+        let e = prepare_rollback(&d, "cart", None, "ana", 6).expect_err("deleted");
+        assert!(e.to_string().contains("was deleted"), "{e}");
+        assert_eq!(d.journeys["cart"].stable, pin(2, 2), "nothing changed");
+
+        // Created again: the old versions' live instances still run them.
+        let r = created(d.journeys.remove("cart"), pin(4, 7));
+        assert_eq!(r.stable, pin(4, 7));
+        assert!(!r.deleted && r.previous.is_empty() && r.canary.is_none());
+        assert_eq!(r.retained, vec![pin(1, 1), pin(3, 3), pin(2, 2)]);
+        assert_eq!(created(None, pin(1, 1)).retained, Vec::new());
     }
 
     #[test]
