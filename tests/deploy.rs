@@ -916,3 +916,56 @@ fn a_migration_from_an_older_version_is_checked_against_its_steps() {
         text(&o)
     );
 }
+
+/// A running canary grows by applying the same config with a larger
+/// `--canary` (DEPLOY.md §1: the same users stay in the canary as it
+/// grows): the share changes, new entries follow it, the history says so,
+/// and the same apply again changes nothing.
+#[test]
+fn applying_the_same_canary_with_another_share_grows_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = checkout(tmp.path(), "v1");
+    let v2 = checkout(tmp.path(), "v2");
+    let v2p = v2.to_str().expect("path");
+    let s = Service::start(&repo);
+    let sluice = |args: &[&str]| s.admin(args);
+    let o = sluice(&["apply", v2p, "--canary", "10%"]);
+    assert!(o.status.success(), "{}", text(&o));
+    s.sign_up(tmp.path(), &users("a", 200), None);
+    let before = s.entries();
+    let canary_a = before.get(&2).copied().unwrap_or(0);
+    // 10% of 200: 20 expected, far outside 5..=40 only by a bug.
+    assert!((5..=40).contains(&canary_a), "{before:?}");
+
+    let o = sluice(&["apply", v2p, "--canary", "60%"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("~ canary Journey onboard v2: 10% → 60% of new entries"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.contains("No changes"), "{}", text(&o));
+    let o = sluice(&["canary", "status", "onboard", "--format", "json"]);
+    assert_eq!(json_out(&o)[0]["share"], 60.0, "{}", text(&o));
+    // The same apply again: nothing to do.
+    let o = sluice(&["apply", v2p, "--canary", "60%"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("No changes"),
+        "{}",
+        text(&o)
+    );
+
+    s.sign_up(tmp.path(), &users("b", 200), None);
+    let after = s.entries();
+    let canary_b = after.get(&2).copied().unwrap_or(0) - canary_a;
+    // 60% of 200: 120 expected (a standard deviation is about 7).
+    assert!((90..=150).contains(&canary_b), "{before:?} {after:?}");
+    let o = sluice(&["history", "onboard"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("canary onboard v2 10% → 60%"),
+        "{}",
+        text(&o)
+    );
+}

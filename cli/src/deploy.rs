@@ -265,6 +265,8 @@ pub struct Deployed {
     pub dir: tempfile::TempDir,
     /// Per journey, the versions its new entries go to: stable, canary.
     pub running: BTreeMap<String, (u32, Option<u32>)>,
+    /// Per journey with a canary, its share of new entries in basis points.
+    pub shares: BTreeMap<String, u32>,
 }
 
 /// A journey whose config did not change but whose new entries run another
@@ -277,6 +279,33 @@ pub struct Rerollout {
 }
 
 impl Deployed {
+    /// The running canaries an apply of `head` with `--canary` at `bp`
+    /// basis points gives another share (the engine's
+    /// `deploy::state::reshares`): journeys `plan` does not change whose
+    /// version is their canary's. Each: journey, version, share before.
+    pub fn reshares(
+        &self,
+        head: &Side,
+        plan: &journeys::plan::Plan,
+        bp: u32,
+    ) -> Vec<(String, u32, u32)> {
+        head.config
+            .journeys
+            .iter()
+            .filter(|j| {
+                !plan
+                    .changes
+                    .iter()
+                    .any(|c| c.kind == "Journey" && c.id == j.id)
+            })
+            .filter_map(|j| {
+                let (_, canary) = *self.running.get(&j.id)?;
+                let share = *self.shares.get(&j.id)?;
+                (canary == Some(j.version) && share != bp).then(|| (j.id.clone(), j.version, share))
+            })
+            .collect()
+    }
+
     /// The journeys of `head` unchanged from the deployed config (the same
     /// version) whose version their rollout does not run. A journey whose
     /// version changed is an update of the plan, not a rollout again.
@@ -400,6 +429,15 @@ pub fn deployed(target: &mut Target) -> miette::Result<Deployed> {
             Some((j.clone(), (stable, canary)))
         })
         .collect();
+    let shares = v["running"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(j, r)| {
+            let share = r["share"].as_f64()?;
+            Some((j.clone(), (share * 100.0).round() as u32))
+        })
+        .collect();
     Ok(Deployed {
         side,
         live: Live {
@@ -409,6 +447,7 @@ pub fn deployed(target: &mut Target) -> miette::Result<Deployed> {
         generation: v["generation"].as_u64().unwrap_or(0),
         dir,
         running,
+        shares,
     })
 }
 
@@ -499,13 +538,26 @@ pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let rerolled = base.rerollouts(&head);
+    let reshared = canary
+        .map(|bp| base.reshares(&head, &plan, bp))
+        .unwrap_or_default();
+    let nothing = plan.is_empty() && rerolled.is_empty();
     if args.format == Format::Human {
-        print!(
-            "{}",
-            crate::plan::human_against_deployed_with(&plan, &base.side, &head, &rerolled)
-        );
+        for (j, version, from) in &reshared {
+            println!(
+                "~ canary Journey {j} v{version}: {}% → {}% of new entries",
+                f64::from(*from) / 100.0,
+                f64::from(canary.unwrap_or_default()) / 100.0
+            );
+        }
+        if !(nothing && !reshared.is_empty()) {
+            print!(
+                "{}",
+                crate::plan::human_against_deployed_with(&plan, &base.side, &head, &rerolled)
+            );
+        }
     }
-    if plan.is_empty() && rerolled.is_empty() {
+    if nothing && reshared.is_empty() {
         if args.format == Format::Json {
             println!(
                 "{}",
@@ -645,6 +697,15 @@ fn audit_line(v: &Value) -> String {
                     .map(|r| format!("{} v{}", r["journey"].as_str().unwrap_or(""), r["version"]))
                     .collect();
                 s.push_str(&format!(", rolled out again: {}", r.join(", ")));
+            }
+            for r in d["canary_shares"].as_array().into_iter().flatten() {
+                s.push_str(&format!(
+                    ", canary {} v{} {}% → {}%",
+                    r["journey"].as_str().unwrap_or(""),
+                    r["version"],
+                    r["from_share"].as_f64().unwrap_or_default(),
+                    r["to_share"].as_f64().unwrap_or_default()
+                ));
             }
             if let Some(m) = d["migrated"].as_object() {
                 for (j, c) in m {
@@ -884,6 +945,18 @@ mod tests {
                 .ends_with("apply generation 3: 0 change(s), rolled out again: onboard v2"),
             "{}",
             audit_line(&rolled)
+        );
+        let reshared = json!({
+            "at": "2026-03-02T09:00:00.000Z", "actor": "ci", "action": "apply",
+            "detail": {"generation": 5, "changes": [], "canary": 60.0, "guards": [],
+                       "canary_shares": [{"journey": "onboard", "version": 2, "from_share": 10.0, "to_share": 60.0}]},
+        });
+        assert!(
+            audit_line(&reshared).ends_with(
+                "apply generation 5: 0 change(s), canary 60%, canary onboard v2 10% → 60%"
+            ),
+            "{}",
+            audit_line(&reshared)
         );
         let migrated = json!({
             "at": "2026-03-02T09:00:00.000Z", "actor": "ci", "action": "apply",

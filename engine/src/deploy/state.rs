@@ -440,6 +440,46 @@ pub fn rerollouts(d: &Deployed, base: &Config, head: &Config) -> Vec<Rerollout> 
         .collect()
 }
 
+/// A running canary whose share an apply with `--canary` changes: its
+/// journey is unchanged and its version is the canary's (DEPLOY.md §1:
+/// the same users stay in the canary as it grows).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Reshare {
+    pub journey: String,
+    pub version: u32,
+    /// Percent of new entries before and after.
+    pub from_share: f64,
+    pub to_share: f64,
+}
+
+/// The canaries of `d` that an apply of `head` with `--canary` at `bp`
+/// basis points gives another share: journeys `plan` does not change
+/// whose version is their running canary's.
+pub fn reshares(d: &Deployed, head: &Config, plan: &Plan, bp: u32) -> Vec<Reshare> {
+    head.journeys
+        .iter()
+        .filter(|j| {
+            !plan
+                .changes
+                .iter()
+                .any(|c| c.kind == "Journey" && c.id == j.id)
+        })
+        .filter_map(|j| {
+            let r = d.journeys.get(&j.id).filter(|r| !r.deleted)?;
+            let c = r
+                .canary
+                .as_ref()
+                .filter(|c| c.pin.version == j.version && c.basis_points != bp)?;
+            Some(Reshare {
+                journey: j.id.clone(),
+                version: j.version,
+                from_share: f64::from(c.basis_points) / 100.0,
+                to_share: f64::from(bp) / 100.0,
+            })
+        })
+        .collect()
+}
+
 fn empty_side(loader: &mut Loader) -> Result<Side, Error> {
     let dir = loader.dir.join(".empty");
     std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
@@ -559,7 +599,11 @@ pub fn prepare_apply(
     let rerolled = current
         .map(|d| rerollouts(d, &base.config, &head.config))
         .unwrap_or_default();
-    if plan.is_empty() && rerolled.is_empty() {
+    let reshared = match (current, req.canary) {
+        (Some(d), Some(bp)) => reshares(d, &head.config, &plan, bp),
+        _ => Vec::new(),
+    };
+    if plan.is_empty() && rerolled.is_empty() && reshared.is_empty() {
         return Ok(Prepared {
             plan,
             change: Change::default(),
@@ -707,6 +751,16 @@ pub fn prepare_apply(
                     }
                     if let Some(c) = r.canary.as_mut().filter(|c| c.pin.version == j.version) {
                         c.pin = pin;
+                        if let (Some(bp), true) =
+                            (req.canary, reshared.iter().any(|x| x.journey == j.id))
+                        {
+                            // Its guards stay unless the apply names others.
+                            c.basis_points = bp;
+                            if !req.guards.is_empty() {
+                                c.guards = req.guards.clone();
+                                c.min_sends = req.min_sends;
+                            }
+                        }
                     }
                 }
             }
@@ -748,6 +802,7 @@ pub fn prepare_apply(
             "canary": req.canary.map(|bp| f64::from(bp) / 100.0),
             "guards": req.guards,
             "rolled_out_again": rerolled,
+            "canary_shares": reshared,
         }),
     );
     change.audit.push(entry);

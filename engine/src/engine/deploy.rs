@@ -509,16 +509,19 @@ impl journeys::plan::InFlight for Running<'_> {
     }
 }
 
-/// Whether an apply entry changed `journey`, or rolled it out again.
+/// Whether an apply entry changed `journey`, rolled it out again or gave
+/// its canary another share.
 fn mentions(e: &AuditEntry, journey: &str) -> bool {
     let changed = e.detail["changes"].as_array().is_some_and(|cs| {
         cs.iter()
             .any(|c| c["kind"] == "Journey" && c["id"] == journey)
     });
-    let rolled_out = e.detail["rolled_out_again"]
-        .as_array()
-        .is_some_and(|rs| rs.iter().any(|r| r["journey"] == journey));
-    changed || rolled_out
+    let named = |key: &str| {
+        e.detail[key]
+            .as_array()
+            .is_some_and(|rs| rs.iter().any(|r| r["journey"] == journey))
+    };
+    changed || named("rolled_out_again") || named("canary_shares")
 }
 
 /// A deployment request, as `/v1/admin/…` and the deploy commands with
@@ -692,7 +695,7 @@ impl Engine {
                     .iter()
                     .filter(|(_, r)| !r.deleted)
                     .map(|(id, r)| {
-                        (id, json!({"stable": r.stable.version, "canary": r.canary.as_ref().map(|c| c.pin.version)}))
+                        (id, json!({"stable": r.stable.version, "canary": r.canary.as_ref().map(|c| c.pin.version), "share": r.canary.as_ref().map(|c| f64::from(c.basis_points) / 100.0)}))
                     })
                     .collect()
             })
@@ -781,6 +784,12 @@ mod tests {
         }));
         assert!(mentions(&rolled, "onboard"));
         assert!(!mentions(&rolled, "other"));
+        let reshared = apply_entry(json!({
+            "changes": [],
+            "canary_shares": [{"journey": "onboard", "version": 2, "from_share": 10.0, "to_share": 60.0}],
+        }));
+        assert!(mentions(&reshared, "onboard"));
+        assert!(!mentions(&reshared, "other"));
         // A Segment of the same id is not the journey.
         let segment = apply_entry(json!({
             "changes": [{"kind": "Segment", "id": "onboard", "action": "update"}],
