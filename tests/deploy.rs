@@ -969,3 +969,41 @@ fn applying_the_same_canary_with_another_share_grows_it() {
         text(&o)
     );
 }
+
+/// When only the engine knows a `migrate.from` version (no live instance
+/// is on it, so the client's plan has not got its steps), the engine's
+/// refusal of a `migrate.steps` key that is not one of them is printed
+/// with its diagnostic, at the key.
+#[test]
+fn the_engines_refusal_of_a_migrate_block_names_the_key() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = checkout(tmp.path(), "v1");
+    let v2 = checkout(tmp.path(), "v2");
+    let typo = checkout(tmp.path(), "v3-exit");
+    let file = typo.join("journeys.yaml");
+    let yaml = std::fs::read_to_string(&file).expect("read");
+    std::fs::write(
+        &file,
+        yaml.replace("{ wait-a: wait-a2,", "{ wait-aa: wait-a2,"),
+    )
+    .expect("write");
+    let s = Service::start(&repo);
+    let sluice = |args: &[&str]| s.admin(args);
+    let o = sluice(&["apply", v2.to_str().expect("path")]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sluice(&["apply", typo.to_str().expect("path")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(":11:12: unknown_reference: `migrate.steps` maps `wait-aa`, which is not a step of version 1"),
+        "{}",
+        text(&o)
+    );
+    let o = sluice(&["history", "--format", "json"]);
+    assert_eq!(
+        json_out(&o).as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        text(&o)
+    );
+}

@@ -239,8 +239,10 @@ fn over_http(c: &Client, req: AdminRequest) -> miette::Result<Result<Value, Admi
 /// does not validate.
 fn refused(f: &AdminFailure) {
     eprintln!("error: {}", f.body["error"].as_str().unwrap_or("refused"));
-    if let Some(ds) = f.body["diagnostics"]["diagnostics"]
+    // The engine answers validate's document (`errors`).
+    if let Some(ds) = f.body["diagnostics"]["errors"]
         .as_array()
+        .or_else(|| f.body["diagnostics"]["diagnostics"].as_array())
         .or_else(|| f.body["diagnostics"].as_array())
     {
         for d in ds {
@@ -550,7 +552,7 @@ pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
                 f64::from(canary.unwrap_or_default()) / 100.0
             );
         }
-        if !(nothing && !reshared.is_empty()) {
+        if !nothing || reshared.is_empty() {
             print!(
                 "{}",
                 crate::plan::human_against_deployed_with(&plan, &base.side, &head, &rerolled)
