@@ -755,3 +755,255 @@ fn an_update_is_not_a_rollout_again_but_a_rolled_back_version_is() {
         text(&o)
     );
 }
+
+/// An apply that only rolls a journey out again (after a rollback) says
+/// so, not "No changes", and is part of that journey's history.
+#[test]
+fn an_apply_rolling_a_journey_out_again_says_so_and_is_in_its_history() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = checkout(tmp.path(), "v1");
+    let v2 = checkout(tmp.path(), "v2");
+    let v2p = v2.to_str().expect("path");
+    let s = Service::start(&repo);
+    let sluice = |args: &[&str]| s.admin(args);
+    let o = sluice(&["apply", v2p]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sluice(&["rollback", "onboard"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = sluice(&["apply", v2p]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains("No changes"), "{}", text(&o));
+    assert!(
+        out.contains("roll out Journey onboard v2 again (new entries run v1 since a rollback)"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        out.contains("Plan: 0 to create, 0 to update, 0 to delete; 1 to roll out again."),
+        "{}",
+        text(&o)
+    );
+    assert!(out.contains("applied: generation 3"), "{}", text(&o));
+
+    // `history onboard`: the apply, the rollback and the apply rolling v2
+    // out again, which names what it did.
+    let o = sluice(&["history", "onboard", "--format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let actions: Vec<(String, u64)> = json_out(&o)
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or("").to_owned(),
+                e["detail"]["generation"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("apply".to_owned(), 1),
+            ("apply".to_owned(), 2),
+            ("rollback".to_owned(), 0),
+            ("apply".to_owned(), 3)
+        ],
+        "{}",
+        text(&o)
+    );
+    let o = sluice(&["history", "onboard"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("apply generation 3: 0 change(s), rolled out again: onboard v2"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A `migrate` block from a version older than the deployed one, planned
+/// against a running engine: the plan knows that version's steps (the
+/// store keeps them), so it says which timers are kept and refuses a
+/// `migrate.steps` key that is not one of them, at the key; `apply`
+/// refuses it too, moving and ending nobody.
+#[test]
+fn a_migration_from_an_older_version_is_checked_against_its_steps() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = checkout(tmp.path(), "v1");
+    let v2 = checkout(tmp.path(), "v2");
+    let v3 = checkout(tmp.path(), "v3-exit");
+    let typo = tmp.path().join("v3-typo");
+    copy_dir(&v3, &typo);
+    let file = typo.join("journeys.yaml");
+    let yaml = std::fs::read_to_string(&file).expect("read");
+    assert!(yaml.contains("{ wait-a: wait-a2, hello: end }"), "{yaml}");
+    std::fs::write(
+        &file,
+        yaml.replace(
+            "{ wait-a: wait-a2, hello: end }",
+            "{ wait-aa: wait-a2, hello: end }",
+        ),
+    )
+    .expect("write");
+    let s = Service::start(&repo);
+    let sluice = |args: &[&str]| s.admin(args);
+    let plain = users("m", 4);
+    let plus = users("p", 2);
+    s.sign_up(tmp.path(), &plain, None);
+    s.sign_up(tmp.path(), &plus, Some("plus"));
+    // v2 is deployed over v1; the six users stay on v1.
+    let o = sluice(&["apply", v2.to_str().expect("path")]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        s.instance("m0").map(|(v, step, _)| (v, step)),
+        Some((1, "wait-a".to_owned()))
+    );
+
+    let o = sluice(&["plan", v3.to_str().expect("path"), "--format", "json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let change = json_out(&o)["changes"][0].clone();
+    assert_eq!(change["from_version"], 2, "{change}");
+    assert_eq!(
+        change["migrate"]["steps"],
+        serde_json::json!([
+            {"from_step": "hello", "to_step": "end", "timer": "none"},
+            {"from_step": "wait-a", "to_step": "wait-a2", "timer": "kept"}
+        ]),
+        "{change}"
+    );
+    let f = &change["in_flight"];
+    assert_eq!(
+        (&f["live"], &f["migrated"], &f["exited"]),
+        (
+            &serde_json::json!(6),
+            &serde_json::json!(4),
+            &serde_json::json!(2)
+        ),
+        "{change}"
+    );
+    let o = sluice(&["plan", v3.to_str().expect("path")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("wait-a → wait-a2: timer kept, 4 live"),
+        "{}",
+        text(&o)
+    );
+
+    let typo_p = typo.to_str().expect("path");
+    for args in [vec!["plan", typo_p], vec!["apply", typo_p]] {
+        let o = sluice(&args);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let all = text(&o);
+        assert!(all.contains("unknown_reference"), "{all}");
+        assert!(
+            all.contains("`migrate.steps` maps `wait-aa`, which is not a step of version 1"),
+            "{all}"
+        );
+        assert!(all.contains("did you mean `wait-a`?"), "{all}");
+        assert!(all.contains("journeys.yaml:11:12"), "{all}");
+    }
+    // Nobody moved, nobody ended, nothing recorded.
+    for u in plain.iter().chain(&plus) {
+        assert_eq!(s.instance(u).map(|(v, ..)| v), Some(1), "{u}");
+    }
+    let o = sluice(&["history", "--format", "json"]);
+    assert_eq!(
+        json_out(&o).as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A running canary grows by applying the same config with a larger
+/// `--canary` (DEPLOY.md §1: the same users stay in the canary as it
+/// grows): the share changes, new entries follow it, the history says so,
+/// and the same apply again changes nothing.
+#[test]
+fn applying_the_same_canary_with_another_share_grows_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = checkout(tmp.path(), "v1");
+    let v2 = checkout(tmp.path(), "v2");
+    let v2p = v2.to_str().expect("path");
+    let s = Service::start(&repo);
+    let sluice = |args: &[&str]| s.admin(args);
+    let o = sluice(&["apply", v2p, "--canary", "10%"]);
+    assert!(o.status.success(), "{}", text(&o));
+    s.sign_up(tmp.path(), &users("a", 200), None);
+    let before = s.entries();
+    let canary_a = before.get(&2).copied().unwrap_or(0);
+    // 10% of 200: 20 expected, far outside 5..=40 only by a bug.
+    assert!((5..=40).contains(&canary_a), "{before:?}");
+
+    let o = sluice(&["apply", v2p, "--canary", "60%"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("~ canary Journey onboard v2: 10% → 60% of new entries"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.contains("No changes"), "{}", text(&o));
+    let o = sluice(&["canary", "status", "onboard", "--format", "json"]);
+    assert_eq!(json_out(&o)[0]["share"], 60.0, "{}", text(&o));
+    // The same apply again: nothing to do.
+    let o = sluice(&["apply", v2p, "--canary", "60%"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("No changes"),
+        "{}",
+        text(&o)
+    );
+
+    s.sign_up(tmp.path(), &users("b", 200), None);
+    let after = s.entries();
+    let canary_b = after.get(&2).copied().unwrap_or(0) - canary_a;
+    // 60% of 200: 120 expected (a standard deviation is about 7).
+    assert!((90..=150).contains(&canary_b), "{before:?} {after:?}");
+    let o = sluice(&["history", "onboard"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("canary onboard v2 10% → 60%"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// When only the engine knows a `migrate.from` version (no live instance
+/// is on it, so the client's plan has not got its steps), the engine's
+/// refusal of a `migrate.steps` key that is not one of them is printed
+/// with its diagnostic, at the key.
+#[test]
+fn the_engines_refusal_of_a_migrate_block_names_the_key() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = checkout(tmp.path(), "v1");
+    let v2 = checkout(tmp.path(), "v2");
+    let typo = checkout(tmp.path(), "v3-exit");
+    let file = typo.join("journeys.yaml");
+    let yaml = std::fs::read_to_string(&file).expect("read");
+    std::fs::write(
+        &file,
+        yaml.replace("{ wait-a: wait-a2,", "{ wait-aa: wait-a2,"),
+    )
+    .expect("write");
+    let s = Service::start(&repo);
+    let sluice = |args: &[&str]| s.admin(args);
+    let o = sluice(&["apply", v2.to_str().expect("path")]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sluice(&["apply", typo.to_str().expect("path")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(":11:12: unknown_reference: `migrate.steps` maps `wait-aa`, which is not a step of version 1"),
+        "{}",
+        text(&o)
+    );
+    let o = sluice(&["history", "--format", "json"]);
+    assert_eq!(
+        json_out(&o).as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        text(&o)
+    );
+}

@@ -239,8 +239,10 @@ fn over_http(c: &Client, req: AdminRequest) -> miette::Result<Result<Value, Admi
 /// does not validate.
 fn refused(f: &AdminFailure) {
     eprintln!("error: {}", f.body["error"].as_str().unwrap_or("refused"));
-    if let Some(ds) = f.body["diagnostics"]["diagnostics"]
+    // The engine answers validate's document (`errors`).
+    if let Some(ds) = f.body["diagnostics"]["errors"]
         .as_array()
+        .or_else(|| f.body["diagnostics"]["diagnostics"].as_array())
         .or_else(|| f.body["diagnostics"].as_array())
     {
         for d in ds {
@@ -265,6 +267,8 @@ pub struct Deployed {
     pub dir: tempfile::TempDir,
     /// Per journey, the versions its new entries go to: stable, canary.
     pub running: BTreeMap<String, (u32, Option<u32>)>,
+    /// Per journey with a canary, its share of new entries in basis points.
+    pub shares: BTreeMap<String, u32>,
 }
 
 /// A journey whose config did not change but whose new entries run another
@@ -277,6 +281,33 @@ pub struct Rerollout {
 }
 
 impl Deployed {
+    /// The running canaries an apply of `head` with `--canary` at `bp`
+    /// basis points gives another share (the engine's
+    /// `deploy::state::reshares`): journeys `plan` does not change whose
+    /// version is their canary's. Each: journey, version, share before.
+    pub fn reshares(
+        &self,
+        head: &Side,
+        plan: &journeys::plan::Plan,
+        bp: u32,
+    ) -> Vec<(String, u32, u32)> {
+        head.config
+            .journeys
+            .iter()
+            .filter(|j| {
+                !plan
+                    .changes
+                    .iter()
+                    .any(|c| c.kind == "Journey" && c.id == j.id)
+            })
+            .filter_map(|j| {
+                let (_, canary) = *self.running.get(&j.id)?;
+                let share = *self.shares.get(&j.id)?;
+                (canary == Some(j.version) && share != bp).then(|| (j.id.clone(), j.version, share))
+            })
+            .collect()
+    }
+
     /// The journeys of `head` unchanged from the deployed config (the same
     /// version) whose version their rollout does not run. A journey whose
     /// version changed is an update of the plan, not a rollout again.
@@ -313,9 +344,34 @@ pub fn rerollout_lines(rs: &[Rerollout]) -> String {
         .collect()
 }
 
-/// Live instances per journey version and step.
+/// Live instances per journey version and step, and the definitions of
+/// the older versions they are on (from the generations that hold them).
 #[derive(Debug, Default)]
-pub struct Live(BTreeMap<(String, u32), BTreeMap<String, u64>>);
+pub struct Live {
+    per_step: BTreeMap<(String, u32), BTreeMap<String, u64>>,
+    definitions: BTreeMap<(String, u32), Arc<journeys::compiled::Journey>>,
+}
+
+/// Writes `files` (`{path: base64}`) under `dir`.
+fn write_files(dir: &Path, files: &serde_json::Map<String, Value>) -> miette::Result<()> {
+    let mut snapshot = Snapshot::default();
+    for (name, b) in files {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b.as_str().unwrap_or_default())
+            .map_err(|e| miette!("the deployed file {name} is not base64: {e}"))?;
+        snapshot.files.insert(name.clone(), bytes);
+    }
+    snapshot.check_paths().map_err(|e| miette!("{e}"))?;
+    for (name, bytes) in &snapshot.files {
+        let path = dir.join(name);
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).map_err(|e| miette!("cannot write {}: {e}", p.display()))?;
+        }
+        std::fs::write(&path, bytes)
+            .map_err(|e| miette!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
 
 pub fn deployed(target: &mut Target) -> miette::Result<Deployed> {
     let v = match target.ask(AdminRequest::Deployed)? {
@@ -327,23 +383,8 @@ pub fn deployed(target: &mut Target) -> miette::Result<Deployed> {
     };
     let dir =
         tempfile::tempdir().map_err(|e| miette!("cannot create a temporary directory: {e}"))?;
-    let mut snapshot = Snapshot::default();
     if let Some(files) = v["files"].as_object() {
-        for (name, b) in files {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b.as_str().unwrap_or_default())
-                .map_err(|e| miette!("the deployed file {name} is not base64: {e}"))?;
-            snapshot.files.insert(name.clone(), bytes);
-        }
-    }
-    snapshot.check_paths().map_err(|e| miette!("{e}"))?;
-    for (name, bytes) in &snapshot.files {
-        let path = dir.path().join(name);
-        if let Some(p) = path.parent() {
-            std::fs::create_dir_all(p).map_err(|e| miette!("cannot write {}: {e}", p.display()))?;
-        }
-        std::fs::write(&path, bytes)
-            .map_err(|e| miette!("cannot write {}: {e}", path.display()))?;
+        write_files(dir.path(), files)?;
     }
     let side = Side::load(dir.path(), Which::Base)
         .map_err(|e| miette!("the deployed config does not validate with this sluice: {e}"))?;
@@ -361,6 +402,25 @@ pub fn deployed(target: &mut Target) -> miette::Result<Deployed> {
             .or_default()
             .insert(step.to_owned(), n);
     }
+    // Older versions live instances are on: a `migrate` block from one of
+    // them is checked against its steps. A generation this sluice cannot
+    // compile any more leaves its versions unknown to the plan.
+    let mut definitions = BTreeMap::new();
+    for files in v["older"].as_object().into_iter().flat_map(|o| o.values()) {
+        let Some(files) = files.as_object() else {
+            continue;
+        };
+        let older =
+            tempfile::tempdir().map_err(|e| miette!("cannot create a temporary directory: {e}"))?;
+        write_files(older.path(), files)?;
+        if let Ok(side) = Side::load(older.path(), Which::Base) {
+            for j in &side.config.journeys {
+                definitions
+                    .entry((j.id.clone(), j.version))
+                    .or_insert_with(|| Arc::clone(j));
+            }
+        }
+    }
     let running = v["running"]
         .as_object()
         .into_iter()
@@ -371,21 +431,40 @@ pub fn deployed(target: &mut Target) -> miette::Result<Deployed> {
             Some((j.clone(), (stable, canary)))
         })
         .collect();
+    let shares = v["running"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(j, r)| {
+            let share = r["share"].as_f64()?;
+            Some((j.clone(), (share * 100.0).round() as u32))
+        })
+        .collect();
     Ok(Deployed {
         side,
-        live: Live(live),
+        live: Live {
+            per_step: live,
+            definitions,
+        },
         generation: v["generation"].as_u64().unwrap_or(0),
         dir,
         running,
+        shares,
     })
 }
 
 impl journeys::plan::InFlight for Live {
     fn live_per_step(&self, journey: &str, version: u32) -> BTreeMap<String, u64> {
-        self.0
+        self.per_step
             .get(&(journey.to_owned(), version))
             .cloned()
             .unwrap_or_default()
+    }
+
+    fn definition(&self, journey: &str, version: u32) -> Option<Arc<journeys::compiled::Journey>> {
+        self.definitions
+            .get(&(journey.to_owned(), version))
+            .cloned()
     }
 }
 
@@ -454,18 +533,33 @@ pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
         for d in plan.diagnostics.iter() {
             eprintln!("{:?}", d.to_report());
         }
-        eprintln!("a changed journey keeps its version: nothing was applied");
+        eprintln!(
+            "{}: nothing was applied",
+            crate::plan::blocked_title(&plan.diagnostics)
+        );
         return Ok(ExitCode::from(1));
     }
     let rerolled = base.rerollouts(&head);
+    let reshared = canary
+        .map(|bp| base.reshares(&head, &plan, bp))
+        .unwrap_or_default();
+    let nothing = plan.is_empty() && rerolled.is_empty();
     if args.format == Format::Human {
-        print!("{}", rerollout_lines(&rerolled));
-        print!(
-            "{}",
-            crate::plan::human_against_deployed(&plan, &base.side, &head)
-        );
+        for (j, version, from) in &reshared {
+            println!(
+                "~ canary Journey {j} v{version}: {}% → {}% of new entries",
+                f64::from(*from) / 100.0,
+                f64::from(canary.unwrap_or_default()) / 100.0
+            );
+        }
+        if !nothing || reshared.is_empty() {
+            print!(
+                "{}",
+                crate::plan::human_against_deployed_with(&plan, &base.side, &head, &rerolled)
+            );
+        }
     }
-    if plan.is_empty() && rerolled.is_empty() {
+    if nothing && reshared.is_empty() {
         if args.format == Format::Json {
             println!(
                 "{}",
@@ -598,6 +692,30 @@ fn audit_line(v: &Value) -> String {
             if let Some(g) = d["guards"].as_array().filter(|g| !g.is_empty()) {
                 let g: Vec<&str> = g.iter().filter_map(Value::as_str).collect();
                 s.push_str(&format!(", guards: {}", g.join(", ")));
+            }
+            if let Some(r) = d["rolled_out_again"].as_array().filter(|r| !r.is_empty()) {
+                let r: Vec<String> = r
+                    .iter()
+                    .map(|r| format!("{} v{}", r["journey"].as_str().unwrap_or(""), r["version"]))
+                    .collect();
+                s.push_str(&format!(", rolled out again: {}", r.join(", ")));
+            }
+            for r in d["canary_shares"].as_array().into_iter().flatten() {
+                s.push_str(&format!(
+                    ", canary {} v{} {}% → {}%",
+                    r["journey"].as_str().unwrap_or(""),
+                    r["version"],
+                    r["from_share"].as_f64().unwrap_or_default(),
+                    r["to_share"].as_f64().unwrap_or_default()
+                ));
+            }
+            if let Some(m) = d["migrated"].as_object() {
+                for (j, c) in m {
+                    s.push_str(&format!(
+                        ", migrated {j}: {} kept, {} restarted, {} completed, {} exited, {} stayed",
+                        c["kept"], c["restarted"], c["completed"], c["exited"], c["stayed"]
+                    ));
+                }
             }
             s
         }
@@ -811,4 +929,49 @@ pub fn canary(args: CanaryArgs) -> miette::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_apply_line_names_what_it_rolled_out_again_and_migrated() {
+        let rolled = json!({
+            "at": "2026-03-02T09:00:00.000Z", "actor": "ci", "action": "apply",
+            "detail": {"generation": 3, "changes": [], "canary": null, "guards": [],
+                       "rolled_out_again": [{"journey": "onboard", "running": 1, "version": 2}]},
+        });
+        assert!(
+            audit_line(&rolled)
+                .ends_with("apply generation 3: 0 change(s), rolled out again: onboard v2"),
+            "{}",
+            audit_line(&rolled)
+        );
+        let reshared = json!({
+            "at": "2026-03-02T09:00:00.000Z", "actor": "ci", "action": "apply",
+            "detail": {"generation": 5, "changes": [], "canary": 60.0, "guards": [],
+                       "canary_shares": [{"journey": "onboard", "version": 2, "from_share": 10.0, "to_share": 60.0}]},
+        });
+        assert!(
+            audit_line(&reshared).ends_with(
+                "apply generation 5: 0 change(s), canary 60%, canary onboard v2 10% → 60%"
+            ),
+            "{}",
+            audit_line(&reshared)
+        );
+        let migrated = json!({
+            "at": "2026-03-02T09:00:00.000Z", "actor": "ci", "action": "apply",
+            "detail": {"generation": 4, "changes": [{"kind": "Journey", "id": "onboard"}],
+                       "rolled_out_again": [],
+                       "migrated": {"onboard": {"kept": 20, "restarted": 0, "completed": 1, "exited": 10, "stayed": 0}}},
+        });
+        assert!(
+            audit_line(&migrated).ends_with(
+                "apply generation 4: 1 change(s), migrated onboard: 20 kept, 0 restarted, 1 completed, 10 exited, 0 stayed"
+            ),
+            "{}",
+            audit_line(&migrated)
+        );
+    }
 }

@@ -106,20 +106,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             format!("{doc}\n")
         }
         PlanFormat::Json => format!("{}\n", plan.to_json()),
-        PlanFormat::Human if !rerolled.is_empty() => format!(
-            "{}{}",
-            crate::deploy::rerollout_lines(&rerolled),
-            if plan.is_empty() {
-                // Not "No changes": the exit code is 2 and apply does something.
-                format!(
-                    "\nPlan: {}; {} to roll out again.\n",
-                    summary(&plan),
-                    rerolled.len()
-                )
-            } else {
-                human(&plan, &base, &head)
-            }
-        ),
+        PlanFormat::Human if !rerolled.is_empty() => {
+            human_against_deployed_with(&plan, &base, &head, &rerolled)
+        }
         PlanFormat::Markdown if !rerolled.is_empty() => {
             let list: String = rerolled
                 .iter()
@@ -230,6 +219,33 @@ pub fn human_against_deployed(plan: &Plan, base: &Side, head: &Side) -> String {
     human(plan, base, head)
 }
 
+/// [`human_against_deployed`] with the journeys the apply rolls out again
+/// (after a rollback) listed first.
+pub fn human_against_deployed_with(
+    plan: &Plan,
+    base: &Side,
+    head: &Side,
+    rerolled: &[crate::deploy::Rerollout],
+) -> String {
+    if rerolled.is_empty() {
+        return human_against_deployed(plan, base, head);
+    }
+    format!(
+        "{}{}",
+        crate::deploy::rerollout_lines(rerolled),
+        if plan.is_empty() {
+            // Not "No changes": plan exits 2 and apply does something.
+            format!(
+                "\nPlan: {}; {} to roll out again.\n",
+                summary(plan),
+                rerolled.len()
+            )
+        } else {
+            human(plan, base, head)
+        }
+    )
+}
+
 pub fn human(plan: &Plan, base: &Side, head: &Side) -> String {
     if plan.is_empty() {
         return "No changes: the head config deploys exactly what the base has.\n".to_owned();
@@ -303,7 +319,7 @@ pub fn human(plan: &Plan, base: &Side, head: &Side) -> String {
 }
 
 /// The first line of the errors a plan itself finds.
-fn blocked_title(diags: &Diagnostics) -> &'static str {
+pub fn blocked_title(diags: &Diagnostics) -> &'static str {
     let not_bumped = diags
         .errors()
         .any(|d| d.code == journeys::diagnostic::Code::VersionNotBumped);

@@ -7,7 +7,7 @@
 //!
 //! | route | body / query | answer |
 //! |---|---|---|
-//! | `GET /v1/admin/deployed` | — | `{"generation", "files": {path: base64}, "live": [{journey, version, step, live}], "running": {journey: {stable, canary}}}` |
+//! | `GET /v1/admin/deployed` | — | `{"generation", "files": {path: base64}, "live": [{journey, version, step, live}], "running": {journey: {stable, canary, share}}, "older": {generation: {path: base64}}}` |
 //! | `POST /v1/admin/plan` | `{"files"}` | `{"generation", "plan"}` (CLI.md's shape) |
 //! | `POST /v1/admin/apply` | `{"files", "expected_generation", "actor", "canary", "guards", "min_sends"}` | `{"applied", "generation", "plan", "migrated", "audit"}` |
 //! | `POST /v1/admin/promote` | `{"journey", "force", "actor"}` | the audit entry |

@@ -440,6 +440,46 @@ pub fn rerollouts(d: &Deployed, base: &Config, head: &Config) -> Vec<Rerollout> 
         .collect()
 }
 
+/// A running canary whose share an apply with `--canary` changes: its
+/// journey is unchanged and its version is the canary's (DEPLOY.md §1:
+/// the same users stay in the canary as it grows).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Reshare {
+    pub journey: String,
+    pub version: u32,
+    /// Percent of new entries before and after.
+    pub from_share: f64,
+    pub to_share: f64,
+}
+
+/// The canaries of `d` that an apply of `head` with `--canary` at `bp`
+/// basis points gives another share: journeys `plan` does not change
+/// whose version is their running canary's.
+pub fn reshares(d: &Deployed, head: &Config, plan: &Plan, bp: u32) -> Vec<Reshare> {
+    head.journeys
+        .iter()
+        .filter(|j| {
+            !plan
+                .changes
+                .iter()
+                .any(|c| c.kind == "Journey" && c.id == j.id)
+        })
+        .filter_map(|j| {
+            let r = d.journeys.get(&j.id).filter(|r| !r.deleted)?;
+            let c = r
+                .canary
+                .as_ref()
+                .filter(|c| c.pin.version == j.version && c.basis_points != bp)?;
+            Some(Reshare {
+                journey: j.id.clone(),
+                version: j.version,
+                from_share: f64::from(c.basis_points) / 100.0,
+                to_share: f64::from(bp) / 100.0,
+            })
+        })
+        .collect()
+}
+
 fn empty_side(loader: &mut Loader) -> Result<Side, Error> {
     let dir = loader.dir.join(".empty");
     std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
@@ -559,7 +599,11 @@ pub fn prepare_apply(
     let rerolled = current
         .map(|d| rerollouts(d, &base.config, &head.config))
         .unwrap_or_default();
-    if plan.is_empty() && rerolled.is_empty() {
+    let reshared = match (current, req.canary) {
+        (Some(d), Some(bp)) => reshares(d, &head.config, &plan, bp),
+        _ => Vec::new(),
+    };
+    if plan.is_empty() && rerolled.is_empty() && reshared.is_empty() {
         return Ok(Prepared {
             plan,
             change: Change::default(),
@@ -647,17 +691,8 @@ pub fn prepare_apply(
         });
         match action {
             Some(Action::Create) => {
-                d.journeys.insert(
-                    j.id.clone(),
-                    Rollout {
-                        stable: pin,
-                        previous: Vec::new(),
-                        canary: None,
-                        rolled_back: None,
-                        retained: Vec::new(),
-                        deleted: false,
-                    },
-                );
+                let old = d.journeys.remove(&j.id);
+                d.journeys.insert(j.id.clone(), created(old, pin));
             }
             Some(Action::Update) => {
                 let Some(r) = d.journeys.get_mut(&j.id) else {
@@ -716,6 +751,16 @@ pub fn prepare_apply(
                     }
                     if let Some(c) = r.canary.as_mut().filter(|c| c.pin.version == j.version) {
                         c.pin = pin;
+                        if let (Some(bp), true) =
+                            (req.canary, reshared.iter().any(|x| x.journey == j.id))
+                        {
+                            // Its guards stay unless the apply names others.
+                            c.basis_points = bp;
+                            if !req.guards.is_empty() {
+                                c.guards = req.guards.clone();
+                                c.min_sends = req.min_sends;
+                            }
+                        }
                     }
                 }
             }
@@ -757,6 +802,7 @@ pub fn prepare_apply(
             "canary": req.canary.map(|bp| f64::from(bp) / 100.0),
             "guards": req.guards,
             "rolled_out_again": rerolled,
+            "canary_shares": reshared,
         }),
     );
     change.audit.push(entry);
@@ -767,6 +813,27 @@ pub fn prepare_apply(
         change,
         rerolled,
     })
+}
+
+/// The rollout of a journey created at `pin`. A journey deleted earlier
+/// may still have live instances on its versions: they stay known (to
+/// their end, DEPLOY.md §1), never run on the new journey by step id.
+fn created(old: Option<Rollout>, pin: Pin) -> Rollout {
+    let mut retained = Vec::new();
+    if let Some(o) = old {
+        retained.extend(o.previous);
+        retained.extend(o.retained);
+        retained.push(o.stable);
+        retained.extend(o.canary.map(|c| c.pin));
+    }
+    Rollout {
+        stable: pin,
+        previous: Vec::new(),
+        canary: None,
+        rolled_back: None,
+        retained,
+        deleted: false,
+    }
 }
 
 fn rollout_mut<'d>(d: &'d mut Deployed, journey: &str) -> Result<&'d mut Rollout, Error> {
@@ -818,6 +885,11 @@ pub fn prepare_rollback(
 ) -> Result<(Deployed, AuditEntry), Error> {
     let mut d = d.clone();
     let r = rollout_mut(&mut d, journey)?;
+    if r.deleted {
+        return Err(Error::Refused(format!(
+            "journey `{journey}` was deleted: it takes no new entries to send back; apply a config with it to bring it back"
+        )));
+    }
     let detail;
     if let Some(c) = r.canary.take() {
         r.retained.push(c.pin);
@@ -937,6 +1009,25 @@ mod tests {
         assert_eq!(e2.action, "rollback");
         assert_eq!(d2.journeys["cart"].stable, pin(1, 1));
         assert_eq!(d2.journeys["cart"].retained, vec![pin(2, 2)]);
+    }
+
+    #[test]
+    fn a_deleted_journey_is_not_rolled_back_and_created_again_keeps_its_versions() {
+        let (mut d, _) =
+            prepare_promote(&with_canary(), "cart", false, None, "ana", 5).expect("promote");
+        let r = d.journeys.get_mut("cart").expect("cart");
+        r.retained.push(pin(3, 3));
+        r.deleted = true;
+        let e = prepare_rollback(&d, "cart", None, "ana", 6).expect_err("deleted");
+        assert!(e.to_string().contains("was deleted"), "{e}");
+        assert_eq!(d.journeys["cart"].stable, pin(2, 2), "nothing changed");
+
+        // Created again: the old versions' live instances still run them.
+        let r = created(d.journeys.remove("cart"), pin(4, 7));
+        assert_eq!(r.stable, pin(4, 7));
+        assert!(!r.deleted && r.previous.is_empty() && r.canary.is_none());
+        assert_eq!(r.retained, vec![pin(1, 1), pin(3, 3), pin(2, 2)]);
+        assert_eq!(created(None, pin(1, 1)).retained, Vec::new());
     }
 
     #[test]

@@ -164,6 +164,19 @@ impl Engine {
             .collect()
     }
 
+    /// The definition of `version` of `journey` when this engine runs it
+    /// (the stable, a canary, or a version live instances stay on).
+    pub fn definition(
+        &self,
+        journey: &str,
+        version: u32,
+    ) -> Option<Arc<journeys::compiled::Journey>> {
+        self.versions
+            .of_journey(journey)
+            .find(|j| j.version == version)
+            .cloned()
+    }
+
     fn take_deploy(&mut self) -> Result<DeployState, Error> {
         self.deploy.take().ok_or_else(|| {
             Error::Deploy(state::Error::Refused(
@@ -179,8 +192,7 @@ impl Engine {
         let result = (|| {
             let base = state::base_side(&mut st.loader, self.store.store(), st.deployed.as_ref())?;
             let head = state::head_side(&mut st.loader, st.deployed.as_ref(), snapshot)?;
-            let live = |j: &str, v: u32| self.live_per_step(j, v);
-            let plan = journeys::plan::plan(&base, &head, Some(&live));
+            let plan = journeys::plan::plan(&base, &head, Some(&Running(self)));
             Ok::<_, state::Error>((plan, st.deployed.as_ref().map_or(0, |d| d.generation)))
         })();
         self.deploy = Some(st);
@@ -194,14 +206,13 @@ impl Engine {
         self.commit()?;
         let mut st = self.take_deploy()?;
         let prepared = {
-            let live = |j: &str, v: u32| self.live_per_step(j, v);
             let counts = |j: &str, v: u32| self.version_counts(j, v);
             state::prepare_apply(
                 &mut st.loader,
                 self.store.store(),
                 st.deployed.as_ref(),
                 req,
-                &live,
+                &Running(self),
                 &counts,
             )
         };
@@ -482,12 +493,35 @@ impl Engine {
     }
 }
 
-/// Whether an apply entry changed `journey`.
+/// What a plan against this engine knows of live instances: their counts
+/// per step, and the definitions of the versions they are on (a
+/// `migrate` block from an older version is then checked against its
+/// steps, and the plan says which timers are kept).
+struct Running<'e>(&'e Engine);
+
+impl journeys::plan::InFlight for Running<'_> {
+    fn live_per_step(&self, journey: &str, version: u32) -> BTreeMap<String, u64> {
+        self.0.live_per_step(journey, version)
+    }
+
+    fn definition(&self, journey: &str, version: u32) -> Option<Arc<journeys::compiled::Journey>> {
+        self.0.definition(journey, version)
+    }
+}
+
+/// Whether an apply entry changed `journey`, rolled it out again or gave
+/// its canary another share.
 fn mentions(e: &AuditEntry, journey: &str) -> bool {
-    e.detail["changes"].as_array().is_some_and(|cs| {
+    let changed = e.detail["changes"].as_array().is_some_and(|cs| {
         cs.iter()
             .any(|c| c["kind"] == "Journey" && c["id"] == journey)
-    })
+    });
+    let named = |key: &str| {
+        e.detail[key]
+            .as_array()
+            .is_some_and(|rs| rs.iter().any(|r| r["journey"] == journey))
+    };
+    changed || named("rolled_out_again") || named("canary_shares")
 }
 
 /// A deployment request, as `/v1/admin/…` and the deploy commands with
@@ -574,34 +608,7 @@ impl Engine {
         now: Millis,
     ) -> Result<Result<Value, AdminFailure>, Error> {
         let out = match req {
-            AdminRequest::Deployed => self.deployed_files().map(|(generation, files)| {
-                use base64::Engine as _;
-                let files: BTreeMap<String, String> = files
-                    .into_iter()
-                    .map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v)))
-                    .collect();
-                let live: Vec<Value> = self
-                    .tally
-                    .counts()
-                    .iter()
-                    .filter(|(_, n)| n.live > 0)
-                    .map(|(k, n)| json!({"journey": k.journey, "version": k.version, "step": k.step, "live": n.live}))
-                    .collect();
-                // The versions each journey's new entries go to.
-                let running: BTreeMap<&String, Value> = self
-                    .deployed()
-                    .map(|d| {
-                        d.journeys
-                            .iter()
-                            .filter(|(_, r)| !r.deleted)
-                            .map(|(id, r)| {
-                                (id, json!({"stable": r.stable.version, "canary": r.canary.as_ref().map(|c| c.pin.version)}))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                json!({"generation": generation, "files": files, "live": live, "running": running})
-            }),
+            AdminRequest::Deployed => self.deployed_answer(),
             AdminRequest::Plan(snapshot) => self.plan(&snapshot).and_then(|(plan, generation)| {
                 if plan.diagnostics.has_errors() {
                     return Err(Error::Deploy(state::Error::Plan {
@@ -659,11 +666,78 @@ impl Engine {
         }
     }
 
+    /// What `GET /v1/admin/deployed` answers (docs/deploy.md): the
+    /// deployed generation's files, the live instances per step, the
+    /// versions new entries go to, and the files of the older generations
+    /// that hold the versions live instances are on (what a client needs
+    /// to plan a `migrate` block from such a version).
+    fn deployed_answer(&mut self) -> Result<Value, Error> {
+        use base64::Engine as _;
+        fn b64(files: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
+            files
+                .into_iter()
+                .map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v)))
+                .collect()
+        }
+        let (generation, files) = self.deployed_files()?;
+        let live: Vec<Value> = self
+            .tally
+            .counts()
+            .iter()
+            .filter(|(_, n)| n.live > 0)
+            .map(|(k, n)| json!({"journey": k.journey, "version": k.version, "step": k.step, "live": n.live}))
+            .collect();
+        // The versions each journey's new entries go to.
+        let running: BTreeMap<&String, Value> = self
+            .deployed()
+            .map(|d| {
+                d.journeys
+                    .iter()
+                    .filter(|(_, r)| !r.deleted)
+                    .map(|(id, r)| {
+                        (id, json!({"stable": r.stable.version, "canary": r.canary.as_ref().map(|c| c.pin.version), "share": r.canary.as_ref().map(|c| f64::from(c.basis_points) / 100.0)}))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut older_generations = BTreeSet::new();
+        if let Some(d) = self.deployed() {
+            for (k, n) in self.tally.counts().iter() {
+                let Some(r) = d.journeys.get(&k.journey).filter(|_| n.live > 0) else {
+                    continue;
+                };
+                let pin = r
+                    .previous
+                    .iter()
+                    .chain(&r.retained)
+                    .chain(std::iter::once(&r.stable))
+                    .chain(r.canary.as_ref().map(|c| &c.pin))
+                    .find(|p| p.version == k.version);
+                if let Some(p) = pin.filter(|p| p.generation != generation) {
+                    older_generations.insert(p.generation);
+                }
+            }
+        }
+        let mut older = BTreeMap::new();
+        for g in older_generations {
+            older.insert(g.to_string(), b64(self.generation_files(g)?));
+        }
+        let running = json!(running);
+        Ok(
+            json!({"generation": generation, "files": b64(files), "live": live, "running": running, "older": older}),
+        )
+    }
+
     /// The files of the deployed generation (none when nothing is deployed).
     pub fn deployed_files(&mut self) -> Result<(u64, BTreeMap<String, Vec<u8>>), Error> {
         let Some(g) = self.deployed().map(|d| d.generation) else {
             return Ok((0, BTreeMap::new()));
         };
+        Ok((g, self.generation_files(g)?))
+    }
+
+    /// The files of generation `g`.
+    fn generation_files(&self, g: u64) -> Result<BTreeMap<String, Vec<u8>>, Error> {
         let gen =
             self.store.store().generation(g)?.ok_or_else(|| {
                 state::Error::Corrupt(format!("generation {g} is not in the store"))
@@ -675,6 +749,51 @@ impl Engine {
             })?;
             files.insert(name, bytes);
         }
-        Ok((g, files))
+        Ok(files)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply_entry(detail: Value) -> AuditEntry {
+        AuditEntry {
+            seq: 1,
+            at: 0,
+            actor: "a".into(),
+            action: "apply".into(),
+            journey: None,
+            detail,
+        }
+    }
+
+    #[test]
+    fn an_apply_mentions_the_journeys_it_changed_or_rolled_out_again() {
+        let changed = apply_entry(json!({
+            "changes": [{"kind": "Journey", "id": "onboard", "action": "update"}],
+            "rolled_out_again": [],
+        }));
+        assert!(mentions(&changed, "onboard"));
+        assert!(!mentions(&changed, "other"));
+        // An apply that only rolled `onboard` out again (after a rollback)
+        // changed no resource, yet it is part of the journey's history.
+        let rolled = apply_entry(json!({
+            "changes": [],
+            "rolled_out_again": [{"journey": "onboard", "running": 1, "version": 2}],
+        }));
+        assert!(mentions(&rolled, "onboard"));
+        assert!(!mentions(&rolled, "other"));
+        let reshared = apply_entry(json!({
+            "changes": [],
+            "canary_shares": [{"journey": "onboard", "version": 2, "from_share": 10.0, "to_share": 60.0}],
+        }));
+        assert!(mentions(&reshared, "onboard"));
+        assert!(!mentions(&reshared, "other"));
+        // A Segment of the same id is not the journey.
+        let segment = apply_entry(json!({
+            "changes": [{"kind": "Segment", "id": "onboard", "action": "update"}],
+        }));
+        assert!(!mentions(&segment, "onboard"));
     }
 }
