@@ -262,18 +262,39 @@ impl Sink for LogSink {
 /// Who deploys: `explicit` (`--actor`), else `$SLUICE_ACTOR`, else the OS
 /// user.
 pub fn actor(explicit: Option<&str>) -> String {
-    actor_from(explicit, &|name| std::env::var(name).ok())
+    actor_from(explicit, &|name| match name {
+        OS_USER => os_user(),
+        _ => std::env::var(name).ok(),
+    })
+}
+
+/// The name [`actor_from`] asks for the OS user by: the account of the
+/// process's real uid, read from the user database (`USER` and `LOGNAME`
+/// are unset under cron, systemd and in containers).
+const OS_USER: &str = "(uid)";
+
+fn os_user() -> Option<String> {
+    let uid = nix::unistd::Uid::current();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => Some(user.name),
+        Ok(None) => Some(format!("uid {uid}")),
+        Err(e) => {
+            tracing::debug!("cannot look up uid {uid}: {e}");
+            Some(format!("uid {uid}"))
+        }
+    }
 }
 
 /// [`actor`] with the environment given: the first of `explicit`,
-/// `SLUICE_ACTOR`, `USER`, `LOGNAME` that is not blank (an empty
-/// `SLUICE_ACTOR` falls through to the OS user).
+/// `SLUICE_ACTOR`, `USER`, `LOGNAME` and the uid's account ([`OS_USER`])
+/// that is not blank (an empty `SLUICE_ACTOR` falls through to the OS
+/// user).
 fn actor_from(explicit: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> String {
     explicit
         .map(str::to_owned)
         .into_iter()
         .chain(
-            ["SLUICE_ACTOR", "USER", "LOGNAME"]
+            ["SLUICE_ACTOR", "USER", "LOGNAME", OS_USER]
                 .into_iter()
                 .filter_map(env),
         )
@@ -536,6 +557,23 @@ mod tests {
         let set = |name: &str| (name == "SLUICE_ACTOR").then(|| "bot".to_owned());
         assert_eq!(actor_from(None, &set), "bot");
         assert_eq!(actor_from(None, &|_: &str| None), "unknown");
+        // Without USER and LOGNAME (cron, systemd, containers): the uid's
+        // account.
+        let bare = |name: &str| (name == OS_USER).then(|| "root".to_owned());
+        assert_eq!(actor_from(None, &bare), "root");
+    }
+
+    #[test]
+    fn the_os_user_is_the_account_of_the_uid() {
+        let name = os_user().expect("a name");
+        // What `id -un` says, from the same user database.
+        let id = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .expect("id runs");
+        let want = String::from_utf8_lossy(&id.stdout).trim().to_owned();
+        assert_eq!(name, want);
+        assert!(!name.trim().is_empty());
     }
 
     #[test]
