@@ -404,7 +404,7 @@ fn compile_with(
                 file: &d.file,
                 diags,
             };
-            if let Some(t) = test::compile(t, &journeys, &ids.journeys, &mut ctx) {
+            if let Some(t) = test::compile(t, &journeys, &ids.journeys, &ids.templates, &mut ctx) {
                 tests.push(t);
             }
         }
