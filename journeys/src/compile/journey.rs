@@ -38,6 +38,9 @@ struct Builder<'j, 'c, 'd> {
     /// step they name, so that one mistake is reported once, not again as
     /// an unreachable next step or a loop.
     placeholders: Vec<usize>,
+    /// How many step references named no step so far: a step whose
+    /// `next` (or arm, or `on_event`…) is unknown may have meant any step.
+    unknown_targets: usize,
 }
 
 impl Builder<'_, '_, '_> {
@@ -71,6 +74,7 @@ impl Builder<'_, '_, '_> {
                     self.step_ids.keys().map(String::as_str).chain(["end"]),
                 );
                 self.fail(Code::UnknownReference, id.span, message);
+                self.unknown_targets += 1;
                 Next::End
             }
         }
@@ -145,6 +149,7 @@ pub(crate) fn compile(
         step_ids: BTreeMap::new(),
         entry_event: None,
         placeholders: Vec::new(),
+        unknown_targets: 0,
     };
 
     // Step ids first, so every reference can be resolved.
@@ -233,20 +238,32 @@ pub(crate) fn compile(
         }
     });
 
+    // Steps that name a step that does not exist (reported there).
+    let mut dangling = Vec::new();
     let states: Vec<State> = j
         .steps
         .value
         .iter()
         .enumerate()
-        .map(|(i, s)| step(&mut b, i, s))
+        .map(|(i, s)| {
+            let before = b.unknown_targets;
+            let state = step(&mut b, i, s);
+            if b.unknown_targets > before {
+                dangling.push(i);
+            }
+            state
+        })
         .collect();
 
     // Graph checks.
     let edges: Vec<Vec<Next>> = states.iter().map(|s| successors(&s.action)).collect();
     if !states.is_empty() {
         let reached = graph::reachable(&edges);
+        // A reachable step whose next step is unknown may have meant any
+        // step: what looks unreachable then is the same mistake again.
+        let guessing = dangling.iter().any(|i| reached[*i]);
         for (i, r) in reached.iter().enumerate() {
-            if !r {
+            if !r && !guessing {
                 let id = &j.steps.value[i].value.id;
                 b.fail(
                     Code::UnreachableStep,
@@ -753,8 +770,15 @@ fn send_step(
             Code::ChannelMismatch,
             tpl.span,
             format!(
-                "template `{}` is a {} template, but step `{id}` sends {}",
-                tpl.value, template.channel, channel
+                "template `{}` is {} {} template, but step `{id}` sends {}",
+                tpl.value,
+                if template.channel.to_string().starts_with('e') {
+                    "an"
+                } else {
+                    "a"
+                },
+                template.channel,
+                channel
             ),
         );
     }
