@@ -807,8 +807,27 @@ fn project(p: &model::Project, ctx: &mut Ctx<'_>) -> compiled::Project {
         out.history_limit = l.value;
     }
     if let Some(api) = &p.api {
-        if let Some(l) = s(&api.listen) {
-            out.api.listen = l;
+        if let Some(l) = &api.listen {
+            // `host:port` (a name, an IPv4 address or a bracketed IPv6
+            // one): what `run` binds, so a typo fails here, not at start.
+            let port = l.value.trim().rsplit_once(':').map(|(host, port)| {
+                (
+                    !host.is_empty() && !host.trim_matches(['[', ']']).is_empty(),
+                    port.parse::<u16>().is_ok(),
+                )
+            });
+            if port == Some((true, true)) {
+                out.api.listen = l.value.trim().to_owned();
+            } else {
+                ctx.error(
+                    Code::InvalidValue,
+                    l.span,
+                    format!(
+                        "invalid `listen` address `{}`: expected `host:port`, e.g. `127.0.0.1:7878`",
+                        l.value
+                    ),
+                );
+            }
         }
         if let Some(t) = s(&api.ingest_token_env) {
             out.api.ingest_token_env = t;
