@@ -37,6 +37,13 @@ pub(crate) fn inline_text(
                 span.start += quote + offset;
                 span.column += quote + value.value.chars().take(e.column.saturating_sub(1)).count();
                 span.end = (span.start + 1).min(ctx.file.text.len()).max(span.start);
+            } else if e.line > 1 || raw.contains('\n') {
+                // A block scalar (`text: |`): when the template's line is
+                // the file's line with the block's indentation removed,
+                // point at the column in the file.
+                if let Some(at) = block_position(ctx, value, e.line, e.column) {
+                    span = at;
+                }
             }
             ctx.error(
                 Code::TemplateSyntax,
@@ -46,6 +53,41 @@ pub(crate) fn inline_text(
             None
         }
     }
+}
+
+/// The file position of line `line`, column `column` (1-based, in
+/// characters) of the template written as the block scalar `value`, when
+/// that line is in the file as is after the block's indentation (a literal
+/// `|` block; a folded or quoted one is not, and gives `None`).
+fn block_position(
+    ctx: &Ctx<'_>,
+    value: &Spanned<String>,
+    line: usize,
+    column: usize,
+) -> Option<Span> {
+    let text = &ctx.file.text;
+    let want = value.value.split('\n').nth(line.checked_sub(1)?)?;
+    let file_line = value.span.line + line - 1;
+    let start = ctx.file.index.line_start(file_line.checked_sub(1)?);
+    let written = text.get(start..)?.split(['\n', '\r']).next()?;
+    let indent = value.span.column.checked_sub(1)?;
+    let (pad, rest) = written.split_at(written.char_indices().nth(indent)?.0);
+    if !pad.chars().all(|c| c == ' ') || rest != want {
+        return None;
+    }
+    let offset: usize = rest
+        .chars()
+        .take(column.saturating_sub(1))
+        .map(char::len_utf8)
+        .sum();
+    let at = start + pad.len() + offset;
+    let (line, column) = ctx.file.index.line_col(text, at);
+    Some(Span {
+        start: at,
+        end: (at + 1).min(text.len()).max(at),
+        line,
+        column,
+    })
 }
 
 /// Where a body file may be read from: a relative path, resolved from the
