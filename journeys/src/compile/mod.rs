@@ -262,6 +262,13 @@ fn compile_with(
                     id: s.id.value.clone(),
                     when,
                 });
+            } else {
+                // Its condition is reported wrong; the segments it names
+                // still count, so that a cycle through it is found too.
+                let mut refs = Vec::new();
+                written_segments(&s.when, &mut refs);
+                refs.retain(|r| ids.segments.contains_key(&r.value));
+                segment_refs.insert(s.id.value.clone(), (refs, d.file.clone(), s.id.span));
             }
         }
     }
@@ -562,6 +569,24 @@ fn references(c: &Condition, ids: &Ids, ctx: &mut Ctx<'_>) -> Vec<Spanned<String
         }
     }
     out
+}
+
+/// The `segment: <id>` references written in a condition, followed
+/// through `all`, `any` and `not` as written, whatever else is wrong in it.
+fn written_segments(node: &Spanned<Node>, out: &mut Vec<Spanned<String>>) {
+    match &node.value {
+        Node::Map(entries) => {
+            for (k, v) in entries {
+                match (k.value.as_str(), &v.value) {
+                    ("segment", Node::Scalar(s)) => out.push(Spanned::new(s.text.clone(), v.span)),
+                    ("all" | "any" | "not", _) => written_segments(v, out),
+                    _ => {}
+                }
+            }
+        }
+        Node::Seq(items) => items.iter().for_each(|i| written_segments(i, out)),
+        Node::Scalar(_) => {}
+    }
 }
 
 fn policy_scope(
