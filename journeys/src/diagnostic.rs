@@ -364,6 +364,22 @@ impl IntoIterator for Diagnostics {
     }
 }
 
+/// Why a file could not be read, in words, without the OS's
+/// `(os error N)`: `cannot read x: no such file`.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error ") {
+                Some(i) => text[..i].to_owned(),
+                None => text,
+            }
+        }
+    }
+}
+
 /// The closest candidate to `word`, if one is close enough to suggest.
 pub fn did_you_mean<'a>(
     word: &str,

@@ -153,8 +153,11 @@ pub fn load_documents(root: &Path, diags: &mut Diagnostics) -> Vec<Loaded> {
             }
             Err(e) => {
                 diags.push(
-                    Diagnostic::error(Code::FileNotFound, format!("cannot read `{name}`: {e}"))
-                        .at(&empty(), FIRST),
+                    Diagnostic::error(
+                        Code::FileNotFound,
+                        format!("cannot read `{name}`: {}", crate::diagnostic::io_reason(&e)),
+                    )
+                    .at(&empty(), FIRST),
                 );
                 continue;
             }

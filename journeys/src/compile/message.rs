@@ -129,7 +129,11 @@ fn confine(root: &Path, rel: &Path, written: &str) -> Result<PathBuf, (Code, Str
     let real = root.join(rel).canonicalize().map_err(|e| {
         (
             Code::FileNotFound,
-            format!("cannot read template body `{}`: {e}", rel.display()),
+            format!(
+                "cannot read template body `{}`: {}",
+                rel.display(),
+                crate::diagnostic::io_reason(&e)
+            ),
         )
     })?;
     if !real.starts_with(&root_real) {
@@ -176,7 +180,11 @@ fn file_text(
             ctx.error(
                 Code::FileNotFound,
                 reference.span,
-                format!("cannot read template body `{}`: {e}", rel.display()),
+                format!(
+                    "cannot read template body `{}`: {}",
+                    rel.display(),
+                    crate::diagnostic::io_reason(&e)
+                ),
             );
             return None;
         }
