@@ -98,6 +98,40 @@ fn event_shape(node: &Spanned<Node>, ctx: &mut Ctx<'_>) -> bool {
             bad = true;
         }
     }
+    // Each value of the wrong shape at the value.
+    for (k, v) in entries {
+        let problem = match (k.value.as_str(), &v.value) {
+            ("props" | "traits", Node::Map(_)) => None,
+            ("props" | "traits", other) => Some(format!(
+                "`{}` is a mapping of names to values, found {}",
+                k.value,
+                other.type_name()
+            )),
+            ("user", Node::Scalar(_)) if v.value.as_str().is_some_and(str::is_empty) => {
+                Some("`user` must not be empty".to_owned())
+            }
+            ("user" | "ts" | "id" | "event", Node::Map(_) | Node::Seq(_)) => Some(format!(
+                "`{}` is a string, found {}",
+                k.value,
+                v.value.type_name()
+            )),
+            ("user" | "ts" | "event", Node::Scalar(sc))
+                if !matches!(sc.resolve(), crate::span::Resolved::Str(_)) =>
+            {
+                Some(format!(
+                    "`{}` is a string, found {}: quote it (\"{}\")",
+                    k.value,
+                    v.value.type_name(),
+                    sc.text
+                ))
+            }
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            ctx.error(Code::InvalidValue, v.span, problem);
+            bad = true;
+        }
+    }
     let is_track = kind.and_then(|t| t.value.as_str()) == Some("track");
     if is_track && node.value.get("event").is_none() && !meant.contains(&"event") {
         ctx.error(
