@@ -207,3 +207,23 @@ fn each_diagnostics_fixture_gives_exactly_its_expected_errors() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The summary line agrees in number: `1 journey`, `(1 warning)`.
+#[test]
+fn the_summary_counts_in_words_that_agree() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        tmp.path().join("j.yaml"),
+        "apiVersion: sluice/v1\nkind: Journey\nid: j\nversion: 1\nentry: { event: e }\nholdout: 10%\nsteps:\n  - id: w\n    wait: 1h\n",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = sluice(&["validate", tmp.path().to_str().expect("path")]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "is valid: 1 journey, 0 segments, 0 templates, 0 policies, 0 tests (1 warning)"
+        ),
+        "{stdout}"
+    );
+    assert!(stderr.contains("holdout_without_goal"), "{stderr}");
+}
