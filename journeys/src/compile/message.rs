@@ -36,7 +36,7 @@ pub(crate) fn inline_text(
                     .sum();
                 span.start += quote + offset;
                 span.column += quote + value.value.chars().take(e.column.saturating_sub(1)).count();
-                span.end = (span.start + 1).min(ctx.file.text.len()).max(span.start);
+                span.end = tag_end(&ctx.file.text, span.start);
             } else if e.line > 1 || raw.contains('\n') {
                 // A block scalar (`text: |`): when the template's line is
                 // the file's line with the block's indentation removed,
@@ -84,10 +84,29 @@ fn block_position(
     let (line, column) = ctx.file.index.line_col(text, at);
     Some(Span {
         start: at,
-        end: (at + 1).min(text.len()).max(at),
+        end: tag_end(text, at),
         line,
         column,
     })
+}
+
+/// Where the Handlebars tag starting at `start` ends: after its `}}` on
+/// the same line, or after the `{{` when it is not closed there (at
+/// least one character, so the underline shows).
+fn tag_end(text: &str, start: usize) -> usize {
+    let Some(rest) = text.get(start..) else {
+        return text.len();
+    };
+    let line = rest.split(['\n', '\r']).next().unwrap_or_default();
+    if !line.starts_with("{{") {
+        return (start + line.chars().next().map_or(0, char::len_utf8)).min(text.len());
+    }
+    // Up to the next `{{`: an unclosed tag does not borrow the next `}}`.
+    let limit = line[2..].find("{{").map_or(line.len(), |i| i + 2);
+    match line[..limit].find("}}") {
+        Some(i) => start + i + 2,
+        None => start + 2,
+    }
 }
 
 /// Where a body file may be read from: a relative path, resolved from the
@@ -216,7 +235,7 @@ fn file_text(
                 .offset(&file.text, e.line, e.column.saturating_sub(1));
             let span = Span {
                 start,
-                end: (start + 1).min(file.text.len()).max(start),
+                end: tag_end(&file.text, start),
                 line: e.line,
                 column: e.column.max(1),
             };
@@ -624,5 +643,25 @@ fn key_span(ctx: &Ctx<'_>, value: Span, key: &str) -> Span {
             }
         }
         None => value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tag_end;
+
+    #[test]
+    fn a_syntax_error_underlines_its_whole_tag() {
+        let text = "Hi {{#if user.vip}}yes";
+        assert_eq!(&text[3..tag_end(text, 3)], "{{#if user.vip}}");
+        // Not closed: the `{{` only, not up to a later tag's `}}`.
+        let text = "Hi {{user.name {{x}}";
+        assert_eq!(&text[3..tag_end(text, 3)], "{{");
+        let text = "Hi {{user\nname}}";
+        assert_eq!(&text[3..tag_end(text, 3)], "{{");
+        // Not at a tag: one character.
+        let text = "héllo";
+        assert_eq!(&text[1..tag_end(text, 1)], "é");
+        assert_eq!(tag_end(text, text.len()), text.len());
     }
 }
