@@ -34,6 +34,9 @@ struct Builder<'j, 'c, 'd> {
     ok: bool,
     step_ids: BTreeMap<String, usize>,
     entry_event: Option<String>,
+    /// Whether the entry says how the journey is entered: when it does
+    /// not (no trigger, or two), `entry.*` is not judged (one mistake).
+    entry_known: bool,
     /// Steps whose action could not be compiled: their edges are every
     /// step they name, so that one mistake is reported once, not again as
     /// an unreachable next step or a loop.
@@ -148,6 +151,7 @@ pub(crate) fn compile(
         ok: true,
         step_ids: BTreeMap::new(),
         entry_event: None,
+        entry_known: true,
         placeholders: Vec::new(),
         unknown_targets: 0,
     };
@@ -401,9 +405,11 @@ fn entry(b: &mut Builder<'_, '_, '_>) -> Option<Entry> {
             j.entry.span,
             "`entry` needs exactly one of `event`, `segment` or `schedule`",
         );
+        b.entry_known = false;
         return None;
     }
     if given.len() > 1 {
+        b.entry_known = false;
         b.fail(
             Code::ConflictingFields,
             j.entry.span,
@@ -415,7 +421,7 @@ fn entry(b: &mut Builder<'_, '_, '_>) -> Option<Entry> {
         return None;
     }
     let segment_ref = |b: &mut Builder<'_, '_, '_>, s: &Spanned<String>| {
-        if !b.env.ids.segments.contains_key(&s.value) {
+        if !b.env.ids.segments.contains_key(&s.value) && !b.env.ids.is_unread(&s.value) {
             let message = with_suggestion(
                 format!("segment `{}` is not defined", s.value),
                 &s.value,
@@ -748,7 +754,7 @@ fn send_step(
     }
     let tpl = &send.value.template;
     let Some(template) = b.env.templates.get(&tpl.value) else {
-        if b.env.ids.templates.contains_key(&tpl.value) {
+        if b.env.ids.templates.contains_key(&tpl.value) || b.env.ids.is_unread(&tpl.value) {
             // Defined, but invalid: already reported.
             b.ok = false;
         } else {
@@ -784,7 +790,7 @@ fn send_step(
     }
     // Variables of the template against this journey's entry event.
     let entry = b.entry_event.clone();
-    let entry_scope = Some(entry.as_deref());
+    let entry_scope = b.entry_known.then_some(entry.as_deref());
     let texts = template.texts();
     for t in texts {
         let only_entry: Vec<&String> = t
@@ -842,9 +848,8 @@ fn update_step(b: &mut Builder<'_, '_, '_>, id: &str, u: &Spanned<Node>, next: N
                 match inline_text(name, &value, false, b.ctx) {
                     Some(t) => {
                         let entry = b.entry_event.clone();
-                        b.env
-                            .types
-                            .check_text(&t, v.span, Some(entry.as_deref()), None, b.ctx);
+                        let scope = b.entry_known.then_some(entry.as_deref());
+                        b.env.types.check_text(&t, v.span, scope, None, b.ctx);
                         b.texts.push(t.clone());
                         UpdateValue::Template(t)
                     }

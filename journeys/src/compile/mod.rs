@@ -117,6 +117,43 @@ pub(crate) struct Ids {
     pub journeys: BTreeMap<String, Span>,
     pub segments: BTreeMap<String, Span>,
     pub templates: BTreeMap<String, Channel>,
+    /// Ids declared by documents that could not be read whole (a file with
+    /// a YAML error, a document without its kind, a template with an
+    /// unknown channel): their problem is reported where it is, so a
+    /// reference to one of them is not also reported as undefined.
+    pub unread: BTreeSet<String>,
+}
+
+impl Ids {
+    /// Whether `id` is declared but could not be read (see `unread`).
+    pub fn is_unread(&self, id: &str) -> bool {
+        self.unread.contains(id)
+    }
+}
+
+/// The top-level `id:` values written in every file that already has a
+/// loading problem: what its unreadable documents may declare.
+fn unread_ids(diags: &Diagnostics) -> BTreeSet<String> {
+    let mut files: BTreeMap<&str, &SourceFile> = BTreeMap::new();
+    for d in diags.errors() {
+        if let Some(f) = &d.file {
+            files.entry(f.name.as_str()).or_insert(f);
+        }
+    }
+    let mut out = BTreeSet::new();
+    for file in files.values() {
+        for line in file.text.lines() {
+            let Some(rest) = line.strip_prefix("id:") else {
+                continue;
+            };
+            let value = rest.split(" #").next().unwrap_or_default().trim();
+            let value = value.trim_matches(['"', '\'']);
+            if !value.is_empty() {
+                out.insert(value.to_owned());
+            }
+        }
+    }
+    out
 }
 
 fn valid_id(id: &str) -> bool {
@@ -198,7 +235,11 @@ fn compile_with(
         None => TypeEnv::new(catalog.as_ref()),
     };
 
-    let mut ids = Ids::default();
+    // Every diagnostic so far is from loading the files.
+    let mut ids = Ids {
+        unread: unread_ids(diags),
+        ..Ids::default()
+    };
     for d in &docs {
         match &d.document {
             Document::Journey(j) => {
@@ -207,11 +248,14 @@ fn compile_with(
             Document::Segment(s) => {
                 ids.segments.entry(s.id.value.clone()).or_insert(s.id.span);
             }
-            Document::Template(t) => {
-                if let Some(c) = Channel::parse(&t.channel.value) {
+            Document::Template(t) => match Channel::parse(&t.channel.value) {
+                Some(c) => {
                     ids.templates.entry(t.id.value.clone()).or_insert(c);
                 }
-            }
+                None => {
+                    ids.unread.insert(t.id.value.clone());
+                }
+            },
             _ => {}
         }
     }
@@ -315,7 +359,7 @@ fn compile_with(
                 let channel = ctx.channel(&t.channel);
                 let rate = ctx.scalar(&t.rate, Code::InvalidRate, scalar::parse_rate);
                 for j in &t.journeys {
-                    if !ids.journeys.contains_key(&j.value) {
+                    if !ids.journeys.contains_key(&j.value) && !ids.is_unread(&j.value) {
                         let message = with_suggestion(
                             format!("journey `{}` is not defined", j.value),
                             &j.value,
@@ -411,7 +455,7 @@ fn compile_with(
                 file: &d.file,
                 diags,
             };
-            if let Some(t) = test::compile(t, &journeys, &ids.journeys, &ids.templates, &mut ctx) {
+            if let Some(t) = test::compile(t, &journeys, &ids, &mut ctx) {
                 tests.push(t);
             }
         }
@@ -559,7 +603,7 @@ fn references(c: &Condition, ids: &Ids, ctx: &mut Ctx<'_>) -> Vec<Spanned<String
         }
     });
     for s in &out {
-        if !ids.segments.contains_key(&s.value) {
+        if !ids.segments.contains_key(&s.value) && !ids.is_unread(&s.value) {
             let message = with_suggestion(
                 format!("segment `{}` is not defined", s.value),
                 &s.value,

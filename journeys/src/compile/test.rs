@@ -144,18 +144,17 @@ fn event_shape(node: &Spanned<Node>, ctx: &mut Ctx<'_>) -> bool {
     bad
 }
 
-/// `journeys` are the journeys that compiled; `declared` every journey id
-/// of the repository, so a test of a journey that is declared but did not
+/// `journeys` are the journeys that compiled; `ids` every id of the
+/// repository, so a test of a journey that is declared but did not
 /// compile (its own errors are reported where it is) is skipped quietly
-/// rather than reported as naming an undefined journey; `templates` every
-/// template id. Every problem of the test is reported, not just the first.
+/// rather than reported as naming an undefined journey. Every problem of the test is reported, not just the first.
 pub(crate) fn compile(
     t: &model::JourneyTest,
     journeys: &[Arc<Journey>],
-    declared: &std::collections::BTreeMap<String, Span>,
-    templates: &std::collections::BTreeMap<String, crate::compiled::Channel>,
+    ids: &super::Ids,
     ctx: &mut Ctx<'_>,
 ) -> Option<JourneyTest> {
+    let (declared, templates) = (&ids.journeys, &ids.templates);
     let mut ok = true;
     // An invalid `start` is reported; the rest is still read, relative to
     // a stand-in start, so that its own problems are found too.
@@ -242,7 +241,7 @@ pub(crate) fn compile(
         };
         if let Some(j) = &x.journey {
             match journeys.iter().find(|k| k.id == j.value) {
-                None if declared.contains_key(&j.value) => bad = true,
+                None if declared.contains_key(&j.value) || ids.is_unread(&j.value) => bad = true,
                 None => {
                     let message = with_suggestion(
                         format!("journey `{}` is not defined", j.value),
@@ -290,7 +289,7 @@ pub(crate) fn compile(
             bad |= ctx.channel(c).is_none();
         }
         if let Some(tpl) = &x.template {
-            if !templates.contains_key(&tpl.value) {
+            if !templates.contains_key(&tpl.value) && !ids.is_unread(&tpl.value) {
                 let message = with_suggestion(
                     format!("template `{}` is not defined", tpl.value),
                     &tpl.value,
