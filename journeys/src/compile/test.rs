@@ -115,15 +115,8 @@ fn event_shape(node: &Spanned<Node>, ctx: &mut Ctx<'_>) -> bool {
                 k.value,
                 v.value.type_name()
             )),
-            ("user" | "ts" | "event", Node::Scalar(sc))
-                if !matches!(sc.resolve(), crate::span::Resolved::Str(_)) =>
-            {
-                Some(format!(
-                    "`{}` is a string, found {}: quote it (\"{}\")",
-                    k.value,
-                    v.value.type_name(),
-                    sc.text
-                ))
+            ("user" | "ts", Node::Scalar(sc)) if sc.resolve() == crate::span::Resolved::Null => {
+                Some(format!("`{}` is a string, found null", k.value))
             }
             _ => None,
         };
@@ -169,6 +162,17 @@ pub(crate) fn compile(
             continue;
         }
         let mut json = node.value.to_json();
+        // Ids and names are strings as written, as in a journey
+        // (`event: 404`, `user: 7`).
+        for key in ["user", "event", "id"] {
+            if let (Some(Node::Scalar(sc)), Some(obj)) =
+                (node.value.get(key).map(|n| &n.value), json.as_object_mut())
+            {
+                if !matches!(sc.resolve(), crate::span::Resolved::Null) {
+                    obj.insert(key.to_owned(), sc.text.clone().into());
+                }
+            }
+        }
         if let Some(ts) = json.get("ts").and_then(|v| v.as_str()).map(str::to_owned) {
             let spanned_ts = node.value.get("ts").map(|n| n.span).unwrap_or(node.span);
             match resolve(&ts, start) {
