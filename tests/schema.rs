@@ -88,7 +88,13 @@ fn valid_repositories() -> Vec<PathBuf> {
     let mut more: Vec<PathBuf> = std::fs::read_dir(&fixtures)
         .expect("fixtures")
         .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_dir() && !p.ends_with("plan") && !p.ends_with("deploy"))
+        .filter(|p| {
+            // `diagnostics/<case>` are invalid on purpose (tests/validate.rs).
+            p.is_dir()
+                && !p.ends_with("plan")
+                && !p.ends_with("deploy")
+                && !p.ends_with("diagnostics")
+        })
         .collect();
     // `plan/<case>/{base,head}` are pairs of repositories.
     let plan = fixtures.join("plan");

@@ -132,3 +132,98 @@ fn a_broken_journey_is_not_reported_again_by_its_tests() {
         "{doc}"
     );
 }
+
+/// Each `tests/fixtures/diagnostics/<case>/` is a repository whose
+/// `expected` lists every diagnostic `validate --format json` must give,
+/// in order, one a line: `code file line column text-in-the-message`
+/// (`#` lines are comments). Nothing more: one mistake, one diagnostic.
+/// The human output names each at `file:line:column` with its code.
+#[test]
+fn each_diagnostics_fixture_gives_exactly_its_expected_errors() {
+    let cases = root().join("tests/fixtures/diagnostics");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&cases)
+        .expect("tests/fixtures/diagnostics")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 8, "{dirs:?}");
+    let mut failures = Vec::new();
+    for case in dirs {
+        let expected = std::fs::read_to_string(case.join("expected")).expect("expected");
+        let want: Vec<Vec<&str>> = expected
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.splitn(5, ' ').collect())
+            .collect();
+        let path = case.to_str().expect("path");
+        let (exit, stdout, stderr) = sluice(&["validate", path, "--format", "json"]);
+        let doc: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+        let errors = doc["errors"].as_array().cloned().unwrap_or_default();
+        let got: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {} {} {}",
+                    e["code"].as_str().unwrap_or_default(),
+                    e["file"].as_str().unwrap_or_default(),
+                    e["line"],
+                    e["column"],
+                    e["message"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        let matches = exit == 1
+            && doc["valid"] == false
+            && got.len() == want.len()
+            && got.iter().zip(&want).all(|(g, w)| {
+                let prefix = w[..4].join(" ");
+                g.starts_with(&format!("{prefix} ")) && w.get(4).is_none_or(|m| g.contains(m))
+            });
+        if !matches {
+            failures.push(format!(
+                "{}: exit {exit}, want\n  {}\ngot\n  {}\n{stderr}",
+                case.display(),
+                want.iter()
+                    .map(|w| w.join(" "))
+                    .collect::<Vec<_>>()
+                    .join("\n  "),
+                got.join("\n  ")
+            ));
+            continue;
+        }
+        let (exit, _, stderr) = sluice(&["validate", path]);
+        assert_eq!(exit, 1, "{}", case.display());
+        for w in &want {
+            let at = format!("{}:{}:{}", w[1], w[2], w[3]);
+            if !stderr.contains(w[0]) || !stderr.contains(&at) {
+                failures.push(format!(
+                    "{}: {} at {at} not in\n{stderr}",
+                    case.display(),
+                    w[0]
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The summary line agrees in number: `1 journey`, `(1 warning)`.
+#[test]
+fn the_summary_counts_in_words_that_agree() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        tmp.path().join("j.yaml"),
+        "apiVersion: sluice/v1\nkind: Journey\nid: j\nversion: 1\nentry: { event: e }\nholdout: 10%\nsteps:\n  - id: w\n    wait: 1h\n",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = sluice(&["validate", tmp.path().to_str().expect("path")]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "is valid: 1 journey, 0 segments, 0 templates, 0 policies, 0 tests (1 warning)"
+        ),
+        "{stdout}"
+    );
+    assert!(stderr.contains("holdout_without_goal"), "{stderr}");
+}

@@ -37,15 +37,19 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             let _ = match &config {
                 Some(c) => writeln!(
                     out,
-                    "{} is valid: {} journeys, {} segments, {} templates, {} policies, {} tests{}",
+                    "{} is valid: {}, {}, {}, {}, {}{}",
                     args.dir.display(),
-                    c.journeys.len(),
-                    c.segments.len(),
-                    c.templates.len(),
-                    c.quiet_hours.len() + c.throttles.len() + c.frequency_caps.len(),
-                    c.tests.len(),
+                    count(c.journeys.len(), "journey", "journeys"),
+                    count(c.segments.len(), "segment", "segments"),
+                    count(c.templates.len(), "template", "templates"),
+                    count(
+                        c.quiet_hours.len() + c.throttles.len() + c.frequency_caps.len(),
+                        "policy",
+                        "policies"
+                    ),
+                    count(c.tests.len(), "test", "tests"),
                     if warnings > 0 {
-                        format!(" ({warnings} warnings)")
+                        format!(" ({})", count(warnings, "warning", "warnings"))
                     } else {
                         String::new()
                     }
@@ -66,4 +70,21 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `1 journey`, `2 journeys`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_agree_with_their_number() {
+        assert_eq!(count(0, "journey", "journeys"), "0 journeys");
+        assert_eq!(count(1, "policy", "policies"), "1 policy");
+        assert_eq!(count(2, "warning", "warnings"), "2 warnings");
+    }
 }

@@ -339,11 +339,13 @@ impl Diagnostics {
         self.items.is_empty()
     }
 
-    /// Sorts by file, then line and column; drops exact duplicates.
+    /// Sorts by file, then line and column; drops exact duplicates (also
+    /// when other diagnostics share their place).
     pub fn sort(&mut self) {
         self.items.sort_by_key(|d| d.sort_key());
+        let mut seen = std::collections::HashSet::new();
         self.items
-            .dedup_by(|a, b| a.sort_key() == b.sort_key() && a.message == b.message);
+            .retain(|d| seen.insert((d.sort_key(), d.message.clone())));
     }
 
     /// The `validate --format json` document of CLI.md.
@@ -361,6 +363,22 @@ impl IntoIterator for Diagnostics {
     type IntoIter = std::vec::IntoIter<Diagnostic>;
     fn into_iter(self) -> Self::IntoIter {
         self.items.into_iter()
+    }
+}
+
+/// Why a file could not be read, in words, without the OS's
+/// `(os error N)`: `cannot read x: no such file`.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error ") {
+                Some(i) => text[..i].to_owned(),
+                None => text,
+            }
+        }
     }
 }
 
@@ -386,5 +404,41 @@ pub fn with_suggestion<'a>(
     match did_you_mean(word, candidates) {
         Some(s) => format!("{message}, did you mean `{s}`?"),
         None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_drops_a_duplicate_even_with_others_at_its_place() {
+        let file = Arc::new(SourceFile::new("j.yaml", "steps: x\n"));
+        let at = Span {
+            start: 7,
+            end: 8,
+            line: 1,
+            column: 8,
+        };
+        let mut diags = Diagnostics::default();
+        for m in [
+            "`entry.b` is empty",
+            "`entry.a` is empty",
+            "`entry.b` is empty",
+        ] {
+            diags.push(Diagnostic::error(Code::UnknownVariable, m).at(&file, at));
+        }
+        diags.sort();
+        let got: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
+        // Stable: the first of each, in the order they were found.
+        assert_eq!(got, ["`entry.b` is empty", "`entry.a` is empty"]);
+    }
+
+    #[test]
+    fn io_reasons_are_words_without_os_error_numbers() {
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(io_reason(&missing), "no such file");
+        let raw = std::io::Error::from_raw_os_error(21);
+        assert!(!io_reason(&raw).contains("os error"), "{}", io_reason(&raw));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::diagnostic::{with_suggestion, Code, Diagnostic, Diagnostics, SourceFile};
+use crate::diagnostic::{did_you_mean, with_suggestion, Code, Diagnostic, Diagnostics, SourceFile};
 use crate::limits::{MAX_DOCUMENTS, MAX_FILE_BYTES};
 use crate::model::{self, Document, API_VERSION, KINDS};
 use crate::span::{self, DeError, DeErrorKind, Node, Spanned, SyntaxErrorKind};
@@ -153,8 +153,11 @@ pub fn load_documents(root: &Path, diags: &mut Diagnostics) -> Vec<Loaded> {
             }
             Err(e) => {
                 diags.push(
-                    Diagnostic::error(Code::FileNotFound, format!("cannot read `{name}`: {e}"))
-                        .at(&empty(), FIRST),
+                    Diagnostic::error(
+                        Code::FileNotFound,
+                        format!("cannot read `{name}`: {}", crate::diagnostic::io_reason(&e)),
+                    )
+                    .at(&empty(), FIRST),
                 );
                 continue;
             }
@@ -349,12 +352,19 @@ fn read_document(
     }
     let kind = match doc.value.get("kind") {
         None => {
+            // Like any missing top-level field: at the id (or apiVersion).
+            let anchor = doc
+                .value
+                .get("id")
+                .or_else(|| doc.value.get("apiVersion"))
+                .filter(|n| n.span.end <= file.text.len()) // not a placeholder
+                .map_or(doc.span, |n| n.span);
             diags.push(
                 Diagnostic::error(
                     Code::MissingField,
                     format!("missing field `kind` (one of {})", KINDS.join(", ")),
                 )
-                .at(file, doc.span),
+                .at(file, anchor),
             );
             return None;
         }
@@ -440,8 +450,13 @@ fn typed<T: DeserializeOwned>(
         }
         diags.push(de_diagnostic(file, &e, report_at));
         match &e.kind {
-            DeErrorKind::UnknownField { .. } => {
-                if !doc.value.remove_key_at(at.start) {
+            DeErrorKind::UnknownField { field, expected } => {
+                // A close misspelling reads on as the field it suggests.
+                let done = match did_you_mean(field, expected.iter().copied()) {
+                    Some(to) => doc.value.rename_key_at(at.start, to),
+                    None => doc.value.remove_key_at(at.start),
+                };
+                if !done {
                     return None;
                 }
             }

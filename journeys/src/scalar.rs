@@ -223,7 +223,18 @@ pub fn parse_cron(text: &str) -> Result<cron::Schedule, String> {
             "invalid cron `{t}`: expected 6 or 7 fields (sec min hour day-of-month month day-of-week [year]), found {fields}"
         ));
     }
-    cron::Schedule::from_str(t).map_err(|e| format!("invalid cron `{t}`: {e}"))
+    cron::Schedule::from_str(t).map_err(|e| {
+        // The crate's message repeats the expression with a caret under
+        // it, over several lines; the diagnostic shows where, so keep the
+        // reason (its last line) only.
+        let full = e.to_string();
+        let reason = full
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty() && *l != "^" && *l != t)
+            .unwrap_or("not a cron expression");
+        format!("invalid cron `{t}`: {reason}")
+    })
 }
 
 /// A rate: `n` per `per`.
@@ -390,6 +401,16 @@ mod tests {
         assert!(e.contains("did you mean `Europe/Berlin`"), "{e}");
         assert!(parse_cron("0 0 9 * * Mon *").is_ok());
         assert!(parse_cron("0 9 * * Mon").is_err());
+        // One line, with the crate's reason and without its caret drawing.
+        let e = parse_cron("0 0 9 * * Mon-Fry *").unwrap_err();
+        assert_eq!(
+            e,
+            "invalid cron `0 0 9 * * Mon-Fry *`: 'Fry' is not a valid day of the week."
+        );
+        for bad in ["0 0 25 * * Mon *", "x 0 9 * * Mon *", "0 0 9 * * Mon 1 2"] {
+            let e = parse_cron(bad).unwrap_err();
+            assert!(!e.contains('\n') && !e.ends_with(": "), "{e}");
+        }
         assert_eq!(
             parse_reentry("after 7d"),
             Ok(Reentry::After(Duration(604_800)))

@@ -351,6 +351,32 @@ impl Node {
         }
     }
 
+    /// Renames the map entry whose key starts at `key_start` anywhere in
+    /// the tree to `to`, or removes it when its map already has `to`.
+    /// Used to keep deserialising past a misspelt field as if it were
+    /// spelt right, so the typo is not reported again as a missing field.
+    pub(crate) fn rename_key_at(&mut self, key_start: usize, to: &str) -> bool {
+        match self {
+            Node::Scalar(_) => false,
+            Node::Seq(items) => items
+                .iter_mut()
+                .any(|n| n.value.rename_key_at(key_start, to)),
+            Node::Map(entries) => {
+                if let Some(pos) = entries.iter().position(|(k, _)| k.span.start == key_start) {
+                    if entries.iter().any(|(k, _)| k.value == to) {
+                        entries.remove(pos);
+                    } else {
+                        entries[pos].0.value = to.to_owned();
+                    }
+                    return true;
+                }
+                entries
+                    .iter_mut()
+                    .any(|(_, v)| v.value.rename_key_at(key_start, to))
+            }
+        }
+    }
+
     /// Removes the map entry whose key starts at `key_start` anywhere in the
     /// tree. Used to keep deserialising past an unknown field.
     pub(crate) fn remove_key_at(&mut self, key_start: usize) -> bool {
@@ -730,8 +756,27 @@ impl<'input> SpannedEventReceiver<'input> for Builder<'_> {
                     Frame::Seq(start, items, anchor) => (start, Node::Seq(items), anchor),
                     Frame::Map(start, entries, _, anchor) => (start, Node::Map(entries), anchor),
                 };
+                // A flow collection ends at its `]` or `}`; a block one at
+                // its last entry (its end event is at the next token, maybe
+                // lines and comments later), so an underline covers it only.
+                let flow = matches!(self.text.as_bytes().get(sp.start), Some(b']' | b'}'));
+                let last = match &node {
+                    Node::Seq(items) => items.last().map(|n| n.span.end),
+                    Node::Map(entries) => entries.last().map(|(k, v)| {
+                        if v.span.is_empty() {
+                            k.span.end
+                        } else {
+                            v.span.end
+                        }
+                    }),
+                    Node::Scalar(_) => None,
+                };
+                let end = match last {
+                    Some(last) if !flow => last,
+                    _ => sp.end,
+                };
                 let span = Span {
-                    end: sp.end.max(start.start),
+                    end: end.max(start.start),
                     ..start
                 };
                 let node = Spanned::new(node, span);
@@ -803,6 +848,24 @@ pub fn parse_documents(text: &str, index: &LineIndex) -> Result<Vec<Spanned<Node
         if text[start.min(text.len())..].trim().is_empty() {
             if let Some(last) = text.trim_end().char_indices().last().map(|(i, _)| i) {
                 start = last;
+                (line, column) = index.line_col(text, start);
+            }
+        }
+        // A tab where YAML wants spaces: point at the tab itself, not at
+        // what follows it.
+        if e.info().contains("tab") {
+            let line_start = index.line_start(index.line_of(start));
+            let line_end = text[line_start..]
+                .find(['\n', '\r'])
+                .map_or(text.len(), |i| line_start + i);
+            let before = text.get(line_start..start.min(line_end)).unwrap_or("");
+            let tab = before.rfind('\t').map(|i| line_start + i).or_else(|| {
+                text[start.min(line_end)..line_end]
+                    .find('\t')
+                    .map(|i| start + i)
+            });
+            if let Some(tab) = tab {
+                start = tab;
                 (line, column) = index.line_col(text, start);
             }
         }
@@ -906,6 +969,41 @@ impl de::Error for DeError {
         };
         DeError {
             kind: DeErrorKind::InvalidType(format!("expected {expected}, found {found}")),
+            span: None,
+        }
+    }
+
+    /// A value of the right type but out of range (`limit: -3`), in the
+    /// YAML's words rather than Rust's (`u32`).
+    fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        let found = match unexp {
+            de::Unexpected::Signed(i) => format!("`{i}`"),
+            de::Unexpected::Unsigned(u) => format!("`{u}`"),
+            de::Unexpected::Float(f) => format!("`{f}`"),
+            de::Unexpected::Str(s) => format!("`{s}`"),
+            other => other.to_string(),
+        };
+        let expected = exp.to_string();
+        let range = match expected.as_str() {
+            "u8" => Some((0i128, u8::MAX as i128)),
+            "u16" => Some((0, u16::MAX as i128)),
+            "u32" => Some((0, u32::MAX as i128)),
+            "u64" | "usize" => Some((0, u64::MAX as i128)),
+            "i8" => Some((i8::MIN as i128, i8::MAX as i128)),
+            "i16" => Some((i16::MIN as i128, i16::MAX as i128)),
+            "i32" => Some((i32::MIN as i128, i32::MAX as i128)),
+            "i64" | "isize" => Some((i64::MIN as i128, i64::MAX as i128)),
+            _ => None,
+        };
+        let message = match range {
+            Some((0, max)) => format!("expected a whole number from 0 to {max}, found {found}"),
+            Some((min, max)) => {
+                format!("expected a whole number from {min} to {max}, found {found}")
+            }
+            None => format!("invalid value {found}, expected {expected}"),
+        };
+        DeError {
+            kind: DeErrorKind::InvalidType(message),
             span: None,
         }
     }
@@ -1386,5 +1484,81 @@ impl<'de> Deserializer<'de> for NodeDeserializer<'de> {
         i8 i16 i32 i128 u8 u16 u32 u128 f32 char
         bytes byte_buf unit_struct tuple
         tuple_struct identifier
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Spanned<Node>>, SyntaxError> {
+        parse_documents(text, &LineIndex::new(text))
+    }
+
+    #[test]
+    fn a_block_collection_ends_at_its_last_entry_not_at_the_next_token() {
+        let text =
+            "split:\n  - { a: 1 }\n  - { b: 2 }\n# a comment\n\nnext: x\nmap:\n  k: v\n  e:\n";
+        let docs = parse(text).expect("yaml");
+        let doc = &docs[0];
+        let split = doc.value.get("split").expect("split");
+        assert_eq!(
+            &text[split.span.start..split.span.end],
+            "- { a: 1 }\n  - { b: 2 }"
+        );
+        let map = doc.value.get("map").expect("map");
+        // An entry without a value ends at its key.
+        assert_eq!(&text[map.span.start..map.span.end], "k: v\n  e");
+        // A flow collection keeps its closing bracket.
+        let flow = parse("x: [1, 2 ]\n").expect("yaml");
+        let x = flow[0].value.get("x").expect("x");
+        assert_eq!(x.span.start..x.span.end, 3..10);
+    }
+
+    #[test]
+    fn a_tab_error_points_at_the_tab() {
+        let e = parse("when:\n\t user.plan: pro\n").expect_err("a tab");
+        assert_eq!((e.span.line, e.span.column), (2, 1), "{}", e.message);
+        assert_eq!(e.span.start, 6);
+    }
+
+    #[test]
+    fn a_number_out_of_range_is_said_in_yaml_words() {
+        let docs = parse("-3\n").expect("yaml");
+        let e = from_node::<u32>(&docs[0]).expect_err("negative");
+        assert_eq!(
+            e.to_string(),
+            "expected a whole number from 0 to 4294967295, found `-3`"
+        );
+        let docs = parse("300\n").expect("yaml");
+        let e = from_node::<u8>(&docs[0]).expect_err("too large");
+        assert_eq!(
+            e.to_string(),
+            "expected a whole number from 0 to 255, found `300`"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_key_is_renamed_unless_its_map_has_the_right_one() {
+        let docs = parse("a: { wiat: 1h }\nb: { tempalte: x, template: y }\n").expect("yaml");
+        let mut doc = docs[0].clone();
+        let text = "a: { wiat: 1h }\n";
+        let wiat = text.find("wiat").expect("wiat");
+        assert!(doc.value.rename_key_at(wiat, "wait"));
+        assert!(doc
+            .value
+            .get("a")
+            .and_then(|a| a.value.get("wait"))
+            .is_some());
+        let tempalte = 16 + "b: { ".len();
+        assert!(doc.value.rename_key_at(tempalte, "template"));
+        let b = doc
+            .value
+            .get("b")
+            .and_then(|b| b.value.as_map())
+            .expect("b");
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].1.value.as_str(), Some("y"));
+        assert!(!doc.value.rename_key_at(999, "x"));
     }
 }

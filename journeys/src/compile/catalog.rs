@@ -489,11 +489,13 @@ impl<'a> TypeEnv<'a> {
         event: Option<&str>,
         ctx: &mut Ctx<'_>,
     ) {
-        self.check_text_gating(text, span, entry, event, false, ctx);
+        self.check_text_gating(&text.variables, span, entry, event, false, ctx);
     }
 
     /// [`TypeEnv::check_text`] for a template a journey sends: whether it
-    /// reported anything, which decides whether the journey compiles.
+    /// reported anything, which decides whether the journey compiles. Only
+    /// its `entry.*` variables depend on the journey; the others were
+    /// checked (and any problem reported, once) with the template itself.
     pub fn check_sent_text(
         &self,
         text: &Text,
@@ -501,12 +503,18 @@ impl<'a> TypeEnv<'a> {
         entry: Option<Option<&str>>,
         ctx: &mut Ctx<'_>,
     ) -> bool {
-        self.check_text_gating(text, span, entry, None, true, ctx)
+        let entry_only: BTreeSet<String> = text
+            .variables
+            .iter()
+            .filter(|v| v.starts_with("entry."))
+            .cloned()
+            .collect();
+        self.check_text_gating(&entry_only, span, entry, None, true, ctx)
     }
 
     fn check_text_gating(
         &self,
-        text: &Text,
+        variables: &BTreeSet<String>,
         span: Span,
         entry: Option<Option<&str>>,
         event: Option<&str>,
@@ -514,13 +522,13 @@ impl<'a> TypeEnv<'a> {
         ctx: &mut Ctx<'_>,
     ) -> bool {
         let before = ctx.diags.len();
-        self.variables(&text.variables, span, entry, event, ctx);
+        self.variables(variables, span, entry, event, ctx);
         let reported = ctx.diags.len() > before;
         if self.log.is_none() {
             return reported;
         }
         // Only paths below `user`, `entry` and `event` read the Catalog.
-        let reads = text.variables.iter().any(|v| {
+        let reads = variables.iter().any(|v| {
             v.split_once('.')
                 .is_some_and(|(root, _)| matches!(root, "user" | "entry" | "event"))
         });
@@ -528,7 +536,7 @@ impl<'a> TypeEnv<'a> {
             return reported;
         }
         self.note(ctx, before, gates, || TypeCheck::Text {
-            variables: text.variables.clone(),
+            variables: variables.clone(),
             span,
             entry: entry.map(|e| e.map(str::to_owned)),
             event: event.map(str::to_owned),

@@ -34,10 +34,16 @@ struct Builder<'j, 'c, 'd> {
     ok: bool,
     step_ids: BTreeMap<String, usize>,
     entry_event: Option<String>,
+    /// Whether the entry says how the journey is entered: when it does
+    /// not (no trigger, or two), `entry.*` is not judged (one mistake).
+    entry_known: bool,
     /// Steps whose action could not be compiled: their edges are every
     /// step they name, so that one mistake is reported once, not again as
     /// an unreachable next step or a loop.
     placeholders: Vec<usize>,
+    /// How many step references named no step so far: a step whose
+    /// `next` (or arm, or `on_event`…) is unknown may have meant any step.
+    unknown_targets: usize,
 }
 
 impl Builder<'_, '_, '_> {
@@ -71,6 +77,7 @@ impl Builder<'_, '_, '_> {
                     self.step_ids.keys().map(String::as_str).chain(["end"]),
                 );
                 self.fail(Code::UnknownReference, id.span, message);
+                self.unknown_targets += 1;
                 Next::End
             }
         }
@@ -144,7 +151,9 @@ pub(crate) fn compile(
         ok: true,
         step_ids: BTreeMap::new(),
         entry_event: None,
+        entry_known: true,
         placeholders: Vec::new(),
+        unknown_targets: 0,
     };
 
     // Step ids first, so every reference can be resolved.
@@ -233,20 +242,32 @@ pub(crate) fn compile(
         }
     });
 
+    // Steps that name a step that does not exist (reported there).
+    let mut dangling = Vec::new();
     let states: Vec<State> = j
         .steps
         .value
         .iter()
         .enumerate()
-        .map(|(i, s)| step(&mut b, i, s))
+        .map(|(i, s)| {
+            let before = b.unknown_targets;
+            let state = step(&mut b, i, s);
+            if b.unknown_targets > before {
+                dangling.push(i);
+            }
+            state
+        })
         .collect();
 
     // Graph checks.
     let edges: Vec<Vec<Next>> = states.iter().map(|s| successors(&s.action)).collect();
     if !states.is_empty() {
         let reached = graph::reachable(&edges);
+        // A reachable step whose next step is unknown may have meant any
+        // step: what looks unreachable then is the same mistake again.
+        let guessing = dangling.iter().any(|i| reached[*i]);
         for (i, r) in reached.iter().enumerate() {
-            if !r {
+            if !r && !guessing {
                 let id = &j.steps.value[i].value.id;
                 b.fail(
                     Code::UnreachableStep,
@@ -384,9 +405,11 @@ fn entry(b: &mut Builder<'_, '_, '_>) -> Option<Entry> {
             j.entry.span,
             "`entry` needs exactly one of `event`, `segment` or `schedule`",
         );
+        b.entry_known = false;
         return None;
     }
     if given.len() > 1 {
+        b.entry_known = false;
         b.fail(
             Code::ConflictingFields,
             j.entry.span,
@@ -398,7 +421,7 @@ fn entry(b: &mut Builder<'_, '_, '_>) -> Option<Entry> {
         return None;
     }
     let segment_ref = |b: &mut Builder<'_, '_, '_>, s: &Spanned<String>| {
-        if !b.env.ids.segments.contains_key(&s.value) {
+        if !b.env.ids.segments.contains_key(&s.value) && !b.env.ids.is_unread(&s.value) {
             let message = with_suggestion(
                 format!("segment `{}` is not defined", s.value),
                 &s.value,
@@ -731,7 +754,7 @@ fn send_step(
     }
     let tpl = &send.value.template;
     let Some(template) = b.env.templates.get(&tpl.value) else {
-        if b.env.ids.templates.contains_key(&tpl.value) {
+        if b.env.ids.templates.contains_key(&tpl.value) || b.env.ids.is_unread(&tpl.value) {
             // Defined, but invalid: already reported.
             b.ok = false;
         } else {
@@ -753,14 +776,21 @@ fn send_step(
             Code::ChannelMismatch,
             tpl.span,
             format!(
-                "template `{}` is a {} template, but step `{id}` sends {}",
-                tpl.value, template.channel, channel
+                "template `{}` is {} {} template, but step `{id}` sends {}",
+                tpl.value,
+                if template.channel.to_string().starts_with('e') {
+                    "an"
+                } else {
+                    "a"
+                },
+                template.channel,
+                channel
             ),
         );
     }
     // Variables of the template against this journey's entry event.
     let entry = b.entry_event.clone();
-    let entry_scope = Some(entry.as_deref());
+    let entry_scope = b.entry_known.then_some(entry.as_deref());
     let texts = template.texts();
     for t in texts {
         let only_entry: Vec<&String> = t
@@ -818,9 +848,8 @@ fn update_step(b: &mut Builder<'_, '_, '_>, id: &str, u: &Spanned<Node>, next: N
                 match inline_text(name, &value, false, b.ctx) {
                     Some(t) => {
                         let entry = b.entry_event.clone();
-                        b.env
-                            .types
-                            .check_text(&t, v.span, Some(entry.as_deref()), None, b.ctx);
+                        let scope = b.entry_known.then_some(entry.as_deref());
+                        b.env.types.check_text(&t, v.span, scope, None, b.ctx);
                         b.texts.push(t.clone());
                         UpdateValue::Template(t)
                     }

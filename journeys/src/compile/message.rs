@@ -36,7 +36,14 @@ pub(crate) fn inline_text(
                     .sum();
                 span.start += quote + offset;
                 span.column += quote + value.value.chars().take(e.column.saturating_sub(1)).count();
-                span.end = (span.start + 1).min(ctx.file.text.len()).max(span.start);
+                span.end = tag_end(&ctx.file.text, span.start);
+            } else if e.line > 1 || raw.contains('\n') {
+                // A block scalar (`text: |`): when the template's line is
+                // the file's line with the block's indentation removed,
+                // point at the column in the file.
+                if let Some(at) = block_position(ctx, value, e.line, e.column) {
+                    span = at;
+                }
             }
             ctx.error(
                 Code::TemplateSyntax,
@@ -45,6 +52,60 @@ pub(crate) fn inline_text(
             );
             None
         }
+    }
+}
+
+/// The file position of line `line`, column `column` (1-based, in
+/// characters) of the template written as the block scalar `value`, when
+/// that line is in the file as is after the block's indentation (a literal
+/// `|` block; a folded or quoted one is not, and gives `None`).
+fn block_position(
+    ctx: &Ctx<'_>,
+    value: &Spanned<String>,
+    line: usize,
+    column: usize,
+) -> Option<Span> {
+    let text = &ctx.file.text;
+    let want = value.value.split('\n').nth(line.checked_sub(1)?)?;
+    let file_line = value.span.line + line - 1;
+    let start = ctx.file.index.line_start(file_line.checked_sub(1)?);
+    let written = text.get(start..)?.split(['\n', '\r']).next()?;
+    let indent = value.span.column.checked_sub(1)?;
+    let (pad, rest) = written.split_at(written.char_indices().nth(indent)?.0);
+    if !pad.chars().all(|c| c == ' ') || rest != want {
+        return None;
+    }
+    let offset: usize = rest
+        .chars()
+        .take(column.saturating_sub(1))
+        .map(char::len_utf8)
+        .sum();
+    let at = start + pad.len() + offset;
+    let (line, column) = ctx.file.index.line_col(text, at);
+    Some(Span {
+        start: at,
+        end: tag_end(text, at),
+        line,
+        column,
+    })
+}
+
+/// Where the Handlebars tag starting at `start` ends: after its `}}` on
+/// the same line, or after the `{{` when it is not closed there (at
+/// least one character, so the underline shows).
+fn tag_end(text: &str, start: usize) -> usize {
+    let Some(rest) = text.get(start..) else {
+        return text.len();
+    };
+    let line = rest.split(['\n', '\r']).next().unwrap_or_default();
+    if !line.starts_with("{{") {
+        return (start + line.chars().next().map_or(0, char::len_utf8)).min(text.len());
+    }
+    // Up to the next `{{`: an unclosed tag does not borrow the next `}}`.
+    let limit = line[2..].find("{{").map_or(line.len(), |i| i + 2);
+    match line[..limit].find("}}") {
+        Some(i) => start + i + 2,
+        None => start + 2,
     }
 }
 
@@ -87,7 +148,11 @@ fn confine(root: &Path, rel: &Path, written: &str) -> Result<PathBuf, (Code, Str
     let real = root.join(rel).canonicalize().map_err(|e| {
         (
             Code::FileNotFound,
-            format!("cannot read template body `{}`: {e}", rel.display()),
+            format!(
+                "cannot read template body `{}`: {}",
+                rel.display(),
+                crate::diagnostic::io_reason(&e)
+            ),
         )
     })?;
     if !real.starts_with(&root_real) {
@@ -134,7 +199,11 @@ fn file_text(
             ctx.error(
                 Code::FileNotFound,
                 reference.span,
-                format!("cannot read template body `{}`: {e}", rel.display()),
+                format!(
+                    "cannot read template body `{}`: {}",
+                    rel.display(),
+                    crate::diagnostic::io_reason(&e)
+                ),
             );
             return None;
         }
@@ -166,7 +235,7 @@ fn file_text(
                 .offset(&file.text, e.line, e.column.saturating_sub(1));
             let span = Span {
                 start,
-                end: (start + 1).min(file.text.len()).max(start),
+                end: tag_end(&file.text, start),
                 line: e.line,
                 column: e.column.max(1),
             };
@@ -574,5 +643,25 @@ fn key_span(ctx: &Ctx<'_>, value: Span, key: &str) -> Span {
             }
         }
         None => value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tag_end;
+
+    #[test]
+    fn a_syntax_error_underlines_its_whole_tag() {
+        let text = "Hi {{#if user.vip}}yes";
+        assert_eq!(&text[3..tag_end(text, 3)], "{{#if user.vip}}");
+        // Not closed: the `{{` only, not up to a later tag's `}}`.
+        let text = "Hi {{user.name {{x}}";
+        assert_eq!(&text[3..tag_end(text, 3)], "{{");
+        let text = "Hi {{user\nname}}";
+        assert_eq!(&text[3..tag_end(text, 3)], "{{");
+        // Not at a tag: one character.
+        let text = "héllo";
+        assert_eq!(&text[1..tag_end(text, 1)], "é");
+        assert_eq!(tag_end(text, text.len()), text.len());
     }
 }

@@ -117,6 +117,43 @@ pub(crate) struct Ids {
     pub journeys: BTreeMap<String, Span>,
     pub segments: BTreeMap<String, Span>,
     pub templates: BTreeMap<String, Channel>,
+    /// Ids declared by documents that could not be read whole (a file with
+    /// a YAML error, a document without its kind, a template with an
+    /// unknown channel): their problem is reported where it is, so a
+    /// reference to one of them is not also reported as undefined.
+    pub unread: BTreeSet<String>,
+}
+
+impl Ids {
+    /// Whether `id` is declared but could not be read (see `unread`).
+    pub fn is_unread(&self, id: &str) -> bool {
+        self.unread.contains(id)
+    }
+}
+
+/// The top-level `id:` values written in every file that already has a
+/// loading problem: what its unreadable documents may declare.
+fn unread_ids(diags: &Diagnostics) -> BTreeSet<String> {
+    let mut files: BTreeMap<&str, &SourceFile> = BTreeMap::new();
+    for d in diags.errors() {
+        if let Some(f) = &d.file {
+            files.entry(f.name.as_str()).or_insert(f);
+        }
+    }
+    let mut out = BTreeSet::new();
+    for file in files.values() {
+        for line in file.text.lines() {
+            let Some(rest) = line.strip_prefix("id:") else {
+                continue;
+            };
+            let value = rest.split(" #").next().unwrap_or_default().trim();
+            let value = value.trim_matches(['"', '\'']);
+            if !value.is_empty() {
+                out.insert(value.to_owned());
+            }
+        }
+    }
+    out
 }
 
 fn valid_id(id: &str) -> bool {
@@ -198,7 +235,11 @@ fn compile_with(
         None => TypeEnv::new(catalog.as_ref()),
     };
 
-    let mut ids = Ids::default();
+    // Every diagnostic so far is from loading the files.
+    let mut ids = Ids {
+        unread: unread_ids(diags),
+        ..Ids::default()
+    };
     for d in &docs {
         match &d.document {
             Document::Journey(j) => {
@@ -207,11 +248,14 @@ fn compile_with(
             Document::Segment(s) => {
                 ids.segments.entry(s.id.value.clone()).or_insert(s.id.span);
             }
-            Document::Template(t) => {
-                if let Some(c) = Channel::parse(&t.channel.value) {
+            Document::Template(t) => match Channel::parse(&t.channel.value) {
+                Some(c) => {
                     ids.templates.entry(t.id.value.clone()).or_insert(c);
                 }
-            }
+                None => {
+                    ids.unread.insert(t.id.value.clone());
+                }
+            },
             _ => {}
         }
     }
@@ -262,6 +306,13 @@ fn compile_with(
                     id: s.id.value.clone(),
                     when,
                 });
+            } else {
+                // Its condition is reported wrong; the segments it names
+                // still count, so that a cycle through it is found too.
+                let mut refs = Vec::new();
+                written_segments(&s.when, &mut refs);
+                refs.retain(|r| ids.segments.contains_key(&r.value));
+                segment_refs.insert(s.id.value.clone(), (refs, d.file.clone(), s.id.span));
             }
         }
     }
@@ -308,7 +359,7 @@ fn compile_with(
                 let channel = ctx.channel(&t.channel);
                 let rate = ctx.scalar(&t.rate, Code::InvalidRate, scalar::parse_rate);
                 for j in &t.journeys {
-                    if !ids.journeys.contains_key(&j.value) {
+                    if !ids.journeys.contains_key(&j.value) && !ids.is_unread(&j.value) {
                         let message = with_suggestion(
                             format!("journey `{}` is not defined", j.value),
                             &j.value,
@@ -404,7 +455,7 @@ fn compile_with(
                 file: &d.file,
                 diags,
             };
-            if let Some(t) = test::compile(t, &journeys, &ids.journeys, &mut ctx) {
+            if let Some(t) = test::compile(t, &journeys, &ids, &mut ctx) {
                 tests.push(t);
             }
         }
@@ -552,7 +603,7 @@ fn references(c: &Condition, ids: &Ids, ctx: &mut Ctx<'_>) -> Vec<Spanned<String
         }
     });
     for s in &out {
-        if !ids.segments.contains_key(&s.value) {
+        if !ids.segments.contains_key(&s.value) && !ids.is_unread(&s.value) {
             let message = with_suggestion(
                 format!("segment `{}` is not defined", s.value),
                 &s.value,
@@ -562,6 +613,24 @@ fn references(c: &Condition, ids: &Ids, ctx: &mut Ctx<'_>) -> Vec<Spanned<String
         }
     }
     out
+}
+
+/// The `segment: <id>` references written in a condition, followed
+/// through `all`, `any` and `not` as written, whatever else is wrong in it.
+fn written_segments(node: &Spanned<Node>, out: &mut Vec<Spanned<String>>) {
+    match &node.value {
+        Node::Map(entries) => {
+            for (k, v) in entries {
+                match (k.value.as_str(), &v.value) {
+                    ("segment", Node::Scalar(s)) => out.push(Spanned::new(s.text.clone(), v.span)),
+                    ("all" | "any" | "not", _) => written_segments(v, out),
+                    _ => {}
+                }
+            }
+        }
+        Node::Seq(items) => items.iter().for_each(|i| written_segments(i, out)),
+        Node::Scalar(_) => {}
+    }
 }
 
 fn policy_scope(
@@ -807,8 +876,27 @@ fn project(p: &model::Project, ctx: &mut Ctx<'_>) -> compiled::Project {
         out.history_limit = l.value;
     }
     if let Some(api) = &p.api {
-        if let Some(l) = s(&api.listen) {
-            out.api.listen = l;
+        if let Some(l) = &api.listen {
+            // `host:port` (a name, an IPv4 address or a bracketed IPv6
+            // one): what `run` binds, so a typo fails here, not at start.
+            let port = l.value.trim().rsplit_once(':').map(|(host, port)| {
+                (
+                    !host.is_empty() && !host.trim_matches(['[', ']']).is_empty(),
+                    port.parse::<u16>().is_ok(),
+                )
+            });
+            if port == Some((true, true)) {
+                out.api.listen = l.value.trim().to_owned();
+            } else {
+                ctx.error(
+                    Code::InvalidValue,
+                    l.span,
+                    format!(
+                        "invalid `listen` address `{}`: expected `host:port`, e.g. `127.0.0.1:7878`",
+                        l.value
+                    ),
+                );
+            }
         }
         if let Some(t) = s(&api.ingest_token_env) {
             out.api.ingest_token_env = t;

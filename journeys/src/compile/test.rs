@@ -7,12 +7,12 @@ use chrono::{DateTime, Utc};
 
 use super::Ctx;
 use crate::compiled::{Expectation, Journey, JourneyTest};
-use crate::diagnostic::{with_suggestion, Code};
+use crate::diagnostic::{did_you_mean, with_suggestion, Code};
 use crate::event::{Event, EventError};
 use crate::limits;
 use crate::model;
 use crate::scalar::parse_duration;
-use crate::span::{Span, Spanned};
+use crate::span::{Node, Span, Spanned};
 
 /// `+1h5m` relative to `start`, or an RFC 3339 instant, within the range
 /// of [`limits::check_instant`]; an error comes with its code.
@@ -46,21 +46,133 @@ fn time(ctx: &mut Ctx<'_>, v: &Spanned<String>, start: DateTime<Utc>) -> Option<
     }
 }
 
-/// `journeys` are the journeys that compiled; `declared` every journey id
-/// of the repository, so a test of a journey that is declared but did not
+/// The keys of an event object (FORMAT.md §4).
+const EVENT_KEYS: [&str; 7] = ["type", "user", "ts", "id", "event", "props", "traits"];
+
+/// Checks the shape of one event of a test where it is written: each
+/// unknown key at the key, a bad `type` at its value, a missing key at the
+/// event. Whether it reported anything.
+fn event_shape(node: &Spanned<Node>, ctx: &mut Ctx<'_>) -> bool {
+    let Some(entries) = node.value.as_map() else {
+        ctx.error(
+            Code::InvalidValue,
+            node.span,
+            format!(
+                "an event is a mapping with `type`, `user` and `ts`, found {}",
+                node.value.type_name()
+            ),
+        );
+        return true;
+    };
+    let mut bad = false;
+    // The keys the misspelt ones stand for: not reported missing again.
+    let mut meant = Vec::new();
+    for (k, _) in entries {
+        if !EVENT_KEYS.contains(&k.value.as_str()) {
+            let message =
+                with_suggestion(format!("unknown field `{}`", k.value), &k.value, EVENT_KEYS);
+            ctx.error(Code::UnknownField, k.span, message);
+            meant.extend(did_you_mean(&k.value, EVENT_KEYS));
+            bad = true;
+        }
+    }
+    let kind = node.value.get("type");
+    if let Some(t) = kind {
+        let name = t.value.as_str().unwrap_or_default();
+        if name != "identify" && name != "track" {
+            let message = match did_you_mean(name, ["identify", "track"]) {
+                Some(s) => format!("unknown event type `{name}`, did you mean `{s}`?"),
+                None => format!("unknown event type `{name}`, expected `identify` or `track`"),
+            };
+            ctx.error(Code::InvalidValue, t.span, message);
+            bad = true;
+        }
+    }
+    for key in ["type", "user", "ts"] {
+        if node.value.get(key).is_none() && !meant.contains(&key) {
+            ctx.error(
+                Code::MissingField,
+                node.span,
+                format!("missing field `{key}`"),
+            );
+            bad = true;
+        }
+    }
+    // Each value of the wrong shape at the value.
+    for (k, v) in entries {
+        let problem = match (k.value.as_str(), &v.value) {
+            ("props" | "traits", Node::Map(_)) => None,
+            ("props" | "traits", other) => Some(format!(
+                "`{}` is a mapping of names to values, found {}",
+                k.value,
+                other.type_name()
+            )),
+            ("user", Node::Scalar(_)) if v.value.as_str().is_some_and(str::is_empty) => {
+                Some("`user` must not be empty".to_owned())
+            }
+            ("user" | "ts" | "id" | "event", Node::Map(_) | Node::Seq(_)) => Some(format!(
+                "`{}` is a string, found {}",
+                k.value,
+                v.value.type_name()
+            )),
+            ("user" | "ts", Node::Scalar(sc)) if sc.resolve() == crate::span::Resolved::Null => {
+                Some(format!("`{}` is a string, found null", k.value))
+            }
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            ctx.error(Code::InvalidValue, v.span, problem);
+            bad = true;
+        }
+    }
+    let is_track = kind.and_then(|t| t.value.as_str()) == Some("track");
+    if is_track && node.value.get("event").is_none() && !meant.contains(&"event") {
+        ctx.error(
+            Code::MissingField,
+            node.span,
+            "`track` needs an `event` name",
+        );
+        bad = true;
+    }
+    bad
+}
+
+/// `journeys` are the journeys that compiled; `ids` every id of the
+/// repository, so a test of a journey that is declared but did not
 /// compile (its own errors are reported where it is) is skipped quietly
-/// rather than reported as naming an undefined journey.
+/// rather than reported as naming an undefined journey. Every problem of the test is reported, not just the first.
 pub(crate) fn compile(
     t: &model::JourneyTest,
     journeys: &[Arc<Journey>],
-    declared: &std::collections::BTreeMap<String, Span>,
+    ids: &super::Ids,
     ctx: &mut Ctx<'_>,
 ) -> Option<JourneyTest> {
-    let start = time(ctx, &t.start, DateTime::<Utc>::UNIX_EPOCH)?;
+    let (declared, templates) = (&ids.journeys, &ids.templates);
     let mut ok = true;
+    // An invalid `start` is reported; the rest is still read, relative to
+    // a stand-in start, so that its own problems are found too.
+    let given = time(ctx, &t.start, DateTime::<Utc>::UNIX_EPOCH);
+    let start_ok = given.is_some();
+    ok &= start_ok;
+    let start = given.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
     let mut events = Vec::new();
     for node in &t.events.value {
+        if event_shape(node, ctx) {
+            ok = false;
+            continue;
+        }
         let mut json = node.value.to_json();
+        // Ids and names are strings as written, as in a journey
+        // (`event: 404`, `user: 7`).
+        for key in ["user", "event", "id"] {
+            if let (Some(Node::Scalar(sc)), Some(obj)) =
+                (node.value.get(key).map(|n| &n.value), json.as_object_mut())
+            {
+                if !matches!(sc.resolve(), crate::span::Resolved::Null) {
+                    obj.insert(key.to_owned(), sc.text.clone().into());
+                }
+            }
+        }
         if let Some(ts) = json.get("ts").and_then(|v| v.as_str()).map(str::to_owned) {
             let spanned_ts = node.value.get("ts").map(|n| n.span).unwrap_or(node.span);
             match resolve(&ts, start) {
@@ -98,32 +210,50 @@ pub(crate) fn compile(
     }
     events.sort_by_key(|e| e.ts);
     let run_until = match &t.run_until {
-        Some(r) => time(ctx, r, start)?,
-        None => limits::default_until(events.last().map(|e| e.ts).unwrap_or(start).max(start)),
+        Some(r) => time(ctx, r, start),
+        None => Some(limits::default_until(
+            events.last().map(|e| e.ts).unwrap_or(start).max(start),
+        )),
     };
-    if let Err(e) = limits::check_horizon(start, run_until) {
-        let span = t.run_until.as_ref().map_or(t.start.span, |r| r.span);
-        ctx.error(Code::HorizonTooLong, span, format!("the test {e}"));
-        return None;
-    }
+    let run_until = match run_until {
+        Some(until) if start_ok => {
+            if let Err(e) = limits::check_horizon(start, until) {
+                let span = t.run_until.as_ref().map_or(t.start.span, |r| r.span);
+                ctx.error(Code::HorizonTooLong, span, format!("the test {e}"));
+                ok = false;
+            }
+            until
+        }
+        Some(until) => until,
+        None => {
+            ok = false;
+            start
+        }
+    };
     let expectation = |e: &Spanned<model::Expectation>, ctx: &mut Ctx<'_>| -> Option<Expectation> {
         let x = &e.value;
         let s = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.value.clone());
+        // Every problem of the expectation is reported.
+        let mut bad = false;
         let at = match &x.at {
-            Some(a) => Some(time(ctx, a, start)?),
+            Some(a) => {
+                let at = time(ctx, a, start);
+                bad |= at.is_none();
+                at
+            }
             None => None,
         };
         if let Some(j) = &x.journey {
             match journeys.iter().find(|k| k.id == j.value) {
-                None if declared.contains_key(&j.value) => return None,
+                None if declared.contains_key(&j.value) || ids.is_unread(&j.value) => bad = true,
                 None => {
                     let message = with_suggestion(
                         format!("journey `{}` is not defined", j.value),
                         &j.value,
-                        journeys.iter().map(|k| k.id.as_str()),
+                        declared.keys().map(String::as_str),
                     );
                     ctx.error(Code::UnknownReference, j.span, message);
-                    return None;
+                    bad = true;
                 }
                 Some(journey) => {
                     if let Some(step) = &x.step {
@@ -137,7 +267,7 @@ pub(crate) fn compile(
                                 journey.states.iter().map(|s| s.id.as_str()),
                             );
                             ctx.error(Code::UnknownReference, step.span, message);
-                            return None;
+                            bad = true;
                         }
                     }
                 }
@@ -156,7 +286,21 @@ pub(crate) fn compile(
                 let message =
                     with_suggestion(format!("unknown kind `{}`", k.value), &k.value, KINDS);
                 ctx.error(Code::InvalidValue, k.span, message);
-                return None;
+                bad = true;
+            }
+        }
+        if let Some(c) = &x.channel {
+            bad |= ctx.channel(c).is_none();
+        }
+        if let Some(tpl) = &x.template {
+            if !templates.contains_key(&tpl.value) && !ids.is_unread(&tpl.value) {
+                let message = with_suggestion(
+                    format!("template `{}` is not defined", tpl.value),
+                    &tpl.value,
+                    templates.keys().map(String::as_str),
+                );
+                ctx.error(Code::UnknownReference, tpl.span, message);
+                bad = true;
             }
         }
         if let Some(o) = &x.outcome {
@@ -165,8 +309,11 @@ pub(crate) fn compile(
                 let message =
                     with_suggestion(format!("unknown outcome `{}`", o.value), &o.value, OUTCOMES);
                 ctx.error(Code::InvalidValue, o.span, message);
-                return None;
+                bad = true;
             }
+        }
+        if bad {
+            return None;
         }
         Some(Expectation {
             line: e.span.line,
