@@ -327,7 +327,7 @@ impl Engine {
         let t = self.store.take_user(id)?;
         let out = t.known.then(|| t.rec.clone());
         if t.known {
-            self.store.put_user(id.to_owned(), t.rec, t.dirty, false)?;
+            self.store.put_user(id, t.rec, t.dirty, false)?;
         }
         Ok(out)
     }
@@ -497,7 +497,7 @@ impl Engine {
             if dirty {
                 t.rec.shrink();
             }
-            self.store.put_user(id.to_owned(), t.rec, dirty, !t.known)?;
+            self.store.put_user(id, t.rec, dirty, !t.known)?;
         }
         self.deliver_inline(now)
     }
