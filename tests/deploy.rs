@@ -1007,3 +1007,48 @@ fn the_engines_refusal_of_a_migrate_block_names_the_key() {
         text(&o)
     );
 }
+
+/// A deleted journey created again under a version number it already had
+/// would be two journeys under one number, its old users possibly still on
+/// the old one: the apply is refused, naming the version to write.
+#[test]
+fn a_deleted_journey_comes_back_only_under_a_new_version() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = checkout(tmp.path(), "v1");
+    let copy = |name: &str| {
+        let dir = tmp.path().join(name);
+        copy_dir(&support::fixture::fixture("deploy/v1"), &dir);
+        dir
+    };
+    let gone = copy("gone");
+    std::fs::remove_file(gone.join("journeys.yaml")).expect("delete the journey");
+    let again = copy("again");
+    let s = Service::start(&repo);
+    s.sign_up(tmp.path(), &users("d", 5), None);
+    let o = s.admin(&["apply", gone.to_str().expect("path")]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = s.admin(&["apply", again.to_str().expect("path")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("was deleted at v1") && err.contains("`version: 2`"),
+        "{}",
+        text(&o)
+    );
+    let o = s.admin(&["history", "--format", "json"]);
+    assert_eq!(
+        json_out(&o).as_array().map(Vec::len),
+        Some(2),
+        "nothing recorded: {}",
+        text(&o)
+    );
+
+    let journeys = again.join("journeys.yaml");
+    let bumped = std::fs::read_to_string(&journeys)
+        .expect("read")
+        .replace("version: 1", "version: 2");
+    std::fs::write(&journeys, bumped).expect("write");
+    let o = s.admin(&["apply", again.to_str().expect("path")]);
+    assert!(o.status.success(), "{}", text(&o));
+}

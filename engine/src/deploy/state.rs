@@ -692,6 +692,18 @@ pub fn prepare_apply(
         match action {
             Some(Action::Create) => {
                 let old = d.journeys.remove(&j.id);
+                if let Some(top) = old.as_ref().and_then(top_version) {
+                    if j.version <= top {
+                        return Err(Error::Refused(format!(
+                            "journey `{}` was deleted at v{top} and its old versions may still \
+                             have users: created again it needs `version: {}` or more (v{} would \
+                             be two journeys under one number)",
+                            j.id,
+                            top.saturating_add(1),
+                            j.version
+                        )));
+                    }
+                }
                 d.journeys.insert(j.id.clone(), created(old, pin));
             }
             Some(Action::Update) => {
@@ -813,6 +825,18 @@ pub fn prepare_apply(
         change,
         rerolled,
     })
+}
+
+/// The highest version a journey's rollout knows (its live instances may
+/// be on any of them).
+fn top_version(r: &Rollout) -> Option<u32> {
+    r.previous
+        .iter()
+        .chain(&r.retained)
+        .chain(std::iter::once(&r.stable))
+        .chain(r.canary.as_ref().map(|c| &c.pin))
+        .map(|p| p.version)
+        .max()
 }
 
 /// The rollout of a journey created at `pin`. A journey deleted earlier
@@ -1028,6 +1052,9 @@ mod tests {
         assert!(!r.deleted && r.previous.is_empty() && r.canary.is_none());
         assert_eq!(r.retained, vec![pin(1, 1), pin(3, 3), pin(2, 2)]);
         assert_eq!(created(None, pin(1, 1)).retained, Vec::new());
+        d.journeys.insert("cart".into(), r);
+        d.journeys.get_mut("cart").expect("cart").deleted = true;
+        assert_eq!(top_version(&d.journeys["cart"]), Some(4));
     }
 
     #[test]
