@@ -22,8 +22,10 @@ pub struct Canary {
 /// Every runnable version of every journey.
 #[derive(Debug, Default, Clone)]
 pub struct Versions {
-    by_id: HashMap<String, BTreeMap<u32, Arc<Journey>>>,
-    canaries: HashMap<String, Canary>,
+    /// aHash: looked up for every event and timer, and SipHash showed in
+    /// profiles; keys are the config's journey ids.
+    by_id: HashMap<String, BTreeMap<u32, Arc<Journey>>, ahash::RandomState>,
+    canaries: HashMap<String, Canary, ahash::RandomState>,
 }
 
 impl Versions {

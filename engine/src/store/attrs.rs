@@ -38,12 +38,14 @@ const MAX_SHARED_LEN: usize = 64;
 
 /// The shared [`Name`] for `s`.
 pub fn name(s: &str) -> Name {
-    static NAMES: OnceLock<Mutex<HashSet<Name>>> = OnceLock::new();
+    // A randomly seeded aHash: names come from the network, and SipHash
+    // showed in profiles (a lookup per attribute decoded or merged).
+    static NAMES: OnceLock<Mutex<HashSet<Name, ahash::RandomState>>> = OnceLock::new();
     if s.len() > MAX_SHARED_LEN {
         return Arc::from(s);
     }
     let mut names = NAMES
-        .get_or_init(|| Mutex::new(HashSet::new()))
+        .get_or_init(|| Mutex::new(HashSet::default()))
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     if let Some(n) = names.get(s) {
