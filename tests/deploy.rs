@@ -71,6 +71,17 @@ impl Service {
         self.run.logs()
     }
 
+    /// Asserts the audit log (`history`) holds `n` entries.
+    fn assert_history_len(&self, n: usize) {
+        let o = self.admin(&["history", "--format", "json"]);
+        assert_eq!(
+            json_out(&o).as_array().map(Vec::len),
+            Some(n),
+            "{}",
+            text(&o)
+        );
+    }
+
     /// A deploy command through this server with the admin token.
     fn admin(&self, args: &[&str]) -> Output {
         let mut a: Vec<&str> = args.to_vec();
@@ -587,13 +598,7 @@ fn bad_deploy_input_is_refused_and_changes_nothing() {
     let r = s.run.request("GET", "/v1/admin/history", Some(INGEST), b"");
     assert_eq!(r.status, 401, "{}", r.text);
     // Nothing was applied: the history holds the start-up deployment only.
-    let o = s.admin(&["history", "--format", "json"]);
-    assert_eq!(
-        json_out(&o).as_array().map(Vec::len),
-        Some(1),
-        "{}",
-        text(&o)
-    );
+    s.assert_history_len(1);
 }
 
 #[test]
@@ -653,13 +658,7 @@ fn deploys_through_the_server_drop_no_event_while_events_stream_and_survive_a_re
     for u in later.iter().take(5) {
         assert_eq!(s.instance(u).map(|i| i.0), Some(2), "promoted v2 takes {u}");
     }
-    let o = s.admin(&["history", "--format", "json"]);
-    assert_eq!(
-        json_out(&o).as_array().map(Vec::len),
-        Some(5),
-        "{}",
-        text(&o)
-    );
+    s.assert_history_len(5);
 }
 
 /// A new version of a journey is an update, never "rolled out again":
@@ -908,13 +907,7 @@ fn a_migration_from_an_older_version_is_checked_against_its_steps() {
     for u in plain.iter().chain(&plus) {
         assert_eq!(s.instance(u).map(|(v, ..)| v), Some(1), "{u}");
     }
-    let o = sluice(&["history", "--format", "json"]);
-    assert_eq!(
-        json_out(&o).as_array().map(Vec::len),
-        Some(2),
-        "{}",
-        text(&o)
-    );
+    s.assert_history_len(2);
 }
 
 /// A running canary grows by applying the same config with a larger
@@ -999,13 +992,7 @@ fn the_engines_refusal_of_a_migrate_block_names_the_key() {
         "{}",
         text(&o)
     );
-    let o = sluice(&["history", "--format", "json"]);
-    assert_eq!(
-        json_out(&o).as_array().map(Vec::len),
-        Some(2),
-        "{}",
-        text(&o)
-    );
+    s.assert_history_len(2);
 }
 
 /// A deleted journey created again under a version number it already had
@@ -1036,13 +1023,7 @@ fn a_deleted_journey_comes_back_only_under_a_new_version() {
         "{}",
         text(&o)
     );
-    let o = s.admin(&["history", "--format", "json"]);
-    assert_eq!(
-        json_out(&o).as_array().map(Vec::len),
-        Some(2),
-        "nothing recorded: {}",
-        text(&o)
-    );
+    s.assert_history_len(2);
 
     let journeys = again.join("journeys.yaml");
     let bumped = std::fs::read_to_string(&journeys)

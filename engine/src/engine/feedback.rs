@@ -66,21 +66,13 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::sync::Arc;
-
     use journeys::event::Event;
     use serde_json::{json, Value};
 
-    use crate::clock::{Clock, VirtualClock};
     use crate::dispatch::AddressNews;
-    use crate::engine::{Delivery, Engine, Options};
+    use crate::engine::Engine;
     use crate::feedback::{Kind, Notice};
-    use crate::output::Discard;
     use crate::store::recipients::Recipients;
-    use crate::store::sled_store::{SledOptions, SledStore};
-
-    const T0: &str = "2026-03-02T10:00:00Z";
 
     struct Fixture {
         engine: Engine,
@@ -91,24 +83,8 @@ mod tests {
 
     impl Fixture {
         fn new() -> Fixture {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/feedback");
-            let config = Arc::new(journeys::load(&root).unwrap_or_else(|_| panic!("fixture")));
             let dir = tempfile::tempdir().expect("tmp");
-            let store = SledStore::open(dir.path(), &SledOptions::default()).expect("store");
-            let start = chrono::DateTime::parse_from_rfc3339(T0)
-                .expect("ts")
-                .to_utc();
-            let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(start));
-            let now = clock.now_millis();
-            let engine = Engine::open(
-                config,
-                Box::new(store),
-                clock,
-                Delivery::Workers,
-                Box::new(Discard),
-                Options::default(),
-            )
-            .expect("engine");
+            let (engine, now) = crate::engine::fixture::open("feedback", dir.path());
             Fixture {
                 engine,
                 now,

@@ -16,6 +16,8 @@ mod audience;
 mod decide;
 pub mod deploy;
 mod feedback;
+#[cfg(test)]
+mod fixture;
 pub mod outbox;
 mod schedule;
 

@@ -327,36 +327,15 @@ fn recipient(entry: &OutboxEntry) -> Recipient {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::sync::Arc;
 
     use journeys::event::Event;
     use serde_json::{json, Value};
 
-    use crate::clock::{Clock, VirtualClock};
     use crate::dispatch::DispatchError;
-    use crate::engine::{Delivery, Engine, Options, Replay};
-    use crate::output::Discard;
-    use crate::store::sled_store::{SledOptions, SledStore};
+    use crate::engine::{Engine, Replay};
 
     fn engine(dir: &Path) -> (Engine, i64) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/feedback");
-        let config = Arc::new(journeys::load(&root).unwrap_or_else(|_| panic!("fixture")));
-        let store = SledStore::open(dir, &SledOptions::default()).expect("store");
-        let start = chrono::DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z")
-            .expect("ts")
-            .to_utc();
-        let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(start));
-        let now = clock.now_millis();
-        let engine = Engine::open(
-            config,
-            Box::new(store),
-            clock,
-            Delivery::Workers,
-            Box::new(Discard),
-            Options::default(),
-        )
-        .expect("engine");
-        (engine, now)
+        crate::engine::fixture::open("feedback", dir)
     }
 
     fn event(engine: &mut Engine, now: i64, id: &str, mut v: Value) {
