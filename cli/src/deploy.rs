@@ -294,12 +294,7 @@ impl Deployed {
         head.config
             .journeys
             .iter()
-            .filter(|j| {
-                !plan
-                    .changes
-                    .iter()
-                    .any(|c| c.kind == "Journey" && c.id == j.id)
-            })
+            .filter(|j| !plan.changes_journey(&j.id))
             .filter_map(|j| {
                 let (_, canary) = *self.running.get(&j.id)?;
                 let share = *self.shares.get(&j.id)?;

@@ -271,6 +271,13 @@ impl Plan {
         self.changes.is_empty()
     }
 
+    /// Whether the plan creates, updates or deletes journey `id`.
+    pub fn changes_journey(&self, id: &str) -> bool {
+        self.changes
+            .iter()
+            .any(|c| c.kind == "Journey" && c.id == id)
+    }
+
     pub fn count(&self, action: Action) -> usize {
         self.changes.iter().filter(|c| c.action == action).count()
     }

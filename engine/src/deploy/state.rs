@@ -458,12 +458,7 @@ pub struct Reshare {
 pub fn reshares(d: &Deployed, head: &Config, plan: &Plan, bp: u32) -> Vec<Reshare> {
     head.journeys
         .iter()
-        .filter(|j| {
-            !plan
-                .changes
-                .iter()
-                .any(|c| c.kind == "Journey" && c.id == j.id)
-        })
+        .filter(|j| !plan.changes_journey(&j.id))
         .filter_map(|j| {
             let r = d.journeys.get(&j.id).filter(|r| !r.deleted)?;
             let c = r
