@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use support::cli::{output as run, sluice, stderr, stdout};
-use support::http::free_port;
+use support::port::free_port;
 use support::receiver::{Receiver, Reply};
 use support::server::SluiceRun;
 

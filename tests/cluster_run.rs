@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::http::{free_port, try_request};
+use support::http::try_request;
 use support::nats::Nats;
+use support::port::free_port;
 use support::receiver::{Receiver, Reply};
 use support::server::SluiceRun;
 

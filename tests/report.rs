@@ -359,7 +359,7 @@ fn through_a_running_engine() {
     let dir = tmp.path().join("repo");
     copy_dir(&fixture("report-small"), &dir);
     let store = tmp.path().join("store");
-    let port = support::http::free_port();
+    let port = support::port::free_port();
     let url = format!("http://127.0.0.1:{port}");
     // The Project names the address, so a command that finds the store in
     // use knows where to ask.

@@ -24,7 +24,7 @@ use mail_parser::MessageParser;
 use serde_json::{json, Value};
 
 use support::events::now_ts;
-use support::http::free_port;
+use support::port::free_port;
 use support::server::SluiceRun;
 use support::smtp::SmtpServer;
 use support::wait::poll_for;

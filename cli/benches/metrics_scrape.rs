@@ -13,8 +13,12 @@
 //!
 //! Bounded: fixed counts, the server is killed at the end.
 
+#[path = "../../tests/support/port.rs"]
+mod port;
+use port::free_port;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -89,14 +93,6 @@ impl Conn {
         assert_eq!(code, 200);
         body
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// Starts `sluice run` and waits for `/readyz`; the caller stops the child

@@ -25,6 +25,10 @@
 //! Bounded: each phase stops after 120 s whatever happens, and the
 //! processes it started are killed.
 
+#[path = "../../tests/support/port.rs"]
+mod port;
+use port::free_port;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -40,13 +44,6 @@ fn root() -> PathBuf {
         .parent()
         .expect("workspace")
         .to_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
 }
 
 /// Kills the process when dropped.

@@ -18,6 +18,8 @@ mod model;
 #[allow(dead_code)]
 #[path = "../../tests/support/nats.rs"]
 mod nats;
+#[path = "../../tests/support/port.rs"]
+mod port;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -25,7 +25,7 @@ use journeys::compiled::{Channel, DkimSettings};
 use mail_parser::{MessageParser, MimeHeaders};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use serde_json::Value;
-use support::http::free_port;
+use support::port::free_port;
 
 const AT: i64 = 1_772_442_000_000; // 2026-03-02T09:00:00Z
 

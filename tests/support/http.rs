@@ -1,5 +1,4 @@
-//! A small HTTP/1.1 client over a plain `TcpStream` on 127.0.0.1, and free
-//! ports.
+//! A small HTTP/1.1 client over a plain `TcpStream` on 127.0.0.1.
 //!
 //! Owns: writing a request exactly as given (so tests can send malformed
 //! or oversized ones), reading one answer (its head, then `Content-Length`
@@ -7,22 +6,13 @@
 //! request is one connection; nothing is left open when a call returns.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::Value;
 
 /// How long a request may take to write, and an answer to arrive.
 const TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A port nothing listens on right now (the OS's pick on 127.0.0.1; a
-/// process may still take it before the test binds it).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
-}
 
 /// `Bearer {token}`, for an `Authorization` header.
 pub fn bearer(token: &str) -> String {

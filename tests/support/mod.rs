@@ -6,7 +6,8 @@
 //! - [`cli`]: `sluice` as a command, its output, `simulate`'s lines;
 //! - [`server`]: [`server::SluiceRun`], a running `sluice run` that is
 //!   SIGKILLed and reaped when dropped;
-//! - [`http`]: a raw HTTP/1.1 client and free ports;
+//! - [`http`]: a raw HTTP/1.1 client;
+//! - [`port`]: free ports, never the same twice in one process;
 //! - [`receiver`]: a webhook receiver the test answers for;
 //! - [`smtp`]: aiosmtpd as the SMTP server `run` delivers to;
 //! - [`events`]: events stamped now, as JSON lines;
@@ -21,6 +22,7 @@ pub mod events;
 pub mod fixture;
 pub mod http;
 pub mod nats;
+pub mod port;
 pub mod receiver;
 pub mod server;
 pub mod smtp;

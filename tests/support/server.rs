@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::cli::sluice;
-use super::http::{bearer, free_port, try_request, Response};
+use super::http::{bearer, try_request, Response};
+use super::port::free_port;
 
 /// A `sluice run` process (or, before [`SluiceRun::start`], its settings).
 pub struct SluiceRun {

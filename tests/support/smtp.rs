@@ -15,7 +15,7 @@ use mail_parser::MessageParser;
 use serde_json::Value;
 
 use super::fixture::workspace;
-use super::http::free_port;
+use super::port::free_port;
 use super::wait::poll_for;
 
 /// aiosmtpd on 127.0.0.1; stopped when dropped.

@@ -1,9 +1,9 @@
 //! The engine's integration tests' harness (each `engine/tests/*.rs` that
 //! needs it includes it with `#[path = "support/mod.rs"] mod support;`).
 //!
-//! - [`fixture`] and [`http`]: the workspace's `tests/support` modules
-//!   that do not need the `sluice` binary (paths and fixture copies; free
-//!   ports);
+//! - [`fixture`], [`http`] and [`port`]: the workspace's `tests/support`
+//!   modules that do not need the `sluice` binary (paths and fixture
+//!   copies; an HTTP client; free ports);
 //! - [`shop`]: the example shop compiled, and events generated for it;
 //! - [`api`]: an axum router served on 127.0.0.1 in the test's runtime;
 //! - [`stream`]: what a cluster test reads off the NATS server;
@@ -24,5 +24,7 @@ pub mod cluster;
 pub mod model;
 #[path = "../../../tests/support/nats.rs"]
 pub mod nats;
+#[path = "../../../tests/support/port.rs"]
+pub mod port;
 pub mod shop;
 pub mod stream;
