@@ -285,6 +285,12 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// The instant an RFC 3339 timestamp names (`None`, sorted first, for one
+/// that is not).
+fn instant(at: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(at).ok()
+}
+
 /// One row of a user's timeline.
 struct Row {
     at: String,
@@ -397,7 +403,15 @@ pub fn user(query: Option<&str>, found: Option<&Value>) -> String {
             class: String::new(),
         });
     }
-    for m in v["messages"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+    // Messages come most recent first; taken oldest first so that those of
+    // one instant keep the order they were decided in.
+    for m in v["messages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .rev()
+    {
         let outcome = text(&m["outcome"]);
         let reason = text(&m["reason"]);
         rows.push(Row {
@@ -413,8 +427,9 @@ pub fn user(query: Option<&str>, found: Option<&Value>) -> String {
             class: format!("outcome-{outcome}"),
         });
     }
-    // RFC 3339 UTC timestamps of one format sort as text.
-    rows.sort_by(|a, b| a.at.cmp(&b.at));
+    // By instant, not as text: `…:34Z` (a whole second prints without a
+    // fraction) is earlier than `…:34.951Z`, though it sorts after it.
+    rows.sort_by_cached_key(|r| (instant(&r.at), r.at.clone()));
     out.push_str("<h2>Timeline</h2>");
     if rows.is_empty() {
         out.push_str("<p class=\"muted\" id=\"timeline\">Nothing recorded.</p>");
@@ -502,5 +517,39 @@ mod tests {
         let dlq = dead_letters(&[json!({"id": 1, "user": EVIL, "reason": EVIL})], 10);
         assert!(!dlq.contains("<script>"));
         assert!(dlq.contains("/users?id=%3Cscript%3Ealert%281%29%3C%2Fscript%3E"));
+    }
+
+    /// The timeline is in time order although the engine prints a whole
+    /// second without a fraction (`…:34Z` sorted after `…:34.951Z` as
+    /// text), and messages of one instant stay in the order they were
+    /// decided (the view lists them most recent first).
+    #[test]
+    fn the_timeline_is_in_time_order() {
+        let v = json!({
+            "user": "u",
+            "profile": {"id": "u"},
+            "instances": [],
+            "events": [{"at": "2026-12-02T04:33:34Z", "event": "order_completed", "properties": {}}],
+            "journeys": [],
+            "messages": [
+                {"at": "2026-12-02T04:33:34.951Z", "journey": "j", "step": "hook", "channel": "webhook", "outcome": "failed", "reason": "r"},
+                {"at": "2026-12-02T04:33:34Z", "journey": "j", "step": "second", "channel": "email", "outcome": "sent"},
+                {"at": "2026-12-02T04:33:34Z", "journey": "j", "step": "first", "channel": "email", "outcome": "sent"},
+                {"at": "2026-12-02T04:33:07.5Z", "journey": "j", "step": "earlier", "channel": "email", "outcome": "sent"},
+            ],
+        });
+        let html = user(Some("u"), Some(&v));
+        let at = |needle: &str| {
+            html.find(needle)
+                .unwrap_or_else(|| panic!("`{needle}` not in {html}"))
+        };
+        let order = [
+            at("<td>earlier</td>"),
+            at("order_completed"),
+            at("<td>first</td>"),
+            at("<td>second</td>"),
+            at("<td>hook</td>"),
+        ];
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}: {html}");
     }
 }
