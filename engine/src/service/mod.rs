@@ -331,12 +331,15 @@ impl<O: Outlet> Writer<O> {
     }
 
     /// Publishes the running config to `cell` whenever a deployment
-    /// changes it.
+    /// changes it (and declares its journeys' metric series).
     pub fn set_config_cell(&mut self, cell: crate::api::console::ConfigCell) {
         self.config_cell = Some(cell);
     }
 
     fn publish_config(&self) {
+        // A journey the deployment added gets its series at zero now, as
+        // the journeys deployed at start-up did (docs/metrics.md).
+        self.metrics.declare(self.engine.config());
         if let Some(cell) = &self.config_cell {
             let c = std::sync::Arc::clone(self.engine.config());
             match cell.write() {
