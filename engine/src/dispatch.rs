@@ -214,16 +214,53 @@ fn render_simple(pieces: &[Piece], scope: &RenderScope<'_>, html: bool) -> Optio
 
 /// What a message's templates see — `user`, `entry`, `event` (when the
 /// instance has one), `journey` and `message` — read from the user
-/// record's compact values. Handlebars' JSON context is built from it only
-/// when a text needs Handlebars (or a dead letter keeps it), once per
-/// message: most texts are raw text and `{{a.b}}` paths, looked up here.
+/// record's compact values and the message's own fields. Handlebars' JSON
+/// context is built from it only when a text needs Handlebars (or a dead
+/// letter keeps it), once per message: most texts are raw text and
+/// `{{a.b}}` paths, looked up here.
 pub struct RenderScope<'a> {
     user: &'a Val,
     entry: &'a Val,
     event: Option<&'a Val>,
-    journey: Value,
-    message: Value,
+    meta: Meta<'a>,
     json: OnceCell<Context>,
+}
+
+/// The message's own fields templates see: `journey.{id,version,step}`
+/// and `message.{key,unsubscribe_url}`.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta<'a> {
+    pub journey: &'a str,
+    pub version: u32,
+    pub step: &'a str,
+    pub key: &'a str,
+    pub unsubscribe_url: &'a str,
+}
+
+impl Meta<'_> {
+    fn journey_json(&self) -> Value {
+        serde_json::json!({"id": self.journey, "version": self.version, "step": self.step})
+    }
+
+    fn message_json(&self) -> Value {
+        serde_json::json!({"key": self.key, "unsubscribe_url": self.unsubscribe_url})
+    }
+
+    /// The field at `root.rest` (`None` for the objects themselves and
+    /// anything missing: Handlebars decides those).
+    fn leaf(&self, root: &str, rest: &[String]) -> Option<Leaf<'_>> {
+        let [field] = rest else {
+            return None;
+        };
+        match (root, field.as_str()) {
+            ("journey", "id") => Some(Leaf::Str(self.journey)),
+            ("journey", "version") => Some(Leaf::Num(self.version.to_string())),
+            ("journey", "step") => Some(Leaf::Str(self.step)),
+            ("message", "key") => Some(Leaf::Str(self.key)),
+            ("message", "unsubscribe_url") => Some(Leaf::Str(self.unsubscribe_url)),
+            _ => None,
+        }
+    }
 }
 
 /// A simple path's value, when it renders as text.
@@ -238,15 +275,13 @@ impl<'a> RenderScope<'a> {
         user: &'a Val,
         entry: &'a Val,
         event: Option<&'a Val>,
-        journey: Value,
-        message: Value,
+        meta: Meta<'a>,
     ) -> RenderScope<'a> {
         RenderScope {
             user,
             entry,
             event,
-            journey,
-            message,
+            meta,
             json: OnceCell::new(),
         }
     }
@@ -260,8 +295,8 @@ impl<'a> RenderScope<'a> {
             if let Some(e) = self.event {
                 m.insert("event".into(), e.to_json());
             }
-            m.insert("journey".into(), self.journey.clone());
-            m.insert("message".into(), self.message.clone());
+            m.insert("journey".into(), self.meta.journey_json());
+            m.insert("message".into(), self.meta.message_json());
             Context::from(Value::Object(m))
         })
     }
@@ -275,22 +310,7 @@ impl<'a> RenderScope<'a> {
             "user" => self.user,
             "entry" => self.entry,
             "event" => self.event?,
-            "journey" | "message" => {
-                let mut v = if root == "journey" {
-                    &self.journey
-                } else {
-                    &self.message
-                };
-                for seg in rest {
-                    v = v.as_object()?.get(seg)?;
-                }
-                return match v {
-                    Value::String(s) => Some(Leaf::Str(s)),
-                    Value::Number(n) => Some(Leaf::Num(n.to_string())),
-                    Value::Bool(b) => Some(Leaf::Bool(*b)),
-                    _ => None,
-                };
-            }
+            "journey" | "message" => return self.meta.leaf(root, rest),
             _ => return None,
         };
         let mut v = compact;
@@ -466,13 +486,14 @@ mod tests {
         });
         let user = Val::from_json(&data["user"]);
         let entry = Val::from_json(&data["entry"]);
-        let scope = RenderScope::new(
-            &user,
-            &entry,
-            None,
-            data["journey"].clone(),
-            data["message"].clone(),
-        );
+        let meta = Meta {
+            journey: "welcome",
+            version: 3,
+            step: "hello",
+            key: "k<1>",
+            unsubscribe_url: "https://u/k?a=1&b=2",
+        };
+        let scope = RenderScope::new(&user, &entry, None, meta);
         // The JSON context is exactly the data Handlebars would be given.
         assert_eq!(scope.context().data(), &data);
         let sources = [
@@ -502,6 +523,8 @@ mod tests {
             "{{nope.x}}",
             "{{event.x}}",
             "{{journey.missing}}",
+            "{{journey.id.x}}",
+            "{{message.nope}}",
         ] {
             let pieces = simple_pieces(declined).expect("simple");
             assert!(render_simple(&pieces, &scope, false).is_none());

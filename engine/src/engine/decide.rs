@@ -8,7 +8,7 @@ use serde_json::json;
 use journeys::template::RenderError;
 
 use crate::clock::{from_millis, to_millis};
-use crate::dispatch::{Message, RenderScope};
+use crate::dispatch::{Message, Meta, RenderScope};
 use crate::hash;
 use crate::machine::send::{self, Due};
 use crate::machine::{instance, Ctx};
@@ -79,8 +79,13 @@ impl Engine {
             &user.profile,
             &inst.entry,
             (!inst.event.is_null()).then_some(&inst.event),
-            json!({"id": d.journey.id, "version": version, "step": step}),
-            json!({"key": key, "unsubscribe_url": unsubscribe_url}),
+            Meta {
+                journey: &d.journey.id,
+                version,
+                step,
+                key: &key,
+                unsubscribe_url: &unsubscribe_url,
+            },
         );
         let rendered = match self.config.templates.get(&d.template) {
             Some(t) => self.renderer.render(t, &scope),
