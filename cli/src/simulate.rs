@@ -309,18 +309,28 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
         file.len() as u64,
         "simulating {bar:40} {human_pos}/{human_len} events eta {eta}{msg}",
     );
-    // Events are read and parsed on a thread of their own.
+    // Events are read and parsed on a thread of their own, and dropped
+    // there too: the engine's thread hands each spent batch back (freeing
+    // an event's maps and strings was 3% of its time).
     let events = file.events().into_diagnostic()?;
     let failed = std::thread::scope(|scope| -> miette::Result<bool> {
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        let (spent_tx, spent_rx) = std::sync::mpsc::sync_channel::<Vec<_>>(16);
         scope.spawn(move || {
-            let mut batch = Vec::with_capacity(BATCH);
+            let fresh = || match spent_rx.try_recv() {
+                Ok(mut spent) => {
+                    spent.clear();
+                    spent
+                }
+                Err(_) => Vec::with_capacity(BATCH),
+            };
+            let mut batch = fresh();
             for ev in events {
                 let stop = ev.is_err();
                 batch.push(ev);
                 let full = batch.len() >= BATCH || stop;
                 if full {
-                    let sent = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                    let sent = tx.send(std::mem::replace(&mut batch, fresh()));
                     if sent.is_err() || stop {
                         return;
                     }
@@ -332,7 +342,7 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
             if let Some(b) = &bar {
                 b.inc(batch.len() as u64);
             }
-            for ev in batch {
+            for ev in &batch {
                 let ev = match ev {
                     Ok(ev) => ev,
                     Err(e) => {
@@ -344,8 +354,10 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
                     // Sorted: nothing after this happens before the end.
                     return Ok(false);
                 }
-                sim.event(&ev).map_err(|e| miette!("{e}"))?;
+                sim.event(ev).map_err(|e| miette!("{e}"))?;
             }
+            // Back to the reader to be dropped; if it is behind, here.
+            let _ = spent_tx.try_send(batch);
         }
         Ok(false)
     })?;
