@@ -74,12 +74,8 @@ impl<'a> UserScope<'a> {
     /// Renders a template; a text that is one `{{path}}` is looked up
     /// directly (the common dedupe key), without Handlebars.
     pub fn render_text(&self, text: &Text) -> Result<String, journeys::template::RenderError> {
-        if let Some(path) = text
-            .sole_path
-            .as_deref()
-            .and_then(journeys::condition::Path::parse)
-        {
-            match self.value(&path) {
+        if let Some(path) = &text.sole {
+            match self.value(path) {
                 Some(Val::Str(s)) => return Ok(s.as_ref().to_owned()),
                 Some(v @ (Val::Num(_) | Val::Bool(_))) => return Ok(v.to_json().to_string()),
                 None | Some(Val::Null) => {

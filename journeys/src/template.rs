@@ -24,6 +24,8 @@ pub struct Text {
     /// When the whole text is one `{{path}}`, the path: conditions compare
     /// the referenced value itself, keeping its type.
     pub sole_path: Option<String>,
+    /// `sole_path` as a `user.`/`event.`/`entry.` path, parsed once.
+    pub sole: Option<crate::condition::Path>,
     /// The partials it includes (`{{> name}}`, `{{#> name}}`), each with
     /// the inline partial whose body includes it (`None`: the text itself).
     pub partials: Vec<PartialRef>,
@@ -94,12 +96,14 @@ impl Text {
             }
             _ => None,
         };
+        let sole = sole_path.as_deref().and_then(crate::condition::Path::parse);
         Ok(Text {
             name: name.into(),
             source: source.to_owned(),
             html,
             variables,
             sole_path,
+            sole,
             partials,
             inline,
             compiled: Arc::new(compiled),
@@ -625,6 +629,7 @@ mod tests {
         assert!(matches!(err, Err(RenderError::MissingVariable(v)) if v == "user.first_name"));
         let sole = Text::compile("s", "{{entry.cart_id}}", false).expect("compiles");
         assert_eq!(sole.sole_path.as_deref(), Some("entry.cart_id"));
+        assert_eq!(sole.sole, crate::condition::Path::parse("entry.cart_id"));
         assert!(Text::compile("bad", "{{#if x}}", false).is_err());
     }
 
