@@ -327,7 +327,7 @@ impl Engine {
     /// A user's current record (for `inspect` and tests).
     pub fn user(&mut self, id: &str) -> Result<Option<UserRecord>, Error> {
         let t = self.store.take_user(id)?;
-        let out = t.known.then(|| t.rec.clone());
+        let out = t.known.then(|| (*t.rec).clone());
         if t.known {
             self.store.put_user(id, t.rec, t.dirty, false)?;
         }

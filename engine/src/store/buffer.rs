@@ -17,7 +17,9 @@ use super::users::UserRecord;
 use super::{Batch, Error, Kv, Store};
 
 struct Cached {
-    rec: UserRecord,
+    /// Boxed: a unit of work moves it out of the map and back, and the
+    /// map's buckets stay small.
+    rec: Box<UserRecord>,
     dirty: bool,
     used: u64,
     /// The record's encoded size when last read or written (its weight in
@@ -55,7 +57,7 @@ pub type Instant = (Millis, Vec<(TimerKey, Timer)>);
 
 /// A user's record taken out of the cache.
 pub struct Taken {
-    pub rec: UserRecord,
+    pub rec: Box<UserRecord>,
     /// Whether the user existed before.
     pub known: bool,
     /// Whether the record has uncommitted changes.
@@ -180,7 +182,7 @@ impl Buffered {
             self.stats.user_hits += 1;
             self.taken = Some((key, bytes.len(), true));
             return Ok(Taken {
-                rec: UserRecord::decode(&bytes)?,
+                rec: Box::new(UserRecord::decode(&bytes)?),
                 known: true,
                 dirty: true,
             });
@@ -197,6 +199,7 @@ impl Buffered {
             Some((rec, bytes)) => (rec, bytes, true),
             None => (UserRecord::new(id), UNKNOWN_RECORD_BYTES, false),
         };
+        let rec = Box::new(rec);
         self.taken = Some((id.to_owned(), bytes, false));
         Ok(Taken {
             rec,
@@ -267,7 +270,7 @@ impl Buffered {
     pub fn put_user(
         &mut self,
         id: &str,
-        rec: UserRecord,
+        rec: Box<UserRecord>,
         dirty: bool,
         new: bool,
     ) -> Result<(), Error> {
