@@ -8,6 +8,7 @@
 //! set and fired (or cancelled) between two commits never reaches the
 //! backend at all.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::clock::Millis;
@@ -373,13 +374,15 @@ impl Buffered {
     }
 
     fn remove_timer(&mut self, key: TimerKey, fired: bool) {
-        match self.timers.get(&key) {
-            Some(TimerOp::Put(_)) => {
-                self.timers.remove(&key);
+        // One walk down the overlay's tree, not a look-up then a change.
+        match self.timers.entry(key) {
+            Entry::Occupied(op) => {
+                if matches!(op.get(), TimerOp::Put(_)) {
+                    op.remove();
+                }
             }
-            Some(TimerOp::Delete { .. }) => {}
-            None => {
-                self.timers.insert(key, TimerOp::Delete { fired });
+            Entry::Vacant(slot) => {
+                slot.insert(TimerOp::Delete { fired });
             }
         }
     }
