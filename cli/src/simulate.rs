@@ -12,7 +12,7 @@ use miette::{miette, IntoDiagnostic};
 
 use engine::events::EventFile;
 use engine::output::{Kind, Line, Sink};
-use engine::simulate::{SimOptions, Simulation};
+use engine::simulate::{Props, SimOptions, Simulation};
 use journeys::limits;
 
 use crate::Format;
@@ -327,7 +327,12 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
             let mut batch = fresh();
             for ev in events {
                 let stop = ev.is_err();
-                batch.push(ev);
+                // Properties in the record's form, converted here rather
+                // than on the engine's thread.
+                batch.push(ev.map(|ev| {
+                    let props = Props::of(&ev);
+                    (ev, props)
+                }));
                 let full = batch.len() >= BATCH || stop;
                 if full {
                     let sent = tx.send(std::mem::replace(&mut batch, fresh()));
@@ -338,13 +343,13 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
             }
             let _ = tx.send(batch);
         });
-        for batch in rx {
+        for mut batch in rx {
             if let Some(b) = &bar {
                 b.inc(batch.len() as u64);
             }
-            for ev in &batch {
-                let ev = match ev {
-                    Ok(ev) => ev,
+            for item in batch.iter_mut() {
+                let (ev, props) = match item {
+                    Ok((ev, props)) => (&*ev, std::mem::take(props)),
                     Err(e) => {
                         eprintln!("error: {}", source.name_in(e.to_string()));
                         return Ok(true);
@@ -354,7 +359,8 @@ pub fn run(args: SimulateArgs) -> miette::Result<ExitCode> {
                     // Sorted: nothing after this happens before the end.
                     return Ok(false);
                 }
-                sim.event(ev).map_err(|e| miette!("{e}"))?;
+                sim.event_converted(ev, Some(props))
+                    .map_err(|e| miette!("{e}"))?;
             }
             // Back to the reader to be dropped; if it is behind, here.
             let _ = spent_tx.try_send(batch);

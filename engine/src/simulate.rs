@@ -14,6 +14,7 @@ use crate::clock::{to_millis, Millis, VirtualClock};
 use crate::dispatch::Recording;
 use crate::engine::{self, Delivery, Engine, Error};
 use crate::output::{Sink, Summary};
+use crate::store::attrs::Obj;
 use crate::store::scratch::ScratchStore;
 use crate::store::sled_store::{Recovery, SledOptions, SledStore};
 use crate::store::Store;
@@ -50,6 +51,17 @@ impl Default for SimOptions {
             commit_every: engine::Options::default().commit_every,
             faults: None,
         }
+    }
+}
+
+/// An event's properties in the engine's compact form, converted on the
+/// thread that reads the events so that the engine's thread does not.
+#[derive(Debug, Default)]
+pub struct Props(Obj);
+
+impl Props {
+    pub fn of(ev: &Event) -> Props {
+        Props(Obj::from_json(&ev.props))
     }
 }
 
@@ -162,6 +174,13 @@ impl Simulation {
     /// one is applied at its own `ts` all the same). Events before the
     /// start only build profiles and history.
     pub fn event(&mut self, ev: &Event) -> Result<(), SimError> {
+        self.event_converted(ev, None)
+    }
+
+    /// [`Simulation::event`], with the event's properties already in the
+    /// record's form ([`Props::of`], done by the thread that reads the
+    /// events, off the engine's).
+    pub fn event_converted(&mut self, ev: &Event, props: Option<Props>) -> Result<(), SimError> {
         let ts = to_millis(ev.ts);
         if ts < self.start {
             self.engine.import(ev)?;
@@ -181,7 +200,10 @@ impl Simulation {
             self.engine.run_due(ts)?;
             self.last = ts;
         }
-        self.engine.ingest(ev)?;
+        match props {
+            Some(Props(props)) => self.engine.ingest_converted(ev, props)?,
+            None => self.engine.ingest(ev)?,
+        };
         if !self.durable {
             self.engine.maybe_commit()?;
         }

@@ -50,7 +50,10 @@ fn a_signup_enters_and_sets_the_send_timer_at_once() {
     let ev = event(
         r#"{"type":"track","user":"ana","ts":"2026-03-02T09:00:00Z","id":"e1","event":"signed_up"}"#,
     );
-    assert_eq!(on_event(&mut ctx, &mut user, &ev, false), Ingested::Applied);
+    assert_eq!(
+        on_event(&mut ctx, &mut user, &ev, false, None),
+        Ingested::Applied
+    );
     let effects = std::mem::take(&mut ctx.effects);
     let lines: Vec<_> = effects
         .iter()
@@ -84,7 +87,10 @@ fn a_signup_enters_and_sets_the_send_timer_at_once() {
         true,
         &mut seq,
     );
-    assert_ne!(on_event(&mut ctx, &mut user, &ev, false), Ingested::Applied);
+    assert_ne!(
+        on_event(&mut ctx, &mut user, &ev, false, None),
+        Ingested::Applied
+    );
     assert!(ctx.effects.is_empty(), "{:?}", ctx.effects);
 }
 
@@ -99,7 +105,7 @@ fn a_sent_message_becomes_an_outbox_effect_then_the_wait_starts() {
     let mut ctx = Ctx::new(&config, &index, &versions, now, true, &mut seq);
     let ev =
         event(r#"{"type":"track","user":"ana","ts":"2026-03-02T09:00:00Z","event":"signed_up"}"#);
-    on_event(&mut ctx, &mut user, &ev, false);
+    on_event(&mut ctx, &mut user, &ev, false, None);
     let (key, due) = ctx
         .effects
         .iter()
@@ -175,6 +181,7 @@ fn an_exit_event_ends_the_instance_and_cancels_its_timer() {
         &mut user,
         &event(r#"{"type":"track","user":"ana","ts":"2026-03-02T09:00:00Z","event":"signed_up"}"#),
         false,
+        None,
     );
     let timer = user.instances[0].timer.expect("a pending timer");
     let mut ctx = Ctx::new(
@@ -192,6 +199,7 @@ fn an_exit_event_ends_the_instance_and_cancels_its_timer() {
             r#"{"type":"track","user":"ana","ts":"2026-03-02T09:01:00Z","event":"order_completed"}"#,
         ),
         false,
+        None,
     );
     assert!(
         ctx.effects.contains(&Effect::CancelTimer(timer)),
@@ -203,4 +211,41 @@ fn an_exit_event_ends_the_instance_and_cancels_its_timer() {
         .iter()
         .any(|e| matches!(e, Effect::Line(l) if l.kind == Kind::Exited)));
     assert!(user.instances.is_empty());
+}
+
+/// Properties converted ahead (on the simulation's reader thread) are
+/// taken as the engine would have converted them itself: the same record
+/// and the same effects.
+#[test]
+fn properties_converted_ahead_change_nothing() {
+    let config = config();
+    let index = Index::new(&config);
+    let versions = engine::deploy::Versions::of(&config);
+    let ev = event(
+        r#"{"type":"track","user":"ana","ts":"2026-03-02T09:00:00Z","id":"e1","event":"signed_up","props":{"plan":"pro","n":3,"tags":["a",{"b":null}]}}"#,
+    );
+    let run = |props: Option<engine::store::attrs::Obj>| {
+        let mut seq = 0;
+        let mut user = UserRecord::new("ana");
+        let mut ctx = Ctx::new(
+            &config,
+            &index,
+            &versions,
+            ms("2026-03-02T09:00:00Z"),
+            true,
+            &mut seq,
+        );
+        assert_eq!(
+            on_event(&mut ctx, &mut user, &ev, false, props),
+            Ingested::Applied
+        );
+        let effects = std::mem::take(&mut ctx.effects);
+        (user.encode().expect("encodes"), effects)
+    };
+    let inline = run(None);
+    assert!(!inline.1.is_empty(), "the signup entered a journey");
+    assert_eq!(
+        run(Some(engine::store::attrs::Obj::from_json(&ev.props))),
+        inline
+    );
 }

@@ -39,6 +39,7 @@ use crate::machine::{entry, event, instance, segments, send, Ctx, Effect};
 use crate::metrics::{Depths, Metrics};
 use crate::output::{Kind, Line, Sink, Summary};
 use crate::policy::Policies;
+use crate::store::attrs::Obj;
 use crate::store::buffer::{BufferStats, Taken};
 use crate::store::outbox::OutboxEntry;
 use crate::store::tally::{self, Tally};
@@ -166,7 +167,8 @@ fn decode_meta<T: for<'de> Deserialize<'de>>(bytes: Option<Vec<u8>>) -> Result<O
 
 /// The transition a unit of work runs on one user.
 enum Step<'e> {
-    Event(&'e Event, bool),
+    /// An event, whether it is imported, and its properties converted.
+    Event(&'e Event, bool, Option<Obj>),
     Timer(TimerKey, Timer),
     Schedule(usize),
     /// Set one profile path (an unsubscribe).
@@ -351,19 +353,26 @@ impl Engine {
     /// Applies an event at its own `ts`. Timers due at or before it should
     /// have run first ([`Engine::run_due`]).
     pub fn ingest(&mut self, ev: &Event) -> Result<Ingested, Error> {
-        self.event(ev, false)
+        self.event(ev, false, None)
+    }
+
+    /// [`Engine::ingest`], with the event's properties already converted
+    /// to the record's form (`Obj::from_json(&ev.props)`, which a reader
+    /// thread can do ahead of the engine's).
+    pub fn ingest_converted(&mut self, ev: &Event, props: Obj) -> Result<Ingested, Error> {
+        self.event(ev, false, Some(props))
     }
 
     /// Applies an event to the profile and history only (events before a
     /// simulation's start): no journey reacts.
     pub fn import(&mut self, ev: &Event) -> Result<Ingested, Error> {
-        self.event(ev, true)
+        self.event(ev, true, None)
     }
 
-    fn event(&mut self, ev: &Event, import: bool) -> Result<Ingested, Error> {
+    fn event(&mut self, ev: &Event, import: bool, props: Option<Obj>) -> Result<Ingested, Error> {
         self.summary.events += 1;
         let result = self
-            .unit(&ev.user, to_millis(ev.ts), Step::Event(ev, import))?
+            .unit(&ev.user, to_millis(ev.ts), Step::Event(ev, import, props))?
             .unwrap_or(Ingested::Applied);
         if result != Ingested::Applied {
             self.summary.duplicates += 1;
@@ -383,7 +392,7 @@ impl Engine {
         // Whether the step enters journeys, and whether it changes the
         // record whatever it does (`None`: an event, dirty when applied).
         let (enter, changes) = match &step {
-            Step::Event(_, import) => {
+            Step::Event(_, import, _) => {
                 if !t.known {
                     self.summary.users += 1;
                 }
@@ -411,7 +420,9 @@ impl Engine {
             &mut seq,
         );
         match step {
-            Step::Event(ev, import) => result = event::on_event(&mut ctx, &mut t.rec, ev, import),
+            Step::Event(ev, import, props) => {
+                result = event::on_event(&mut ctx, &mut t.rec, ev, import, props)
+            }
             Step::Set(path, value) => {
                 if crate::store::profile::set(&mut t.rec.profile, path, value) {
                     ctx.profile_changed = true;

@@ -25,8 +25,16 @@ pub enum Ingested {
 
 /// Applies `event` to `user` at `ctx.now` (the event's ts). With `import`,
 /// only the profile, history and segment baseline change: no journey
-/// reacts (events before a simulation's start).
-pub fn on_event(ctx: &mut Ctx<'_>, user: &mut UserRecord, event: &Event, import: bool) -> Ingested {
+/// reacts (events before a simulation's start). `props`: the event's
+/// properties already in the record's form (`Obj::from_json`, done on
+/// another thread), or `None` to convert them here when read.
+pub fn on_event(
+    ctx: &mut Ctx<'_>,
+    user: &mut UserRecord,
+    event: &Event,
+    import: bool,
+    props: Option<Obj>,
+) -> Ingested {
     let max_age = ctx.index.retention.max_age;
     if let Some(id) = &event.id {
         if user.seen.contains(id) {
@@ -63,7 +71,7 @@ pub fn on_event(ctx: &mut Ctx<'_>, user: &mut UserRecord, event: &Event, import:
             };
             let read = in_history || exiting || awaited_by || goal || entering.is_some();
             let props = if read {
-                Val::Obj(Obj::from_json(&event.props))
+                Val::Obj(props.unwrap_or_else(|| Obj::from_json(&event.props)))
             } else {
                 Val::Null
             };
