@@ -18,6 +18,11 @@
 //! fit stays in the store's outbox and is picked up again when the channel
 //! has room, so memory stays bounded however long a provider is down.
 //!
+//! Once draining (SIGTERM), the writer hands out nothing new: the
+//! deliveries already handed out finish (or the deadline passes) and the
+//! rest waits in the outbox for the next start, so a graceful stop sends
+//! nothing twice.
+//!
 //! A store error (a full disk, say) stops the writer from acknowledging
 //! anything: ingests are answered 503, `/readyz` turns 503, and the process
 //! keeps serving until it is restarted (recovery then replays the log).
@@ -624,9 +629,18 @@ impl<O: Outlet> Writer<O> {
         }))
     }
 
+    /// Whether new deliveries are handed out. Not while draining: the
+    /// drain waits for the deliveries already handed out (RUN.md §1), and
+    /// one handed out after it ended would be delivered with its result
+    /// never recorded (sent again after the restart). What is not handed
+    /// out waits in the outbox for the next start.
+    fn handing_out(&self) -> bool {
+        self.handle.state() != DRAINING
+    }
+
     fn hand_out(&mut self, e: OutboxEntry) {
         let (id, channel) = (e.id, e.message.channel);
-        if self.in_flight.contains(&id) {
+        if self.in_flight.contains(&id) || !self.handing_out() {
             return;
         }
         if self.outlet.offer(e) {
@@ -639,7 +653,7 @@ impl<O: Outlet> Writer<O> {
     /// Offers backlogged channels the outbox entries that are due and not
     /// in flight, until their queues are full again.
     fn refill(&mut self, now: Millis) -> Result<(), crate::engine::Error> {
-        if self.backlog.is_empty() {
+        if self.backlog.is_empty() || !self.handing_out() {
             return Ok(());
         }
         let mut channels: BTreeMap<Channel, ()> = std::mem::take(&mut self.backlog);
