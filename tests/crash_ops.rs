@@ -1,10 +1,10 @@
 //! State-changing operations other than plain ingest, around a stop: the
 //! real `sluice run` killed with SIGKILL right after it answered an
-//! erasure or a one-click unsubscribe, and stopped with SIGTERM under a
-//! backlog of deliveries. After the restart on the same store, what was
-//! answered holds (the user stays erased, the unsubscribe stays), and a
-//! graceful stop delivers each message once: what it did not deliver
-//! waits in the outbox, not half handed out.
+//! erasure, a one-click unsubscribe or a bounce, and stopped with SIGTERM
+//! under a backlog of deliveries. After the restart on the same store,
+//! what was answered holds (the user stays erased, the unsubscribe and the
+//! bounce stay), and a graceful stop delivers each message once: what it
+//! did not deliver waits in the outbox, not half handed out.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -12,6 +12,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use support::http::try_request;
 use support::receiver::{Receiver, Reply};
 use support::server::SluiceRun;
 use support::wait::wait_for;
@@ -161,4 +162,114 @@ fn an_erasure_answered_then_sigkill_stays_erased() {
             "{u} was erased, yet its pending webhook went out"
         );
     }
+}
+
+/// The marketing email `sluice run` wrote for `key` (maildir), parsed
+/// enough to read its one-click unsubscribe URL.
+fn unsubscribe_url(repo: &std::path::Path, key: &str) -> String {
+    use mail_parser::MessageParser;
+    let dir = repo.join(".sluice/outbox/maildir/new");
+    wait_for(Duration::from_secs(20), "the welcome email", || {
+        std::fs::read_dir(&dir).ok()?.find_map(|e| {
+            let raw = std::fs::read(e.ok()?.path()).ok()?;
+            let m = MessageParser::default().parse(&raw)?;
+            if !m.message_id()?.starts_with(key) {
+                return None;
+            }
+            let list = m.header_raw("List-Unsubscribe")?.trim();
+            Some(
+                list.trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned(),
+            )
+        })
+    })
+}
+
+/// The key of `user`'s welcome email, from `GET /v1/users/{id}`.
+fn welcome_key(run: &SluiceRun, user: &str) -> String {
+    wait_for(Duration::from_secs(20), "the welcome email's key", || {
+        let r = run.request("GET", &format!("/v1/users/{user}"), Some(ADMIN), b"");
+        let v = (r.status == 200).then(|| r.json())?;
+        v["messages"]
+            .as_array()?
+            .iter()
+            .find(|m| m["step"] == "welcome-email")?["key"]
+            .as_str()
+            .map(str::to_owned)
+    })
+}
+
+/// RUN.md §2 and §3: a one-click unsubscribe and a provider's hard bounce,
+/// each answered 200, then SIGKILL: after the restart the user is still
+/// unsubscribed, and the address still bounced.
+#[test]
+fn an_unsubscribe_and_a_bounce_answered_then_sigkill_hold() {
+    let (_tmp, repo) = support::fixture::temp_copy("run/service", &[("__HOOK__", "9".into())]);
+    let mut run = SluiceRun::new(&repo)
+        .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
+        .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
+        .env("SLUICE_LOG", "warn")
+        .ready_within(Duration::from_secs(30))
+        .start();
+    #[allow(clippy::disallowed_methods)]
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut events = Vec::new();
+    for u in ["quits", "bounces"] {
+        events.push(serde_json::json!({"type": "identify", "user": u, "id": format!("{u}-i"), "ts": ts, "traits": {"email": format!("{u}@example.com"), "first_name": "Ana"}}));
+        events.push(serde_json::json!({"type": "track", "user": u, "id": format!("{u}-s"), "event": "signed_up", "ts": ts}));
+    }
+    let r = run.post_events(INGEST, &events);
+    assert_eq!(r.status, 202, "{}", r.text);
+
+    let url = unsubscribe_url(&repo, &welcome_key(&run, "quits"));
+    let path = url
+        .strip_prefix(&run.base_url())
+        .unwrap_or_else(|| panic!("a link to this server: {url}"))
+        .to_owned();
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let r = try_request(
+        run.port(),
+        "POST",
+        &path,
+        &form,
+        b"List-Unsubscribe=One-Click",
+    )
+    .expect("an answer");
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    let bounce = serde_json::json!({
+        "RecordType": "Bounce", "Type": "HardBounce", "Email": "bounces@example.com",
+        "Metadata": {"sluice_key": welcome_key(&run, "bounces")},
+    });
+    let auth = format!("Bearer {INGEST}");
+    let r = try_request(
+        run.port(),
+        "POST",
+        "/v1/feedback/postmark",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        bounce.to_string().as_bytes(),
+    )
+    .expect("an answer");
+    assert_eq!(
+        (r.status, r.json()["matched"].as_u64()),
+        (200, Some(1)),
+        "{}",
+        r.text
+    );
+
+    run.kill();
+    run.restart();
+    let profile = |u: &str| {
+        let r = run.request("GET", &format!("/v1/users/{u}"), Some(ADMIN), b"");
+        assert_eq!(r.status, 200, "{u}: {}", r.text);
+        r.json()["profile"].clone()
+    };
+    let quits = profile("quits");
+    assert_eq!(quits["subscriptions"]["marketing"], false, "{quits}");
+    let bounces = profile("bounces");
+    assert_eq!(bounces["email_status"], "bounced", "{bounces}");
 }
