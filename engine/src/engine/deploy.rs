@@ -302,13 +302,18 @@ impl Engine {
                 }
             }
         }
+        // No commit until the apply's own: a commit here would make some
+        // instances durable on the new version while the store still
+        // deploys the old one (a crash then leaves them under a version
+        // the deployment does not know, and the rest unmoved). The moved
+        // records wait in the write-back buffer, so a migration holds the
+        // records of the users it moves in memory until that commit.
         let mut out = Migrated::default();
         for user in users {
             self.unit(&user, at, Step::Migrate(m))?;
             for mv in self.migrated.drain(..) {
                 out.count(mv);
             }
-            self.maybe_commit()?;
         }
         Ok(out)
     }
@@ -756,6 +761,190 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::path::Path;
+
+    use crate::clock::{Clock, VirtualClock};
+    use crate::engine::{Delivery, Options};
+    use crate::output::Discard;
+    use crate::store::log::Faults;
+    use crate::store::sled_store::{SledOptions, SledStore};
+
+    const PROJECT: &str = "apiVersion: sluice/v1\nkind: Project\nid: migrate-crash\ndefault_timezone: UTC\nchannels:\n  email: { provider: maildir, from: \"T <t@migrate.example>\" }\n";
+    const TEMPLATES: &str = "apiVersion: sluice/v1\nkind: Template\nid: hello\nchannel: email\nsubject: \"Hi\"\ntext: \"Hi.\"\n";
+    const V1: &str = "apiVersion: sluice/v1\nkind: Journey\nid: onboard\nversion: 1\nentry: { event: signed_up }\nsteps:\n  - id: hello\n    send: { channel: email, template: hello }\n  - id: plan-check\n    branch:\n      - when: { user.plan: plus }\n        next: wait-plus\n      - next: wait-a\n  - id: wait-a\n    wait: 1d\n  - id: wait-plus\n    wait: 2d\n";
+    const V2: &str = "apiVersion: sluice/v1\nkind: Journey\nid: onboard\nversion: 2\nmigrate:\n  from: 1\n  steps: { wait-a: wait-a2, hello: end }\n  on_unmapped: exit\nentry: { event: signed_up }\nsteps:\n  - id: hello\n    send: { channel: email, template: hello }\n  - id: wait-a2\n    wait: 1d\n";
+
+    fn checkout(root: &Path, name: &str, journey: &str) -> std::path::PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("sluice.yaml"), PROJECT).expect("project");
+        std::fs::write(dir.join("templates.yaml"), TEMPLATES).expect("templates");
+        std::fs::write(dir.join("journeys.yaml"), journey).expect("journey");
+        dir
+    }
+
+    /// An engine on `store` whose writes fail from the `faults`' n-th on;
+    /// a small cache and a commit threshold of one write, so that anything
+    /// allowed to commit along the way does.
+    fn open_engine(config_dir: &Path, store: &Path, faults: Option<Faults>) -> Engine {
+        let config = Arc::new(journeys::load(config_dir).expect("config"));
+        let s = SledStore::open(
+            store,
+            &SledOptions {
+                sync_commits: true,
+                faults,
+                ..SledOptions::default()
+            },
+        )
+        .expect("store");
+        let start = chrono::DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z")
+            .expect("ts")
+            .to_utc();
+        let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(start));
+        let mut e = Engine::open(
+            config,
+            Box::new(s),
+            clock,
+            Delivery::Workers,
+            Box::new(Discard),
+            Options {
+                cache_users: 16,
+                commit_every: 1,
+                ..Options::default()
+            },
+        )
+        .expect("engine");
+        e.open_deployments(store.join("deployed"))
+            .expect("deployments");
+        e
+    }
+
+    fn request(dir: &Path, at: Millis) -> ApplyRequest {
+        ApplyRequest {
+            snapshot: Snapshot::read(dir).expect("snapshot"),
+            actor: "test".into(),
+            at,
+            canary: None,
+            guards: Vec::new(),
+            min_sends: 100,
+            expected: None,
+        }
+    }
+
+    const PLAIN: usize = 24;
+    const PLUS: usize = 6;
+
+    /// v1 deployed, 40 users waiting at `wait-a` and 10 at `wait-plus`,
+    /// then v2 (which migrates them) applied; returns the engine's error
+    /// when a write failed.
+    fn deploy_then_migrate(root: &Path, store: &Path, faults: Option<Faults>) -> Result<(), Error> {
+        let v1 = checkout(root, "v1", V1);
+        let v2 = checkout(root, "v2", V2);
+        let mut e = open_engine(&v1, store, faults);
+        let at = e.clock().now_millis();
+        e.apply(&request(&v1, at))?;
+        let mut lines = Vec::new();
+        for n in 0..PLAIN + PLUS {
+            let u = format!("u{n:03}");
+            if n >= PLAIN {
+                lines.push(format!(r#"{{"type":"identify","user":"{u}","id":"i-{u}","ts":"2026-03-02T10:00:00Z","traits":{{"plan":"plus"}}}}"#));
+            }
+            lines.push(format!(r#"{{"type":"track","user":"{u}","event":"signed_up","id":"s-{u}","ts":"2026-03-02T10:00:00Z"}}"#));
+        }
+        for l in lines {
+            e.ingest(&journeys::event::Event::from_line(&l).expect("event"))?;
+        }
+        // The welcome email is sent: everyone waits.
+        e.run_due(at)?;
+        e.sync()?;
+        e.apply(&request(&v2, at + 1_000))?;
+        Ok(())
+    }
+
+    /// Each user's `onboard` instances as (version, step).
+    fn instances(e: &mut Engine) -> Vec<(String, Vec<(u32, String)>)> {
+        (0..PLAIN + PLUS)
+            .map(|n| {
+                let u = format!("u{n:03}");
+                let rec = e.user(&u).expect("user").expect("known user");
+                let is = rec
+                    .instances
+                    .iter()
+                    .filter(|i| i.journey == "onboard")
+                    .map(|i| (i.version, i.step.to_string()))
+                    .collect();
+                (u, is)
+            })
+            .collect()
+    }
+
+    /// DEPLOY.md: an apply and the instances its `migrate` block moves are
+    /// one change. Whatever write of the apply fails (as a SIGKILL there
+    /// would stop it), the store reopens on the old generation with every
+    /// instance where it was, or on the new one with every instance
+    /// moved: never the new version's instances under the old deployment.
+    #[test]
+    fn an_apply_that_dies_at_any_write_leaves_the_migration_whole_or_undone() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let counting = Faults::counting();
+        let store = tmp.path().join("whole");
+        deploy_then_migrate(tmp.path(), &store, Some(counting.clone())).expect("whole run");
+        let total = counting.spent();
+        let mut old = 0;
+        let mut new = 0;
+        for n in 0..total {
+            let store = tmp.path().join(format!("cut-{n}"));
+            if deploy_then_migrate(tmp.path(), &store, Some(Faults::after(n))).is_ok() {
+                continue;
+            }
+            let mut e = open_engine(&tmp.path().join("v1"), &store, None);
+            let Some(generation) = e.deployed().map(|d| d.generation) else {
+                // Died before v1 was deployed.
+                continue;
+            };
+            let Ok(Some(_)) = e.user("u000") else {
+                // Died before the users signed up.
+                continue;
+            };
+            let history = e.history(None).expect("history").len();
+            let is = instances(&mut e);
+            if generation == 1 {
+                old += 1;
+                assert_eq!(history, 1, "write {n}: history of the old generation");
+                for (u, i) in &is {
+                    let step = if u.as_str() < "u024" {
+                        "wait-a"
+                    } else {
+                        "wait-plus"
+                    };
+                    assert_eq!(
+                        i,
+                        &vec![(1, step.to_owned())],
+                        "write {n}: {u} under generation 1"
+                    );
+                }
+            } else {
+                new += 1;
+                assert_eq!(generation, 2, "write {n}");
+                assert_eq!(history, 2, "write {n}: history of the new generation");
+                for (u, i) in &is {
+                    let want = if u.as_str() < "u024" {
+                        vec![(2, "wait-a2".to_owned())]
+                    } else {
+                        Vec::new()
+                    };
+                    assert_eq!(i, &want, "write {n}: {u} under generation 2");
+                }
+            }
+            drop(e);
+            std::fs::remove_dir_all(&store).expect("cleanup");
+        }
+        assert!(
+            old > 0 && new > 0,
+            "faults hit before and after the apply was durable: {old} old, {new} new"
+        );
+    }
 
     fn apply_entry(detail: Value) -> AuditEntry {
         AuditEntry {

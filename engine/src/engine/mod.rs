@@ -17,7 +17,7 @@ mod decide;
 pub mod deploy;
 mod feedback;
 #[cfg(test)]
-mod fixture;
+pub(crate) mod fixture;
 pub mod outbox;
 mod schedule;
 

@@ -18,6 +18,11 @@
 //! fit stays in the store's outbox and is picked up again when the channel
 //! has room, so memory stays bounded however long a provider is down.
 //!
+//! Once draining (SIGTERM), the writer hands out nothing new: the
+//! deliveries already handed out finish (or the deadline passes) and the
+//! rest waits in the outbox for the next start, so a graceful stop sends
+//! nothing twice.
+//!
 //! A store error (a full disk, say) stops the writer from acknowledging
 //! anything: ingests are answered 503, `/readyz` turns 503, and the process
 //! keeps serving until it is restarted (recovery then replays the log).
@@ -371,7 +376,11 @@ impl<O: Outlet> Writer<O> {
             self.backlog.insert(c, ());
         }
         self.refill(now)?;
-        self.handle.set_state(READY);
+        // Ready, unless a SIGTERM came during the catch-up: draining stays.
+        let _ =
+            self.handle
+                .state
+                .compare_exchange(STARTING, READY, Ordering::SeqCst, Ordering::SeqCst);
         Ok(())
     }
 
@@ -627,9 +636,18 @@ impl<O: Outlet> Writer<O> {
         }))
     }
 
+    /// Whether new deliveries are handed out. Not while draining: the
+    /// drain waits for the deliveries already handed out (RUN.md §1), and
+    /// one handed out after it ended would be delivered with its result
+    /// never recorded (sent again after the restart). What is not handed
+    /// out waits in the outbox for the next start.
+    fn handing_out(&self) -> bool {
+        self.handle.state() != DRAINING
+    }
+
     fn hand_out(&mut self, e: OutboxEntry) {
         let (id, channel) = (e.id, e.message.channel);
-        if self.in_flight.contains(&id) {
+        if self.in_flight.contains(&id) || !self.handing_out() {
             return;
         }
         if self.outlet.offer(e) {
@@ -642,7 +660,7 @@ impl<O: Outlet> Writer<O> {
     /// Offers backlogged channels the outbox entries that are due and not
     /// in flight, until their queues are full again.
     fn refill(&mut self, now: Millis) -> Result<(), crate::engine::Error> {
-        if self.backlog.is_empty() {
+        if self.backlog.is_empty() || !self.handing_out() {
             return Ok(());
         }
         let mut channels: BTreeMap<Channel, ()> = std::mem::take(&mut self.backlog);
@@ -715,4 +733,97 @@ fn fail(c: Command) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::format_ts;
+
+    /// Takes every entry offered, and records its id.
+    struct Recording(Arc<Mutex<Vec<u64>>>);
+
+    impl Outlet for Recording {
+        fn offer(&mut self, entry: OutboxEntry) -> bool {
+            self.0.lock().expect("offers").push(entry.id);
+            true
+        }
+    }
+
+    fn event(v: Value) -> Event {
+        Event::from_line(&v.to_string()).expect("event")
+    }
+
+    /// A writer on the feedback fixture whose store's outbox holds the
+    /// messages of one order (nothing handed out yet), its offers, and
+    /// the commands' channel.
+    fn writer(
+        dir: &std::path::Path,
+    ) -> (Writer<Recording>, Arc<Mutex<Vec<u64>>>, Receiver<Command>) {
+        let (mut engine, now) = crate::engine::fixture::open("feedback", dir);
+        let ts = format_ts(now);
+        engine
+            .ingest(&event(json!({"type": "identify", "user": "u1", "id": "i1", "ts": ts, "traits": {"email": "u1@x.example"}})))
+            .expect("identify");
+        engine
+            .ingest(&event(
+                json!({"type": "track", "user": "u1", "id": "o1", "event": "ordered", "ts": ts}),
+            ))
+            .expect("order");
+        engine.run_due(now).expect("due");
+        engine.commit().expect("commit");
+        let clock = Arc::clone(engine.clock());
+        let offers = Arc::new(Mutex::new(Vec::new()));
+        let (handle, rx) = channel();
+        let w = Writer::new(engine, clock, Recording(Arc::clone(&offers)), handle, None);
+        (w, offers, rx)
+    }
+
+    #[test]
+    fn a_writer_hands_out_the_outbox_when_it_starts() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (mut w, offers, _rx) = writer(dir.path());
+        w.start().expect("start");
+        assert_eq!(w.handle.state(), READY);
+        assert!(!offers.lock().expect("offers").is_empty());
+    }
+
+    /// RUN.md §1: a SIGTERM (draining) during the start-up catch-up stays
+    /// draining, and a draining writer hands out nothing new, neither the
+    /// outbox nor what later commands make due: the deliveries already
+    /// handed out finish, the rest waits in the outbox for the next start.
+    #[test]
+    fn a_draining_writer_hands_out_nothing_new() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (mut w, offers, rx) = writer(dir.path());
+        w.handle.set_state(DRAINING);
+        w.start().expect("start");
+        assert_eq!(
+            w.handle.state(),
+            DRAINING,
+            "a start does not undo a SIGTERM"
+        );
+        let ts = format_ts(w.clock.now_millis());
+        let (reply, _answer) = oneshot::channel();
+        assert!(w.handle.send(Command::Ingest {
+            source: "test",
+            events: vec![event(
+                json!({"type": "track", "user": "u1", "id": "o2", "event": "ordered", "ts": ts})
+            )],
+            reply,
+        }));
+        assert!(w.handle.send(Command::Stop));
+        w.run(&rx);
+        assert_eq!(offers.lock().expect("offers").as_slice(), &[] as &[u64]);
+        let waiting = w.engine.outbox(None, 100).expect("outbox");
+        assert!(
+            waiting.len() > 3,
+            "the messages wait in the outbox: {}",
+            waiting.len()
+        );
+    }
 }

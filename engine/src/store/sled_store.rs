@@ -920,6 +920,10 @@ fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(std::time::Duration::from_millis(200));
             }
+            // The disk, not the store: a full disk, a read-only or
+            // unreadable directory is said as such (a store called
+            // damaged invites deleting it).
+            Err(sled::Error::Io(e)) => return Err(Error::io(dir, "open", e)),
             Err(e) => return Err(Error::corrupt(dir, format!("sled cannot open it: {e}"))),
         }
     }
@@ -928,6 +932,29 @@ fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_io_failure_opening_sled_is_said_as_one_not_as_damage() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = dir.path().join("store");
+        drop(SledStore::open(&store, &SledOptions::default()).expect("a new store"));
+        // sled's directory cannot be opened (as on a full disk, ENOSPC):
+        // the store is not damaged, and the message says what failed.
+        let sled = store.join("sled");
+        std::fs::remove_dir_all(&sled).expect("remove sled");
+        std::fs::write(&sled, b"not a directory").expect("a file in its place");
+        let e = match SledStore::open(&store, &SledOptions::default()) {
+            Err(e) => e,
+            Ok(_) => panic!("opened a store whose sled directory is a file"),
+        };
+        assert!(matches!(e, Error::Io { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains(&sled.display().to_string()), "{text}");
+        assert!(
+            !text.contains("damaged") && !text.contains("os error"),
+            "{text}"
+        );
+    }
 
     fn key(i: u32) -> Vec<u8> {
         let mut k = vec![super::super::users::PREFIX];
