@@ -121,6 +121,35 @@ fn shared_slots(
     }
 }
 
+/// Takes the worker's store directory for this process (`DIR/LOCK`, the
+/// lock file single-node stores use): two workers given the same
+/// `--store` would open, wipe and restore the same partitions' local
+/// stores under each other.
+fn lock_store(dir: &std::path::Path) -> Result<std::fs::File, RunError> {
+    let file_err = |what: &'static str, path: &std::path::Path, e: std::io::Error| RunError::File {
+        what,
+        path: path.to_owned(),
+        message: crate::os::reason(&e),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| file_err("create the store directory", dir, e))?;
+    let path = dir.join("LOCK");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| file_err("open", &path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Cluster(format!(
+            "store {} is in use by another sluice process (another worker?): give each worker \
+             on a machine its own --store (docs/cluster.md)",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(file_err("lock", &path, e)),
+    }
+}
+
 fn cluster_err(e: Error) -> RunError {
     RunError::Cluster(e.to_string())
 }
@@ -142,6 +171,9 @@ pub fn run(
     }
     let bounds = crate::service::memory::Bounds::from_env()?;
     let hash = config_hash(&options.dir).map_err(crate::engine::Error::from)?;
+    // Held until the worker exits: a second worker (or a single-node
+    // `run`) on the same store refuses to start.
+    let _store_lock = lock_store(&options.store)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
