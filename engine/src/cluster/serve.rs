@@ -150,6 +150,23 @@ fn lock_store(dir: &std::path::Path) -> Result<std::fs::File, RunError> {
     }
 }
 
+/// The lease TTL `SLUICE_CLUSTER_LEASE_MS` sets: whole milliseconds, at
+/// least 300 (a lease renewed every 100 ms); anything else is refused
+/// rather than taken as the default (was: `6s` silently gave 6,000, `6`
+/// silently gave 300).
+fn lease_ttl(value: Option<String>) -> Result<Option<Duration>, RunError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(ms) if ms >= 300 => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(RunError::Cluster(format!(
+            "$SLUICE_CLUSTER_LEASE_MS must be a whole number of milliseconds of at least 300 \
+             (the lease's time to live; default 6000), not {value:?}"
+        ))),
+    }
+}
+
 fn cluster_err(e: Error) -> RunError {
     RunError::Cluster(e.to_string())
 }
@@ -180,8 +197,8 @@ pub fn run(
         .map_err(|e| RunError::Runtime(e.to_string()))?;
     let mut settings = Settings::new(&cluster_options.url, &cluster_options.prefix);
     settings.replicas = cluster_options.replicas;
-    if let Some(ms) = env("SLUICE_CLUSTER_LEASE_MS").and_then(|v| v.parse::<u64>().ok()) {
-        settings.lease_ttl = Duration::from_millis(ms.max(300));
+    if let Some(ttl) = lease_ttl(env("SLUICE_CLUSTER_LEASE_MS"))? {
+        settings.lease_ttl = ttl;
     }
     let cluster = rt
         .block_on(Cluster::connect(settings))
@@ -409,6 +426,31 @@ async fn drive(
                 .leave()
                 .await
                 .map_err(|e| RunError::Cluster(format!("cannot leave the cluster cleanly: {e}")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_ttl_is_whole_milliseconds_of_at_least_300_or_refused() {
+        assert_eq!(lease_ttl(None).unwrap(), None);
+        assert_eq!(
+            lease_ttl(Some("3000".into())).unwrap(),
+            Some(Duration::from_millis(3000))
+        );
+        assert_eq!(
+            lease_ttl(Some("300".into())).unwrap(),
+            Some(Duration::from_millis(300))
+        );
+        for bad in ["6s", "6", "", "-1", "1.5"] {
+            let e = lease_ttl(Some(bad.into())).unwrap_err().to_string();
+            assert!(
+                e.contains("SLUICE_CLUSTER_LEASE_MS") && e.contains(&format!("{bad:?}")),
+                "{e}"
+            );
         }
     }
 }
