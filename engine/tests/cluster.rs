@@ -877,3 +877,60 @@ async fn on_a_three_node_cluster_renewals_survive_another_worker_trying_to_take(
     assert_eq!(taken, 0, "a live lease was taken");
     assert!(failures.is_empty(), "renewals failed: {failures:?}");
 }
+
+/// A stream of the cluster that exists in NATS with settings the cluster
+/// cannot run on (an age limit that would drop unapplied events, more
+/// than one message per changelog subject), or with other replicas than
+/// the worker was started with, is refused with one sentence naming the
+/// stream and what is wrong (was: taken as it was, silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_other_settings_is_refused_naming_them() {
+    let nats = Nats::single();
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "aged_EV".into(),
+        subjects: vec!["aged.ev.*".into()],
+        max_age: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await
+    .expect("an event stream with an age limit");
+    let Err(e) = Cluster::connect(settings(&nats, "aged")).await else {
+        panic!("a cluster on an event stream with an age limit")
+    };
+    assert!(matches!(e, Error::StreamMismatch { .. }), "{e}");
+    let said = e.to_string();
+    assert!(
+        said.contains("aged_EV") && said.contains("max age 60s") && said.contains("--cluster-name"),
+        "{said}"
+    );
+
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "many_ST".into(),
+        subjects: vec!["many.st.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("a changelog keeping every message");
+    let Err(e) = Cluster::connect(settings(&nats, "many")).await else {
+        panic!("a cluster on a changelog keeping every message")
+    };
+    assert!(
+        e.to_string().contains("many_ST") && e.to_string().contains("0 message(s) per subject"),
+        "{e}"
+    );
+
+    connect(&nats, "r").await;
+    let mut three = settings(&nats, "r");
+    three.replicas = 3;
+    let Err(e) = Cluster::connect(three).await else {
+        panic!("a worker asking 3 replicas joined a cluster of 1")
+    };
+    assert!(
+        e.to_string().contains("with 1 replica(s)")
+            && e.to_string().contains("--replicas 3")
+            && e.to_string().contains("start it with --replicas 1"),
+        "{e}"
+    );
+}

@@ -155,6 +155,44 @@ impl api::Handle for Intake {
     async fn timeline(&self, id: String) -> Result<Option<Value>, Unavailable> {
         self.ask(|reply| Command::Timeline { id, reply }).await
     }
+
+    // Not in cluster mode yet (docs/cluster.md): the 503 says so and what
+    // to do instead, rather than a bare "not available here".
+
+    async fn report(
+        &self,
+        query: crate::report::Query,
+    ) -> Result<Result<Value, String>, Unavailable> {
+        drop(query);
+        Err(Unavailable(
+            "reports are not available in cluster mode yet: each worker holds only its \
+             partitions' users (docs/cluster.md)"
+                .into(),
+        ))
+    }
+
+    async fn feedback(
+        &self,
+        notices: Vec<crate::feedback::Notice>,
+    ) -> Result<Vec<bool>, Unavailable> {
+        drop(notices);
+        Err(Unavailable(
+            "email feedback is not taken in cluster mode yet (docs/cluster.md)".into(),
+        ))
+    }
+
+    async fn admin(
+        &self,
+        request: crate::engine::deploy::AdminRequest,
+    ) -> Result<Result<Value, crate::engine::deploy::AdminFailure>, Unavailable> {
+        drop(request);
+        Err(Unavailable(
+            "deployments are not available in cluster mode yet: to change the config, stop \
+             the workers and start them on the new config with a new --cluster-name \
+             (docs/cluster.md)"
+                .into(),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -101,6 +101,15 @@ pub enum Error {
     Timeout(Duration),
     #[error("partition {partition}: {message}")]
     Processor { partition: u32, message: String },
+    /// A stream of the cluster exists in NATS with settings the cluster
+    /// cannot run on (made by hand, by another program, or with another
+    /// `--replicas`).
+    #[error("the stream {stream} exists in NATS {found}; {advice}")]
+    StreamMismatch {
+        stream: String,
+        found: String,
+        advice: String,
+    },
 }
 
 impl Error {
@@ -264,7 +273,8 @@ impl Cluster {
     async fn ensure(&mut self) -> Result<(), Error> {
         let replicas = self.settings.replicas;
         let p = self.prefix();
-        self.js
+        let events = self
+            .js
             .get_or_create_stream(jetstream::stream::Config {
                 name: self.name("EV"),
                 subjects: vec![format!("{p}.ev.*")],
@@ -276,6 +286,7 @@ impl Cluster {
             })
             .await
             .map_err(|e| Error::nats("create the event stream", e))?;
+        check_stream(&events.cached_info().config, &self.settings, 0)?;
         let ttl = self.server_has_message_ttl();
         let mut changelog = self
             .js
@@ -291,6 +302,7 @@ impl Cluster {
             })
             .await
             .map_err(|e| Error::nats("create the changelog stream", e))?;
+        check_stream(&changelog.cached_info().config, &self.settings, 1)?;
         let mut config = changelog
             .info()
             .await
@@ -361,6 +373,74 @@ impl Cluster {
             .await
             .map_err(|e| Error::nats(format!("open the KV bucket {bucket}"), e))
     }
+}
+
+/// Checks that a stream found in NATS (`get_or_create_stream` returns an
+/// existing stream as it is) has what the cluster relies on: its subjects,
+/// limits retention without limits that drop messages, one message per
+/// subject on the changelog (`per_subject` 1; 0 = no per-subject limit)
+/// and the replicas this worker was started with.
+fn check_stream(
+    have: &jetstream::stream::Config,
+    settings: &Settings,
+    per_subject: i64,
+) -> Result<(), Error> {
+    use jetstream::stream::RetentionPolicy;
+    let prefix = &settings.prefix;
+    let what = if per_subject == 1 { "st.>" } else { "ev.*" };
+    let subject = format!("{prefix}.{what}");
+    let mismatch = |found: String| {
+        Error::StreamMismatch {
+        stream: have.name.clone(),
+        found,
+        advice: format!(
+            "the cluster `{prefix}` needs it as sluice creates it (subject {subject}, file \
+             storage, limits retention, no age, count or size limit{}, {} replica(s)): delete the stream (and \
+             the cluster's KV buckets) or start the workers with another --cluster-name \
+             (docs/cluster.md)",
+            if per_subject == 1 { ", one message per subject" } else { "" },
+            settings.replicas
+        ),
+    }
+    };
+    if !have.subjects.contains(&subject) {
+        return Err(mismatch(format!("with subjects {:?}", have.subjects)));
+    }
+    if have.storage != StorageType::File {
+        return Err(mismatch(format!("with {:?} storage", have.storage)));
+    }
+    if have.retention != RetentionPolicy::Limits {
+        return Err(mismatch(format!("with {:?} retention", have.retention)));
+    }
+    let limit = |v: i64| v > 0;
+    if !have.max_age.is_zero() {
+        return Err(mismatch(format!("with max age {:?}", have.max_age)));
+    }
+    if limit(have.max_messages) || limit(have.max_bytes) {
+        return Err(mismatch(format!(
+            "with a limit of {} messages, {} bytes",
+            have.max_messages, have.max_bytes
+        )));
+    }
+    let per = have.max_messages_per_subject.max(0);
+    if per != per_subject {
+        return Err(mismatch(format!(
+            "with {per} message(s) per subject (0: no limit)"
+        )));
+    }
+    if have.num_replicas.max(1) != settings.replicas {
+        return Err(Error::StreamMismatch {
+            stream: have.name.clone(),
+            found: format!("with {} replica(s)", have.num_replicas.max(1)),
+            advice: format!(
+                "this worker was started with --replicas {}: start it with --replicas {} as the \
+                 cluster `{prefix}` was created",
+                settings.replicas,
+                have.num_replicas.max(1)
+            ),
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, Error> {

@@ -121,6 +121,52 @@ fn shared_slots(
     }
 }
 
+/// Takes the worker's store directory for this process (`DIR/LOCK`, the
+/// lock file single-node stores use): two workers given the same
+/// `--store` would open, wipe and restore the same partitions' local
+/// stores under each other.
+fn lock_store(dir: &std::path::Path) -> Result<std::fs::File, RunError> {
+    let file_err = |what: &'static str, path: &std::path::Path, e: std::io::Error| RunError::File {
+        what,
+        path: path.to_owned(),
+        message: crate::os::reason(&e),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| file_err("create the store directory", dir, e))?;
+    let path = dir.join("LOCK");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| file_err("open", &path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Cluster(format!(
+            "store {} is in use by another sluice process (another worker?): give each worker \
+             on a machine its own --store (docs/cluster.md)",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(file_err("lock", &path, e)),
+    }
+}
+
+/// The lease TTL `SLUICE_CLUSTER_LEASE_MS` sets: whole milliseconds, at
+/// least 300 (a lease renewed every 100 ms); anything else is refused
+/// rather than taken as the default (was: `6s` silently gave 6,000, `6`
+/// silently gave 300).
+fn lease_ttl(value: Option<String>) -> Result<Option<Duration>, RunError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(ms) if ms >= 300 => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(RunError::Cluster(format!(
+            "$SLUICE_CLUSTER_LEASE_MS must be a whole number of milliseconds of at least 300 \
+             (the lease's time to live; default 6000), not {value:?}"
+        ))),
+    }
+}
+
 fn cluster_err(e: Error) -> RunError {
     RunError::Cluster(e.to_string())
 }
@@ -142,14 +188,17 @@ pub fn run(
     }
     let bounds = crate::service::memory::Bounds::from_env()?;
     let hash = config_hash(&options.dir).map_err(crate::engine::Error::from)?;
+    // Held until the worker exits: a second worker (or a single-node
+    // `run`) on the same store refuses to start.
+    let _store_lock = lock_store(&options.store)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| RunError::Runtime(e.to_string()))?;
     let mut settings = Settings::new(&cluster_options.url, &cluster_options.prefix);
     settings.replicas = cluster_options.replicas;
-    if let Some(ms) = env("SLUICE_CLUSTER_LEASE_MS").and_then(|v| v.parse::<u64>().ok()) {
-        settings.lease_ttl = Duration::from_millis(ms.max(300));
+    if let Some(ttl) = lease_ttl(env("SLUICE_CLUSTER_LEASE_MS"))? {
+        settings.lease_ttl = ttl;
     }
     let cluster = rt
         .block_on(Cluster::connect(settings))
@@ -377,6 +426,31 @@ async fn drive(
                 .leave()
                 .await
                 .map_err(|e| RunError::Cluster(format!("cannot leave the cluster cleanly: {e}")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_ttl_is_whole_milliseconds_of_at_least_300_or_refused() {
+        assert_eq!(lease_ttl(None).unwrap(), None);
+        assert_eq!(
+            lease_ttl(Some("3000".into())).unwrap(),
+            Some(Duration::from_millis(3000))
+        );
+        assert_eq!(
+            lease_ttl(Some("300".into())).unwrap(),
+            Some(Duration::from_millis(300))
+        );
+        for bad in ["6s", "6", "", "-1", "1.5"] {
+            let e = lease_ttl(Some(bad.into())).unwrap_err().to_string();
+            assert!(
+                e.contains("SLUICE_CLUSTER_LEASE_MS") && e.contains(&format!("{bad:?}")),
+                "{e}"
+            );
         }
     }
 }

@@ -1,0 +1,100 @@
+//! `sluice run --cluster` from an on-call engineer's side, on a real
+//! nats-server started here (127.0.0.1): the mistakes made starting a
+//! worker get one clear sentence and a non-zero exit, and the routes not
+//! there yet in cluster mode say so and what to do instead.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use support::cli::{output, sluice, stderr};
+use support::nats::Nats;
+use support::port::free_port;
+use support::receiver::Receiver;
+use support::server::SluiceRun;
+
+/// A miette report without its gutter and without any white space, so
+/// that a sentence wrapped anywhere (even inside `--cluster-name`) reads
+/// whole.
+fn squashed(report: &str) -> String {
+    report
+        .chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '×' | '│'))
+        .collect()
+}
+
+fn worker(dir: &std::path::Path, store: &std::path::Path, url: &str) -> SluiceRun {
+    SluiceRun::new(dir)
+        .store(store)
+        .listen_on(free_port())
+        .env("SLUICE_INGEST_TOKEN", "ingest-token")
+        .env("SLUICE_ADMIN_TOKEN", "admin-token")
+        .args(&["--cluster", url, "--partitions", "4"])
+        .ready_within(Duration::from_secs(30))
+}
+
+/// Two workers given the same `--store` (docs/cluster.md: "give each
+/// worker on a machine its own") would open, wipe and restore the same
+/// partitions' local stores under each other. The second refuses to start
+/// (was: it joined and took partitions in the first one's directory).
+#[test]
+fn a_second_worker_on_the_same_store_refuses_to_start() {
+    let nats = Nats::single();
+    let receiver = Receiver::ok();
+    let (tmp, dir) =
+        support::fixture::temp_copy("crash-run", &[("__PORT__", receiver.port.to_string())]);
+    let store = tmp.path().join("w");
+    let mut first = worker(&dir, &store, &nats.url()).start();
+    let (status, logs) = worker(&dir, &store, &nats.url()).run_to_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert!(
+        logs.contains("is in use by another sluice process")
+            && logs.contains("its own --store")
+            && !logs.contains("panicked"),
+        "{logs}"
+    );
+    // The first goes on, and once it stopped the store is free again.
+    assert_eq!(first.request("GET", "/readyz", None, b"").status, 200);
+    first.stop(Duration::from_secs(20));
+    let mut again = worker(&dir, &store, &nats.url()).start();
+    again.stop(Duration::from_secs(20));
+}
+
+/// Deployments, reports and email feedback are not there in cluster mode
+/// yet (docs/cluster.md): the 503 names cluster mode and, for
+/// deployments, the way to change the config (was: "deployments are not
+/// available here", "this engine does not keep reports").
+#[test]
+fn routes_not_in_cluster_mode_yet_say_so_and_what_to_do() {
+    let nats = Nats::single();
+    let receiver = Receiver::ok();
+    let (tmp, dir) =
+        support::fixture::temp_copy("crash-run", &[("__PORT__", receiver.port.to_string())]);
+    let mut w = worker(&dir, &tmp.path().join("w"), &nats.url()).start();
+    let server = w.base_url();
+    let apply = output(
+        sluice()
+            .args(["apply", "--server", &server, "--token", "admin-token"])
+            .arg(&dir),
+    );
+    let said = stderr(&apply);
+    assert_eq!(apply.status.code(), Some(1), "{said}");
+    assert!(
+        squashed(&said).contains("deploymentsarenotavailableinclustermodeyet")
+            && squashed(&said).contains("withanew--cluster-name"),
+        "{said}"
+    );
+    let report = output(
+        sluice()
+            .args(["report", "--server", &server, "--token", "admin-token"])
+            .arg(&dir),
+    );
+    let said = stderr(&report);
+    assert_eq!(report.status.code(), Some(1), "{said}");
+    assert!(
+        squashed(&said).contains("reportsarenotavailableinclustermodeyet"),
+        "{said}"
+    );
+    w.stop(Duration::from_secs(20));
+}
