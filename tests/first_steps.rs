@@ -321,3 +321,21 @@ fn inspect_on_a_store_that_does_not_exist_creates_nothing() {
     assert!(stderr.contains("check the path"), "{stderr}");
     assert!(!store.exists(), "inspect created {}", store.display());
 }
+
+/// `sluice graph … | head` with the reader already gone: the command
+/// stops quietly (exit 0), as Unix tools do, never a panic ("failed
+/// printing to stdout", exit 101).
+#[test]
+fn a_closed_pipe_stops_a_command_quietly() {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = sluice()
+        .args(["graph", utf8(&shop()), "welcome-series"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("sluice runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    no_os_error(&stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

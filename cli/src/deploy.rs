@@ -541,14 +541,14 @@ pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
     let nothing = plan.is_empty() && rerolled.is_empty();
     if args.format == Format::Human {
         for (j, version, from) in &reshared {
-            println!(
+            outln!(
                 "~ canary Journey {j} v{version}: {}% → {}% of new entries",
                 f64::from(*from) / 100.0,
                 f64::from(canary.unwrap_or_default()) / 100.0
             );
         }
         if !nothing || reshared.is_empty() {
-            print!(
+            out!(
                 "{}",
                 crate::plan::human_against_deployed_with(&plan, &base.side, &head, &rerolled)
             );
@@ -556,7 +556,7 @@ pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
     }
     if nothing && reshared.is_empty() {
         if args.format == Format::Json {
-            println!(
+            outln!(
                 "{}",
                 json!({"applied": false, "generation": base.generation, "plan": plan.to_json()})
             );
@@ -590,9 +590,9 @@ pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
                 );
             }
             match args.format {
-                Format::Json => println!("{v}"),
+                Format::Json => outln!("{v}"),
                 Format::Human => {
-                    println!(
+                    outln!(
                         "applied: generation {}{}",
                         v["generation"],
                         match canary {
@@ -605,7 +605,7 @@ pub fn apply(args: ApplyArgs) -> miette::Result<ExitCode> {
                     );
                     if let Some(m) = v["migrated"].as_object() {
                         for (j, c) in m {
-                            println!(
+                            outln!(
                                 "migrated {j}: {} kept their timer, {} restarted at apply, {} completed, {} exited (migrated_out), {} stayed",
                                 c["kept"], c["restarted"], c["completed"], c["exited"], c["stayed"]
                             );
@@ -670,8 +670,8 @@ pub struct PromoteArgs {
 
 fn print_audit(v: &Value, format: Format) {
     match format {
-        Format::Json => println!("{v}"),
-        Format::Human => println!("{}", audit_line(v)),
+        Format::Json => outln!("{v}"),
+        Format::Human => outln!("{}", audit_line(v)),
     }
 }
 
@@ -823,10 +823,10 @@ pub fn history(args: ListArgs) -> miette::Result<ExitCode> {
     })? {
         Ok(v) => {
             match args.format {
-                Format::Json => println!("{v}"),
+                Format::Json => outln!("{v}"),
                 Format::Human => {
                     for e in v.as_array().into_iter().flatten() {
-                        println!("{}", audit_line(e));
+                        outln!("{}", audit_line(e));
                     }
                 }
             }
@@ -867,10 +867,10 @@ pub fn canary(args: CanaryArgs) -> miette::Result<ExitCode> {
     let list = v.as_array().cloned().unwrap_or_default();
     let broken = list.iter().any(|s| s["broken"] == true);
     match args.format {
-        Format::Json => println!("{v}"),
+        Format::Json => outln!("{v}"),
         Format::Human => {
             if list.is_empty() {
-                println!("no canaries");
+                outln!("no canaries");
             }
             for s in &list {
                 let j = s["journey"].as_str().unwrap_or("");
@@ -878,9 +878,9 @@ pub fn canary(args: CanaryArgs) -> miette::Result<ExitCode> {
                     None => {
                         let rb = &s["rolled_back"];
                         if rb.is_null() {
-                            println!("{j}: no canary (stable v{})", s["stable_version"]);
+                            outln!("{j}: no canary (stable v{})", s["stable_version"]);
                         } else {
-                            println!(
+                            outln!(
                                 "{j}: canary v{} ROLLED BACK at {}: {} (stable v{})",
                                 rb["version"],
                                 rb["at"].as_str().unwrap_or(""),
@@ -890,14 +890,14 @@ pub fn canary(args: CanaryArgs) -> miette::Result<ExitCode> {
                         }
                     }
                     Some(cv) => {
-                        println!(
+                        outln!(
                             "{j}: canary v{cv} takes {}% of new entries since {} (stable v{})",
                             s["share"],
                             s["since"].as_str().unwrap_or(""),
                             s["stable_version"]
                         );
                         for (name, c) in [("stable", &s["stable"]), ("canary", &s["canary"])] {
-                            println!(
+                            outln!(
                                 "  {name:<6} sends {:>7}  failed {}  suppressed {}  unsubscribed {}",
                                 c["sends"],
                                 pct(&c["failed_rate"]),
@@ -906,7 +906,7 @@ pub fn canary(args: CanaryArgs) -> miette::Result<ExitCode> {
                             );
                         }
                         for g in s["guards"].as_array().into_iter().flatten() {
-                            println!(
+                            outln!(
                                 "  guard {:<28} {:<8} canary {}  stable {}",
                                 g["guard"].as_str().unwrap_or(""),
                                 g["state"].as_str().unwrap_or(""),

@@ -70,13 +70,13 @@ fn list(args: ListArgs) -> miette::Result<ExitCode> {
         |c| c.dead_letters(client::DLQ_LIMIT),
     )?;
     match args.format {
-        Format::Json => println!("{}", Value::Array(letters)),
+        Format::Json => outln!("{}", Value::Array(letters)),
         Format::Human => {
             if letters.is_empty() {
-                println!("no dead letters");
+                outln!("no dead letters");
             }
             for l in &letters {
-                println!(
+                outln!(
                     "{} {} user {} {}/{} {} attempts {} key {}: {}",
                     text(&l["id"]),
                     text(&l["at"]),
@@ -112,7 +112,7 @@ fn replay(mut args: ReplayArgs) -> miette::Result<ExitCode> {
         |config, store| client::replay_store(config, store, which, now),
         |c| c.replay(which),
     )?;
-    println!("replayed {n}");
+    outln!("replayed {n}");
     if n > 0 && via == Via::Store {
         eprintln!("re-queued in the store: `sluice run` delivers them when it next starts");
     }

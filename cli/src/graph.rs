@@ -54,7 +54,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
         GraphFormat::Dot => journeys::graph::dot(journey),
     };
-    print!("{text}");
+    out!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -137,8 +137,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     match args.format {
-        Format::Json => println!("{view}"),
-        Format::Human => print!("{}", human(&view)),
+        Format::Json => outln!("{view}"),
+        Format::Human => out!("{}", human(&view)),
     }
     Ok(ExitCode::SUCCESS)
 }

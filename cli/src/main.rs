@@ -1,6 +1,9 @@
 //! The `sluice` binary: argument parsing and output formatting only. Every
 //! decision is made in the `journeys` and `engine` crates.
 
+#[macro_use]
+mod pipe;
+
 mod deploy;
 mod dlq;
 mod graph;
@@ -143,7 +146,7 @@ fn main() -> ExitCode {
         Command::Report(args) => report::run(args),
         Command::Schemas { dir } => journeys::schema::write_all(&dir)
             .map(|()| {
-                println!("wrote schemas to {}", dir.display());
+                outln!("wrote schemas to {}", dir.display());
                 ExitCode::SUCCESS
             })
             .map_err(|e| {

@@ -90,8 +90,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     }
     let (rows, _) = result?;
     match args.format {
-        Format::Json => println!("{rows}"),
-        Format::Human => print!("{}", table(&rows, since)),
+        Format::Json => outln!("{rows}"),
+        Format::Human => out!("{}", table(&rows, since)),
     }
     Ok(ExitCode::SUCCESS)
 }

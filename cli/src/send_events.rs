@@ -113,7 +113,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             rejected.push(json!({"line": line, "message": message}));
         }
         Progress::Rejected { line, message } => {
-            let print = || println!("{name}:{line}: {message}");
+            let print = || outln!("{name}:{line}: {message}");
             match &bar {
                 Some(b) => b.suspend(print),
                 None => print(),
@@ -144,11 +144,13 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                 "{e}; the lines after the last answered batch were not sent"
             )),
         });
-        println!("{doc}");
+        outln!("{doc}");
     } else {
-        println!(
+        outln!(
             "accepted {}, duplicates {}, rejected {}",
-            sent.accepted, sent.duplicates, sent.rejected
+            sent.accepted,
+            sent.duplicates,
+            sent.rejected
         );
     }
     if let Some(e) = error {

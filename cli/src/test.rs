@@ -12,15 +12,6 @@ use engine::test::{run_all, TestReport};
 
 use crate::Format;
 
-/// `println!` that stops quietly on a closed pipe (`| head`) instead of
-/// panicking.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
-
 #[derive(clap::Args)]
 pub struct TestArgs {
     /// The config repository.
@@ -108,21 +99,21 @@ fn closest<'a>(e: &Expectation, lines: &[&'a Value]) -> Option<(&'a Value, Vec<D
 fn print_human(report: &TestReport) {
     let place = format!("{}:{}", report.file, report.line);
     if report.passed() {
-        out!("PASS {} ({place})", report.id);
+        outln!("PASS {} ({place})", report.id);
         return;
     }
-    out!("FAIL {} ({place})", report.id);
+    outln!("FAIL {} ({place})", report.id);
     if let Some(e) = &report.error {
-        out!("  error: {e}");
+        outln!("  error: {e}");
     }
     for e in &report.missing {
-        out!("  - expected ({}:{}): {}", report.file, e.line, pattern(e));
+        outln!("  - expected ({}:{}): {}", report.file, e.line, pattern(e));
         let lines = lines_of(report, e.user.as_deref());
         match (lines.is_empty(), &e.user) {
-            (true, Some(u)) => out!("    no line at all for user {u}"),
-            (true, None) => out!("    the test produced no line at all"),
-            (false, Some(u)) => out!("    no such line; the lines of user {u}:"),
-            (false, None) => out!("    no such line; every line:"),
+            (true, Some(u)) => outln!("    no line at all for user {u}"),
+            (true, None) => outln!("    the test produced no line at all"),
+            (false, Some(u)) => outln!("    no such line; the lines of user {u}:"),
+            (false, None) => outln!("    no such line; every line:"),
         }
         let near = closest(e, &lines);
         for l in lines.iter().take(40) {
@@ -131,27 +122,27 @@ fn print_human(report: &TestReport) {
             } else {
                 "+"
             };
-            out!("    {mark} {l}");
+            outln!("    {mark} {l}");
         }
         if let Some((_, diffs)) = &near {
             for (k, want, got) in diffs {
-                out!("    ~ closest line differs in `{k}`: expected {want}, got {got}");
+                outln!("    ~ closest line differs in `{k}`: expected {want}, got {got}");
             }
         }
         if lines.len() > 40 {
-            out!("    … {} more", lines.len() - 40);
+            outln!("    … {} more", lines.len() - 40);
         }
     }
     for (e, hits) in &report.unexpected {
-        out!(
+        outln!(
             "  - expected none ({}:{}): {}",
             report.file,
             e.line,
             pattern(e)
         );
-        out!("    but found:");
+        outln!("    but found:");
         for l in hits {
-            out!("    + {l}");
+            outln!("    + {l}");
         }
     }
 }
@@ -182,7 +173,7 @@ pub fn run(args: TestArgs) -> miette::Result<ExitCode> {
         Format::Json => match journeys::check(&args.dir) {
             (Some(config), _) => std::sync::Arc::new(config),
             (None, diags) => {
-                out!("{}", diags.to_json());
+                outln!("{}", diags.to_json());
                 return Ok(ExitCode::from(1));
             }
         },
@@ -201,13 +192,13 @@ pub fn run(args: TestArgs) -> miette::Result<ExitCode> {
                 "passed": passed,
                 "failed": failed,
             });
-            out!("{doc}");
+            outln!("{doc}");
         }
         Format::Human => {
             for r in &reports {
                 print_human(r);
             }
-            out!("{passed} passed, {failed} failed");
+            outln!("{passed} passed, {failed} failed");
         }
     }
     Ok(if failed == 0 {
