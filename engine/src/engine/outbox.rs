@@ -312,6 +312,9 @@ impl Engine {
         line.template = Some(m.template.clone());
         line.outcome = Some(Outcome::Failed);
         line.reason = Some(reason);
+        // The message log and the dead letter keep the provider's answer;
+        // the decision's log line does not (RUN.md §6).
+        line.logged_reason = error.summary.map(|s| format!("delivery:{s}"));
         line.key = Some(m.key.clone());
         self.emit(line);
         Ok(Recorded::Dead)
@@ -404,6 +407,7 @@ mod tests {
             retriable: false,
             message: message.into(),
             retry_after: None,
+            summary: None,
         }
     }
 
