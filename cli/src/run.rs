@@ -146,8 +146,60 @@ fn without_huge_pages() {}
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     init_logs(args.log_format);
+    let format = args.log_format;
+    match serve(args) {
+        // With JSON logs a fatal error (store in use, port taken, an
+        // invalid config) is one JSON log line on stderr like any other;
+        // with text logs, miette renders it. The exit code is 1 either way.
+        Err(e) if format == LogFormat::Json => {
+            tracing::error!(target: NOTICE, "{e}");
+            Ok(ExitCode::from(1))
+        }
+        other => other,
+    }
+}
+
+/// The config of `dir`, or why not: with text logs every diagnostic is
+/// rendered on stderr (as `validate` does); with JSON logs they become
+/// the error, one line (`file:line:col: code: message` each).
+fn config(
+    dir: &std::path::Path,
+    format: LogFormat,
+) -> miette::Result<Option<std::sync::Arc<journeys::Config>>> {
+    if format == LogFormat::Text {
+        return Ok(crate::load_config(dir));
+    }
+    match journeys::load(dir) {
+        Ok(c) => Ok(Some(std::sync::Arc::new(c))),
+        Err(diags) => {
+            let errors: Vec<String> = diags
+                .errors()
+                .map(|d| {
+                    let at = d
+                        .file
+                        .as_ref()
+                        .map(|f| {
+                            let (line, col) = f.index.line_col(&f.text, d.span.start);
+                            format!("{}:{line}:{col}: ", f.name)
+                        })
+                        .unwrap_or_default();
+                    format!("{at}{}: {}", d.code.as_str(), d.message)
+                })
+                .collect();
+            let n = errors.len();
+            Err(miette!(
+                "{} is invalid: {n} error{}: {}",
+                dir.display(),
+                if n == 1 { "" } else { "s" },
+                errors.join("; ")
+            ))
+        }
+    }
+}
+
+fn serve(args: Args) -> miette::Result<ExitCode> {
     without_huge_pages();
-    let Some(config) = crate::load_config(&args.dir) else {
+    let Some(config) = config(&args.dir, args.log_format)? else {
         return Ok(ExitCode::from(1));
     };
     let store = args

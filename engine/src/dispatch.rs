@@ -67,6 +67,9 @@ pub struct DispatchError {
     pub message: String,
     /// The provider asked to wait at least this long (`Retry-After`).
     pub retry_after: Option<Millis>,
+    /// For log lines, when `message` quotes what the provider answered:
+    /// the message without the quote (`deliver::Failure::summary`).
+    pub summary: Option<String>,
 }
 
 /// What a provider learned about the recipient's addresses while

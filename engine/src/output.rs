@@ -96,6 +96,11 @@ pub struct Line {
     /// keeps it, [`crate::store::journal`]).
     #[serde(skip)]
     pub goal: Option<GoalMark>,
+    /// Not printed. For log lines, when `reason` quotes a provider's
+    /// answer (a webhook receiver's body may echo the message): the
+    /// reason without it. Logs never carry a message body (RUN.md §6).
+    #[serde(skip)]
+    pub logged_reason: Option<String>,
 }
 
 /// The instance a goal watch belongs to: its version and entry time.
@@ -122,6 +127,7 @@ impl Line {
             until: None,
             key: None,
             goal: None,
+            logged_reason: None,
         }
     }
 

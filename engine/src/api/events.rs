@@ -1,7 +1,9 @@
 //! `POST /v1/events` bodies: a JSON array of FORMAT.md §4 events, or JSON
 //! lines (empty lines skipped). Each bad element or line is reported with
-//! its 1-based position and never stops the good ones. A leading UTF-8
-//! byte order mark is skipped.
+//! its 1-based position and never stops the good ones; a line that is not
+//! an event's shape says where, as `at line L column C` with L the body's
+//! line (serde alone would say line 1 of every line). A leading UTF-8 byte
+//! order mark is skipped.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -64,10 +66,12 @@ pub fn parse(body: &[u8]) -> Result<Parsed, Error> {
             Ok(parsed)
         }
         Some(b'{') if single_object(body) => {
-            // One event, possibly spread over several lines.
-            let item: Value = serde_json::from_slice(body)
-                .map_err(|e| Error::BadRequest(format!("invalid JSON: {e}")))?;
-            parsed.push(1, Event::from_json(item).map_err(|e| e.to_string()));
+            // One event, possibly spread over several lines: positions are
+            // the body's.
+            let r = std::str::from_utf8(body)
+                .map_err(|_| "invalid UTF-8".to_owned())
+                .and_then(|s| event_at(s, 1));
+            parsed.push(1, r);
             Ok(parsed)
         }
         Some(_) => {
@@ -78,12 +82,36 @@ pub fn parse(body: &[u8]) -> Result<Parsed, Error> {
                 }
                 let r = std::str::from_utf8(line)
                     .map_err(|_| "invalid UTF-8".to_owned())
-                    .and_then(|s| Event::from_line(s).map_err(|e| e.to_string()));
+                    .and_then(|s| event_at(s, i + 1));
                 parsed.push(i + 1, r);
             }
             Ok(parsed)
         }
     }
+}
+
+/// Parses and checks the event in `text`, whose first line is the body's
+/// line `first_line` (1-based): a shape error says the body's line and the
+/// column within that line.
+fn event_at(text: &str, first_line: usize) -> Result<Event, String> {
+    let event: Event = serde_json::from_str(text).map_err(|e| {
+        let said = e.to_string();
+        let shape = match e.line() {
+            0 => said,
+            line => {
+                let serde_at = format!(" at line {line} column {}", e.column());
+                let what = said.strip_suffix(&serde_at).unwrap_or(&said);
+                format!(
+                    "{what} at line {} column {}",
+                    first_line + line - 1,
+                    e.column()
+                )
+            }
+        };
+        journeys::event::EventError::Shape(shape).to_string()
+    })?;
+    event.check().map_err(|e| e.to_string())?;
+    Ok(event)
 }
 
 /// Whether a body starting with `{` holds exactly one JSON value.
@@ -105,6 +133,49 @@ mod tests {
         assert_eq!(p.events.len(), 2);
         let lines: Vec<usize> = p.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![3, 5]);
+    }
+
+    /// RUN.md §2: per-line errors with line numbers. serde says `line 1`
+    /// of every line; the message says the body's line, and the column
+    /// within it, whether the line came alone (a single object: what
+    /// `send-events --batch 1` posts) or among others.
+    #[test]
+    fn a_shape_error_says_the_body_line_and_the_column_within_it() {
+        let bad = r#"{"type":"track","user":"u1","event":"a"}"#;
+        let missing = "invalid event: missing field `ts` at line";
+        let column = bad.chars().count();
+        let body = format!("{GOOD}\n\n{bad}\n");
+        let p = parse(body.as_bytes()).unwrap();
+        assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+        assert_eq!(p.errors[0].line, 3);
+        assert_eq!(
+            p.errors[0].message,
+            format!("{missing} 3 column {column}"),
+            "{:?}",
+            p.errors
+        );
+        let alone = parse(bad.as_bytes()).unwrap();
+        assert_eq!(alone.errors.len(), 1, "{:?}", alone.errors);
+        assert_eq!(alone.errors[0].line, 1);
+        assert_eq!(
+            alone.errors[0].message,
+            format!("{missing} 1 column {column}")
+        );
+        // A pretty-printed object: the body's line and column.
+        let pretty = "{\n \"type\": \"track\",\n \"user\": 7\n}\n";
+        let p = parse(pretty.as_bytes()).unwrap();
+        assert!(
+            p.errors[0].message.ends_with("at line 3 column 10"),
+            "{:?}",
+            p.errors
+        );
+        // Not JSON at all: still the body's line.
+        let p = parse(format!("{GOOD}\nnot json\n").as_bytes()).unwrap();
+        assert!(
+            p.errors[0].message.ends_with("at line 2 column 2"),
+            "{:?}",
+            p.errors
+        );
     }
 
     #[test]

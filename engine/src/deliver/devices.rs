@@ -203,29 +203,39 @@ where
         }
         s
     };
-    let reasons = |failures: &[(&str, Failure)]| {
+    // `said` for the dead letter (each token's reason); `logged` for log
+    // lines (each token's reason without the provider's free text).
+    let reasons = |failures: &[(&str, Failure)], log: bool| {
         failures
             .iter()
-            .map(|(t, f)| format!("{}: {}", short(t), f.reason))
+            .map(|(t, f)| {
+                let r = if log { f.for_log() } else { &f.reason };
+                format!("{}: {r}", short(t))
+            })
             .collect::<Vec<_>>()
             .join("; ")
     };
     let mut said = tally.clone();
+    let mut logged = tally.clone();
     if !permanent.is_empty() {
-        said.push_str(&format!("; {}", reasons(&permanent)));
+        said.push_str(&format!("; {}", reasons(&permanent, false)));
+        logged.push_str(&format!("; {}", reasons(&permanent, true)));
     }
     if !transient.is_empty() {
         let retry_after = transient.iter().filter_map(|(_, f)| f.retry_after).max();
-        said.push_str(&format!("; will retry {}", reasons(&transient)));
+        said.push_str(&format!("; will retry {}", reasons(&transient, false)));
+        logged.push_str(&format!("; will retry {}", reasons(&transient, true)));
         progress.keep(key, settled);
-        let mut f = Failure::transient(said).with_retry_after(retry_after.map(cap_wait));
+        let mut f = Failure::transient(said)
+            .with_retry_after(retry_after.map(cap_wait))
+            .quoting(logged);
         f.news = news;
         return Err(f);
     }
     progress.forget(key);
     if sent > 0 {
         if !settled.refused.is_empty() {
-            tracing::warn!(key, "{said}");
+            tracing::warn!(key, "{logged}");
         }
         return Ok(Delivered {
             detail: tally,
@@ -233,12 +243,11 @@ where
             news,
         });
     }
-    let reason = if settled.refused.is_empty() {
-        format!("{provider}: every push token is gone")
+    let mut f = if settled.refused.is_empty() {
+        Failure::permanent(format!("{provider}: every push token is gone"))
     } else {
-        said
+        Failure::permanent(said).quoting(logged)
     };
-    let mut f = Failure::permanent(reason);
     f.news = news;
     Err(f)
 }

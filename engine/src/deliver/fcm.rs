@@ -314,17 +314,23 @@ impl Auth {
             "the FCM token endpoint refused the service account {}: HTTP {status}",
             self.credentials.client_email
         );
-        for part in [e.error, e.error_description] {
-            if !part.is_empty() {
-                reason.push_str(": ");
-                reason.push_str(&clean(&part));
-            }
+        if !e.error.is_empty() {
+            reason.push_str(": ");
+            reason.push_str(&clean(&e.error));
         }
-        if transient_status(status) {
-            Err(Failure::transient(reason).with_retry_after(retry_after))
+        // The error class goes into log lines; the description only into
+        // the dead letter.
+        let summary = reason.clone();
+        if !e.error_description.is_empty() {
+            reason.push_str(": ");
+            reason.push_str(&clean(&e.error_description));
+        }
+        let failure = if transient_status(status) {
+            Failure::transient(reason).with_retry_after(retry_after)
         } else {
-            Err(Failure::permanent(reason))
-        }
+            Failure::permanent(reason)
+        };
+        Err(failure.quoting(summary))
     }
 }
 
@@ -610,18 +616,26 @@ fn classify(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> T
         return TokenOutcome::Gone("UNREGISTERED".into());
     }
     let mut reason = format!("HTTP {}", status.as_u16());
-    for part in [&e.error.status, &code, &e.error.message] {
+    for part in [&e.error.status, &code] {
         if !part.is_empty() && !reason.contains(part.as_str()) {
             reason.push_str(": ");
             reason.push_str(&clean(part));
         }
+    }
+    // The status and the error classes go into log lines; FCM's free text
+    // only into the dead letter.
+    let summary = reason.clone();
+    let message = &e.error.message;
+    if !message.is_empty() && !reason.contains(message.as_str()) {
+        reason.push_str(": ");
+        reason.push_str(&clean(message));
     }
     let failure = if transient_status(status) {
         Failure::transient(reason).with_retry_after(retry_after)
     } else {
         Failure::permanent(reason)
     };
-    TokenOutcome::Failed(failure)
+    TokenOutcome::Failed(failure.quoting(summary))
 }
 
 /// At most [`REASON_CHARS`] characters, no control characters.
@@ -733,6 +747,8 @@ mod tests {
                     f.reason,
                     "HTTP 400: INVALID_ARGUMENT: The registration token is not a valid FCM registration token"
                 );
+                // Log lines: the status and the error class, not FCM's text.
+                assert_eq!(f.for_log(), "HTTP 400: INVALID_ARGUMENT");
             }
             other => panic!("{other:?}"),
         }

@@ -126,6 +126,11 @@ pub struct Failure {
     /// What the provider said about the addresses (an SMTP 5xx for the
     /// recipient: bounced; every push token gone).
     pub news: Vec<AddressNews>,
+    /// For log lines, when `reason` quotes what the provider answered (a
+    /// webhook receiver's body, which may echo ours; a provider's free
+    /// text): the reason without the quote — the status and the
+    /// provider's error class. Logs never carry a message body (RUN.md §6).
+    pub summary: Option<String>,
 }
 
 impl Failure {
@@ -135,6 +140,7 @@ impl Failure {
             reason: reason.into(),
             retry_after: None,
             news: Vec::new(),
+            summary: None,
         }
     }
 
@@ -144,6 +150,7 @@ impl Failure {
             reason: reason.into(),
             retry_after: None,
             news: Vec::new(),
+            summary: None,
         }
     }
 
@@ -155,6 +162,18 @@ impl Failure {
     pub fn with_news(mut self, news: AddressNews) -> Failure {
         self.news.push(news);
         self
+    }
+
+    /// `summary` (see there): what a log line may say of this failure.
+    pub fn quoting(mut self, summary: impl Into<String>) -> Failure {
+        self.summary = Some(summary.into());
+        self
+    }
+
+    /// What a log line says of this failure: the reason without any
+    /// quoted answer.
+    pub fn for_log(&self) -> &str {
+        self.summary.as_deref().unwrap_or(&self.reason)
     }
 
     pub fn is_permanent(&self) -> bool {

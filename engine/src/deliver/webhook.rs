@@ -278,7 +278,8 @@ pub fn classify(
             news: Vec::new(),
         });
     }
-    let mut reason = format!("HTTP {status}");
+    let status_line = format!("HTTP {status}");
+    let mut reason = status_line.clone();
     let answer: String = String::from_utf8_lossy(body)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -295,15 +296,19 @@ pub fn classify(
         reason.push_str(": ");
         reason.push_str(snippet);
     }
+    // The dead letter keeps the excerpt; log lines only the status (a
+    // receiver that echoes the request would put our body in our logs).
     let transient = matches!(status.as_u16(), 408 | 425 | 429) || status.is_server_error();
     if transient {
-        Err(Failure::transient(reason).with_retry_after(retry_after))
+        Err(Failure::transient(reason)
+            .with_retry_after(retry_after)
+            .quoting(status_line))
     } else if status.is_redirection() {
-        Err(Failure::permanent(format!(
-            "{reason} (redirects are not followed; point the template at the final URL)"
-        )))
+        const REDIRECT: &str = "(redirects are not followed; point the template at the final URL)";
+        Err(Failure::permanent(format!("{reason} {REDIRECT}"))
+            .quoting(format!("{status_line} {REDIRECT}")))
     } else {
-        Err(Failure::permanent(reason))
+        Err(Failure::permanent(reason).quoting(status_line))
     }
 }
 
@@ -392,6 +397,27 @@ mod tests {
         )
         .expect_err("fails");
         assert_eq!(f.reason, "HTTP 400 Bad Request: {\"error\":\"bad\"}  more");
+    }
+
+    /// RUN.md §6: a receiver that echoes the request answers with our
+    /// body. The dead letter's reason keeps the excerpt; what a log line
+    /// says (`for_log`) is the status only, whatever the class.
+    #[test]
+    fn log_lines_get_the_status_not_the_answer() {
+        let echo = b"{\"note\":\"BODY-MARKER\"}";
+        for (s, logged) in [
+            (400, "HTTP 400 Bad Request"),
+            (503, "HTTP 503 Service Unavailable"),
+            (
+                301,
+                "HTTP 301 Moved Permanently (redirects are not followed; point the template at the final URL)",
+            ),
+        ] {
+            let f = classify(StatusCode::from_u16(s).expect("status"), echo, None)
+                .expect_err("fails");
+            assert!(f.reason.contains("BODY-MARKER"), "{}", f.reason);
+            assert_eq!(f.for_log(), logged);
+        }
     }
 
     #[test]

@@ -51,23 +51,28 @@ impl Engine {
         let mut messages = self.store.view().user_messages(id, 100)?;
         messages.reverse();
         // The log is append-only: a delivery that failed for good adds a
-        // `failed` line after the message's `sent` one. Here the message's
-        // line then reads `failed` (RUN.md §3): the `sent` one is left out.
-        let failed: std::collections::HashSet<&str> = messages
+        // `failed` line after the message's `sent` one, and a replayed
+        // letter that is delivered adds a `sent` line after that (its
+        // `reason` names the earlier failure). The latest of a key's
+        // `sent`/`failed` lines is its outcome (RUN.md §3, §5): the earlier
+        // ones are left out. `deferred` and `suppressed` lines stay.
+        let mut seen = std::collections::HashSet::new();
+        let latest: Vec<bool> = messages
             .iter()
-            .filter(|m| m["outcome"] == "failed")
-            .filter_map(|m| m.get("key").and_then(Value::as_str))
+            .map(|m| {
+                let settled = m["outcome"] == "sent" || m["outcome"] == "failed";
+                match m.get("key").and_then(Value::as_str) {
+                    Some(k) if settled => seen.insert(k),
+                    _ => true,
+                }
+            })
             .collect();
-        let superseded = |m: &Value| {
-            m["outcome"] == "sent"
-                && m.get("key")
-                    .and_then(Value::as_str)
-                    .is_some_and(|k| failed.contains(k))
-        };
+        let superseded = |i: usize| !latest[i];
         let messages: Vec<Value> = messages
             .iter()
-            .filter(|m| !superseded(m))
-            .map(|m| {
+            .enumerate()
+            .filter(|(i, _)| !superseded(*i))
+            .map(|(_, m)| {
                 json!({
                     "at": m["at"], "journey": m["journey"], "step": m["step"],
                     "channel": m["channel"], "outcome": m["outcome"],

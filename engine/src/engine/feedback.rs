@@ -326,6 +326,7 @@ mod tests {
             retriable: false,
             message: "550 5.1.1 <u1@x.io>: mailbox unavailable".into(),
             retry_after: None,
+            summary: None,
         };
         let news = [AddressNews::EmailBounced {
             address: "u1@x.io".into(),

@@ -132,25 +132,75 @@ impl Engine {
         }
         match result {
             Ok(()) => {
-                self.delivered_ok(&entry)?;
+                self.delivered_ok(&entry, now)?;
                 Ok(Some(Recorded::Ok))
             }
             Err(e) => self.attempt_failed(entry, e, now, true).map(Some),
         }
     }
 
-    fn delivered_ok(&mut self, entry: &OutboxEntry) -> Result<(), Error> {
+    fn delivered_ok(&mut self, entry: &OutboxEntry, now: Millis) -> Result<(), Error> {
         self.depths_pending.add_outbox(entry.message.channel, -1);
         if let Some((at, seq)) = entry.dead_letter {
             // Two replays of one letter may both succeed: count it once.
             if crate::store::messages::Messages::has_dead_letter(&self.store.view(), at, seq)? {
                 self.depths_pending.dead_letters -= 1;
+                self.log_replayed(entry, now)?;
             }
         }
         let batch = self.store.batch();
         batch.delete_outbox(entry.id, false);
         if let Some((at, seq)) = entry.dead_letter {
             batch.delete_dead_letter(at, seq);
+        }
+        Ok(())
+    }
+
+    /// A replayed dead letter was delivered: the user's message log gets a
+    /// `sent` line for its key, after the `failed` one, so `inspect` and
+    /// the console read `sent` (the latest line of a key wins), with the
+    /// earlier failure in its `reason`. The line is marked `replayed`: it
+    /// is a delivery, not a decision, so neither the per-step counters
+    /// (`store::tally`, which recount the log) nor the report journal nor
+    /// `sluice_sends_total` count it (docs/report.md).
+    fn log_replayed(&mut self, entry: &OutboxEntry, now: Millis) -> Result<(), Error> {
+        let m = &entry.message;
+        let failed = crate::store::messages::Messages::user_messages(
+            &self.store.view(),
+            &m.user,
+            usize::MAX,
+        )?
+        .into_iter()
+        .rev()
+        .find(|l| l["key"] == m.key.as_str() && l["outcome"] == "failed")
+        .and_then(|l| l.get("reason").and_then(|r| r.as_str()).map(str::to_owned));
+        let mut line = Line::new(now, Kind::Send, &m.user, &m.journey);
+        line.version = Some(m.version);
+        line.step = Some(m.step.clone());
+        line.channel = Some(m.channel.as_str());
+        line.template = Some(m.template.clone());
+        line.outcome = Some(Outcome::Sent);
+        line.reason = Some(match failed {
+            Some(r) => format!("{REPLAYED}; failed before: {r}"),
+            None => REPLAYED.to_owned(),
+        });
+        line.key = Some(m.key.clone());
+        let mut json = match serde_json::to_value(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!("cannot log a replayed delivery: {e}");
+                return Ok(());
+            }
+        };
+        json[crate::store::tally::REPLAYED_MARK] = serde_json::Value::Bool(true);
+        match serde_json::to_vec(&json) {
+            Ok(bytes) => {
+                self.seq += 1;
+                self.store
+                    .batch()
+                    .log_message(&m.user, now, self.seq, bytes);
+            }
+            Err(e) => tracing::error!("cannot log a replayed delivery: {e}"),
         }
         Ok(())
     }
@@ -166,7 +216,7 @@ impl Engine {
                 Ok(())
             }
             Delivery::Inline(dispatcher) => match dispatcher.dispatch(&entry.message) {
-                Ok(()) => self.delivered_ok(&entry),
+                Ok(()) => self.delivered_ok(&entry, now),
                 Err(e) => self.attempt_failed(entry, e, now, true).map(|_| ()),
             },
         }
@@ -262,11 +312,17 @@ impl Engine {
         line.template = Some(m.template.clone());
         line.outcome = Some(Outcome::Failed);
         line.reason = Some(reason);
+        // The message log and the dead letter keep the provider's answer;
+        // the decision's log line does not (RUN.md §6).
+        line.logged_reason = error.summary.map(|s| format!("delivery:{s}"));
         line.key = Some(m.key.clone());
         self.emit(line);
         Ok(Recorded::Dead)
     }
 }
+
+/// How the `sent` line of a delivered replay begins its `reason`.
+pub const REPLAYED: &str = "replayed";
 
 /// What a delivery result was recorded as: the `result` label of
 /// `sluice_deliveries_total`.
@@ -351,6 +407,7 @@ mod tests {
             retriable: false,
             message: message.into(),
             retry_after: None,
+            summary: None,
         }
     }
 
@@ -432,5 +489,85 @@ mod tests {
             .expect("outbox")
             .iter()
             .any(|x| &x.message.key == key));
+    }
+
+    /// A replayed letter that is delivered reads `sent` in `inspect` (the
+    /// latest line of its key wins), with the earlier failure in its
+    /// `reason`; the per-step counters, kept and recounted from the log,
+    /// still say one `sent` and one `failed` (a delivery is not a decision).
+    #[test]
+    fn a_replayed_letter_that_is_delivered_reads_sent_and_counts_do_not_move() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (mut e, now) = engine(dir.path());
+        event(
+            &mut e,
+            now,
+            "e1",
+            json!({"type": "identify", "user": "u1", "traits": {"email": "u1@x.io"}}),
+        );
+        event(
+            &mut e,
+            now + 1_000,
+            "e2",
+            json!({"type": "track", "user": "u1", "event": "ordered"}),
+        );
+        e.commit().expect("commit");
+        let first = e
+            .take_outbox()
+            .expect("outbox")
+            .into_iter()
+            .find(|x| x.message.journey == "promo")
+            .expect("the promo email");
+        let key = first.message.key.clone();
+        let t = now + 2_000;
+        e.delivered(first.id, Err(refused("HTTP 503 busy")), &[], t)
+            .expect("record");
+        e.commit().expect("commit");
+        let promo = |e: &mut Engine| -> Vec<Value> {
+            e.inspect("u1").expect("inspect").expect("known")["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .filter(|m| m["key"] == key.as_str())
+                .cloned()
+                .collect()
+        };
+        let before = promo(&mut e);
+        assert_eq!(before.len(), 1, "{before:?}");
+        assert_eq!(before[0]["outcome"], "failed");
+        let promo_counts = |c: &std::collections::BTreeMap<_, crate::store::tally::Counts>| {
+            let (_, c) = c
+                .iter()
+                .find(|(k, _)| format!("{k:?}").contains("promo"))
+                .expect("promo counted");
+            (c.sent, c.failed)
+        };
+        let counts = |e: &Engine| promo_counts(e.tally().counts());
+        assert_eq!(counts(&e), (1, 1));
+
+        let id = e.dead_letters(10).expect("dlq")[0]["id"]
+            .as_u64()
+            .expect("id");
+        assert_eq!(e.replay(Replay::One(id), t).expect("replay"), 1);
+        e.commit().expect("commit");
+        let copy = e.take_outbox().expect("outbox").remove(0);
+        e.delivered(copy.id, Ok(()), &[], t + 5_000).expect("ok");
+        e.commit().expect("commit");
+
+        let after = promo(&mut e);
+        assert_eq!(after.len(), 1, "one line per key: {after:?}");
+        assert_eq!(after[0]["outcome"], "sent", "{after:?}");
+        assert_eq!(
+            after[0]["reason"],
+            "replayed; failed before: delivery:HTTP 503 busy"
+        );
+        assert_eq!(after[0]["at"], crate::clock::format_ts(t + 5_000));
+        assert_eq!(counts(&e), (1, 1), "a delivery is not a decision");
+        let recounted = crate::store::tally::rebuild(e.store.store()).expect("recount");
+        assert_eq!(
+            promo_counts(recounted.counts()),
+            (1, 1),
+            "the recount from the log agrees"
+        );
     }
 }

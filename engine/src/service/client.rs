@@ -611,8 +611,21 @@ fn post_batch(
                     .and_then(|i| lines.get(i))
                     .copied()
                     .unwrap_or_else(|| lines.first().copied().unwrap_or(0));
+                // The server's message says where in the body (`at line
+                // {at} column C`); the file's line is what the user needs.
+                let message = match message.rsplit_once(&format!(" at line {at} column ")) {
+                    Some((what, col))
+                        if !col.is_empty() && col.bytes().all(|b| b.is_ascii_digit()) =>
+                    {
+                        format!("{what} at line {line} column {col}")
+                    }
+                    _ => message.to_owned(),
+                };
                 sent.rejected += 1;
-                on(Progress::Rejected { line, message });
+                on(Progress::Rejected {
+                    line,
+                    message: &message,
+                });
             }
             Ok(())
         }

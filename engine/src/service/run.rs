@@ -253,7 +253,12 @@ impl Sink for LogSink {
             journey = %line.journey,
             step = line.step.as_deref().unwrap_or(""),
             outcome = line.outcome.map_or("", |o| o.as_str()),
-            reason = %crate::metrics::redact_addresses(line.reason.as_deref().unwrap_or("")),
+            reason = %crate::metrics::redact_addresses(
+                line.logged_reason
+                    .as_deref()
+                    .or(line.reason.as_deref())
+                    .unwrap_or("")
+            ),
             "decision"
         );
     }

@@ -140,7 +140,7 @@ pub fn spawn_with(
                             Err(mut f) => {
                                 news = std::mem::take(&mut f.news);
                                 tracing::info!(
-                                    reason = %redact_addresses(&f.reason),
+                                    reason = %redact_addresses(f.for_log()),
                                     permanent = f.is_permanent(),
                                     duration_ms = ms,
                                     "delivery failed"
@@ -148,6 +148,7 @@ pub fn spawn_with(
                                 Err(DispatchError {
                                     retriable: !f.is_permanent(),
                                     message: f.reason.clone(),
+                                    summary: f.summary.clone(),
                                     retry_after: f
                                         .retry_after
                                         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),

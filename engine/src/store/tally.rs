@@ -333,8 +333,17 @@ fn read<K: Kv + ?Sized>(kv: &K, prefix: u8) -> Result<BTreeMap<StepKey, Counts>,
     Ok(out)
 }
 
-/// The journey, version, step and outcome of a logged `send` line.
+/// The field that marks a logged line as a replayed dead letter's
+/// delivery (`engine::outbox`): the message was counted when it was
+/// decided and when it failed; its delivery on replay is not a decision.
+pub const REPLAYED_MARK: &str = "replayed";
+
+/// The journey, version, step and outcome of a logged `send` line (a
+/// replayed delivery's line is none).
 fn logged_send(line: &serde_json::Value) -> Option<(&str, u32, &str, Outcome)> {
+    if line.get(REPLAYED_MARK).and_then(serde_json::Value::as_bool) == Some(true) {
+        return None;
+    }
     let outcome = match line.get("outcome")?.as_str()? {
         "sent" => Outcome::Sent,
         "deferred" => Outcome::Deferred,
