@@ -52,6 +52,7 @@ use crate::engine::{Engine, Replay};
 use crate::machine::event::Ingested;
 use crate::metrics::Metrics;
 use crate::report::Tally;
+use crate::store::attrs::Obj;
 use crate::store::outbox::OutboxEntry;
 
 /// Commands taken in one round, at most.
@@ -70,6 +71,10 @@ pub enum Command {
     Ingest {
         source: &'static str,
         events: Vec<Event>,
+        /// The events' properties in the record's form, in order,
+        /// converted by the asking thread so the writer need not (events
+        /// past the end of it are converted by the writer).
+        props: Vec<Obj>,
         reply: Reply<Appended>,
     },
     Delivered {
@@ -182,9 +187,11 @@ impl api::Handle for ServiceHandle {
         if self.state() == DRAINING {
             return Err(Unavailable("draining: the engine is shutting down".into()));
         }
+        let props = events.iter().map(|e| Obj::from_json(&e.props)).collect();
         self.ask(|reply| Command::Ingest {
             source,
             events,
+            props,
             reply,
         })
         .await
@@ -447,12 +454,18 @@ impl<O: Outlet> Writer<O> {
                 Command::Stop => stop = true,
                 Command::Ingest {
                     events,
+                    props,
                     reply,
                     source,
                 } => {
                     let mut a = Appended::default();
+                    let mut props = props.into_iter();
                     for ev in &events {
-                        match self.engine.ingest(ev)? {
+                        let ingested = match props.next() {
+                            Some(p) => self.engine.ingest_converted(ev, p)?,
+                            None => self.engine.ingest(ev)?,
+                        };
+                        match ingested {
                             Ingested::Applied => a.accepted += 1,
                             _ => a.duplicates += 1,
                         }
@@ -814,6 +827,7 @@ mod tests {
             events: vec![event(
                 json!({"type": "track", "user": "u1", "id": "o2", "event": "ordered", "ts": ts})
             )],
+            props: Vec::new(),
             reply,
         }));
         assert!(w.handle.send(Command::Stop));
