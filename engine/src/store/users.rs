@@ -38,6 +38,10 @@ pub struct UserRecord {
     pub sent: Vec<SentRecord>,
 }
 
+/// The spare capacity a short list of small entries keeps (see
+/// [`UserRecord::shrink`]).
+const SLACK_BYTES: usize = 64;
+
 impl UserRecord {
     pub fn new(id: &str) -> Self {
         UserRecord {
@@ -61,11 +65,20 @@ impl UserRecord {
     /// Gives back the spare capacity its lists grew while the user was
     /// handled (a list grows to four entries on its first push and never
     /// shrinks by itself): a cached user costs what it holds. A quarter of
-    /// slack is kept, so a list that keeps growing is not copied on every
-    /// change.
+    /// slack is kept, and up to 64 bytes of it in a short list of small
+    /// entries, so a list that keeps growing is not copied on every change
+    /// (a list of one or two that gains an entry was reallocated twice per
+    /// unit of work: grown to four, then shrunk back).
     pub fn shrink(&mut self) {
         fn fit<T>(v: &mut Vec<T>) {
-            let keep = v.len() + v.len() / 4;
+            if v.is_empty() {
+                if v.capacity() > 0 {
+                    *v = Vec::new();
+                }
+                return;
+            }
+            let small = SLACK_BYTES / std::mem::size_of::<T>().max(1);
+            let keep = v.len() + (v.len() / 4).max(small);
             if v.capacity() > keep + 1 {
                 v.shrink_to(keep);
             }
@@ -156,9 +169,11 @@ mod tests {
         let before = r.clone();
         r.shrink();
         assert_eq!(r, before);
-        assert_eq!(r.segments.capacity(), 1);
-        assert_eq!(r.seen.ids.capacity(), 1);
-        assert!(r.sent.capacity() <= 125, "{}", r.sent.capacity());
+        // Short lists of small entries keep at most 64 bytes of slack.
+        let slack = |size: usize| (SLACK_BYTES / size).max(1);
+        assert!(r.segments.capacity() <= 1 + slack(std::mem::size_of::<String>()) + 1);
+        assert!(r.seen.ids.capacity() <= 1 + slack(std::mem::size_of_val(&r.seen.ids[0])) + 1);
+        assert!(r.sent.capacity() <= 127, "{}", r.sent.capacity());
         // A list that keeps growing keeps a quarter of slack: the next
         // pushes do not copy it.
         let cap = r.sent.capacity();
@@ -168,5 +183,22 @@ mod tests {
             UserRecord::decode(&r.encode().expect("encode")).expect("decode"),
             r
         );
+        // An emptied list gives everything back.
+        r.segments.clear();
+        r.shrink();
+        assert_eq!(r.segments.capacity(), 0);
+    }
+
+    /// A short list that gains an entry per unit of work is not copied
+    /// each time (it was grown to four, then shrunk back, twice a unit).
+    #[test]
+    fn a_short_list_growing_by_one_is_not_copied() {
+        let mut r = UserRecord::new("u1");
+        r.segments.push("a".into());
+        r.shrink();
+        let at = r.segments.as_ptr();
+        r.segments.push("b".into());
+        r.shrink();
+        assert_eq!(r.segments.as_ptr(), at);
     }
 }
