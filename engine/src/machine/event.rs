@@ -37,15 +37,11 @@ pub fn on_event(
 ) -> Ingested {
     let max_age = ctx.index.retention.max_age;
     if let Some(id) = &event.id {
-        if user.seen.contains(id) {
+        // Remembered as a hash, unless seen before.
+        let age = max_age.or(Some(ctx.config.project.history_retention.millis()));
+        if !user.seen.insert_new(id, ctx.now, age) {
             return Ingested::Duplicate;
         }
-        // (The id is remembered below, as a hash.)
-        user.seen.insert(
-            id,
-            ctx.now,
-            max_age.or(Some(ctx.config.project.history_retention.millis())),
-        );
     }
     let mut history_changed = false;
     match event.kind {

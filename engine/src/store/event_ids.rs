@@ -28,9 +28,25 @@ impl SeenIds {
         self.ids.iter().any(|(i, _)| *i == h)
     }
 
+    /// Remembers `id` unless it was seen (`false` then, and nothing
+    /// changes); forgets ids older than `max_age` before `ts`. One hash for
+    /// both the check and the insert.
+    pub fn insert_new(&mut self, id: &str, ts: Millis, max_age: Option<Millis>) -> bool {
+        let h = hash(id);
+        if self.ids.iter().any(|(i, _)| *i == h) {
+            return false;
+        }
+        self.remember(h, ts, max_age);
+        true
+    }
+
     /// Remembers `id`; forgets ids older than `max_age` before `ts`.
     pub fn insert(&mut self, id: &str, ts: Millis, max_age: Option<Millis>) {
-        self.ids.push((hash(id), ts));
+        self.remember(hash(id), ts, max_age);
+    }
+
+    fn remember(&mut self, h: u64, ts: Millis, max_age: Option<Millis>) {
+        self.ids.push((h, ts));
         if let Some(age) = max_age {
             let cutoff = ts.saturating_sub(age);
             self.ids.retain(|(_, t)| *t >= cutoff);
@@ -39,5 +55,21 @@ impl SeenIds {
             let extra = self.ids.len() - MAX_IDS;
             self.ids.drain(..extra);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_new_once() {
+        let mut seen = SeenIds::default();
+        assert!(seen.insert_new("e1", 10, None));
+        assert!(!seen.insert_new("e1", 20, None), "seen before");
+        assert!(seen.contains("e1"));
+        assert_eq!(seen.ids.len(), 1, "a repeat changes nothing");
+        assert!(seen.insert_new("e2", 20, Some(5)));
+        assert!(!seen.contains("e1"), "older than the age forgotten");
     }
 }
