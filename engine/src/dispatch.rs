@@ -189,7 +189,15 @@ fn simple_pieces(source: &str) -> Option<Vec<Piece>> {
 /// Renders `pieces` against `data` as Handlebars does, or `None` when a
 /// path does not lead through objects to a string, number or boolean.
 fn render_simple(pieces: &[Piece], scope: &RenderScope<'_>, html: bool) -> Option<String> {
-    let mut out = String::new();
+    // Sized once: the raw text, and a guess for each value.
+    let size = pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Raw(s) => s.len(),
+            Piece::Path(_) => 16,
+        })
+        .sum();
+    let mut out = String::with_capacity(size);
     for p in pieces {
         match p {
             Piece::Raw(s) => out.push_str(s),
@@ -205,7 +213,7 @@ fn render_simple(pieces: &[Piece], scope: &RenderScope<'_>, html: bool) -> Optio
                     Leaf::Bool(false) => "false",
                 };
                 if html {
-                    out.push_str(&handlebars::html_escape(s));
+                    escape_html_into(&mut out, s);
                 } else {
                     out.push_str(s);
                 }
@@ -213,6 +221,29 @@ fn render_simple(pieces: &[Piece], scope: &RenderScope<'_>, html: bool) -> Optio
         }
     }
     Some(out)
+}
+
+/// Appends `s` escaped exactly as `handlebars::html_escape` escapes it,
+/// without a string of its own per value.
+fn escape_html_into(out: &mut String, s: &str) {
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let entity = match b {
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            b'&' => "&amp;",
+            b'\'' => "&#x27;",
+            b'`' => "&#x60;",
+            b'=' => "&#x3D;",
+            _ => continue,
+        };
+        // The escaped characters are ASCII: `i` is a char boundary.
+        out.push_str(&s[plain..i]);
+        out.push_str(entity);
+        plain = i + 1;
+    }
+    out.push_str(&s[plain..]);
 }
 
 /// What a message's templates see — `user`, `entry`, `event` (when the
@@ -475,6 +506,15 @@ impl MessageRenderer {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn values_are_escaped_as_handlebars_escapes_them() {
+        for s in ["", "plain", "Zoë <&\"'`=>", "==", "<<a>>", "é&é", "tail&"] {
+            let mut out = String::from("x");
+            escape_html_into(&mut out, s);
+            assert_eq!(out, format!("x{}", handlebars::html_escape(s)), "{s}");
+        }
+    }
 
     /// The Handlebars-free path renders exactly what Handlebars renders,
     /// and declines whatever it does not handle.
