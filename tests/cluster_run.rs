@@ -28,20 +28,6 @@ use support::port::free_port;
 use support::receiver::{Receiver, Reply};
 use support::server::SluiceRun;
 
-/// (user, step) → every key it arrived with, from the webhooks' bodies.
-fn seen(receiver: &Receiver) -> BTreeMap<(String, String), Vec<String>> {
-    let mut m: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for r in receiver.requests() {
-        if let Some(v) = r.json() {
-            let get = |k: &str| v[k].as_str().unwrap_or("").to_owned();
-            m.entry((get("user"), get("step")))
-                .or_default()
-                .push(get("key"));
-        }
-    }
-    m
-}
-
 /// Partition → token → the checkpoint sequences committed under it, from
 /// every worker's `committed` log lines.
 fn commits(logs: &[String]) -> BTreeMap<u32, BTreeMap<u64, Vec<u64>>> {
@@ -241,7 +227,7 @@ fn assert_delivered(receiver: &Receiver, acked: &BTreeSet<String>, workers: &[Sl
     let deadline = Instant::now() + Duration::from_secs(90);
     let missing = loop {
         let m: Vec<(String, &str)> = {
-            let seen = seen(receiver);
+            let seen = receiver.keys_by_user_step();
             acked
                 .iter()
                 .flat_map(|u| [(u.clone(), "now"), (u.clone(), "later")])
@@ -266,7 +252,7 @@ fn assert_delivered(receiver: &Receiver, acked: &BTreeSet<String>, workers: &[Sl
         missing.iter().filter(|(_, s)| *s == "now").count(),
         &missing[..missing.len().min(5)]
     );
-    for ((user, step), keys) in seen(receiver) {
+    for ((user, step), keys) in receiver.keys_by_user_step() {
         let distinct: BTreeSet<&String> = keys.iter().collect();
         assert_eq!(
             distinct.len(),
@@ -567,7 +553,7 @@ fn with_nats_down_ingest_and_readyz_answer_503_and_recover() {
         Duration::from_millis(100),
         "both acknowledged users' webhooks",
         || {
-            let s = seen(&receiver);
+            let s = receiver.keys_by_user_step();
             ["before", "after"].iter().all(|u| {
                 ["now", "later"]
                     .iter()
@@ -648,7 +634,7 @@ fn a_global_throttle_holds_across_workers() {
         Duration::from_millis(250),
         "all 480 webhooks",
         || {
-            let s = seen(&receiver);
+            let s = receiver.keys_by_user_step();
             users.iter().all(|u| {
                 ["now", "later"]
                     .iter()
@@ -715,7 +701,7 @@ fn a_global_throttle_holds_across_workers() {
             "{within} sends decided in the second from {t}"
         );
     }
-    for ((user, step), keys) in seen(&receiver) {
+    for ((user, step), keys) in receiver.keys_by_user_step() {
         let distinct: BTreeSet<&String> = keys.iter().collect();
         assert_eq!(distinct.len(), 1, "{user}/{step} arrived with two keys");
     }

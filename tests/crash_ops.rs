@@ -9,7 +9,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use support::http::try_request;
@@ -19,20 +19,6 @@ use support::wait::wait_for;
 
 const INGEST: &str = "ingest-token";
 const ADMIN: &str = "admin-token";
-
-/// (user, step) → every key it arrived with, from the webhooks' bodies.
-fn seen(receiver: &Receiver) -> BTreeMap<(String, String), Vec<String>> {
-    let mut m: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for r in receiver.requests() {
-        if let Some(v) = r.json() {
-            let get = |k: &str| v[k].as_str().unwrap_or("").to_owned();
-            m.entry((get("user"), get("step")))
-                .or_default()
-                .push(get("key"));
-        }
-    }
-    m
-}
 
 /// The crash test's repository (a webhook at once and one two seconds
 /// later per `ping`) against `receiver`, and its `sluice run`.
@@ -86,7 +72,7 @@ fn sigterm_under_a_delivery_backlog_delivers_each_message_once() {
     run.restart();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let s = seen(&receiver);
+        let s = receiver.keys_by_user_step();
         let missing = users
             .iter()
             .flat_map(|u| [(u.clone(), "now"), (u.clone(), "later")])
@@ -104,7 +90,8 @@ fn sigterm_under_a_delivery_backlog_delivers_each_message_once() {
     }
     // Whatever was still due arrives; then nothing arrives twice.
     std::thread::sleep(Duration::from_secs(1));
-    let twice: Vec<((String, String), usize)> = seen(&receiver)
+    let twice: Vec<((String, String), usize)> = receiver
+        .keys_by_user_step()
         .into_iter()
         .filter(|(_, keys)| keys.len() > 1)
         .map(|(k, keys)| (k, keys.len()))
@@ -146,7 +133,7 @@ fn an_erasure_answered_then_sigkill_stays_erased() {
         Duration::from_secs(30),
         "the kept users' later webhooks",
         || {
-            let s = seen(&receiver);
+            let s = receiver.keys_by_user_step();
             users
                 .iter()
                 .filter(|u| !erased.contains(u))
@@ -155,7 +142,7 @@ fn an_erasure_answered_then_sigkill_stays_erased() {
         },
     );
     std::thread::sleep(Duration::from_secs(1));
-    let s = seen(&receiver);
+    let s = receiver.keys_by_user_step();
     for u in &erased {
         assert!(
             !s.contains_key(&((*u).clone(), "later".to_owned())),

@@ -8,7 +8,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,20 +17,6 @@ use support::http::try_request;
 use support::port::free_port;
 use support::receiver::{Receiver, Reply};
 use support::server::SluiceRun;
-
-/// (user, step) → every key it arrived with, from the webhooks' bodies.
-fn seen(receiver: &Receiver) -> BTreeMap<(String, String), Vec<String>> {
-    let mut m: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for r in receiver.requests() {
-        if let Some(v) = r.json() {
-            let get = |k: &str| v[k].as_str().unwrap_or("").to_owned();
-            m.entry((get("user"), get("step")))
-                .or_default()
-                .push(get("key"));
-        }
-    }
-    m
-}
 
 /// One `POST /v1/events` on a fresh connection; the status, or `None`
 /// when the server is gone.
@@ -118,7 +104,7 @@ fn sigkill_twenty_times_under_ingest_loses_and_doubles_nothing() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let missing = loop {
         let m: Vec<(String, &str)> = {
-            let seen = seen(&receiver);
+            let seen = receiver.keys_by_user_step();
             acked
                 .iter()
                 .flat_map(|u| [(u.clone(), "now"), (u.clone(), "later")])
@@ -136,7 +122,7 @@ fn sigkill_twenty_times_under_ingest_loses_and_doubles_nothing() {
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-    let seen = seen(&receiver);
+    let seen = receiver.keys_by_user_step();
     for ((user, step), keys) in seen.iter() {
         let distinct: BTreeSet<&String> = keys.iter().collect();
         assert_eq!(

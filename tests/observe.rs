@@ -13,7 +13,7 @@ use serde_json::json;
 
 use support::cli::{output, sluice, stderr, stdout};
 use support::events::{identify, track};
-use support::server::SluiceRun;
+use support::server::{sample, SluiceRun};
 use support::wait::until;
 
 const INGEST: &str = "ingest-token-OBSERVE-31c8";
@@ -36,21 +36,6 @@ steps:
 const ENTRY_OUTCOMES: [&str; 5] = ["entered", "dedupe", "reentry", "live", "holdout"];
 const SEND_OUTCOMES: [&str; 4] = ["sent", "deferred", "suppressed", "failed"];
 
-fn scrape(run: &SluiceRun) -> String {
-    let r = run.request("GET", "/metrics", None, b"");
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.text
-}
-
-/// The value of the sample `series` (name and labels as printed), if any.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    })
-}
-
 /// docs/metrics.md: journey series exist at zero "so `rate()` sees them
 /// before the first decision". That holds for a journey added by `sluice
 /// apply --server` too, not only for those deployed at start-up: without
@@ -64,7 +49,7 @@ fn a_journey_applied_while_running_has_its_series_at_zero() {
         .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
         .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
         .start();
-    let before = scrape(&run);
+    let before = run.metrics();
     assert!(
         sample(
             &before,
@@ -92,7 +77,7 @@ fn a_journey_applied_while_running_has_its_series_at_zero() {
         stderr(&applied)
     );
 
-    let after = scrape(&run);
+    let after = run.metrics();
     for outcome in ENTRY_OUTCOMES {
         let series = format!(r#"sluice_entries_total{{journey="restock",outcome="{outcome}"}}"#);
         assert_eq!(sample(&after, &series), Some(0.0), "{series}:\n{after}");
@@ -118,7 +103,7 @@ fn a_journey_applied_while_running_has_its_series_at_zero() {
         Duration::from_millis(50),
         "the restock entry and send counted",
         || {
-            let m = scrape(&run);
+            let m = run.metrics();
             sample(
                 &m,
                 r#"sluice_entries_total{journey="restock",outcome="entered"}"#,

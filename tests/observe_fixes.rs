@@ -24,7 +24,7 @@ use support::cli::{output, sluice, stderr, stdout};
 use support::events::{identify, track};
 use support::http::try_request;
 use support::receiver::{Receiver, Reply};
-use support::server::SluiceRun;
+use support::server::{sample, SluiceRun};
 use support::wait::until;
 
 const INGEST: &str = "ingest-token-FIXOBSERVE-5e1a";
@@ -103,20 +103,6 @@ fn dead_letters(run: &SluiceRun) -> Vec<Value> {
         .as_array()
         .expect("an array")
         .clone()
-}
-
-fn scrape(run: &SluiceRun) -> String {
-    let r = run.request("GET", "/metrics", None, b"");
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.text
-}
-
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    })
 }
 
 /// An order whose webhook the echoing receiver refuses: a dead letter.
@@ -228,7 +214,7 @@ fn a_replayed_dead_letter_that_is_delivered_reads_sent() {
     );
     assert!(!page.text.contains("outcome-failed"), "{}", page.text);
 
-    let metrics = scrape(&run);
+    let metrics = run.metrics();
     let sends = |outcome: &str| {
         sample(
             &metrics,

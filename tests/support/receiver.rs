@@ -9,6 +9,7 @@
 //! keep-alive). Knows nothing of signatures or of sluice's payloads: the
 //! tests decide what a request means.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,6 +136,21 @@ impl Receiver {
     /// How many requests were answered so far.
     pub fn count(&self) -> usize {
         self.shared.0.lock().expect("the receiver's record").len()
+    }
+
+    /// (user, step) → every key it arrived with, from the JSON bodies'
+    /// `user`, `step` and `key` (the crash tests' "never two keys").
+    pub fn keys_by_user_step(&self) -> BTreeMap<(String, String), Vec<String>> {
+        let mut m: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for r in self.requests() {
+            if let Some(v) = r.json() {
+                let get = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+                m.entry((get("user"), get("step")))
+                    .or_default()
+                    .push(get("key"));
+            }
+        }
+        m
     }
 }
 

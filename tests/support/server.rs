@@ -297,6 +297,13 @@ impl SluiceRun {
 
     /// A request to it with an optional bearer `token`; panics (with the
     /// logs) when no answer comes.
+    /// `GET /metrics`, which must answer 200, as text.
+    pub fn metrics(&self) -> String {
+        let r = self.request("GET", "/metrics", None, b"");
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.text
+    }
+
     pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Response {
         self.request_with(method, path, token, &[], body)
     }
@@ -332,4 +339,14 @@ impl Drop for SluiceRun {
             eprintln!("----- sluice run's log -----\n{}", self.logs());
         }
     }
+}
+
+/// The value of the sample `series` (name and labels as printed) in a
+/// `/metrics` text, if any.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
