@@ -64,6 +64,26 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// One dead letter on a line. A cluster worker's letters carry their
+/// partition (ids are per partition there), shown after the id.
+fn human(l: &Value) -> String {
+    let id = match l.get("partition") {
+        Some(p) => format!("{} (partition {})", text(&l["id"]), text(p)),
+        None => text(&l["id"]),
+    };
+    format!(
+        "{id} {} user {} {}/{} {} attempts {} key {}: {}",
+        text(&l["at"]),
+        text(&l["user"]),
+        text(&l["journey"]),
+        text(&l["step"]),
+        text(&l["channel"]),
+        text(&l["attempts"]),
+        text(&l["key"]),
+        text(&l["reason"]),
+    )
+}
+
 fn list(args: ListArgs) -> miette::Result<ExitCode> {
     let (letters, _) = args.source.with(
         |config, store| client::dead_letters_store(config, store, client::DLQ_LIMIT),
@@ -76,18 +96,7 @@ fn list(args: ListArgs) -> miette::Result<ExitCode> {
                 outln!("no dead letters");
             }
             for l in &letters {
-                outln!(
-                    "{} {} user {} {}/{} {} attempts {} key {}: {}",
-                    text(&l["id"]),
-                    text(&l["at"]),
-                    text(&l["user"]),
-                    text(&l["journey"]),
-                    text(&l["step"]),
-                    text(&l["channel"]),
-                    text(&l["attempts"]),
-                    text(&l["key"]),
-                    text(&l["reason"]),
-                );
+                outln!("{}", human(l));
             }
         }
     }
@@ -123,4 +132,23 @@ fn replay(mut args: ReplayArgs) -> miette::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_cluster_workers_letter_shows_its_partition() {
+        let mut l = json!({"id": 39, "at": "2026-03-02T09:00:00Z", "user": "u1",
+            "journey": "welcome", "step": "hello", "channel": "email",
+            "attempts": 3, "key": "k1", "reason": "HTTP 400"});
+        assert_eq!(
+            human(&l),
+            "39 2026-03-02T09:00:00Z user u1 welcome/hello email attempts 3 key k1: HTTP 400"
+        );
+        l["partition"] = json!(5);
+        assert!(human(&l).starts_with("39 (partition 5) 2026-03-02T09:00:00Z user u1"));
+    }
 }
