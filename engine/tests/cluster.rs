@@ -937,3 +937,21 @@ async fn a_stream_with_other_settings_is_refused_naming_them() {
         "{e}"
     );
 }
+
+/// A NATS server started without JetStream (`-js` forgotten): the worker
+/// is refused with a sentence that says how to start it, not only
+/// JetStream's own "not enabled" or a timeout.
+#[tokio::test]
+async fn a_nats_server_without_jetstream_is_named_with_the_flag_to_start_it() {
+    let nats = Nats::single_without_jetstream();
+    let mut s = settings(&nats, "nojs");
+    s.request_timeout = Duration::from_millis(500);
+    let err = match Cluster::connect(s).await {
+        Ok(_) => panic!("a cluster on a server without JetStream"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, Error::NoJetStream { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&nats.url()), "{text}");
+    assert!(text.contains("start it with `-js`"), "{text}");
+}

@@ -115,14 +115,23 @@ impl Nats {
         Nats::start(3)
     }
 
+    /// One server started without JetStream (a mistake a user makes).
+    pub fn single_without_jetstream() -> Nats {
+        Nats::start_with(1, false)
+    }
+
     fn start(n: usize) -> Nats {
+        Nats::start_with(n, true)
+    }
+
+    fn start_with(n: usize, jetstream: bool) -> Nats {
         // A port found free can be taken by another test's process before
         // nats-server binds it (tests run in parallel, and connections'
         // local ports come from the same range): start again on fresh
         // ports then.
         let mut last = String::new();
         for _ in 0..5 {
-            match Nats::try_start(n) {
+            match Nats::try_start(n, jetstream) {
                 Ok(nats) => return nats,
                 Err(log) => last = log,
             }
@@ -132,7 +141,7 @@ impl Nats {
 
     /// Starts `n` nodes on ports free a moment ago; `Err` with the log
     /// when one exited because another process took a port meanwhile.
-    fn try_start(n: usize) -> Result<Nats, String> {
+    fn try_start(n: usize, jetstream: bool) -> Result<Nats, String> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut nodes = Vec::new();
@@ -142,10 +151,14 @@ impl Nats {
             let monitor = free_port();
             let store = dir.path().join(&name);
             let mut config = format!(
-                "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
-                 jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
-                store.display()
+                "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n"
             );
+            if jetstream {
+                config.push_str(&format!(
+                    "jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+                    store.display()
+                ));
+            }
             if n > 1 {
                 let others: Vec<String> = routes
                     .iter()

@@ -110,6 +110,16 @@ pub enum Error {
         found: String,
         advice: String,
     },
+    /// NATS answers, but the server runs without JetStream.
+    #[error(
+        "the NATS server at {url} runs without JetStream ({source}): start it with `-js` \
+         (and `-sd DIR` for where it keeps its streams)"
+    )]
+    NoJetStream {
+        url: String,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -229,6 +239,14 @@ impl Cluster {
                         "the cluster's streams and buckets are not ready yet");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                // Said plainly: JetStream's own answer ("jetstream not
+                // enabled", or none) does not say what to do.
+                Err(e) if !cluster.client.server_info().jetstream => {
+                    return Err(Error::NoJetStream {
+                        url: cluster.settings.url.clone(),
+                        source: Box::new(e),
+                    })
                 }
                 Err(e) => return Err(e),
             }
