@@ -22,6 +22,17 @@ fn config() -> journeys::Config {
     journeys::load(&dir).unwrap_or_else(|_| panic!("the fixture is invalid"))
 }
 
+/// A transition's context at `now`, holdouts on.
+fn context<'a>(
+    config: &'a journeys::Config,
+    index: &'a Index,
+    versions: &'a engine::deploy::Versions,
+    now: i64,
+    seq: &'a mut u64,
+) -> Ctx<'a> {
+    Ctx::new(config, index, versions, now, true, seq)
+}
+
 fn ms(ts: &str) -> i64 {
     DateTime::parse_from_rfc3339(ts)
         .expect("ts")
@@ -39,12 +50,11 @@ fn a_signup_enters_and_sets_the_send_timer_at_once() {
     let versions = engine::deploy::Versions::of(&config);
     let mut seq = 0;
     let mut user = UserRecord::new("ana");
-    let mut ctx = Ctx::new(
+    let mut ctx = context(
         &config,
         &index,
         &versions,
         ms("2026-03-02T09:00:00Z"),
-        true,
         &mut seq,
     );
     let ev = event(
@@ -79,12 +89,11 @@ fn a_signup_enters_and_sets_the_send_timer_at_once() {
     assert_eq!(user.instances[0].step, "hello");
 
     // The same event again: nothing happens.
-    let mut ctx = Ctx::new(
+    let mut ctx = context(
         &config,
         &index,
         &versions,
         ms("2026-03-02T09:00:00Z"),
-        true,
         &mut seq,
     );
     assert_ne!(
@@ -168,12 +177,11 @@ fn an_exit_event_ends_the_instance_and_cancels_its_timer() {
     let versions = engine::deploy::Versions::of(&config);
     let mut seq = 0;
     let mut user = UserRecord::new("ana");
-    let mut ctx = Ctx::new(
+    let mut ctx = context(
         &config,
         &index,
         &versions,
         ms("2026-03-02T09:00:00Z"),
-        true,
         &mut seq,
     );
     on_event(
@@ -184,12 +192,11 @@ fn an_exit_event_ends_the_instance_and_cancels_its_timer() {
         None,
     );
     let timer = user.instances[0].timer.expect("a pending timer");
-    let mut ctx = Ctx::new(
+    let mut ctx = context(
         &config,
         &index,
         &versions,
         ms("2026-03-02T09:01:00Z"),
-        true,
         &mut seq,
     );
     on_event(
@@ -227,12 +234,11 @@ fn properties_converted_ahead_change_nothing() {
     let run = |props: Option<engine::store::attrs::Obj>| {
         let mut seq = 0;
         let mut user = UserRecord::new("ana");
-        let mut ctx = Ctx::new(
+        let mut ctx = context(
             &config,
             &index,
             &versions,
             ms("2026-03-02T09:00:00Z"),
-            true,
             &mut seq,
         );
         assert_eq!(

@@ -402,6 +402,29 @@ mod tests {
         engine.run_due(now).expect("due");
     }
 
+    /// u1 signs up with an address and orders: the committed, handed-out
+    /// `promo` email.
+    fn promo_email(e: &mut Engine, now: i64) -> crate::store::outbox::OutboxEntry {
+        event(
+            e,
+            now,
+            "e1",
+            json!({"type": "identify", "user": "u1", "traits": {"email": "u1@x.io"}}),
+        );
+        event(
+            e,
+            now + 1_000,
+            "e2",
+            json!({"type": "track", "user": "u1", "event": "ordered"}),
+        );
+        e.commit().expect("commit");
+        e.take_outbox()
+            .expect("outbox")
+            .into_iter()
+            .find(|x| x.message.journey == "promo")
+            .expect("the promo email")
+    }
+
     fn refused(message: &str) -> DispatchError {
         DispatchError {
             retriable: false,
@@ -420,25 +443,7 @@ mod tests {
     fn a_letter_replayed_twice_stays_out_once_one_copy_is_delivered() {
         let dir = tempfile::tempdir().expect("tmp");
         let (mut e, now) = engine(dir.path());
-        event(
-            &mut e,
-            now,
-            "e1",
-            json!({"type": "identify", "user": "u1", "traits": {"email": "u1@x.io"}}),
-        );
-        event(
-            &mut e,
-            now + 1_000,
-            "e2",
-            json!({"type": "track", "user": "u1", "event": "ordered"}),
-        );
-        e.commit().expect("commit");
-        let first = e
-            .take_outbox()
-            .expect("outbox")
-            .into_iter()
-            .find(|x| x.message.journey == "promo")
-            .expect("the promo email");
+        let first = promo_email(&mut e, now);
         let t = now + 2_000;
         // Permanent: straight into the queue.
         e.delivered(first.id, Err(refused("HTTP 410 Gone")), &[], t)
@@ -499,25 +504,7 @@ mod tests {
     fn a_replayed_letter_that_is_delivered_reads_sent_and_counts_do_not_move() {
         let dir = tempfile::tempdir().expect("tmp");
         let (mut e, now) = engine(dir.path());
-        event(
-            &mut e,
-            now,
-            "e1",
-            json!({"type": "identify", "user": "u1", "traits": {"email": "u1@x.io"}}),
-        );
-        event(
-            &mut e,
-            now + 1_000,
-            "e2",
-            json!({"type": "track", "user": "u1", "event": "ordered"}),
-        );
-        e.commit().expect("commit");
-        let first = e
-            .take_outbox()
-            .expect("outbox")
-            .into_iter()
-            .find(|x| x.message.journey == "promo")
-            .expect("the promo email");
+        let first = promo_email(&mut e, now);
         let key = first.message.key.clone();
         let t = now + 2_000;
         e.delivered(first.id, Err(refused("HTTP 503 busy")), &[], t)
