@@ -126,27 +126,13 @@ fn shared_slots(
 /// `--store` would open, wipe and restore the same partitions' local
 /// stores under each other.
 fn lock_store(dir: &std::path::Path) -> Result<std::fs::File, RunError> {
-    let file_err = |what: &'static str, path: &std::path::Path, e: std::io::Error| RunError::File {
-        what,
-        path: path.to_owned(),
-        message: crate::os::reason(&e),
-    };
-    std::fs::create_dir_all(dir).map_err(|e| file_err("create the store directory", dir, e))?;
-    let path = dir.join("LOCK");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| file_err("open", &path, e))?;
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Cluster(format!(
+    match crate::store::sled_store::lock(dir) {
+        Err(crate::store::Error::Locked { .. }) => Err(RunError::Cluster(format!(
             "store {} is in use by another sluice process (another worker?): give each worker \
              on a machine its own --store (docs/cluster.md)",
             dir.display()
         ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(file_err("lock", &path, e)),
+        locked => Ok(locked?),
     }
 }
 

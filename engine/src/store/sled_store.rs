@@ -179,6 +179,27 @@ fn sled_err(path: &Path) -> impl Fn(sled::Error) -> Error + '_ {
     move |e| Error::io(path, "use sled database", e)
 }
 
+/// Takes the store directory `path` for this process (created if need
+/// be): its `LOCK` file, held while the returned file lives.
+/// [`Error::Locked`] when another process holds it.
+pub fn lock(path: &Path) -> Result<std::fs::File, Error> {
+    std::fs::create_dir_all(path).map_err(|e| Error::io(path, "create", e))?;
+    let lock_path = path.join("LOCK");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io(&lock_path, "open", e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: path.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&lock_path, "lock", e)),
+    }
+}
+
 impl SledStore {
     pub fn open(path: &Path, options: &SledOptions) -> Result<SledStore, Error> {
         if path.exists() && !path.is_dir() {
@@ -188,23 +209,7 @@ impl SledStore {
                 "it is a file, and a store is a directory (pass another --store)",
             ));
         }
-        std::fs::create_dir_all(path).map_err(|e| Error::io(path, "create", e))?;
-        let lock_path = path.join("LOCK");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, "open", e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    path: path.to_owned(),
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, "lock", e)),
-        }
+        let lock = lock(path)?;
         let new = super::format::check(path)?;
         let sled_dir = path.join("sled");
         if !new && !sled_dir.exists() {
