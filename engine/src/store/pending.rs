@@ -9,7 +9,12 @@
 //! read looks at first, and the applier thread applies queued frames to
 //! sled in order, several at a time (the last write to a key wins, so a
 //! key put by one frame and deleted by the next costs one sled write, not
-//! two), then drops their writes from the overlay.
+//! two), then drops their writes from the overlay. It gathers the frames
+//! of up to [`GATHER`] into one pass: consecutive commits touch many of
+//! the same users, and each sled insert copies a leaf, so under the ingest
+//! bench a pass of that length writes a quarter fewer user pointers than
+//! one frame at a time (BENCHMARKS.md, session 15). A drain
+//! ([`Applier::drain`]) does not wait for the window.
 //!
 //! Why this keeps the store's rules ([`super::sled_store`]):
 //!
@@ -29,8 +34,9 @@
 //!   scan runs.
 //! - **Checkpoints wait** until every queued frame is applied before
 //!   flushing sled ([`Applier::drain`]).
-//! - **Memory is bounded**: at most [`QUEUE`] frames wait; a caller
-//!   committing faster than sled absorbs waits for room.
+//! - **Memory is bounded**: at most [`QUEUE`] frames wait, and a pass
+//!   takes at most [`PASS_FRAMES`] frames or [`PASS_WRITES`] writes; a
+//!   caller committing faster than sled absorbs waits for room.
 //! - **Live bytes stay true** for compaction: the applier writes a user
 //!   record's pointer with sled's insert, which hands back the pointer it
 //!   replaced, and moves that record's bytes out of the live count. A
@@ -46,20 +52,41 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::log::Faults;
 use super::sled_store::{lock_live, move_live, write_keys, Live};
 use super::Error;
 
 /// Frames queued for the applier, at most (the caller waits beyond).
-pub const QUEUE: usize = 4;
+pub const QUEUE: usize = 64;
+
+/// How long the applier gathers frames behind the first one of a pass
+/// before it applies them: keys written by several of them (a user's
+/// record, rewritten by each commit that touched the user; a timer set
+/// and fired) reach sled once.
+const GATHER: Duration = Duration::from_millis(200);
+
+/// Frames the applier merges into one pass, at most.
+const PASS_FRAMES: usize = 48;
 
 /// Writes the applier merges into one pass, at most (then it applies them
 /// and takes the next frames).
-const PASS_WRITES: usize = 65_536;
+const PASS_WRITES: usize = 262_144;
+
+/// Keys dropped from the overlay under one hold of its lock.
+const REMOVE_SLICE: usize = 4_096;
+
+/// What the applier is sent.
+enum Msg {
+    /// A logged frame.
+    Frame(Job),
+    /// Apply what is queued now (a drain waits for it).
+    Flush,
+}
 
 /// One write: a value (a blob's pointer, for blob keys) or a deletion.
 pub type Write = (Vec<u8>, Option<sled::IVec>);
@@ -114,7 +141,7 @@ struct Shared {
 /// The applier thread and the overlay it shares with readers.
 pub struct Applier {
     shared: Arc<Shared>,
-    tx: Option<SyncSender<Job>>,
+    tx: Option<SyncSender<Msg>>,
     thread: Option<JoinHandle<()>>,
     dir: PathBuf,
 }
@@ -181,7 +208,7 @@ impl Applier {
             .tx
             .as_ref()
             .ok_or_else(|| Error::io(&self.dir, "apply a commit to sled", "the applier stopped"))?;
-        tx.send(job).map_err(|_| {
+        tx.send(Msg::Frame(job)).map_err(|_| {
             let why = self
                 .pending()
                 .ok()
@@ -193,6 +220,16 @@ impl Applier {
 
     /// Waits until every queued frame is in sled (or the applier failed).
     pub fn drain(&self) -> Result<(), Error> {
+        let behind = {
+            let p = self.pending()?;
+            p.applied < p.queued
+        };
+        if behind {
+            if let Some(tx) = &self.tx {
+                // A stopped applier is reported below.
+                let _ = tx.send(Msg::Flush);
+            }
+        }
         let mut p = self.pending()?;
         while p.applied < p.queued && p.failed.is_none() {
             p = self
@@ -245,40 +282,74 @@ struct Sink<'a> {
     faults: Option<&'a Faults>,
 }
 
-/// The applier's loop: a pass takes the next frame and every frame queued
-/// behind it (up to [`PASS_WRITES`] writes), applies their merged writes,
-/// then drops them from the overlay.
-fn run(sink: &Sink, shared: &Shared, rx: &Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+/// The applier's loop: a pass takes the next frame and the frames queued
+/// behind it within [`GATHER`] (up to [`PASS_FRAMES`] frames or
+/// [`PASS_WRITES`] writes, or at once when a drain asks for it), applies
+/// their merged writes, then drops them from the overlay.
+fn run(sink: &Sink, shared: &Shared, rx: &Receiver<Msg>) {
+    let mut open = true;
+    while open {
+        let first = match rx.recv() {
+            Ok(Msg::Frame(job)) => job,
+            Ok(Msg::Flush) => continue,
+            Err(_) => return,
+        };
+        let deadline = Instant::now() + GATHER;
         let mut last = first.lsn;
+        let mut frames = 1;
         let mut merged: BTreeMap<Vec<u8>, Option<sled::IVec>> = BTreeMap::new();
         let mut n = first.writes.len();
         merged.extend(first.writes);
-        while n < PASS_WRITES {
-            match rx.try_recv() {
-                Ok(job) => {
+        while n < PASS_WRITES && frames < PASS_FRAMES {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Msg::Frame(job)) => {
                     last = job.lsn;
+                    frames += 1;
                     n += job.writes.len();
                     merged.extend(job.writes);
                 }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                Ok(Msg::Flush) => {
+                    // Take what is queued already, then apply.
+                    while let Ok(Msg::Frame(job)) = rx.try_recv() {
+                        last = job.lsn;
+                        merged.extend(job.writes);
+                    }
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    break;
+                }
             }
         }
         let result = apply_pass(sink, &merged, last);
-        let Ok(mut p) = shared.pending.lock() else {
-            return;
-        };
         match result {
             Ok(()) => {
-                for k in merged.keys() {
-                    if p.map.get(k).is_some_and(|(lsn, _)| *lsn <= last) {
-                        p.map.remove(k);
+                // In slices, so that reads waiting for the overlay's lock
+                // never wait for a whole pass.
+                let keys: Vec<&Vec<u8>> = merged.keys().collect();
+                for slice in keys.chunks(REMOVE_SLICE) {
+                    let Ok(mut p) = shared.pending.lock() else {
+                        return;
+                    };
+                    for k in slice {
+                        if p.map.get(*k).is_some_and(|(lsn, _)| *lsn <= last) {
+                            p.map.remove(*k);
+                        }
                     }
                 }
+                let Ok(mut p) = shared.pending.lock() else {
+                    return;
+                };
                 p.applied = last;
             }
             Err(e) => {
                 tracing::error!("applying commits to sled: {e}");
+                let Ok(mut p) = shared.pending.lock() else {
+                    return;
+                };
                 p.failed = Some(e.to_string());
                 shared.progress.notify_all();
                 return;
