@@ -1,7 +1,8 @@
 //! `sluice run --cluster` from an on-call engineer's side, on a real
 //! nats-server started here (127.0.0.1): the mistakes made starting a
-//! worker get one clear sentence and a non-zero exit, and the routes not
-//! there yet in cluster mode say so and what to do instead.
+//! worker get one clear sentence and a non-zero exit, the routes not
+//! there yet in cluster mode say so and what to do instead, and a stream
+//! deleted in NATS under a running worker is said, not hidden.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -97,4 +98,56 @@ fn routes_not_in_cluster_mode_yet_say_so_and_what_to_do() {
         "{said}"
     );
     w.stop(Duration::from_secs(20));
+}
+
+/// Deletes a stream of the cluster `sluice` on the NATS at `url`.
+fn delete_stream(url: &str, name: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        js.delete_stream(name).await.expect("delete the stream");
+    });
+}
+
+/// The event stream deleted in NATS under a running worker (an operator's
+/// `nats stream rm`): the worker stops saying it is ready, and says why,
+/// and ingest answers 503 naming the stream, instead of /readyz 200 while
+/// nothing can be stored.
+#[test]
+fn a_deleted_event_stream_makes_the_worker_unready_and_says_which() {
+    let nats = Nats::single();
+    let receiver = Receiver::ok();
+    let (tmp, dir) =
+        support::fixture::temp_copy("crash-run", &[("__PORT__", receiver.port.to_string())]);
+    let mut w = worker(&dir, &tmp.path().join("w"), &nats.url())
+        .env("SLUICE_STREAM_CHECK_MS", "500")
+        .start();
+    let event =
+        br#"{"type":"track","user":"u1","event":"signup","id":"e1","ts":"2026-03-02T10:00:00Z"}"#;
+    let r = w.request("POST", "/v1/events", Some("ingest-token"), event);
+    assert_eq!(r.status, 202, "{}", r.text);
+    delete_stream(&nats.url(), "sluice_EV");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let ready = loop {
+        let r = w.request("GET", "/readyz", None, b"");
+        if r.status != 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    assert!(ready.text.contains("sluice_EV"), "{}", ready.text);
+    let r = w.request("POST", "/v1/events", Some("ingest-token"), event);
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(r.text.contains("sluice_EV"), "{}", r.text);
+    let logs = w.logs();
+    assert!(
+        logs.contains("sluice_EV") && !logs.contains("panicked"),
+        "{logs}"
+    );
+    w.kill();
 }

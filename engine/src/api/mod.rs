@@ -128,6 +128,11 @@ pub trait Handle: Send + Sync + 'static {
     /// The store is open, the config deployed, due timers caught up, and
     /// the process is not draining.
     fn ready(&self) -> bool;
+    /// When not [`ready`](Handle::ready), why, if there is more to say
+    /// than "not ready" (`/readyz` adds it to its 503).
+    fn unready_reason(&self) -> Option<String> {
+        None
+    }
     /// Every step's counters as of the last commit (for the console).
     fn step_counts(&self) -> impl Future<Output = Result<Arc<Vec<StepCount>>, Unavailable>> + Send {
         async { Err(Unavailable("per-step counts are not kept here".into())) }

@@ -566,9 +566,13 @@ async fn readyz<H: Handle>(State(api): Shared<H>) -> Response {
     if api.handle.ready() {
         Json(json!({"status": "ready"})).into_response()
     } else {
+        let error = match api.handle.unready_reason() {
+            Some(why) => format!("not ready: {why}"),
+            None => "not ready".to_owned(),
+        };
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": "not ready"})),
+            Json(json!({"error": error})),
         )
             .into_response()
     }

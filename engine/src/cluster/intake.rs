@@ -14,6 +14,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -35,6 +36,9 @@ pub struct Intake {
     /// Connected, joined, and every owned partition restored.
     ready: Arc<AtomicBool>,
     draining: Arc<AtomicBool>,
+    /// The cluster's streams found missing in NATS by the last check
+    /// ([`watch_streams`]).
+    missing: Arc<std::sync::Mutex<Vec<String>>>,
     metrics: Metrics,
 }
 
@@ -52,7 +56,59 @@ impl Intake {
             node,
             ready,
             draining: Arc::new(AtomicBool::new(false)),
+            missing: Arc::default(),
             metrics,
+        }
+    }
+
+    /// Why the worker cannot store or process events although NATS is
+    /// reachable: streams of the cluster are gone.
+    fn streams_gone(&self) -> Option<String> {
+        let missing = self.missing.lock().ok()?;
+        if missing.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "the cluster's NATS stream{} {} {} gone (deleted in NATS?): this worker can neither \
+             store nor process events; restart the workers to create {} again (what {} held is \
+             lost)",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" },
+            if missing.len() == 1 { "it" } else { "them" },
+            if missing.len() == 1 { "it" } else { "they" },
+        ))
+    }
+
+    /// Checks every `every` that the cluster's streams are still in NATS,
+    /// keeping what is missing for `/readyz` and ingest, and saying so in
+    /// the log when it changes. Runs until the process ends.
+    pub async fn watch_streams(self, every: Duration) {
+        let mut said: Vec<String> = Vec::new();
+        loop {
+            tokio::time::sleep(every).await;
+            if !self.cluster.is_connected() {
+                continue;
+            }
+            let missing = match self.cluster.missing_streams().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(target: "sluice::cluster", error = %e,
+                        "cannot check the cluster's streams; trying again");
+                    continue;
+                }
+            };
+            if missing != said {
+                if let Ok(mut m) = self.missing.lock() {
+                    *m = missing.clone();
+                }
+                match self.streams_gone() {
+                    Some(why) => tracing::error!(target: "sluice::cluster", "{why}"),
+                    None => tracing::warn!(target: "sluice::cluster",
+                        "the cluster's NATS streams are all there again"),
+                }
+                said = missing;
+            }
         }
     }
 
@@ -98,6 +154,9 @@ impl api::Handle for Intake {
             return Err(Unavailable(
                 "NATS is not reachable: nothing was stored; send the events again".into(),
             ));
+        }
+        if let Some(why) = self.streams_gone() {
+            return Err(Unavailable(format!("nothing was stored: {why}")));
         }
         let mut prepared = Vec::with_capacity(events.len());
         for mut ev in events {
@@ -150,6 +209,17 @@ impl api::Handle for Intake {
         !self.draining.load(Ordering::SeqCst)
             && self.cluster.is_connected()
             && self.ready.load(Ordering::SeqCst)
+            && self.streams_gone().is_none()
+    }
+
+    fn unready_reason(&self) -> Option<String> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Some("draining: the worker is shutting down".into());
+        }
+        if !self.cluster.is_connected() {
+            return Some("NATS is not reachable".into());
+        }
+        self.streams_gone()
     }
 
     async fn timeline(&self, id: String) -> Result<Option<Value>, Unavailable> {

@@ -42,6 +42,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream::StorageType};
 
+/// The cluster's key-value buckets (`<PREFIX>_<name>`).
+const BUCKETS: [&str; 5] = ["meta", "leases", "members", "checkpoints", "tokens"];
+
 /// Default partition count of a new cluster.
 pub const DEFAULT_PARTITIONS: u32 = 64;
 
@@ -270,6 +273,33 @@ impl Cluster {
         (major, minor) >= (2, 11)
     }
 
+    /// The cluster's streams (the KV buckets' among them, `KV_<bucket>`)
+    /// that are not in NATS: deleted under running workers by an operator
+    /// (`nats stream rm`), which nothing else notices until events are
+    /// refused or never processed. Errors other than "stream not found"
+    /// (NATS unreachable, a timeout) are returned, not counted as missing.
+    pub async fn missing_streams(&self) -> Result<Vec<String>, Error> {
+        use jetstream::context::GetStreamErrorKind;
+        let mut names = vec![self.name("EV"), self.name("ST")];
+        for bucket in BUCKETS {
+            names.push(format!("KV_{}", self.name(bucket)));
+        }
+        let mut missing = Vec::new();
+        for name in names {
+            match self.js.get_stream(&name).await {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+                {
+                    missing.push(name);
+                }
+                Err(e) => return Err(Error::nats(format!("look up the stream {name}"), e)),
+            }
+        }
+        Ok(missing)
+    }
+
     /// Whether the connection to NATS is up now (`/readyz`).
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
@@ -352,13 +382,11 @@ impl Cluster {
                  on the changelog as one-byte tombstones"
             );
         }
-        for (bucket, max_age) in [
-            ("meta", Duration::ZERO),
-            ("leases", self.settings.lease_ttl),
-            ("members", self.settings.lease_ttl),
-            ("checkpoints", Duration::ZERO),
-            ("tokens", Duration::ZERO),
-        ] {
+        for bucket in BUCKETS {
+            let max_age = match bucket {
+                "leases" | "members" => self.settings.lease_ttl,
+                _ => Duration::ZERO,
+            };
             self.bucket_or_create(bucket, max_age).await?;
         }
         Ok(())

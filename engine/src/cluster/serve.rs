@@ -297,6 +297,7 @@ pub fn run(
         Arc::clone(&ready),
         metrics.clone(),
     );
+    rt.spawn(intake.clone().watch_streams(streams_every()));
     let app = api::router_with(
         Arc::new(intake.clone()),
         tokens,
@@ -338,6 +339,15 @@ pub fn run(
     ended?;
     say("stopped");
     Ok(())
+}
+
+/// How often a worker checks that the cluster's streams are still in
+/// NATS (`SLUICE_STREAM_CHECK_MS` shortens it for tests).
+fn streams_every() -> Duration {
+    std::env::var("SLUICE_STREAM_CHECK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(5), Duration::from_millis)
 }
 
 /// The partition loop: rounds until stopped, the readiness flag and the
