@@ -151,3 +151,111 @@ fn a_deleted_event_stream_makes_the_worker_unready_and_says_which() {
     );
     w.kill();
 }
+
+/// The partitions a worker owns now (`sluice_partitions_owned`).
+fn owned(w: &SluiceRun) -> u64 {
+    w.metrics()
+        .lines()
+        .find(|l| l.starts_with("sluice_partitions_owned "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// A mailbox provider posts an RFC 8058 one-click unsubscribe once, to
+/// whichever worker its load balancer picks. Each of two workers applies
+/// it, the one that does not own the user's partition by asking the owner
+/// over NATS (was: 503 there, and the unsubscribe was lost); a forged token
+/// still gets 404 from either.
+#[test]
+fn a_one_click_unsubscribe_is_applied_whichever_worker_it_reaches() {
+    use mail_parser::MessageParser;
+
+    let nats = Nats::single();
+    let receiver = Receiver::ok();
+    let (tmp, dir) =
+        support::fixture::temp_copy("run/service", &[("__HOOK__", receiver.port.to_string())]);
+    let start = |name: &str| {
+        worker(&dir, &tmp.path().join(name), &nats.url())
+            .env("SLUICE_TEST_INGEST_TOKEN", "ingest-token")
+            .env("SLUICE_TEST_ADMIN_TOKEN", "admin-token")
+            .env("SLUICE_TEST_WEBHOOK_SECRET", "hook-secret")
+            .start()
+    };
+    let mut a = start("a");
+    let mut b = start("b");
+    // The partitions settled between the two (rendezvous hashing may give
+    // all four to one: the other is then the one that forwards).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = (owned(&a), owned(&b));
+        std::thread::sleep(Duration::from_millis(500));
+        let after = (owned(&a), owned(&b));
+        if before == after && after.0 + after.1 == 4 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the partitions did not settle: {after:?}"
+        );
+    }
+    let events = concat!(
+        r#"{"type":"identify","user":"m1","id":"m1-identify","ts":"2026-03-02T10:00:00Z","traits":{"email":"m1@example.com","first_name":"Ana"}}"#,
+        "\n",
+        r#"{"type":"track","user":"m1","id":"m1-signup","event":"signed_up","ts":"2026-03-02T10:00:01Z"}"#,
+    );
+    let r = a.request(
+        "POST",
+        "/v1/events",
+        Some("ingest-token"),
+        events.as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.text);
+    let maildir = dir.join(".sluice/outbox/maildir/new");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mail = loop {
+        let found = std::fs::read_dir(&maildir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|e| std::fs::read(e.path()).ok());
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no welcome email in {maildir:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let parsed = MessageParser::default().parse(&mail).expect("RFC 5322");
+    let list = parsed
+        .header_raw("List-Unsubscribe")
+        .expect("List-Unsubscribe")
+        .trim()
+        .to_owned();
+    let token = list
+        .trim_matches(|c| c == '<' || c == '>')
+        .rsplit('/')
+        .next()
+        .expect("a token")
+        .to_owned();
+    let path = format!("/v1/unsubscribe/{token}");
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    for w in [&a, &b] {
+        let r = w.request_with("POST", &path, None, &form, b"List-Unsubscribe=One-Click");
+        assert_eq!(r.status, 200, "{}", r.text);
+        let forged = format!("/v1/unsubscribe/x{token}");
+        let r = w.request_with("POST", &forged, None, &form, b"List-Unsubscribe=One-Click");
+        assert_eq!(r.status, 404, "{}", r.text);
+    }
+    // The owner's record says so.
+    let user = [&a, &b]
+        .iter()
+        .map(|w| w.request("GET", "/v1/users/m1", Some("admin-token"), b""))
+        .find(|r| r.status == 200)
+        .expect("the owner answers");
+    assert!(user.text.contains(r#""marketing":false"#), "{}", user.text);
+    a.stop(Duration::from_secs(20));
+    b.stop(Duration::from_secs(20));
+}

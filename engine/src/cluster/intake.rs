@@ -21,8 +21,11 @@ use sha2::{Digest, Sha256};
 
 use journeys::event::Event;
 
-use super::{log, Cluster};
+use super::forward::{self, Local as _};
+use super::{lease, log, node, Cluster};
 use crate::api::{self, Appended, Unavailable, Unsubscribed};
+use crate::deliver::sign::UnsubscribeSigner;
+use crate::hash::partition_of;
 use crate::metrics::Metrics;
 use crate::service::{Command, ServiceHandle};
 
@@ -30,6 +33,10 @@ use crate::service::{Command, ServiceHandle};
 #[derive(Clone)]
 pub struct Intake {
     cluster: Cluster,
+    /// This worker's name (its leases' holder).
+    me: String,
+    /// Checks one-click unsubscribe tokens, to find the user's partition.
+    signer: Option<Arc<UnsubscribeSigner>>,
     partitions: u32,
     /// The node's command channel.
     node: ServiceHandle,
@@ -45,6 +52,8 @@ pub struct Intake {
 impl Intake {
     pub fn new(
         cluster: Cluster,
+        me: String,
+        signer: Option<Arc<UnsubscribeSigner>>,
         partitions: u32,
         node: ServiceHandle,
         ready: Arc<AtomicBool>,
@@ -52,6 +61,8 @@ impl Intake {
     ) -> Self {
         Intake {
             cluster,
+            me,
+            signer,
             partitions,
             node,
             ready,
@@ -130,6 +141,27 @@ impl Intake {
     }
 }
 
+impl forward::Local for Intake {
+    /// A request about a user, answered by this worker's node as if it
+    /// had come to it over HTTP.
+    async fn answer(&self, ask: forward::Ask) -> forward::Answer {
+        match ask {
+            forward::Ask::Unsubscribe { token } => {
+                match self
+                    .ask(|reply| Command::Unsubscribe { token, reply })
+                    .await
+                {
+                    Ok(u) => forward::Answer::unsubscribed(u),
+                    Err(Unavailable(why)) if why.contains(node::NOT_HERE) => {
+                        forward::Answer::NotHere
+                    }
+                    Err(Unavailable(why)) => forward::Answer::Unavailable(why),
+                }
+            }
+        }
+    }
+}
+
 /// The id an event is appended under.
 pub fn event_id(ev: &mut Event) -> Result<String, serde_json::Error> {
     if let Some(id) = &ev.id {
@@ -200,9 +232,40 @@ impl api::Handle for Intake {
         self.ask(|reply| Command::Replay { which, reply }).await
     }
 
+    /// Applied by the owner of the user's partition: this worker when it
+    /// owns it, else the owner, asked over NATS ([`forward`]).
     async fn unsubscribe(&self, token: String) -> Result<Option<Unsubscribed>, Unavailable> {
-        self.ask(|reply| Command::Unsubscribe { token, reply })
+        let Some(u) = self.signer.as_ref().and_then(|s| s.verify(&token)) else {
+            return Ok(None);
+        };
+        if u.category == "transactional" {
+            return Ok(None);
+        }
+        let p = partition_of(&u.user, self.partitions);
+        let mine = lease::holder(&self.cluster, p)
             .await
+            .map_err(|e| Unavailable(format!("cannot find the owner of partition {p}: {e}")))?
+            .is_some_and(|owner| owner == self.me);
+        let ask = forward::Ask::Unsubscribe { token };
+        let answer = if mine {
+            self.answer(ask.clone()).await
+        } else {
+            forward::to_owner(&self.cluster, &self.me, p, &ask).await?
+        };
+        let answer = match answer {
+            // The partition came to this worker meanwhile.
+            forward::Answer::NotHere if !mine => self.answer(ask).await,
+            a => a,
+        };
+        match answer {
+            forward::Answer::Unsubscribed(u) => {
+                Ok(u.map(|(user, category)| Unsubscribed { user, category }))
+            }
+            forward::Answer::NotHere => Err(Unavailable(format!(
+                "partition {p} moved while it was asked; try again"
+            ))),
+            forward::Answer::Unavailable(why) => Err(Unavailable(why)),
+        }
     }
 
     fn ready(&self) -> bool {

@@ -33,6 +33,20 @@ pub struct Checkpoint {
     pub token: u64,
 }
 
+/// The worker holding `partition`'s lease now (`None`: nobody, between
+/// owners).
+pub async fn holder(cluster: &Cluster, partition: u32) -> Result<Option<String>, Error> {
+    let leases = cluster.bucket("leases").await?;
+    let entry = leases
+        .entry(key(partition))
+        .await
+        .map_err(|e| Error::nats(format!("read partition {partition}'s lease"), e))?;
+    match entry.filter(|e| e.operation == kv::Operation::Put) {
+        Some(e) => Ok(Some(decode::<Holder>(&key(partition), &e.value)?.owner)),
+        None => Ok(None),
+    }
+}
+
 /// A held lease on one partition, with its checkpoint claimed.
 pub struct Lease {
     partition: u32,

@@ -27,6 +27,7 @@
 //! cannot be reached now" (an ingest answers 503, processing pauses).
 
 pub mod changelog;
+pub mod forward;
 pub mod intake;
 pub mod lease;
 pub mod log;
@@ -298,6 +299,10 @@ impl Cluster {
             }
         }
         Ok(missing)
+    }
+
+    pub(crate) fn client(&self) -> &async_nats::Client {
+        &self.client
     }
 
     /// Whether the connection to NATS is up now (`/readyz`).

@@ -50,6 +50,10 @@ use crate::service::{Command, Outlet, Reply};
 use crate::store::outbox::OutboxEntry;
 use crate::store::scratch::ScratchStore;
 
+/// What a request about a user of a partition this worker does not own is
+/// answered with (the forwarding recognises it: [`super::forward`]).
+pub const NOT_HERE: &str = "which another worker owns";
+
 /// What every partition's engine is opened with.
 pub struct Settings {
     /// Where the partitions' local stores live (`<root>/p<N>`).
@@ -144,7 +148,7 @@ impl<O: Outlet> Node<O> {
     fn not_here(&self, user: &str) -> Unavailable {
         let p = partition_of(user, self.settings.partitions);
         Unavailable(format!(
-            "user {user:?} belongs to partition {p}, which another worker owns: ask that worker \
+            "user {user:?} belongs to partition {p}, {NOT_HERE}: ask that worker \
              (docs/cluster.md)"
         ))
     }

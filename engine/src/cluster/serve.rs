@@ -292,12 +292,19 @@ pub fn run(
 
     let intake = super::intake::Intake::new(
         cluster.clone(),
+        me.clone(),
+        Some(Arc::clone(&signer)),
         cluster_options.partitions,
         handle.clone(),
         Arc::clone(&ready),
         metrics.clone(),
     );
     rt.spawn(intake.clone().watch_streams(streams_every()));
+    rt.spawn(super::forward::serve(
+        cluster.clone(),
+        me.clone(),
+        intake.clone(),
+    ));
     let app = api::router_with(
         Arc::new(intake.clone()),
         tokens,
