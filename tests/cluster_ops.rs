@@ -152,16 +152,6 @@ fn a_deleted_event_stream_makes_the_worker_unready_and_says_which() {
     w.kill();
 }
 
-/// The partitions a worker owns now (`sluice_partitions_owned`).
-fn owned(w: &SluiceRun) -> u64 {
-    w.metrics()
-        .lines()
-        .find(|l| l.starts_with("sluice_partitions_owned "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 /// A mailbox provider posts an RFC 8058 one-click unsubscribe once, to
 /// whichever worker its load balancer picks. Each of two workers applies
 /// it, the one that does not own the user's partition by asking the owner
@@ -188,9 +178,9 @@ fn a_one_click_unsubscribe_is_applied_whichever_worker_it_reaches() {
     // all four to one: the other is then the one that forwards).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let before = (owned(&a), owned(&b));
+        let before = (a.partitions_owned(), b.partitions_owned());
         std::thread::sleep(Duration::from_millis(500));
-        let after = (owned(&a), owned(&b));
+        let after = (a.partitions_owned(), b.partitions_owned());
         if before == after && after.0 + after.1 == 4 {
             break;
         }

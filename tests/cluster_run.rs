@@ -56,17 +56,6 @@ fn commits(logs: &[String]) -> BTreeMap<u32, BTreeMap<u64, Vec<u64>>> {
     m
 }
 
-/// The partitions a worker owns now (`sluice_partitions_owned`).
-fn owned(w: &SluiceRun) -> u64 {
-    let r = w.request("GET", "/metrics", None, b"");
-    r.text
-        .lines()
-        .find(|l| l.starts_with("sluice_partitions_owned "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 fn post(port: u16, body: &str) -> Option<u16> {
     let headers = [
         ("Authorization", "Bearer ingest-token"),
@@ -296,9 +285,9 @@ fn assert_tokens_never_interleave(workers: &[SluiceRun]) -> usize {
 fn settled(workers: &[SluiceRun], limit: Duration) -> Vec<u64> {
     let deadline = Instant::now() + limit;
     loop {
-        let before: Vec<u64> = workers.iter().map(owned).collect();
+        let before: Vec<u64> = workers.iter().map(SluiceRun::partitions_owned).collect();
         std::thread::sleep(Duration::from_millis(500));
-        let after: Vec<u64> = workers.iter().map(owned).collect();
+        let after: Vec<u64> = workers.iter().map(SluiceRun::partitions_owned).collect();
         if before == after && after.iter().sum::<u64>() == 8 {
             return after;
         }
@@ -342,7 +331,7 @@ fn kill_under_ingest(nats: &Nats, replicas: &str) {
     // killed worker's heartbeat and leases age out after the lease TTL).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let total: u64 = workers.iter().map(owned).sum();
+        let total: u64 = workers.iter().map(SluiceRun::partitions_owned).sum();
         if total == 8 {
             break;
         }
@@ -619,7 +608,7 @@ fn a_global_throttle_holds_across_workers() {
     // Most messages now wait for their slots: kill the worker that owns
     // the most partitions, and start it again.
     std::thread::sleep(Duration::from_millis(2_000));
-    let owned_now: Vec<u64> = workers.iter().map(owned).collect();
+    let owned_now: Vec<u64> = workers.iter().map(SluiceRun::partitions_owned).collect();
     let victim = (0..workers.len())
         .max_by_key(|i| owned_now[*i])
         .expect("three workers");

@@ -297,6 +297,18 @@ impl SluiceRun {
 
     /// A request to it with an optional bearer `token`; panics (with the
     /// logs) when no answer comes.
+    /// The partitions a cluster worker owns now
+    /// (`sluice_partitions_owned`); 0 when it does not answer.
+    pub fn partitions_owned(&self) -> u64 {
+        let r = self.request("GET", "/metrics", None, b"");
+        r.text
+            .lines()
+            .find(|l| l.starts_with("sluice_partitions_owned "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
     /// `GET /metrics`, which must answer 200, as text.
     pub fn metrics(&self) -> String {
         let r = self.request("GET", "/metrics", None, b"");
