@@ -152,11 +152,32 @@ fn a_deleted_event_stream_makes_the_worker_unready_and_says_which() {
     w.kill();
 }
 
+/// The worker holding partition `p`'s lease in the cluster `sluice`.
+fn lease_holder(url: &str, p: u32) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let leases = js.get_key_value("sluice_leases").await.expect("the leases");
+        let held = leases
+            .get(format!("p{p}"))
+            .await
+            .expect("read the lease")
+            .expect("a holder");
+        let v: serde_json::Value = serde_json::from_slice(&held).expect("JSON");
+        v["owner"].as_str().expect("owner").to_owned()
+    })
+}
+
 /// A mailbox provider posts an RFC 8058 one-click unsubscribe once, to
 /// whichever worker its load balancer picks. Each of two workers applies
 /// it, the one that does not own the user's partition by asking the owner
 /// over NATS (was: 503 there, and the unsubscribe was lost); a forged token
-/// still gets 404 from either.
+/// still gets 404 from either. The user's record is read, and erased,
+/// through the worker that does not own it the same way.
 #[test]
 fn a_one_click_unsubscribe_is_applied_whichever_worker_it_reaches() {
     use mail_parser::MessageParser;
@@ -239,13 +260,26 @@ fn a_one_click_unsubscribe_is_applied_whichever_worker_it_reaches() {
         let r = w.request_with("POST", &forged, None, &form, b"List-Unsubscribe=One-Click");
         assert_eq!(r.status, 404, "{}", r.text);
     }
-    // The owner's record says so.
-    let user = [&a, &b]
-        .iter()
-        .map(|w| w.request("GET", "/v1/users/m1", Some("admin-token"), b""))
-        .find(|r| r.status == 200)
-        .expect("the owner answers");
-    assert!(user.text.contains(r#""marketing":false"#), "{}", user.text);
+    // The owner's record says so, read through either worker.
+    for w in [&a, &b] {
+        let user = w.request("GET", "/v1/users/m1", Some("admin-token"), b"");
+        assert_eq!(user.status, 200, "{}", user.text);
+        assert!(user.text.contains(r#""marketing":false"#), "{}", user.text);
+    }
+    // Erased through the worker that does not own the user; gone for both.
+    let owner = lease_holder(&nats.url(), engine::hash::partition_of("m1", 4));
+    let joined = format!("worker {owner} joined");
+    let other = if a.logs().contains(&joined) { &b } else { &a };
+    assert!(
+        a.logs().contains(&joined) != b.logs().contains(&joined),
+        "{owner} is one of the two"
+    );
+    let r = other.request("DELETE", "/v1/users/m1", Some("admin-token"), b"");
+    assert_eq!(r.status, 200, "{}", r.text);
+    for w in [&a, &b] {
+        let user = w.request("GET", "/v1/users/m1", Some("admin-token"), b"");
+        assert_eq!(user.status, 404, "{}", user.text);
+    }
     a.stop(Duration::from_secs(20));
     b.stop(Duration::from_secs(20));
 }

@@ -1,8 +1,9 @@
 //! Requests about one user, forwarded to the worker that owns the user's
 //! partition. Only the owner holds the user's record, so a one-click
 //! unsubscribe (which a mailbox provider posts to whichever worker the
-//! load balancer picks, once) is carried to the owner over NATS instead
-//! of being refused with a 503 that nobody retries.
+//! load balancer picks, once), a user's record or an erasure asked of
+//! any worker is carried to the owner over NATS instead of being refused
+//! with a 503 that names another worker.
 //!
 //! Each worker answers on `<prefix>.ask.<worker>` ([`serve`]); a worker
 //! that does not own the partition looks up its lease holder in the
@@ -26,6 +27,10 @@ use crate::api::{Unavailable, Unsubscribed};
 pub enum Ask {
     /// RFC 8058 one-click unsubscribe with a verified token.
     Unsubscribe { token: String },
+    /// `GET /v1/users/{id}`.
+    User { id: String },
+    /// `DELETE /v1/users/{id}`: answered once committed and published.
+    Erase { id: String },
 }
 
 /// The owner's answer.
@@ -34,6 +39,10 @@ pub enum Answer {
     /// The unsubscribe was applied (`Some`), or there was nothing to apply
     /// (an unknown user): 404.
     Unsubscribed(Option<(String, String)>),
+    /// The user's record as `GET /v1/users/{id}` shows it (`None`: 404).
+    User(Option<serde_json::Value>),
+    /// Whether there was a user to erase.
+    Erased(bool),
     /// The asked worker does not own the partition (any more).
     NotHere,
     /// The owner could not answer (its own 503's message).
@@ -49,6 +58,12 @@ impl Answer {
 /// What a worker does with a forwarded request: its intake's local answer.
 pub trait Local: Clone + Send + Sync + 'static {
     fn answer(&self, ask: Ask) -> impl std::future::Future<Output = Answer> + Send;
+}
+
+/// An answer of the wrong kind for what was asked (a worker of another
+/// version).
+pub fn mismatch(answer: &Answer) -> Unavailable {
+    Unavailable(format!("the owner answered something else: {answer:?}"))
 }
 
 /// The subject a worker answers on.
@@ -76,8 +91,8 @@ pub async fn serve<L: Local>(cluster: Cluster, me: String, local: L) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(target: "sluice::cluster", error = %e, subject,
-                "cannot answer requests forwarded by other workers (one-click unsubscribes \
-                 sent to them will get 503)");
+                "cannot answer requests forwarded by other workers (requests about this \
+                 worker's users sent to them will get 503)");
             return;
         }
     };

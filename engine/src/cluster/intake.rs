@@ -91,6 +91,33 @@ impl Intake {
         ))
     }
 
+    /// `ask` answered by the owner of partition `p`: this worker when it
+    /// holds the lease, else the holder over NATS ([`forward::to_owner`]).
+    /// "Not here" and "unavailable" answers become 503s.
+    async fn on_owner(&self, p: u32, ask: forward::Ask) -> Result<forward::Answer, Unavailable> {
+        let mine = lease::holder(&self.cluster, p)
+            .await
+            .map_err(|e| Unavailable(format!("cannot find the owner of partition {p}: {e}")))?
+            .is_some_and(|owner| owner == self.me);
+        let answer = if mine {
+            self.answer(ask.clone()).await
+        } else {
+            forward::to_owner(&self.cluster, &self.me, p, &ask).await?
+        };
+        let answer = match answer {
+            // The partition came to this worker meanwhile.
+            forward::Answer::NotHere if !mine => self.answer(ask).await,
+            a => a,
+        };
+        match answer {
+            forward::Answer::NotHere => Err(Unavailable(format!(
+                "partition {p} moved while it was asked; try again"
+            ))),
+            forward::Answer::Unavailable(why) => Err(Unavailable(why)),
+            a => Ok(a),
+        }
+    }
+
     /// Checks every `every` that the cluster's streams are still in NATS,
     /// keeping what is missing for `/readyz` and ingest, and saying so in
     /// the log when it changes. Runs until the process ends.
@@ -145,19 +172,24 @@ impl forward::Local for Intake {
     /// A request about a user, answered by this worker's node as if it
     /// had come to it over HTTP.
     async fn answer(&self, ask: forward::Ask) -> forward::Answer {
-        match ask {
-            forward::Ask::Unsubscribe { token } => {
-                match self
-                    .ask(|reply| Command::Unsubscribe { token, reply })
-                    .await
-                {
-                    Ok(u) => forward::Answer::unsubscribed(u),
-                    Err(Unavailable(why)) if why.contains(node::NOT_HERE) => {
-                        forward::Answer::NotHere
-                    }
-                    Err(Unavailable(why)) => forward::Answer::Unavailable(why),
-                }
-            }
+        let answer = match ask {
+            forward::Ask::Unsubscribe { token } => self
+                .ask(|reply| Command::Unsubscribe { token, reply })
+                .await
+                .map(forward::Answer::unsubscribed),
+            forward::Ask::User { id } => self
+                .ask(|reply| Command::User { id, reply })
+                .await
+                .map(forward::Answer::User),
+            forward::Ask::Erase { id } => self
+                .ask(|reply| Command::Erase { id, reply })
+                .await
+                .map(forward::Answer::Erased),
+        };
+        match answer {
+            Ok(a) => a,
+            Err(Unavailable(why)) if why.contains(node::NOT_HERE) => forward::Answer::NotHere,
+            Err(Unavailable(why)) => forward::Answer::Unavailable(why),
         }
     }
 }
@@ -215,12 +247,24 @@ impl api::Handle for Intake {
         Ok(a)
     }
 
+    /// Answered by the owner of the user's partition, asked over NATS
+    /// when it is another worker.
     async fn user(&self, id: String) -> Result<Option<Value>, Unavailable> {
-        self.ask(|reply| Command::User { id, reply }).await
+        let p = partition_of(&id, self.partitions);
+        match self.on_owner(p, forward::Ask::User { id }).await? {
+            forward::Answer::User(v) => Ok(v),
+            other => Err(forward::mismatch(&other)),
+        }
     }
 
+    /// Carried out by the owner of the user's partition, asked over NATS
+    /// when it is another worker; answered once committed and published.
     async fn erase(&self, id: String) -> Result<bool, Unavailable> {
-        self.ask(|reply| Command::Erase { id, reply }).await
+        let p = partition_of(&id, self.partitions);
+        match self.on_owner(p, forward::Ask::Erase { id }).await? {
+            forward::Answer::Erased(b) => Ok(b),
+            other => Err(forward::mismatch(&other)),
+        }
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<Value>, Unavailable> {
@@ -242,29 +286,14 @@ impl api::Handle for Intake {
             return Ok(None);
         }
         let p = partition_of(&u.user, self.partitions);
-        let mine = lease::holder(&self.cluster, p)
-            .await
-            .map_err(|e| Unavailable(format!("cannot find the owner of partition {p}: {e}")))?
-            .is_some_and(|owner| owner == self.me);
-        let ask = forward::Ask::Unsubscribe { token };
-        let answer = if mine {
-            self.answer(ask.clone()).await
-        } else {
-            forward::to_owner(&self.cluster, &self.me, p, &ask).await?
-        };
-        let answer = match answer {
-            // The partition came to this worker meanwhile.
-            forward::Answer::NotHere if !mine => self.answer(ask).await,
-            a => a,
-        };
-        match answer {
+        match self
+            .on_owner(p, forward::Ask::Unsubscribe { token })
+            .await?
+        {
             forward::Answer::Unsubscribed(u) => {
                 Ok(u.map(|(user, category)| Unsubscribed { user, category }))
             }
-            forward::Answer::NotHere => Err(Unavailable(format!(
-                "partition {p} moved while it was asked; try again"
-            ))),
-            forward::Answer::Unavailable(why) => Err(Unavailable(why)),
+            other => Err(forward::mismatch(&other)),
         }
     }
 
