@@ -100,19 +100,6 @@ fn routes_not_in_cluster_mode_yet_say_so_and_what_to_do() {
     w.stop(Duration::from_secs(20));
 }
 
-/// Deletes a stream of the cluster `sluice` on the NATS at `url`.
-fn delete_stream(url: &str, name: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
-        let client = async_nats::connect(url).await.expect("connect");
-        let js = async_nats::jetstream::new(client);
-        js.delete_stream(name).await.expect("delete the stream");
-    });
-}
-
 /// The event stream deleted in NATS under a running worker (an operator's
 /// `nats stream rm`): the worker stops saying it is ready, and says why,
 /// and ingest answers 503 naming the stream, instead of /readyz 200 while
@@ -130,7 +117,11 @@ fn a_deleted_event_stream_makes_the_worker_unready_and_says_which() {
         br#"{"type":"track","user":"u1","event":"signup","id":"e1","ts":"2026-03-02T10:00:00Z"}"#;
     let r = w.request("POST", "/v1/events", Some("ingest-token"), event);
     assert_eq!(r.status, 202, "{}", r.text);
-    delete_stream(&nats.url(), "sluice_EV");
+    nats.jetstream(|js| async move {
+        js.delete_stream("sluice_EV")
+            .await
+            .expect("delete the stream");
+    });
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let ready = loop {
         let r = w.request("GET", "/readyz", None, b"");
@@ -153,14 +144,8 @@ fn a_deleted_event_stream_makes_the_worker_unready_and_says_which() {
 }
 
 /// The worker holding partition `p`'s lease in the cluster `sluice`.
-fn lease_holder(url: &str, p: u32) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
-        let client = async_nats::connect(url).await.expect("connect");
-        let js = async_nats::jetstream::new(client);
+fn lease_holder(nats: &Nats, p: u32) -> String {
+    nats.jetstream(|js| async move {
         let leases = js.get_key_value("sluice_leases").await.expect("the leases");
         let held = leases
             .get(format!("p{p}"))
@@ -267,7 +252,7 @@ fn a_one_click_unsubscribe_is_applied_whichever_worker_it_reaches() {
         assert!(user.text.contains(r#""marketing":false"#), "{}", user.text);
     }
     // Erased through the worker that does not own the user; gone for both.
-    let owner = lease_holder(&nats.url(), engine::hash::partition_of("m1", 4));
+    let owner = lease_holder(&nats, engine::hash::partition_of("m1", 4));
     let joined = format!("worker {owner} joined");
     let other = if a.logs().contains(&joined) { &b } else { &a };
     assert!(

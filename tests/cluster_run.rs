@@ -379,14 +379,7 @@ fn kill_under_ingest(nats: &Nats, replicas: &str) {
 /// partitions' events through the checkpoint (at most 5 s apart, at once
 /// after a takeover), so the event stream empties within `limit`.
 fn assert_event_stream_emptied(nats: &Nats, limit: Duration) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let url = nats.nodes[0].url();
-    rt.block_on(async {
-        let client = async_nats::connect(url).await.expect("connect");
-        let js = async_nats::jetstream::new(client);
+    nats.jetstream(|js| async move {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let mut stream = js.get_stream("sluice_EV").await.expect("the event stream");

@@ -53,13 +53,17 @@ fn repo(hook: &Receiver) -> (tempfile::TempDir, std::path::PathBuf) {
     support::fixture::temp_copy("metrics/workload", &[("__HOOK__", hook.port.to_string())])
 }
 
-fn start(repo: &std::path::Path, format: &str) -> SluiceRun {
+/// `sluice run` on `repo` with the tokens and `--log-format FORMAT`, not
+/// started yet.
+fn service(repo: &std::path::Path, format: &str) -> SluiceRun {
     SluiceRun::new(repo)
         .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
         .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
-        .env("SLUICE_LOG", "debug")
         .args(&["--log-format", format])
-        .start()
+}
+
+fn start(repo: &std::path::Path, format: &str) -> SluiceRun {
+    service(repo, format).env("SLUICE_LOG", "debug").start()
 }
 
 /// `sluice ARGS… --server URL --token ADMIN`, required to succeed: stdout.
@@ -342,21 +346,14 @@ fn a_fatal_start_up_error_is_a_json_line_with_json_logs() {
     let first = start(&repo, "json");
 
     // The store in use by `first`.
-    let (status, logs) = SluiceRun::new(&repo)
-        .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
-        .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
-        .args(&["--log-format", "json"])
-        .run_to_exit(Duration::from_secs(20));
+    let (status, logs) = service(&repo, "json").run_to_exit(Duration::from_secs(20));
     assert_one_json_error(status, &logs, "in use");
 
     // The port taken (by `first`), on another store.
     let other = tempfile::tempdir().expect("tmp");
-    let (status, logs) = SluiceRun::new(&repo)
-        .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
-        .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
+    let (status, logs) = service(&repo, "json")
         .store(&other.path().join("store"))
         .listen_on(first.port())
-        .args(&["--log-format", "json"])
         .run_to_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(1), "{logs}");
     assert_one_json_error(status, &logs, &first.port().to_string());
@@ -368,20 +365,12 @@ fn a_fatal_start_up_error_is_a_json_line_with_json_logs() {
         "apiVersion: sluice/v1\nkind: Journey\nid: broken\nversion: 1\nentry: { event: x }\nsteps:\n  - id: s\n    send: { channel: email, template: nowhere }\n",
     )
     .expect("write");
-    let (status, logs) = SluiceRun::new(&repo)
-        .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
-        .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
-        .args(&["--log-format", "json"])
-        .run_to_exit(Duration::from_secs(20));
+    let (status, logs) = service(&repo, "json").run_to_exit(Duration::from_secs(20));
     assert_one_json_error(status, &logs, "journeys/broken.yaml:8:");
     assert!(logs.contains("is invalid: 1 error"), "{logs}");
 
     // Text logs: miette's rendering, not JSON.
-    let (status, logs) = SluiceRun::new(&repo)
-        .env("SLUICE_TEST_INGEST_TOKEN", INGEST)
-        .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN)
-        .args(&["--log-format", "text"])
-        .run_to_exit(Duration::from_secs(20));
+    let (status, logs) = service(&repo, "text").run_to_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(1), "{logs}");
     assert!(logs.contains("is invalid: 1 error"), "{logs}");
     assert!(

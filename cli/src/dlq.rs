@@ -9,7 +9,7 @@ use engine::service::client;
 use miette::miette;
 use serde_json::Value;
 
-use crate::inspect::{Source, Via};
+use crate::inspect::{text, Source, Via};
 use crate::Format;
 
 #[derive(clap::Args)]
@@ -53,14 +53,6 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     match args.what {
         What::List(a) => list(a),
         What::Replay(a) => replay(a),
-    }
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
     }
 }
 

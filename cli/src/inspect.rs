@@ -143,7 +143,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn text(v: &Value) -> String {
+/// A JSON value as a human line shows it: strings bare, null as `-`.
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".to_owned(),

@@ -223,6 +223,24 @@ impl Nats {
         }
     }
 
+    /// Runs `f` on a JetStream context of the first node, as an operator's
+    /// `nats` command would: to look at or change the cluster's streams
+    /// and buckets from a test.
+    pub fn jetstream<T, F: std::future::Future<Output = T>>(
+        &self,
+        f: impl FnOnce(async_nats::jetstream::Context) -> F,
+    ) -> T {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let url = self.nodes[0].url();
+        rt.block_on(async {
+            let client = async_nats::connect(url).await.expect("connect to NATS");
+            f(async_nats::jetstream::new(client)).await
+        })
+    }
+
     /// Every node's URL, comma-separated (what `--cluster` takes).
     pub fn url(&self) -> String {
         self.nodes

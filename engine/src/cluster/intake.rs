@@ -104,9 +104,12 @@ impl Intake {
         } else {
             forward::to_owner(&self.cluster, &self.me, p, &ask).await?
         };
+        // The partition moved meanwhile: to this worker, or from it.
         let answer = match answer {
-            // The partition came to this worker meanwhile.
-            forward::Answer::NotHere if !mine => self.answer(ask).await,
+            forward::Answer::NotHere if mine => {
+                forward::to_owner(&self.cluster, &self.me, p, &ask).await?
+            }
+            forward::Answer::NotHere => self.answer(ask).await,
             a => a,
         };
         match answer {

@@ -174,17 +174,11 @@ impl Engine {
         .rev()
         .find(|l| l["key"] == m.key.as_str() && l["outcome"] == "failed")
         .and_then(|l| l.get("reason").and_then(|r| r.as_str()).map(str::to_owned));
-        let mut line = Line::new(now, Kind::Send, &m.user, &m.journey);
-        line.version = Some(m.version);
-        line.step = Some(m.step.clone());
-        line.channel = Some(m.channel.as_str());
-        line.template = Some(m.template.clone());
-        line.outcome = Some(Outcome::Sent);
-        line.reason = Some(match failed {
+        let reason = match failed {
             Some(r) => format!("{REPLAYED}; failed before: {r}"),
             None => REPLAYED.to_owned(),
-        });
-        line.key = Some(m.key.clone());
+        };
+        let line = send_line(m, now, Outcome::Sent, reason);
         let mut json = match serde_json::to_value(&line) {
             Ok(v) => v,
             Err(e) => {
@@ -305,20 +299,26 @@ impl Engine {
             Ok(bytes) => self.store.batch().put_dead_letter(at, seq, bytes),
             Err(e) => tracing::error!("cannot record a dead letter: {e}"),
         }
-        let mut line = Line::new(now, Kind::Send, &m.user, &m.journey);
-        line.version = Some(m.version);
-        line.step = Some(m.step.clone());
-        line.channel = Some(m.channel.as_str());
-        line.template = Some(m.template.clone());
-        line.outcome = Some(Outcome::Failed);
-        line.reason = Some(reason);
+        let mut line = send_line(m, now, Outcome::Failed, reason);
         // The message log and the dead letter keep the provider's answer;
         // the decision's log line does not (RUN.md §6).
         line.logged_reason = error.summary.map(|s| format!("delivery:{s}"));
-        line.key = Some(m.key.clone());
         self.emit(line);
         Ok(Recorded::Dead)
     }
+}
+
+/// The `send` line of a delivery's outcome for the message `m`.
+fn send_line(m: &Message, now: Millis, outcome: Outcome, reason: String) -> Line {
+    let mut line = Line::new(now, Kind::Send, &m.user, &m.journey);
+    line.version = Some(m.version);
+    line.step = Some(m.step.clone());
+    line.channel = Some(m.channel.as_str());
+    line.template = Some(m.template.clone());
+    line.outcome = Some(outcome);
+    line.reason = Some(reason);
+    line.key = Some(m.key.clone());
+    line
 }
 
 /// How the `sent` line of a delivered replay begins its `reason`.

@@ -627,17 +627,15 @@ impl Buffered {
         } else {
             Vec::new()
         };
-        let dirty: Vec<String> = dirty
+        // The dirty records, each with its id, in one look-up each.
+        let (dirty, recs): (Vec<String>, Vec<&UserRecord>) = dirty
             .into_iter()
-            .filter(|id| self.cache.get(id).is_some_and(|c| c.dirty))
-            .collect();
-        let encoded = {
-            let recs: Vec<&UserRecord> = dirty
-                .iter()
-                .filter_map(|id| self.cache.get(id).map(|c| &*c.rec))
-                .collect();
-            encode_all(&recs, self.encoders)
-        };
+            .filter_map(|id| {
+                let c = self.cache.get(&id).filter(|c| c.dirty)?;
+                Some((id, &*c.rec))
+            })
+            .unzip();
+        let encoded = encode_all(&recs, self.encoders);
         for (id, bytes) in dirty.into_iter().zip(encoded) {
             let bytes = bytes?;
             let Some(c) = self.cache.get_mut(&id) else {
